@@ -1,0 +1,435 @@
+//! The configuration file (YAML), its defaults and its validation.
+//!
+//! Every key is documented here and in `deploy/homeostat.example.yaml`; a
+//! test parses that file so the two cannot drift. Errors name the file, the
+//! key path and, when the YAML parser knows it, the line and column.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::PromDuration;
+
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// Where environment variables come from: the process, or a map in tests.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP server that receives Alertmanager's webhook and serves the API.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Credentials the webhook and API demand. Absent: no authentication,
+    /// which is only allowed on a loopback address (see `server.allow_unauthenticated`).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// The SQLite journal of deliveries and incidents.
+    #[serde(default)]
+    pub journal: JournalConfig,
+}
+
+/// `server:` — the HTTP listener and ingest limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on. Default `127.0.0.1:9095`.
+    pub listen: SocketAddr,
+    /// Largest accepted request body in bytes; larger bodies get 413. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Notifications journalled but not yet processed; when full, the webhook
+    /// answers 503 and Alertmanager retries. Default 1024.
+    pub queue_capacity: usize,
+    /// Permit listening on a non-loopback address without `auth`. Default false.
+    pub allow_unauthenticated: bool,
+    /// On SIGTERM/SIGINT, how long to wait for queued notifications to be processed. Default 30s.
+    pub drain_timeout: PromDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9095)),
+            max_body_bytes: 1024 * 1024,
+            queue_capacity: 1024,
+            allow_unauthenticated: false,
+            drain_timeout: PromDuration(std::time::Duration::from_secs(30)),
+        }
+    }
+}
+
+/// `auth:` — what Alertmanager's webhook `http_config` can send. Either or
+/// both may be set; a request passes when it satisfies one of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `Authorization: Bearer <token>` (Alertmanager: `http_config.authorization`).
+    #[serde(default)]
+    pub bearer_token: Option<SecretSource>,
+    /// `Authorization: Basic …` (Alertmanager: `http_config.basic_auth`).
+    #[serde(default)]
+    pub basic: Option<BasicAuthConfig>,
+}
+
+/// `auth.basic:`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    pub username: String,
+    pub password: SecretSource,
+}
+
+/// Where a secret is read from: exactly one of `file` (trailing newline
+/// removed) or `env` (the name of an environment variable). Secrets are never
+/// written in the config file itself, nor logged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+/// `journal:` — the SQLite database.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Database file; relative paths are relative to the working directory.
+    /// Default `homeostat.db`.
+    pub path: PathBuf,
+    /// `full` (default) survives power loss; `normal` survives a crash or
+    /// `kill -9` of homeostat but may lose the last commits on power loss.
+    pub synchronous: Synchronous,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            path: PathBuf::from("homeostat.db"),
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+/// SQLite's `PRAGMA synchronous` in WAL mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+/// A secret whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Credentials with their secrets read, as the server checks them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub bearer_token: Option<Secret>,
+    pub basic: Option<(String, Secret)>,
+}
+
+impl Credentials {
+    pub fn is_empty(&self) -> bool {
+        self.bearer_token.is_none() && self.basic.is_none()
+    }
+}
+
+/// A configuration problem, saying where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {}: at `{key}`: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        /// The key path, e.g. `server.listen`; `.` for the document itself.
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and parses `path`. Call [`Config::validate`] before using it.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses YAML text; `path` only labels errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config> {
+        // An empty file is a valid config with every default.
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|err| {
+            let key = match err.path().to_string() {
+                p if p == "." || p.is_empty() => ".".to_owned(),
+                p => p,
+            };
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                message: err.into_inner().to_string(),
+            }
+        })
+    }
+
+    /// Checks what the types cannot, reads the secrets, and returns the
+    /// credentials the server will demand.
+    pub fn validate(&self, path: &Path, env: &dyn Env) -> Result<Credentials> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1".into()));
+        }
+        if self.server.queue_capacity == 0 {
+            return Err(invalid("server.queue_capacity", "must be at least 1".into()));
+        }
+        if self.journal.path.as_os_str().is_empty() {
+            return Err(invalid("journal.path", "must name a file".into()));
+        }
+        let credentials = match &self.auth {
+            None => Credentials::default(),
+            Some(auth) => {
+                if auth.bearer_token.is_none() && auth.basic.is_none() {
+                    return Err(invalid(
+                        "auth",
+                        "set `bearer_token` or `basic` (or remove `auth` to disable authentication)".into(),
+                    ));
+                }
+                let bearer_token = auth
+                    .bearer_token
+                    .as_ref()
+                    .map(|s| s.read("auth.bearer_token", env))
+                    .transpose()
+                    .map_err(|(key, m)| invalid(&key, m))?;
+                let basic = match &auth.basic {
+                    None => None,
+                    Some(b) if b.username.is_empty() => {
+                        return Err(invalid("auth.basic.username", "must not be empty".into()))
+                    }
+                    Some(b) => {
+                        let password = b
+                            .password
+                            .read("auth.basic.password", env)
+                            .map_err(|(key, m)| invalid(&key, m))?;
+                        Some((b.username.clone(), password))
+                    }
+                };
+                Credentials { bearer_token, basic }
+            }
+        };
+        let listen = self.server.listen;
+        if credentials.is_empty() && !listen.ip().is_loopback() && !self.server.allow_unauthenticated {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "{listen} is not a loopback address and no `auth` is configured: anyone who can reach it could \
+                     post alerts; configure `auth`, or set `server.allow_unauthenticated: true` \
+                     (flag `--allow-unauthenticated`) if the network is trusted"
+                ),
+            ));
+        }
+        Ok(credentials)
+    }
+}
+
+impl SecretSource {
+    fn read(&self, key: &str, env: &dyn Env) -> std::result::Result<Secret, (String, String)> {
+        let value = match (&self.file, &self.env) {
+            (Some(file), None) => std::fs::read_to_string(file)
+                .map_err(|e| (format!("{key}.file"), format!("cannot read {}: {e}", file.display())))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            (None, Some(name)) => env
+                .var(name)
+                .ok_or_else(|| (format!("{key}.env"), format!("environment variable {name} is not set")))?,
+            _ => return Err((key.to_owned(), "set exactly one of `file` or `env`".to_owned())),
+        };
+        if value.is_empty() {
+            return Err((key.to_owned(), "the secret is empty".to_owned()));
+        }
+        Ok(Secret(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(Path::new("test.yaml"), text)
+    }
+
+    fn no_env() -> HashMap<String, String> {
+        HashMap::new()
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:9095");
+        assert_eq!(config.server.max_body_bytes, 1 << 20);
+        assert!(config.validate(Path::new("test.yaml"), &no_env()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_shipped_example_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/homeostat.example.yaml");
+        let config = Config::load(&path).unwrap();
+        assert!(config.server.listen.ip().is_loopback());
+        assert_eq!(config.journal.path, PathBuf::from("homeostat.db"));
+        config.validate(&path, &no_env()).unwrap();
+    }
+
+    #[test]
+    fn a_wrong_type_names_key_and_line() {
+        let err = parse("server:\n  listen: 127.0.0.1:9095\n  max_body_bytes: lots\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("test.yaml"), "{text}");
+        assert!(text.contains("`server.max_body_bytes`"), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_the_expected_ones() {
+        let err = parse("server:\n  lisen: 127.0.0.1:1\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `lisen`"), "{err}");
+        assert!(err.contains("`listen`"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = parse("server:\n  listen: nowhere\n").unwrap_err().to_string();
+        assert!(err.contains("`server.listen`"), "{err}");
+        let err = parse("server:\n  drain_timeout: soon\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`server.drain_timeout`") && err.contains("invalid duration"),
+            "{err}"
+        );
+        let err = parse("journal:\n  synchronous: sometimes\n").unwrap_err().to_string();
+        assert!(err.contains("`journal.synchronous`"), "{err}");
+        let err = parse("- a list\n").unwrap_err().to_string();
+        assert!(err.contains("at `.`"), "{err}");
+        let config = parse("server:\n  queue_capacity: 0\n").unwrap();
+        let err = config
+            .validate(Path::new("test.yaml"), &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`server.queue_capacity`"), "{err}");
+    }
+
+    #[test]
+    fn non_loopback_without_auth_is_refused_unless_allowed() {
+        let mut config = parse("server:\n  listen: 0.0.0.0:9095\n").unwrap();
+        let err = config
+            .validate(Path::new("test.yaml"), &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`server.listen`") && err.contains("allow_unauthenticated"),
+            "{err}"
+        );
+        config.server.allow_unauthenticated = true;
+        config.validate(Path::new("test.yaml"), &no_env()).unwrap();
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_file_and_never_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let text = format!(
+            "server: {{listen: '0.0.0.0:9095'}}\nauth:\n  bearer_token: {{file: {}}}\n  basic: {{username: am, password: {{env: AM_PASSWORD}}}}\n",
+            file.display()
+        );
+        let config = parse(&text).unwrap();
+        let env = HashMap::from([("AM_PASSWORD".to_owned(), "hunter2".to_owned())]);
+        let credentials = config.validate(Path::new("test.yaml"), &env).unwrap();
+        assert_eq!(credentials.bearer_token.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(credentials.basic.as_ref().unwrap().1.expose(), "hunter2");
+        let shown = format!("{credentials:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("hunter2"), "{shown}");
+
+        let err = config
+            .validate(Path::new("test.yaml"), &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`auth.basic.password.env`") && err.contains("AM_PASSWORD"),
+            "{err}"
+        );
+
+        let both = parse("auth:\n  bearer_token: {file: /x, env: Y}\n").unwrap();
+        let err = both.validate(Path::new("test.yaml"), &env).unwrap_err().to_string();
+        assert!(
+            err.contains("`auth.bearer_token`") && err.contains("exactly one"),
+            "{err}"
+        );
+
+        let missing = parse("auth:\n  bearer_token: {file: /does/not/exist}\n").unwrap();
+        let err = missing.validate(Path::new("test.yaml"), &env).unwrap_err().to_string();
+        assert!(
+            err.contains("`auth.bearer_token.file`") && err.contains("/does/not/exist"),
+            "{err}"
+        );
+
+        let empty = parse("auth: {}\n").unwrap();
+        let err = empty.validate(Path::new("test.yaml"), &env).unwrap_err().to_string();
+        assert!(err.contains("at `auth`"), "{err}");
+    }
+}

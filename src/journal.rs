@@ -1,0 +1,657 @@
+//! The journal: SQLite (WAL) holding every accepted delivery, the incidents
+//! they belong to, and which deliveries the pipeline has processed.
+//!
+//! It plays the part of Alertmanager's notification log: a delivery is
+//! committed before the webhook answers 2xx, so a crash or `kill -9` right
+//! after the answer loses nothing, and a delivery that was journalled but
+//! not processed is queued again at start-up.
+//!
+//! All writes go through one thread that owns the write connection and
+//! commits whatever has queued up in one transaction (group commit): during
+//! an alert storm many deliveries share one `fsync` instead of each paying
+//! for its own. Reads use a second, read-only connection.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use prometheus_client::metrics::histogram::Histogram;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::alert::{Alert, AlertStatus, WebhookMessage};
+use crate::config::{JournalConfig, Synchronous};
+use crate::incident::{transition, EventKind, Incident, Known, Transition};
+
+pub type Result<T, E = JournalError> = std::result::Result<T, E>;
+
+/// The schema this build writes; a newer journal is refused rather than misread.
+const SCHEMA_VERSION: i64 = 1;
+/// Most writes grouped into one transaction.
+const MAX_GROUP: usize = 256;
+/// Writes waiting for the writer thread before callers wait for room.
+const WRITE_QUEUE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot open journal {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "journal {} has schema version {found}, newer than this homeostat understands ({SCHEMA_VERSION}); \
+         upgrade homeostat or point journal.path at another file",
+        path.display()
+    )]
+    SchemaTooNew { path: PathBuf, found: i64 },
+    #[error("journal database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("journal holds a value it cannot read back: {0}")]
+    Corrupt(String),
+    #[error("the journal writer has stopped")]
+    Closed,
+}
+
+impl JournalError {
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            JournalError::Open { .. } | JournalError::SchemaTooNew { .. } => "open",
+            JournalError::Sqlite(_) => "sqlite",
+            JournalError::Corrupt(_) => "corrupt",
+            JournalError::Closed => "closed",
+        }
+    }
+}
+
+/// One incident transition caused by a delivery, as the pipeline receives it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IncidentEvent {
+    pub incident_id: i64,
+    pub kind: EventKind,
+    pub fingerprint: String,
+    pub alertname: String,
+}
+
+/// A journalled delivery and the transitions it caused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub events: Vec<IncidentEvent>,
+}
+
+/// Filters and paging for [`Journal::incidents`]. Newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IncidentQuery {
+    pub status: Option<AlertStatus>,
+    pub alertname: Option<String>,
+    /// Label equality matchers; names must be valid Prometheus label names.
+    pub labels: Vec<(String, String)>,
+    /// Only incidents with an id below this (the previous page's `next_cursor`).
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+/// One page of incidents.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IncidentPage {
+    pub incidents: Vec<Incident>,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<i64>,
+}
+
+/// Whether `name` is a valid Prometheus label name.
+pub fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+enum Op {
+    Ingest {
+        message: Box<WebhookMessage>,
+        received_at: DateTime<Utc>,
+        reply: oneshot::Sender<Result<Delivery>>,
+    },
+    MarkProcessed {
+        delivery_id: i64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// A handle to the journal; cheap to clone. The writer thread stops once
+/// every handle is dropped, after checkpointing the WAL.
+#[derive(Clone)]
+pub struct Journal {
+    writes: mpsc::Sender<Op>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+/// The writer thread; [`JournalWriter::join`] waits for it to close the database.
+pub struct JournalWriter(JoinHandle<()>);
+
+impl JournalWriter {
+    pub fn join(self) {
+        if self.0.join().is_err() {
+            tracing::error!("The journal writer thread panicked.");
+        }
+    }
+}
+
+/// Histograms the writer records into.
+#[derive(Clone, Default)]
+pub struct JournalMetrics {
+    pub commit_seconds: Option<Histogram>,
+    pub batch_size: Option<Histogram>,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal and starts its writer thread.
+    pub fn open(config: &JournalConfig, metrics: JournalMetrics) -> Result<(Journal, JournalWriter)> {
+        let path = &config.path;
+        let open_err = |source| JournalError::Open {
+            path: path.clone(),
+            source,
+        };
+        let writer = Connection::open(path).map_err(open_err)?;
+        configure(&writer, config.synchronous).map_err(open_err)?;
+        migrate(&writer, path)?;
+        let reader =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(open_err)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+
+        let (writes, rx) = mpsc::channel(WRITE_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || run_writer(writer, rx, metrics))
+            .map_err(|e| JournalError::Corrupt(format!("cannot start the journal writer thread: {e}")))?;
+        let journal = Journal {
+            writes,
+            reader: Arc::new(Mutex::new(reader)),
+        };
+        Ok((journal, JournalWriter(thread)))
+    }
+
+    /// Journals a delivery and applies it to the incidents. Returns once it
+    /// is committed to disk.
+    pub async fn ingest(&self, message: WebhookMessage, received_at: DateTime<Utc>) -> Result<Delivery> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Ingest {
+            message: Box::new(message),
+            received_at,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Records that the pipeline has processed a delivery.
+    pub async fn mark_processed(&self, delivery_id: i64) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::MarkProcessed { delivery_id, reply }).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    async fn send(&self, op: Op) -> Result<()> {
+        self.writes.send(op).await.map_err(|_| JournalError::Closed)
+    }
+
+    /// Deliveries journalled but never marked processed (a crash between the
+    /// two), oldest first.
+    pub async fn unprocessed(&self) -> Result<Vec<Delivery>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT d.id, e.incident_id, e.kind, i.fingerprint, i.alertname
+                 FROM deliveries d
+                 LEFT JOIN events e ON e.delivery_id = d.id
+                 LEFT JOIN incidents i ON i.id = e.incident_id
+                 WHERE d.processed_at IS NULL
+                 ORDER BY d.id, e.id",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut deliveries: Vec<Delivery> = Vec::new();
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                if deliveries.last().is_none_or(|d| d.id != id) {
+                    deliveries.push(Delivery { id, events: Vec::new() });
+                }
+                let Some(incident_id) = row.get::<_, Option<i64>>(1)? else {
+                    continue;
+                };
+                let kind: String = row.get(2)?;
+                let event = IncidentEvent {
+                    incident_id,
+                    kind: EventKind::parse(&kind)
+                        .ok_or_else(|| JournalError::Corrupt(format!("unknown event kind {kind:?}")))?,
+                    fingerprint: row.get(3)?,
+                    alertname: row.get(4)?,
+                };
+                if let Some(last) = deliveries.last_mut() {
+                    last.events.push(event);
+                }
+            }
+            Ok(deliveries)
+        })
+        .await
+    }
+
+    /// One page of incidents matching `query`, newest first.
+    pub async fn incidents(&self, query: IncidentQuery) -> Result<IncidentPage> {
+        self.read(move |conn| {
+            let mut sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(status) = query.status {
+                sql.push_str(" AND status = ?");
+                args.push(status.as_str().to_owned().into());
+            }
+            if let Some(alertname) = query.alertname {
+                sql.push_str(" AND alertname = ?");
+                args.push(alertname.into());
+            }
+            for (name, value) in query.labels {
+                if !is_label_name(&name) {
+                    return Err(JournalError::Corrupt(format!("invalid label name {name:?}")));
+                }
+                sql.push_str(" AND json_extract(labels, ?) = ?");
+                args.push(format!("$.\"{name}\"").into());
+                args.push(value.into());
+            }
+            if let Some(before) = query.before {
+                sql.push_str(" AND id < ?");
+                args.push(before.into());
+            }
+            sql.push_str(" ORDER BY id DESC LIMIT ?");
+            let limit = query.limit.max(1);
+            args.push(i64::try_from(limit + 1).unwrap_or(i64::MAX).into());
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut incidents = stmt
+                .query_map(rusqlite::params_from_iter(args), read_incident)?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?;
+            let next_cursor = if incidents.len() > limit {
+                incidents.truncate(limit);
+                incidents.last().map(|i| i.id)
+            } else {
+                None
+            };
+            Ok(IncidentPage { incidents, next_cursor })
+        })
+        .await
+    }
+
+    /// One incident by id.
+    pub async fn incident(&self, id: i64) -> Result<Option<Incident>> {
+        self.read(move |conn| {
+            let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?");
+            conn.prepare_cached(&sql)?
+                .query_row([id], read_incident)
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| JournalError::Corrupt(format!("journal reader task failed: {e}")))?
+    }
+}
+
+fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(mode, "SQLite refused WAL mode; the journal runs in {mode} mode.");
+    }
+    let synchronous = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(JournalError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+        });
+    }
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE deliveries (
+                 id INTEGER PRIMARY KEY,
+                 received_at TEXT NOT NULL,
+                 receiver TEXT NOT NULL,
+                 group_key TEXT NOT NULL,
+                 status TEXT NOT NULL,
+                 alerts INTEGER NOT NULL,
+                 truncated_alerts INTEGER NOT NULL,
+                 external_url TEXT NOT NULL,
+                 processed_at TEXT
+             );
+             CREATE INDEX deliveries_unprocessed ON deliveries (id) WHERE processed_at IS NULL;
+             CREATE TABLE incidents (
+                 id INTEGER PRIMARY KEY,
+                 fingerprint TEXT NOT NULL,
+                 alertname TEXT NOT NULL,
+                 status TEXT NOT NULL CHECK (status IN ('firing', 'resolved')),
+                 labels TEXT NOT NULL,
+                 annotations TEXT NOT NULL,
+                 starts_at TEXT NOT NULL,
+                 ends_at TEXT,
+                 generator_url TEXT NOT NULL,
+                 first_seen TEXT NOT NULL,
+                 last_seen TEXT NOT NULL,
+                 resolved_at TEXT,
+                 deliveries INTEGER NOT NULL
+             );
+             CREATE UNIQUE INDEX incidents_one_open ON incidents (fingerprint) WHERE status = 'firing';
+             CREATE INDEX incidents_episode ON incidents (fingerprint, starts_at);
+             CREATE INDEX incidents_status ON incidents (status, id);
+             CREATE INDEX incidents_alertname ON incidents (alertname, id);
+             CREATE TABLE events (
+                 id INTEGER PRIMARY KEY,
+                 delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+                 incident_id INTEGER NOT NULL REFERENCES incidents (id),
+                 kind TEXT NOT NULL,
+                 at TEXT NOT NULL
+             );
+             CREATE INDEX events_delivery ON events (delivery_id);
+             CREATE INDEX events_incident ON events (incident_id);
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
+fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>, metrics: JournalMetrics) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let size = group.len();
+        commit_group(&mut conn, &mut group);
+        if let Some(h) = &metrics.commit_seconds {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        if let Some(h) = &metrics.batch_size {
+            h.observe(size as f64);
+        }
+    }
+    // Every handle is gone: fold the WAL back into the database file.
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "Journal checkpoint at shutdown failed; the WAL is replayed on next open.");
+    }
+}
+
+/// Applies a group of writes in one transaction, each in its own savepoint
+/// so that one failing write does not fail the others.
+fn commit_group(conn: &mut Connection, group: &mut Vec<Op>) {
+    enum Done {
+        Ingest(oneshot::Sender<Result<Delivery>>, Result<Delivery>),
+        Mark(oneshot::Sender<Result<()>>, Result<()>),
+    }
+    let now = timestamp(Utc::now());
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            let message = e.to_string();
+            fail_all(group.drain(..), &message);
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(group.len());
+    for op in group.drain(..) {
+        match op {
+            Op::Ingest {
+                message,
+                received_at,
+                reply,
+            } => {
+                let result = in_savepoint(&tx, |sp| ingest(sp, &message, &timestamp(received_at)));
+                done.push(Done::Ingest(reply, result));
+            }
+            Op::MarkProcessed { delivery_id, reply } => {
+                let result = in_savepoint(&tx, |sp| {
+                    sp.execute(
+                        "UPDATE deliveries SET processed_at = ?1 WHERE id = ?2 AND processed_at IS NULL",
+                        params![now, delivery_id],
+                    )?;
+                    Ok(())
+                });
+                done.push(Done::Mark(reply, result));
+            }
+        }
+    }
+    let committed = tx.commit().map_err(|e| e.to_string());
+    for d in done {
+        // A caller that gave up waiting is not an error here.
+        match (d, &committed) {
+            (Done::Ingest(reply, result), Ok(())) => drop(reply.send(result)),
+            (Done::Mark(reply, result), Ok(())) => drop(reply.send(result)),
+            (Done::Ingest(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
+            (Done::Mark(reply, _), Err(e)) => drop(reply.send(Err(commit_failed(e)))),
+        }
+    }
+}
+
+fn commit_failed(message: &str) -> JournalError {
+    JournalError::Corrupt(format!("journal commit failed: {message}"))
+}
+
+fn fail_all(ops: impl Iterator<Item = Op>, message: &str) {
+    for op in ops {
+        match op {
+            Op::Ingest { reply, .. } => drop(reply.send(Err(commit_failed(message)))),
+            Op::MarkProcessed { reply, .. } => drop(reply.send(Err(commit_failed(message)))),
+        }
+    }
+}
+
+fn in_savepoint<T>(tx: &Transaction<'_>, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    tx.execute_batch("SAVEPOINT op")?;
+    match f(tx) {
+        Ok(value) => {
+            tx.execute_batch("RELEASE op")?;
+            Ok(value)
+        }
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            Err(e)
+        }
+    }
+}
+
+fn ingest(tx: &Transaction<'_>, message: &WebhookMessage, received_at: &str) -> Result<Delivery> {
+    tx.prepare_cached(
+        "INSERT INTO deliveries (received_at, receiver, group_key, status, alerts, truncated_alerts, external_url)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        received_at,
+        message.receiver,
+        message.group_key,
+        message.status.as_str(),
+        message.alerts.len() as i64,
+        i64::try_from(message.truncated_alerts).unwrap_or(i64::MAX),
+        message.external_url,
+    ])?;
+    let delivery_id = tx.last_insert_rowid();
+    let mut events = Vec::with_capacity(message.alerts.len());
+    for alert in &message.alerts {
+        let step = transition(alert, known(tx, alert)?);
+        let incident_id = apply(tx, alert, step, received_at)?;
+        let kind = step.event_kind();
+        tx.prepare_cached("INSERT INTO events (delivery_id, incident_id, kind, at) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![delivery_id, incident_id, kind.as_str(), received_at])?;
+        events.push(IncidentEvent {
+            incident_id,
+            kind,
+            fingerprint: alert.fingerprint.clone(),
+            alertname: alert.alertname().to_owned(),
+        });
+    }
+    Ok(Delivery {
+        id: delivery_id,
+        events,
+    })
+}
+
+fn known(tx: &Transaction<'_>, alert: &Alert) -> Result<Known> {
+    let open = tx
+        .prepare_cached("SELECT id FROM incidents WHERE fingerprint = ?1 AND status = 'firing'")?
+        .query_row([&alert.fingerprint], |r| r.get(0))
+        .optional()?;
+    let resolved_episode = tx
+        .prepare_cached(
+            "SELECT id FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2 AND status = 'resolved'
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![alert.fingerprint, timestamp(alert.starts_at)], |r| r.get(0))
+        .optional()?;
+    Ok(Known { open, resolved_episode })
+}
+
+/// Writes one transition; returns the incident's id.
+fn apply(tx: &Transaction<'_>, alert: &Alert, step: Transition, now: &str) -> Result<i64> {
+    let labels = json(&alert.labels);
+    let annotations = json(&alert.annotations);
+    let starts_at = timestamp(alert.starts_at);
+    let ends_at = alert.ends_at.map(timestamp);
+    match step {
+        Transition::Open | Transition::OpenResolved => {
+            let resolved = step == Transition::OpenResolved;
+            tx.prepare_cached(
+                "INSERT INTO incidents (fingerprint, alertname, status, labels, annotations, starts_at, ends_at,
+                                        generator_url, first_seen, last_seen, resolved_at, deliveries)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, 1)",
+            )?
+            .execute(params![
+                alert.fingerprint,
+                alert.alertname(),
+                if resolved { "resolved" } else { "firing" },
+                labels,
+                annotations,
+                starts_at,
+                ends_at,
+                alert.generator_url,
+                now,
+                resolved.then_some(now),
+            ])?;
+            Ok(tx.last_insert_rowid())
+        }
+        Transition::Repeat(id) => {
+            tx.prepare_cached(
+                "UPDATE incidents SET labels = ?2, annotations = ?3, generator_url = ?4, last_seen = ?5,
+                                      deliveries = deliveries + 1, starts_at = min(starts_at, ?6)
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, labels, annotations, alert.generator_url, now, starts_at])?;
+            Ok(id)
+        }
+        Transition::Resolve(id) => {
+            tx.prepare_cached(
+                "UPDATE incidents SET status = 'resolved', ends_at = ?2, resolved_at = ?3, last_seen = ?3,
+                                      deliveries = deliveries + 1
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, ends_at, now])?;
+            Ok(id)
+        }
+        Transition::Stale(id) => {
+            tx.prepare_cached("UPDATE incidents SET last_seen = ?2, deliveries = deliveries + 1 WHERE id = ?1")?
+                .execute(params![id, now])?;
+            Ok(id)
+        }
+    }
+}
+
+const INCIDENT_COLUMNS: &str = "id, fingerprint, alertname, status, labels, annotations, starts_at, ends_at, \
+                                generator_url, first_seen, last_seen, resolved_at, deliveries";
+
+/// Reads a row of [`INCIDENT_COLUMNS`]. The outer result is SQLite's, the
+/// inner one says whether the stored text could be understood.
+fn read_incident(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident>> {
+    let status: String = row.get(3)?;
+    let labels: String = row.get(4)?;
+    let annotations: String = row.get(5)?;
+    let texts = [row.get::<_, String>(6)?, row.get(9)?, row.get(10)?];
+    let optional = [row.get::<_, Option<String>>(7)?, row.get(11)?];
+    let incident = (|| {
+        let status = match status.as_str() {
+            "firing" => AlertStatus::Firing,
+            "resolved" => AlertStatus::Resolved,
+            other => return Err(JournalError::Corrupt(format!("unknown incident status {other:?}"))),
+        };
+        let [starts_at, first_seen, last_seen] = texts.map(|t| parse_time(&t));
+        let [ends_at, resolved_at] = optional.map(|t| t.as_deref().map(parse_time).transpose());
+        Ok(Incident {
+            id: row.get(0)?,
+            fingerprint: row.get(1)?,
+            alertname: row.get(2)?,
+            status,
+            labels: parse_json(&labels)?,
+            annotations: parse_json(&annotations)?,
+            starts_at: starts_at?,
+            ends_at: ends_at?,
+            generator_url: row.get(8)?,
+            first_seen: first_seen?,
+            last_seen: last_seen?,
+            resolved_at: resolved_at?,
+            deliveries: row.get(12)?,
+        })
+    })();
+    Ok(incident)
+}
+
+/// Timestamps are stored as fixed-width RFC 3339 UTC text, so text order is time order.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| JournalError::Corrupt(format!("bad timestamp {text:?}: {e}")))
+}
+
+fn json(labels: &crate::alert::LabelSet) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn parse_json(text: &str) -> Result<crate::alert::LabelSet> {
+    serde_json::from_str(text).map_err(|e| JournalError::Corrupt(format!("bad label set {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

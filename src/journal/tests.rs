@@ -1,0 +1,239 @@
+use super::*;
+use crate::alert::LabelSet;
+
+fn config(dir: &tempfile::TempDir) -> JournalConfig {
+    JournalConfig {
+        path: dir.path().join("journal.db"),
+        synchronous: Synchronous::Normal,
+    }
+}
+
+fn alert(fingerprint: &str, status: AlertStatus, starts_at: &str, labels: &[(&str, &str)]) -> Alert {
+    Alert {
+        status,
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        annotations: LabelSet::new(),
+        starts_at: starts_at.parse().unwrap(),
+        ends_at: (status == AlertStatus::Resolved).then(|| "2026-11-28T07:00:00Z".parse().unwrap()),
+        generator_url: String::new(),
+        fingerprint: fingerprint.into(),
+    }
+}
+
+fn message(alerts: Vec<Alert>) -> WebhookMessage {
+    WebhookMessage {
+        version: "4".into(),
+        group_key: "{}:{}".into(),
+        truncated_alerts: 0,
+        status: alerts[0].status,
+        receiver: "homeostat".into(),
+        group_labels: LabelSet::new(),
+        common_labels: LabelSet::new(),
+        common_annotations: LabelSet::new(),
+        external_url: String::new(),
+        alerts,
+    }
+}
+
+const T0: &str = "2026-11-28T06:00:00Z";
+const T1: &str = "2026-11-28T08:00:00Z";
+
+async fn deliver(journal: &Journal, alert: Alert) -> IncidentEvent {
+    let delivery = journal.ingest(message(vec![alert]), Utc::now()).await.unwrap();
+    delivery.events.into_iter().next().unwrap()
+}
+
+fn query(limit: usize) -> IncidentQuery {
+    IncidentQuery {
+        limit,
+        ..IncidentQuery::default()
+    }
+}
+
+#[tokio::test]
+async fn one_incident_per_episode_through_its_whole_life() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let labels = [("alertname", "ServiceDown"), ("service", "b")];
+
+    let opened = deliver(&journal, alert("fp1", AlertStatus::Firing, T0, &labels)).await;
+    assert_eq!(opened.kind, EventKind::Opened);
+    assert_eq!(opened.alertname, "ServiceDown");
+    for _ in 0..3 {
+        let again = deliver(&journal, alert("fp1", AlertStatus::Firing, T0, &labels)).await;
+        assert_eq!(
+            (again.kind, again.incident_id),
+            (EventKind::Repeated, opened.incident_id)
+        );
+    }
+    let resolved = deliver(&journal, alert("fp1", AlertStatus::Resolved, T0, &labels)).await;
+    assert_eq!(
+        (resolved.kind, resolved.incident_id),
+        (EventKind::Resolved, opened.incident_id)
+    );
+    // A lagging HA peer still reporting the same episode as firing does not reopen it.
+    let late = deliver(&journal, alert("fp1", AlertStatus::Firing, T0, &labels)).await;
+    assert_eq!((late.kind, late.incident_id), (EventKind::Stale, opened.incident_id));
+
+    let incident = journal.incident(opened.incident_id).await.unwrap().unwrap();
+    assert_eq!(incident.status, AlertStatus::Resolved);
+    assert_eq!(incident.deliveries, 6);
+    assert_eq!(incident.labels["service"], "b");
+    assert_eq!(incident.ends_at.unwrap().to_rfc3339(), "2026-11-28T07:00:00+00:00");
+    assert!(incident.resolved_at.is_some());
+
+    // The next episode (a new startsAt) is a new incident.
+    let next = deliver(&journal, alert("fp1", AlertStatus::Firing, T1, &labels)).await;
+    assert_eq!(next.kind, EventKind::Opened);
+    assert_ne!(next.incident_id, opened.incident_id);
+}
+
+#[tokio::test]
+async fn a_resolution_seen_first_is_recorded_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let event = deliver(&journal, alert("fp9", AlertStatus::Resolved, T0, &[])).await;
+    assert_eq!(event.kind, EventKind::Resolved);
+    let incident = journal.incident(event.incident_id).await.unwrap().unwrap();
+    assert_eq!(incident.status, AlertStatus::Resolved);
+    assert_eq!(incident.alertname, "");
+}
+
+#[tokio::test]
+async fn unprocessed_deliveries_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let first = journal
+        .ingest(message(vec![alert("a", AlertStatus::Firing, T0, &[])]), Utc::now())
+        .await
+        .unwrap();
+    let second = journal
+        .ingest(
+            message(vec![
+                alert("b", AlertStatus::Firing, T0, &[]),
+                alert("c", AlertStatus::Firing, T0, &[]),
+            ]),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    journal.mark_processed(first.id).await.unwrap();
+    drop(journal);
+    writer.join();
+
+    let (journal, _writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let pending = journal.unprocessed().await.unwrap();
+    assert_eq!(pending, vec![second.clone()]);
+    assert_eq!(pending[0].events.len(), 2);
+    journal.mark_processed(second.id).await.unwrap();
+    assert!(journal.unprocessed().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn filters_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    for i in 0..5 {
+        let service = if i % 2 == 0 { "a" } else { "b" };
+        let name = if i < 3 { "High" } else { "Low" };
+        deliver(
+            &journal,
+            alert(
+                &format!("fp{i}"),
+                AlertStatus::Firing,
+                T0,
+                &[("alertname", name), ("service", service)],
+            ),
+        )
+        .await;
+    }
+    deliver(&journal, alert("fp0", AlertStatus::Resolved, T0, &[])).await;
+
+    let all = journal.incidents(query(100)).await.unwrap();
+    let ids: Vec<i64> = all.incidents.iter().map(|i| i.id).collect();
+    assert_eq!(ids, vec![5, 4, 3, 2, 1]);
+    assert_eq!(all.next_cursor, None);
+
+    let page1 = journal.incidents(query(2)).await.unwrap();
+    assert_eq!(page1.incidents.iter().map(|i| i.id).collect::<Vec<_>>(), vec![5, 4]);
+    assert_eq!(page1.next_cursor, Some(4));
+    let page2 = journal
+        .incidents(IncidentQuery {
+            before: page1.next_cursor,
+            ..query(2)
+        })
+        .await
+        .unwrap();
+    assert_eq!(page2.incidents.iter().map(|i| i.id).collect::<Vec<_>>(), vec![3, 2]);
+
+    let firing = journal
+        .incidents(IncidentQuery {
+            status: Some(AlertStatus::Firing),
+            ..query(100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(firing.incidents.len(), 4);
+    let high_a = journal
+        .incidents(IncidentQuery {
+            alertname: Some("High".into()),
+            labels: vec![("service".into(), "a".into())],
+            ..query(100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(high_a.incidents.iter().map(|i| i.id).collect::<Vec<_>>(), vec![3, 1]);
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                journal
+                    .ingest(
+                        message(vec![alert(&format!("fp{i}"), AlertStatus::Firing, T0, &[])]),
+                        Utc::now(),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().events[0].kind, EventKind::Opened);
+    }
+    assert_eq!(journal.incidents(query(1000)).await.unwrap().incidents.len(), 200);
+    assert_eq!(journal.unprocessed().await.unwrap().len(), 200);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&dir);
+    Connection::open(&config.path)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let err = Journal::open(&config, JournalMetrics::default()).err().unwrap();
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+#[test]
+fn an_unopenable_path_says_which() {
+    let config = JournalConfig {
+        path: PathBuf::from("/nonexistent-dir/journal.db"),
+        synchronous: Synchronous::Full,
+    };
+    let err = Journal::open(&config, JournalMetrics::default()).err().unwrap();
+    assert!(err.to_string().contains("/nonexistent-dir/journal.db"), "{err}");
+}
+
+#[test]
+fn label_names_follow_prometheus() {
+    assert!(is_label_name("service") && is_label_name("_x1"));
+    assert!(!is_label_name("") && !is_label_name("1x") && !is_label_name("a\"b") && !is_label_name("a-b"));
+}

@@ -1,0 +1,37 @@
+//! homeostat: self-healing for containerized microservices, around Prometheus.
+//!
+//! How data flows, and where each step lives:
+//!
+//! ```text
+//! Alertmanager ──webhook v4──▶ server ──decode──▶ alert
+//!                                │
+//!                                ├─ journal::ingest (SQLite, group commit):
+//!                                │    delivery + incident transitions (incident)
+//!                                ▼
+//!                          bounded queue ──▶ pipeline::run ──▶ Processor
+//!                                                  │   (context → decide → guard →
+//!                                                  │    execute → verify → learn)
+//!                                                  ▼
+//!                                     journal::mark_processed
+//! ```
+//!
+//! - [`alert`]: Alertmanager's webhook payload and its decoding.
+//! - [`incident`]: the pure rules turning deliveries into incidents.
+//! - [`journal`]: SQLite storage of deliveries, incidents and processing state.
+//! - [`server`]: the HTTP API (webhook, incidents, health, metrics, auth).
+//! - [`pipeline`]: the queue consumer and the [`pipeline::Processor`] seam.
+//! - [`app`]: wires the above together and shuts them down in order.
+//! - [`config`], [`duration`]: the YAML configuration and its validation.
+//! - [`metrics`], [`telemetry`]: homeostat's own metrics and logs.
+#![forbid(unsafe_code)]
+
+pub mod alert;
+pub mod app;
+pub mod config;
+pub mod duration;
+pub mod incident;
+pub mod journal;
+pub mod metrics;
+pub mod pipeline;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,168 @@
+//! The `homeostat` command: parses the CLI, loads the config, wires components.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use homeostat::config::{Config, Credentials, ProcessEnv};
+use homeostat::pipeline::LogTransitions;
+use homeostat::telemetry::{self, LogFormat};
+
+/// Exit codes, documented in the README.
+mod exit {
+    pub const RUNTIME: u8 = 1;
+    // 2 is clap's, for usage errors.
+    pub const CONFIG: u8 = 3;
+    pub const STARTUP: u8 = 4;
+}
+
+/// Self-healing for containerized microservices, around Prometheus and Alertmanager.
+#[derive(Parser)]
+#[command(name = "homeostat", version, propagate_version = true)]
+struct Cli {
+    /// Log output format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "HOMEOSTAT_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `homeostat=debug,tower_http=info`.
+    #[arg(long, global = true, default_value = "info", env = "HOMEOSTAT_LOG")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: receive Alertmanager's webhook and track incidents.
+    Serve(ServeArgs),
+    /// Validate a config file and print what it resolves to.
+    CheckConfig {
+        /// The YAML config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The YAML config file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Listen address, overriding `server.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Allow a non-loopback listen address without `auth` (overrides `server.allow_unauthenticated`).
+    #[arg(long)]
+    allow_unauthenticated: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(message) = telemetry::init(cli.log_format, &cli.log_level) {
+        eprintln!("homeostat: {message}");
+        return ExitCode::from(exit::CONFIG);
+    }
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::CheckConfig { file } => match load(&file, |_| {}) {
+            Ok((config, credentials)) => {
+                let auth = match (&credentials.bearer_token, &credentials.basic) {
+                    (None, None) => "none".to_owned(),
+                    (Some(_), None) => "bearer token".to_owned(),
+                    (None, Some((user, _))) => format!("basic ({user})"),
+                    (Some(_), Some((user, _))) => format!("bearer token or basic ({user})"),
+                };
+                println!(
+                    "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}",
+                    file.display(),
+                    config.server.listen,
+                    config.journal.path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+/// Loads and validates `file`, applying `overrides` in between; prints the
+/// error and returns the exit code on failure.
+fn load(file: &Path, overrides: impl FnOnce(&mut Config)) -> Result<(Config, Credentials), ExitCode> {
+    let result = Config::load(file).and_then(|mut config| {
+        overrides(&mut config);
+        let credentials = config.validate(file, &ProcessEnv)?;
+        Ok((config, credentials))
+    });
+    result.map_err(|err| {
+        eprintln!("homeostat: {err}");
+        ExitCode::from(exit::CONFIG)
+    })
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let (config, credentials) = match load(&args.config, |config| {
+        if let Some(listen) = args.listen {
+            config.server.listen = listen;
+        }
+        config.server.allow_unauthenticated |= args.allow_unauthenticated;
+    }) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("homeostat: cannot start the async runtime: {err}");
+            return ExitCode::from(exit::STARTUP);
+        }
+    };
+    runtime.block_on(async move {
+        let listen = config.server.listen;
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                eprintln!("homeostat: cannot listen on {listen}: {err} (server.listen or --listen)");
+                return ExitCode::from(exit::STARTUP);
+            }
+        };
+        match homeostat::app::serve(config, credentials, listener, shutdown_signal(), LogTransitions).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err @ homeostat::app::AppError::Journal(_)) => {
+                eprintln!("homeostat: {err}");
+                ExitCode::from(exit::STARTUP)
+            }
+            Err(err) => {
+                eprintln!("homeostat: {err}");
+                ExitCode::from(exit::RUNTIME)
+            }
+        }
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "Cannot listen for SIGTERM; only SIGINT stops homeostat.");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

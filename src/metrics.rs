@@ -1,0 +1,207 @@
+//! homeostat's own metrics, served on `GET /metrics` in the OpenMetrics text
+//! format. Every label value comes from a closed set, so no series is ever
+//! created per alert, fingerprint or pod.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::encode`]'s output: Prometheus' text
+/// format, which every Prometheus scrapes and `promtool check metrics` reads.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Every metric homeostat exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook requests by outcome (`accepted`, `bad_request`, `unauthorized`, …).
+    pub webhook_requests: Family<OutcomeLabels, Counter>,
+    /// Alerts received in accepted notifications, by alert status.
+    pub webhook_alerts: Family<StatusLabels, Counter>,
+    /// Seconds from receiving a webhook request to acknowledging it.
+    pub webhook_ack_seconds: Histogram,
+    /// Incident transitions by kind (`opened`, `repeated`, `resolved`, `stale`).
+    pub incident_events: Family<KindLabels, Counter>,
+    /// Notifications journalled and waiting for the pipeline.
+    pub queue_depth: Gauge,
+    /// Notifications processed by the pipeline.
+    pub notifications_processed: Counter,
+    /// Notifications found unprocessed in the journal at start-up and queued again.
+    pub notifications_recovered: Counter,
+    /// Seconds one journal transaction (a group of writes) took to commit.
+    pub journal_commit_seconds: Histogram,
+    /// Writes grouped into one journal transaction.
+    pub journal_batch_size: Histogram,
+}
+
+impl Metrics {
+    pub fn new(queue_capacity: usize) -> Metrics {
+        let mut registry = Registry::with_prefix("homeostat");
+        let metrics = Metrics {
+            webhook_requests: Family::default(),
+            webhook_alerts: Family::default(),
+            webhook_ack_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 14)),
+            incident_events: Family::default(),
+            queue_depth: Gauge::default(),
+            notifications_processed: Counter::default(),
+            notifications_recovered: Counter::default(),
+            journal_commit_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            journal_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            registry: Registry::default(),
+        };
+        let capacity: Gauge = Gauge::default();
+        capacity.set(i64::try_from(queue_capacity).unwrap_or(i64::MAX));
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+
+        registry.register("build_info", "homeostat's version", build);
+        registry.register(
+            "webhook_requests",
+            "Webhook requests by outcome",
+            metrics.webhook_requests.clone(),
+        );
+        registry.register(
+            "webhook_alerts",
+            "Alerts received in accepted webhook notifications, by status",
+            metrics.webhook_alerts.clone(),
+        );
+        registry.register(
+            "webhook_ack_seconds",
+            "Seconds from receiving a webhook request to answering it",
+            metrics.webhook_ack_seconds.clone(),
+        );
+        registry.register(
+            "incident_events",
+            "Incident transitions by kind",
+            metrics.incident_events.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Notifications journalled and waiting for the pipeline",
+            metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "queue_capacity",
+            "Notifications the queue holds before the webhook answers 503",
+            capacity,
+        );
+        registry.register(
+            "notifications_processed",
+            "Notifications processed by the pipeline",
+            metrics.notifications_processed.clone(),
+        );
+        registry.register(
+            "notifications_recovered",
+            "Notifications found unprocessed in the journal at start-up and queued again",
+            metrics.notifications_recovered.clone(),
+        );
+        registry.register(
+            "journal_commit_seconds",
+            "Seconds one journal transaction took to commit",
+            metrics.journal_commit_seconds.clone(),
+        );
+        registry.register(
+            "journal_batch_size",
+            "Writes grouped into one journal transaction",
+            metrics.journal_batch_size.clone(),
+        );
+        Metrics { registry, ..metrics }
+    }
+
+    /// Every metric in Prometheus' text format (see [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut openmetrics = String::new();
+        prometheus_client::encoding::text::encode(&mut openmetrics, &self.registry)
+            .expect("writing to a String cannot fail");
+        openmetrics_to_text(&openmetrics)
+    }
+
+    pub fn count_request(&self, outcome: &'static str) {
+        self.webhook_requests.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+}
+
+/// Rewrites prometheus-client's OpenMetrics output into Prometheus' text
+/// format 0.0.4: a counter family is named with its `_total` suffix there,
+/// and there is no `# UNIT` or `# EOF` line.
+fn openmetrics_to_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line.starts_with("# HELP ") {
+            help = Some(line);
+            continue;
+        }
+        if let Some(family) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = family.split_once(' ').unwrap_or((family, "untyped"));
+            let name = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            if let Some(text) = help.take().and_then(|h| h.splitn(4, ' ').nth(3)) {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_every_family_with_its_prefix() {
+        let metrics = Metrics::new(16);
+        metrics.count_request("accepted");
+        let text = metrics.encode();
+        for name in [
+            "homeostat_build_info",
+            "homeostat_webhook_requests_total{outcome=\"accepted\"} 1",
+            "homeostat_queue_capacity 16",
+            "homeostat_journal_commit_seconds_bucket",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+        assert!(
+            text.contains("# TYPE homeostat_webhook_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP homeostat_webhook_requests_total Webhook requests by outcome.\n"));
+        assert!(!text.contains("# EOF"));
+    }
+}

@@ -1,0 +1,260 @@
+//! Test harness: homeostat in-process or as a process, real Alertmanager,
+//! and polling with a deadline instead of sleeping.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use homeostat::config::{Config, Credentials};
+use homeostat::pipeline::Processor;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_homeostat");
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Fails with the install command when a program the tests need is missing.
+pub fn require_program(program: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| panic!("{program} is not installed: run `apt-get install {package}` (tests/run.sh does)"))
+}
+
+/// A firing webhook notification with one alert per fingerprint.
+pub fn notification(status: &str, fingerprints: &[&str]) -> Value {
+    let alerts: Vec<Value> = fingerprints
+        .iter()
+        .map(|fp| {
+            json!({
+                "status": status,
+                "labels": {"alertname": "ServiceDown", "service": format!("svc-{fp}")},
+                "annotations": {"summary": "down"},
+                "startsAt": "2026-11-28T06:00:00Z",
+                "endsAt": if status == "firing" { "0001-01-01T00:00:00Z" } else { "2026-11-28T06:10:00Z" },
+                "generatorURL": "http://prometheus.invalid/graph",
+                "fingerprint": fp,
+            })
+        })
+        .collect();
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"ServiceDown\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "homeostat",
+        "groupLabels": {"alertname": "ServiceDown"},
+        "commonLabels": {"alertname": "ServiceDown"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.invalid",
+        "alerts": alerts,
+    })
+}
+
+/// A config for tests: loopback, journal in `dir`.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.journal.path = dir.join("journal.db");
+    config
+}
+
+/// homeostat running inside the test process.
+pub struct InProcess {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<homeostat::app::Result<()>>,
+}
+
+impl InProcess {
+    pub async fn start<P: Processor>(config: Config, credentials: Credentials, processor: P) -> InProcess {
+        let listener = tokio::net::TcpListener::bind(config.server.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(homeostat::app::serve(
+            config,
+            credentials,
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            processor,
+        ));
+        InProcess {
+            addr,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// Triggers graceful shutdown and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap().unwrap();
+    }
+}
+
+/// homeostat as a child process of the real binary.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    /// Starts `homeostat serve --config FILE` and waits for its "Listening." log line.
+    pub fn start(config: &Path) -> Process {
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[homeostat] {line}");
+                if let Ok(log) = serde_json::from_str::<Value>(&line) {
+                    if log["message"] == "Listening." {
+                        let _ = tx.send(log["address"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("homeostat did not log its listening address within 30s");
+        Process {
+            child,
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real Alertmanager on a loopback port, its webhook receiver pointing at homeostat.
+pub struct Alertmanager {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    /// `http_config` is YAML inserted under the webhook receiver (e.g. authorization).
+    pub async fn start(webhook_url: &str, http_config: &str) -> Alertmanager {
+        let program = require_program("prometheus-alertmanager", "prometheus-alertmanager");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = format!(
+            "route:\n  receiver: homeostat\n  group_by: ['alertname']\n  group_wait: 100ms\n  group_interval: 1s\n  \
+             repeat_interval: 1s\nreceivers:\n  - name: homeostat\n    webhook_configs:\n      - url: {webhook_url}\n        \
+             send_resolved: true\n{http_config}"
+        );
+        let config_path = dir.path().join("alertmanager.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new(program)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let am = Alertmanager {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        let ready = format!("{}/-/ready", am.url);
+        eventually("Alertmanager to be ready", Duration::from_secs(30), || async {
+            let response = client.get(&ready).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+        am
+    }
+
+    /// Posts alerts to Alertmanager's `/api/v2/alerts`.
+    pub async fn post_alerts(&self, alerts: &Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v2/alerts", self.url))
+            .json(alerts)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,165 @@
+//! The real binary: crash safety, graceful shutdown, exit codes.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, notification, Process, BIN};
+use serde_json::Value;
+
+fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("homeostat.yaml");
+    let text = format!(
+        "server:\n  listen: 127.0.0.1:0\njournal:\n  path: {}\n{extra}",
+        dir.join("journal.db").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn incidents(client: &reqwest::Client, process: &Process) -> Vec<Value> {
+    let page: Value = client
+        .get(process.url("/api/v1/incidents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["incidents"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn kill_9_right_after_the_ack_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let client = reqwest::Client::new();
+
+    let mut first = Process::start(&config);
+    let fingerprints: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    for fp in &fingerprints {
+        let response = client
+            .post(first.url("/api/v1/alerts"))
+            .json(&notification("firing", &[fp]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    first.child.kill().unwrap(); // SIGKILL, straight after the last 2xx
+    first.child.wait().unwrap();
+
+    let second = Process::start(&config);
+    let stored = incidents(&client, &second).await;
+    let mut seen: Vec<String> = stored
+        .iter()
+        .map(|i| i["fingerprint"].as_str().unwrap().to_owned())
+        .collect();
+    seen.sort();
+    let mut expected = fingerprints.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    // A repeat after the restart joins the same incident rather than opening another.
+    let response = client
+        .post(second.url("/api/v1/alerts"))
+        .json(&notification("firing", &["k0"]))
+        .send()
+        .await
+        .unwrap();
+    let ack: Value = response.json().await.unwrap();
+    assert_eq!(ack["events"][0]["kind"], "repeated");
+    // Whatever the first process had not processed is processed after the restart.
+    let metrics_url = second.url("/metrics");
+    eventually(
+        "every recovered delivery to be processed",
+        Duration::from_secs(10),
+        || async {
+            let text = client.get(&metrics_url).send().await.ok()?.text().await.ok()?;
+            let value = |name: &str| -> u64 {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+                    .unwrap_or(0)
+            };
+            let recovered = value("homeostat_notifications_recovered_total ");
+            let processed = value("homeostat_notifications_processed_total ");
+            (processed == recovered + 1).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_with_exit_code_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut process = Process::start(&config);
+    let status = Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = eventually("homeostat to exit after SIGTERM", Duration::from_secs(15), || {
+        let exited = process.child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert_eq!(exit.code(), Some(0));
+    // The WAL was checkpointed into the database file on the way out.
+    let wal = dir.path().join("journal.db-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+}
+
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
+}
+
+#[test]
+fn exit_codes_say_what_went_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(dir.path(), "");
+    let (code, text) = run(&["check-config", good.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("OK"), "{text}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "server:\n  listen: 127.0.0.1:0\n  max_body_bytes: big\n").unwrap();
+    let (code, text) = run(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("bad.yaml") && text.contains("server.max_body_bytes") && text.contains("line 3"),
+        "{text}"
+    );
+
+    let (code, text) = run(&["check-config", "/nonexistent/homeostat.yaml"]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("cannot read config file /nonexistent/homeostat.yaml"),
+        "{text}"
+    );
+
+    // A non-loopback address without auth is refused unless explicitly allowed.
+    let (code, text) = run(&["serve", "--config", good.to_str().unwrap(), "--listen", "0.0.0.0:0"]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("allow_unauthenticated"), "{text}");
+
+    // A journal that cannot be opened is a start-up failure.
+    let unopenable = dir.path().join("unopenable.yaml");
+    std::fs::write(
+        &unopenable,
+        "server:\n  listen: 127.0.0.1:0\njournal:\n  path: /nonexistent/j.db\n",
+    )
+    .unwrap();
+    let (code, text) = run(&["serve", "--config", unopenable.to_str().unwrap()]);
+    assert_eq!(code, Some(4), "{text}");
+    assert!(text.contains("/nonexistent/j.db"), "{text}");
+
+    let (code, _) = run(&["serve"]);
+    assert_eq!(code, Some(2));
+    let (code, text) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("serve") && text.contains("check-config"), "{text}");
+}

@@ -1,0 +1,321 @@
+//! The webhook and API over real HTTP, against homeostat running in-process.
+
+mod common;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, notification, require_program, test_config, InProcess};
+use homeostat::config::{Credentials, Secret};
+use homeostat::journal::{Delivery, Journal, JournalMetrics};
+use homeostat::pipeline::{LogTransitions, Processor};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+/// Holds each delivery until the test releases a permit.
+struct Gate(Arc<Semaphore>);
+
+impl Processor for Gate {
+    async fn process(&self, _delivery: &Delivery) {
+        self.0.acquire().await.unwrap().forget();
+    }
+}
+
+#[tokio::test]
+async fn accepts_a_notification_and_lists_its_incidents() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(test_config(dir.path()), Credentials::default(), LogTransitions).await;
+
+    let response = server
+        .post_json("/api/v1/alerts", &notification("firing", &["a1", "b2"]))
+        .await;
+    assert_eq!(response.status(), 200);
+    let ack: Value = response.json().await.unwrap();
+    assert_eq!(ack["status"], "accepted");
+    assert_eq!(ack["events"][0]["kind"], "opened");
+
+    let page = server
+        .get_json("/api/v1/incidents?status=firing&label=service=svc-b2")
+        .await;
+    let incidents = page["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0]["fingerprint"], "b2");
+    assert_eq!(incidents[0]["deliveries"], 1);
+    let id = incidents[0]["id"].as_i64().unwrap();
+    let one = server.get_json(&format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(one["labels"]["service"], "svc-b2");
+    let missing = server
+        .client
+        .get(server.url("/api/v1/incidents/999"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let bad = server
+        .client
+        .get(server.url("/api/v1/incidents?status=open"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let response = server
+        .post_json("/api/v1/alerts", &notification("resolved", &["a1"]))
+        .await;
+    assert_eq!(response.status(), 200);
+    let resolved = server.get_json("/api/v1/incidents?status=resolved").await;
+    assert_eq!(resolved["incidents"][0]["fingerprint"], "a1");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_400_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(test_config(dir.path()), Credentials::default(), LogTransitions).await;
+    let post_raw = |body: &'static str| {
+        let request = server
+            .client
+            .post(server.url("/api/v1/alerts"))
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+
+    let (status, body) = post_raw("{\"version\": \"4\", \"alerts\": [}").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["path"], "alerts[0]");
+    assert_eq!((body["line"].as_u64(), body["column"].as_u64()), (Some(1), Some(29)));
+
+    let mut wrong_type = notification("firing", &["x"]);
+    wrong_type["alerts"][0]["labels"] = Value::from(5);
+    let response = server.post_json("/api/v1/alerts", &wrong_type).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["path"], "alerts[0].labels");
+
+    let mut v5 = notification("firing", &["x"]);
+    v5["version"] = "5".into();
+    let response = server.post_json("/api/v1/alerts", &v5).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported webhook payload version \"5\""),
+        "{body}"
+    );
+
+    // Nothing from a rejected request reaches the journal.
+    let page = server.get_json("/api/v1/incidents").await;
+    assert_eq!(page["incidents"].as_array().unwrap().len(), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.server.max_body_bytes = 4096;
+    let server = InProcess::start(config, Credentials::default(), LogTransitions).await;
+
+    let fingerprints: Vec<String> = (0..100).map(|i| format!("fp{i:04}")).collect();
+    let refs: Vec<&str> = fingerprints.iter().map(String::as_str).collect();
+    let big = serde_json::to_vec(&notification("firing", &refs)).unwrap();
+    assert!(big.len() > 4096);
+    let response = server
+        .client
+        .post(server.url("/api/v1/alerts"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("4096 bytes"), "{body}");
+
+    // Chunked, so the limit is found while reading rather than from the header.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    let response = server
+        .client
+        .post(server.url("/api/v1/alerts"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    // Under the limit still works.
+    let small = server
+        .post_json("/api/v1/alerts", &notification("firing", &["ok"]))
+        .await;
+    assert_eq!(small.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_are_demanded_on_the_api_but_not_on_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = Credentials {
+        bearer_token: Some(Secret::new("t0ken")),
+        basic: Some(("am".into(), Secret::new("pw"))),
+    };
+    let server = InProcess::start(test_config(dir.path()), credentials, LogTransitions).await;
+    let body = notification("firing", &["auth"]);
+    let post = |auth: Option<(&str, &str)>| {
+        let mut request = server.client.post(server.url("/api/v1/alerts")).json(&body);
+        match auth {
+            Some(("bearer", token)) => request = request.bearer_auth(token),
+            Some((user, pass)) => request = request.basic_auth(user, Some(pass)),
+            None => {}
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post(None).await, 401);
+    assert_eq!(post(Some(("bearer", "wrong"))).await, 401);
+    assert_eq!(post(Some(("am", "nope"))).await, 401);
+    assert_eq!(post(Some(("bearer", "t0ken"))).await, 200);
+    assert_eq!(post(Some(("am", "pw"))).await, 200);
+
+    let listing = server.client.get(server.url("/api/v1/incidents")).send().await.unwrap();
+    assert_eq!(listing.status(), 401);
+    assert!(listing.headers().contains_key("www-authenticate"));
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        let response = server.client.get(server.url(open)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{open}");
+    }
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("homeostat_webhook_requests_total{outcome=\"unauthorized\"} 3"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_and_journals_nothing_it_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.server.queue_capacity = 1;
+    let gate = Arc::new(Semaphore::new(0));
+    let server = InProcess::start(config.clone(), Credentials::default(), Gate(Arc::clone(&gate))).await;
+
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for i in 0..5 {
+        let fp = format!("q{i}");
+        let response = server
+            .post_json("/api/v1/alerts", &notification("firing", &[&fp]))
+            .await;
+        match response.status().as_u16() {
+            200 => accepted.push(fp),
+            503 => {
+                assert_eq!(response.headers()["retry-after"], "1");
+                let body: Value = response.json().await.unwrap();
+                assert!(body["error"].as_str().unwrap().contains("queue is full"), "{body}");
+                refused = Some(fp);
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let refused = refused.expect("a queue of 1 behind a blocked processor never filled");
+    // One delivery is held by the processor, one waits in the queue.
+    assert!((1..=2).contains(&accepted.len()), "accepted {accepted:?}");
+    let page = server.get_json("/api/v1/incidents").await;
+    let journalled: Vec<&str> = page["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["fingerprint"].as_str().unwrap())
+        .collect();
+    assert!(!journalled.contains(&refused.as_str()), "{journalled:?}");
+    assert_eq!(journalled.len(), accepted.len());
+
+    // Released, the processor drains the queue and accepts again.
+    gate.add_permits(100);
+    eventually("the queue to drain", Duration::from_secs(10), || async {
+        let retry = server
+            .post_json("/api/v1/alerts", &notification("firing", &[&refused]))
+            .await;
+        (retry.status() == 200).then_some(())
+    })
+    .await;
+    server.stop().await;
+
+    let (journal, _writer) = Journal::open(&config.journal, JournalMetrics::default()).unwrap();
+    assert!(journal.unprocessed().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_drains_the_queue_before_closing_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let gate = Arc::new(Semaphore::new(0));
+    let server = InProcess::start(config.clone(), Credentials::default(), Gate(Arc::clone(&gate))).await;
+    for i in 0..3 {
+        let response = server
+            .post_json("/api/v1/alerts", &notification("firing", &[&format!("s{i}")]))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let stopping = tokio::spawn(server.stop());
+    gate.add_permits(3);
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let (journal, _writer) = Journal::open(&config.journal, JournalMetrics::default()).unwrap();
+    assert!(journal.unprocessed().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_check_metrics() {
+    let promtool = require_program("promtool", "prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(test_config(dir.path()), Credentials::default(), LogTransitions).await;
+    server
+        .post_json("/api/v1/alerts", &notification("firing", &["m1"]))
+        .await;
+    let response = server.client.get(server.url("/metrics")).send().await.unwrap();
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("homeostat_incident_events_total{kind=\"opened\"} 1"),
+        "{text}"
+    );
+
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = check.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    server.stop().await;
+}
