@@ -1,1 +1,278 @@
-fn main() {}
+//! Webhook ingest benchmark: homeostat against a bare axum handler that only
+//! parses the same JSON, in the same run, each in its own process.
+//!
+//! `cargo bench --bench ingest [-- --rate 2000 --seconds 10 --concurrency 32 --targets bare,full,normal]`
+//!
+//! For each target: idle RSS after start-up; an open-loop run at `--rate`
+//! requests/s (latency from each request's due time, so stalls are counted);
+//! a closed-loop run with `--concurrency` requests in flight for maximum
+//! throughput; peak RSS. Payload: Alertmanager notifications of 5 alerts,
+//! cycling through 1,000 groups (5,000 distinct alerts), so homeostat both
+//! opens incidents and updates them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use homeostat::load::{self, MakeRequest, Summary};
+use serde_json::{json, Value};
+
+// The same allocator as the homeostat binary, so the baseline differs only in what the handler does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ROLE_ENV: &str = "HOMEOSTAT_BENCH_ROLE";
+const GROUPS: usize = 1000;
+
+fn main() {
+    if std::env::var(ROLE_ENV).as_deref() == Ok("bare") {
+        return run_bare_server();
+    }
+    let options = Options::from_args();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(run(options));
+}
+
+struct Options {
+    rate: f64,
+    seconds: u64,
+    concurrency: usize,
+    /// Which of `bare`, `full`, `normal` to measure; the first is the baseline.
+    targets: Vec<String>,
+}
+
+impl Options {
+    fn from_args() -> Options {
+        let mut options = Options {
+            rate: 2000.0,
+            seconds: 10,
+            concurrency: 32,
+            targets: vec!["bare".into(), "full".into(), "normal".into()],
+        };
+        let args: Vec<String> = std::env::args().collect();
+        for pair in args.windows(2) {
+            match pair[0].as_str() {
+                "--rate" => options.rate = pair[1].parse().expect("--rate takes requests per second"),
+                "--seconds" => options.seconds = pair[1].parse().expect("--seconds takes a whole number"),
+                "--concurrency" => options.concurrency = pair[1].parse().expect("--concurrency takes a whole number"),
+                "--targets" => options.targets = pair[1].split(',').map(str::to_owned).collect(),
+                _ => {}
+            }
+        }
+        options
+    }
+}
+
+/// The baseline: parse the notification with the same decoder, answer 200.
+fn run_bare_server() {
+    use axum::routing::post;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let app = axum::Router::new().route(
+            "/api/v1/alerts",
+            post(|body: axum::body::Bytes| async move {
+                match homeostat::alert::decode(&body) {
+                    Ok(message) => (axum::http::StatusCode::OK, message.alerts.len().to_string()),
+                    Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()),
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap());
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+struct Target {
+    name: String,
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_bare() -> Target {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE_ENV, "bare")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    Target {
+        name: "bare axum + decode".into(),
+        child,
+        addr: line.trim().to_owned(),
+    }
+}
+
+fn start_homeostat(dir: &std::path::Path, synchronous: &str) -> Target {
+    let config = dir.join(format!("homeostat-{synchronous}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen: 127.0.0.1:0\njournal:\n  path: {}\n  synchronous: {synchronous}\n",
+            dir.join(format!("journal-{synchronous}.db")).display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_homeostat"))
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(log) = serde_json::from_str::<Value>(&line) {
+                if log["message"] == "Listening." {
+                    let _ = tx.send(log["address"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("homeostat did not start");
+    Target {
+        name: format!("homeostat (journal.synchronous: {synchronous})"),
+        child,
+        addr,
+    }
+}
+
+/// VmRSS and VmHWM (peak) of a process, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn payloads() -> Arc<Vec<bytes::Bytes>> {
+    let groups = (0..GROUPS)
+        .map(|g| {
+            let alerts: Vec<Value> = (0..5)
+                .map(|a| {
+                    json!({
+                        "status": "firing",
+                        "labels": {"alertname": "HighLatency", "service": format!("svc-{g}"), "pod": format!("svc-{g}-{a}"), "severity": "page"},
+                        "annotations": {"summary": "p99 latency above threshold", "runbook_url": "https://runbooks.invalid/high-latency"},
+                        "startsAt": "2026-11-28T06:00:00.000Z",
+                        "endsAt": "0001-01-01T00:00:00Z",
+                        "generatorURL": "http://prometheus.invalid/graph?g0.expr=histogram_quantile",
+                        "fingerprint": format!("{:016x}", g * 5 + a),
+                    })
+                })
+                .collect();
+            let body = json!({
+                "version": "4", "groupKey": format!("{{}}:{{service=\"svc-{g}\"}}"), "truncatedAlerts": 0,
+                "status": "firing", "receiver": "homeostat",
+                "groupLabels": {"service": format!("svc-{g}")},
+                "commonLabels": {"alertname": "HighLatency", "service": format!("svc-{g}"), "severity": "page"},
+                "commonAnnotations": {"summary": "p99 latency above threshold"},
+                "externalURL": "http://alertmanager.invalid", "alerts": alerts,
+            });
+            bytes::Bytes::from(serde_json::to_vec(&body).unwrap())
+        })
+        .collect();
+    Arc::new(groups)
+}
+
+fn requests(addr: &str, payloads: Arc<Vec<bytes::Bytes>>) -> MakeRequest {
+    let url = format!("http://{addr}/api/v1/alerts");
+    Arc::new(move |client: &reqwest::Client, n: u64| {
+        let body = payloads[n as usize % payloads.len()].clone();
+        client.post(&url).header("content-type", "application/json").body(body)
+    })
+}
+
+struct Row {
+    name: String,
+    idle_rss: f64,
+    peak_rss: f64,
+    paced: Summary,
+    max: Summary,
+}
+
+async fn measure(target: &Target, options: &Options, payloads: &Arc<Vec<bytes::Bytes>>) -> Row {
+    tokio::time::sleep(Duration::from_millis(500)).await; // let start-up allocations settle before reading idle RSS
+    let (idle_rss, _) = rss_mib(target.child.id());
+    let client = reqwest::Client::new();
+    let make = requests(&target.addr, Arc::clone(payloads));
+    let seconds = Duration::from_secs(options.seconds);
+    // Warm-up: connections, caches, and the first GROUPS incidents opened.
+    load::open_loop(client.clone(), 500.0, Duration::from_secs(2), Arc::clone(&make)).await;
+    let paced = load::summarize(&load::open_loop(client.clone(), options.rate, seconds, Arc::clone(&make)).await);
+    let max = load::summarize(&load::closed_loop(client, options.concurrency, seconds, make).await);
+    let (_, peak_rss) = rss_mib(target.child.id());
+    Row {
+        name: target.name.clone(),
+        idle_rss,
+        peak_rss,
+        paced,
+        max,
+    }
+}
+
+async fn run(options: Options) {
+    let dir = tempfile::tempdir().unwrap();
+    let payloads = payloads();
+    eprintln!(
+        "payload: 5 alerts, {} bytes; open loop {} req/s for {}s; closed loop {} in flight for {}s",
+        payloads[0].len(),
+        options.rate,
+        options.seconds,
+        options.concurrency,
+        options.seconds
+    );
+    let mut rows = Vec::new();
+    for name in &options.targets {
+        let target = match name.as_str() {
+            "bare" => start_bare(),
+            "full" | "normal" => start_homeostat(dir.path(), name),
+            other => panic!("unknown target {other:?}: use bare, full or normal"),
+        };
+        eprintln!("measuring {} at {}", target.name, target.addr);
+        rows.push(measure(&target, &options, &payloads).await);
+    }
+    let baseline = rows[0].max.throughput;
+    println!(
+        "| target | idle RSS MiB | peak RSS MiB | @{} req/s: p50 ms | p99 ms | max ms | failed | max throughput req/s | vs bare | failed |",
+        options.rate
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {} / {} | {:.0} | {:.0}% | {} / {} |",
+            r.name,
+            r.idle_rss,
+            r.peak_rss,
+            r.paced.p50_ms,
+            r.paced.p99_ms,
+            r.paced.max_ms,
+            r.paced.failed,
+            r.paced.requests,
+            r.max.throughput,
+            100.0 * r.max.throughput / baseline,
+            r.max.failed,
+            r.max.requests,
+        );
+    }
+}

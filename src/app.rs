@@ -44,24 +44,8 @@ pub async fn serve<P: Processor>(
     let (journal, writer) = Journal::open(&config.journal, journal_metrics)?;
     let (queue, queue_rx) = mpsc::channel(config.server.queue_capacity);
 
-    let pending = journal.unprocessed().await?;
-    if !pending.is_empty() {
-        tracing::warn!(
-            deliveries = pending.len(),
-            "Found deliveries journalled but not processed before the last stop; processing them first."
-        );
-        metrics.notifications_recovered.inc_by(pending.len() as u64);
-        metrics.queue_depth.inc_by(pending.len() as i64);
-        let replay = queue.clone();
-        // More may be pending than the queue holds: feed them as room frees up.
-        tokio::spawn(async move {
-            for delivery in pending {
-                if replay.send(delivery).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
+    // In journal order: what a crash left unprocessed comes before anything new.
+    pipeline::replay(&journal, &metrics, &processor).await?;
     let worker = tokio::spawn(pipeline::run(
         queue_rx,
         journal.clone(),

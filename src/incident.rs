@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{Alert, AlertStatus, LabelSet};
+use crate::alert::{AlertStatus, LabelSet};
 
 /// An incident as the journal stores it and the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,14 +104,15 @@ impl Transition {
     }
 }
 
-/// Decides what `alert` does given what is `known` about its fingerprint.
+/// Decides what an alert delivered with `status` does, given what is
+/// `known` about its fingerprint.
 ///
 /// A firing delivery joins the open incident even when its `startsAt`
 /// differs: Alertmanager peers fed by Prometheus replicas can disagree on it
 /// briefly, and splitting one outage into two incidents would double every
 /// action taken on it.
-pub fn transition(alert: &Alert, known: Known) -> Transition {
-    match (alert.status, known.open, known.resolved_episode) {
+pub fn transition(status: AlertStatus, known: Known) -> Transition {
+    match (status, known.open, known.resolved_episode) {
         (AlertStatus::Firing, Some(open), _) => Transition::Repeat(open),
         (AlertStatus::Firing, None, Some(done)) => Transition::Stale(done),
         (AlertStatus::Firing, None, None) => Transition::Open,
@@ -125,18 +126,6 @@ pub fn transition(alert: &Alert, known: Known) -> Transition {
 mod tests {
     use super::*;
 
-    fn alert(status: AlertStatus) -> Alert {
-        Alert {
-            status,
-            labels: LabelSet::from([("alertname".into(), "ServiceDown".into())]),
-            annotations: LabelSet::new(),
-            starts_at: "2026-11-28T06:00:00Z".parse().unwrap(),
-            ends_at: None,
-            generator_url: String::new(),
-            fingerprint: "abc".into(),
-        }
-    }
-
     const NOTHING: Known = Known {
         open: None,
         resolved_episode: None,
@@ -144,23 +133,23 @@ mod tests {
 
     #[test]
     fn firing_opens_then_repeats() {
-        let firing = alert(AlertStatus::Firing);
-        assert_eq!(transition(&firing, NOTHING), Transition::Open);
+        let firing = AlertStatus::Firing;
+        assert_eq!(transition(firing, NOTHING), Transition::Open);
         let open = Known {
             open: Some(7),
             ..NOTHING
         };
-        assert_eq!(transition(&firing, open), Transition::Repeat(7));
+        assert_eq!(transition(firing, open), Transition::Repeat(7));
     }
 
     #[test]
     fn resolution_closes_the_open_incident() {
-        let resolved = alert(AlertStatus::Resolved);
+        let resolved = AlertStatus::Resolved;
         let open = Known {
             open: Some(7),
             resolved_episode: Some(3),
         };
-        assert_eq!(transition(&resolved, open), Transition::Resolve(7));
+        assert_eq!(transition(resolved, open), Transition::Resolve(7));
     }
 
     #[test]
@@ -169,13 +158,13 @@ mod tests {
             open: None,
             resolved_episode: Some(3),
         };
-        assert_eq!(transition(&alert(AlertStatus::Firing), done), Transition::Stale(3));
-        assert_eq!(transition(&alert(AlertStatus::Resolved), done), Transition::Stale(3));
+        assert_eq!(transition(AlertStatus::Firing, done), Transition::Stale(3));
+        assert_eq!(transition(AlertStatus::Resolved, done), Transition::Stale(3));
     }
 
     #[test]
     fn a_resolution_never_seen_firing_is_recorded_closed() {
-        let t = transition(&alert(AlertStatus::Resolved), NOTHING);
+        let t = transition(AlertStatus::Resolved, NOTHING);
         assert_eq!(t, Transition::OpenResolved);
         assert_eq!(t.event_kind(), EventKind::Resolved);
     }

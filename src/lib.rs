@@ -23,6 +23,7 @@
 //! - [`app`]: wires the above together and shuts them down in order.
 //! - [`config`], [`duration`]: the YAML configuration and its validation.
 //! - [`metrics`], [`telemetry`]: homeostat's own metrics and logs.
+//! - [`load`]: an HTTP load generator recording every request's outcome.
 #![forbid(unsafe_code)]
 
 pub mod alert;
@@ -31,6 +32,7 @@ pub mod config;
 pub mod duration;
 pub mod incident;
 pub mod journal;
+pub mod load;
 pub mod metrics;
 pub mod pipeline;
 pub mod server;

@@ -44,11 +44,11 @@ pub struct Metrics {
     pub webhook_ack_seconds: Histogram,
     /// Incident transitions by kind (`opened`, `repeated`, `resolved`, `stale`).
     pub incident_events: Family<KindLabels, Counter>,
-    /// Notifications journalled and waiting for the pipeline.
+    /// Notifications journalled and waiting for the pipeline; set when scraped.
     pub queue_depth: Gauge,
     /// Notifications processed by the pipeline.
     pub notifications_processed: Counter,
-    /// Notifications found unprocessed in the journal at start-up and queued again.
+    /// Notifications found unprocessed in the journal at start-up and processed then.
     pub notifications_recovered: Counter,
     /// Seconds one journal transaction (a group of writes) took to commit.
     pub journal_commit_seconds: Histogram,
@@ -118,7 +118,7 @@ impl Metrics {
         );
         registry.register(
             "notifications_recovered",
-            "Notifications found unprocessed in the journal at start-up and queued again",
+            "Notifications found unprocessed in the journal at start-up and processed then",
             metrics.notifications_recovered.clone(),
         );
         registry.register(

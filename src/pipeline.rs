@@ -3,7 +3,7 @@
 //! Ingest (decode → dedup into incidents) happens in the webhook handler;
 //! everything after it runs here, one delivery at a time, in the order the
 //! journal committed them: context → decide → guard → execute → verify →
-//! learn. A delivery is marked processed in the journal only after its
+//! learn. The journal's watermark moves past a delivery only after its
 //! [`Processor`] returns, so a crash in between replays it at start-up.
 
 use std::future::Future;
@@ -39,25 +39,53 @@ impl Processor for LogTransitions {
     }
 }
 
-/// Processes deliveries until the queue is closed and empty.
+/// Most deliveries taken from the queue at once; one watermark update covers them.
+const MAX_BATCH: usize = 256;
+
+/// Processes deliveries until the queue is closed and empty. The journal
+/// queues them in journal order, so after each batch the watermark moves to
+/// the batch's last delivery.
 pub async fn run<P: Processor>(
     mut queue: mpsc::Receiver<Delivery>,
     journal: Journal,
     metrics: Arc<Metrics>,
     processor: P,
 ) {
-    while let Some(delivery) = queue.recv().await {
-        metrics.queue_depth.dec();
-        processor.process(&delivery).await;
-        match journal.mark_processed(delivery.id).await {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        for delivery in &batch {
+            processor.process(delivery).await;
+        }
+        let through = batch.last().map_or(0, |d| d.id);
+        match journal.mark_processed(through).await {
             Ok(()) => {
-                metrics.notifications_processed.inc();
+                metrics.notifications_processed.inc_by(batch.len() as u64);
             }
             Err(err) => tracing::error!(
-                delivery = delivery.id,
+                through,
                 error = %err,
-                "Could not mark a delivery processed; it will be processed again at the next start."
+                "Could not record deliveries as processed; they will be processed again at the next start."
             ),
         }
+        batch.clear();
     }
+}
+
+/// Processes what the journal holds beyond its watermark, before anything new is accepted.
+pub async fn replay<P: Processor>(journal: &Journal, metrics: &Metrics, processor: &P) -> crate::journal::Result<()> {
+    let pending = journal.unprocessed().await?;
+    let Some(last) = pending.last().map(|d| d.id) else {
+        return Ok(());
+    };
+    tracing::warn!(
+        deliveries = pending.len(),
+        "Found deliveries journalled but not processed before the last stop; processing them first."
+    );
+    for delivery in &pending {
+        processor.process(delivery).await;
+    }
+    journal.mark_processed(last).await?;
+    metrics.notifications_recovered.inc_by(pending.len() as u64);
+    metrics.notifications_processed.inc_by(pending.len() as u64);
+    Ok(())
 }

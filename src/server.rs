@@ -175,14 +175,15 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Ack
     let message = alert::decode(&bytes)?;
 
     // Reserve the queue slot before journalling, so a delivery is either
-    // journalled and queued, or refused whole and retried by Alertmanager.
-    let permit = state.queue.try_reserve().map_err(|err| match err {
-        mpsc::error::TrySendError::Full(()) => ApiError::new(
+    // journalled and queued (by the journal, in commit order), or refused
+    // whole and retried by Alertmanager.
+    let queue_slot = state.queue.clone().try_reserve_owned().map_err(|err| match err {
+        mpsc::error::TrySendError::Full(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
             "the processing queue is full (server.queue_capacity); retry later",
         ),
-        mpsc::error::TrySendError::Closed(()) => ApiError::new(
+        mpsc::error::TrySendError::Closed(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "homeostat is shutting down; retry later",
@@ -195,7 +196,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Ack
     let resolved = message.alerts.len() as u64 - firing;
     let delivery = state
         .journal
-        .ingest(message, Utc::now())
+        .ingest(message, Utc::now(), Some(queue_slot))
         .await
         .map_err(ApiError::journal)?;
 
@@ -213,14 +214,11 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Ack
             })
             .inc();
     }
-    m.queue_depth.inc();
-    let ack = Ack {
+    Ok(Ack {
         status: "accepted",
         delivery: delivery.id,
-        events: delivery.events.clone(),
-    };
-    permit.send(delivery);
-    Ok(ack)
+        events: delivery.events,
+    })
 }
 
 async fn list_incidents(
@@ -317,6 +315,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn serve_metrics(State(state): State<Arc<AppState>>) -> Response {
+    let depth = state.queue.max_capacity() - state.queue.capacity();
+    state.metrics.queue_depth.set(depth as i64);
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], state.metrics.encode()).into_response()
 }
 

@@ -39,7 +39,7 @@ const T0: &str = "2026-11-28T06:00:00Z";
 const T1: &str = "2026-11-28T08:00:00Z";
 
 async fn deliver(journal: &Journal, alert: Alert) -> IncidentEvent {
-    let delivery = journal.ingest(message(vec![alert]), Utc::now()).await.unwrap();
+    let delivery = journal.ingest(message(vec![alert]), Utc::now(), None).await.unwrap();
     delivery.events.into_iter().next().unwrap()
 }
 
@@ -104,7 +104,11 @@ async fn unprocessed_deliveries_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let (journal, writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
     let first = journal
-        .ingest(message(vec![alert("a", AlertStatus::Firing, T0, &[])]), Utc::now())
+        .ingest(
+            message(vec![alert("a", AlertStatus::Firing, T0, &[])]),
+            Utc::now(),
+            None,
+        )
         .await
         .unwrap();
     let second = journal
@@ -114,6 +118,7 @@ async fn unprocessed_deliveries_survive_reopening() {
                 alert("c", AlertStatus::Firing, T0, &[]),
             ]),
             Utc::now(),
+            None,
         )
         .await
         .unwrap();
@@ -186,18 +191,18 @@ async fn filters_and_pages() {
 }
 
 #[tokio::test]
-async fn concurrent_deliveries_all_land() {
+async fn concurrent_deliveries_all_land_and_reach_the_queue_in_journal_order() {
     let dir = tempfile::tempdir().unwrap();
     let (journal, _writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let (queue, mut pipeline) = mpsc::channel(1000);
     let tasks: Vec<_> = (0..200)
         .map(|i| {
-            let journal = journal.clone();
+            let (journal, queue) = (journal.clone(), queue.clone());
             tokio::spawn(async move {
+                let slot = queue.reserve_owned().await.unwrap();
+                let alert = alert(&format!("fp{i}"), AlertStatus::Firing, T0, &[]);
                 journal
-                    .ingest(
-                        message(vec![alert(&format!("fp{i}"), AlertStatus::Firing, T0, &[])]),
-                        Utc::now(),
-                    )
+                    .ingest(message(vec![alert]), Utc::now(), Some(slot))
                     .await
                     .unwrap()
             })
@@ -206,8 +211,21 @@ async fn concurrent_deliveries_all_land() {
     for task in tasks {
         assert_eq!(task.await.unwrap().events[0].kind, EventKind::Opened);
     }
+    drop(queue);
+    let mut queued = Vec::new();
+    while let Some(delivery) = pipeline.recv().await {
+        queued.push(delivery.id);
+    }
+    assert_eq!(queued, (1..=200).collect::<Vec<i64>>());
     assert_eq!(journal.incidents(query(1000)).await.unwrap().incidents.len(), 200);
+
     assert_eq!(journal.unprocessed().await.unwrap().len(), 200);
+    journal.mark_processed(150).await.unwrap();
+    let rest: Vec<i64> = journal.unprocessed().await.unwrap().iter().map(|d| d.id).collect();
+    assert_eq!(rest, (151..=200).collect::<Vec<i64>>());
+    // The watermark never moves back.
+    journal.mark_processed(10).await.unwrap();
+    assert_eq!(journal.unprocessed().await.unwrap().len(), 50);
 }
 
 #[test]

@@ -1,0 +1,174 @@
+//! A small HTTP load generator that records every request's outcome.
+//!
+//! Two modes. [`open_loop`] sends at a fixed rate whatever the server does,
+//! and measures each latency from the moment the request was *due*, so a
+//! stalled server shows up as latency instead of silently lowering the rate
+//! (no coordinated omission). [`closed_loop`] keeps a fixed number of
+//! requests in flight to find the maximum throughput.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::time::MissedTickBehavior;
+
+/// The outcome of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Sample {
+    /// When the request was due, from the start of the run.
+    pub due: Duration,
+    /// From `due` until the response headers arrived (or the error).
+    pub latency: Duration,
+    /// The HTTP status, or `None` when the request failed in transport.
+    pub status: Option<u16>,
+}
+
+/// Builds the request to send; `n` counts requests from 0.
+pub type MakeRequest = Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// Sends `rate` requests per second for `duration`; every request's outcome is returned, in due order.
+pub async fn open_loop(client: reqwest::Client, rate: f64, duration: Duration, make: MakeRequest) -> Vec<Sample> {
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        ticks.tick().await;
+        let due = period.mul_f64(n as f64);
+        let request = make(&client, n);
+        tasks.push(tokio::spawn(async move {
+            let status = request.send().await.ok().map(|r| r.status().as_u16());
+            Sample {
+                due,
+                latency: start.elapsed().saturating_sub(due),
+                status,
+            }
+        }));
+    }
+    let mut samples = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        if let Ok(sample) = task.await {
+            samples.push(sample);
+        }
+    }
+    samples
+}
+
+/// Keeps `concurrency` requests in flight for `duration`.
+pub async fn closed_loop(
+    client: reqwest::Client,
+    concurrency: usize,
+    duration: Duration,
+    make: MakeRequest,
+) -> Vec<Sample> {
+    let start = Instant::now();
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, make, counter) = (client.clone(), Arc::clone(&make), Arc::clone(&counter));
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while start.elapsed() < duration {
+                    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let due = start.elapsed();
+                    let status = make(&client, n).send().await.ok().map(|r| r.status().as_u16());
+                    samples.push(Sample {
+                        due,
+                        latency: start.elapsed().saturating_sub(due),
+                        status,
+                    });
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for worker in workers {
+        if let Ok(mut part) = worker.await {
+            samples.append(&mut part);
+        }
+    }
+    samples.sort_by_key(|s| s.due);
+    samples
+}
+
+/// What a run of samples amounts to.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    pub requests: usize,
+    /// Requests answered 2xx.
+    pub succeeded: usize,
+    pub failed: usize,
+    /// 2xx answers per second, over the span from the start to the last answer.
+    pub throughput: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Summarizes samples; percentiles are nearest-rank over every request, failed ones included.
+pub fn summarize(samples: &[Sample]) -> Summary {
+    let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
+    latencies.sort();
+    let rank = |q: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let index = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index].as_secs_f64() * 1000.0
+    };
+    let succeeded = samples
+        .iter()
+        .filter(|s| s.status.is_some_and(|c| (200..300).contains(&c)))
+        .count();
+    let span = samples
+        .iter()
+        .map(|s| s.due + s.latency)
+        .max()
+        .unwrap_or_default()
+        .as_secs_f64();
+    Summary {
+        requests: samples.len(),
+        succeeded,
+        failed: samples.len() - succeeded,
+        throughput: if span > 0.0 { succeeded as f64 / span } else { 0.0 },
+        p50_ms: rank(0.50),
+        p90_ms: rank(0.90),
+        p99_ms: rank(0.99),
+        max_ms: rank(1.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(due_ms: u64, latency_ms: u64, status: Option<u16>) -> Sample {
+        Sample {
+            due: Duration::from_millis(due_ms),
+            latency: Duration::from_millis(latency_ms),
+            status,
+        }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank_and_failures_count() {
+        let mut samples: Vec<Sample> = (1..=100).map(|i| sample(i * 10, i, Some(200))).collect();
+        samples[0].status = Some(503);
+        samples[1].status = None;
+        let s = summarize(&samples);
+        assert_eq!((s.requests, s.succeeded, s.failed), (100, 98, 2));
+        assert_eq!((s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms), (50.0, 90.0, 99.0, 100.0));
+        // The last answer arrives at 1000 ms + 100 ms.
+        assert!((s.throughput - 98.0 / 1.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_empty_run_is_all_zero() {
+        let s = summarize(&[]);
+        assert_eq!((s.requests, s.p99_ms, s.throughput), (0, 0.0, 0.0));
+    }
+}
