@@ -1,10 +1,9 @@
 //! A small HTTP load generator that records every request's outcome.
 //!
-//! Two modes. [`open_loop`] sends at a fixed rate whatever the server does,
-//! and measures each latency from the moment the request was *due*, so a
-//! stalled server shows up as latency instead of silently lowering the rate
-//! (no coordinated omission). [`closed_loop`] keeps a fixed number of
-//! requests in flight to find the maximum throughput.
+//! [`open_loop`] sends at a fixed rate whatever the server does, and
+//! measures each latency from the moment the request was *due*, so a stalled
+//! server shows up as latency instead of silently lowering the rate (no
+//! coordinated omission).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,44 +52,6 @@ pub async fn open_loop(client: reqwest::Client, rate: f64, duration: Duration, m
             samples.push(sample);
         }
     }
-    samples
-}
-
-/// Keeps `concurrency` requests in flight for `duration`.
-pub async fn closed_loop(
-    client: reqwest::Client,
-    concurrency: usize,
-    duration: Duration,
-    make: MakeRequest,
-) -> Vec<Sample> {
-    let start = Instant::now();
-    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, make, counter) = (client.clone(), Arc::clone(&make), Arc::clone(&counter));
-            tokio::spawn(async move {
-                let mut samples = Vec::new();
-                while start.elapsed() < duration {
-                    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let due = start.elapsed();
-                    let status = make(&client, n).send().await.ok().map(|r| r.status().as_u16());
-                    samples.push(Sample {
-                        due,
-                        latency: start.elapsed().saturating_sub(due),
-                        status,
-                    });
-                }
-                samples
-            })
-        })
-        .collect();
-    let mut samples = Vec::new();
-    for worker in workers {
-        if let Ok(mut part) = worker.await {
-            samples.append(&mut part);
-        }
-    }
-    samples.sort_by_key(|s| s.due);
     samples
 }
 

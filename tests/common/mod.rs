@@ -258,3 +258,73 @@ impl Drop for Alertmanager {
         let _ = self.child.wait();
     }
 }
+
+/// A real Prometheus on a loopback port, scraping `targets` every second.
+pub struct Prometheus {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// `rule_files` are loaded as they are; `targets` are `host:port` scraped as job `homeostat`.
+    pub async fn start(targets: &[SocketAddr], rule_files: &[PathBuf]) -> Prometheus {
+        let program = require_program("prometheus", "prometheus");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let rules: Vec<String> = rule_files.iter().map(|p| format!("  - '{}'\n", p.display())).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{}scrape_configs:\n  - job_name: homeostat\n    \
+             static_configs:\n      - targets: [{}]\n",
+            rules.concat(),
+            targets.join(", ")
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new(program)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-lifecycle")
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let prometheus = Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        let ready = format!("{}/-/ready", prometheus.url);
+        eventually("Prometheus to be ready", Duration::from_secs(30), || async {
+            let response = client.get(&ready).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+        prometheus
+    }
+
+    /// The result vector of an instant query; panics on a query error.
+    pub async fn query(&self, expr: &str) -> Vec<Value> {
+        let response: Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", expr)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(response["status"], "success", "query {expr} failed: {response}");
+        response["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
