@@ -446,12 +446,20 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The writer's memory of which incident is open for a fingerprint, so a
+/// repeated delivery (most deliveries, during a storm) needs no lookup. It
+/// is filled from the database on a miss and emptied whenever a transaction
+/// rolls back, so it never holds what the database does not.
+#[derive(Default)]
+struct OpenIncidents(std::collections::HashMap<String, i64>);
+
 fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Request>, metrics: JournalMetrics) {
     let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut open = OpenIncidents::default();
     while rx.blocking_recv_many(&mut group, MAX_GROUP) > 0 {
         let started = Instant::now();
         let size = group.len();
-        commit_group(&mut conn, &mut group);
+        commit_group(&mut conn, &mut open, &mut group);
         if let Some(h) = &metrics.commit_seconds {
             h.observe(started.elapsed().as_secs_f64());
         }
@@ -468,10 +476,13 @@ fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Request>, metrics: Jo
 /// Commits a group of writes in one transaction. Should any of them fail,
 /// the group is rolled back and each write is retried in a transaction of
 /// its own, so that one failing write fails alone.
-fn commit_group(conn: &mut Connection, group: &mut Vec<Request>) {
+fn commit_group(conn: &mut Connection, open: &mut OpenIncidents, group: &mut Vec<Request>) {
     let together = (|| -> Result<Vec<Written>> {
         let tx = conn.transaction()?;
-        let written = group.iter().map(|r| apply_op(&tx, &r.op)).collect::<Result<Vec<_>>>()?;
+        let written = group
+            .iter()
+            .map(|r| apply_op(&tx, open, &r.op))
+            .collect::<Result<Vec<_>>>()?;
         tx.commit()?;
         Ok(written)
     })();
@@ -481,15 +492,21 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Request>) {
                 request.committed(Ok(result));
             }
         }
-        Err(err) if group.len() == 1 => group.remove(0).committed(Err(err)),
-        Err(_) => {
+        Err(err) => {
+            open.0.clear();
+            if group.len() == 1 {
+                return group.remove(0).committed(Err(err));
+            }
             for request in group.drain(..) {
                 let alone = (|| -> Result<Written> {
                     let tx = conn.transaction()?;
-                    let written = apply_op(&tx, &request.op)?;
+                    let written = apply_op(&tx, open, &request.op)?;
                     tx.commit()?;
                     Ok(written)
                 })();
+                if alone.is_err() {
+                    open.0.clear();
+                }
                 request.committed(alone);
             }
         }
@@ -507,9 +524,9 @@ impl Request {
     }
 }
 
-fn apply_op(tx: &Transaction<'_>, op: &Op) -> Result<Written> {
+fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<Written> {
     match op {
-        Op::Ingest(write, _) => ingest(tx, write).map(Written::Delivery),
+        Op::Ingest(write, _) => ingest(tx, open, write).map(Written::Delivery),
         Op::MarkProcessed(through) => {
             tx.prepare_cached("UPDATE pipeline SET processed_through = max(processed_through, ?1)")?
                 .execute([through])?;
@@ -518,12 +535,22 @@ fn apply_op(tx: &Transaction<'_>, op: &Op) -> Result<Written> {
     }
 }
 
-fn ingest(tx: &Transaction<'_>, delivery: &IngestWrite) -> Result<Delivery> {
+fn ingest(tx: &Transaction<'_>, open: &mut OpenIncidents, delivery: &IngestWrite) -> Result<Delivery> {
     let mut events = Vec::with_capacity(delivery.alerts.len());
     for alert in &delivery.alerts {
-        let step = transition(alert.status, known(tx, alert)?);
+        let step = transition(alert.status, known(tx, open, alert)?);
+        let incident_id = apply(tx, alert, step, &delivery.received_at)?;
+        match step {
+            Transition::Open => {
+                open.0.insert(alert.fingerprint.clone(), incident_id);
+            }
+            Transition::Resolve(_) => {
+                open.0.remove(&alert.fingerprint);
+            }
+            Transition::Repeat(_) | Transition::OpenResolved | Transition::Stale(_) => {}
+        }
         events.push(IncidentEvent {
-            incident_id: apply(tx, alert, step, &delivery.received_at)?,
+            incident_id,
             kind: step.event_kind(),
             fingerprint: alert.fingerprint.clone(),
             alertname: alert.alertname.clone(),
@@ -556,14 +583,21 @@ fn ingest(tx: &Transaction<'_>, delivery: &IngestWrite) -> Result<Delivery> {
 // The statements on the ingest path avoid `ORDER BY` and aggregates: with a
 // bound parameter in their WHERE clause, SQLite (built with STAT4) prepares
 // those again on every execution, which once cost most of the writer's time.
-fn known(tx: &Transaction<'_>, alert: &AlertWrite) -> Result<Known> {
-    let open = tx
-        .prepare_cached("SELECT id FROM incidents WHERE fingerprint = ?1 AND status = 'firing'")?
-        .query_row([&alert.fingerprint], |r| r.get(0))
-        .optional()?;
-    if open.is_some() {
+fn known(tx: &Transaction<'_>, open: &mut OpenIncidents, alert: &AlertWrite) -> Result<Known> {
+    let cached = open.0.get(&alert.fingerprint).copied();
+    let found = match cached {
+        Some(id) => Some(id),
+        None => tx
+            .prepare_cached("SELECT id FROM incidents WHERE fingerprint = ?1 AND status = 'firing'")?
+            .query_row([&alert.fingerprint], |r| r.get(0))
+            .optional()?,
+    };
+    if let Some(id) = found {
+        if cached.is_none() {
+            open.0.insert(alert.fingerprint.clone(), id);
+        }
         return Ok(Known {
-            open,
+            open: Some(id),
             resolved_episode: None,
         });
     }

@@ -26,7 +26,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::alert::{self, AlertStatus, DecodeError};
 use crate::config::Credentials;
-use crate::journal::{is_label_name, Delivery, IncidentEvent, IncidentQuery, Journal, JournalError};
+use crate::journal::{is_label_name, Delivery, IncidentQuery, Journal, JournalError};
 use crate::metrics::{self, KindLabels, Metrics, StatusLabels};
 
 /// Largest page `GET /api/v1/incidents` returns.
@@ -121,12 +121,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The webhook's answer once the delivery is journalled.
+/// The webhook's answer once the delivery is journalled. Alertmanager
+/// ignores it; it is kept small because every delivery pays for it.
 #[derive(Serialize)]
 struct Ack {
     status: &'static str,
     delivery: i64,
-    events: Vec<IncidentEvent>,
+    /// The incident each alert of the delivery belongs to, in payload order.
+    incidents: Vec<i64>,
 }
 
 async fn receive_alerts(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
@@ -217,7 +219,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Ack
     Ok(Ack {
         status: "accepted",
         delivery: delivery.id,
-        events: delivery.events,
+        incidents: delivery.events.iter().map(|e| e.incident_id).collect(),
     })
 }
 
