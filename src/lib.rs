@@ -20,20 +20,26 @@
 //! - [`journal`]: SQLite storage of deliveries, incidents and processing state.
 //! - [`server`]: the HTTP API (webhook, incidents, health, metrics, auth).
 //! - [`pipeline`]: the queue consumer and the [`pipeline::Processor`] seam.
+//! - [`action`]: the recovery-action catalog, targets, and the pure planning of operations.
+//! - [`playbook`]: the YAML playbook, the static policy learning starts from.
+//! - [`guard`]: the safety limits every action must pass, as a pure function.
 //! - [`app`]: wires the above together and shuts them down in order.
 //! - [`config`], [`duration`]: the YAML configuration and its validation.
 //! - [`metrics`], [`telemetry`]: homeostat's own metrics and logs.
 //! - [`load`]: an HTTP load generator recording every request's outcome.
 #![forbid(unsafe_code)]
 
+pub mod action;
 pub mod alert;
 pub mod app;
 pub mod config;
 pub mod duration;
+pub mod guard;
 pub mod incident;
 pub mod journal;
 pub mod load;
 pub mod metrics;
 pub mod pipeline;
+pub mod playbook;
 pub mod server;
 pub mod telemetry;
