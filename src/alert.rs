@@ -110,13 +110,21 @@ pub enum DecodeError {
     UnsupportedVersion { found: String },
     #[error("webhook payload has an alert with an empty fingerprint at `alerts[{index}].fingerprint`")]
     EmptyFingerprint { index: usize },
+    #[error("webhook payload has a time outside years 1 to 9999 at `alerts[{index}].{field}`: {time}")]
+    TimeOutOfRange {
+        index: usize,
+        field: &'static str,
+        time: String,
+    },
 }
 
 impl DecodeError {
     /// A bounded label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            DecodeError::Malformed { .. } | DecodeError::EmptyFingerprint { .. } => "bad_request",
+            DecodeError::Malformed { .. }
+            | DecodeError::EmptyFingerprint { .. }
+            | DecodeError::TimeOutOfRange { .. } => "bad_request",
             DecodeError::UnsupportedVersion { .. } => "unsupported_version",
         }
     }
@@ -140,8 +148,22 @@ pub fn decode(body: &[u8]) -> Result<WebhookMessage, DecodeError> {
     if message.version != SUPPORTED_VERSION {
         return Err(DecodeError::UnsupportedVersion { found: message.version });
     }
-    if let Some(index) = message.alerts.iter().position(|a| a.fingerprint.is_empty()) {
-        return Err(DecodeError::EmptyFingerprint { index });
+    for (index, alert) in message.alerts.iter().enumerate() {
+        if alert.fingerprint.is_empty() {
+            return Err(DecodeError::EmptyFingerprint { index });
+        }
+        // The journal stores times as fixed-width text, whose order is time order.
+        let times = [("startsAt", Some(alert.starts_at)), ("endsAt", alert.ends_at)];
+        if let Some((field, time)) = times
+            .into_iter()
+            .find_map(|(field, t)| t.filter(|t| !(1..=9999).contains(&t.year())).map(|t| (field, t)))
+        {
+            return Err(DecodeError::TimeOutOfRange {
+                index,
+                field,
+                time: time.to_rfc3339(),
+            });
+        }
     }
     Ok(message)
 }
@@ -265,6 +287,30 @@ mod tests {
         let err = decode(br#"{"version": 4, "alerts": []}"#).unwrap_err();
         assert!(
             matches!(&err, DecodeError::Malformed { path, .. } if path == "version"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn times_beyond_year_9999_are_refused() {
+        let body = FIRING.replace("2026-11-28T06:00:00.123Z", "+10000-01-01T00:00:00Z");
+        let err = decode(body.as_bytes()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::TimeOutOfRange {
+                    index: 0,
+                    field: "startsAt",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("alerts[0].startsAt"), "{err}");
+        let body = FIRING.replace("0001-01-01T00:00:00Z", "+12000-01-01T00:00:00Z");
+        let err = decode(body.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::TimeOutOfRange { field: "endsAt", .. }),
             "{err:?}"
         );
     }

@@ -8,8 +8,10 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::future::IntoFuture;
+
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::config::{Config, Credentials};
 use crate::journal::{Journal, JournalError, JournalMetrics};
@@ -43,40 +45,63 @@ pub async fn serve<P: Processor>(
     };
     let (journal, writer) = Journal::open(&config.journal, journal_metrics)?;
     let (queue, queue_rx) = mpsc::channel(config.server.queue_capacity);
+    // Read before the webhook opens, so nothing new can be both replayed and queued.
+    let pending = journal.unprocessed().await?;
 
-    // In journal order: what a crash left unprocessed comes before anything new.
-    pipeline::replay(&journal, &metrics, &processor).await?;
+    let state = Arc::new(AppState {
+        journal: journal.clone(),
+        queue,
+        metrics: Arc::clone(&metrics),
+        credentials,
+        max_body_bytes: config.server.max_body_bytes,
+        ready: false.into(),
+        stopping: false.into(),
+    });
+    let address = listener.local_addr().map_err(AppError::Serve)?;
+    let shutting_down = Arc::clone(&state);
+    let shutdown_started = Arc::new(Notify::new());
+    let started = Arc::clone(&shutdown_started);
+    let router = server::router(Arc::clone(&state), config.server.request_timeout.0);
+    let mut server = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                shutting_down.stopping.store(true, Ordering::Release);
+                started.notify_one();
+                tracing::info!("Shutting down: no new connections; draining the queue.");
+            })
+            .into_future(),
+    );
+    tracing::info!(%address, journal = %config.journal.path.display(), "Listening.");
+
+    // In journal order: what a crash left unprocessed comes before anything
+    // new, which waits in the queue meanwhile; /readyz says 503 until then.
+    let processor = Arc::new(processor);
+    pipeline::replay(pending, &journal, &metrics, &processor).await?;
     let worker = tokio::spawn(pipeline::run(
         queue_rx,
         journal.clone(),
         Arc::clone(&metrics),
         processor,
     ));
+    state.ready.store(true, Ordering::Release);
 
-    let state = Arc::new(AppState {
-        journal: journal.clone(),
-        queue,
-        metrics,
-        credentials,
-        max_body_bytes: config.server.max_body_bytes,
-        ready: true.into(),
-    });
-    let address = listener.local_addr().map_err(AppError::Serve)?;
-    tracing::info!(%address, journal = %config.journal.path.display(), "Listening.");
-
-    let shutting_down = Arc::clone(&state);
-    axum::serve(listener, server::router(Arc::clone(&state)))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            shutting_down.ready.store(false, Ordering::Release);
-            tracing::info!("Shutting down: no new connections; draining the queue.");
-        })
-        .await
+    let drain = config.server.drain_timeout.0;
+    // Open connections get the drain timeout too, so a stalled client cannot hold up the stop.
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = async { shutdown_started.notified().await; tokio::time::sleep(drain).await } => {
+            server.abort();
+            tracing::warn!(timeout = %config.server.drain_timeout, "Connections still open after the drain timeout; closing them.");
+            Ok(Ok(()))
+        }
+    };
+    served
+        .map_err(|e| AppError::Serve(std::io::Error::other(e)))?
         .map_err(AppError::Serve)?;
 
     // The router and its state are gone: the queue closes once the worker has emptied it.
     drop(state);
-    let drain = config.server.drain_timeout.0;
     let mut worker = worker;
     if tokio::time::timeout(drain, &mut worker).await.is_err() {
         worker.abort();

@@ -15,6 +15,10 @@ use crate::duration::PromDuration;
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
+/// Largest `server.queue_capacity`: a million journalled deliveries waiting
+/// is already far beyond any useful backlog.
+pub const MAX_QUEUE_CAPACITY: usize = 1_000_000;
+
 /// Where environment variables come from: the process, or a map in tests.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
@@ -64,8 +68,11 @@ pub struct ServerConfig {
     pub queue_capacity: usize,
     /// Permit listening on a non-loopback address without `auth`. Default false.
     pub allow_unauthenticated: bool,
-    /// On SIGTERM/SIGINT, how long to wait for queued notifications to be processed. Default 30s.
+    /// On SIGTERM/SIGINT, how long to wait for open connections, and then
+    /// for queued notifications to be processed. Default 30s.
     pub drain_timeout: PromDuration,
+    /// A request not answered within this time gets 408. Default 30s.
+    pub request_timeout: PromDuration,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +83,7 @@ impl Default for ServerConfig {
             queue_capacity: 1024,
             allow_unauthenticated: false,
             drain_timeout: PromDuration(std::time::Duration::from_secs(30)),
+            request_timeout: PromDuration(std::time::Duration::from_secs(30)),
         }
     }
 }
@@ -234,8 +242,14 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be at least 1".into()));
         }
-        if self.server.queue_capacity == 0 {
-            return Err(invalid("server.queue_capacity", "must be at least 1".into()));
+        if !(1..=MAX_QUEUE_CAPACITY).contains(&self.server.queue_capacity) {
+            return Err(invalid(
+                "server.queue_capacity",
+                format!("must be from 1 to {MAX_QUEUE_CAPACITY}"),
+            ));
+        }
+        if self.server.request_timeout.0.is_zero() {
+            return Err(invalid("server.request_timeout", "must be longer than 0s".into()));
         }
         if self.journal.path.as_os_str().is_empty() {
             return Err(invalid("journal.path", "must name a file".into()));

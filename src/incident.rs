@@ -38,12 +38,19 @@ pub struct Incident {
 /// What the journal already knows about an alert's fingerprint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Known {
-    /// The firing incident for the fingerprint, if any (there is at most one).
-    pub open: Option<i64>,
-    /// A resolved incident for the fingerprint with the same `startsAt`: the
-    /// same firing episode, already over.
-    pub resolved_episode: Option<i64>,
+    /// The firing incident for the fingerprint, if any (there is at most
+    /// one), and its `startsAt`.
+    pub open: Option<(i64, DateTime<Utc>)>,
+    /// The latest resolved incident for the fingerprint with the delivered
+    /// alert's `startsAt` (the same firing episode), and when it was resolved.
+    pub resolved_episode: Option<(i64, DateTime<Utc>)>,
 }
+
+/// How long after a resolution a firing delivery for the same episode is
+/// taken as late (a lagging HA peer, a retry) rather than as the alert
+/// firing again, e.g. after Alertmanager's `resolve_timeout` resolved it
+/// while Prometheus was briefly unreachable.
+pub const LATE_DELIVERY_GRACE: chrono::Duration = chrono::Duration::minutes(5);
 
 /// What one delivered alert does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,17 +87,6 @@ impl EventKind {
             EventKind::Stale => "stale",
         }
     }
-
-    pub fn parse(text: &str) -> Option<EventKind> {
-        [
-            EventKind::Opened,
-            EventKind::Repeated,
-            EventKind::Resolved,
-            EventKind::Stale,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == text)
-    }
 }
 
 impl Transition {
@@ -104,20 +100,34 @@ impl Transition {
     }
 }
 
-/// Decides what an alert delivered with `status` does, given what is
-/// `known` about its fingerprint.
+/// Decides what an alert delivered at `now` with `status` and `starts_at`
+/// does, given what is `known` about its fingerprint.
 ///
 /// A firing delivery joins the open incident even when its `startsAt`
 /// differs: Alertmanager peers fed by Prometheus replicas can disagree on it
 /// briefly, and splitting one outage into two incidents would double every
-/// action taken on it.
-pub fn transition(status: AlertStatus, known: Known) -> Transition {
+/// action taken on it. A resolution, though, closes the open incident only
+/// if it is for that episode or a later one: a late resolution of an
+/// earlier episode must not close the current outage.
+pub fn transition(status: AlertStatus, starts_at: DateTime<Utc>, now: DateTime<Utc>, known: Known) -> Transition {
     match (status, known.open, known.resolved_episode) {
-        (AlertStatus::Firing, Some(open), _) => Transition::Repeat(open),
-        (AlertStatus::Firing, None, Some(done)) => Transition::Stale(done),
+        (AlertStatus::Firing, Some((open, _)), _) => Transition::Repeat(open),
+        (AlertStatus::Firing, None, Some((done, resolved_at))) => {
+            if now - resolved_at > LATE_DELIVERY_GRACE {
+                Transition::Open
+            } else {
+                Transition::Stale(done)
+            }
+        }
         (AlertStatus::Firing, None, None) => Transition::Open,
-        (AlertStatus::Resolved, Some(open), _) => Transition::Resolve(open),
-        (AlertStatus::Resolved, None, Some(done)) => Transition::Stale(done),
+        (AlertStatus::Resolved, Some((open, open_starts_at)), episode) => {
+            if starts_at >= open_starts_at {
+                Transition::Resolve(open)
+            } else {
+                episode.map_or(Transition::OpenResolved, |(done, _)| Transition::Stale(done))
+            }
+        }
+        (AlertStatus::Resolved, None, Some((done, _))) => Transition::Stale(done),
         (AlertStatus::Resolved, None, None) => Transition::OpenResolved,
     }
 }
@@ -126,59 +136,73 @@ pub fn transition(status: AlertStatus, known: Known) -> Transition {
 mod tests {
     use super::*;
 
-    const NOTHING: Known = Known {
-        open: None,
-        resolved_episode: None,
-    };
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
 
-    #[test]
-    fn firing_opens_then_repeats() {
-        let firing = AlertStatus::Firing;
-        assert_eq!(transition(firing, NOTHING), Transition::Open);
-        let open = Known {
-            open: Some(7),
-            ..NOTHING
-        };
-        assert_eq!(transition(firing, open), Transition::Repeat(7));
+    const T0: &str = "2026-11-28T06:00:00Z";
+    const T1: &str = "2026-11-28T07:00:00Z";
+    const NOW: &str = "2026-11-28T08:00:00Z";
+
+    fn step(status: AlertStatus, starts_at: &str, known: Known) -> Transition {
+        transition(status, at(starts_at), at(NOW), known)
+    }
+
+    fn open(id: i64, starts_at: &str) -> Known {
+        Known {
+            open: Some((id, at(starts_at))),
+            resolved_episode: None,
+        }
+    }
+
+    fn resolved(id: i64, resolved_at: &str) -> Known {
+        Known {
+            open: None,
+            resolved_episode: Some((id, at(resolved_at))),
+        }
     }
 
     #[test]
-    fn resolution_closes_the_open_incident() {
-        let resolved = AlertStatus::Resolved;
-        let open = Known {
-            open: Some(7),
-            resolved_episode: Some(3),
+    fn firing_opens_then_repeats() {
+        assert_eq!(step(AlertStatus::Firing, T0, Known::default()), Transition::Open);
+        assert_eq!(step(AlertStatus::Firing, T0, open(7, T0)), Transition::Repeat(7));
+        // Peers may disagree on startsAt: still the same outage.
+        assert_eq!(step(AlertStatus::Firing, T1, open(7, T0)), Transition::Repeat(7));
+    }
+
+    #[test]
+    fn resolution_closes_the_open_incident_of_its_episode_or_a_later_one() {
+        assert_eq!(step(AlertStatus::Resolved, T0, open(7, T0)), Transition::Resolve(7));
+        assert_eq!(step(AlertStatus::Resolved, T1, open(7, T0)), Transition::Resolve(7));
+    }
+
+    #[test]
+    fn a_late_resolution_of_an_earlier_episode_leaves_the_current_one_open() {
+        let current = Known {
+            open: Some((8, at(T1))),
+            resolved_episode: Some((3, at("2026-11-28T06:30:00Z"))),
         };
-        assert_eq!(transition(resolved, open), Transition::Resolve(7));
+        assert_eq!(step(AlertStatus::Resolved, T0, current), Transition::Stale(3));
+        assert_eq!(step(AlertStatus::Resolved, T0, open(8, T1)), Transition::OpenResolved);
     }
 
     #[test]
     fn late_deliveries_for_a_finished_episode_are_stale() {
-        let done = Known {
-            open: None,
-            resolved_episode: Some(3),
-        };
-        assert_eq!(transition(AlertStatus::Firing, done), Transition::Stale(3));
-        assert_eq!(transition(AlertStatus::Resolved, done), Transition::Stale(3));
+        let just_done = resolved(3, "2026-11-28T07:58:00Z");
+        assert_eq!(step(AlertStatus::Firing, T0, just_done), Transition::Stale(3));
+        assert_eq!(step(AlertStatus::Resolved, T0, just_done), Transition::Stale(3));
+    }
+
+    #[test]
+    fn firing_long_after_the_resolution_opens_again() {
+        let long_done = resolved(3, "2026-11-28T07:50:00Z");
+        assert_eq!(step(AlertStatus::Firing, T0, long_done), Transition::Open);
     }
 
     #[test]
     fn a_resolution_never_seen_firing_is_recorded_closed() {
-        let t = transition(AlertStatus::Resolved, NOTHING);
+        let t = step(AlertStatus::Resolved, T0, Known::default());
         assert_eq!(t, Transition::OpenResolved);
         assert_eq!(t.event_kind(), EventKind::Resolved);
-    }
-
-    #[test]
-    fn event_kinds_round_trip() {
-        for kind in [
-            EventKind::Opened,
-            EventKind::Repeated,
-            EventKind::Resolved,
-            EventKind::Stale,
-        ] {
-            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
-        }
-        assert_eq!(EventKind::parse("other"), None);
     }
 }

@@ -56,6 +56,10 @@ pub enum JournalError {
     Sqlite(#[from] rusqlite::Error),
     #[error("journal holds a value it cannot read back: {0}")]
     Corrupt(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    #[error("journal internal failure: {0}")]
+    Internal(String),
     #[error("the journal writer has stopped")]
     Closed,
 }
@@ -67,6 +71,8 @@ impl JournalError {
             JournalError::Open { .. } | JournalError::SchemaTooNew { .. } => "open",
             JournalError::Sqlite(_) => "sqlite",
             JournalError::Corrupt(_) => "corrupt",
+            JournalError::InvalidQuery(_) => "invalid_query",
+            JournalError::Internal(_) => "internal",
             JournalError::Closed => "closed",
         }
     }
@@ -123,7 +129,7 @@ struct Request {
 
 enum Op {
     /// A delivery, and the pipeline queue slot it goes to once committed.
-    Ingest(Box<IngestWrite>, Option<OwnedPermit<Delivery>>),
+    Ingest(Box<IngestWrite>, OwnedPermit<Delivery>),
     MarkProcessed(i64),
 }
 
@@ -132,6 +138,10 @@ enum Op {
 /// spends its time on SQL alone.
 struct IngestWrite {
     received_at: String,
+    received_at_time: DateTime<Utc>,
+    group_labels: String,
+    common_labels: String,
+    common_annotations: String,
     receiver: String,
     group_key: String,
     status: AlertStatus,
@@ -147,6 +157,7 @@ struct AlertWrite {
     labels: String,
     annotations: String,
     starts_at: String,
+    starts_at_time: DateTime<Utc>,
     ends_at: Option<String>,
     generator_url: String,
 }
@@ -162,6 +173,7 @@ impl IngestWrite {
                 labels: json(&alert.labels),
                 annotations: json(&alert.annotations),
                 starts_at: timestamp(alert.starts_at),
+                starts_at_time: alert.starts_at,
                 ends_at: alert.ends_at.map(timestamp),
                 fingerprint: alert.fingerprint,
                 generator_url: alert.generator_url,
@@ -169,6 +181,10 @@ impl IngestWrite {
             .collect();
         IngestWrite {
             received_at: timestamp(received_at),
+            received_at_time: received_at,
+            group_labels: json(&message.group_labels),
+            common_labels: json(&message.common_labels),
+            common_annotations: json(&message.common_annotations),
             receiver: message.receiver,
             group_key: message.group_key,
             status: message.status,
@@ -232,7 +248,7 @@ impl Journal {
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || run_writer(writer, rx, metrics))
-            .map_err(|e| JournalError::Corrupt(format!("cannot start the journal writer thread: {e}")))?;
+            .map_err(|e| JournalError::Internal(format!("cannot start the journal writer thread: {e}")))?;
         let journal = Journal {
             writes,
             reader: Arc::new(Mutex::new(reader)),
@@ -242,17 +258,18 @@ impl Journal {
 
     /// Journals a delivery and applies it to the incidents. Returns once it
     /// is committed to disk; by then it is in the pipeline queue, through
-    /// `queue_slot`, when one is given.
+    /// `queue_slot` (reserved beforehand, so a full queue refuses the
+    /// delivery instead of journalling what cannot be queued).
     pub async fn ingest(
         &self,
         message: WebhookMessage,
         received_at: DateTime<Utc>,
-        queue_slot: Option<OwnedPermit<Delivery>>,
+        queue_slot: OwnedPermit<Delivery>,
     ) -> Result<Delivery> {
         let op = Op::Ingest(Box::new(IngestWrite::new(message, received_at)), queue_slot);
         match self.write(op).await? {
             Written::Delivery(delivery) => Ok(delivery),
-            Written::Marked => Err(JournalError::Corrupt(
+            Written::Marked => Err(JournalError::Internal(
                 "the writer answered an ingest with a mark".into(),
             )),
         }
@@ -319,7 +336,7 @@ impl Journal {
             }
             for (name, value) in query.labels {
                 if !is_label_name(&name) {
-                    return Err(JournalError::Corrupt(format!("invalid label name {name:?}")));
+                    return Err(JournalError::InvalidQuery(format!("invalid label name {name:?}")));
                 }
                 sql.push_str(" AND json_extract(labels, ?) = ?");
                 args.push(format!("$.\"{name}\"").into());
@@ -372,7 +389,7 @@ impl Journal {
             f(&conn)
         })
         .await
-        .map_err(|e| JournalError::Corrupt(format!("journal reader task failed: {e}")))?
+        .map_err(|e| JournalError::Internal(format!("journal reader task failed: {e}")))?
     }
 }
 
@@ -387,7 +404,6 @@ fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()
         Synchronous::Full => "FULL",
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
 }
 
@@ -411,6 +427,9 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
                  alerts INTEGER NOT NULL,
                  truncated_alerts INTEGER NOT NULL,
                  external_url TEXT NOT NULL,
+                 group_labels TEXT NOT NULL,
+                 common_labels TEXT NOT NULL,
+                 common_annotations TEXT NOT NULL,
                  -- The incident transitions it caused: JSON [[incident_id, kind], …].
                  events TEXT NOT NULL
              );
@@ -451,7 +470,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
 /// is filled from the database on a miss and emptied whenever a transaction
 /// rolls back, so it never holds what the database does not.
 #[derive(Default)]
-struct OpenIncidents(std::collections::HashMap<String, i64>);
+struct OpenIncidents(std::collections::HashMap<String, (i64, DateTime<Utc>)>);
 
 fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Request>, metrics: JournalMetrics) {
     let mut group = Vec::with_capacity(MAX_GROUP);
@@ -516,7 +535,7 @@ fn commit_group(conn: &mut Connection, open: &mut OpenIncidents, group: &mut Vec
 impl Request {
     /// After the commit: queue a delivery for the pipeline, then answer the caller.
     fn committed(self, result: Result<Written>) {
-        if let (Op::Ingest(_, Some(slot)), Ok(Written::Delivery(delivery))) = (self.op, &result) {
+        if let (Op::Ingest(_, slot), Ok(Written::Delivery(delivery))) = (self.op, &result) {
             slot.send(delivery.clone());
         }
         // A caller that gave up waiting is not an error here.
@@ -538,11 +557,17 @@ fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<W
 fn ingest(tx: &Transaction<'_>, open: &mut OpenIncidents, delivery: &IngestWrite) -> Result<Delivery> {
     let mut events = Vec::with_capacity(delivery.alerts.len());
     for alert in &delivery.alerts {
-        let step = transition(alert.status, known(tx, open, alert)?);
+        let step = transition(
+            alert.status,
+            alert.starts_at_time,
+            delivery.received_at_time,
+            known(tx, open, alert)?,
+        );
         let incident_id = apply(tx, alert, step, &delivery.received_at)?;
         match step {
             Transition::Open => {
-                open.0.insert(alert.fingerprint.clone(), incident_id);
+                open.0
+                    .insert(alert.fingerprint.clone(), (incident_id, alert.starts_at_time));
             }
             Transition::Resolve(_) => {
                 open.0.remove(&alert.fingerprint);
@@ -559,10 +584,11 @@ fn ingest(tx: &Transaction<'_>, open: &mut OpenIncidents, delivery: &IngestWrite
     // Stored compactly as [[incident_id, kind], …]; the rest is in `incidents`.
     let compact: Vec<(i64, EventKind)> = events.iter().map(|e| (e.incident_id, e.kind)).collect();
     let compact =
-        serde_json::to_string(&compact).map_err(|e| JournalError::Corrupt(format!("cannot encode events: {e}")))?;
+        serde_json::to_string(&compact).map_err(|e| JournalError::Internal(format!("cannot encode events: {e}")))?;
     tx.prepare_cached(
-        "INSERT INTO deliveries (received_at, receiver, group_key, status, alerts, truncated_alerts, external_url, events)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO deliveries (received_at, receiver, group_key, status, alerts, truncated_alerts, external_url,
+                                 group_labels, common_labels, common_annotations, events)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         delivery.received_at,
@@ -572,6 +598,9 @@ fn ingest(tx: &Transaction<'_>, open: &mut OpenIncidents, delivery: &IngestWrite
         delivery.alerts.len() as i64,
         delivery.truncated_alerts,
         delivery.external_url,
+        delivery.group_labels,
+        delivery.common_labels,
+        delivery.common_annotations,
         compact,
     ])?;
     Ok(Delivery {
@@ -584,34 +613,42 @@ fn ingest(tx: &Transaction<'_>, open: &mut OpenIncidents, delivery: &IngestWrite
 // bound parameter in their WHERE clause, SQLite (built with STAT4) prepares
 // those again on every execution, which once cost most of the writer's time.
 fn known(tx: &Transaction<'_>, open: &mut OpenIncidents, alert: &AlertWrite) -> Result<Known> {
-    let cached = open.0.get(&alert.fingerprint).copied();
-    let found = match cached {
-        Some(id) => Some(id),
-        None => tx
-            .prepare_cached("SELECT id FROM incidents WHERE fingerprint = ?1 AND status = 'firing'")?
-            .query_row([&alert.fingerprint], |r| r.get(0))
-            .optional()?,
-    };
-    if let Some(id) = found {
-        if cached.is_none() {
-            open.0.insert(alert.fingerprint.clone(), id);
+    let mut known = Known::default();
+    if let Some(&found) = open.0.get(&alert.fingerprint) {
+        known.open = Some(found);
+    } else {
+        let found: Option<(i64, String)> = tx
+            .prepare_cached("SELECT id, starts_at FROM incidents WHERE fingerprint = ?1 AND status = 'firing'")?
+            .query_row([&alert.fingerprint], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((id, starts_at)) = found {
+            let entry = (id, parse_time(&starts_at)?);
+            open.0.insert(alert.fingerprint.clone(), entry);
+            known.open = Some(entry);
         }
-        return Ok(Known {
-            open: Some(id),
-            resolved_episode: None,
-        });
     }
-    let mut episode = tx
-        .prepare_cached("SELECT id FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2 AND status = 'resolved'")?;
-    let ids = episode.query_map(params![alert.fingerprint, alert.starts_at], |r| r.get::<_, i64>(0))?;
-    let mut resolved_episode = None;
-    for id in ids {
-        resolved_episode = resolved_episode.max(Some(id?));
+    // The episode matters when nothing is open, or for a resolution of an
+    // episode older than the open one; not on the hot path of repeats.
+    let older = |(_, open_starts_at): (i64, DateTime<Utc>)| alert.starts_at_time < open_starts_at;
+    if known
+        .open
+        .is_none_or(|o| alert.status == AlertStatus::Resolved && older(o))
+    {
+        let mut episode = tx.prepare_cached(
+            "SELECT id, resolved_at FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2 AND status = 'resolved'",
+        )?;
+        let rows = episode.query_map(params![alert.fingerprint, alert.starts_at], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
+        for row in rows {
+            let (id, resolved_at) = row?;
+            if known.resolved_episode.is_none_or(|(best, _)| id > best) {
+                let resolved_at = resolved_at.as_deref().map(parse_time).transpose()?.unwrap_or_default();
+                known.resolved_episode = Some((id, resolved_at));
+            }
+        }
     }
-    Ok(Known {
-        open: None,
-        resolved_episode,
-    })
+    Ok(known)
 }
 
 /// Writes one transition; returns the incident's id.

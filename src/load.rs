@@ -25,8 +25,13 @@ pub struct Sample {
 /// Builds the request to send; `n` counts requests from 0.
 pub type MakeRequest = Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
 
-/// Sends `rate` requests per second for `duration`; every request's outcome is returned, in due order.
+/// Sends `rate` requests per second for `duration`; every request's
+/// outcome is returned, in due order. A rate that is not a positive number
+/// sends nothing.
 pub async fn open_loop(client: reqwest::Client, rate: f64, duration: Duration, make: MakeRequest) -> Vec<Sample> {
+    if !(rate.is_finite() && rate > 0.0) {
+        return Vec::new();
+    }
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let period = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
@@ -125,6 +130,15 @@ mod tests {
         assert_eq!((s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms), (50.0, 90.0, 99.0, 100.0));
         // The last answer arrives at 1000 ms + 100 ms.
         assert!((s.throughput - 98.0 / 1.1).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn a_rate_that_is_not_positive_sends_nothing() {
+        let make: MakeRequest = Arc::new(|client: &reqwest::Client, _| client.get("http://127.0.0.1:9/"));
+        for rate in [0.0, -5.0, f64::NAN, f64::INFINITY] {
+            let samples = open_loop(reqwest::Client::new(), rate, Duration::from_secs(1), Arc::clone(&make)).await;
+            assert!(samples.is_empty(), "{rate}");
+        }
     }
 
     #[test]

@@ -136,7 +136,16 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(exit::STARTUP);
             }
         };
-        match homeostat::app::serve(config, credentials, listener, shutdown_signal(), LogTransitions).await {
+        // Listen for signals from now on, not from the first time the server polls for them.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(());
+        });
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        match homeostat::app::serve(config, credentials, listener, shutdown, LogTransitions).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err @ homeostat::app::AppError::Journal(_)) => {
                 eprintln!("homeostat: {err}");

@@ -149,7 +149,11 @@ impl Metrics {
 
 /// Rewrites prometheus-client's OpenMetrics output into Prometheus' text
 /// format 0.0.4: a counter family is named with its `_total` suffix there,
-/// and there is no `# UNIT` or `# EOF` line.
+/// and there is no `# UNIT` or `# EOF` line. prometheus-client writes only
+/// OpenMetrics, and `promtool check metrics` (Prometheus 2.42) reads only
+/// the text format, reporting every counter as lacking help otherwise. The
+/// help texts here are fixed strings, so no escaping changes between the
+/// two formats; the promtool test in tests/webhook.rs guards the output.
 fn openmetrics_to_text(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     let mut help: Option<&str> = None;

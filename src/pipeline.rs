@@ -49,17 +49,19 @@ pub async fn run<P: Processor>(
     mut queue: mpsc::Receiver<Delivery>,
     journal: Journal,
     metrics: Arc<Metrics>,
-    processor: P,
+    processor: Arc<P>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        for delivery in &batch {
-            processor.process(delivery).await;
+        let count = batch.len();
+        let mut through = 0;
+        for delivery in batch.drain(..) {
+            through = delivery.id;
+            process_one(&processor, delivery).await;
         }
-        let through = batch.last().map_or(0, |d| d.id);
         match journal.mark_processed(through).await {
             Ok(()) => {
-                metrics.notifications_processed.inc_by(batch.len() as u64);
+                metrics.notifications_processed.inc_by(count as u64);
             }
             Err(err) => tracing::error!(
                 through,
@@ -67,25 +69,40 @@ pub async fn run<P: Processor>(
                 "Could not record deliveries as processed; they will be processed again at the next start."
             ),
         }
-        batch.clear();
     }
 }
 
-/// Processes what the journal holds beyond its watermark, before anything new is accepted.
-pub async fn replay<P: Processor>(journal: &Journal, metrics: &Metrics, processor: &P) -> crate::journal::Result<()> {
-    let pending = journal.unprocessed().await?;
+/// Runs the processor in a task of its own, so that a panic in it costs
+/// one delivery, not the pipeline.
+async fn process_one<P: Processor>(processor: &Arc<P>, delivery: Delivery) {
+    let id = delivery.id;
+    let processor = Arc::clone(processor);
+    if let Err(err) = tokio::spawn(async move { processor.process(&delivery).await }).await {
+        tracing::error!(delivery = id, error = %err, "Processing a delivery failed; continuing with the next.");
+    }
+}
+
+/// Processes `pending` (what the journal held beyond its watermark at
+/// start-up) before the pipeline takes anything new.
+pub async fn replay<P: Processor>(
+    pending: Vec<Delivery>,
+    journal: &Journal,
+    metrics: &Metrics,
+    processor: &Arc<P>,
+) -> crate::journal::Result<()> {
     let Some(last) = pending.last().map(|d| d.id) else {
         return Ok(());
     };
+    let count = pending.len() as u64;
     tracing::warn!(
-        deliveries = pending.len(),
+        deliveries = count,
         "Found deliveries journalled but not processed before the last stop; processing them first."
     );
-    for delivery in &pending {
-        processor.process(delivery).await;
+    for delivery in pending {
+        process_one(processor, delivery).await;
     }
     journal.mark_processed(last).await?;
-    metrics.notifications_recovered.inc_by(pending.len() as u64);
-    metrics.notifications_processed.inc_by(pending.len() as u64);
+    metrics.notifications_recovered.inc_by(count);
+    metrics.notifications_processed.inc_by(count);
     Ok(())
 }

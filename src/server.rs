@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -20,8 +20,10 @@ use base64::Engine as _;
 use chrono::Utc;
 use serde::Serialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::alert::{self, AlertStatus, DecodeError};
@@ -41,12 +43,15 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub credentials: Credentials,
     pub max_body_bytes: usize,
-    /// True once start-up is complete; false again while shutting down.
+    /// Start-up is complete: the journal is open and its backlog replayed.
     pub ready: AtomicBool,
+    /// Shutdown has begun.
+    pub stopping: AtomicBool,
 }
 
-/// The whole HTTP API.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The whole HTTP API. Requests not answered within `request_timeout`
+/// (a client stalling its upload, say) get 408.
+pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
     let protected = Router::new()
         .route(WEBHOOK_PATH, post(receive_alerts))
         .route("/api/v1/incidents", get(list_incidents))
@@ -57,6 +62,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(serve_metrics))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -198,7 +207,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Ack
     let resolved = message.alerts.len() as u64 - firing;
     let delivery = state
         .journal
-        .ingest(message, Utc::now(), Some(queue_slot))
+        .ingest(message, Utc::now(), queue_slot)
         .await
         .map_err(ApiError::journal)?;
 
@@ -247,6 +256,9 @@ async fn get_incident(State(state): State<Arc<AppState>>, Path(id): Path<String>
 }
 
 fn read_failed(err: JournalError) -> ApiError {
+    if let JournalError::InvalidQuery(message) = err {
+        return ApiError::bad_request(message);
+    }
     tracing::error!(error = %err, "Journal read failed.");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "journal_error", err.to_string())
 }
@@ -309,7 +321,7 @@ fn incident_query(params: Vec<(String, String)>) -> Result<IncidentQuery, ApiErr
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
+    if state.ready.load(Ordering::Acquire) && !state.stopping.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -359,7 +371,7 @@ fn authorized(credentials: &Credentials, headers: &HeaderMap) -> bool {
     let value = value.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
         if let Some(token) = &credentials.bearer_token {
-            return bool::from(value.as_bytes().ct_eq(token.expose().as_bytes()));
+            return secret_eq(value, token.expose());
         }
     }
     if scheme.eq_ignore_ascii_case("basic") {
@@ -370,12 +382,21 @@ fn authorized(credentials: &Credentials, headers: &HeaderMap) -> bool {
             let Some((user, pass)) = std::str::from_utf8(&decoded).ok().and_then(|s| s.split_once(':')) else {
                 return false;
             };
-            let user_ok = user.as_bytes().ct_eq(username.as_bytes());
-            let pass_ok = pass.as_bytes().ct_eq(password.expose().as_bytes());
-            return bool::from(user_ok & pass_ok);
+            // Both compared, always, so timing does not tell which one was wrong.
+            let user_ok = secret_eq(user, username);
+            let pass_ok = secret_eq(pass, password.expose());
+            return user_ok & pass_ok;
         }
     }
     false
+}
+
+/// Compares digests in constant time, so neither the content nor the
+/// length of the secret shows in how long a wrong guess takes.
+fn secret_eq(given: &str, expected: &str) -> bool {
+    let given = Sha256::digest(given.as_bytes());
+    let expected = Sha256::digest(expected.as_bytes());
+    bool::from(given.as_slice().ct_eq(expected.as_slice()))
 }
 
 #[cfg(test)]

@@ -132,4 +132,17 @@ async fn both_peers_of_an_ha_pair_feed_one_incident() {
     })
     .await;
     server.stop().await;
+
+    // Both peers delivered: each signs its deliveries with its own externalURL.
+    let journal = rusqlite::Connection::open(dir.path().join("journal.db")).unwrap();
+    let senders: Vec<String> = journal
+        .prepare("SELECT DISTINCT external_url FROM deliveries ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut expected: Vec<String> = peers.iter().map(|p| p.external_url.clone()).collect();
+    expected.sort();
+    assert_eq!(senders, expected);
 }

@@ -284,6 +284,41 @@ async fn shutdown_drains_the_queue_before_closing_the_journal() {
 }
 
 #[tokio::test]
+async fn not_ready_until_the_backlog_is_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    {
+        // A delivery journalled and never processed, as a crash leaves it.
+        let (journal, writer) = Journal::open(&config.journal, JournalMetrics::default()).unwrap();
+        let (queue, pipeline) = tokio::sync::mpsc::channel(1);
+        let slot = queue.reserve_owned().await.unwrap();
+        drop(pipeline);
+        let message = serde_json::from_value(notification("firing", &["backlog"])).unwrap();
+        journal.ingest(message, chrono::Utc::now(), slot).await.unwrap();
+        drop(journal);
+        writer.join();
+    }
+    let gate = Arc::new(Semaphore::new(0));
+    let server = InProcess::start(config.clone(), Credentials::default(), Gate(Arc::clone(&gate))).await;
+    let status = |path: &'static str| {
+        let request = server.client.get(server.url(path)).send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/healthz").await, 200);
+    assert_eq!(
+        status("/readyz").await,
+        503,
+        "ready while the backlog is still being processed"
+    );
+    gate.add_permits(1);
+    eventually("readiness after the replay", Duration::from_secs(10), || async {
+        (status("/readyz").await == 200).then_some(())
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn metrics_pass_promtool_check_metrics() {
     let promtool = require_program("promtool", "prometheus");
     let dir = tempfile::tempdir().unwrap();

@@ -35,11 +35,22 @@ fn message(alerts: Vec<Alert>) -> WebhookMessage {
     }
 }
 
+/// A queue slot whose queue nobody reads: the delivery stays unprocessed.
+async fn slot() -> OwnedPermit<Delivery> {
+    let (queue, pipeline) = mpsc::channel(1);
+    let slot = queue.reserve_owned().await.unwrap();
+    drop(pipeline);
+    slot
+}
+
 const T0: &str = "2026-11-28T06:00:00Z";
 const T1: &str = "2026-11-28T08:00:00Z";
 
 async fn deliver(journal: &Journal, alert: Alert) -> IncidentEvent {
-    let delivery = journal.ingest(message(vec![alert]), Utc::now(), None).await.unwrap();
+    let delivery = journal
+        .ingest(message(vec![alert]), Utc::now(), slot().await)
+        .await
+        .unwrap();
     delivery.events.into_iter().next().unwrap()
 }
 
@@ -107,7 +118,7 @@ async fn unprocessed_deliveries_survive_reopening() {
         .ingest(
             message(vec![alert("a", AlertStatus::Firing, T0, &[])]),
             Utc::now(),
-            None,
+            slot().await,
         )
         .await
         .unwrap();
@@ -118,7 +129,7 @@ async fn unprocessed_deliveries_survive_reopening() {
                 alert("c", AlertStatus::Firing, T0, &[]),
             ]),
             Utc::now(),
-            None,
+            slot().await,
         )
         .await
         .unwrap();
@@ -201,10 +212,7 @@ async fn concurrent_deliveries_all_land_and_reach_the_queue_in_journal_order() {
             tokio::spawn(async move {
                 let slot = queue.reserve_owned().await.unwrap();
                 let alert = alert(&format!("fp{i}"), AlertStatus::Firing, T0, &[]);
-                journal
-                    .ingest(message(vec![alert]), Utc::now(), Some(slot))
-                    .await
-                    .unwrap()
+                journal.ingest(message(vec![alert]), Utc::now(), slot).await.unwrap()
             })
         })
         .collect();
@@ -254,4 +262,84 @@ fn an_unopenable_path_says_which() {
 fn label_names_follow_prometheus() {
     assert!(is_label_name("service") && is_label_name("_x1"));
     assert!(!is_label_name("") && !is_label_name("1x") && !is_label_name("a\"b") && !is_label_name("a-b"));
+}
+
+#[tokio::test]
+async fn a_late_resolution_of_an_earlier_episode_does_not_close_the_current_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let first = deliver(&journal, alert("fp", AlertStatus::Firing, T0, &[])).await;
+    deliver(&journal, alert("fp", AlertStatus::Resolved, T0, &[])).await;
+    let second = deliver(&journal, alert("fp", AlertStatus::Firing, T1, &[])).await;
+    assert_eq!(second.kind, EventKind::Opened);
+    // A lagging peer's resolution of the first episode arrives now.
+    let late = deliver(&journal, alert("fp", AlertStatus::Resolved, T0, &[])).await;
+    assert_eq!((late.kind, late.incident_id), (EventKind::Stale, first.incident_id));
+    let current = journal.incident(second.incident_id).await.unwrap().unwrap();
+    assert_eq!(current.status, AlertStatus::Firing);
+    let again = deliver(&journal, alert("fp", AlertStatus::Firing, T1, &[])).await;
+    assert_eq!(
+        (again.kind, again.incident_id),
+        (EventKind::Repeated, second.incident_id)
+    );
+}
+
+#[tokio::test]
+async fn one_failing_write_fails_alone_and_the_rest_of_its_group_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&dir);
+    let (journal, _writer) = Journal::open(&config, JournalMetrics::default()).unwrap();
+    Connection::open(&config.path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER poison BEFORE INSERT ON incidents WHEN NEW.fingerprint = 'poison'
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+        )
+        .unwrap();
+    let (queue, mut pipeline) = mpsc::channel(100);
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let (journal, queue) = (journal.clone(), queue.clone());
+            tokio::spawn(async move {
+                let fingerprint = if i == 20 {
+                    "poison".to_owned()
+                } else {
+                    format!("good{i}")
+                };
+                let slot = queue.reserve_owned().await.unwrap();
+                let alert = alert(&fingerprint, AlertStatus::Firing, T0, &[]);
+                (
+                    fingerprint,
+                    journal.ingest(message(vec![alert]), Utc::now(), slot).await,
+                )
+            })
+        })
+        .collect();
+    let mut opened = std::collections::HashMap::new();
+    for task in tasks {
+        let (fingerprint, result) = task.await.unwrap();
+        match result {
+            Ok(delivery) => {
+                opened.insert(fingerprint, delivery.events[0].incident_id);
+            }
+            Err(err) => {
+                assert_eq!(fingerprint, "poison");
+                assert!(err.to_string().contains("poisoned"), "{err}");
+            }
+        }
+    }
+    assert_eq!(opened.len(), 39);
+    assert!(!opened.contains_key("poison"));
+    drop(queue);
+    let mut queued = 0;
+    while pipeline.recv().await.is_some() {
+        queued += 1;
+    }
+    assert_eq!(queued, 39, "only committed deliveries reach the pipeline");
+    // After the rollbacks, repeats still find the incidents their deliveries opened.
+    for (fingerprint, id) in [("good0", opened["good0"]), ("good39", opened["good39"])] {
+        let repeat = deliver(&journal, alert(fingerprint, AlertStatus::Firing, T0, &[])).await;
+        assert_eq!((repeat.kind, repeat.incident_id), (EventKind::Repeated, id));
+    }
+    assert_eq!(journal.incidents(query(100)).await.unwrap().incidents.len(), 39);
 }

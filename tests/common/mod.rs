@@ -196,54 +196,98 @@ impl Drop for Process {
     }
 }
 
-/// A real Alertmanager on a loopback port, its webhook receiver pointing at homeostat.
-pub struct Alertmanager {
+/// A Prometheus-family server (Prometheus, Alertmanager) run as a child
+/// process on a loopback port; ready once `/-/ready` answers; killed on drop.
+pub struct Daemon {
     child: Child,
     pub url: String,
     _dir: tempfile::TempDir,
 }
 
-impl Alertmanager {
-    /// `http_config` is YAML inserted under the webhook receiver (e.g. authorization).
-    pub async fn start(webhook_url: &str, http_config: &str) -> Alertmanager {
-        let program = require_program("prometheus-alertmanager", "prometheus-alertmanager");
+impl Daemon {
+    /// Starts `program` (from Debian's `package`) with `config` written to
+    /// `config_name` in a fresh directory; `args` gets that directory and the port.
+    async fn start(
+        program: &str,
+        package: &str,
+        config_name: &str,
+        config: &str,
+        args: impl FnOnce(&Path, u16) -> Vec<String>,
+    ) -> Daemon {
+        let program = require_program(program, package);
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(config_name), config).unwrap();
         let port = free_port();
-        let config = format!(
-            "route:\n  receiver: homeostat\n  group_by: ['alertname']\n  group_wait: 100ms\n  group_interval: 1s\n  \
-             repeat_interval: 1s\nreceivers:\n  - name: homeostat\n    webhook_configs:\n      - url: {webhook_url}\n        \
-             send_resolved: true\n{http_config}"
-        );
-        let config_path = dir.path().join("alertmanager.yml");
-        std::fs::write(&config_path, config).unwrap();
         let child = Command::new(program)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=warn")
+            .args(args(dir.path(), port))
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let am = Alertmanager {
+        let daemon = Daemon {
             child,
             url: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         };
         let client = reqwest::Client::new();
-        let ready = format!("{}/-/ready", am.url);
-        eventually("Alertmanager to be ready", Duration::from_secs(30), || async {
+        let ready = format!("{}/-/ready", daemon.url);
+        eventually(&format!("{package} to be ready"), Duration::from_secs(30), || async {
             let response = client.get(&ready).send().await.ok()?;
             response.status().is_success().then_some(())
         })
         .await;
-        am
+        daemon
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real Alertmanager on a loopback port, its webhook receiver pointing at homeostat.
+pub struct Alertmanager {
+    daemon: Daemon,
+    /// What this Alertmanager puts in `externalURL` of its notifications.
+    pub external_url: String,
+}
+
+impl Alertmanager {
+    /// `http_config` is YAML inserted under the webhook receiver (e.g. authorization).
+    pub async fn start(webhook_url: &str, http_config: &str) -> Alertmanager {
+        let config = format!(
+            "route:\n  receiver: homeostat\n  group_by: ['alertname']\n  group_wait: 100ms\n  group_interval: 1s\n  \
+             repeat_interval: 1s\nreceivers:\n  - name: homeostat\n    webhook_configs:\n      - url: {webhook_url}\n        \
+             send_resolved: true\n{http_config}"
+        );
+        let daemon = Daemon::start(
+            "prometheus-alertmanager",
+            "prometheus-alertmanager",
+            "alertmanager.yml",
+            &config,
+            |dir, port| {
+                vec![
+                    format!("--config.file={}", dir.join("alertmanager.yml").display()),
+                    format!("--storage.path={}", dir.join("data").display()),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                    format!("--web.external-url=http://127.0.0.1:{port}"),
+                    "--cluster.listen-address=".into(),
+                    "--log.level=warn".into(),
+                ]
+            },
+        )
+        .await;
+        Alertmanager {
+            external_url: daemon.url.clone(),
+            daemon,
+        }
     }
 
     /// Posts alerts to Alertmanager's `/api/v2/alerts`.
     pub async fn post_alerts(&self, alerts: &Value) {
         let response = reqwest::Client::new()
-            .post(format!("{}/api/v2/alerts", self.url))
+            .post(format!("{}/api/v2/alerts", self.daemon.url))
             .json(alerts)
             .send()
             .await
@@ -252,26 +296,14 @@ impl Alertmanager {
     }
 }
 
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A real Prometheus on a loopback port, scraping `targets` every second.
 pub struct Prometheus {
-    child: Child,
-    pub url: String,
-    _dir: tempfile::TempDir,
+    daemon: Daemon,
 }
 
 impl Prometheus {
     /// `rule_files` are loaded as they are; `targets` are `host:port` scraped as job `homeostat`.
     pub async fn start(targets: &[SocketAddr], rule_files: &[PathBuf]) -> Prometheus {
-        let program = require_program("prometheus", "prometheus");
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let rules: Vec<String> = rule_files.iter().map(|p| format!("  - '{}'\n", p.display())).collect();
         let config = format!(
@@ -280,36 +312,23 @@ impl Prometheus {
             rules.concat(),
             targets.join(", ")
         );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new(program)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-lifecycle")
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let prometheus = Prometheus {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        let client = reqwest::Client::new();
-        let ready = format!("{}/-/ready", prometheus.url);
-        eventually("Prometheus to be ready", Duration::from_secs(30), || async {
-            let response = client.get(&ready).send().await.ok()?;
-            response.status().is_success().then_some(())
+        let daemon = Daemon::start("prometheus", "prometheus", "prometheus.yml", &config, |dir, port| {
+            vec![
+                format!("--config.file={}", dir.join("prometheus.yml").display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--web.enable-lifecycle".into(),
+                "--log.level=warn".into(),
+            ]
         })
         .await;
-        prometheus
+        Prometheus { daemon }
     }
 
     /// The result vector of an instant query; panics on a query error.
     pub async fn query(&self, expr: &str) -> Vec<Value> {
         let response: Value = reqwest::Client::new()
-            .get(format!("{}/api/v1/query", self.url))
+            .get(format!("{}/api/v1/query", self.daemon.url))
             .query(&[("query", expr)])
             .send()
             .await
@@ -319,12 +338,5 @@ impl Prometheus {
             .unwrap();
         assert_eq!(response["status"], "success", "query {expr} failed: {response}");
         response["data"]["result"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
