@@ -23,6 +23,7 @@
 //! - [`action`]: the recovery-action catalog, targets, and the pure planning of operations.
 //! - [`playbook`]: the YAML playbook, the static policy learning starts from.
 //! - [`guard`]: the safety limits every action must pass, as a pure function.
+//! - [`executor`]: carrying operations out (Docker), or recording them (dry run).
 //! - [`app`]: wires the above together and shuts them down in order.
 //! - [`config`], [`duration`]: the YAML configuration and its validation.
 //! - [`metrics`], [`telemetry`]: homeostat's own metrics and logs.
@@ -34,6 +35,7 @@ pub mod alert;
 pub mod app;
 pub mod config;
 pub mod duration;
+pub mod executor;
 pub mod guard;
 pub mod incident;
 pub mod journal;

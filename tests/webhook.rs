@@ -22,6 +22,47 @@ impl Processor for Gate {
     }
 }
 
+/// Panics on any delivery about fingerprint `boom`.
+struct Boom;
+
+impl Processor for Boom {
+    async fn process(&self, delivery: &Delivery) {
+        assert!(delivery.events.iter().all(|e| e.fingerprint != "boom"), "boom");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_processor_costs_one_delivery_not_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(test_config(dir.path()), Credentials::default(), Boom).await;
+    for fingerprint in ["boom", "fine", "boom", "fine2"] {
+        let response = server
+            .post_json("/api/v1/alerts", &notification("firing", &[fingerprint]))
+            .await;
+        assert_eq!(response.status(), 200, "{fingerprint}");
+    }
+    eventually(
+        "all four deliveries to be processed",
+        Duration::from_secs(10),
+        || async {
+            let text = server
+                .client
+                .get(server.url("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains("homeostat_notifications_processed_total 4").then_some(())
+        },
+    )
+    .await;
+    let ready = server.client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn accepts_a_notification_and_lists_its_incidents() {
     let dir = tempfile::tempdir().unwrap();

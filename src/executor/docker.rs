@@ -1,0 +1,473 @@
+//! The Docker executor: operations on a local Docker Engine through bollard.
+//!
+//! A Compose service is the containers labelled
+//! `com.docker.compose.project` and `com.docker.compose.service`, numbered
+//! by `com.docker.compose.container-number`. Scaling clones or removes the
+//! highest-numbered replica. Rollback recreates containers from the image
+//! recorded in the `homeostat.previous-image` label, which whoever deploys
+//! a new image sets to the one it replaces.
+
+use std::collections::HashMap;
+
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HealthStatusEnum,
+    NetworkingConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use serde::{Deserialize, Serialize};
+
+use super::{Done, ExecError, Executor};
+use crate::action::{Backend, Operation, Target};
+
+pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+pub const SERVICE_LABEL: &str = "com.docker.compose.service";
+pub const NUMBER_LABEL: &str = "com.docker.compose.container-number";
+pub const PREVIOUS_IMAGE_LABEL: &str = "homeostat.previous-image";
+
+/// `executor.docker:`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// The Docker Engine: `unix:///path/docker.sock` or `tcp://host:port`.
+    /// Default: `DOCKER_HOST`, else the local socket.
+    pub host: Option<String>,
+    /// Scale a Compose service no lower than this. Default 1.
+    pub min_replicas: u32,
+    /// Scale a Compose service no higher than this. Default 5.
+    pub max_replicas: u32,
+    /// Seconds a container gets to stop before it is killed. Default 10.
+    pub stop_timeout_seconds: i32,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            host: None,
+            min_replicas: 1,
+            max_replicas: 5,
+            stop_timeout_seconds: 10,
+        }
+    }
+}
+
+pub struct DockerExecutor {
+    docker: Docker,
+    config: DockerConfig,
+}
+
+fn unreachable(err: DockerError) -> ExecError {
+    ExecError::Unreachable {
+        backend: Backend::Docker,
+        message: err.to_string(),
+    }
+}
+
+/// Maps an API error to what it means for the operation.
+fn api_error(err: DockerError, what: &str) -> ExecError {
+    match err {
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => ExecError::NotFound(format!("{what}: {message}")),
+        DockerError::DockerResponseServerError { status_code, message } => ExecError::Refused {
+            backend: Backend::Docker,
+            message: format!("{what}: HTTP {status_code}: {message}"),
+        },
+        other => unreachable(other),
+    }
+}
+
+fn refused(message: String) -> ExecError {
+    ExecError::Refused {
+        backend: Backend::Docker,
+        message,
+    }
+}
+
+impl DockerExecutor {
+    /// Connects to `host` (else `DOCKER_HOST`, else the local socket) and
+    /// agrees on an API version with the engine.
+    pub async fn connect(config: DockerConfig) -> Result<DockerExecutor, ExecError> {
+        const TIMEOUT_SECONDS: u64 = 120;
+        let docker = match config.host.as_deref() {
+            None => Docker::connect_with_defaults(),
+            Some(host) => match host.strip_prefix("unix://") {
+                Some(path) => Docker::connect_with_socket(path, TIMEOUT_SECONDS, bollard::API_DEFAULT_VERSION),
+                None => Docker::connect_with_http(host, TIMEOUT_SECONDS, bollard::API_DEFAULT_VERSION),
+            },
+        }
+        .map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
+        Ok(DockerExecutor { docker, config })
+    }
+
+    /// The containers of a Compose service, by container number.
+    async fn service_containers(
+        &self,
+        project: &str,
+        service: &str,
+    ) -> Result<Vec<ContainerInspectResponse>, ExecError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{PROJECT_LABEL}={project}"),
+                format!("{SERVICE_LABEL}={service}"),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| api_error(e, "list containers"))?;
+        let mut containers = Vec::with_capacity(summaries.len());
+        for id in summaries.into_iter().filter_map(|s| s.id) {
+            containers.push(self.inspect(&id).await?);
+        }
+        containers.sort_by_key(number);
+        Ok(containers)
+    }
+
+    async fn inspect(&self, container: &str) -> Result<ContainerInspectResponse, ExecError> {
+        self.docker
+            .inspect_container(container, None)
+            .await
+            .map_err(|e| api_error(e, &format!("container {container}")))
+    }
+
+    /// The container an operation names, or the one of its service most in
+    /// need: not running or unhealthy first, else the lowest-numbered.
+    async fn pick(
+        &self,
+        container: &Option<String>,
+        project: &Option<String>,
+        service: &Option<String>,
+    ) -> Result<ContainerInspectResponse, ExecError> {
+        if let Some(container) = container {
+            return self.inspect(container).await;
+        }
+        let (Some(project), Some(service)) = (project, service) else {
+            return Err(ExecError::Unsupported("no container or Compose service named".into()));
+        };
+        let containers = self.service_containers(project, service).await?;
+        let worst = containers.iter().position(|c| !is_ready(c)).unwrap_or(0);
+        containers
+            .into_iter()
+            .nth(worst)
+            .ok_or_else(|| ExecError::NotFound(format!("Compose service {project}/{service} has no containers")))
+    }
+
+    async fn restart(&self, container: &ContainerInspectResponse) -> Result<Done, ExecError> {
+        let id = container.id.clone().unwrap_or_default();
+        let name = display_name(container);
+        // A frozen (paused) container cannot be restarted as it is.
+        let was_paused = container.state.as_ref().and_then(|s| s.paused).unwrap_or(false);
+        if was_paused {
+            self.docker
+                .unpause_container(&id)
+                .await
+                .map_err(|e| api_error(e, &format!("unpause {name}")))?;
+        }
+        let options = RestartContainerOptionsBuilder::default()
+            .t(self.config.stop_timeout_seconds)
+            .build();
+        self.docker
+            .restart_container(&id, Some(options))
+            .await
+            .map_err(|e| api_error(e, &format!("restart {name}")))?;
+        Ok(if was_paused {
+            format!("unpaused and restarted container {name}")
+        } else {
+            format!("restarted container {name}")
+        })
+    }
+
+    /// Creates a container like `from` (its own configuration, networks and
+    /// labels), with `image` and `labels` changed, named `name`, and starts it.
+    async fn create_like(
+        &self,
+        from: &ContainerInspectResponse,
+        name: &str,
+        image: Option<String>,
+        labels: HashMap<String, String>,
+    ) -> Result<String, ExecError> {
+        let body = clone_body(from, image, labels);
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| api_error(e, &format!("create {name}")))?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(|e| api_error(e, &format!("start {name}")))?;
+        Ok(created.id)
+    }
+
+    /// Replaces a container by a new one from its own configuration (and
+    /// `image`, when given). The new container is created before the old one
+    /// is removed, so a configuration Docker refuses leaves the old running.
+    async fn recreate(&self, old: &ContainerInspectResponse, image: Option<String>) -> Result<Done, ExecError> {
+        let name = display_name(old);
+        let old_id = old.id.clone().unwrap_or_default();
+        let mut labels = labels_of(old);
+        // A new image remembers the one it replaces, so a rollback can be undone the same way.
+        if image.is_some() {
+            if let Some(current) = old.config.as_ref().and_then(|c| c.image.clone()) {
+                labels.insert(PREVIOUS_IMAGE_LABEL.into(), current);
+            }
+        }
+        let body = clone_body(old, image.clone(), labels);
+        let staging = format!("{name}-homeostat-new");
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&staging).build()),
+                body,
+            )
+            .await
+            .map_err(|e| api_error(e, &format!("create a replacement for {name}")))?;
+        let stop = StopContainerOptionsBuilder::default()
+            .t(self.config.stop_timeout_seconds)
+            .build();
+        if let Err(e) = self.docker.stop_container(&old_id, Some(stop)).await {
+            // A container that is not running needs no stopping; anything else is a refusal.
+            if !matches!(e, DockerError::DockerResponseServerError { status_code: 304, .. }) {
+                let _ = self.remove(&created.id).await;
+                return Err(api_error(e, &format!("stop {name}")));
+            }
+        }
+        self.remove(&old_id).await?;
+        self.docker
+            .rename_container(
+                &created.id,
+                RenameContainerOptionsBuilder::default().name(&name).build(),
+            )
+            .await
+            .map_err(|e| api_error(e, &format!("rename the replacement of {name}")))?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(|e| api_error(e, &format!("start the replacement of {name}")))?;
+        let image = image.map_or(String::new(), |i| format!(" from image {i}"));
+        Ok(format!("recreated container {name}{image}"))
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), ExecError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        self.docker
+            .remove_container(id, Some(options))
+            .await
+            .map_err(|e| api_error(e, &format!("remove {id}")))
+    }
+
+    async fn scale(&self, project: &str, service: &str, delta: i32) -> Result<Done, ExecError> {
+        let containers = self.service_containers(project, service).await?;
+        let count = containers.len() as u32;
+        let Some(last) = containers.last() else {
+            return Err(ExecError::NotFound(format!(
+                "Compose service {project}/{service} has no containers to scale from"
+            )));
+        };
+        if delta > 0 {
+            if count >= self.config.max_replicas {
+                return Err(refused(format!(
+                    "{project}/{service} already has {count} replicas (executor.docker.max_replicas: {})",
+                    self.config.max_replicas
+                )));
+            }
+            let next = number(last) + 1;
+            let name = format!("{project}-{service}-{next}");
+            let mut labels = labels_of(last);
+            labels.insert(NUMBER_LABEL.into(), next.to_string());
+            self.create_like(last, &name, None, labels).await?;
+            Ok(format!(
+                "scaled {project}/{service} from {count} to {} replicas: started {name}",
+                count + 1
+            ))
+        } else {
+            if count <= self.config.min_replicas {
+                return Err(refused(format!(
+                    "{project}/{service} has {count} replicas (executor.docker.min_replicas: {})",
+                    self.config.min_replicas
+                )));
+            }
+            let name = display_name(last);
+            self.remove(last.id.as_deref().unwrap_or_default()).await?;
+            Ok(format!(
+                "scaled {project}/{service} from {count} to {} replicas: removed {name}",
+                count - 1
+            ))
+        }
+    }
+
+    async fn rollback(&self, project: &str, service: &str) -> Result<Done, ExecError> {
+        let containers = self.service_containers(project, service).await?;
+        if containers.is_empty() {
+            return Err(ExecError::NotFound(format!(
+                "Compose service {project}/{service} has no containers"
+            )));
+        }
+        let mut done = Vec::new();
+        for container in &containers {
+            let Some(previous) = labels_of(container).remove(PREVIOUS_IMAGE_LABEL) else {
+                return Err(refused(format!(
+                    "container {} records no previous image (label {PREVIOUS_IMAGE_LABEL})",
+                    display_name(container)
+                )));
+            };
+            done.push(self.recreate(container, Some(previous)).await?);
+        }
+        Ok(done.join("; "))
+    }
+}
+
+impl Executor for DockerExecutor {
+    fn backend(&self) -> Backend {
+        Backend::Docker
+    }
+
+    async fn ready_replicas(&self, target: &Target) -> Result<Option<u32>, ExecError> {
+        if let (Some(project), Some(service)) = (&target.compose_project, &target.compose_service) {
+            let containers = self.service_containers(project, service).await?;
+            return Ok(Some(containers.iter().filter(|c| is_ready(c)).count() as u32));
+        }
+        if let Some(container) = &target.container {
+            let container = self.inspect(container).await?;
+            return Ok(Some(u32::from(is_ready(&container))));
+        }
+        Ok(None)
+    }
+
+    async fn execute(&self, operation: &Operation) -> Result<Done, ExecError> {
+        match operation {
+            Operation::Notify => Ok("notified".into()),
+            Operation::RestartContainer {
+                container,
+                project,
+                service,
+            } => {
+                let picked = self.pick(container, project, service).await?;
+                self.restart(&picked).await
+            }
+            Operation::RecreateContainer {
+                container,
+                project,
+                service,
+            } => {
+                let picked = self.pick(container, project, service).await?;
+                self.recreate(&picked, None).await
+            }
+            Operation::ScaleComposeService {
+                project,
+                service,
+                delta,
+            } => self.scale(project, service, *delta).await,
+            Operation::RollbackComposeService { project, service } => self.rollback(project, service).await,
+            other => Err(ExecError::Unsupported(format!(
+                "the Docker executor cannot perform {}",
+                serde_json::to_string(other).unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+/// Running, not paused, and not reported unhealthy by its health check.
+fn is_ready(container: &ContainerInspectResponse) -> bool {
+    let Some(state) = &container.state else {
+        return false;
+    };
+    let running = state.status == Some(ContainerStateStatusEnum::RUNNING) && state.paused != Some(true);
+    let unhealthy = state
+        .health
+        .as_ref()
+        .and_then(|h| h.status)
+        .is_some_and(|s| s == HealthStatusEnum::UNHEALTHY);
+    running && !unhealthy
+}
+
+fn number(container: &ContainerInspectResponse) -> u32 {
+    labels_of(container)
+        .get(NUMBER_LABEL)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn labels_of(container: &ContainerInspectResponse) -> HashMap<String, String> {
+    container
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default()
+}
+
+fn display_name(container: &ContainerInspectResponse) -> String {
+    container
+        .name
+        .as_deref()
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .or_else(|| container.id.clone())
+        .unwrap_or_default()
+}
+
+/// A create request reproducing `from`, with `image` and `labels` replaced.
+fn clone_body(
+    from: &ContainerInspectResponse,
+    image: Option<String>,
+    labels: HashMap<String, String>,
+) -> ContainerCreateBody {
+    let config = from.config.clone().unwrap_or_default();
+    // Docker sets the hostname to the container id unless one was chosen.
+    let own_hostname = config
+        .hostname
+        .clone()
+        .filter(|h| !from.id.as_deref().unwrap_or_default().starts_with(h.as_str()));
+    let endpoints: HashMap<String, EndpointSettings> = from
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(network, endpoint)| {
+            let settings = EndpointSettings {
+                aliases: endpoint.aliases,
+                links: endpoint.links,
+                ..EndpointSettings::default()
+            };
+            (network, settings)
+        })
+        .collect();
+    ContainerCreateBody {
+        hostname: own_hostname,
+        domainname: config.domainname,
+        user: config.user,
+        exposed_ports: config.exposed_ports,
+        tty: config.tty,
+        open_stdin: config.open_stdin,
+        env: config.env,
+        cmd: config.cmd,
+        healthcheck: config.healthcheck,
+        image: image.or(config.image),
+        volumes: config.volumes,
+        working_dir: config.working_dir,
+        entrypoint: config.entrypoint,
+        labels: Some(labels),
+        stop_signal: config.stop_signal,
+        stop_timeout: config.stop_timeout,
+        host_config: from.host_config.clone(),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(endpoints),
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
