@@ -1,11 +1,13 @@
 //! Executors carry out planned [`Operation`]s on a backend.
 //!
 //! Each backend implements [`Executor`]: [`docker::DockerExecutor`] on a
-//! Docker Engine through bollard. [`DryRun`] wraps any executor: it reads
+//! Docker Engine through bollard, [`kubernetes::KubernetesExecutor`] on an
+//! API server through kube-rs. [`DryRun`] wraps any executor: it reads
 //! through it (readiness, so the guard sees what is real) and records,
 //! instead of performing, what it would have done.
 
 pub mod docker;
+pub mod kubernetes;
 
 use std::future::Future;
 
