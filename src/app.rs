@@ -17,6 +17,7 @@ use crate::config::{Config, Credentials};
 use crate::journal::{Journal, JournalError, JournalMetrics};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Processor};
+use crate::respond::Controls;
 use crate::server::{self, AppState};
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
@@ -29,14 +30,23 @@ pub enum AppError {
     Serve(#[source] std::io::Error),
 }
 
+/// What a pipeline processor may need, made by [`serve`].
+#[derive(Clone)]
+pub struct Parts {
+    pub journal: Journal,
+    pub metrics: Arc<Metrics>,
+    pub controls: Arc<Controls>,
+}
+
 /// Runs homeostat until `shutdown` completes, then drains the queue (up to
-/// `server.drain_timeout`) and closes the journal.
+/// `server.drain_timeout`) and closes the journal. `make_processor` builds
+/// the pipeline's processor from the journal, metrics and controls.
 pub async fn serve<P: Processor>(
     config: Config,
     credentials: Credentials,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    processor: P,
+    make_processor: impl FnOnce(Parts) -> P,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::new(config.server.queue_capacity));
     let journal_metrics = JournalMetrics {
@@ -48,10 +58,12 @@ pub async fn serve<P: Processor>(
     // Read before the webhook opens, so nothing new can be both replayed and queued.
     let pending = journal.unprocessed().await?;
 
+    let controls = Arc::new(Controls::default());
     let state = Arc::new(AppState {
         journal: journal.clone(),
         queue,
         metrics: Arc::clone(&metrics),
+        controls: Arc::clone(&controls),
         credentials,
         max_body_bytes: config.server.max_body_bytes,
         ready: false.into(),
@@ -76,7 +88,11 @@ pub async fn serve<P: Processor>(
 
     // In journal order: what a crash left unprocessed comes before anything
     // new, which waits in the queue meanwhile; /readyz says 503 until then.
-    let processor = Arc::new(processor);
+    let processor = Arc::new(make_processor(Parts {
+        journal: journal.clone(),
+        metrics: Arc::clone(&metrics),
+        controls,
+    }));
     pipeline::replay(pending, &journal, &metrics, &processor).await?;
     let worker = tokio::spawn(pipeline::run(
         queue_rx,

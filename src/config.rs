@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::action::{Backend, TargetLabels};
 use crate::duration::PromDuration;
+use crate::executor::docker::DockerConfig;
+use crate::executor::kubernetes::KubernetesConfig;
+use crate::guard::GuardConfig;
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
@@ -53,6 +57,52 @@ pub struct Config {
     /// The SQLite journal of deliveries and incidents.
     #[serde(default)]
     pub journal: JournalConfig,
+    /// Acting on incidents. Absent: homeostat records incidents and acts on nothing.
+    #[serde(default)]
+    pub actions: Option<ActionsConfig>,
+}
+
+/// `actions:` — how incidents are acted on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsConfig {
+    /// `docker` or `kubernetes`.
+    pub backend: Backend,
+    /// Record exactly what would be done, on which target, and do nothing.
+    /// Default true: acting is something to turn on knowingly.
+    #[serde(default = "yes")]
+    pub dry_run: bool,
+    /// The playbook. Default `rules/playbook.yml`.
+    #[serde(default = "default_playbook")]
+    pub playbook: PathBuf,
+    /// Which alert labels name the target.
+    #[serde(default)]
+    pub target_labels: TargetLabels,
+    /// How long after an action the alert must resolve for it to count as
+    /// a success; still firing then is a failure. Default 2m.
+    #[serde(default = "default_verify_timeout")]
+    pub verify_timeout: PromDuration,
+    /// Evict a cordoned node's pods (respecting PodDisruptionBudgets). Default false.
+    #[serde(default)]
+    pub drain_on_cordon: bool,
+    #[serde(default)]
+    pub guard: GuardConfig,
+    #[serde(default)]
+    pub docker: DockerConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_playbook() -> PathBuf {
+    PathBuf::from("rules/playbook.yml")
+}
+
+fn default_verify_timeout() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(120))
 }
 
 /// `server:` — the HTTP listener and ingest limits.
@@ -285,6 +335,14 @@ impl Config {
                 Credentials { bearer_token, basic }
             }
         };
+        if let Some(actions) = &self.actions {
+            if let Err(err) = crate::playbook::Playbook::load(&actions.playbook) {
+                return Err(invalid("actions.playbook", err.to_string()));
+            }
+            if actions.verify_timeout.0.is_zero() {
+                return Err(invalid("actions.verify_timeout", "must be longer than 0s".into()));
+            }
+        }
         let listen = self.server.listen;
         if credentials.is_empty() && !listen.ip().is_loopback() && !self.server.allow_unauthenticated {
             return Err(invalid(

@@ -12,6 +12,7 @@ pub mod kubernetes;
 use std::future::Future;
 
 use crate::action::{Backend, Operation, Target};
+use crate::guard::Readiness;
 
 /// Why an executor could not carry out an operation.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +50,8 @@ pub type Done = String;
 pub trait Executor: Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
-    /// Ready replicas of the target's workload; `None` when it cannot tell.
-    fn ready_replicas(&self, target: &Target) -> impl Future<Output = Result<Option<u32>, ExecError>> + Send;
+    /// How much of the target's workload serves; `None` when it cannot tell.
+    fn readiness(&self, target: &Target) -> impl Future<Output = Result<Option<Readiness>, ExecError>> + Send;
 
     /// Performs the operation and says what was done.
     fn execute(&self, operation: &Operation) -> impl Future<Output = Result<Done, ExecError>> + Send;
@@ -64,8 +65,8 @@ impl<E: Executor> Executor for DryRun<E> {
         self.0.backend()
     }
 
-    async fn ready_replicas(&self, target: &Target) -> Result<Option<u32>, ExecError> {
-        self.0.ready_replicas(target).await
+    async fn readiness(&self, target: &Target) -> Result<Option<Readiness>, ExecError> {
+        self.0.readiness(target).await
     }
 
     async fn execute(&self, operation: &Operation) -> Result<Done, ExecError> {
@@ -91,9 +92,13 @@ mod tests {
             Backend::Docker
         }
 
-        async fn ready_replicas(&self, _target: &Target) -> Result<Option<u32>, ExecError> {
+        async fn readiness(&self, _target: &Target) -> Result<Option<Readiness>, ExecError> {
             self.reads.fetch_add(1, Ordering::SeqCst);
-            Ok(Some(2))
+            Ok(Some(Readiness {
+                ready: 2,
+                total: 2,
+                instance_ready: None,
+            }))
         }
 
         async fn execute(&self, _operation: &Operation) -> Result<Done, ExecError> {
@@ -106,7 +111,10 @@ mod tests {
     async fn dry_run_reads_through_and_never_executes() {
         let inner: &'static Counting = Box::leak(Box::default());
         let dry = DryRun(inner);
-        assert_eq!(dry.ready_replicas(&Target::default()).await.unwrap(), Some(2));
+        assert_eq!(
+            dry.readiness(&Target::default()).await.unwrap().map(|r| r.ready),
+            Some(2)
+        );
         let op = Operation::RestartContainer {
             container: Some("web-1".into()),
             project: None,

@@ -88,8 +88,27 @@ pub struct Situation {
     pub recent_actions: Vec<DateTime<Utc>>,
     /// Actions executing or being verified now.
     pub in_flight: u32,
-    /// Ready replicas of the target's workload, when known.
-    pub ready_replicas: Option<u32>,
+    /// How much of the target's workload serves, when known.
+    pub readiness: Option<Readiness>,
+}
+
+/// How much of a workload serves, as the executor sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// Replicas (pods, containers) ready to serve.
+    pub ready: u32,
+    /// Replicas there are.
+    pub total: u32,
+    /// Whether the instance the alert names is ready; `None` when the
+    /// executor chooses the instance, which it does unready ones first.
+    pub instance_ready: Option<bool>,
+}
+
+impl Readiness {
+    /// Whether acting on the instance takes a serving replica away.
+    fn instance_serves(&self) -> bool {
+        self.instance_ready.unwrap_or(self.ready >= self.total)
+    }
 }
 
 /// The guard's answer.
@@ -262,7 +281,15 @@ pub fn check(config: &GuardConfig, action: Action, s: &Situation) -> Verdict {
         );
     }
     if action.removes_capacity() {
-        let remaining = s.ready_replicas.map(|ready| ready.saturating_sub(1));
+        // Restarting an instance that does not serve takes nothing away.
+        let takes_nothing = |r: &Readiness| action == Action::Restart && !r.instance_serves();
+        let remaining = s.readiness.map(|r| {
+            if takes_nothing(&r) {
+                u32::MAX
+            } else {
+                r.ready.saturating_sub(1)
+            }
+        });
         match remaining {
             Some(left) if left >= config.min_ready_replicas => {}
             Some(left) => {
@@ -299,7 +326,11 @@ mod tests {
         Situation {
             now: at("2026-11-28T12:00:00Z"),
             namespace: Some("shop".into()),
-            ready_replicas: Some(3),
+            readiness: Some(Readiness {
+                ready: 3,
+                total: 3,
+                instance_ready: None,
+            }),
             ..Situation::default()
         }
     }
@@ -479,7 +510,11 @@ mod tests {
             ..GuardConfig::default()
         };
         let two_ready = Situation {
-            ready_replicas: Some(2),
+            readiness: Some(Readiness {
+                ready: 2,
+                total: 2,
+                instance_ready: None,
+            }),
             ..calm()
         };
         for action in [Action::Restart, Action::ScaleIn, Action::Cordon] {
@@ -496,16 +531,47 @@ mod tests {
             assert_eq!(check(&config, action, &two_ready), Verdict::Allow, "{action}");
         }
         let unknown = Situation {
-            ready_replicas: None,
+            readiness: None,
             ..calm()
         };
         let v = check(&config, Action::Restart, &unknown);
         assert!(v.reason().contains("unknown"), "{}", v.reason());
         let three_ready = Situation {
-            ready_replicas: Some(3),
+            readiness: Some(Readiness {
+                ready: 3,
+                total: 3,
+                instance_ready: None,
+            }),
             ..calm()
         };
         assert_eq!(check(&config, Action::Restart, &three_ready), Verdict::Allow);
+    }
+
+    #[test]
+    fn restarting_what_does_not_serve_takes_no_capacity() {
+        let config = GuardConfig::default();
+        let with = |ready, total, instance_ready| Situation {
+            readiness: Some(Readiness {
+                ready,
+                total,
+                instance_ready,
+            }),
+            ..calm()
+        };
+        // A single container that died: restarting it cannot make things worse.
+        assert_eq!(
+            check(&config, Action::Restart, &with(0, 1, Some(false))),
+            Verdict::Allow
+        );
+        // One of two replicas down, chosen by the executor (unready first).
+        assert_eq!(check(&config, Action::Restart, &with(1, 2, None)), Verdict::Allow);
+        // But the alert names the one that still serves: refused.
+        assert_eq!(
+            check(&config, Action::Restart, &with(1, 2, Some(true))).kind(),
+            "refuse"
+        );
+        // Scaling in always removes a replica.
+        assert_eq!(check(&config, Action::ScaleIn, &with(1, 2, None)).kind(), "refuse");
     }
 
     #[test]

@@ -131,6 +131,7 @@ enum Op {
     /// A delivery, and the pipeline queue slot it goes to once committed.
     Ingest(Box<IngestWrite>, OwnedPermit<Delivery>),
     MarkProcessed(i64),
+    Decision(decisions::DecisionWrite),
 }
 
 /// A delivery with every value already encoded as SQLite stores it. The
@@ -198,6 +199,7 @@ impl IngestWrite {
 enum Written {
     Delivery(Delivery),
     Marked,
+    Row(i64),
 }
 
 /// A handle to the journal; cheap to clone. The writer thread stops once
@@ -237,6 +239,13 @@ impl Journal {
         let writer = Connection::open(path).map_err(open_err)?;
         configure(&writer, config.synchronous).map_err(open_err)?;
         migrate(&writer, path)?;
+        let interrupted = decisions::reconcile(&writer)?;
+        if interrupted > 0 {
+            tracing::warn!(
+                decisions = interrupted,
+                "Actions were under way when homeostat last stopped: unconfirmed ones marked interrupted (not repeated), unverified ones timed out."
+            );
+        }
         let reader =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(open_err)?;
@@ -269,7 +278,7 @@ impl Journal {
         let op = Op::Ingest(Box::new(IngestWrite::new(message, received_at)), queue_slot);
         match self.write(op).await? {
             Written::Delivery(delivery) => Ok(delivery),
-            Written::Marked => Err(JournalError::Internal(
+            Written::Marked | Written::Row(_) => Err(JournalError::Internal(
                 "the writer answered an ingest with a mark".into(),
             )),
         }
@@ -416,7 +425,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
         });
     }
     if version < 1 {
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "BEGIN;
              CREATE TABLE deliveries (
                  id INTEGER PRIMARY KEY,
@@ -458,9 +467,11 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
              CREATE INDEX incidents_episode ON incidents (fingerprint, starts_at);
              CREATE INDEX incidents_status ON incidents (status, id);
              CREATE INDEX incidents_alertname ON incidents (alertname, id);
+             {decisions}
              PRAGMA user_version = 1;
              COMMIT;",
-        )?;
+            decisions = decisions::SCHEMA
+        ))?;
     }
     Ok(())
 }
@@ -551,6 +562,7 @@ fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<W
                 .execute([through])?;
             Ok(Written::Marked)
         }
+        Op::Decision(write) => decisions::apply(tx, write).map(Written::Row),
     }
 }
 
@@ -758,6 +770,8 @@ fn json(labels: &crate::alert::LabelSet) -> String {
 fn parse_json(text: &str) -> Result<crate::alert::LabelSet> {
     serde_json::from_str(text).map_err(|e| JournalError::Corrupt(format!("bad label set {text:?}: {e}")))
 }
+
+pub mod decisions;
 
 #[cfg(test)]
 mod tests;

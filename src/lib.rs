@@ -23,7 +23,8 @@
 //! - [`action`]: the recovery-action catalog, targets, and the pure planning of operations.
 //! - [`playbook`]: the YAML playbook, the static policy learning starts from.
 //! - [`guard`]: the safety limits every action must pass, as a pure function.
-//! - [`executor`]: carrying operations out (Docker), or recording them (dry run).
+//! - [`executor`]: carrying operations out (Docker, Kubernetes), or recording them (dry run).
+//! - [`respond`]: the stages after ingest: decide → guard → record → execute → verify.
 //! - [`app`]: wires the above together and shuts them down in order.
 //! - [`config`], [`duration`]: the YAML configuration and its validation.
 //! - [`metrics`], [`telemetry`]: homeostat's own metrics and logs.
@@ -43,5 +44,6 @@ pub mod load;
 pub mod metrics;
 pub mod pipeline;
 pub mod playbook;
+pub mod respond;
 pub mod server;
 pub mod telemetry;

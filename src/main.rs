@@ -5,8 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use homeostat::config::{Config, Credentials, ProcessEnv};
+use homeostat::action::{Backend, Operation, Target};
+use homeostat::app::Parts;
+use homeostat::config::{ActionsConfig, Config, Credentials, ProcessEnv};
+use homeostat::executor::docker::DockerExecutor;
+use homeostat::executor::kubernetes::KubernetesExecutor;
+use homeostat::executor::{Done, DryRun, ExecError, Executor};
+use homeostat::guard::Readiness;
 use homeostat::pipeline::LogTransitions;
+use homeostat::playbook::Playbook;
+use homeostat::respond::Responder;
 use homeostat::telemetry::{self, LogFormat};
 
 // glibc's allocator serializes on an arena lock when memory allocated on one
@@ -145,7 +153,42 @@ fn serve(args: ServeArgs) -> ExitCode {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        match homeostat::app::serve(config, credentials, listener, shutdown, LogTransitions).await {
+        let served = match config.actions.clone() {
+            None => homeostat::app::serve(config, credentials, listener, shutdown, |_| LogTransitions).await,
+            Some(actions) => {
+                let playbook = match Playbook::load(&actions.playbook) {
+                    Ok(playbook) => playbook,
+                    Err(err) => {
+                        eprintln!("homeostat: {err}");
+                        return ExitCode::from(exit::CONFIG);
+                    }
+                };
+                let connected = match actions.backend {
+                    Backend::Docker => DockerExecutor::connect(actions.docker.clone())
+                        .await
+                        .map(Backends::Docker),
+                    Backend::Kubernetes => KubernetesExecutor::connect(actions.kubernetes.clone())
+                        .await
+                        .map(Backends::Kubernetes),
+                };
+                let executor = match connected {
+                    Ok(executor) => executor,
+                    Err(err) => {
+                        eprintln!("homeostat: cannot act: {err} (actions.backend)");
+                        return ExitCode::from(exit::STARTUP);
+                    }
+                };
+                let (config, credentials) = (config, credentials);
+                if actions.dry_run {
+                    let respond = move |parts: Parts| responder(DryRun(executor), parts, playbook, actions);
+                    homeostat::app::serve(config, credentials, listener, shutdown, respond).await
+                } else {
+                    let respond = move |parts: Parts| responder(executor, parts, playbook, actions);
+                    homeostat::app::serve(config, credentials, listener, shutdown, respond).await
+                }
+            }
+        };
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(err @ homeostat::app::AppError::Journal(_)) => {
                 eprintln!("homeostat: {err}");
@@ -157,6 +200,46 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+fn responder<E: Executor>(executor: E, parts: Parts, playbook: Playbook, actions: ActionsConfig) -> Responder<E> {
+    Responder::new(
+        executor,
+        parts.journal,
+        playbook,
+        actions,
+        parts.controls,
+        parts.metrics,
+    )
+}
+
+/// The backend chosen in the config.
+enum Backends {
+    Docker(DockerExecutor),
+    Kubernetes(KubernetesExecutor),
+}
+
+impl Executor for Backends {
+    fn backend(&self) -> Backend {
+        match self {
+            Backends::Docker(e) => e.backend(),
+            Backends::Kubernetes(e) => e.backend(),
+        }
+    }
+
+    async fn readiness(&self, target: &Target) -> Result<Option<Readiness>, ExecError> {
+        match self {
+            Backends::Docker(e) => e.readiness(target).await,
+            Backends::Kubernetes(e) => e.readiness(target).await,
+        }
+    }
+
+    async fn execute(&self, operation: &Operation) -> Result<Done, ExecError> {
+        match self {
+            Backends::Docker(e) => e.execute(operation).await,
+            Backends::Kubernetes(e) => e.execute(operation).await,
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

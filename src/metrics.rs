@@ -28,6 +28,19 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Label values from closed sets: the action catalog, verdicts, outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub action: String,
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeOfActionLabels {
+    pub action: String,
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -54,6 +67,10 @@ pub struct Metrics {
     pub journal_commit_seconds: Histogram,
     /// Writes grouped into one journal transaction.
     pub journal_batch_size: Histogram,
+    /// Decisions by action and guard verdict.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Verified outcomes of actions taken.
+    pub action_outcomes: Family<OutcomeOfActionLabels, Counter>,
 }
 
 impl Metrics {
@@ -69,6 +86,8 @@ impl Metrics {
             notifications_recovered: Counter::default(),
             journal_commit_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             journal_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            decisions: Family::default(),
+            action_outcomes: Family::default(),
             registry: Registry::default(),
         };
         let capacity: Gauge = Gauge::default();
@@ -131,6 +150,16 @@ impl Metrics {
             "Writes grouped into one journal transaction",
             metrics.journal_batch_size.clone(),
         );
+        registry.register(
+            "decisions",
+            "Decisions on incidents by action and guard verdict",
+            metrics.decisions.clone(),
+        );
+        registry.register(
+            "action_outcomes",
+            "Verified outcomes of actions taken, by action",
+            metrics.action_outcomes.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 
@@ -140,6 +169,22 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut openmetrics, &self.registry)
             .expect("writing to a String cannot fail");
         openmetrics_to_text(&openmetrics)
+    }
+
+    pub fn count_decision(&self, action: &str, verdict: &str) {
+        let labels = DecisionLabels {
+            action: action.to_owned(),
+            verdict: verdict.to_owned(),
+        };
+        self.decisions.get_or_create(&labels).inc();
+    }
+
+    pub fn count_outcome(&self, action: &str, outcome: &str) {
+        let labels = OutcomeOfActionLabels {
+            action: action.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.action_outcomes.get_or_create(&labels).inc();
     }
 
     pub fn count_request(&self, outcome: &'static str) {

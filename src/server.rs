@@ -30,6 +30,7 @@ use crate::alert::{self, AlertStatus, DecodeError};
 use crate::config::Credentials;
 use crate::journal::{is_label_name, Delivery, IncidentQuery, Journal, JournalError};
 use crate::metrics::{self, KindLabels, Metrics, StatusLabels};
+use crate::respond::Controls;
 
 /// Largest page `GET /api/v1/incidents` returns.
 pub const MAX_PAGE: usize = 1000;
@@ -41,6 +42,7 @@ pub struct AppState {
     pub journal: Journal,
     pub queue: mpsc::Sender<Delivery>,
     pub metrics: Arc<Metrics>,
+    pub controls: Arc<Controls>,
     pub credentials: Credentials,
     pub max_body_bytes: usize,
     /// Start-up is complete: the journal is open and its backlog replayed.
@@ -56,6 +58,9 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route(WEBHOOK_PATH, post(receive_alerts))
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
+        .route("/api/v1/incidents/{id}/decisions", get(get_decisions))
+        .route("/api/v1/pause", post(pause))
+        .route("/api/v1/resume", post(resume))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authenticate));
     Router::new()
         .merge(protected)
@@ -253,6 +258,27 @@ async fn get_incident(State(state): State<Arc<AppState>>, Path(id): Path<String>
             format!("no incident {id}"),
         )),
     }
+}
+
+async fn get_decisions(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("incident id must be an integer, got {id:?}")))?;
+    let decisions = state.journal.decisions(id).await.map_err(read_failed)?;
+    Ok(Json(json!({ "incident": id, "decisions": decisions })).into_response())
+}
+
+/// Stops all actions (each is deferred, and recorded so) until resumed.
+async fn pause(State(state): State<Arc<AppState>>) -> Response {
+    state.controls.paused.store(true, Ordering::Release);
+    tracing::warn!("Paused: no action will be taken until POST /api/v1/resume.");
+    Json(json!({ "paused": true })).into_response()
+}
+
+async fn resume(State(state): State<Arc<AppState>>) -> Response {
+    state.controls.paused.store(false, Ordering::Release);
+    tracing::warn!("Resumed: actions are allowed again.");
+    Json(json!({ "paused": false })).into_response()
 }
 
 fn read_failed(err: JournalError) -> ApiError {

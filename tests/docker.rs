@@ -4,139 +4,15 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
-
-use common::{eventually, BIN};
-use homeostat::action::{Operation, Target};
-use homeostat::executor::docker::{
-    DockerConfig, DockerExecutor, NUMBER_LABEL, PREVIOUS_IMAGE_LABEL, PROJECT_LABEL, SERVICE_LABEL,
-};
+use common::docker::{docker, image, serves, until_serving, Service, IMAGE, PREVIOUS};
+use homeostat::action::Operation;
+use homeostat::executor::docker::{DockerConfig, DockerExecutor, PREVIOUS_IMAGE_LABEL};
 use homeostat::executor::{ExecError, Executor};
-use tokio::sync::OnceCell;
 
-const IMAGE: &str = "homeostat-test:current";
-const PREVIOUS: &str = "homeostat-test:previous";
-
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI is needed for the tests");
-    assert!(
-        output.status.success(),
-        "docker {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// Builds the test image once per test binary; nothing is pulled.
-async fn image() {
-    static BUILT: OnceCell<()> = OnceCell::const_new();
-    BUILT
-        .get_or_init(|| async {
-            let context = tempfile::tempdir().unwrap();
-            std::fs::copy(BIN, context.path().join("homeostat")).unwrap();
-            std::fs::write(
-                context.path().join("Dockerfile"),
-                "FROM scratch\nCOPY homeostat /homeostat\nENTRYPOINT [\"/homeostat\", \"serve\", \"--config\", \"/dev/null\", \
-                 \"--listen\", \"0.0.0.0:9095\", \"--allow-unauthenticated\"]\n",
-            )
-            .unwrap();
-            docker(&["build", "-q", "-t", IMAGE, context.path().to_str().unwrap()]);
-            docker(&["tag", IMAGE, PREVIOUS]);
-        })
-        .await;
-}
-
-/// A Compose-style service of this test's own; its containers go with it.
-struct Service {
-    project: String,
-}
-
-impl Service {
-    fn new(test: &str) -> Service {
-        let project = format!("hs{}{}", test, std::process::id());
-        Service { project }
-    }
-
-    /// Starts replica `number` of service `web`, with extra `docker run` arguments.
-    fn run(&self, number: u32, extra: &[&str]) -> String {
-        let name = format!("{}-web-{number}", self.project);
-        let mut args = vec![
-            "run".to_owned(),
-            "-d".into(),
-            "--name".into(),
-            name.clone(),
-            "-p".into(),
-            "127.0.0.1::9095".into(),
-            "--label".into(),
-            format!("{PROJECT_LABEL}={}", self.project),
-            "--label".into(),
-            format!("{SERVICE_LABEL}=web"),
-            "--label".into(),
-            format!("{NUMBER_LABEL}={number}"),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args.push(IMAGE.into());
-        docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        name
-    }
-
-    fn containers(&self) -> Vec<String> {
-        let filter = format!("label={PROJECT_LABEL}={}", self.project);
-        let names = docker(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
-        let mut names: Vec<String> = names.lines().map(str::to_owned).filter(|n| !n.is_empty()).collect();
-        names.sort();
-        names
-    }
-
-    fn target(&self) -> Target {
-        Target {
-            compose_project: Some(self.project.clone()),
-            compose_service: Some("web".into()),
-            ..Target::default()
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        for name in self.containers() {
-            let _ = Command::new("docker").args(["rm", "-f", &name]).output();
-        }
-    }
-}
-
-/// Whether the container answers `/healthz` on its published port within a second.
-async fn serves(container: &str) -> bool {
-    let Ok(output) = Command::new("docker").args(["port", container, "9095/tcp"]).output() else {
-        return false;
-    };
-    let Some(address) = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .next()
-        .map(str::to_owned)
-    else {
-        return false;
-    };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let response = client.get(format!("http://{address}/healthz")).send().await;
-    response.is_ok_and(|r| r.status().is_success())
-}
-
-async fn until_serving(container: &str) {
-    eventually(
-        &format!("{container} to serve /healthz"),
-        Duration::from_secs(30),
-        || async { serves(container).await.then_some(()) },
-    )
-    .await;
+/// Ready and total replicas of the service, as the executor reports them.
+async fn ready(executor: &DockerExecutor, service: &Service) -> (u32, u32) {
+    let r = executor.readiness(&service.target()).await.unwrap().unwrap();
+    (r.ready, r.total)
 }
 
 async fn executor(min_replicas: u32, max_replicas: u32) -> DockerExecutor {
@@ -165,14 +41,14 @@ async fn a_killed_container_serves_again_after_a_restart() {
     let name = service.run(1, &[]);
     until_serving(&name).await;
     let executor = executor(1, 5).await;
-    assert_eq!(executor.ready_replicas(&service.target()).await.unwrap(), Some(1));
+    assert_eq!(ready(&executor, &service).await, (1, 1));
 
     docker(&["kill", &name]);
-    assert_eq!(executor.ready_replicas(&service.target()).await.unwrap(), Some(0));
+    assert_eq!(ready(&executor, &service).await, (0, 1));
     let done = executor.execute(&restart(&name)).await.unwrap();
     assert_eq!(done, format!("restarted container {name}"));
     until_serving(&name).await;
-    assert_eq!(executor.ready_replicas(&service.target()).await.unwrap(), Some(1));
+    assert_eq!(ready(&executor, &service).await, (1, 1));
 }
 
 #[tokio::test]
@@ -184,7 +60,7 @@ async fn a_frozen_container_serves_again_after_a_restart() {
     docker(&["pause", &name]);
     assert!(!serves(&name).await, "a paused container answered");
     let executor = executor(1, 5).await;
-    assert_eq!(executor.ready_replicas(&service.target()).await.unwrap(), Some(0));
+    assert_eq!(ready(&executor, &service).await, (0, 1));
 
     // Named by its service only: the executor picks the replica that is not ready.
     let operation = Operation::RestartContainer {
@@ -220,7 +96,7 @@ async fn a_compose_service_scales_out_and_in_within_bounds() {
         env.contains("GREETING=hello"),
         "the clone lost its configuration: {env}"
     );
-    assert_eq!(executor.ready_replicas(&service.target()).await.unwrap(), Some(2));
+    assert_eq!(ready(&executor, &service).await, (2, 2));
 
     let refused = executor.execute(&scale(1)).await.unwrap_err();
     assert!(matches!(refused, ExecError::Refused { .. }), "{refused}");

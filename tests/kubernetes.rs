@@ -403,17 +403,22 @@ async fn gone_and_forbidden_are_clear_errors() {
 }
 
 #[tokio::test]
-async fn ready_replicas_come_from_the_deployment_status() {
+async fn readiness_comes_from_the_deployment_status() {
     let (executor, mut api) = mocked(KubernetesConfig::default());
     let target = Target {
         namespace: Some("shop".into()),
         deployment: Some("checkout".into()),
         ..Target::default()
     };
-    let ready = tokio::spawn(async move { executor.ready_replicas(&target).await });
-    api.expect("GET", DEPLOYMENT_PATH, None, 200, deployment(2, "3", "v3"))
-        .await;
-    assert_eq!(ready.await.unwrap().unwrap(), Some(2));
+    let readiness = tokio::spawn(async move { executor.readiness(&target).await });
+    let mut answer = deployment(3, "3", "v3");
+    answer["status"] = json!({"replicas": 3, "readyReplicas": 2});
+    api.expect("GET", DEPLOYMENT_PATH, None, 200, answer).await;
+    let readiness = readiness.await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        (readiness.ready, readiness.total, readiness.instance_ready),
+        (2, 3, None)
+    );
 }
 
 /// Against a real cluster: `KUBECONFIG=… cargo test --test kubernetes -- --ignored`.
@@ -428,6 +433,6 @@ async fn live_cluster_reports_readiness() {
         deployment: Some(std::env::var("HOMEOSTAT_TEST_DEPLOYMENT").unwrap_or_else(|_| "coredns".into())),
         ..Target::default()
     };
-    let ready = executor.ready_replicas(&target).await.unwrap();
-    assert!(ready.is_some_and(|n| n > 0), "{ready:?}");
+    let readiness = executor.readiness(&target).await.unwrap();
+    assert!(readiness.is_some_and(|r| r.ready > 0), "{readiness:?}");
 }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Done, ExecError, Executor};
 use crate::action::{Backend, Operation, Target};
+use crate::guard::Readiness;
 
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
@@ -337,16 +338,24 @@ impl Executor for DockerExecutor {
         Backend::Docker
     }
 
-    async fn ready_replicas(&self, target: &Target) -> Result<Option<u32>, ExecError> {
+    async fn readiness(&self, target: &Target) -> Result<Option<Readiness>, ExecError> {
+        let instance_ready = match &target.container {
+            Some(container) => Some(is_ready(&self.inspect(container).await?)),
+            None => None,
+        };
         if let (Some(project), Some(service)) = (&target.compose_project, &target.compose_service) {
             let containers = self.service_containers(project, service).await?;
-            return Ok(Some(containers.iter().filter(|c| is_ready(c)).count() as u32));
+            return Ok(Some(Readiness {
+                ready: containers.iter().filter(|c| is_ready(c)).count() as u32,
+                total: containers.len() as u32,
+                instance_ready,
+            }));
         }
-        if let Some(container) = &target.container {
-            let container = self.inspect(container).await?;
-            return Ok(Some(u32::from(is_ready(&container))));
-        }
-        Ok(None)
+        Ok(instance_ready.map(|ready| Readiness {
+            ready: u32::from(ready),
+            total: 1,
+            instance_ready: Some(ready),
+        }))
     }
 
     async fn execute(&self, operation: &Operation) -> Result<Done, ExecError> {

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::{Done, ExecError, Executor};
 use crate::action::{Backend, Operation, Target};
+use crate::guard::Readiness;
 
 /// kubectl's rollout-restart annotation; kube's own `restart()` uses another key.
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
@@ -316,22 +317,36 @@ impl Executor for KubernetesExecutor {
         Backend::Kubernetes
     }
 
-    async fn ready_replicas(&self, target: &Target) -> Result<Option<u32>, ExecError> {
-        if let (Some(namespace), Some(deployment)) = (&target.namespace, &target.deployment) {
+    async fn readiness(&self, target: &Target) -> Result<Option<Readiness>, ExecError> {
+        let Some(namespace) = &target.namespace else {
+            return Ok(None);
+        };
+        let instance_ready = match &target.pod {
+            Some(pod) => {
+                let p = self
+                    .pods(namespace)
+                    .get(pod)
+                    .await
+                    .map_err(|e| api_error(e, &format!("pod {namespace}/{pod}")))?;
+                Some(pod_ready(&p))
+            }
+            None => None,
+        };
+        if let Some(deployment) = &target.deployment {
             let d = self.deployment(namespace, deployment).await?;
-            let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-            return Ok(Some(u32::try_from(ready).unwrap_or(0)));
+            let count = |n: Option<i32>| u32::try_from(n.unwrap_or(0)).unwrap_or(0);
+            let status = d.status.unwrap_or_default();
+            return Ok(Some(Readiness {
+                ready: count(status.ready_replicas),
+                total: count(status.replicas),
+                instance_ready,
+            }));
         }
-        if let (Some(namespace), Some(pod)) = (&target.namespace, &target.pod) {
-            let p = self
-                .pods(namespace)
-                .get(pod)
-                .await
-                .map_err(|e| api_error(e, &format!("pod {namespace}/{pod}")))?;
-            // A bare pod: ready or not. Behind a deployment, its siblings are unknown here.
-            return Ok(Some(u32::from(pod_ready(&p))));
-        }
-        Ok(None)
+        Ok(instance_ready.map(|ready| Readiness {
+            ready: u32::from(ready),
+            total: 1,
+            instance_ready: Some(ready),
+        }))
     }
 
     async fn execute(&self, operation: &Operation) -> Result<Done, ExecError> {

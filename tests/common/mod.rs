@@ -2,6 +2,8 @@
 //! and polling with a deadline instead of sleeping.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod docker;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -103,6 +105,15 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start<P: Processor>(config: Config, credentials: Credentials, processor: P) -> InProcess {
+        InProcess::start_with(config, credentials, move |_| processor).await
+    }
+
+    /// Starts with a processor built from the journal, metrics and controls homeostat makes.
+    pub async fn start_with<P: Processor>(
+        config: Config,
+        credentials: Credentials,
+        make: impl FnOnce(homeostat::app::Parts) -> P + Send + 'static,
+    ) -> InProcess {
         let listener = tokio::net::TcpListener::bind(config.server.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -113,7 +124,7 @@ impl InProcess {
             async move {
                 let _ = stopped.await;
             },
-            processor,
+            make,
         ));
         InProcess {
             addr,

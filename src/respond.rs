@@ -1,0 +1,267 @@
+//! The responder: the pipeline stages after ingest, for each firing
+//! incident — decide (playbook) → plan → guard → record → execute → verify.
+//!
+//! The decision is journalled before the executor is called and the result
+//! after; verification records whether the alert resolved within
+//! `actions.verify_timeout` ("ran but still firing" is a failure). Refusals
+//! and deferrals are recorded once per incident, not on every repeated
+//! delivery.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::action::{plan, Action, Target};
+use crate::alert::AlertStatus;
+use crate::config::ActionsConfig;
+use crate::executor::Executor;
+use crate::guard::{self, Situation, Verdict};
+use crate::incident::EventKind;
+use crate::journal::decisions::NewDecision;
+use crate::journal::{Delivery, Journal};
+use crate::metrics::Metrics;
+use crate::pipeline::Processor;
+use crate::playbook::{Playbook, Step};
+
+/// Switches an operator flips at run time (`POST /api/v1/pause`, `/resume`).
+#[derive(Debug, Default)]
+pub struct Controls {
+    pub paused: AtomicBool,
+}
+
+/// How often verification looks at the incident.
+const VERIFY_POLL: Duration = Duration::from_millis(500);
+
+pub struct Responder<E> {
+    executor: Arc<E>,
+    journal: Journal,
+    playbook: Playbook,
+    config: ActionsConfig,
+    controls: Arc<Controls>,
+    metrics: Arc<Metrics>,
+}
+
+impl<E: Executor> Responder<E> {
+    pub fn new(
+        executor: E,
+        journal: Journal,
+        playbook: Playbook,
+        config: ActionsConfig,
+        controls: Arc<Controls>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Responder {
+            executor: Arc::new(executor),
+            journal,
+            playbook,
+            config,
+            controls,
+            metrics,
+        }
+    }
+
+    async fn respond(&self, incident_id: i64) -> crate::journal::Result<()> {
+        let Some(incident) = self.journal.incident(incident_id).await? else {
+            return Ok(());
+        };
+        // Resolved since this delivery was journalled: nothing to do, ever.
+        if incident.status != AlertStatus::Firing {
+            return Ok(());
+        }
+        let past = self.journal.decisions(incident_id).await?;
+        if past
+            .iter()
+            .any(|d| d.result.as_deref() == Some("done") && d.outcome.is_none())
+        {
+            return Ok(()); // an action is being verified
+        }
+        let failed = past
+            .iter()
+            .filter(|d| matches!(d.outcome.as_deref(), Some("failure" | "timeout")))
+            .count();
+        let backend = self.executor.backend();
+        let target = Target::from_labels(&incident.labels, &self.config.target_labels);
+        let now = Utc::now();
+        let mut decision = NewDecision {
+            incident_id,
+            decided_at: now,
+            target_key: if target.is_empty() {
+                "-".into()
+            } else {
+                target.key(backend)
+            },
+            action: Action::Notify.as_str().into(),
+            rule: None,
+            attempt: failed as i64,
+            verdict: String::new(),
+            reason: String::new(),
+            record: json!({ "target": target, "labels": incident.labels }),
+            dry_run: self.config.dry_run,
+        };
+        let (rule, action) = match self.playbook.next_step(&incident.labels, failed) {
+            Step::NoRule => {
+                return self
+                    .record_once(&past, decision, "no_rule", "no playbook rule matches the alert".into())
+                    .await
+            }
+            Step::Exhausted { rule, attempts } => {
+                decision.rule = Some(rule.to_owned());
+                let reason = format!("all {attempts} actions of rule {rule:?} failed; escalating to a human");
+                tracing::error!(incident = incident_id, rule, "Playbook exhausted; escalating.");
+                return self.record_once(&past, decision, "escalate", reason).await;
+            }
+            Step::Try { rule, action, .. } => (rule.to_owned(), action),
+        };
+        decision.rule = Some(rule);
+        decision.action = action.as_str().into();
+        if action != Action::Notify && target.is_empty() {
+            let reason = "the alert's labels name nothing to act on (see actions.target_labels)".to_owned();
+            return self.record_once(&past, decision, "no_target", reason).await;
+        }
+        let operation = match plan(action, backend, &target, self.config.drain_on_cordon) {
+            Ok(operation) => operation,
+            Err(refusal) => {
+                return self
+                    .record_once(&past, decision, "unplannable", refusal.to_string())
+                    .await
+            }
+        };
+        let history = self
+            .journal
+            .history(
+                decision.target_key.clone(),
+                now - chrono_delta(self.config.guard.budget.window.0),
+            )
+            .await?;
+        let readiness = if action.removes_capacity() {
+            match self.executor.readiness(&target).await {
+                Ok(ready) => ready,
+                Err(err) => {
+                    tracing::warn!(incident = incident_id, error = %err, "Cannot read the target's readiness.");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let situation = Situation {
+            now,
+            paused: self.controls.paused.load(Ordering::Acquire),
+            silenced: false,
+            namespace: target.namespace.clone(),
+            last_action_on_target: history.last_action_on_target,
+            consecutive_failures: history.consecutive_failures,
+            recent_actions: history.recent_actions,
+            in_flight: history.in_flight,
+            readiness,
+        };
+        let verdict = guard::check(&self.config.guard, action, &situation);
+        decision.record["operation"] = json!(operation);
+        decision.record["guard"] = json!({
+            "verdict": verdict,
+            "consecutive_failures": situation.consecutive_failures,
+            "in_flight": situation.in_flight,
+            "recent_actions": situation.recent_actions.len(),
+            "readiness": situation.readiness,
+        });
+        if !verdict.is_allow() {
+            if let Verdict::Escalate { reason, .. } = &verdict {
+                tracing::error!(incident = incident_id, %reason, "Circuit breaker open; escalating.");
+            }
+            let reason = verdict.reason().to_owned();
+            return self.record_once(&past, decision, verdict.kind(), reason).await;
+        }
+
+        // Journalled before the call: a crash in between leaves a decision
+        // without a result, which the next start marks interrupted.
+        decision.verdict = "allow".into();
+        decision.reason = "within every limit".into();
+        let id = self.journal.record_decision(decision).await?;
+        self.metrics.count_decision(action.as_str(), "allow");
+        tracing::info!(incident = incident_id, %action, dry_run = self.config.dry_run, "Acting.");
+        match self.executor.execute(&operation).await {
+            Ok(done) if self.config.dry_run => self.journal.record_result(id, "dry_run", &done).await?,
+            Ok(done) => {
+                self.journal.record_result(id, "done", &done).await?;
+                tracing::info!(incident = incident_id, %action, %done, "Action done; verifying.");
+                self.spawn_verification(id, incident_id, action);
+            }
+            Err(err) => {
+                tracing::warn!(incident = incident_id, %action, error = %err, "Action failed.");
+                self.journal.record_result(id, "error", &err.to_string()).await?;
+                self.journal.record_outcome(id, "failure").await?;
+                self.metrics.count_outcome(action.as_str(), "failure");
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a decision that leads to no action, unless the incident's
+    /// last decision already said the same.
+    async fn record_once(
+        &self,
+        past: &[crate::journal::decisions::Decision],
+        mut decision: NewDecision,
+        verdict: &str,
+        reason: String,
+    ) -> crate::journal::Result<()> {
+        let repeated = past.last().is_some_and(|last| {
+            last.new.verdict == verdict && last.new.action == decision.action && last.new.reason == reason
+        });
+        if repeated {
+            return Ok(());
+        }
+        tracing::info!(incident = decision.incident_id, verdict, %reason, "Not acting.");
+        decision.verdict = verdict.to_owned();
+        decision.reason = reason;
+        self.metrics.count_decision(&decision.action, verdict);
+        self.journal.record_decision(decision).await.map(drop)
+    }
+
+    fn spawn_verification(&self, id: i64, incident_id: i64, action: Action) {
+        let journal = self.journal.clone();
+        let metrics = Arc::clone(&self.metrics);
+        let timeout = self.config.verify_timeout.0;
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let outcome = loop {
+                match journal.incident(incident_id).await {
+                    Ok(Some(incident)) if incident.status == AlertStatus::Resolved => break "success",
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(incident = incident_id, error = %err, "Verification cannot read the incident.")
+                    }
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break "failure"; // ran, and still firing
+                }
+                tokio::time::sleep(VERIFY_POLL).await;
+            };
+            tracing::info!(incident = incident_id, %action, outcome, "Verified.");
+            metrics.count_outcome(action.as_str(), outcome);
+            if let Err(err) = journal.record_outcome(id, outcome).await {
+                tracing::error!(decision = id, error = %err, "Cannot record the outcome.");
+            }
+        });
+    }
+}
+
+fn chrono_delta(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl<E: Executor> Processor for Responder<E> {
+    async fn process(&self, delivery: &Delivery) {
+        for event in &delivery.events {
+            if !matches!(event.kind, EventKind::Opened | EventKind::Repeated) {
+                continue;
+            }
+            if let Err(err) = self.respond(event.incident_id).await {
+                tracing::error!(incident = event.incident_id, error = %err, "Could not decide on the incident.");
+            }
+        }
+    }
+}

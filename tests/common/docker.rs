@@ -1,0 +1,136 @@
+//! Docker helpers for tests: the `FROM scratch` test image (the static
+//! homeostat binary, which serves `/healthz`) and Compose-style services
+//! whose containers are removed when the test ends.
+
+use std::process::Command;
+use std::time::Duration;
+
+use homeostat::action::Target;
+use homeostat::executor::docker::{NUMBER_LABEL, PROJECT_LABEL, SERVICE_LABEL};
+use tokio::sync::OnceCell;
+
+use super::{eventually, BIN};
+
+pub const IMAGE: &str = "homeostat-test:current";
+pub const PREVIOUS: &str = "homeostat-test:previous";
+
+pub fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI is needed for the tests");
+    assert!(
+        output.status.success(),
+        "docker {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Builds the test image once per test binary; nothing is pulled.
+pub async fn image() {
+    static BUILT: OnceCell<()> = OnceCell::const_new();
+    BUILT
+        .get_or_init(|| async {
+            let context = tempfile::tempdir().unwrap();
+            std::fs::copy(BIN, context.path().join("homeostat")).unwrap();
+            std::fs::write(
+                context.path().join("Dockerfile"),
+                "FROM scratch\nCOPY homeostat /homeostat\nENTRYPOINT [\"/homeostat\", \"serve\", \"--config\", \"/dev/null\", \
+                 \"--listen\", \"0.0.0.0:9095\", \"--allow-unauthenticated\"]\n",
+            )
+            .unwrap();
+            docker(&["build", "-q", "-t", IMAGE, context.path().to_str().unwrap()]);
+            docker(&["tag", IMAGE, PREVIOUS]);
+        })
+        .await;
+}
+
+/// A Compose-style service of this test's own; its containers go with it.
+pub struct Service {
+    pub project: String,
+}
+
+impl Service {
+    pub fn new(test: &str) -> Service {
+        let project = format!("hs{}{}", test, std::process::id());
+        Service { project }
+    }
+
+    /// Starts replica `number` of service `web`, with extra `docker run` arguments.
+    pub fn run(&self, number: u32, extra: &[&str]) -> String {
+        let name = format!("{}-web-{number}", self.project);
+        let mut args = vec![
+            "run".to_owned(),
+            "-d".into(),
+            "--name".into(),
+            name.clone(),
+            "-p".into(),
+            "127.0.0.1::9095".into(),
+            "--label".into(),
+            format!("{PROJECT_LABEL}={}", self.project),
+            "--label".into(),
+            format!("{SERVICE_LABEL}=web"),
+            "--label".into(),
+            format!("{NUMBER_LABEL}={number}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(IMAGE.into());
+        docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        name
+    }
+
+    pub fn containers(&self) -> Vec<String> {
+        let filter = format!("label={PROJECT_LABEL}={}", self.project);
+        let names = docker(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
+        let mut names: Vec<String> = names.lines().map(str::to_owned).filter(|n| !n.is_empty()).collect();
+        names.sort();
+        names
+    }
+
+    pub fn target(&self) -> Target {
+        Target {
+            compose_project: Some(self.project.clone()),
+            compose_service: Some("web".into()),
+            ..Target::default()
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for name in self.containers() {
+            let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+        }
+    }
+}
+
+/// Whether the container answers `/healthz` on its published port within a second.
+pub async fn serves(container: &str) -> bool {
+    let Ok(output) = Command::new("docker").args(["port", container, "9095/tcp"]).output() else {
+        return false;
+    };
+    let Some(address) = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned)
+    else {
+        return false;
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let response = client.get(format!("http://{address}/healthz")).send().await;
+    response.is_ok_and(|r| r.status().is_success())
+}
+
+pub async fn until_serving(container: &str) {
+    eventually(
+        &format!("{container} to serve /healthz"),
+        Duration::from_secs(30),
+        || async { serves(container).await.then_some(()) },
+    )
+    .await;
+}

@@ -1,0 +1,263 @@
+//! End to end on Docker: an alert posted to homeostat restarts the right
+//! container through the playbook, the guard and the Docker executor; the
+//! outcome is verified and recorded; cooldowns, resolved alerts and dry-run
+//! behave.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::docker::{docker, image, serves, until_serving, Service};
+use common::{eventually, notification, test_config, InProcess};
+use homeostat::action::Backend;
+use homeostat::config::{ActionsConfig, Credentials};
+use homeostat::executor::docker::{DockerConfig, DockerExecutor};
+use homeostat::executor::DryRun;
+use homeostat::playbook::Playbook;
+use homeostat::respond::Responder;
+use serde_json::{json, Value};
+
+fn actions(dir: &Path, playbook: &str, dry_run: bool, verify: &str) -> ActionsConfig {
+    let path = dir.join("playbook.yml");
+    std::fs::write(&path, playbook).unwrap();
+    ActionsConfig {
+        backend: Backend::Docker,
+        dry_run,
+        playbook: path,
+        target_labels: Default::default(),
+        verify_timeout: verify.parse().unwrap(),
+        drain_on_cordon: false,
+        guard: Default::default(),
+        docker: DockerConfig {
+            stop_timeout_seconds: 1,
+            ..DockerConfig::default()
+        },
+        kubernetes: Default::default(),
+    }
+}
+
+const RESTART: &str = "rules:\n  - name: down\n    matchers: ['alertname=\"ServiceDown\"']\n    actions: [restart]\n";
+const RESTART_TWICE: &str =
+    "rules:\n  - name: down\n    matchers: ['alertname=\"ServiceDown\"']\n    actions: [restart, restart]\n";
+
+async fn start(dir: &Path, actions: ActionsConfig) -> InProcess {
+    let mut config = test_config(dir);
+    config.actions = Some(actions.clone());
+    let executor = DockerExecutor::connect(actions.docker.clone()).await.unwrap();
+    let playbook = Playbook::load(&actions.playbook).unwrap();
+    if actions.dry_run {
+        InProcess::start_with(config, Credentials::default(), move |parts| {
+            Responder::new(
+                DryRun(executor),
+                parts.journal,
+                playbook,
+                actions,
+                parts.controls,
+                parts.metrics,
+            )
+        })
+        .await
+    } else {
+        InProcess::start_with(config, Credentials::default(), move |parts| {
+            Responder::new(
+                executor,
+                parts.journal,
+                playbook,
+                actions,
+                parts.controls,
+                parts.metrics,
+            )
+        })
+        .await
+    }
+}
+
+/// A webhook notification about `container` being down.
+fn down(status: &str, fingerprint: &str, container: &str) -> Value {
+    let mut body = notification(status, &[fingerprint]);
+    body["alerts"][0]["labels"] = json!({"alertname": "ServiceDown", "container": container});
+    body
+}
+
+async fn post(server: &InProcess, body: &Value) -> i64 {
+    let response = server.post_json("/api/v1/alerts", body).await;
+    assert_eq!(response.status(), 200);
+    let ack: Value = response.json().await.unwrap();
+    ack["incidents"][0].as_i64().unwrap()
+}
+
+async fn decisions(server: &InProcess, incident: i64) -> Vec<Value> {
+    let page = server
+        .get_json(&format!("/api/v1/incidents/{incident}/decisions"))
+        .await;
+    page["decisions"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn an_alert_restarts_the_right_container_and_the_outcome_is_verified() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2eok");
+    let victim = service.run(1, &[]);
+    let bystander = service.run(2, &[]);
+    until_serving(&victim).await;
+    until_serving(&bystander).await;
+    let bystander_started = docker(&["inspect", "--format", "{{.State.StartedAt}}", &bystander]);
+    let server = start(dir.path(), actions(dir.path(), RESTART, false, "30s")).await;
+
+    docker(&["kill", &victim]);
+    let incident = post(&server, &down("firing", "e2e-ok", &victim)).await;
+    let decision = eventually("the restart to be executed", Duration::from_secs(30), || async {
+        decisions(&server, incident)
+            .await
+            .into_iter()
+            .find(|d| d["result"] == "done")
+    })
+    .await;
+    assert_eq!(decision["action"], "restart");
+    assert_eq!(decision["rule"], "down");
+    assert_eq!(decision["verdict"], "allow");
+    assert_eq!(decision["target_key"], format!("docker/container/{victim}"));
+    assert_eq!(decision["detail"], format!("restarted container {victim}"));
+    assert_eq!(decision["record"]["operation"]["operation"], "restart_container");
+    until_serving(&victim).await;
+    // Only the container the alert named was touched.
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.State.StartedAt}}", &bystander]),
+        bystander_started
+    );
+
+    // Prometheus sees it up again; Alertmanager sends the resolution.
+    post(&server, &down("resolved", "e2e-ok", &victim)).await;
+    let verified = eventually("the outcome to be recorded", Duration::from_secs(30), || async {
+        decisions(&server, incident)
+            .await
+            .into_iter()
+            .find(|d| !d["outcome"].is_null())
+    })
+    .await;
+    assert_eq!(verified["outcome"], "success");
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("homeostat_action_outcomes_total{action=\"restart\",outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("homeostat_decisions_total{action=\"restart\",verdict=\"allow\"} 1"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_redelivery_during_the_cooldown_causes_no_second_action() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2ecool");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    // The alert is never resolved here, so verification records a failure
+    // and the playbook's second restart comes due at once, inside the cooldown.
+    let server = start(dir.path(), actions(dir.path(), RESTART_TWICE, false, "1s")).await;
+    docker(&["kill", &name]);
+    let incident = post(&server, &down("firing", "e2e-cool", &name)).await;
+    eventually(
+        "the first restart to fail verification",
+        Duration::from_secs(30),
+        || async {
+            decisions(&server, incident)
+                .await
+                .into_iter()
+                .find(|d| d["outcome"] == "failure")
+        },
+    )
+    .await;
+
+    for _ in 0..3 {
+        post(&server, &down("firing", "e2e-cool", &name)).await;
+    }
+    let all = eventually("the deferral to be recorded", Duration::from_secs(30), || async {
+        let all = decisions(&server, incident).await;
+        (all.len() >= 2).then_some(all)
+    })
+    .await;
+    let executed = all.iter().filter(|d| d["result"] == "done").count();
+    assert_eq!(executed, 1, "{all:?}");
+    let deferred = &all[1];
+    assert_eq!(deferred["verdict"], "defer");
+    assert_eq!(deferred["record"]["guard"]["verdict"]["limit"], "cooldown");
+    assert!(
+        deferred["reason"].as_str().unwrap().contains("cooldown 5m"),
+        "{deferred}"
+    );
+    // Three re-deliveries, one record: a deferral is not written again and again.
+    assert_eq!(all.len(), 2, "{all:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_resolved_alert_never_leads_to_an_action() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2eres");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    let server = start(dir.path(), actions(dir.path(), RESTART, false, "30s")).await;
+    let before = docker(&["inspect", "--format", "{{.State.StartedAt}}", &name]);
+    let incident = post(&server, &down("resolved", "e2e-res", &name)).await;
+    // A firing delivery after it, for another incident, shows the pipeline has moved past the first.
+    docker(&["kill", &name]);
+    let other = post(&server, &down("firing", "e2e-res-2", &name)).await;
+    eventually("the later incident to be acted on", Duration::from_secs(30), || async {
+        decisions(&server, other)
+            .await
+            .into_iter()
+            .find(|d| d["result"] == "done")
+    })
+    .await;
+    assert!(
+        decisions(&server, incident).await.is_empty(),
+        "a resolved alert was acted on"
+    );
+    assert_ne!(before, docker(&["inspect", "--format", "{{.State.StartedAt}}", &name]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dry_run_records_exactly_what_it_would_do_and_does_nothing() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2edry");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    let server = start(dir.path(), actions(dir.path(), RESTART, true, "30s")).await;
+    docker(&["kill", &name]);
+    let incident = post(&server, &down("firing", "e2e-dry", &name)).await;
+    let decision = eventually("the dry-run decision", Duration::from_secs(30), || async {
+        decisions(&server, incident)
+            .await
+            .into_iter()
+            .find(|d| !d["result"].is_null())
+    })
+    .await;
+    assert_eq!(decision["result"], "dry_run");
+    assert_eq!(decision["dry_run"], true);
+    let detail = decision["detail"].as_str().unwrap();
+    assert!(detail.starts_with("dry run: would perform "), "{detail}");
+    assert!(
+        detail.contains("\"restart_container\"") && detail.contains(&name),
+        "{detail}"
+    );
+    assert!(!serves(&name).await, "dry run restarted the container");
+    assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &name]), "false");
+    server.stop().await;
+}
