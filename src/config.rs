@@ -85,6 +85,14 @@ pub struct ActionsConfig {
     /// Evict a cordoned node's pods (respecting PodDisruptionBudgets). Default false.
     #[serde(default)]
     pub drain_on_cordon: bool,
+    /// Alertmanager's URL (http), asked before every action whether the
+    /// alert is silenced; a silenced alert is not acted on. Absent: not asked.
+    #[serde(default)]
+    pub alertmanager_url: Option<String>,
+    /// Where to POST a JSON notice when an incident is escalated to a human
+    /// (circuit breaker open, playbook exhausted). Absent: logs and metrics only.
+    #[serde(default)]
+    pub escalation_webhook: Option<String>,
     #[serde(default)]
     pub guard: GuardConfig,
     #[serde(default)]

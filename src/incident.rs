@@ -33,6 +33,9 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
     /// How many deliveries of this alert homeostat has received.
     pub deliveries: i64,
+    /// The latest decision on the incident (`id`, `action`, `verdict`,
+    /// `result`, `outcome`); all of them at `/api/v1/incidents/{id}/decisions`.
+    pub last_decision: Option<serde_json::Value>,
 }
 
 /// What the journal already knows about an alert's fingerprint.

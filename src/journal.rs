@@ -715,7 +715,10 @@ fn apply(tx: &Transaction<'_>, alert: &AlertWrite, step: Transition, now: &str) 
 }
 
 const INCIDENT_COLUMNS: &str = "id, fingerprint, alertname, status, labels, annotations, starts_at, ends_at, \
-                                generator_url, first_seen, last_seen, resolved_at, deliveries";
+                                generator_url, first_seen, last_seen, resolved_at, deliveries, \
+                                (SELECT json_object('id', d.id, 'action', d.action, 'verdict', d.verdict, \
+                                                    'result', d.result, 'outcome', d.outcome) \
+                                 FROM decisions d WHERE d.incident_id = incidents.id ORDER BY d.id DESC LIMIT 1)";
 
 /// Reads a row of [`INCIDENT_COLUMNS`]. The outer result is SQLite's, the
 /// inner one says whether the stored text could be understood.
@@ -725,6 +728,7 @@ fn read_incident(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident>> 
     let annotations: String = row.get(5)?;
     let texts = [row.get::<_, String>(6)?, row.get(9)?, row.get(10)?];
     let optional = [row.get::<_, Option<String>>(7)?, row.get(11)?];
+    let last_decision: Option<String> = row.get(13)?;
     let incident = (|| {
         let status = match status.as_str() {
             "firing" => AlertStatus::Firing,
@@ -747,6 +751,11 @@ fn read_incident(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident>> 
             last_seen: last_seen?,
             resolved_at: resolved_at?,
             deliveries: row.get(12)?,
+            last_decision: last_decision
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| JournalError::Corrupt(format!("last decision: {e}")))?,
         })
     })();
     Ok(incident)

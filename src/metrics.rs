@@ -71,6 +71,8 @@ pub struct Metrics {
     pub decisions: Family<DecisionLabels, Counter>,
     /// Verified outcomes of actions taken.
     pub action_outcomes: Family<OutcomeOfActionLabels, Counter>,
+    /// Incidents handed to a human (circuit breaker, playbook exhausted).
+    pub escalations: Counter,
 }
 
 impl Metrics {
@@ -88,6 +90,7 @@ impl Metrics {
             journal_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             decisions: Family::default(),
             action_outcomes: Family::default(),
+            escalations: Counter::default(),
             registry: Registry::default(),
         };
         let capacity: Gauge = Gauge::default();
@@ -159,6 +162,11 @@ impl Metrics {
             "action_outcomes",
             "Verified outcomes of actions taken, by action",
             metrics.action_outcomes.clone(),
+        );
+        registry.register(
+            "escalations",
+            "Incidents handed to a human: circuit breaker open or playbook exhausted",
+            metrics.escalations.clone(),
         );
         Metrics { registry, ..metrics }
     }

@@ -37,6 +37,7 @@ const VERIFY_POLL: Duration = Duration::from_millis(500);
 
 pub struct Responder<E> {
     executor: Arc<E>,
+    http: reqwest::Client,
     journal: Journal,
     playbook: Playbook,
     config: ActionsConfig,
@@ -55,6 +56,10 @@ impl<E: Executor> Responder<E> {
     ) -> Self {
         Responder {
             executor: Arc::new(executor),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
             journal,
             playbook,
             config,
@@ -111,6 +116,7 @@ impl<E: Executor> Responder<E> {
                 decision.rule = Some(rule.to_owned());
                 let reason = format!("all {attempts} actions of rule {rule:?} failed; escalating to a human");
                 tracing::error!(incident = incident_id, rule, "Playbook exhausted; escalating.");
+                self.escalate(&incident, &past, &reason).await;
                 return self.record_once(&past, decision, "escalate", reason).await;
             }
             Step::Try { rule, action, .. } => (rule.to_owned(), action),
@@ -127,6 +133,13 @@ impl<E: Executor> Responder<E> {
                 return self
                     .record_once(&past, decision, "unplannable", refusal.to_string())
                     .await
+            }
+        };
+        let silenced = match self.silenced(&incident).await {
+            Ok(silenced) => silenced,
+            Err(why) => {
+                let reason = format!("cannot tell whether the alert is silenced, so not acting: {why}");
+                return self.record_once(&past, decision, "defer", reason).await;
             }
         };
         let history = self
@@ -150,7 +163,7 @@ impl<E: Executor> Responder<E> {
         let situation = Situation {
             now,
             paused: self.controls.paused.load(Ordering::Acquire),
-            silenced: false,
+            silenced,
             namespace: target.namespace.clone(),
             last_action_on_target: history.last_action_on_target,
             consecutive_failures: history.consecutive_failures,
@@ -170,6 +183,7 @@ impl<E: Executor> Responder<E> {
         if !verdict.is_allow() {
             if let Verdict::Escalate { reason, .. } = &verdict {
                 tracing::error!(incident = incident_id, %reason, "Circuit breaker open; escalating.");
+                self.escalate(&incident, &past, reason).await;
             }
             let reason = verdict.reason().to_owned();
             return self.record_once(&past, decision, verdict.kind(), reason).await;
@@ -197,6 +211,67 @@ impl<E: Executor> Responder<E> {
             }
         }
         Ok(())
+    }
+
+    /// Asks Alertmanager whether the incident's alert is silenced, when configured.
+    async fn silenced(&self, incident: &crate::incident::Incident) -> Result<bool, String> {
+        let Some(url) = &self.config.alertmanager_url else {
+            return Ok(false);
+        };
+        let filter = format!("alertname=\"{}\"", incident.alertname.replace('"', "\\\""));
+        let alerts: serde_json::Value = self
+            .http
+            .get(format!("{}/api/v2/alerts", url.trim_end_matches('/')))
+            .query(&[
+                ("filter", filter.as_str()),
+                ("silenced", "true"),
+                ("inhibited", "true"),
+                ("active", "true"),
+            ])
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("Alertmanager at {url}: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("Alertmanager at {url} answered unreadable JSON: {e}"))?;
+        let silenced = alerts.as_array().into_iter().flatten().any(|alert| {
+            alert["fingerprint"] == incident.fingerprint.as_str()
+                && alert["status"]["silencedBy"].as_array().is_some_and(|s| !s.is_empty())
+        });
+        Ok(silenced)
+    }
+
+    /// Tells a human, once per incident: log, metric, and the escalation webhook if configured.
+    async fn escalate(
+        &self,
+        incident: &crate::incident::Incident,
+        past: &[crate::journal::decisions::Decision],
+        reason: &str,
+    ) {
+        if past.iter().any(|d| d.new.verdict == "escalate") {
+            return;
+        }
+        self.metrics.escalations.inc();
+        let Some(url) = &self.config.escalation_webhook else {
+            return;
+        };
+        let notice = json!({
+            "incident": incident.id,
+            "alertname": incident.alertname,
+            "labels": incident.labels,
+            "reason": reason,
+        });
+        let sent = self
+            .http
+            .post(url)
+            .json(&notice)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status());
+        if let Err(err) = sent {
+            tracing::error!(incident = incident.id, error = %err, "The escalation webhook failed.");
+        }
     }
 
     /// Records a decision that leads to no action, unless the incident's

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::docker::{docker, image, serves, until_serving, Service};
-use common::{eventually, notification, test_config, InProcess};
+use common::{eventually, notification, test_config, Alertmanager, InProcess};
 use homeostat::action::Backend;
 use homeostat::config::{ActionsConfig, Credentials};
 use homeostat::executor::docker::{DockerConfig, DockerExecutor};
@@ -28,6 +28,8 @@ fn actions(dir: &Path, playbook: &str, dry_run: bool, verify: &str) -> ActionsCo
         target_labels: Default::default(),
         verify_timeout: verify.parse().unwrap(),
         drain_on_cordon: false,
+        alertmanager_url: None,
+        escalation_webhook: None,
         guard: Default::default(),
         docker: DockerConfig {
             stop_timeout_seconds: 1,
@@ -138,6 +140,9 @@ async fn an_alert_restarts_the_right_container_and_the_outcome_is_verified() {
     })
     .await;
     assert_eq!(verified["outcome"], "success");
+    let listed = server.get_json(&format!("/api/v1/incidents/{incident}")).await;
+    assert_eq!(listed["last_decision"]["action"], "restart");
+    assert_eq!(listed["last_decision"]["outcome"], "success");
     let metrics = server
         .client
         .get(server.url("/metrics"))
@@ -259,5 +264,116 @@ async fn dry_run_records_exactly_what_it_would_do_and_does_nothing() {
     );
     assert!(!serves(&name).await, "dry run restarted the container");
     assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &name]), "false");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_alert_silenced_in_alertmanager_is_not_acted_on() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2esil");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    // Alertmanager's own deliveries go nowhere here; the test delivers to homeostat itself.
+    let am = Alertmanager::start("http://127.0.0.1:9/", "").await;
+    let labels = json!({"alertname": "ServiceDown", "container": name});
+    am.post_alerts(&json!([{ "labels": labels }])).await;
+    let client = reqwest::Client::new();
+    let now = chrono::Utc::now();
+    let silence = json!({
+        "matchers": [{"name": "alertname", "value": "ServiceDown", "isRegex": false, "isEqual": true}],
+        "startsAt": now.to_rfc3339(), "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        "createdBy": "test", "comment": "planned maintenance",
+    });
+    let created = client
+        .post(format!("{}/api/v2/silences", am.url()))
+        .json(&silence)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let fingerprint = eventually("Alertmanager to silence the alert", Duration::from_secs(20), || async {
+        let alerts: Value = client
+            .get(format!("{}/api/v2/alerts", am.url()))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let alert = alerts.as_array()?.first()?.clone();
+        let silenced = alert["status"]["silencedBy"].as_array().is_some_and(|s| !s.is_empty());
+        silenced.then(|| alert["fingerprint"].as_str().unwrap().to_owned())
+    })
+    .await;
+
+    let mut config = actions(dir.path(), RESTART, false, "30s");
+    config.alertmanager_url = Some(am.url().to_owned());
+    let server = start(dir.path(), config).await;
+    docker(&["kill", &name]);
+    let incident = post(&server, &down("firing", &fingerprint, &name)).await;
+    let decision = eventually("the refusal", Duration::from_secs(30), || async {
+        decisions(&server, incident).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(decision["verdict"], "refuse");
+    assert_eq!(decision["reason"], "the alert is silenced in Alertmanager");
+    assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &name]), "false");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2eesc");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    // A receiver for the escalation notices.
+    let (notices, mut received) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let app = axum::Router::new().route(
+        "/escalate",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let notices = notices.clone();
+            async move {
+                let _ = notices.send(body);
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/escalate", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut config = actions(dir.path(), RESTART, false, "1s");
+    config.escalation_webhook = Some(hook);
+    let server = start(dir.path(), config).await;
+    docker(&["kill", &name]);
+    let incident = post(&server, &down("firing", "e2e-esc", &name)).await;
+    eventually("the restart to fail verification", Duration::from_secs(30), || async {
+        decisions(&server, incident)
+            .await
+            .into_iter()
+            .find(|d| d["outcome"] == "failure")
+    })
+    .await;
+    for _ in 0..3 {
+        post(&server, &down("firing", "e2e-esc", &name)).await;
+    }
+    let notice = tokio::time::timeout(Duration::from_secs(30), received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(notice["incident"], incident);
+    assert_eq!(
+        notice["reason"],
+        "all 1 actions of rule \"down\" failed; escalating to a human"
+    );
+    let all = eventually("the escalation to be recorded", Duration::from_secs(10), || async {
+        let all = decisions(&server, incident).await;
+        all.iter().any(|d| d["verdict"] == "escalate").then_some(all)
+    })
+    .await;
+    assert_eq!(all.iter().filter(|d| d["verdict"] == "escalate").count(), 1, "{all:?}");
+    assert!(received.try_recv().is_err(), "escalated more than once");
     server.stop().await;
 }

@@ -343,3 +343,47 @@ async fn one_failing_write_fails_alone_and_the_rest_of_its_group_lands() {
     }
     assert_eq!(journal.incidents(query(100)).await.unwrap().incidents.len(), 39);
 }
+
+#[tokio::test]
+async fn a_stop_mid_action_is_settled_at_start_and_never_repeated() {
+    use super::decisions::NewDecision;
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let incident = deliver(&journal, alert("fp", AlertStatus::Firing, T0, &[]))
+        .await
+        .incident_id;
+    let decision = |verdict: &str| NewDecision {
+        incident_id: incident,
+        decided_at: Utc::now(),
+        target_key: "docker/container/web".into(),
+        action: "restart".into(),
+        rule: Some("down".into()),
+        attempt: 0,
+        verdict: verdict.into(),
+        reason: "within every limit".into(),
+        record: serde_json::json!({}),
+        dry_run: false,
+    };
+    // Recorded, then the process died before the executor answered.
+    let unconfirmed = journal.record_decision(decision("allow")).await.unwrap();
+    // Executed, then the process died while verifying.
+    let unverified = journal.record_decision(decision("allow")).await.unwrap();
+    journal.record_result(unverified, "done", "restarted").await.unwrap();
+    let deferred = journal.record_decision(decision("defer")).await.unwrap();
+    drop(journal);
+    writer.join();
+
+    let (journal, _writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let all = journal.decisions(incident).await.unwrap();
+    let by_id = |id| all.iter().find(|d| d.id == id).unwrap();
+    assert_eq!(by_id(unconfirmed).result.as_deref(), Some("interrupted"));
+    assert!(by_id(unconfirmed).detail.as_deref().unwrap().contains("not repeated"));
+    assert_eq!(by_id(unverified).outcome.as_deref(), Some("timeout"));
+    assert_eq!(by_id(deferred).result, None, "only allowed decisions are settled");
+    let history = journal
+        .history("docker/container/web".into(), Utc::now() - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(history.in_flight, 0, "nothing is left in flight after a restart");
+    assert_eq!(history.consecutive_failures, 1);
+}

@@ -295,6 +295,10 @@ impl Alertmanager {
         }
     }
 
+    pub fn url(&self) -> &str {
+        &self.daemon.url
+    }
+
     /// Posts alerts to Alertmanager's `/api/v2/alerts`.
     pub async fn post_alerts(&self, alerts: &Value) {
         let response = reqwest::Client::new()
