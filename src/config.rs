@@ -412,6 +412,15 @@ mod tests {
         let config = Config::load(&path).unwrap();
         assert!(config.server.listen.ip().is_loopback());
         assert_eq!(config.journal.path, PathBuf::from("homeostat.db"));
+        let actions = config.actions.as_ref().unwrap();
+        assert!(actions.dry_run, "the shipped example must not act");
+        assert_eq!(
+            actions.guard,
+            crate::guard::GuardConfig::default(),
+            "documented guard defaults drifted"
+        );
+        assert_eq!(actions.docker, crate::executor::docker::DockerConfig::default());
+        assert_eq!(actions.target_labels, crate::action::TargetLabels::default());
         config.validate(&path, &no_env()).unwrap();
     }
 

@@ -91,8 +91,17 @@ fn main() -> ExitCode {
                     (None, Some((user, _))) => format!("basic ({user})"),
                     (Some(_), Some((user, _))) => format!("bearer token or basic ({user})"),
                 };
+                let actions = match &config.actions {
+                    None => "none (incidents are recorded, nothing is acted on)".to_owned(),
+                    Some(a) => format!(
+                        "{:?}{}, playbook {}",
+                        a.backend,
+                        if a.dry_run { " in dry run" } else { "" },
+                        a.playbook.display()
+                    ),
+                };
                 println!(
-                    "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}",
+                    "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}",
                     file.display(),
                     config.server.listen,
                     config.journal.path.display()

@@ -151,10 +151,12 @@ impl<E: Executor> Responder<E> {
             .await?;
         let readiness = if action.removes_capacity() {
             match self.executor.readiness(&target).await {
-                Ok(ready) => ready,
+                Ok(readiness) => readiness,
+                // Taking capacity away from something that cannot be seen is never safe.
                 Err(err) => {
-                    tracing::warn!(incident = incident_id, error = %err, "Cannot read the target's readiness.");
-                    None
+                    let reason =
+                        format!("{action} takes capacity away and the target's readiness cannot be read: {err}");
+                    return self.record_once(&past, decision, "refuse", reason).await;
                 }
             }
         } else {
