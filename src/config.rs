@@ -85,6 +85,9 @@ pub struct ActionsConfig {
     /// Evict a cordoned node's pods (respecting PodDisruptionBudgets). Default false.
     #[serde(default)]
     pub drain_on_cordon: bool,
+    /// Prometheus' URL (http), for the playbook's health queries.
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
     /// Alertmanager's URL (http), asked before every action whether the
     /// alert is silenced; a silenced alert is not acted on. Absent: not asked.
     #[serde(default)]
@@ -344,8 +347,18 @@ impl Config {
             }
         };
         if let Some(actions) = &self.actions {
-            if let Err(err) = crate::playbook::Playbook::load(&actions.playbook) {
-                return Err(invalid("actions.playbook", err.to_string()));
+            match crate::playbook::Playbook::load(&actions.playbook) {
+                Err(err) => return Err(invalid("actions.playbook", err.to_string())),
+                Ok(playbook) if playbook.has_health_queries() && actions.prometheus_url.is_none() => {
+                    return Err(invalid(
+                        "actions.prometheus_url",
+                        format!(
+                            "the playbook {} has health queries; set the Prometheus to run them on",
+                            actions.playbook.display()
+                        ),
+                    ))
+                }
+                Ok(_) => {}
             }
             if actions.verify_timeout.0.is_zero() {
                 return Err(invalid("actions.verify_timeout", "must be longer than 0s".into()));

@@ -39,6 +39,12 @@ pub struct RuleFile {
     pub matchers: Vec<String>,
     /// Actions to try in order, one per attempt.
     pub actions: Vec<Action>,
+    /// PromQL that must return a result, besides the alert resolving, for
+    /// an action to count as a success; `{{ $labels.NAME }}` is replaced by
+    /// the alert's label (escaped for a PromQL string). Needs
+    /// `actions.prometheus_url`.
+    #[serde(default)]
+    pub health_query: Option<String>,
 }
 
 /// A label matcher, with Alertmanager's semantics: regexes are anchored, and
@@ -124,6 +130,7 @@ pub struct Rule {
     pub name: String,
     pub matchers: Vec<Matcher>,
     pub actions: Vec<Action>,
+    pub health_query: Option<String>,
 }
 
 /// A validated playbook.
@@ -196,10 +203,14 @@ impl Playbook {
                 .enumerate()
                 .map(|(j, m)| Matcher::parse(m).map_err(|e| error(format!("rules[{i}].matchers[{j}]"), e)))
                 .collect::<Result<Vec<_>, _>>()?;
+            if rule.health_query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+                return Err(error(format!("rules[{i}].health_query"), "must not be empty".into()));
+            }
             rules.push(Rule {
                 name: rule.name,
                 matchers,
                 actions: rule.actions,
+                health_query: rule.health_query,
             });
         }
         Ok(Playbook { rules })
@@ -234,6 +245,26 @@ impl Rule {
     /// The matchers as written, for explanations.
     pub fn matcher_texts(&self) -> Vec<&str> {
         self.matchers.iter().map(|m| m.text.as_str()).collect()
+    }
+
+    /// The health query with the alert's labels filled in.
+    pub fn health_query_for(&self, labels: &LabelSet) -> Option<String> {
+        static LABEL: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+        let label = LABEL
+            .get_or_init(|| Regex::new(r"\{\{\s*\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}").expect("a valid regex"));
+        let query = self.health_query.as_deref()?;
+        let filled = label.replace_all(query, |caps: &regex::Captures<'_>| {
+            let value = labels.get(&caps[1]).map_or("", String::as_str);
+            value.replace('\\', "\\\\").replace('"', "\\\"")
+        });
+        Some(filled.into_owned())
+    }
+}
+
+impl Playbook {
+    /// Whether any rule has a health query (which needs Prometheus).
+    pub fn has_health_queries(&self) -> bool {
+        self.rules.iter().any(|r| r.health_query.is_some())
     }
 }
 
@@ -327,6 +358,21 @@ mod tests {
         );
         let empty = Playbook::parse(Path::new("p.yml"), "rules: []\n").unwrap();
         assert_eq!(empty.next_step(&other, 0), Step::NoRule);
+    }
+
+    #[test]
+    fn health_queries_are_filled_from_the_labels() {
+        let playbook = Playbook::parse(
+            Path::new("p.yml"),
+            "rules:\n  - name: up\n    actions: [restart]\n    health_query: 'up{instance=\"{{ $labels.instance }}\", x=\"{{$labels.missing}}\"} == 1'\n",
+        )
+        .unwrap();
+        assert!(playbook.has_health_queries());
+        let rule = playbook.rule_for(&labels(&[("instance", "a\"b\\c")])).unwrap();
+        assert_eq!(
+            rule.health_query_for(&labels(&[("instance", "a\"b\\c")])).unwrap(),
+            r#"up{instance="a\"b\\c", x=""} == 1"#
+        );
     }
 
     #[test]

@@ -203,7 +203,11 @@ impl<E: Executor> Responder<E> {
             Ok(done) => {
                 self.journal.record_result(id, "done", &done).await?;
                 tracing::info!(incident = incident_id, %action, %done, "Action done; verifying.");
-                self.spawn_verification(id, incident_id, action);
+                let health = self
+                    .playbook
+                    .rule_for(&incident.labels)
+                    .and_then(|r| r.health_query_for(&incident.labels));
+                self.spawn_verification(id, incident_id, action, health);
             }
             Err(err) => {
                 tracing::warn!(incident = incident_id, %action, error = %err, "Action failed.");
@@ -298,25 +302,50 @@ impl<E: Executor> Responder<E> {
         self.journal.record_decision(decision).await.map(drop)
     }
 
-    fn spawn_verification(&self, id: i64, incident_id: i64, action: Action) {
+    /// Watches, until `actions.verify_timeout`, for the alert to resolve
+    /// and the rule's health query (if any) to hold. Resolved and healthy:
+    /// success. Still firing, or resolved while the health query never
+    /// held: failure. Resolved but Prometheus never answered: timeout.
+    fn spawn_verification(&self, id: i64, incident_id: i64, action: Action, health: Option<String>) {
         let journal = self.journal.clone();
         let metrics = Arc::clone(&self.metrics);
         let timeout = self.config.verify_timeout.0;
+        let (http, prometheus) = (self.http.clone(), self.config.prometheus_url.clone());
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + timeout;
+            let mut last_health: Option<Result<bool, String>> = None;
             let outcome = loop {
-                match journal.incident(incident_id).await {
-                    Ok(Some(incident)) if incident.status == AlertStatus::Resolved => break "success",
-                    Ok(_) => {}
+                let resolved = match journal.incident(incident_id).await {
+                    Ok(Some(incident)) => incident.status == AlertStatus::Resolved,
+                    Ok(None) => false,
                     Err(err) => {
-                        tracing::warn!(incident = incident_id, error = %err, "Verification cannot read the incident.")
+                        tracing::warn!(incident = incident_id, error = %err, "Verification cannot read the incident.");
+                        false
+                    }
+                };
+                if resolved {
+                    match (&health, &prometheus) {
+                        (Some(query), Some(url)) => {
+                            let healthy = query_holds(&http, url, query).await;
+                            if healthy == Ok(true) {
+                                break "success";
+                            }
+                            last_health = Some(healthy);
+                        }
+                        _ => break "success",
                     }
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    break "failure"; // ran, and still firing
+                    break match (resolved, &last_health) {
+                        (false, _) | (true, Some(Ok(false))) => "failure",
+                        (true, _) => "timeout",
+                    };
                 }
                 tokio::time::sleep(VERIFY_POLL).await;
             };
+            if let Some(Err(why)) = &last_health {
+                tracing::warn!(incident = incident_id, %why, "The health query could not be run.");
+            }
             tracing::info!(incident = incident_id, %action, outcome, "Verified.");
             metrics.count_outcome(action.as_str(), outcome);
             if let Err(err) = journal.record_outcome(id, outcome).await {
@@ -324,6 +353,24 @@ impl<E: Executor> Responder<E> {
             }
         });
     }
+}
+
+/// Whether an instant PromQL query returns at least one sample.
+async fn query_holds(http: &reqwest::Client, url: &str, query: &str) -> Result<bool, String> {
+    let answer: serde_json::Value = http
+        .get(format!("{}/api/v1/query", url.trim_end_matches('/')))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("Prometheus at {url}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("Prometheus at {url} answered unreadable JSON: {e}"))?;
+    if answer["status"] != "success" {
+        return Err(format!("Prometheus refused {query:?}: {}", answer["error"]));
+    }
+    Ok(answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty()))
 }
 
 fn chrono_delta(d: Duration) -> chrono::Duration {

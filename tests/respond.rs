@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::docker::{docker, image, serves, until_serving, Service};
-use common::{eventually, notification, test_config, Alertmanager, InProcess};
+use common::{eventually, free_port, notification, test_config, Alertmanager, InProcess, Prometheus};
 use homeostat::action::Backend;
 use homeostat::config::{ActionsConfig, Credentials};
 use homeostat::executor::docker::{DockerConfig, DockerExecutor};
@@ -28,6 +28,7 @@ fn actions(dir: &Path, playbook: &str, dry_run: bool, verify: &str) -> ActionsCo
         target_labels: Default::default(),
         verify_timeout: verify.parse().unwrap(),
         drain_on_cordon: false,
+        prometheus_url: None,
         alertmanager_url: None,
         escalation_webhook: None,
         guard: Default::default(),
@@ -375,5 +376,68 @@ async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
     .await;
     assert_eq!(all.iter().filter(|d| d["verdict"] == "escalate").count(), 1, "{all:?}");
     assert!(received.try_recv().is_err(), "escalated more than once");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_resolved_alert_whose_health_query_never_holds_is_a_failure() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2ehealth");
+    // One container per case, so the cooldown on one does not defer the other.
+    let names = [service.run(1, &[]), service.run(2, &[])];
+    for name in &names {
+        until_serving(name).await;
+    }
+    // Prometheus scrapes an address where nothing listens: up == 0 there.
+    let nowhere: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let prometheus = Prometheus::start(&[nowhere], &[]).await;
+    eventually("Prometheus to have scraped", Duration::from_secs(30), || async {
+        (!prometheus.query("up").await.is_empty()).then_some(())
+    })
+    .await;
+    let playbook = r#"rules:
+  - name: healthy
+    matchers: ['alertname="ServiceDown"', 'check="down"']
+    actions: [restart]
+    health_query: 'up{instance="{{ $labels.instance }}"} == 0'
+  - name: unhealthy
+    matchers: ['alertname="ServiceDown"', 'check="up"']
+    actions: [restart]
+    health_query: 'up{instance="{{ $labels.instance }}"} == 1'
+"#;
+    let mut config = actions(dir.path(), playbook, false, "3s");
+    config.prometheus_url = Some(prometheus.url().to_owned());
+    let server = start(dir.path(), config).await;
+
+    let mut outcomes = Vec::new();
+    for (check, name) in ["down", "up"].into_iter().zip(&names) {
+        docker(&["kill", name]);
+        let mut body = down("firing", &format!("e2e-health-{check}"), name);
+        body["alerts"][0]["labels"]["check"] = check.into();
+        body["alerts"][0]["labels"]["instance"] = nowhere.to_string().into();
+        let incident = post(&server, &body).await;
+        eventually("the restart", Duration::from_secs(30), || async {
+            decisions(&server, incident)
+                .await
+                .into_iter()
+                .find(|d| d["result"] == "done")
+        })
+        .await;
+        body["status"] = "resolved".into();
+        body["alerts"][0]["status"] = "resolved".into();
+        body["alerts"][0]["endsAt"] = "2026-11-28T06:10:00Z".into();
+        post(&server, &body).await;
+        let verified = eventually("the outcome", Duration::from_secs(30), || async {
+            decisions(&server, incident)
+                .await
+                .into_iter()
+                .find(|d| !d["outcome"].is_null())
+        })
+        .await;
+        outcomes.push(verified["outcome"].as_str().unwrap().to_owned());
+        until_serving(name).await;
+    }
+    assert_eq!(outcomes, ["success", "failure"]);
     server.stop().await;
 }

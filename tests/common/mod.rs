@@ -340,6 +340,10 @@ impl Prometheus {
         Prometheus { daemon }
     }
 
+    pub fn url(&self) -> &str {
+        &self.daemon.url
+    }
+
     /// The result vector of an instant query; panics on a query error.
     pub async fn query(&self, expr: &str) -> Vec<Value> {
         let response: Value = reqwest::Client::new()
