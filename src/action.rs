@@ -225,10 +225,59 @@ pub enum Refusal {
         backend: Backend,
         needs: &'static str,
     },
+    #[error("the alert label for the {part} is {value:?}, which is not a valid {backend:?} name")]
+    InvalidName {
+        backend: Backend,
+        part: &'static str,
+        value: String,
+    },
+}
+
+/// Checks every name the target gives, before any of it goes into an API
+/// path: Kubernetes names are DNS subdomains, Docker names a safe charset.
+fn check_names(backend: Backend, target: &Target) -> Result<(), Refusal> {
+    let parts = [
+        ("namespace", &target.namespace),
+        ("deployment", &target.deployment),
+        ("pod", &target.pod),
+        ("node", &target.node),
+        ("container", &target.container),
+        ("compose project", &target.compose_project),
+        ("compose service", &target.compose_service),
+    ];
+    for (part, value) in parts {
+        let Some(value) = value else { continue };
+        let valid = match backend {
+            Backend::Kubernetes => {
+                value.len() <= 253
+                    && value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && value.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            }
+            Backend::Docker => {
+                value.len() <= 255
+                    && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            }
+        };
+        if !valid {
+            return Err(Refusal::InvalidName {
+                backend,
+                part,
+                value: value.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Turns an action on a target into the operation to perform.
 pub fn plan(action: Action, backend: Backend, target: &Target, drain_on_cordon: bool) -> Result<Operation, Refusal> {
+    check_names(backend, target)?;
     let no_target = |needs| Refusal::NoTarget { action, backend, needs };
     let deployment = || match (&target.namespace, &target.deployment) {
         (Some(namespace), Some(deployment)) => Ok((namespace.clone(), deployment.clone())),
@@ -410,6 +459,36 @@ mod tests {
             plan(Action::Notify, Backend::Docker, &Target::default(), false),
             Ok(Operation::Notify)
         );
+    }
+
+    #[test]
+    fn names_that_could_change_an_api_path_are_refused() {
+        let sneaky = Target {
+            namespace: Some("kube-system/deployments/coredns?".into()),
+            deployment: Some("x".into()),
+            ..Target::default()
+        };
+        let refusal = plan(Action::Recreate, Backend::Kubernetes, &sneaky, false).unwrap_err();
+        assert!(
+            matches!(refusal, Refusal::InvalidName { part: "namespace", .. }),
+            "{refusal}"
+        );
+        let upper = Target {
+            namespace: Some("Shop".into()),
+            deployment: Some("x".into()),
+            ..Target::default()
+        };
+        assert!(plan(Action::Recreate, Backend::Kubernetes, &upper, false).is_err());
+        let docker = Target {
+            container: Some("../../containers/x".into()),
+            ..Target::default()
+        };
+        assert!(plan(Action::Restart, Backend::Docker, &docker, false).is_err());
+        let fine = Target {
+            container: Some("demo-service_b-1".into()),
+            ..Target::default()
+        };
+        assert!(plan(Action::Restart, Backend::Docker, &fine, false).is_ok());
     }
 
     #[test]

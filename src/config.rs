@@ -346,6 +346,21 @@ impl Config {
                 Credentials { bearer_token, basic }
             }
         };
+        // Durations are added to timestamps; beyond ten years that arithmetic
+        // could overflow, and no such setting is meaningful.
+        let ten_years = std::time::Duration::from_secs(10 * 365 * 86_400);
+        let mut durations = vec![
+            ("server.drain_timeout", self.server.drain_timeout),
+            ("server.request_timeout", self.server.request_timeout),
+        ];
+        if let Some(actions) = &self.actions {
+            durations.push(("actions.verify_timeout", actions.verify_timeout));
+            durations.push(("actions.guard.cooldown", actions.guard.cooldown));
+            durations.push(("actions.guard.budget.window", actions.guard.budget.window));
+        }
+        if let Some((key, _)) = durations.iter().find(|(_, d)| d.0 > ten_years) {
+            return Err(invalid(key, "must be at most 10 years (3650d)".into()));
+        }
         if let Some(actions) = &self.actions {
             match crate::playbook::Playbook::load(&actions.playbook) {
                 Err(err) => return Err(invalid("actions.playbook", err.to_string())),

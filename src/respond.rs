@@ -20,7 +20,7 @@ use crate::config::ActionsConfig;
 use crate::executor::Executor;
 use crate::guard::{self, Situation, Verdict};
 use crate::incident::EventKind;
-use crate::journal::decisions::NewDecision;
+use crate::journal::decisions::{Decision, NewDecision};
 use crate::journal::{Delivery, Journal};
 use crate::metrics::Metrics;
 use crate::pipeline::Processor;
@@ -77,11 +77,13 @@ impl<E: Executor> Responder<E> {
             return Ok(());
         }
         let past = self.journal.decisions(incident_id).await?;
+        let allowed = |d: &&Decision| d.new.verdict == "allow" && !d.new.dry_run;
         if past
             .iter()
-            .any(|d| d.result.as_deref() == Some("done") && d.outcome.is_none())
+            .filter(allowed)
+            .any(|d| d.outcome.is_none() && matches!(d.result.as_deref(), None | Some("done")))
         {
-            return Ok(()); // an action is being verified
+            return Ok(()); // an action is under way or being verified
         }
         let failed = past
             .iter()
@@ -106,6 +108,19 @@ impl<E: Executor> Responder<E> {
             record: json!({ "target": target, "labels": incident.labels }),
             dry_run: self.config.dry_run,
         };
+        // An action whose effect is unknown (homeostat stopped mid-way) is
+        // never tried again blindly: a human decides.
+        if past
+            .iter()
+            .filter(allowed)
+            .any(|d| d.result.as_deref() == Some("interrupted"))
+        {
+            let reason = "an earlier action on this incident was interrupted and its effect is unknown; \
+                          escalating instead of acting again"
+                .to_owned();
+            self.escalate(&incident, &past, &reason).await;
+            return self.record_once(&past, decision, "escalate", reason).await;
+        }
         let (rule, action) = match self.playbook.next_step(&incident.labels, failed) {
             Step::NoRule => {
                 return self
@@ -123,7 +138,12 @@ impl<E: Executor> Responder<E> {
         };
         decision.rule = Some(rule);
         decision.action = action.as_str().into();
-        if action != Action::Notify && target.is_empty() {
+        // Notify touches nothing: recorded for a human, never executed or verified.
+        if action == Action::Notify {
+            let reason = "the playbook says to notify a human; nothing is done".to_owned();
+            return self.record_once(&past, decision, "notify", reason).await;
+        }
+        if target.is_empty() {
             let reason = "the alert's labels name nothing to act on (see actions.target_labels)".to_owned();
             return self.record_once(&past, decision, "no_target", reason).await;
         }
@@ -249,12 +269,7 @@ impl<E: Executor> Responder<E> {
     }
 
     /// Tells a human, once per incident: log, metric, and the escalation webhook if configured.
-    async fn escalate(
-        &self,
-        incident: &crate::incident::Incident,
-        past: &[crate::journal::decisions::Decision],
-        reason: &str,
-    ) {
+    async fn escalate(&self, incident: &crate::incident::Incident, past: &[Decision], reason: &str) {
         if past.iter().any(|d| d.new.verdict == "escalate") {
             return;
         }
@@ -284,7 +299,7 @@ impl<E: Executor> Responder<E> {
     /// last decision already said the same.
     async fn record_once(
         &self,
-        past: &[crate::journal::decisions::Decision],
+        past: &[Decision],
         mut decision: NewDecision,
         verdict: &str,
         reason: String,

@@ -90,6 +90,21 @@ async fn post(server: &InProcess, body: &Value) -> i64 {
     ack["incidents"][0].as_i64().unwrap()
 }
 
+/// Waits until the pipeline has processed everything posted so far: it
+/// posts an alert about a container that does not exist, whose decision
+/// (a refusal) can only come after the earlier deliveries' decisions.
+async fn barrier(server: &InProcess, tag: &str) {
+    let incident = post(
+        server,
+        &down("firing", &format!("barrier-{tag}"), "homeostat-no-such-container"),
+    )
+    .await;
+    eventually("the pipeline to catch up", Duration::from_secs(30), || async {
+        decisions(server, incident).await.into_iter().next().map(|_| ())
+    })
+    .await;
+}
+
 async fn decisions(server: &InProcess, incident: i64) -> Vec<Value> {
     let page = server
         .get_json(&format!("/api/v1/incidents/{incident}/decisions"))
@@ -191,11 +206,8 @@ async fn a_redelivery_during_the_cooldown_causes_no_second_action() {
     for _ in 0..3 {
         post(&server, &down("firing", "e2e-cool", &name)).await;
     }
-    let all = eventually("the deferral to be recorded", Duration::from_secs(30), || async {
-        let all = decisions(&server, incident).await;
-        (all.len() >= 2).then_some(all)
-    })
-    .await;
+    barrier(&server, "cool").await;
+    let all = decisions(&server, incident).await;
     let executed = all.iter().filter(|d| d["result"] == "done").count();
     assert_eq!(executed, 1, "{all:?}");
     let deferred = &all[1];
@@ -360,6 +372,7 @@ async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
     for _ in 0..3 {
         post(&server, &down("firing", "e2e-esc", &name)).await;
     }
+    barrier(&server, "esc").await;
     let notice = tokio::time::timeout(Duration::from_secs(30), received.recv())
         .await
         .unwrap()
@@ -439,5 +452,64 @@ async fn a_resolved_alert_whose_health_query_never_holds_is_a_failure() {
         until_serving(name).await;
     }
     assert_eq!(outcomes, ["success", "failure"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_action_interrupted_by_a_crash_is_escalated_not_repeated() {
+    use homeostat::journal::decisions::NewDecision;
+    use homeostat::journal::{Journal, JournalMetrics};
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2ecrash");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    let config = actions(dir.path(), RESTART, false, "30s");
+    // Before the crash: the delivery was journalled, the restart decided and
+    // recorded, and homeostat died before the executor answered.
+    let journal_config = test_config(dir.path()).journal;
+    let incident = {
+        let (journal, writer) = Journal::open(&journal_config, JournalMetrics::default()).unwrap();
+        let (queue, pipeline) = tokio::sync::mpsc::channel(1);
+        let slot = queue.reserve_owned().await.unwrap();
+        drop(pipeline);
+        let message = serde_json::from_value(down("firing", "e2e-crash", &name)).unwrap();
+        let delivery = journal.ingest(message, chrono::Utc::now(), slot).await.unwrap();
+        let incident = delivery.events[0].incident_id;
+        journal.mark_processed(delivery.id).await.unwrap();
+        journal
+            .record_decision(NewDecision {
+                incident_id: incident,
+                decided_at: chrono::Utc::now(),
+                target_key: format!("docker/container/{name}"),
+                action: "restart".into(),
+                rule: Some("down".into()),
+                attempt: 0,
+                verdict: "allow".into(),
+                reason: "within every limit".into(),
+                record: json!({}),
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+        drop(journal);
+        writer.join();
+        incident
+    };
+    let server = start(dir.path(), config).await;
+    docker(&["kill", &name]);
+    let again = post(&server, &down("firing", "e2e-crash", &name)).await;
+    assert_eq!(again, incident);
+    barrier(&server, "crash").await;
+    let all = decisions(&server, incident).await;
+    assert_eq!(all[0]["result"], "interrupted", "{all:?}");
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["verdict"], "escalate");
+    assert!(all[1]["reason"].as_str().unwrap().contains("interrupted"), "{all:?}");
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.State.Running}}", &name]),
+        "false",
+        "restarted blindly"
+    );
     server.stop().await;
 }

@@ -146,18 +146,30 @@ impl KubernetesExecutor {
     /// The deployment's pod most in need of a restart: not ready first, else the oldest.
     async fn worst_pod(&self, namespace: &str, deployment: &str) -> Result<String, ExecError> {
         let d = self.deployment(namespace, deployment).await?;
-        let selector = d
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.match_labels.clone())
-            .unwrap_or_default();
-        let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let selector = d.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        let match_labels = selector.match_labels.unwrap_or_default();
+        // Only matchLabels is turned into a query; anything else could select pods that are not the deployment's.
+        if selector.match_expressions.is_some_and(|e| !e.is_empty()) || match_labels.is_empty() {
+            return Err(refused(format!(
+                "deployment {namespace}/{deployment} selects its pods with matchExpressions; name the pod in the alert instead"
+            )));
+        }
+        let labels: Vec<String> = match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let list = self
             .pods(namespace)
             .list(&ListParams::default().labels(&labels.join(",")))
             .await
             .map_err(|e| api_error(e, &format!("pods of {namespace}/{deployment}")))?;
-        let mut pods = list.items;
+        // Pods already going away or finished are not candidates.
+        let mut pods: Vec<Pod> = list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded" | "Failed"))
+            })
+            .collect();
         pods.sort_by_key(|p| (pod_ready(p), p.metadata.creation_timestamp.clone().map(|t| t.0)));
         pods.into_iter()
             .find_map(|p| p.metadata.name)
@@ -179,10 +191,12 @@ impl KubernetesExecutor {
     async fn scale(&self, namespace: &str, deployment: &str, delta: i32) -> Result<Done, ExecError> {
         let d = self.deployment(namespace, deployment).await?;
         let current = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let wanted = (current + delta).clamp(self.config.min_replicas, self.config.max_replicas);
-        if wanted == current {
+        let wanted = current.saturating_add(delta);
+        // Outside the bounds, refuse rather than clamp: clamping could turn a
+        // scale out into a scale in (or the reverse) past the guard.
+        if !(self.config.min_replicas..=self.config.max_replicas).contains(&wanted) {
             return Err(refused(format!(
-                "deployment {namespace}/{deployment} has {current} replicas, at the bound \
+                "scaling deployment {namespace}/{deployment} from {current} replicas by {delta} would leave the bounds \
                  (executor.kubernetes.min_replicas {}, max_replicas {})",
                 self.config.min_replicas, self.config.max_replicas
             )));

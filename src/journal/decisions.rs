@@ -3,7 +3,7 @@
 //! written after; and whether it worked, written when verified.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, Transaction};
 use serde::{Deserialize, Serialize};
 
 use super::{parse_time, timestamp, Journal, JournalError, Op, Result, Written};
@@ -238,17 +238,20 @@ impl Journal {
     }
 
     /// The guard's view of the past: of `target_key`, and of every target since `since`.
+    ///
+    /// Every allowed action counts from the moment it was decided, whatever
+    /// became of it: one that failed, or whose result was lost to a crash,
+    /// may have changed the target as much as one that succeeded.
+    /// Notifications touch nothing and do not count.
     pub async fn history(&self, target_key: String, since: DateTime<Utc>) -> Result<History> {
         self.read(move |conn| {
             let mut history = History::default();
             let last: Option<String> = conn
                 .prepare_cached(
-                    "SELECT executed_at FROM decisions
-                     WHERE target_key = ?1 AND executed_at IS NOT NULL AND dry_run = 0 AND result = 'done'
-                     ORDER BY executed_at DESC LIMIT 1",
+                    "SELECT max(decided_at) FROM decisions
+                     WHERE target_key = ?1 AND verdict = 'allow' AND dry_run = 0 AND action <> 'notify'",
                 )?
-                .query_row([&target_key], |r| r.get(0))
-                .optional()?;
+                .query_row([&target_key], |r| r.get(0))?;
             history.last_action_on_target = last.as_deref().map(parse_time).transpose()?;
             let outcomes = conn
                 .prepare_cached(
@@ -259,15 +262,17 @@ impl Journal {
             history.consecutive_failures = outcomes.iter().take_while(|o| o.as_str() != "success").count() as u32;
             let recent = conn
                 .prepare_cached(
-                    "SELECT executed_at FROM decisions
-                     WHERE executed_at >= ?1 AND dry_run = 0 AND result = 'done'",
+                    "SELECT decided_at FROM decisions
+                     WHERE decided_at >= ?1 AND verdict = 'allow' AND dry_run = 0 AND action <> 'notify'",
                 )?
                 .query_map([timestamp(since)], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             history.recent_actions = recent.iter().map(|t| parse_time(t)).collect::<Result<_>>()?;
             history.in_flight = conn
                 .prepare_cached(
-                    "SELECT count(*) FROM decisions WHERE result = 'done' AND dry_run = 0 AND outcome IS NULL",
+                    "SELECT count(*) FROM decisions
+                     WHERE verdict = 'allow' AND dry_run = 0 AND action <> 'notify' AND outcome IS NULL
+                       AND (result IS NULL OR result = 'done')",
                 )?
                 .query_row([], |r| r.get(0))?;
             Ok(history)
