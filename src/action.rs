@@ -60,9 +60,11 @@ impl Action {
     }
 
     /// Whether the action takes serving capacity away while it runs, so the
-    /// guard must check that enough ready replicas remain.
+    /// guard must check that enough ready replicas remain. Cordoning only
+    /// stops new pods landing on a node; its optional drain evicts through
+    /// the Eviction API, where PodDisruptionBudgets guard capacity.
     pub fn removes_capacity(self) -> bool {
-        matches!(self, Action::Restart | Action::ScaleIn | Action::Cordon)
+        matches!(self, Action::Restart | Action::ScaleIn)
     }
 }
 
