@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::config::{Config, Credentials};
 use crate::journal::{Journal, JournalError, JournalMetrics};
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Processor};
+use crate::pipeline::{self, Parts, Processor};
 use crate::respond::Controls;
 use crate::server::{self, AppState};
 
@@ -28,14 +28,6 @@ pub enum AppError {
     Journal(#[from] JournalError),
     #[error("the HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
-}
-
-/// What a pipeline processor may need, made by [`serve`].
-#[derive(Clone)]
-pub struct Parts {
-    pub journal: Journal,
-    pub metrics: Arc<Metrics>,
-    pub controls: Arc<Controls>,
 }
 
 /// Runs homeostat until `shutdown` completes, then drains the queue (up to

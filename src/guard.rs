@@ -105,6 +105,15 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// A workload of one instance, ready or not.
+    pub fn single(ready: bool) -> Readiness {
+        Readiness {
+            ready: u32::from(ready),
+            total: 1,
+            instance_ready: Some(ready),
+        }
+    }
+
     /// Whether acting on the instance takes a serving replica away.
     fn instance_serves(&self) -> bool {
         self.instance_ready.unwrap_or(self.ready >= self.total)

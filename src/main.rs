@@ -6,13 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use homeostat::action::{Backend, Operation, Target};
-use homeostat::app::Parts;
-use homeostat::config::{ActionsConfig, Config, Credentials, ProcessEnv};
+use homeostat::config::{Config, Credentials, ProcessEnv};
 use homeostat::executor::docker::DockerExecutor;
 use homeostat::executor::kubernetes::KubernetesExecutor;
 use homeostat::executor::{Done, DryRun, ExecError, Executor};
 use homeostat::guard::Readiness;
-use homeostat::pipeline::LogTransitions;
+use homeostat::pipeline::{LogTransitions, Parts};
 use homeostat::playbook::Playbook;
 use homeostat::respond::Responder;
 use homeostat::telemetry::{self, LogFormat};
@@ -189,10 +188,10 @@ fn serve(args: ServeArgs) -> ExitCode {
                 };
                 let (config, credentials) = (config, credentials);
                 if actions.dry_run {
-                    let respond = move |parts: Parts| responder(DryRun(executor), parts, playbook, actions);
+                    let respond = move |parts: Parts| Responder::new(DryRun(executor), parts, playbook, actions);
                     homeostat::app::serve(config, credentials, listener, shutdown, respond).await
                 } else {
-                    let respond = move |parts: Parts| responder(executor, parts, playbook, actions);
+                    let respond = move |parts: Parts| Responder::new(executor, parts, playbook, actions);
                     homeostat::app::serve(config, credentials, listener, shutdown, respond).await
                 }
             }
@@ -209,17 +208,6 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     })
-}
-
-fn responder<E: Executor>(executor: E, parts: Parts, playbook: Playbook, actions: ActionsConfig) -> Responder<E> {
-    Responder::new(
-        executor,
-        parts.journal,
-        playbook,
-        actions,
-        parts.controls,
-        parts.metrics,
-    )
 }
 
 /// The backend chosen in the config.

@@ -18,6 +18,14 @@ use crate::incident::EventKind;
 use crate::journal::{Delivery, Journal};
 use crate::metrics::Metrics;
 
+/// What a processor may need, made by [`crate::app::serve`].
+#[derive(Clone)]
+pub struct Parts {
+    pub journal: Journal,
+    pub metrics: Arc<Metrics>,
+    pub controls: Arc<crate::respond::Controls>,
+}
+
 /// What happens to each delivery after it is journalled.
 pub trait Processor: Send + Sync + 'static {
     fn process(&self, delivery: &Delivery) -> impl Future<Output = ()> + Send;

@@ -23,7 +23,7 @@ use crate::incident::EventKind;
 use crate::journal::decisions::{Decision, NewDecision};
 use crate::journal::{Delivery, Journal};
 use crate::metrics::Metrics;
-use crate::pipeline::Processor;
+use crate::pipeline::{Parts, Processor};
 use crate::playbook::{Playbook, Step};
 
 /// Switches an operator flips at run time (`POST /api/v1/pause`, `/resume`).
@@ -46,14 +46,12 @@ pub struct Responder<E> {
 }
 
 impl<E: Executor> Responder<E> {
-    pub fn new(
-        executor: E,
-        journal: Journal,
-        playbook: Playbook,
-        config: ActionsConfig,
-        controls: Arc<Controls>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(executor: E, parts: Parts, playbook: Playbook, config: ActionsConfig) -> Self {
+        let Parts {
+            journal,
+            metrics,
+            controls,
+        } = parts;
         Responder {
             executor: Arc::new(executor),
             http: reqwest::Client::builder()

@@ -134,18 +134,26 @@ fn pod(name: &str, ready: bool, created: &str) -> Value {
     })
 }
 
+fn rollout_restart() -> Operation {
+    Operation::RolloutRestart {
+        namespace: "shop".into(),
+        deployment: "checkout".into(),
+    }
+}
+
+fn rollback() -> Operation {
+    Operation::RollbackDeployment {
+        namespace: "shop".into(),
+        deployment: "checkout".into(),
+    }
+}
+
 const DEPLOYMENT_PATH: &str = "/apis/apps/v1/namespaces/shop/deployments/checkout";
 
 #[tokio::test]
 async fn rollout_restart_patches_kubectls_annotation() {
     let (executor, mut api) = mocked(KubernetesConfig::default());
-    let done = execute(
-        executor,
-        Operation::RolloutRestart {
-            namespace: "shop".into(),
-            deployment: "checkout".into(),
-        },
-    );
+    let done = execute(executor, rollout_restart());
     let request = api
         .expect("PATCH", DEPLOYMENT_PATH, None, 200, deployment(2, "3", "v3"))
         .await;
@@ -235,13 +243,7 @@ async fn scaling_patches_replicas_within_bounds() {
 #[tokio::test]
 async fn rollback_takes_the_previous_owned_revision_and_retries_a_conflict() {
     let (executor, mut api) = mocked(KubernetesConfig::default());
-    let done = execute(
-        executor,
-        Operation::RollbackDeployment {
-            namespace: "shop".into(),
-            deployment: "checkout".into(),
-        },
-    );
+    let done = execute(executor, rollback());
     let replica_sets = json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {}, "items": [
         replica_set("checkout-1", "dep-uid", "1", "shop/checkout:v1"),
         replica_set("checkout-2", "dep-uid", "2", "shop/checkout:v2"),
@@ -364,13 +366,7 @@ async fn cordon_and_drain_respects_pod_disruption_budgets() {
 #[tokio::test]
 async fn gone_and_forbidden_are_clear_errors() {
     let (executor, mut api) = mocked(KubernetesConfig::default());
-    let done = execute(
-        executor,
-        Operation::RollbackDeployment {
-            namespace: "shop".into(),
-            deployment: "checkout".into(),
-        },
-    );
+    let done = execute(executor, rollback());
     api.expect(
         "GET",
         DEPLOYMENT_PATH,
@@ -384,13 +380,7 @@ async fn gone_and_forbidden_are_clear_errors() {
     assert!(err.to_string().contains("deployment shop/checkout"), "{err}");
 
     let (executor, mut api) = mocked(KubernetesConfig::default());
-    let done = execute(
-        executor,
-        Operation::RolloutRestart {
-            namespace: "shop".into(),
-            deployment: "checkout".into(),
-        },
-    );
+    let done = execute(executor, rollout_restart());
     let forbidden = "deployments.apps \"checkout\" is forbidden: User \"system:serviceaccount:homeostat:homeostat\" cannot patch resource";
     api.expect("PATCH", DEPLOYMENT_PATH, None, 403, status(403, "Forbidden", forbidden))
         .await;

@@ -51,26 +51,12 @@ async fn start(dir: &Path, actions: ActionsConfig) -> InProcess {
     let playbook = Playbook::load(&actions.playbook).unwrap();
     if actions.dry_run {
         InProcess::start_with(config, Credentials::default(), move |parts| {
-            Responder::new(
-                DryRun(executor),
-                parts.journal,
-                playbook,
-                actions,
-                parts.controls,
-                parts.metrics,
-            )
+            Responder::new(DryRun(executor), parts, playbook, actions)
         })
         .await
     } else {
         InProcess::start_with(config, Credentials::default(), move |parts| {
-            Responder::new(
-                executor,
-                parts.journal,
-                playbook,
-                actions,
-                parts.controls,
-                parts.metrics,
-            )
+            Responder::new(executor, parts, playbook, actions)
         })
         .await
     }
@@ -88,6 +74,17 @@ async fn post(server: &InProcess, body: &Value) -> i64 {
     assert_eq!(response.status(), 200);
     let ack: Value = response.json().await.unwrap();
     ack["incidents"][0].as_i64().unwrap()
+}
+
+/// Waits for the incident's first decision with this outcome.
+async fn until_outcome(server: &InProcess, incident: i64, outcome: &str) -> Value {
+    eventually(&format!("an outcome {outcome:?}"), Duration::from_secs(30), || async {
+        decisions(server, incident)
+            .await
+            .into_iter()
+            .find(|d| d["outcome"] == outcome)
+    })
+    .await
 }
 
 /// Waits until the pipeline has processed everything posted so far: it
@@ -159,15 +156,7 @@ async fn an_alert_restarts_the_right_container_and_the_outcome_is_verified() {
     let listed = server.get_json(&format!("/api/v1/incidents/{incident}")).await;
     assert_eq!(listed["last_decision"]["action"], "restart");
     assert_eq!(listed["last_decision"]["outcome"], "success");
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("homeostat_action_outcomes_total{action=\"restart\",outcome=\"success\"} 1"),
         "{metrics}"
@@ -191,17 +180,7 @@ async fn a_redelivery_during_the_cooldown_causes_no_second_action() {
     let server = start(dir.path(), actions(dir.path(), RESTART_TWICE, false, "1s")).await;
     docker(&["kill", &name]);
     let incident = post(&server, &down("firing", "e2e-cool", &name)).await;
-    eventually(
-        "the first restart to fail verification",
-        Duration::from_secs(30),
-        || async {
-            decisions(&server, incident)
-                .await
-                .into_iter()
-                .find(|d| d["outcome"] == "failure")
-        },
-    )
-    .await;
+    until_outcome(&server, incident, "failure").await;
 
     for _ in 0..3 {
         post(&server, &down("firing", "e2e-cool", &name)).await;
@@ -362,13 +341,7 @@ async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
     let server = start(dir.path(), config).await;
     docker(&["kill", &name]);
     let incident = post(&server, &down("firing", "e2e-esc", &name)).await;
-    eventually("the restart to fail verification", Duration::from_secs(30), || async {
-        decisions(&server, incident)
-            .await
-            .into_iter()
-            .find(|d| d["outcome"] == "failure")
-    })
-    .await;
+    until_outcome(&server, incident, "failure").await;
     for _ in 0..3 {
         post(&server, &down("firing", "e2e-esc", &name)).await;
     }

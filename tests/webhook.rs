@@ -230,15 +230,7 @@ async fn credentials_are_demanded_on_the_api_but_not_on_health() {
         let response = server.client.get(server.url(open)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{open}");
     }
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("homeostat_webhook_requests_total{outcome=\"unauthorized\"} 3"),
         "{metrics}"

@@ -356,11 +356,7 @@ impl Executor for KubernetesExecutor {
                 instance_ready,
             }));
         }
-        Ok(instance_ready.map(|ready| Readiness {
-            ready: u32::from(ready),
-            total: 1,
-            instance_ready: Some(ready),
-        }))
+        Ok(instance_ready.map(Readiness::single))
     }
 
     async fn execute(&self, operation: &Operation) -> Result<Done, ExecError> {

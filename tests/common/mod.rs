@@ -112,7 +112,7 @@ impl InProcess {
     pub async fn start_with<P: Processor>(
         config: Config,
         credentials: Credentials,
-        make: impl FnOnce(homeostat::app::Parts) -> P + Send + 'static,
+        make: impl FnOnce(homeostat::pipeline::Parts) -> P + Send + 'static,
     ) -> InProcess {
         let listener = tokio::net::TcpListener::bind(config.server.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -146,6 +146,18 @@ impl InProcess {
         let response = self.client.get(self.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "GET {path}");
         response.json().await.unwrap()
+    }
+
+    /// The `/metrics` exposition.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Triggers graceful shutdown and waits for it to finish.
