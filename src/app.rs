@@ -51,6 +51,10 @@ pub async fn serve<P: Processor>(
     let pending = journal.unprocessed().await?;
 
     let controls = Arc::new(Controls::default());
+    if journal.paused().await? {
+        controls.paused.store(true, Ordering::Release);
+        tracing::warn!("Actions are paused, as they were at the last stop (POST /api/v1/resume to resume).");
+    }
     let state = Arc::new(AppState {
         journal: journal.clone(),
         queue,

@@ -59,6 +59,7 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/decisions", get(get_decisions))
+        .route("/api/v1/controls", get(controls))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authenticate));
@@ -268,17 +269,30 @@ async fn get_decisions(State(state): State<Arc<AppState>>, Path(id): Path<String
     Ok(Json(json!({ "incident": id, "decisions": decisions })).into_response())
 }
 
-/// Stops all actions (each is deferred, and recorded so) until resumed.
-async fn pause(State(state): State<Arc<AppState>>) -> Response {
-    state.controls.paused.store(true, Ordering::Release);
-    tracing::warn!("Paused: no action will be taken until POST /api/v1/resume.");
-    Json(json!({ "paused": true })).into_response()
+async fn controls(State(state): State<Arc<AppState>>) -> Response {
+    Json(json!({ "paused": state.controls.paused.load(Ordering::Acquire) })).into_response()
 }
 
-async fn resume(State(state): State<Arc<AppState>>) -> Response {
-    state.controls.paused.store(false, Ordering::Release);
-    tracing::warn!("Resumed: actions are allowed again.");
-    Json(json!({ "paused": false })).into_response()
+/// Stops all actions (each is deferred, and recorded so) until resumed,
+/// across restarts too.
+async fn pause(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    set_paused(&state, true).await
+}
+
+async fn resume(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    set_paused(&state, false).await
+}
+
+async fn set_paused(state: &AppState, paused: bool) -> Result<Response, ApiError> {
+    // Journalled first: a pause that a restart forgets is no pause.
+    state.journal.set_paused(paused).await.map_err(ApiError::journal)?;
+    state.controls.paused.store(paused, Ordering::Release);
+    if paused {
+        tracing::warn!("Paused: no action will be taken until POST /api/v1/resume.");
+    } else {
+        tracing::warn!("Resumed: actions are allowed again.");
+    }
+    Ok(Json(json!({ "paused": paused })).into_response())
 }
 
 fn read_failed(err: JournalError) -> ApiError {

@@ -77,7 +77,10 @@ async fn a_frozen_container_serves_again_after_a_restart() {
 async fn a_compose_service_scales_out_and_in_within_bounds() {
     image().await;
     let service = Service::new("scale");
-    let first = service.run(1, &["--env", "GREETING=hello"]);
+    // A fixed host port: the clone must not try to bind it a second time.
+    let port = common::free_port().to_string();
+    let publish = format!("127.0.0.1:{port}:9095");
+    let first = service.run(1, &["--env", "GREETING=hello", "-p", &publish]);
     until_serving(&first).await;
     let executor = executor(1, 2).await;
     let scale = |delta| Operation::ScaleComposeService {

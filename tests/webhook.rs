@@ -387,3 +387,31 @@ async fn metrics_pass_promtool_check_metrics() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn pause_survives_a_restart_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let server = InProcess::start(config.clone(), Credentials::default(), LogTransitions).await;
+    let response = server.client.post(server.url("/api/v1/pause")).send().await.unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap()["paused"], true);
+    server.stop().await;
+
+    let (journal, writer) = Journal::open(&config.journal, JournalMetrics::default()).unwrap();
+    assert!(journal.paused().await.unwrap(), "the pause was not journalled");
+    drop(journal);
+    writer.join();
+
+    let server = InProcess::start(config.clone(), Credentials::default(), LogTransitions).await;
+    assert_eq!(
+        server.get_json("/api/v1/controls").await["paused"],
+        true,
+        "the restart forgot the pause"
+    );
+    let response = server.client.post(server.url("/api/v1/resume")).send().await.unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap()["paused"], false);
+    assert_eq!(server.get_json("/api/v1/controls").await["paused"], false);
+    server.stop().await;
+    let (journal, _writer) = Journal::open(&config.journal, JournalMetrics::default()).unwrap();
+    assert!(!journal.paused().await.unwrap());
+}

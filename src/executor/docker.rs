@@ -192,26 +192,32 @@ impl DockerExecutor {
         })
     }
 
-    /// Creates a container like `from` (its own configuration, networks and
-    /// labels), with `image` and `labels` changed, named `name`, and starts it.
-    async fn create_like(
+    /// Starts another replica like `from` (its own configuration, networks
+    /// and labels), with `labels` changed, named `name`. A fixed host port
+    /// cannot be bound twice, so the replica publishes its ports on ports
+    /// the engine picks. A replica that does not start is removed again.
+    async fn add_replica(
         &self,
         from: &ContainerInspectResponse,
         name: &str,
-        image: Option<String>,
         labels: HashMap<String, String>,
     ) -> Result<String, ExecError> {
-        let body = clone_body(from, image, labels);
+        let mut body = clone_body(from, None, labels);
+        if let Some(bindings) = body.host_config.as_mut().and_then(|h| h.port_bindings.as_mut()) {
+            for binding in bindings.values_mut().flatten().flatten() {
+                binding.host_port = None;
+            }
+        }
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         let created = self
             .docker
             .create_container(Some(options), body)
             .await
             .map_err(|e| api_error(e, &format!("create {name}")))?;
-        self.docker
-            .start_container(&created.id, None)
-            .await
-            .map_err(|e| api_error(e, &format!("start {name}")))?;
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            let _ = self.remove(&created.id).await;
+            return Err(api_error(e, &format!("start {name}")));
+        }
         Ok(created.id)
     }
 
@@ -291,7 +297,7 @@ impl DockerExecutor {
             let name = format!("{project}-{service}-{next}");
             let mut labels = labels_of(last);
             labels.insert(NUMBER_LABEL.into(), next.to_string());
-            self.create_like(last, &name, None, labels).await?;
+            self.add_replica(last, &name, labels).await?;
             Ok(format!(
                 "scaled {project}/{service} from {count} to {} replicas: started {name}",
                 count + 1

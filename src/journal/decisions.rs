@@ -3,7 +3,7 @@
 //! written after; and whether it worked, written when verified.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 use super::{parse_time, timestamp, Journal, JournalError, Op, Result, Written};
@@ -58,8 +58,12 @@ pub struct History {
     pub in_flight: u32,
 }
 
-/// Writes on decisions, applied by the journal's writer thread.
+/// Writes on decisions and controls, applied by the journal's writer thread.
 pub(super) enum DecisionWrite {
+    Control {
+        name: &'static str,
+        value: String,
+    },
     New(Box<NewDecision>),
     Result {
         id: i64,
@@ -96,10 +100,22 @@ pub(super) const SCHEMA: &str = "
     CREATE INDEX decisions_incident ON decisions (incident_id);
     CREATE INDEX decisions_target ON decisions (target_key);
     CREATE INDEX decisions_executed ON decisions (executed_at);
+    -- Operator switches that must survive a restart (pause).
+    CREATE TABLE controls (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
 ";
 
 pub(super) fn apply(tx: &Transaction<'_>, write: &DecisionWrite) -> Result<i64> {
     match write {
+        DecisionWrite::Control { name, value } => {
+            tx.prepare_cached(
+                "INSERT INTO controls (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",
+            )?
+            .execute(params![name, value])?;
+            Ok(0)
+        }
         DecisionWrite::New(d) => {
             tx.prepare_cached(
                 "INSERT INTO decisions (incident_id, decided_at, target_key, action, rule, attempt, verdict, reason,
@@ -222,6 +238,26 @@ impl Journal {
                 "the writer answered a decision write with something else".into(),
             )),
         }
+    }
+
+    /// Records whether actions are paused, so a restart keeps it.
+    pub async fn set_paused(&self, paused: bool) -> Result<()> {
+        let write = DecisionWrite::Control {
+            name: "paused",
+            value: paused.to_string(),
+        };
+        self.decision_write(write).await.map(drop)
+    }
+
+    /// Whether actions were paused when homeostat last recorded it.
+    pub async fn paused(&self) -> Result<bool> {
+        self.read(|conn| {
+            let value: Option<String> = conn
+                .query_row("SELECT value FROM controls WHERE name = 'paused'", [], |r| r.get(0))
+                .optional()?;
+            Ok(value.as_deref() == Some("true"))
+        })
+        .await
     }
 
     /// An incident's decisions, oldest first.
