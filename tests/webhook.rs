@@ -415,3 +415,28 @@ async fn pause_survives_a_restart_until_resumed() {
     let (journal, _writer) = Journal::open(&config.journal, JournalMetrics::default()).unwrap();
     assert!(!journal.paused().await.unwrap());
 }
+
+#[tokio::test]
+async fn a_stalled_upload_gets_408_and_is_not_journalled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.server.request_timeout = "1s".parse().unwrap();
+    let server = InProcess::start(config, Credentials::default(), LogTransitions).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // Promises 500 bytes, sends one, then stalls.
+    stream
+        .write_all(b"POST /api/v1/alerts HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut answer = vec![0; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("no answer to a stalled upload")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let page = server.get_json("/api/v1/incidents").await;
+    assert!(page["incidents"].as_array().unwrap().is_empty());
+    server.stop().await;
+}
