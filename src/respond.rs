@@ -243,22 +243,13 @@ impl<E: Executor> Responder<E> {
             return Ok(false);
         };
         let filter = format!("alertname=\"{}\"", incident.alertname.replace('"', "\\\""));
-        let alerts: serde_json::Value = self
-            .http
-            .get(format!("{}/api/v2/alerts", url.trim_end_matches('/')))
-            .query(&[
-                ("filter", filter.as_str()),
-                ("silenced", "true"),
-                ("inhibited", "true"),
-                ("active", "true"),
-            ])
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("Alertmanager at {url}: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("Alertmanager at {url} answered unreadable JSON: {e}"))?;
+        let query = [
+            ("filter", filter.as_str()),
+            ("silenced", "true"),
+            ("inhibited", "true"),
+            ("active", "true"),
+        ];
+        let alerts = get_json(&self.http, url, "/api/v2/alerts", &query, "Alertmanager").await?;
         let silenced = alerts.as_array().into_iter().flatten().any(|alert| {
             alert["fingerprint"] == incident.fingerprint.as_str()
                 && alert["status"]["silencedBy"].as_array().is_some_and(|s| !s.is_empty())
@@ -370,20 +361,31 @@ impl<E: Executor> Responder<E> {
 
 /// Whether an instant PromQL query returns at least one sample.
 async fn query_holds(http: &reqwest::Client, url: &str, query: &str) -> Result<bool, String> {
-    let answer: serde_json::Value = http
-        .get(format!("{}/api/v1/query", url.trim_end_matches('/')))
-        .query(&[("query", query)])
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("Prometheus at {url}: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("Prometheus at {url} answered unreadable JSON: {e}"))?;
+    let answer = get_json(http, url, "/api/v1/query", &[("query", query)], "Prometheus").await?;
     if answer["status"] != "success" {
         return Err(format!("Prometheus refused {query:?}: {}", answer["error"]));
     }
     Ok(answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty()))
+}
+
+/// GETs `path` on the server at `base` and reads the JSON answer; errors
+/// name the server (`what`) and its URL.
+async fn get_json(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    what: &str,
+) -> Result<serde_json::Value, String> {
+    http.get(format!("{}{path}", base.trim_end_matches('/')))
+        .query(query)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("{what} at {base}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{what} at {base} answered unreadable JSON: {e}"))
 }
 
 fn chrono_delta(d: Duration) -> chrono::Duration {
