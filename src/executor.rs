@@ -31,18 +31,6 @@ pub enum ExecError {
     Unsupported(String),
 }
 
-impl ExecError {
-    /// A bounded label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            ExecError::Unreachable { .. } => "unreachable",
-            ExecError::NotFound(_) => "not_found",
-            ExecError::Refused { .. } => "refused",
-            ExecError::Unsupported(_) => "unsupported",
-        }
-    }
-}
-
 /// What an executor did, in words for the journal.
 pub type Done = String;
 

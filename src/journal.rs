@@ -64,20 +64,6 @@ pub enum JournalError {
     Closed,
 }
 
-impl JournalError {
-    /// A bounded label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            JournalError::Open { .. } | JournalError::SchemaTooNew { .. } => "open",
-            JournalError::Sqlite(_) => "sqlite",
-            JournalError::Corrupt(_) => "corrupt",
-            JournalError::InvalidQuery(_) => "invalid_query",
-            JournalError::Internal(_) => "internal",
-            JournalError::Closed => "closed",
-        }
-    }
-}
-
 /// One incident transition caused by a delivery, as the pipeline receives it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct IncidentEvent {

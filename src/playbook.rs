@@ -53,7 +53,6 @@ pub struct RuleFile {
 pub struct Matcher {
     name: String,
     kind: MatchKind,
-    text: String,
 }
 
 #[derive(Clone, Debug)]
@@ -91,7 +90,6 @@ impl Matcher {
         Ok(Matcher {
             name: name.to_owned(),
             kind,
-            text: text.to_owned(),
         })
     }
 
@@ -242,11 +240,6 @@ impl Playbook {
 }
 
 impl Rule {
-    /// The matchers as written, for explanations.
-    pub fn matcher_texts(&self) -> Vec<&str> {
-        self.matchers.iter().map(|m| m.text.as_str()).collect()
-    }
-
     /// The health query with the alert's labels filled in.
     pub fn health_query_for(&self, labels: &LabelSet) -> Option<String> {
         static LABEL: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
