@@ -29,12 +29,14 @@
 //! - [`config`], [`duration`]: the YAML configuration and its validation.
 //! - [`metrics`], [`telemetry`]: homeostat's own metrics and logs.
 //! - [`load`]: an HTTP load generator recording every request's outcome.
+//! - [`demo`]: the local self-healing demo (services, Prometheus, Alertmanager, faults, report).
 #![forbid(unsafe_code)]
 
 pub mod action;
 pub mod alert;
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod duration;
 pub mod executor;
 pub mod guard;

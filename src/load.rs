@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 /// The outcome of one request.
@@ -33,31 +34,49 @@ pub async fn open_loop(client: reqwest::Client, rate: f64, duration: Duration, m
         return Vec::new();
     }
     let total = (rate * duration.as_secs_f64()).round() as u64;
+    let (sink, mut outcomes) = mpsc::unbounded_channel();
+    send(client, rate, Some(total), make, sink).await;
+    let mut samples = Vec::with_capacity(total as usize);
+    // Every request task holds a sender; the channel closes when the last answers.
+    while let Some(sample) = outcomes.recv().await {
+        samples.push(sample);
+    }
+    samples.sort_by_key(|s| s.due);
+    samples
+}
+
+/// Sends `rate` requests per second, `limit` of them or until the future is
+/// dropped, and reports each outcome to `sink` as it arrives (not in due
+/// order). `due` counts from the call. Returns once the last request is
+/// sent; answers still outstanding keep arriving.
+pub async fn send(
+    client: reqwest::Client,
+    rate: f64,
+    limit: Option<u64>,
+    make: MakeRequest,
+    sink: mpsc::UnboundedSender<Sample>,
+) {
+    if !(rate.is_finite() && rate > 0.0) {
+        return;
+    }
     let period = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut tasks = Vec::with_capacity(total as usize);
-    for n in 0..total {
+    for n in 0..limit.unwrap_or(u64::MAX) {
         ticks.tick().await;
         let due = period.mul_f64(n as f64);
         let request = make(&client, n);
-        tasks.push(tokio::spawn(async move {
+        let sink = sink.clone();
+        tokio::spawn(async move {
             let status = request.send().await.ok().map(|r| r.status().as_u16());
-            Sample {
+            let _ = sink.send(Sample {
                 due,
                 latency: start.elapsed().saturating_sub(due),
                 status,
-            }
-        }));
+            });
+        });
     }
-    let mut samples = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        if let Ok(sample) = task.await {
-            samples.push(sample);
-        }
-    }
-    samples
 }
 
 /// What a run of samples amounts to.

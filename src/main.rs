@@ -28,6 +28,8 @@ mod exit {
     // 2 is clap's, for usage errors.
     pub const CONFIG: u8 = 3;
     pub const STARTUP: u8 = 4;
+    /// `homeostat demo` stopped by Ctrl-C (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// Self-healing for containerized microservices, around Prometheus and Alertmanager.
@@ -59,6 +61,60 @@ enum Command {
         /// The YAML config file.
         file: PathBuf,
     },
+    /// The local self-healing demo: two services in Docker, real Prometheus
+    /// and Alertmanager, homeostat acting on injected faults.
+    Demo(DemoArgs),
+    /// Build the container images (homeostat and the demo services) from
+    /// the static binaries next to this one, pulling nothing.
+    Images {
+        /// Where the binaries are; default: this binary's directory.
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Send HTTP requests at a fixed rate and report every outcome.
+    Load(LoadArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Faults to inject, in order: crash, hang, memory-leak, error-burst,
+    /// bad-deploy, dependency-failure, none (the no-fault control).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "crash,hang,memory-leak,error-burst,bad-deploy,dependency-failure,none"
+    )]
+    faults: Vec<homeostat::demo::Fault>,
+    /// Write report.json, report.md and timeline.svg here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Requests per second to service_a throughout.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// How long a fault may take to heal before it counts as not recovered.
+    #[arg(long, default_value = "2m")]
+    fault_timeout: homeostat::duration::PromDuration,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// The URL to send GET requests to.
+    url: String,
+    /// Requests per second (open loop: sent on time whatever the answers).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// How long to send for.
+    #[arg(long, default_value = "10s")]
+    duration: homeostat::duration::PromDuration,
+    /// A request not answered within this time counts as failed.
+    #[arg(long, default_value = "5s")]
+    timeout: homeostat::duration::PromDuration,
+    /// Write every request's outcome here as CSV (due_ms,latency_ms,status).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -82,6 +138,9 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Demo(args) => demo(args),
+        Command::Images { bin_dir } => images(bin_dir),
+        Command::Load(args) => load_command(args),
         Command::CheckConfig { file } => match load(&file, |_| {}) {
             Ok((config, credentials)) => {
                 let auth = match (&credentials.bearer_token, &credentials.basic) {
@@ -136,12 +195,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("homeostat: cannot start the async runtime: {err}");
-            return ExitCode::from(exit::STARTUP);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let listen = config.server.listen;
@@ -208,6 +264,117 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|err| {
+        eprintln!("homeostat: cannot start the async runtime: {err}");
+        ExitCode::from(exit::STARTUP)
+    })
+}
+
+fn this_binary() -> Result<PathBuf, ExitCode> {
+    std::env::current_exe().map_err(|err| {
+        eprintln!("homeostat: cannot find this binary: {err}");
+        ExitCode::from(exit::STARTUP)
+    })
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    let (runtime, homeostat) = match (runtime(), this_binary()) {
+        (Ok(runtime), Ok(binary)) => (runtime, binary),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let mut options = homeostat::demo::Options::new(homeostat);
+    options.faults = args.faults;
+    options.report_dir = args.report;
+    options.rate = args.rate;
+    options.fault_timeout = args.fault_timeout.0;
+    let say: homeostat::demo::Say = std::sync::Arc::new(|line: &str| println!("{line}"));
+    match runtime.block_on(homeostat::demo::run(options, say)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(homeostat::demo::DemoError::Interrupted) => {
+            eprintln!("homeostat demo: interrupted; every container, process and temporary file is removed");
+            ExitCode::from(exit::INTERRUPTED)
+        }
+        Err(err) => {
+            eprintln!("homeostat demo: {err}");
+            ExitCode::from(exit::RUNTIME)
+        }
+    }
+}
+
+fn images(bin_dir: Option<PathBuf>) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let bin_dir = match bin_dir.map_or_else(
+        || this_binary().map(|b| b.parent().map(Path::to_path_buf).unwrap_or_default()),
+        Ok,
+    ) {
+        Ok(dir) => dir,
+        Err(code) => return code,
+    };
+    let say: homeostat::demo::Say = std::sync::Arc::new(|line: &str| println!("{line}"));
+    let built = runtime.block_on(async {
+        let executor = homeostat::demo::connect_docker().await?;
+        homeostat::demo::build_images(&executor, &bin_dir, true, &say).await
+    });
+    match built {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("homeostat images: {err}");
+            ExitCode::from(exit::RUNTIME)
+        }
+    }
+}
+
+fn load_command(args: LoadArgs) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        eprintln!("homeostat load: --rate must be a positive number, got {}", args.rate);
+        return ExitCode::from(2);
+    }
+    let client = match reqwest::Client::builder().timeout(args.timeout.0).build() {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("homeostat load: cannot build an HTTP client: {err}");
+            return ExitCode::from(exit::STARTUP);
+        }
+    };
+    let url = args.url.clone();
+    let make: homeostat::load::MakeRequest = std::sync::Arc::new(move |client: &reqwest::Client, _| client.get(&url));
+    let samples = runtime.block_on(homeostat::load::open_loop(client, args.rate, args.duration.0, make));
+    if let Some(path) = &args.out {
+        let mut csv = String::from("due_ms,latency_ms,status\n");
+        for s in &samples {
+            let status = s.status.map_or_else(|| "error".to_owned(), |c| c.to_string());
+            csv.push_str(&format!(
+                "{:.3},{:.3},{status}\n",
+                s.due.as_secs_f64() * 1000.0,
+                s.latency.as_secs_f64() * 1000.0
+            ));
+        }
+        if let Err(err) = std::fs::write(path, csv) {
+            eprintln!("homeostat load: cannot write {}: {err}", path.display());
+            return ExitCode::from(exit::RUNTIME);
+        }
+    }
+    let summary = homeostat::load::summarize(&samples);
+    if args.json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    } else {
+        println!(
+            "{} requests to {}: {} succeeded (2xx), {} failed; {:.1} ok/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            summary.requests, args.url, summary.succeeded, summary.failed, summary.throughput,
+            summary.p50_ms, summary.p90_ms, summary.p99_ms, summary.max_ms
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// The backend chosen in the config.

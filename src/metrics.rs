@@ -73,6 +73,9 @@ pub struct Metrics {
     pub action_outcomes: Family<OutcomeOfActionLabels, Counter>,
     /// Incidents handed to a human (circuit breaker, playbook exhausted).
     pub escalations: Counter,
+    /// Seconds from an alert's start (as Alertmanager reports it) to the
+    /// action on it starting.
+    pub alert_to_action_seconds: Histogram,
 }
 
 impl Metrics {
@@ -91,6 +94,7 @@ impl Metrics {
             decisions: Family::default(),
             action_outcomes: Family::default(),
             escalations: Counter::default(),
+            alert_to_action_seconds: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
             registry: Registry::default(),
         };
         let capacity: Gauge = Gauge::default();
@@ -167,6 +171,11 @@ impl Metrics {
             "escalations",
             "Incidents handed to a human: circuit breaker open or playbook exhausted",
             metrics.escalations.clone(),
+        );
+        registry.register(
+            "alert_to_action_seconds",
+            "Seconds from an alert's start to the action on it starting",
+            metrics.alert_to_action_seconds.clone(),
         );
         Metrics { registry, ..metrics }
     }

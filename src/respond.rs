@@ -215,6 +215,8 @@ impl<E: Executor> Responder<E> {
         decision.reason = "within every limit".into();
         let id = self.journal.record_decision(decision).await?;
         self.metrics.count_decision(action.as_str(), "allow");
+        let since_alert = (chrono::Utc::now() - incident.starts_at).to_std().unwrap_or_default();
+        self.metrics.alert_to_action_seconds.observe(since_alert.as_secs_f64());
         tracing::info!(incident = incident_id, %action, dry_run = self.config.dry_run, "Acting.");
         match self.executor.execute(&operation).await {
             Ok(done) if self.config.dry_run => self.journal.record_result(id, "dry_run", &done).await?,

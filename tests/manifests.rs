@@ -1,37 +1,71 @@
 //! deploy/kubernetes: every manifest parses into its Kubernetes type, the
 //! Deployment is locked down, and the RBAC rules grant exactly the API
 //! calls the Kubernetes executor makes, nothing broader.
+//!
+//! deploy/kubernetes/demo: the demo services' manifests parse, probe the
+//! right ports, and agree with the Prometheus scrape snippet the rules rely on.
+//!
+//! deploy/compose: the Compose file runs the pinned images, mounts what its
+//! configurations name, and homeostat's, Prometheus' and Alertmanager's
+//! configurations pass their own validators.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use homeostat::action::Backend;
 use homeostat::config::Config;
 use homeostat::executor::kubernetes::API_CALLS;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
+use serde_yaml::Value;
 
-fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes")
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every document of every resource the kustomization lists.
-fn documents() -> Vec<(String, serde_yaml::Value)> {
-    let kustomization: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap()).unwrap();
+fn dir() -> PathBuf {
+    root().join("deploy/kubernetes")
+}
+
+fn demo_dir() -> PathBuf {
+    root().join("deploy/kubernetes/demo")
+}
+
+fn compose_dir() -> PathBuf {
+    root().join("deploy/compose")
+}
+
+fn read_yaml(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every document of every resource the kustomization in `dir` lists.
+fn documents_in(dir: &Path) -> Vec<(String, Value)> {
+    let kustomization = read_yaml(&dir.join("kustomization.yaml"));
     let mut documents = Vec::new();
     for file in kustomization["resources"].as_sequence().unwrap() {
         let file = file.as_str().unwrap();
-        let text = std::fs::read_to_string(dir().join(file)).unwrap();
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
         for document in serde_yaml::Deserializer::from_str(&text) {
-            documents.push((file.to_owned(), serde_yaml::Value::deserialize(document).unwrap()));
+            documents.push((file.to_owned(), Value::deserialize(document).unwrap()));
         }
     }
     documents
 }
 
-fn parse<T: serde::de::DeserializeOwned>(file: &str, document: &serde_yaml::Value) -> T {
+/// Every document of deploy/kubernetes.
+fn documents() -> Vec<(String, Value)> {
+    documents_in(&dir())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(file: &str, document: &Value) -> T {
     serde_yaml::from_value(document.clone()).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
@@ -144,4 +178,460 @@ fn the_configmap_holds_a_valid_config() {
         "listening on 0.0.0.0 must demand a token"
     );
     assert!(config.journal.path.starts_with("/var/lib/homeostat"));
+}
+
+// ---- deploy/kubernetes/demo ----
+
+/// The demo services' Deployments and Services, by name.
+fn demo_objects() -> (BTreeMap<String, Deployment>, BTreeMap<String, Service>) {
+    let (mut deployments, mut services) = (BTreeMap::new(), BTreeMap::new());
+    let mut namespaces = Vec::new();
+    for (file, document) in documents_in(&demo_dir()) {
+        match document["kind"].as_str().unwrap_or_else(|| panic!("{file}: no kind")) {
+            "Namespace" => namespaces.push(parse::<Namespace>(&file, &document)),
+            "Deployment" => {
+                let d: Deployment = parse(&file, &document);
+                deployments.insert(d.metadata.name.clone().unwrap(), d);
+            }
+            "Service" => {
+                let s: Service = parse(&file, &document);
+                services.insert(s.metadata.name.clone().unwrap(), s);
+            }
+            other => panic!("{file}: unexpected kind {other}"),
+        }
+    }
+    assert_eq!(namespaces.len(), 1);
+    assert_eq!(namespaces[0].metadata.name.as_deref(), Some("homeostat-demo"));
+    let names: Vec<&str> = deployments.keys().map(String::as_str).collect();
+    assert_eq!(names, ["service-a", "service-b"]);
+    let names: Vec<&str> = services.keys().map(String::as_str).collect();
+    assert_eq!(names, ["service-a", "service-b"]);
+    (deployments, services)
+}
+
+/// The pod label the scrape snippet takes the `service` label from.
+const SERVICE_POD_LABEL: &str = "demo.homeostat.io/service";
+
+#[test]
+fn the_demo_deployments_run_the_images_with_probes_on_both_ports_and_a_memory_limit() {
+    let (deployments, services) = demo_objects();
+    let kustomization = read_yaml(&demo_dir().join("kustomization.yaml"));
+    for (name, deployment) in deployments {
+        assert_eq!(
+            deployment.metadata.namespace.as_deref(),
+            kustomization["namespace"].as_str()
+        );
+        let spec = deployment.spec.unwrap();
+        let template_labels = spec.template.metadata.clone().unwrap().labels.unwrap();
+        let service = &template_labels[SERVICE_POD_LABEL];
+        assert_eq!(service, &name.replace('-', "_"), "{name}: {SERVICE_POD_LABEL}");
+        for (k, v) in spec.selector.match_labels.clone().unwrap() {
+            assert_eq!(
+                template_labels.get(&k),
+                Some(&v),
+                "{name}: the selector does not select the pods"
+            );
+        }
+        let annotations = spec.template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations["prometheus.io/scrape"], "true", "{name}");
+        assert_eq!(annotations["prometheus.io/port"], "8080", "{name}");
+
+        let pod = spec.template.spec.unwrap();
+        let [container] = &pod.containers[..] else {
+            panic!("{name}: one container expected")
+        };
+        assert_eq!(
+            container.image.as_deref(),
+            Some(format!("homeostat-demo/{service}:1.0.0").as_str())
+        );
+        assert_eq!(
+            container.image_pull_policy.as_deref(),
+            Some("IfNotPresent"),
+            "{name}: images are not pulled"
+        );
+        let ports: BTreeMap<String, i32> = container
+            .ports
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            BTreeMap::from([("http".into(), 8080), ("admin".into(), 8081)]),
+            "{name}"
+        );
+        let probe = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+            let get = probe.clone().and_then(|p| p.http_get).unwrap();
+            (get.path.unwrap(), get.port)
+        };
+        // Ready while the main port answers; alive while the admin port does,
+        // so a hang is left to homeostat.
+        assert_eq!(
+            probe(&container.readiness_probe),
+            ("/healthz".to_owned(), IntOrString::String("http".into()))
+        );
+        assert_eq!(
+            probe(&container.liveness_probe),
+            ("/healthz".to_owned(), IntOrString::String("admin".into()))
+        );
+        let resources = container.resources.clone().unwrap();
+        assert!(resources.requests.is_some(), "{name}: no requests");
+        assert_eq!(resources.limits.unwrap()["memory"].0, "256Mi", "{name}");
+
+        let svc = services[&name].spec.clone().unwrap();
+        let selector = svc.selector.unwrap();
+        for (k, v) in &selector {
+            assert_eq!(
+                template_labels.get(k),
+                Some(v),
+                "Service {name} does not select its pods"
+            );
+        }
+        let svc_ports: BTreeMap<String, (i32, IntOrString)> = svc
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), (p.port, p.target_port.unwrap())))
+            .collect();
+        assert_eq!(
+            svc_ports["http"],
+            (8080, IntOrString::String("http".into())),
+            "Service {name}"
+        );
+        assert_eq!(
+            svc_ports["admin"],
+            (8081, IntOrString::String("admin".into())),
+            "Service {name}"
+        );
+    }
+}
+
+#[test]
+fn service_a_reaches_service_b_through_its_kubernetes_service() {
+    let (deployments, services) = demo_objects();
+    let pod = deployments["service-a"].spec.clone().unwrap().template.spec.unwrap();
+    let env = pod.containers[0].env.clone().unwrap();
+    let url = env
+        .iter()
+        .find(|e| e.name == "SERVICE_B_URL")
+        .and_then(|e| e.value.clone())
+        .expect("service_a has SERVICE_B_URL");
+    let url = reqwest::Url::parse(&url).unwrap();
+    let host = url.host_str().unwrap();
+    let service = &services["service-b"];
+    let expected = format!(
+        "{}.{}.svc",
+        service.metadata.name.as_deref().unwrap(),
+        service.metadata.namespace.as_deref().unwrap()
+    );
+    assert_eq!(host, expected);
+    let ports = service.spec.clone().unwrap().ports.unwrap();
+    assert!(
+        ports
+            .iter()
+            .any(|p| Some(p.port as u16) == url.port() && p.name.as_deref() == Some("http")),
+        "{url} is not service-b's http port"
+    );
+}
+
+/// Prometheus' relabelling of a pod label name into a meta label.
+fn pod_label_meta(label: &str) -> String {
+    let sanitized: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("__meta_kubernetes_pod_label_{sanitized}")
+}
+
+#[test]
+fn the_demo_scrape_snippet_labels_targets_as_the_rules_and_homeostat_expect() {
+    let snippet = read_yaml(&demo_dir().join("prometheus-scrape.snippet.yml"));
+    let (deployments, _) = demo_objects();
+    let jobs = snippet["scrape_configs"].as_sequence().unwrap();
+    let names: Vec<&str> = jobs.iter().map(|j| j["job_name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["services", "services-admin"]);
+    for (job, port) in jobs.iter().zip(["http", "admin"]) {
+        let name = job["job_name"].as_str().unwrap();
+        let relabels = job["relabel_configs"].as_sequence().unwrap();
+        let targets: BTreeSet<&str> = relabels.iter().filter_map(|r| r["target_label"].as_str()).collect();
+        for label in ["service", "namespace", "deployment", "pod", "container"] {
+            assert!(targets.contains(label), "{name}: no relabelling sets `{label}`");
+        }
+        // `service` comes from the pod label the Deployments set.
+        let service = relabels.iter().find(|r| r["target_label"] == "service").unwrap();
+        assert_eq!(
+            service["source_labels"][0].as_str(),
+            Some(pod_label_meta(SERVICE_POD_LABEL).as_str())
+        );
+        // The job keeps the container port the Deployments name for it.
+        let keep_port = relabels
+            .iter()
+            .find(|r| r["action"] == "keep" && r["source_labels"][0] == "__meta_kubernetes_pod_container_port_name")
+            .unwrap_or_else(|| panic!("{name}: keeps no port"));
+        assert_eq!(keep_port["regex"].as_str(), Some(port), "{name}");
+        for deployment in deployments.values() {
+            let pod = deployment.spec.clone().unwrap().template.spec.unwrap();
+            let ports = pod.containers[0].ports.clone().unwrap();
+            assert!(ports.iter().any(|p| p.name.as_deref() == Some(port)));
+        }
+    }
+}
+
+// ---- deploy/compose ----
+
+fn compose() -> Value {
+    read_yaml(&compose_dir().join("docker-compose.yml"))
+}
+
+/// `a/b/../c` → `a/c`, without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => assert!(out.pop(), "{} leaves the root", path.display()),
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A Compose service's bind mounts from this repository: (host path, path in the container).
+fn bind_mounts(service: &Value) -> Vec<(PathBuf, PathBuf)> {
+    service["volumes"]
+        .as_sequence()
+        .map(|v| v.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| {
+            let mut parts = v.as_str().unwrap().split(':');
+            let (source, target) = (parts.next().unwrap(), parts.next().unwrap());
+            source
+                .starts_with('.')
+                .then(|| (normalize(&compose_dir().join(source)), PathBuf::from(target)))
+        })
+        .collect()
+}
+
+/// Where a path inside a service's container is in this repository.
+fn host_path(service: &Value, inside: &Path) -> PathBuf {
+    bind_mounts(service)
+        .into_iter()
+        .find_map(|(source, target)| inside.strip_prefix(&target).ok().map(|rest| source.join(rest)))
+        .map(|p| normalize(&p))
+        .unwrap_or_else(|| panic!("{} is not mounted from the repository", inside.display()))
+}
+
+/// The value of `--flag=value` or `--flag value` in a service's command.
+fn flag(service: &Value, name: &str) -> String {
+    let args: Vec<&str> = service["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    args.iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.strip_prefix(name) {
+            Some(v) if v.starts_with('=') => Some(v[1..].to_owned()),
+            Some("") => args.get(i + 1).map(|v| (*v).to_owned()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {name} in {:?}", args))
+}
+
+#[test]
+fn the_compose_file_runs_the_pinned_images_and_mounts_what_exists() {
+    let compose = compose();
+    let services = compose["services"].as_mapping().unwrap();
+    let images: BTreeMap<&str, &str> = services
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap(), v["image"].as_str().unwrap()))
+        .collect();
+    let homeostat = format!("homeostat:{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        images,
+        BTreeMap::from([
+            ("alertmanager", "prom/alertmanager:v0.27.0"),
+            ("grafana", "grafana/grafana:11.1.0"),
+            ("homeostat", homeostat.as_str()),
+            ("prometheus", "prom/prometheus:v2.53.0"),
+            ("service_a", "homeostat-demo/service_a:1.0.0"),
+            ("service_b", "homeostat-demo/service_b:1.0.0"),
+        ])
+    );
+    assert_eq!(
+        compose["services"]["service_a"]["environment"]["SERVICE_B_URL"].as_str(),
+        Some("http://service_b:8080")
+    );
+    for (name, service) in services {
+        for (source, _) in bind_mounts(service) {
+            assert!(
+                source.exists(),
+                "{name:?} mounts {}, which does not exist",
+                source.display()
+            );
+        }
+        for port in service["ports"].as_sequence().map(|p| p.as_slice()).unwrap_or_default() {
+            let port = port.as_str().unwrap();
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name:?} publishes {port} beyond loopback"
+            );
+        }
+    }
+    // Grafana finds the provisioning, the dashboards where the provider
+    // looks, and the URL the datasource reads from the environment.
+    let grafana = &compose["services"]["grafana"];
+    let provider = read_yaml(&root().join("grafana/provisioning/dashboards/homeostat.yml"));
+    let path = provider["providers"][0]["options"]["path"].as_str().unwrap();
+    assert_eq!(host_path(grafana, Path::new(path)), root().join("grafana/dashboards"));
+    assert_eq!(
+        host_path(grafana, Path::new("/etc/grafana/provisioning/datasources")),
+        root().join("grafana/provisioning/datasources")
+    );
+    assert!(grafana["environment"]["PROMETHEUS_URL"].is_string());
+
+    // The bad deploy override: the bad build, remembering the good one for rollback.
+    let bad = read_yaml(&compose_dir().join("docker-compose.bad-deploy.yml"));
+    let service_b = &bad["services"]["service_b"];
+    assert_eq!(service_b["image"].as_str(), Some("homeostat-demo/service_b:2.0.0"));
+    assert_eq!(
+        service_b["labels"][homeostat::executor::docker::PREVIOUS_IMAGE_LABEL].as_str(),
+        Some(images["service_b"])
+    );
+}
+
+#[test]
+fn the_compose_homeostat_config_is_valid_and_reaches_the_stack() {
+    let compose = compose();
+    let service = &compose["services"]["homeostat"];
+    let inside = flag(service, "--config");
+    let path = host_path(service, Path::new(&inside));
+    assert_eq!(path, compose_dir().join("homeostat.yaml"));
+    let mut config = Config::load(&path).unwrap();
+    let actions = config.actions.as_mut().expect("the demo acts");
+    assert_eq!(actions.backend, Backend::Docker);
+    // The playbook as the container sees it is rules/playbook.yml.
+    actions.playbook = host_path(service, &actions.playbook);
+    assert_eq!(actions.playbook, root().join("rules/playbook.yml"));
+    // The Docker socket it talks to is mounted.
+    let socket = (actions.docker.host.clone()).unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+    let socket = socket.strip_prefix("unix://").expect("a unix socket");
+    let volumes: Vec<&str> = service["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        volumes.iter().any(|v| v.split(':').nth(1) == Some(socket)),
+        "{socket} is not mounted"
+    );
+    // Prometheus and Alertmanager are reached by their Compose service names.
+    for (url, name) in [
+        (&actions.prometheus_url, "prometheus"),
+        (&actions.alertmanager_url, "alertmanager"),
+    ] {
+        let url = reqwest::Url::parse(url.as_deref().unwrap()).unwrap();
+        assert!(compose["services"][url.host_str().unwrap()].is_mapping(), "{url}");
+        assert_eq!(url.host_str(), Some(name));
+    }
+    let credentials = config
+        .validate(&path, &std::collections::HashMap::<String, String>::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(credentials.is_empty() && config.server.allow_unauthenticated);
+    // The journal is on a named volume, not in the container's layer.
+    let journal = config.journal.path.parent().unwrap().to_str().unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| !v.starts_with(['.', '/']) && v.split(':').nth(1) == Some(journal)),
+        "the journal's directory {journal} is not a volume"
+    );
+
+    // Alertmanager posts to homeostat's Compose name and listening port.
+    let alertmanager = read_yaml(&compose_dir().join("alertmanager.yml"));
+    let webhook = &alertmanager["receivers"][0]["webhook_configs"][0];
+    let url = reqwest::Url::parse(webhook["url"].as_str().unwrap()).unwrap();
+    assert_eq!(url.host_str(), Some("homeostat"));
+    assert_eq!(url.port(), Some(config.server.listen.port()));
+    assert_eq!(url.path(), "/api/v1/alerts");
+    assert_eq!(webhook["send_resolved"].as_bool(), Some(true));
+}
+
+fn check(program: &str, package: &str, args: &[&str], file: &Path) {
+    let program = common::require_program(program, package);
+    let output = Command::new(&program).args(args).arg(file).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{} {} {} failed:\n{}{}",
+        program.display(),
+        args.join(" "),
+        file.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_compose_prometheus_and_alertmanager_configs_pass_their_validators() {
+    let compose = compose();
+    let prometheus = &compose["services"]["prometheus"];
+    let inside = PathBuf::from(flag(prometheus, "--config.file"));
+    let path = host_path(prometheus, &inside);
+    assert_eq!(path, compose_dir().join("prometheus.yml"));
+    let config = read_yaml(&path);
+    // Rule files resolve relative to the config file: to the same files in
+    // the container as here, and those are the repository's rules.
+    for pattern in config["rule_files"].as_sequence().unwrap() {
+        let pattern = Path::new(pattern.as_str().unwrap());
+        let here = normalize(&path.parent().unwrap().join(pattern));
+        let there = host_path(prometheus, &normalize(&inside.parent().unwrap().join(pattern)));
+        assert_eq!(here, there);
+        assert_eq!(here.parent().unwrap(), root().join("rules"));
+    }
+    // Also checks every rule file it names.
+    check("promtool", "prometheus", &["check", "config"], &path);
+    check(
+        "amtool",
+        "prometheus-alertmanager",
+        &["check-config"],
+        &compose_dir().join("alertmanager.yml"),
+    );
+
+    // The services' targets are the containers Compose names
+    // <project>-<service>-1, labelled with what homeostat acts on.
+    let project = compose["name"].as_str().unwrap();
+    let mut jobs = BTreeSet::new();
+    for job in config["scrape_configs"].as_sequence().unwrap() {
+        let name = job["job_name"].as_str().unwrap();
+        let port = match name {
+            "services" => "8080",
+            "services-admin" => "8081",
+            _ => continue,
+        };
+        jobs.insert(name);
+        let mut services = BTreeSet::new();
+        for group in job["static_configs"].as_sequence().unwrap() {
+            let labels = &group["labels"];
+            let service = labels["compose_service"].as_str().unwrap();
+            assert!(
+                compose["services"][service].is_mapping(),
+                "{name}: no Compose service {service}"
+            );
+            assert_eq!(labels["service"].as_str(), Some(service));
+            assert_eq!(labels["compose_project"].as_str(), Some(project));
+            let container = format!("{project}-{service}-1");
+            assert_eq!(labels["container"].as_str(), Some(container.as_str()));
+            assert_eq!(
+                group["targets"][0].as_str(),
+                Some(format!("{container}:{port}").as_str())
+            );
+            services.insert(service);
+        }
+        assert_eq!(services, BTreeSet::from(["service_a", "service_b"]), "{name}");
+    }
+    assert_eq!(jobs, BTreeSet::from(["services", "services-admin"]));
 }

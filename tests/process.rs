@@ -184,3 +184,67 @@ fn exit_codes_say_what_went_wrong() {
     assert_eq!(code, Some(0));
     assert!(text.contains("serve") && text.contains("check-config"), "{text}");
 }
+
+#[tokio::test]
+async fn load_records_every_request_and_summarizes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = Process::start(&write_config(dir.path(), ""));
+    let csv = dir.path().join("outcomes.csv");
+    let output = Command::new(BIN)
+        .args([
+            "load",
+            &process.url("/healthz"),
+            "--rate",
+            "40",
+            "--duration",
+            "1s",
+            "--json",
+            "--out",
+        ])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (summary["requests"].as_u64(), summary["succeeded"].as_u64()),
+        (Some(40), Some(40))
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("due_ms,latency_ms,status"));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 40);
+    assert!(rows.iter().all(|r| r.ends_with(",200")), "{text}");
+    // Due times are 25 ms apart, in order.
+    assert!(rows[1].starts_with("25.000,"), "{text}");
+
+    // Nothing listens on port 9 here: every request fails in transport, and says so.
+    let output = Command::new(BIN)
+        .args([
+            "load",
+            "http://127.0.0.1:9/",
+            "--rate",
+            "10",
+            "--duration",
+            "500ms",
+            "--out",
+        ])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("0 succeeded (2xx), 5 failed"));
+    assert!(std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .all(|r| r.ends_with(",error")));
+
+    let output = Command::new(BIN)
+        .args(["load", "http://127.0.0.1:9/", "--rate", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--rate must be a positive number"));
+}

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HealthStatusEnum,
-    NetworkingConfig,
+    ContainerConfig, ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
+    HealthStatusEnum, ImageConfig, NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -106,6 +106,11 @@ impl DockerExecutor {
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
         Ok(DockerExecutor { docker, config })
+    }
+
+    /// The Docker API client, for callers that manage containers themselves.
+    pub fn client(&self) -> &Docker {
+        &self.docker
     }
 
     /// The containers of a Compose service, by container number.
@@ -227,14 +232,33 @@ impl DockerExecutor {
     async fn recreate(&self, old: &ContainerInspectResponse, image: Option<String>) -> Result<Done, ExecError> {
         let name = display_name(old);
         let old_id = old.id.clone().unwrap_or_default();
-        let mut labels = labels_of(old);
+        let mut from = old.clone();
+        if image.is_some() {
+            // The container's config holds its image's defaults (ENV, CMD,
+            // labels) merged in; carried over, they would override the new
+            // image's own (a rollback would keep the bad build's settings).
+            let old_image = old.image.clone().unwrap_or_default();
+            match self.docker.inspect_image(&old_image).await {
+                Ok(inspected) => {
+                    if let (Some(config), Some(defaults)) = (from.config.as_mut(), inspected.config) {
+                        strip_image_defaults(config, &defaults);
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    container = %name,
+                    error = %e,
+                    "Cannot inspect the container's current image; its defaults are carried over to the new one."
+                ),
+            }
+        }
+        let mut labels = labels_of(&from);
         // A new image remembers the one it replaces, so a rollback can be undone the same way.
         if image.is_some() {
             if let Some(current) = old.config.as_ref().and_then(|c| c.image.clone()) {
                 labels.insert(PREVIOUS_IMAGE_LABEL.into(), current);
             }
         }
-        let body = clone_body(old, image.clone(), labels);
+        let body = clone_body(&from, image.clone(), labels);
         let staging = format!("{name}-homeostat-new");
         let created = self
             .docker
@@ -337,6 +361,14 @@ impl DockerExecutor {
         }
         Ok(done.join("; "))
     }
+
+    /// Deploys `image` to `container` the way a rollback can undo: the
+    /// container is recreated from its own configuration with the new image,
+    /// and the image it ran is recorded in `homeostat.previous-image`.
+    pub async fn deploy(&self, container: &str, image: &str) -> Result<Done, ExecError> {
+        let old = self.inspect(container).await?;
+        self.recreate(&old, Some(image.to_owned())).await
+    }
 }
 
 impl Executor for DockerExecutor {
@@ -431,6 +463,25 @@ fn display_name(container: &ContainerInspectResponse) -> String {
         .unwrap_or_default()
 }
 
+/// Removes from a container's config what it took from its image: ENV
+/// entries, labels, and CMD or ENTRYPOINT equal to the image's.
+fn strip_image_defaults(config: &mut ContainerConfig, image: &ImageConfig) {
+    let image_env = image.env.clone().unwrap_or_default();
+    if let Some(env) = config.env.as_mut() {
+        env.retain(|entry| !image_env.contains(entry));
+    }
+    let image_labels = image.labels.clone().unwrap_or_default();
+    if let Some(labels) = config.labels.as_mut() {
+        labels.retain(|key, value| image_labels.get(key) != Some(value));
+    }
+    if config.cmd.is_some() && config.cmd == image.cmd {
+        config.cmd = None;
+    }
+    if config.entrypoint.is_some() && config.entrypoint == image.entrypoint {
+        config.entrypoint = None;
+    }
+}
+
 /// A create request reproducing `from`, with `image` and `labels` replaced.
 fn clone_body(
     from: &ContainerInspectResponse,
@@ -480,5 +531,48 @@ fn clone_body(
             endpoints_config: Some(endpoints),
         }),
         ..ContainerCreateBody::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_came_from_the_old_image_is_left_to_the_new_one() {
+        let strings = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let mut config = ContainerConfig {
+            env: strings(&[
+                "BAD_VERSION=true",
+                "SERVICE_VERSION=2.0.0",
+                "SERVICE_B_URL=http://b:8080",
+            ]),
+            cmd: strings(&["serve"]),
+            entrypoint: strings(&["/custom"]),
+            labels: Some(HashMap::from([
+                ("org.opencontainers.image.version".to_owned(), "2.0.0".to_owned()),
+                (PROJECT_LABEL.to_owned(), "demo".to_owned()),
+            ])),
+            ..ContainerConfig::default()
+        };
+        let image = ImageConfig {
+            env: strings(&["BAD_VERSION=true", "SERVICE_VERSION=2.0.0"]),
+            cmd: strings(&["serve"]),
+            entrypoint: strings(&["/service_b"]),
+            labels: Some(HashMap::from([(
+                "org.opencontainers.image.version".to_owned(),
+                "2.0.0".to_owned(),
+            )])),
+            ..ImageConfig::default()
+        };
+        strip_image_defaults(&mut config, &image);
+        // What the user set stays: their env, their entrypoint, the Compose labels.
+        assert_eq!(config.env, strings(&["SERVICE_B_URL=http://b:8080"]));
+        assert_eq!(config.cmd, None);
+        assert_eq!(config.entrypoint, strings(&["/custom"]));
+        assert_eq!(
+            config.labels,
+            Some(HashMap::from([(PROJECT_LABEL.to_owned(), "demo".to_owned())]))
+        );
     }
 }

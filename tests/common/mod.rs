@@ -2,6 +2,7 @@
 //! and polling with a deadline instead of sleeping.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod dashboards;
 pub mod docker;
 
 use std::future::Future;
@@ -49,12 +50,7 @@ pub fn free_port() -> u16 {
 
 /// Fails with the install command when a program the tests need is missing.
 pub fn require_program(program: &str, package: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(program))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| panic!("{program} is not installed: run `apt-get install {package}` (tests/run.sh does)"))
+    homeostat::demo::stack::find_program(&[program], package).unwrap_or_else(|e| panic!("{e} (tests/run.sh does)"))
 }
 
 /// A firing webhook notification with one alert per fingerprint.

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need and a fresh Debian machine lacks:
+# Prometheus (with promtool) and Alertmanager, from Debian's packages. Checks
+# that Docker Engine runs (it is not installed here: the machines this
+# project targets run it already).
+set -euo pipefail
+
+missing=()
+command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+command -v promtool >/dev/null || missing+=(prometheus)
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing ${missing[*]} (Debian packages)" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "Docker Engine is not running or the docker CLI is missing (docker info failed)." >&2
+  echo "Debian: sudo apt-get install -y docker.io && sudo systemctl start docker" >&2
+  exit 1
+fi

@@ -1,0 +1,214 @@
+//! End to end, on the demo stack: the services' images are built, run in
+//! Docker, scraped by a real Prometheus whose alerts go through a real
+//! Alertmanager to a homeostat process acting on Docker. A crash and a hang
+//! must be detected, acted on and recovered; the no-fault control must see
+//! no action; and every Grafana panel must return data from that Prometheus.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use homeostat::demo::{self, Demo, Fault, FaultResult, Options};
+
+/// How long a crash or hang may take to be healed here (the target is
+/// 15 s; a loaded CI machine gets slack, and the bound still fails a demo
+/// that never heals).
+const HEALED_WITHIN: f64 = 60.0;
+
+fn options() -> Options {
+    let homeostat = PathBuf::from(env!("CARGO_BIN_EXE_homeostat"));
+    let dir = homeostat.parent().unwrap().to_path_buf();
+    for binary in ["service_a", "service_b"] {
+        assert!(
+            dir.join(binary).is_file(),
+            "{} is missing: build the workspace's binaries first (`cargo build --workspace --bins`, as tests/run.sh does)",
+            dir.join(binary).display()
+        );
+    }
+    let mut options = Options::new(homeostat);
+    options.fault_timeout = Duration::from_secs(90);
+    options.control = Duration::from_secs(20);
+    options.quiet_timeout = Duration::from_secs(120);
+    options
+}
+
+fn healed(result: &FaultResult) {
+    let what = format!("{result:#?}");
+    let detected = result.detect_s.unwrap_or_else(|| panic!("not detected: {what}"));
+    let recovered = result.recover_s.unwrap_or_else(|| panic!("not recovered: {what}"));
+    assert!(detected <= recovered, "{what}");
+    assert!(recovered <= HEALED_WITHIN, "recovered after {recovered} s: {what}");
+    assert!(result.actions.iter().any(|a| a == "restart"), "no restart: {what}");
+    assert!(result.requests_total > 0, "{what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_and_hang_are_healed_and_the_control_sees_no_action() {
+    common::require_program("prometheus", "prometheus");
+    common::require_program("prometheus-alertmanager", "prometheus-alertmanager");
+    let say: demo::Say = Arc::new(|line: &str| eprintln!("{line}"));
+    let mut demo = Demo::start(options(), say, demo::project())
+        .await
+        .unwrap_or_else(|e| panic!("the demo stack did not start: {e}"));
+
+    let mut results = Vec::new();
+    let mut failure = None;
+    for fault in [Fault::Crash, Fault::Hang, Fault::None] {
+        match demo.run_fault(fault).await {
+            Ok(result) => results.push(result),
+            Err(e) => {
+                failure = Some(format!("{fault}: {e}"));
+                break;
+            }
+        }
+    }
+    let empty = if failure.is_none() {
+        panels_without_data(&demo).await
+    } else {
+        Vec::new()
+    };
+    demo.stop().await;
+
+    assert_eq!(failure, None);
+    healed(&results[0]);
+    assert_eq!(results[0].target, "service_b");
+    assert!(
+        results[0].alerts.iter().any(|a| a.starts_with("ServiceDown")),
+        "{:#?}",
+        results[0]
+    );
+    healed(&results[1]);
+    assert!(
+        results[1].alerts.iter().any(|a| a.starts_with("ServiceHung")),
+        "{:#?}",
+        results[1]
+    );
+    let control = &results[2];
+    assert!(control.quiet_before, "{control:#?}");
+    assert!(
+        control.actions.is_empty() && control.decisions.is_empty(),
+        "{control:#?}"
+    );
+    assert!(control.alerts.is_empty(), "{control:#?}");
+    assert_eq!(control.requests_failed, 0, "{control:#?}");
+    assert!(empty.is_empty(), "panels without data: {empty:#?}");
+}
+
+/// Every panel query of every dashboard that returns no series.
+async fn panels_without_data(demo: &Demo) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut empty = Vec::new();
+    for (file, title, expr) in common::dashboards::panel_queries() {
+        let response: serde_json::Value = client
+            .get(format!("{}/api/v1/query", demo.prometheus_url()))
+            .query(&[("query", expr.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let series = response["data"]["result"].as_array().map_or(0, Vec::len);
+        if response["status"] != "success" || series == 0 {
+            empty.push(format!("{file} / {title}: {expr} → {response}"));
+        }
+    }
+    empty
+}
+
+#[test]
+fn without_prometheus_the_demo_says_how_to_install_it() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(common::BIN)
+        .args(["demo", "--faults", "none"])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("prometheus is not installed") && stderr.contains("sudo apt-get install -y prometheus"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_fault_is_a_usage_error_naming_the_known_ones() {
+    let output = std::process::Command::new(common::BIN)
+        .args(["demo", "--faults", "crash,meltdown"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown fault \"meltdown\"") && stderr.contains("memory-leak"),
+        "{stderr}"
+    );
+}
+
+/// Ctrl-C once everything runs: the demo exits 130 and leaves no container,
+/// network, process or temporary directory behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_removes_every_container_process_and_file() {
+    use tokio::io::AsyncBufReadExt;
+
+    common::require_program("prometheus", "prometheus");
+    let mut child = tokio::process::Command::new(common::BIN)
+        .args(["demo", "--faults", "none"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut project, mut dir, mut urls) = (None, None, Vec::new());
+    let started = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            eprintln!("{line}");
+            if let Some(rest) = line.strip_prefix("started containers ") {
+                project = rest.split("-service_a-1").next().map(str::to_owned);
+            }
+            if let Some(rest) = line.strip_prefix("started homeostat ") {
+                urls = rest
+                    .split(", ")
+                    .filter_map(|p| p.split(' ').next_back())
+                    .map(str::to_owned)
+                    .collect();
+            }
+            if let Some(rest) = line.strip_prefix("their files and logs are in ") {
+                dir = Some(PathBuf::from(rest));
+            }
+            if line.contains("watching for unneeded actions") {
+                return;
+            }
+        }
+        panic!("the demo ended before the control started");
+    })
+    .await;
+    assert!(started.is_ok(), "the demo did not start within 180 s");
+    let (project, dir) = (project.expect("no containers line"), dir.expect("no files line"));
+    assert!(dir.is_dir() && urls.len() == 3, "{dir:?} {urls:?}");
+
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the demo did not stop within 60 s of Ctrl-C")
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+
+    let label = format!("label=com.docker.compose.project={project}");
+    assert_eq!(common::docker::docker(&["ps", "-aq", "--filter", &label]), "");
+    assert_eq!(
+        common::docker::docker(&["network", "ls", "-q", "--filter", &format!("name=^{project}$")]),
+        ""
+    );
+    assert!(!dir.exists(), "{} is left behind", dir.display());
+    let client = reqwest::Client::new();
+    for url in urls {
+        assert!(client.get(&url).send().await.is_err(), "{url} still answers");
+    }
+}
