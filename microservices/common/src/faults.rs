@@ -783,6 +783,21 @@ mod tests {
         assert_eq!(faults.snapshot()[0]["expires_in_seconds"], Value::Null);
     }
 
+    /// Injects a hang and starts a request waiting on it; the task ends with
+    /// what `wait_while_hung` returns.
+    fn hang(
+        faults: &Arc<Faults>,
+        shutdown: &watch::Receiver<bool>,
+        duration: Option<Duration>,
+    ) -> tokio::task::JoinHandle<bool> {
+        faults.inject(Injection {
+            spec: FaultSpec::Hang,
+            duration,
+        });
+        let (faults, mut rx) = (faults.clone(), shutdown.clone());
+        tokio::spawn(async move { faults.wait_while_hung(&mut rx).await })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn hang_waits_until_cleared_or_expired_or_shutdown() {
         let faults = faults();
@@ -790,43 +805,19 @@ mod tests {
         // Not hung: returns at once.
         assert!(faults.wait_while_hung(&mut shutdown_rx.clone()).await);
 
-        faults.inject(Injection {
-            spec: FaultSpec::Hang,
-            duration: Some(Duration::from_secs(30)),
-        });
-        let waiter = {
-            let faults = faults.clone();
-            let mut rx = shutdown_rx.clone();
-            tokio::spawn(async move { faults.wait_while_hung(&mut rx).await })
-        };
+        let waiter = hang(&faults, &shutdown_rx, Some(Duration::from_secs(30)));
         tokio::time::sleep(Duration::from_secs(29)).await;
         assert!(!waiter.is_finished());
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(waiter.await.unwrap(), "expiry releases the waiter");
 
-        faults.inject(Injection {
-            spec: FaultSpec::Hang,
-            duration: None,
-        });
-        let waiter = {
-            let faults = faults.clone();
-            let mut rx = shutdown_rx.clone();
-            tokio::spawn(async move { faults.wait_while_hung(&mut rx).await })
-        };
+        let waiter = hang(&faults, &shutdown_rx, None);
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(!waiter.is_finished());
         faults.clear(FaultKind::Hang, ClearReason::Admin);
         assert!(waiter.await.unwrap(), "clearing releases the waiter");
 
-        faults.inject(Injection {
-            spec: FaultSpec::Hang,
-            duration: None,
-        });
-        let waiter = {
-            let faults = faults.clone();
-            let mut rx = shutdown_rx.clone();
-            tokio::spawn(async move { faults.wait_while_hung(&mut rx).await })
-        };
+        let waiter = hang(&faults, &shutdown_rx, None);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiter.is_finished());
         shutdown_tx.send_replace(true);

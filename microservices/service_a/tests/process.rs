@@ -52,37 +52,6 @@ async fn service_b_url_from_env() {
 }
 
 #[tokio::test]
-async fn sigterm_exits_0_quickly() {
-    let mut p = spawn(BIN, &["--service-b-url", "http://127.0.0.1:9"], &[]).await;
-    assert_eq!(p.post(p.admin_url("/faults/hang"), "").await, 200);
-    let client = p.client.clone();
-    let url = p.main_url("/api/work");
-    let hung = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
-    let start = std::time::Instant::now();
-    loop {
-        let m = p
-            .client
-            .get(p.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if m.lines().any(|l| l == "http_requests_in_flight 1") {
-            break;
-        }
-        assert!(start.elapsed() < support::DEADLINE, "request never in flight:\n{m}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    p.signal("TERM");
-    let (status, took) = p.wait_exit().await;
-    assert_eq!(status.code(), Some(0), "{status:?}; stderr: {:?}", p.stderr());
-    assert!(took < Duration::from_secs(3), "exit took {took:?}");
-    let _ = hung.await;
-}
-
-#[tokio::test]
 async fn bad_flags_exit_2() {
     for args in [
         &["--service-b-url", "ftp://service_b"][..],
