@@ -187,6 +187,8 @@ pub struct Options {
     pub control: Duration,
     /// How long to wait for alerts to resolve between faults.
     pub quiet_timeout: Duration,
+    /// homeostat decides and records, but does not act: the no-healing baseline.
+    pub dry_run: bool,
 }
 
 impl Options {
@@ -199,6 +201,7 @@ impl Options {
             fault_timeout: Duration::from_secs(120),
             control: Duration::from_secs(30),
             quiet_timeout: Duration::from_secs(180),
+            dry_run: false,
         }
     }
 
@@ -218,7 +221,8 @@ pub struct FaultResult {
     pub detect_s: Option<f64>,
     /// Seconds from injection until the fault was gone and service_a answered.
     pub recover_s: Option<f64>,
-    /// The actions homeostat took (guard verdict `allow`), in order.
+    /// The actions homeostat took (guard verdict `allow`), in order; in a
+    /// dry run, marked `(dry run)`.
     pub actions: Vec<String>,
     /// Requests sent to service_a from injection to recovery (or the deadline).
     pub requests_total: usize,
@@ -458,7 +462,13 @@ impl Demo {
         attempt!(write("alertmanager.yml", &stack::alertmanager_config(homeostat_port)));
         attempt!(write(
             "homeostat.yaml",
-            &stack::homeostat_config(dir.path(), homeostat_port, prometheus_port, alertmanager_port)
+            &stack::homeostat_config(
+                dir.path(),
+                homeostat_port,
+                prometheus_port,
+                alertmanager_port,
+                options.dry_run
+            )
         ));
 
         let path = |name: &str| dir.path().join(name).display().to_string();
@@ -838,7 +848,8 @@ impl Demo {
         let ended = ended.unwrap_or_else(|| self.now());
         for decision in decisions.values() {
             if decision.new.verdict == "allow" {
-                result.actions.push(decision.new.action.clone());
+                let dry_run = if decision.new.dry_run { " (dry run)" } else { "" };
+                result.actions.push(format!("{}{dry_run}", decision.new.action));
             }
             result.decisions.push(json!({
                 "action": decision.new.action,

@@ -94,6 +94,10 @@ struct DemoArgs {
     /// How long a fault may take to heal before it counts as not recovered.
     #[arg(long, default_value = "2m")]
     fault_timeout: homeostat::duration::PromDuration,
+    /// homeostat decides and records what it would do, but does not act:
+    /// the no-healing baseline.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -290,6 +294,7 @@ fn demo(args: DemoArgs) -> ExitCode {
     options.report_dir = args.report;
     options.rate = args.rate;
     options.fault_timeout = args.fault_timeout.0;
+    options.dry_run = args.dry_run;
     let say: homeostat::demo::Say = std::sync::Arc::new(|line: &str| println!("{line}"));
     match runtime.block_on(homeostat::demo::run(options, say)) {
         Ok(_) => ExitCode::SUCCESS,

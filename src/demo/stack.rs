@@ -341,15 +341,15 @@ pub fn alertmanager_config(homeostat_port: u16) -> String {
 }
 
 /// homeostat's configuration for the demo: the Docker executor acting for
-/// real, with limits loosened for one replica per service and faults a
+/// real (unless `dry_run`), with limits loosened for one replica per service and faults a
 /// minute apart (see the README's demo section).
-pub fn homeostat_config(dir: &Path, port: u16, prometheus_port: u16, alertmanager_port: u16) -> String {
+pub fn homeostat_config(dir: &Path, port: u16, prometheus_port: u16, alertmanager_port: u16, dry_run: bool) -> String {
     let config = json!({
         "server": {"listen": format!("127.0.0.1:{port}")},
         "journal": {"path": dir.join("homeostat.db"), "synchronous": "normal"},
         "actions": {
             "backend": "docker",
-            "dry_run": false,
+            "dry_run": dry_run,
             "playbook": dir.join("playbook.yml"),
             "verify_timeout": "90s",
             "prometheus_url": format!("http://127.0.0.1:{prometheus_port}"),
