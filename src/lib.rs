@@ -30,15 +30,20 @@
 //! - [`metrics`], [`telemetry`]: homeostat's own metrics and logs.
 //! - [`load`]: an HTTP load generator recording every request's outcome.
 //! - [`demo`]: the local self-healing demo (services, Prometheus, Alertmanager, faults, report).
+//! - [`forecast`]: seasonal forecasts with bands (augurs MSTL + AutoETS); [`anomaly`]: streaming
+//!   anomaly scores on top; [`eval`]: both measured offline (NAB's scoring rules, MASE, coverage).
 #![forbid(unsafe_code)]
 
 pub mod action;
 pub mod alert;
+pub mod anomaly;
 pub mod app;
 pub mod config;
 pub mod demo;
 pub mod duration;
+pub mod eval;
 pub mod executor;
+pub mod forecast;
 pub mod guard;
 pub mod incident;
 pub mod journal;

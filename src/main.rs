@@ -73,6 +73,43 @@ enum Command {
     },
     /// Send HTTP requests at a fixed rate and report every outcome.
     Load(LoadArgs),
+    /// Measure the forecasting and anomaly scoring offline.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Score every CSV of a NAB-style corpus by NAB's rules.
+    Nab {
+        /// The data directory (`<subset>/<name>.csv`, columns timestamp,value).
+        #[arg(long)]
+        data: PathBuf,
+        /// The windows file (NAB's combined_windows.json).
+        #[arg(long)]
+        labels: PathBuf,
+        /// Where results (NAB's layout) and summary.json go.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also draw each series, its band, windows and detections (SVG).
+        #[arg(long)]
+        plot: bool,
+    },
+    /// Rolling 1-hour-ahead forecasts: MASE against seasonal naive, and band coverage.
+    Forecast {
+        #[arg(long)]
+        data: PathBuf,
+        /// The windows file: forecasts touching a labelled anomaly are skipped.
+        #[arg(long)]
+        labels: PathBuf,
+        #[arg(long, default_value = "1h")]
+        horizon: homeostat::duration::PromDuration,
+        #[arg(long, default_value_t = 0.95)]
+        coverage: f64,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -145,6 +182,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo(args),
         Command::Images { bin_dir } => images(bin_dir),
         Command::Load(args) => load_command(args),
+        Command::Eval(command) => eval(command),
         Command::CheckConfig { file } => match load(&file, |_| {}) {
             Ok((config, credentials)) => {
                 let auth = match (&credentials.bearer_token, &credentials.basic) {
@@ -380,6 +418,46 @@ fn load_command(args: LoadArgs) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+fn eval(command: EvalCommand) -> ExitCode {
+    let result = match command {
+        EvalCommand::Nab {
+            data,
+            labels,
+            out,
+            plot,
+        } => homeostat::eval::run_nab(&data, &labels, &out, plot).map(|summary| homeostat::eval::nab_table(&summary)),
+        EvalCommand::Forecast {
+            data,
+            labels,
+            horizon,
+            coverage,
+            json,
+        } => {
+            if !(coverage > 0.0 && coverage < 1.0) {
+                eprintln!("homeostat eval forecast: --coverage must be in (0, 1), got {coverage}");
+                return ExitCode::from(2);
+            }
+            homeostat::eval::run_forecast(&data, &labels, horizon.0, coverage).map(|summary| {
+                if json {
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                } else {
+                    homeostat::eval::forecast_table(&summary)
+                }
+            })
+        }
+    };
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("homeostat eval: {err}");
+            ExitCode::from(exit::RUNTIME)
+        }
+    }
 }
 
 /// The backend chosen in the config.

@@ -3,7 +3,6 @@
 #[path = "../../service_b/tests/support/mod.rs"]
 mod support;
 
-
 use demo_common::{Role, Settings};
 use support::{command, run_to_end, spawn};
 

@@ -1,0 +1,118 @@
+//! `homeostat eval`: NAB's results layout and summary on a small corpus made
+//! here, forecast accuracy, and errors that name the file.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::BIN;
+use serde_json::Value;
+
+/// One subset with one series: minute-step noise around a level with a spike at row 1000,
+/// whose window is rows 990..=1010.
+fn corpus(dir: &Path) {
+    let start = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let stamp = |i: i64| {
+        (start + chrono::Duration::minutes(i))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..1200i64 {
+        let wave = 10.0 + ((i * 7919 % 13) as f64 / 13.0);
+        let value = if i == 1000 { wave + 30.0 } else { wave };
+        csv.push_str(&format!("{},{value}\n", stamp(i)));
+    }
+    std::fs::create_dir_all(dir.join("data/made")).unwrap();
+    std::fs::write(dir.join("data/made/wave.csv"), csv).unwrap();
+    let windows =
+        serde_json::json!({ "made/wave.csv": [[format!("{}.000000", stamp(990)), format!("{}.000000", stamp(1010))]] });
+    std::fs::write(dir.join("windows.json"), windows.to_string()).unwrap();
+}
+
+#[test]
+fn nab_writes_results_in_nabs_layout_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    let out = dir.path().join("out");
+    let output = Command::new(BIN)
+        .args(["eval", "nab", "--plot", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--labels")
+        .arg(dir.path().join("windows.json"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("| standard |"), "{stdout}");
+
+    let results = std::fs::read_to_string(out.join("homeostat/made/homeostat_wave.csv")).unwrap();
+    let rows: Vec<&str> = results.lines().collect();
+    assert_eq!(rows[0], "timestamp,value,anomaly_score,label");
+    assert_eq!(rows.len(), 1201);
+    let labelled = rows[1..].iter().filter(|r| r.ends_with(",1")).count();
+    assert_eq!(labelled, 21);
+    let score = |row: &str| row.split(',').nth(2).unwrap().parse::<f64>().unwrap();
+    assert!(rows[1..].iter().all(|r| (0.0..=1.0).contains(&score(r))));
+    // The spike is the highest score of the file.
+    let spike = score(rows[1001]);
+    assert!(
+        rows[1..].iter().enumerate().all(|(i, r)| i == 1000 || score(r) < spike),
+        "spike scored {spike}"
+    );
+
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        (summary["files"].as_u64(), summary["windows"].as_u64()),
+        (Some(1), Some(1))
+    );
+    // The best threshold separates the spike from everything else: a perfect detection.
+    let best = &summary["profiles"]["standard"]["best"];
+    assert!(best["normalized"].as_f64().unwrap() > 90.0, "{summary:#}");
+    assert!(summary["subsets"]["made"].is_object(), "{summary:#}");
+    assert!(out.join("plots/made/wave.svg").is_file());
+}
+
+#[test]
+fn forecast_reports_mase_and_coverage() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    let output = Command::new(BIN)
+        .args(["eval", "forecast", "--json", "--horizon", "30m", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--labels")
+        .arg(dir.path().join("windows.json"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(summary["forecasts"].as_u64().unwrap() > 0, "{summary:#}");
+    let coverage = summary["coverage"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&coverage), "{summary:#}");
+    assert!(summary["mase"].as_f64().unwrap().is_finite(), "{summary:#}");
+}
+
+#[test]
+fn a_missing_windows_entry_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    std::fs::write(dir.path().join("windows.json"), "{}").unwrap();
+    let output = Command::new(BIN)
+        .args(["eval", "nab", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--labels")
+        .arg(dir.path().join("windows.json"))
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("made/wave.csv"), "{stderr}");
+}
