@@ -14,9 +14,11 @@
 
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use augurs::ets::trend::AutoETSTrendModel;
 use augurs::ets::AutoETS;
-use augurs::mstl::MSTLModel;
+use augurs::mstl::{FittedTrendModel, MSTLModel, TrendModel};
 use augurs::{Fit, Predict};
 
 const DAY: u64 = 86_400;
@@ -201,10 +203,10 @@ pub fn model_band(y: &[f64], step: Duration, horizon: usize, coverage: f64) -> O
     }
     let periods = seasonal_periods(step, y.len());
     let (forecast, model) = if periods.is_empty() {
-        let fitted = AutoETS::non_seasonal().fit(y).ok()?;
+        let fitted = AutoETS::non_seasonal().fit(recent(y)).ok()?;
         (fitted.predict(horizon, coverage).ok()?, "ets".to_owned())
     } else {
-        let model = MSTLModel::new(periods.clone(), AutoETS::non_seasonal().into_trend_model());
+        let model = MSTLModel::new(periods.clone(), RecentTrend(AutoETS::non_seasonal().into_trend_model()));
         (fit_mstl(&model, y, horizon, coverage)?, format!("mstl{periods:?}+ets"))
     };
     let intervals = forecast.intervals?;
@@ -220,13 +222,33 @@ pub fn model_band(y: &[f64], step: Duration, horizon: usize, coverage: f64) -> O
     })
 }
 
-fn fit_mstl(
-    model: &MSTLModel<AutoETSTrendModel>,
-    y: &[f64],
-    horizon: usize,
-    coverage: f64,
-) -> Option<augurs::Forecast> {
+fn fit_mstl(model: &MSTLModel<RecentTrend>, y: &[f64], horizon: usize, coverage: f64) -> Option<augurs::Forecast> {
     model.fit(y).ok()?.predict(horizon, coverage).ok()
+}
+
+/// The points the trend model is fitted to, at most: the trend a short
+/// forecast needs is recent, and AutoETS' cost grows with what it sees.
+pub const TREND_POINTS: usize = 1440;
+
+fn recent(y: &[f64]) -> &[f64] {
+    &y[y.len().saturating_sub(TREND_POINTS)..]
+}
+
+/// AutoETS on the latest [`TREND_POINTS`] of MSTL's deseasonalised series.
+/// Only out-of-sample forecasts are asked of it.
+#[derive(Clone, Debug)]
+struct RecentTrend(AutoETSTrendModel);
+
+type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl TrendModel for RecentTrend {
+    fn name(&self) -> Cow<'_, str> {
+        Cow::Borrowed("AutoETS on recent points")
+    }
+
+    fn fit(&self, y: &[f64]) -> Result<Box<dyn FittedTrendModel + Sync + Send>, BoxedError> {
+        self.0.fit(recent(y))
+    }
 }
 
 fn flat(value: f64, half_width: f64, horizon: usize, model: &str) -> Band {
