@@ -276,9 +276,9 @@ pub struct Demo {
     executor: DockerExecutor,
     containers: Containers,
     services: Vec<Service>,
-    pub prometheus: Daemon,
-    pub alertmanager: Daemon,
-    pub homeostat: Daemon,
+    prometheus: Daemon,
+    alertmanager: Daemon,
+    homeostat: Daemon,
     client: reqwest::Client,
     start: Instant,
     started_at: DateTime<Utc>,
@@ -560,10 +560,6 @@ impl Demo {
 
     pub fn prometheus_url(&self) -> &str {
         &self.prometheus.url
-    }
-
-    pub fn homeostat_url(&self) -> &str {
-        &self.homeostat.url
     }
 
     /// Seconds since the load started.

@@ -109,11 +109,6 @@ impl Daemon {
         }
     }
 
-    /// Whether the process is still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
     /// Asks the process to stop (SIGTERM through `kill`), then kills it.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
