@@ -471,48 +471,44 @@ impl Demo {
             )
         ));
 
-        let path = |name: &str| dir.path().join(name).display().to_string();
+        let start = |name, program, args, port, ready, log: &str| {
+            let log = dir.path().join(log);
+            Daemon::start(name, program, args, port, ready, stack::READY_TIMEOUT, log)
+        };
+        let config = dir.path().join("homeostat.yaml").display().to_string();
+        let serve = ["serve".into(), "--config".into(), config];
         let homeostat = attempt!(
-            Daemon::start(
+            start(
                 "homeostat",
                 &options.homeostat,
-                &["serve".into(), "--config".into(), path("homeostat.yaml")],
+                &serve,
                 homeostat_port,
                 "/readyz",
-                dir.path().join("homeostat.log"),
+                "homeostat.log"
             )
             .await
         );
+        let args = stack::alertmanager_args(dir.path(), alertmanager_port);
         let alertmanager = attempt!(
-            Daemon::start(
+            start(
                 "Alertmanager",
                 &alertmanager,
-                &[
-                    format!("--config.file={}", path("alertmanager.yml")),
-                    format!("--storage.path={}", path("alertmanager-data")),
-                    format!("--web.listen-address=127.0.0.1:{alertmanager_port}"),
-                    format!("--web.external-url=http://127.0.0.1:{alertmanager_port}"),
-                    "--cluster.listen-address=".into(),
-                ],
+                &args,
                 alertmanager_port,
                 "/-/ready",
-                dir.path().join("alertmanager.log"),
+                "alertmanager.log"
             )
             .await
         );
+        let args = stack::prometheus_args(dir.path(), prometheus_port);
         let prometheus = attempt!(
-            Daemon::start(
+            start(
                 "Prometheus",
                 &prometheus,
-                &[
-                    format!("--config.file={}", path("prometheus.yml")),
-                    format!("--storage.tsdb.path={}", path("prometheus-data")),
-                    format!("--web.listen-address=127.0.0.1:{prometheus_port}"),
-                    "--web.enable-lifecycle".into(),
-                ],
+                &args,
                 prometheus_port,
                 "/-/ready",
-                dir.path().join("prometheus.log"),
+                "prometheus.log"
             )
             .await
         );

@@ -98,18 +98,9 @@ async fn crash_and_hang_are_healed_and_the_control_sees_no_action() {
 
 /// Every panel query of every dashboard that returns no series.
 async fn panels_without_data(demo: &Demo) -> Vec<String> {
-    let client = reqwest::Client::new();
     let mut empty = Vec::new();
     for (file, title, expr) in common::dashboards::panel_queries() {
-        let response: serde_json::Value = client
-            .get(format!("{}/api/v1/query", demo.prometheus_url()))
-            .query(&[("query", expr.as_str())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let response = common::instant_query(demo.prometheus_url(), &expr).await;
         let series = response["data"]["result"].as_array().map_or(0, Vec::len);
         if response["status"] != "success" || series == 0 {
             empty.push(format!("{file} / {title}: {expr} → {response}"));

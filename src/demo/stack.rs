@@ -21,8 +21,8 @@ use tokio::process::{Child, Command};
 use super::DemoError;
 use crate::executor::docker::{NUMBER_LABEL, PROJECT_LABEL, SERVICE_LABEL};
 
-/// How long a child process may take to answer its readiness URL.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the demo's child processes may take to answer their readiness URL.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Finds the first of `names` on `PATH`; absent, the error says which
 /// Debian package installs it.
@@ -48,13 +48,14 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `program` with `args`, its output in `log`, and waits until
-    /// `ready_path` answers 2xx.
+    /// `ready_path` answers 2xx, for at most `ready_timeout`.
     pub async fn start(
         name: &'static str,
         program: &Path,
         args: &[String],
         port: u16,
         ready_path: &str,
+        ready_timeout: Duration,
         log: PathBuf,
     ) -> Result<Daemon, DemoError> {
         let io = |e: std::io::Error| DemoError::Io {
@@ -76,17 +77,17 @@ impl Daemon {
             url: format!("http://127.0.0.1:{port}"),
             log,
         };
-        daemon.until_ready(ready_path).await?;
+        daemon.until_ready(ready_path, ready_timeout).await?;
         Ok(daemon)
     }
 
-    async fn until_ready(&mut self, path: &str) -> Result<(), DemoError> {
+    async fn until_ready(&mut self, path: &str, timeout: Duration) -> Result<(), DemoError> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(1))
             .build()
             .map_err(|e| self.failed(e.to_string()))?;
         let url = format!("{}{path}", self.url);
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(self.failed(format!("exited with {status}")));
@@ -95,7 +96,7 @@ impl Daemon {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(self.failed(format!("{url} did not answer within {READY_TIMEOUT:?}")));
+                return Err(self.failed(format!("{url} did not answer within {timeout:?}")));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -272,6 +273,31 @@ impl Containers {
         // Absent when the demo stopped before creating it.
         let _ = docker.remove_network(project).await;
     }
+}
+
+/// Alertmanager's command line: `dir/alertmanager.yml`, its data under
+/// `dir`, listening on loopback `port`, no clustering.
+pub fn alertmanager_args(dir: &Path, port: u16) -> Vec<String> {
+    vec![
+        format!("--config.file={}", dir.join("alertmanager.yml").display()),
+        format!("--storage.path={}", dir.join("alertmanager-data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        format!("--web.external-url=http://127.0.0.1:{port}"),
+        "--cluster.listen-address=".into(),
+        "--log.level=warn".into(),
+    ]
+}
+
+/// Prometheus' command line: `dir/prometheus.yml`, its data under `dir`,
+/// listening on loopback `port`, lifecycle API on.
+pub fn prometheus_args(dir: &Path, port: u16) -> Vec<String> {
+    vec![
+        format!("--config.file={}", dir.join("prometheus.yml").display()),
+        format!("--storage.tsdb.path={}", dir.join("prometheus-data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--web.enable-lifecycle".into(),
+        "--log.level=warn".into(),
+    ]
 }
 
 /// Prometheus' configuration: 1 s scrapes of both ports of every service

@@ -14,6 +14,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use homeostat::config::{Config, Credentials};
+use homeostat::demo::stack;
 use homeostat::pipeline::Processor;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -216,10 +217,10 @@ impl Drop for Process {
 }
 
 /// A Prometheus-family server (Prometheus, Alertmanager) run as a child
-/// process on a loopback port; ready once `/-/ready` answers; killed on drop.
+/// process on a loopback port (the demo's, [`stack::Daemon`]); ready once
+/// `/-/ready` answers; killed on drop.
 pub struct Daemon {
-    child: Child,
-    pub url: String,
+    inner: stack::Daemon,
     _dir: tempfile::TempDir,
 }
 
@@ -227,41 +228,26 @@ impl Daemon {
     /// Starts `program` (from Debian's `package`) with `config` written to
     /// `config_name` in a fresh directory; `args` gets that directory and the port.
     async fn start(
-        program: &str,
+        program: &'static str,
         package: &str,
         config_name: &str,
         config: &str,
-        args: impl FnOnce(&Path, u16) -> Vec<String>,
+        args: fn(&Path, u16) -> Vec<String>,
     ) -> Daemon {
-        let program = require_program(program, package);
+        let path = require_program(program, package);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(config_name), config).unwrap();
         let port = free_port();
-        let child = Command::new(program)
-            .args(args(dir.path(), port))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let daemon = Daemon {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        let client = reqwest::Client::new();
-        let ready = format!("{}/-/ready", daemon.url);
-        eventually(&format!("{package} to be ready"), Duration::from_secs(30), || async {
-            let response = client.get(&ready).send().await.ok()?;
-            response.status().is_success().then_some(())
-        })
-        .await;
-        daemon
+        let log = dir.path().join(format!("{program}.log"));
+        let ready = Duration::from_secs(30);
+        let inner = stack::Daemon::start(program, &path, &args(dir.path(), port), port, "/-/ready", ready, log)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Daemon { inner, _dir: dir }
     }
-}
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn url(&self) -> &str {
+        &self.inner.url
     }
 }
 
@@ -285,32 +271,23 @@ impl Alertmanager {
             "prometheus-alertmanager",
             "alertmanager.yml",
             &config,
-            |dir, port| {
-                vec![
-                    format!("--config.file={}", dir.join("alertmanager.yml").display()),
-                    format!("--storage.path={}", dir.join("data").display()),
-                    format!("--web.listen-address=127.0.0.1:{port}"),
-                    format!("--web.external-url=http://127.0.0.1:{port}"),
-                    "--cluster.listen-address=".into(),
-                    "--log.level=warn".into(),
-                ]
-            },
+            stack::alertmanager_args,
         )
         .await;
         Alertmanager {
-            external_url: daemon.url.clone(),
+            external_url: daemon.url().to_owned(),
             daemon,
         }
     }
 
     pub fn url(&self) -> &str {
-        &self.daemon.url
+        self.daemon.url()
     }
 
     /// Posts alerts to Alertmanager's `/api/v2/alerts`.
     pub async fn post_alerts(&self, alerts: &Value) {
         let response = reqwest::Client::new()
-            .post(format!("{}/api/v2/alerts", self.daemon.url))
+            .post(format!("{}/api/v2/alerts", self.daemon.url()))
             .json(alerts)
             .send()
             .await
@@ -335,35 +312,38 @@ impl Prometheus {
             rules.concat(),
             targets.join(", ")
         );
-        let daemon = Daemon::start("prometheus", "prometheus", "prometheus.yml", &config, |dir, port| {
-            vec![
-                format!("--config.file={}", dir.join("prometheus.yml").display()),
-                format!("--storage.tsdb.path={}", dir.join("data").display()),
-                format!("--web.listen-address=127.0.0.1:{port}"),
-                "--web.enable-lifecycle".into(),
-                "--log.level=warn".into(),
-            ]
-        })
+        let daemon = Daemon::start(
+            "prometheus",
+            "prometheus",
+            "prometheus.yml",
+            &config,
+            stack::prometheus_args,
+        )
         .await;
         Prometheus { daemon }
     }
 
     pub fn url(&self) -> &str {
-        &self.daemon.url
+        self.daemon.url()
     }
 
     /// The result vector of an instant query; panics on a query error.
     pub async fn query(&self, expr: &str) -> Vec<Value> {
-        let response: Value = reqwest::Client::new()
-            .get(format!("{}/api/v1/query", self.daemon.url))
-            .query(&[("query", expr)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let response = instant_query(self.url(), expr).await;
         assert_eq!(response["status"], "success", "query {expr} failed: {response}");
         response["data"]["result"].as_array().cloned().unwrap_or_default()
     }
+}
+
+/// Prometheus' whole answer to an instant query at `url` (status, data or error).
+pub async fn instant_query(url: &str, expr: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{url}/api/v1/query"))
+        .query(&[("query", expr)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
