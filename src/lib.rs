@@ -22,6 +22,7 @@
 //! - [`pipeline`]: the queue consumer and the [`pipeline::Processor`] seam.
 //! - [`action`]: the recovery-action catalog, targets, and the pure planning of operations.
 //! - [`playbook`]: the YAML playbook, the static policy learning starts from.
+//! - [`context`]: PromQL context for a decision (error ratio, restarts, memory trend, …).
 //! - [`guard`]: the safety limits every action must pass, as a pure function.
 //! - [`executor`]: carrying operations out (Docker, Kubernetes), or recording them (dry run).
 //! - [`respond`]: the stages after ingest: decide → guard → record → execute → verify.
@@ -39,6 +40,7 @@ pub mod alert;
 pub mod anomaly;
 pub mod app;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod duration;
 pub mod eval;

@@ -242,16 +242,22 @@ impl Playbook {
 impl Rule {
     /// The health query with the alert's labels filled in.
     pub fn health_query_for(&self, labels: &LabelSet) -> Option<String> {
-        static LABEL: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-        let label = LABEL
-            .get_or_init(|| Regex::new(r"\{\{\s*\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}").expect("a valid regex"));
-        let query = self.health_query.as_deref()?;
-        let filled = label.replace_all(query, |caps: &regex::Captures<'_>| {
-            let value = labels.get(&caps[1]).map_or("", String::as_str);
-            value.replace('\\', "\\\\").replace('"', "\\\"")
-        });
-        Some(filled.into_owned())
+        Some(fill_labels(self.health_query.as_deref()?, labels))
     }
+}
+
+/// Fills `{{ $labels.name }}` in a PromQL template with the label's value,
+/// escaped for a double-quoted PromQL string (an absent label is empty,
+/// which PromQL's matchers treat as "label not set").
+pub fn fill_labels(template: &str, labels: &LabelSet) -> String {
+    static LABEL: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    let label =
+        LABEL.get_or_init(|| Regex::new(r"\{\{\s*\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}").expect("a valid regex"));
+    let filled = label.replace_all(template, |caps: &regex::Captures<'_>| {
+        let value = labels.get(&caps[1]).map_or("", String::as_str);
+        value.replace('\\', "\\\\").replace('"', "\\\"")
+    });
+    filled.into_owned()
 }
 
 impl Playbook {

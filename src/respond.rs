@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::action::{plan, Action, Target};
 use crate::alert::AlertStatus;
 use crate::config::ActionsConfig;
+use crate::context::{get_json, query_holds};
 use crate::executor::Executor;
 use crate::guard::{self, Situation, Verdict};
 use crate::incident::EventKind;
@@ -359,35 +360,6 @@ impl<E: Executor> Responder<E> {
             }
         });
     }
-}
-
-/// Whether an instant PromQL query returns at least one sample.
-async fn query_holds(http: &reqwest::Client, url: &str, query: &str) -> Result<bool, String> {
-    let answer = get_json(http, url, "/api/v1/query", &[("query", query)], "Prometheus").await?;
-    if answer["status"] != "success" {
-        return Err(format!("Prometheus refused {query:?}: {}", answer["error"]));
-    }
-    Ok(answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty()))
-}
-
-/// GETs `path` on the server at `base` and reads the JSON answer; errors
-/// name the server (`what`) and its URL.
-async fn get_json(
-    http: &reqwest::Client,
-    base: &str,
-    path: &str,
-    query: &[(&str, &str)],
-    what: &str,
-) -> Result<serde_json::Value, String> {
-    http.get(format!("{}{path}", base.trim_end_matches('/')))
-        .query(query)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("{what} at {base}: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("{what} at {base} answered unreadable JSON: {e}"))
 }
 
 fn chrono_delta(d: Duration) -> chrono::Duration {
