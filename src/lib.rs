@@ -24,6 +24,8 @@
 //! - [`playbook`]: the YAML playbook, the static policy learning starts from.
 //! - [`context`]: PromQL context for a decision (error ratio, restarts, memory trend, …).
 //! - [`guard`]: the safety limits every action must pass, as a pure function.
+//! - [`policy`]: the learning policy (Thompson sampling on playbook priors), its rewards,
+//!   learned state and off-policy evaluation; pure, seeded.
 //! - [`executor`]: carrying operations out (Docker, Kubernetes), or recording them (dry run).
 //! - [`respond`]: the stages after ingest: decide → guard → record → execute → verify.
 //! - [`app`]: wires the above together and shuts them down in order.
@@ -53,6 +55,7 @@ pub mod load;
 pub mod metrics;
 pub mod pipeline;
 pub mod playbook;
+pub mod policy;
 pub mod respond;
 pub mod server;
 pub mod telemetry;
