@@ -47,6 +47,11 @@ impl Action {
         Action::Cordon,
     ];
 
+    /// The action named `name` (as [`Action::as_str`] spells it).
+    pub fn parse(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Notify => "notify",

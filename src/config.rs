@@ -4,7 +4,7 @@
 //! test parses that file so the two cannot drift. Errors name the file, the
 //! key path and, when the YAML parser knows it, the line and column.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -98,10 +98,75 @@ pub struct ActionsConfig {
     pub escalation_webhook: Option<String>,
     #[serde(default)]
     pub guard: GuardConfig,
+    /// How actions are chosen: by the playbook, or by the learning policy.
+    #[serde(default)]
+    pub policy: PolicySettings,
     #[serde(default)]
     pub docker: DockerConfig,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+}
+
+/// `actions.policy:` — the learning policy and how far it is trusted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySettings {
+    /// `playbook`, `shadow` (default) or `learn`.
+    pub mode: PolicyMode,
+    /// Feature name → PromQL, with `{{ $labels.name }}` filled from the
+    /// alert; the features are listed in `context::FEATURES`. Default:
+    /// queries on the demo services' metrics (`context::default_queries`).
+    /// Setting it replaces the whole map; leave a feature out to not use it.
+    pub context: BTreeMap<String, String>,
+    /// The bandit: exploration switches, prior strength, rewards.
+    pub learning: crate::policy::PolicyConfig,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            mode: PolicyMode::default(),
+            context: crate::context::default_queries(),
+            learning: crate::policy::PolicyConfig::default(),
+        }
+    }
+}
+
+impl PolicySettings {
+    /// Checks the settings; errors name the key (`actions.policy.…`).
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+        self.learning.validate().map_err(|m| {
+            // The policy names its keys from `policy.`; here they live under `learning`.
+            let m = m.strip_prefix("policy.").unwrap_or(&m);
+            ("actions.policy.learning".to_owned(), m.to_owned())
+        })?;
+        for (name, query) in &self.context {
+            let key = format!("actions.policy.context.{name}");
+            if !crate::context::FEATURES.contains(&name.as_str()) {
+                let known = crate::context::FEATURES.join(", ");
+                return Err((key, format!("unknown feature; known: {known}")));
+            }
+            if query.trim().is_empty() {
+                return Err((key, "must be a PromQL query".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Who chooses the action. The guard has the last word in every mode; in
+/// shadow and learn mode every verified outcome is learned from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    /// The playbook, in its order; the policy is not consulted.
+    Playbook,
+    /// The playbook acts; the policy's choice is recorded beside it, to be
+    /// judged (`homeostat policy evaluate`) before it takes over.
+    #[default]
+    Shadow,
+    /// The policy acts, starting from the playbook's order as its prior.
+    Learn,
 }
 
 fn yes() -> bool {
@@ -378,6 +443,7 @@ impl Config {
             if actions.verify_timeout.0.is_zero() {
                 return Err(invalid("actions.verify_timeout", "must be longer than 0s".into()));
             }
+            actions.policy.validate().map_err(|(key, m)| invalid(&key, m))?;
         }
         let listen = self.server.listen;
         if credentials.is_empty() && !listen.ip().is_loopback() && !self.server.allow_unauthenticated {

@@ -9,13 +9,25 @@
 //! timeout, so an unreachable Prometheus costs one timeout, not one per query.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::alert::LabelSet;
 use crate::playbook::fill_labels;
+use crate::policy::Features;
 
-/// Feature name → PromQL template. The defaults fit the metrics of the
+/// The features a context query may feed, by name (see [`Features`]).
+pub const FEATURES: [&str; 6] = [
+    "error_ratio",
+    "latency_ratio",
+    "recent_restarts",
+    "memory_exhaustion_seconds",
+    "recent_deploy",
+    "ready_ratio",
+];
+
+/// Feature name ([`FEATURES`]) → PromQL template. The defaults fit the metrics of the
 /// demo services and `rules/services.rules.yml`.
 pub fn default_queries() -> BTreeMap<String, String> {
     const SERVICE: &str = r#"service="{{ $labels.service }}""#;
@@ -32,7 +44,7 @@ pub fn default_queries() -> BTreeMap<String, String> {
         ),
         (
             "recent_restarts",
-            format!("sum(changes(process_start_time_seconds{{{admin}}}[15m]))"),
+            format!("sum(changes(process_start_time_seconds{{{admin}}}[5m]))"),
         ),
         // Seconds until resident memory reaches the limit at the last 5
         // minutes' rate; no sample while memory is not growing.
@@ -45,10 +57,10 @@ pub fn default_queries() -> BTreeMap<String, String> {
         ),
         // 1 when the unit ran more than one version in the last 15 minutes.
         (
-            "deployed_recently",
+            "recent_deploy",
             format!("max(service:build_versions:count15m{{{SERVICE}}}) > bool 1"),
         ),
-        ("replicas_ready", format!(r#"avg(up{{job="services", {SERVICE}}})"#)),
+        ("ready_ratio", format!(r#"avg(up{{job="services", {SERVICE}}})"#)),
     ]
     .into_iter()
     .map(|(name, query)| (name.to_owned(), query))
@@ -69,15 +81,30 @@ impl Context {
     pub fn get(&self, name: &str) -> Option<f64> {
         self.values.get(name).copied()
     }
+
+    /// The policy's features: counts rounded, `recent_deploy` true above 0.5.
+    pub fn features(&self) -> Features {
+        Features {
+            error_ratio: self.get("error_ratio"),
+            latency_ratio: self.get("latency_ratio"),
+            recent_restarts: self
+                .get("recent_restarts")
+                .map(|n| n.round().clamp(0.0, f64::from(u32::MAX)) as u32),
+            memory_exhaustion_seconds: self.get("memory_exhaustion_seconds"),
+            recent_deploy: self.get("recent_deploy").map(|v| v > 0.5),
+            ready_ratio: self.get("ready_ratio"),
+        }
+    }
 }
 
-/// Runs every query with the alert's labels filled in. Without a
-/// Prometheus URL every feature is missing, for that reason.
+/// Runs every query with the alert's labels filled in, each within
+/// `timeout`. Without a Prometheus URL every feature is missing, for that reason.
 pub async fn gather(
     http: &reqwest::Client,
     prometheus: Option<&str>,
     queries: &BTreeMap<String, String>,
     labels: &LabelSet,
+    timeout: Duration,
 ) -> Context {
     let mut context = Context::default();
     let Some(url) = prometheus else {
@@ -90,7 +117,7 @@ pub async fn gather(
     };
     let answers = futures_util::future::join_all(queries.iter().map(|(name, template)| async move {
         let query = fill_labels(template, labels);
-        (name, instant_value(http, url, &query).await)
+        (name, instant_value(http, url, &query, Some(timeout)).await)
     }))
     .await;
     for (name, answer) in answers {
@@ -110,8 +137,13 @@ pub async fn gather(
 }
 
 /// The largest finite value an instant query returns, if any.
-pub async fn instant_value(http: &reqwest::Client, url: &str, query: &str) -> Result<Option<f64>, String> {
-    let result = instant_query(http, url, query).await?;
+pub async fn instant_value(
+    http: &reqwest::Client,
+    url: &str,
+    query: &str,
+    timeout: Option<Duration>,
+) -> Result<Option<f64>, String> {
+    let result = instant_query(http, url, query, timeout).await?;
     let value = result
         .iter()
         .filter_map(|sample| sample["value"][1].as_str()?.parse::<f64>().ok())
@@ -122,12 +154,17 @@ pub async fn instant_value(http: &reqwest::Client, url: &str, query: &str) -> Re
 
 /// Whether an instant PromQL query returns at least one sample.
 pub async fn query_holds(http: &reqwest::Client, url: &str, query: &str) -> Result<bool, String> {
-    Ok(!instant_query(http, url, query).await?.is_empty())
+    Ok(!instant_query(http, url, query, None).await?.is_empty())
 }
 
 /// An instant query's result vector (a scalar answer counts as one sample).
-async fn instant_query(http: &reqwest::Client, url: &str, query: &str) -> Result<Vec<serde_json::Value>, String> {
-    let answer = get_json(http, url, "/api/v1/query", &[("query", query)], "Prometheus").await?;
+async fn instant_query(
+    http: &reqwest::Client,
+    url: &str,
+    query: &str,
+    timeout: Option<Duration>,
+) -> Result<Vec<serde_json::Value>, String> {
+    let answer = get_json(http, url, "/api/v1/query", &[("query", query)], "Prometheus", timeout).await?;
     if answer["status"] != "success" {
         return Err(format!("Prometheus refused {query:?}: {}", answer["error"]));
     }
@@ -138,17 +175,22 @@ async fn instant_query(http: &reqwest::Client, url: &str, query: &str) -> Result
     })
 }
 
-/// GETs `path` on the server at `base` and reads the JSON answer; errors
-/// name the server (`what`) and its URL.
+/// GETs `path` on the server at `base` and reads the JSON answer, within
+/// `timeout` if given (else the client's); errors name the server (`what`)
+/// and its URL.
 pub async fn get_json(
     http: &reqwest::Client,
     base: &str,
     path: &str,
     query: &[(&str, &str)],
     what: &str,
+    timeout: Option<Duration>,
 ) -> Result<serde_json::Value, String> {
-    http.get(format!("{}{path}", base.trim_end_matches('/')))
-        .query(query)
+    let mut request = http.get(format!("{}{path}", base.trim_end_matches('/'))).query(query);
+    if let Some(timeout) = timeout {
+        request = request.timeout(timeout);
+    }
+    request
         .send()
         .await
         .and_then(|r| r.error_for_status())

@@ -32,7 +32,7 @@ use crate::incident::{transition, EventKind, Incident, Known, Transition};
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 
 /// The schema this build writes; a newer journal is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 3;
 /// Most writes grouped into one transaction.
 const MAX_GROUP: usize = 256;
 /// Writes waiting for the writer thread before callers wait for room.
@@ -52,6 +52,8 @@ pub enum JournalError {
         path.display()
     )]
     SchemaTooNew { path: PathBuf, found: i64 },
+    #[error("journal {} does not exist (journal.path; homeostat serve creates it)", .0.display())]
+    Missing(PathBuf),
     #[error("journal database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("journal holds a value it cannot read back: {0}")]
@@ -118,6 +120,7 @@ enum Op {
     Ingest(Box<IngestWrite>, OwnedPermit<Delivery>),
     MarkProcessed(i64),
     Decision(decisions::DecisionWrite),
+    Policy(policy::PolicyWrite),
 }
 
 /// A delivery with every value already encoded as SQLite stores it. The
@@ -459,6 +462,12 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
             decisions = decisions::SCHEMA
         ))?;
     }
+    if version < 3 {
+        conn.execute_batch(&format!(
+            "BEGIN; {policy} PRAGMA user_version = 3; COMMIT;",
+            policy = policy::SCHEMA
+        ))?;
+    }
     Ok(())
 }
 
@@ -549,6 +558,7 @@ fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<W
             Ok(Written::Marked)
         }
         Op::Decision(write) => decisions::apply(tx, write).map(Written::Row),
+        Op::Policy(write) => policy::apply(tx, write).map(Written::Row),
     }
 }
 
@@ -767,6 +777,7 @@ fn parse_json(text: &str) -> Result<crate::alert::LabelSet> {
 }
 
 pub mod decisions;
+pub mod policy;
 
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,7 @@
 //! - [`action`]: the recovery-action catalog, targets, and the pure planning of operations.
 //! - [`playbook`]: the YAML playbook, the static policy learning starts from.
 //! - [`context`]: PromQL context for a decision (error ratio, restarts, memory trend, …).
+//! - [`learned`]: what the policy learned and why it decided, from the journal (`homeostat policy …`).
 //! - [`guard`]: the safety limits every action must pass, as a pure function.
 //! - [`policy`]: the learning policy (Thompson sampling on playbook priors), its rewards,
 //!   learned state and off-policy evaluation; pure, seeded.
@@ -51,6 +52,7 @@ pub mod forecast;
 pub mod guard;
 pub mod incident;
 pub mod journal;
+pub mod learned;
 pub mod load;
 pub mod metrics;
 pub mod pipeline;

@@ -41,6 +41,15 @@ pub struct OutcomeOfActionLabels {
     pub outcome: String,
 }
 
+/// The learning policy's choices: `mode` shadow or learn; whether it
+/// explored; whether it chose what the playbook did (`true`, `false`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyChoiceLabels {
+    pub mode: &'static str,
+    pub explored: &'static str,
+    pub agrees_with_playbook: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -76,6 +85,12 @@ pub struct Metrics {
     /// Seconds from an alert's start (as Alertmanager reports it) to the
     /// action on it starting.
     pub alert_to_action_seconds: Histogram,
+    /// The learning policy's choices (shadow or acting).
+    pub policy_choices: Family<PolicyChoiceLabels, Counter>,
+    /// Verified outcomes the policy learned from.
+    pub policy_learned: Counter,
+    /// Times the stored policy state could not be loaded or saved.
+    pub policy_errors: Counter,
 }
 
 impl Metrics {
@@ -95,6 +110,9 @@ impl Metrics {
             action_outcomes: Family::default(),
             escalations: Counter::default(),
             alert_to_action_seconds: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
+            policy_choices: Family::default(),
+            policy_learned: Counter::default(),
+            policy_errors: Counter::default(),
             registry: Registry::default(),
         };
         let capacity: Gauge = Gauge::default();
@@ -177,6 +195,21 @@ impl Metrics {
             "Seconds from an alert's start to the action on it starting",
             metrics.alert_to_action_seconds.clone(),
         );
+        registry.register(
+            "policy_choices",
+            "The learning policy's choices by mode, exploration and agreement with the playbook",
+            metrics.policy_choices.clone(),
+        );
+        registry.register(
+            "policy_learned",
+            "Verified outcomes the learning policy learned from",
+            metrics.policy_learned.clone(),
+        );
+        registry.register(
+            "policy_errors",
+            "Times the stored policy state could not be loaded or saved",
+            metrics.policy_errors.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 
@@ -194,6 +227,16 @@ impl Metrics {
             verdict: verdict.to_owned(),
         };
         self.decisions.get_or_create(&labels).inc();
+    }
+
+    pub fn count_policy_choice(&self, acted: bool, explored: bool, agrees_with_playbook: bool) {
+        let yes_no = |b: bool| if b { "true" } else { "false" };
+        let labels = PolicyChoiceLabels {
+            mode: if acted { "learn" } else { "shadow" },
+            explored: yes_no(explored),
+            agrees_with_playbook: yes_no(agrees_with_playbook),
+        };
+        self.policy_choices.get_or_create(&labels).inc();
     }
 
     pub fn count_outcome(&self, action: &str, outcome: &str) {

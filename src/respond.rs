@@ -14,18 +14,25 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::Serialize;
+
 use crate::action::{plan, Action, Target};
 use crate::alert::AlertStatus;
-use crate::config::ActionsConfig;
-use crate::context::{get_json, query_holds};
+use crate::config::{ActionsConfig, PolicyMode};
+use crate::context::{self, get_json, query_holds};
 use crate::executor::Executor;
-use crate::guard::{self, Situation, Verdict};
+use crate::guard::{self, Readiness, Situation, Verdict};
 use crate::incident::EventKind;
 use crate::journal::decisions::{Decision, NewDecision};
 use crate::journal::{Delivery, Journal};
 use crate::metrics::Metrics;
 use crate::pipeline::{Parts, Processor};
 use crate::playbook::{Playbook, Step};
+use crate::policy::{
+    self, Choice, Decide, Features, Mask, Outcome, Policy, PolicyKey, PolicyState, RulePrior, Verification,
+};
 
 /// Switches an operator flips at run time (`POST /api/v1/pause`, `/resume`).
 #[derive(Debug, Default)]
@@ -36,6 +43,47 @@ pub struct Controls {
 /// How often verification looks at the incident.
 const VERIFY_POLL: Duration = Duration::from_millis(500);
 
+/// How long one context query may take: context helps a decision but must
+/// not hold it up when Prometheus is slow or down.
+const CONTEXT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// An action did harm when the error ratio after it exceeds the one before
+/// by more than this (HighErrorRatio's threshold).
+const HARM_MARGIN: f64 = 0.05;
+
+/// Saves of learned state refused because the stored state moved on (an
+/// import) are retried on top of it this many times.
+const LEARN_ATTEMPTS: usize = 3;
+
+/// The learning policy as the responder holds it: the journal's state at
+/// `revision`, reloaded whenever the journal's revision moves (an import
+/// from the command line).
+struct Learner {
+    /// The journal revision `policy` was loaded from; -1 before the first load.
+    revision: i64,
+    policy: Policy,
+    rng: StdRng,
+    /// Why the stored state could not be loaded: nothing is saved over it
+    /// until it is replaced (`homeostat policy import`).
+    broken: Option<String>,
+}
+
+/// What the policy saw and chose, recorded with the decision.
+#[derive(Serialize)]
+struct PolicyView {
+    features: Features,
+    /// Context features Prometheus could not give, and why.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    missing: std::collections::BTreeMap<String, String>,
+    choice: Choice,
+}
+
+/// What verification needs in order to learn from an outcome.
+struct Lesson {
+    key: PolicyKey,
+    features: Features,
+}
+
 pub struct Responder<E> {
     executor: Arc<E>,
     http: reqwest::Client,
@@ -44,6 +92,7 @@ pub struct Responder<E> {
     config: ActionsConfig,
     controls: Arc<Controls>,
     metrics: Arc<Metrics>,
+    learner: Arc<tokio::sync::Mutex<Learner>>,
 }
 
 impl<E: Executor> Responder<E> {
@@ -59,12 +108,110 @@ impl<E: Executor> Responder<E> {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
+            learner: Arc::new(tokio::sync::Mutex::new(Learner {
+                revision: -1,
+                policy: Policy::new(config.policy.learning.clone()),
+                rng: StdRng::from_entropy(),
+                broken: None,
+            })),
             journal,
             playbook,
             config,
             controls,
             metrics,
         }
+    }
+
+    /// Asks the learning policy: gathers the context, masks what cannot or
+    /// may not be done, and lets the policy choose. Also returns the
+    /// target's readiness when it was read, for the guard to reuse.
+    ///
+    /// The mask holds what is specific to an action: it cannot be planned
+    /// on this backend or target, it would leave too few ready replicas, or
+    /// it takes capacity away or touches a node (`scale_in`, `cordon`)
+    /// without the playbook rule naming it. Limits on the target as a whole
+    /// (pause, silences, cooldown, budget, circuit breaker, …) apply to
+    /// whichever action is chosen, in the guard's check after the choice.
+    async fn consult(
+        &self,
+        incident: &crate::incident::Incident,
+        target: &Target,
+        failed: &[Action],
+        now: chrono::DateTime<Utc>,
+    ) -> (PolicyView, Option<Result<Option<Readiness>, String>>) {
+        let settings = &self.config.policy;
+        let http = &self.http;
+        let context = context::gather(
+            http,
+            self.config.prometheus_url.as_deref(),
+            &settings.context,
+            &incident.labels,
+            CONTEXT_TIMEOUT,
+        )
+        .await;
+        let features = context.features();
+        let rule = self.playbook.rule_for(&incident.labels);
+        let rule_actions = rule.map_or(&[][..], |r| &r.actions[..]);
+        let backend = self.executor.backend();
+        let readiness = if target.is_empty() {
+            None
+        } else {
+            Some(self.executor.readiness(target).await.map_err(|e| e.to_string()))
+        };
+        // Only the capacity limit differs between actions; the rest of the
+        // situation is calm here and checked for real after the choice.
+        let probe = Situation {
+            now,
+            paused: false,
+            silenced: false,
+            namespace: None,
+            last_action_on_target: None,
+            consecutive_failures: 0,
+            recent_actions: Vec::new(),
+            in_flight: 0,
+            readiness: readiness.clone().and_then(Result::ok).flatten(),
+        };
+        let mut mask = Mask::none();
+        for action in Action::ALL.into_iter().filter(|a| *a != Action::Notify) {
+            if target.is_empty() {
+                mask.refuse(action, "the alert's labels name nothing to act on");
+            } else if let Err(refusal) = plan(action, backend, target, self.config.drain_on_cordon) {
+                mask.refuse(action, format!("unplannable: {refusal}"));
+            } else if matches!(action, Action::ScaleIn | Action::Cordon) && !rule_actions.contains(&action) {
+                mask.refuse(
+                    action,
+                    "takes capacity away or touches a node, and the playbook rule does not name it",
+                );
+            } else {
+                let verdict = guard::check(&self.config.guard, action, &probe);
+                if !verdict.is_allow() {
+                    mask.refuse(action, format!("guard: {}", verdict.reason()));
+                }
+            }
+        }
+        let key = PolicyKey::from_labels(&incident.labels);
+        let mut learner = self.learner.lock().await;
+        self.refresh(&mut learner).await;
+        let Learner { policy, rng, .. } = &mut *learner;
+        let input = Decide {
+            key: &key,
+            features: &features,
+            rule: rule.map(RulePrior::from),
+            mask: &mask,
+            failed,
+        };
+        let choice = policy.decide(&input, rng);
+        let view = PolicyView {
+            features,
+            missing: context.missing,
+            choice,
+        };
+        (view, readiness)
+    }
+
+    /// Reloads the learned state when the journal holds a newer one.
+    async fn refresh(&self, learner: &mut Learner) {
+        refresh(&self.journal, &self.metrics, &self.config.policy.learning, learner).await;
     }
 
     async fn respond(&self, incident_id: i64) -> crate::journal::Result<()> {
@@ -120,26 +267,70 @@ impl<E: Executor> Responder<E> {
             self.escalate(&incident, &past, &reason).await;
             return self.record_once(&past, decision, "escalate", reason).await;
         }
-        let (rule, action) = match self.playbook.next_step(&incident.labels, failed) {
+        let failed_actions: Vec<Action> = past
+            .iter()
+            .filter(|d| matches!(d.outcome.as_deref(), Some("failure" | "timeout")))
+            .filter_map(|d| Action::parse(&d.new.action))
+            .collect();
+        // The playbook's next action, `None` when every one failed.
+        let (rule, playbook_action, attempts) = match self.playbook.next_step(&incident.labels, failed) {
             Step::NoRule => {
                 return self
                     .record_once(&past, decision, "no_rule", "no playbook rule matches the alert".into())
                     .await
             }
-            Step::Exhausted { rule, attempts } => {
-                decision.rule = Some(rule.to_owned());
+            Step::Exhausted { rule, attempts } => (rule, None, attempts),
+            Step::Try { rule, action, .. } => (rule, Some(action), failed),
+        };
+        decision.rule = Some(rule.to_owned());
+        let mode = self.config.policy.mode;
+        let mut consulted = match mode {
+            PolicyMode::Playbook => None,
+            PolicyMode::Shadow | PolicyMode::Learn => {
+                Some(self.consult(&incident, &target, &failed_actions, now).await)
+            }
+        };
+        if let Some((view, _)) = &consulted {
+            let acted = mode == PolicyMode::Learn;
+            decision.record["policy"] = json!({
+                "mode": mode,
+                "acted": acted,
+                "playbook_action": playbook_action,
+                "view": view,
+            });
+            let agrees = view.choice.action == playbook_action;
+            self.metrics.count_policy_choice(acted, view.choice.explored, agrees);
+        }
+        let action = match (&consulted, playbook_action) {
+            (Some((view, _)), _) if mode == PolicyMode::Learn => match view.choice.action {
+                Some(action) => action,
+                None => {
+                    let reason = format!(
+                        "the learning policy has no candidate left ({}); escalating to a human",
+                        view.choice.why
+                    );
+                    tracing::error!(incident = incident_id, rule, "No action left; escalating.");
+                    self.escalate(&incident, &past, &reason).await;
+                    return self.record_once(&past, decision, "escalate", reason).await;
+                }
+            },
+            (_, Some(action)) => action,
+            (_, None) => {
                 let reason = format!("all {attempts} actions of rule {rule:?} failed; escalating to a human");
                 tracing::error!(incident = incident_id, rule, "Playbook exhausted; escalating.");
                 self.escalate(&incident, &past, &reason).await;
                 return self.record_once(&past, decision, "escalate", reason).await;
             }
-            Step::Try { rule, action, .. } => (rule.to_owned(), action),
         };
-        decision.rule = Some(rule);
         decision.action = action.as_str().into();
+        let chooser = if mode == PolicyMode::Learn {
+            "the learning policy chose"
+        } else {
+            "the playbook says"
+        };
         // Notify touches nothing: recorded for a human, never executed or verified.
         if action == Action::Notify {
-            let reason = "the playbook says to notify a human; nothing is done".to_owned();
+            let reason = format!("{chooser} to notify a human; nothing is done");
             return self.record_once(&past, decision, "notify", reason).await;
         }
         if target.is_empty() {
@@ -169,7 +360,11 @@ impl<E: Executor> Responder<E> {
             )
             .await?;
         let readiness = if action.removes_capacity() {
-            match self.executor.readiness(&target).await {
+            let read = match consulted.as_mut().and_then(|(_, read)| read.take()) {
+                Some(read) => read,
+                _ => self.executor.readiness(&target).await.map_err(|e| e.to_string()),
+            };
+            match read {
                 Ok(readiness) => readiness,
                 // Taking capacity away from something that cannot be seen is never safe.
                 Err(err) => {
@@ -228,7 +423,11 @@ impl<E: Executor> Responder<E> {
                     .playbook
                     .rule_for(&incident.labels)
                     .and_then(|r| r.health_query_for(&incident.labels));
-                self.spawn_verification(id, incident_id, action, health);
+                let lesson = consulted.map(|(view, _)| Lesson {
+                    key: view.choice.key,
+                    features: view.features,
+                });
+                self.spawn_verification(id, incident, action, health, lesson);
             }
             Err(err) => {
                 tracing::warn!(incident = incident_id, %action, error = %err, "Action failed.");
@@ -252,7 +451,7 @@ impl<E: Executor> Responder<E> {
             ("inhibited", "true"),
             ("active", "true"),
         ];
-        let alerts = get_json(&self.http, url, "/api/v2/alerts", &query, "Alertmanager").await?;
+        let alerts = get_json(&self.http, url, "/api/v2/alerts", &query, "Alertmanager", None).await?;
         let silenced = alerts.as_array().into_iter().flatten().any(|alert| {
             alert["fingerprint"] == incident.fingerprint.as_str()
                 && alert["status"]["silencedBy"].as_array().is_some_and(|s| !s.is_empty())
@@ -313,13 +512,24 @@ impl<E: Executor> Responder<E> {
     /// and the rule's health query (if any) to hold. Resolved and healthy:
     /// success. Still firing, or resolved while the health query never
     /// held: failure. Resolved but Prometheus never answered: timeout.
-    fn spawn_verification(&self, id: i64, incident_id: i64, action: Action, health: Option<String>) {
+    fn spawn_verification(
+        &self,
+        id: i64,
+        incident: crate::incident::Incident,
+        action: Action,
+        health: Option<String>,
+        lesson: Option<Lesson>,
+    ) {
+        let incident_id = incident.id;
         let journal = self.journal.clone();
         let metrics = Arc::clone(&self.metrics);
         let timeout = self.config.verify_timeout.0;
         let (http, prometheus) = (self.http.clone(), self.config.prometheus_url.clone());
+        let learner = Arc::clone(&self.learner);
+        let settings = self.config.policy.clone();
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + timeout;
+            let started = tokio::time::Instant::now();
+            let deadline = started + timeout;
             let mut last_health: Option<Result<bool, String>> = None;
             let outcome = loop {
                 let resolved = match journal.incident(incident_id).await {
@@ -335,31 +545,174 @@ impl<E: Executor> Responder<E> {
                         (Some(query), Some(url)) => {
                             let healthy = query_holds(&http, url, query).await;
                             if healthy == Ok(true) {
-                                break "success";
+                                break Verification::Success;
                             }
                             last_health = Some(healthy);
                         }
-                        _ => break "success",
+                        _ => break Verification::Success,
                     }
                 }
                 if tokio::time::Instant::now() >= deadline {
                     break match (resolved, &last_health) {
-                        (false, _) | (true, Some(Ok(false))) => "failure",
-                        (true, _) => "timeout",
+                        (false, _) | (true, Some(Ok(false))) => Verification::Failure,
+                        (true, _) => Verification::Timeout,
                     };
                 }
                 tokio::time::sleep(VERIFY_POLL).await;
             };
+            let seconds = started.elapsed().as_secs_f64();
+            let outcome_name = verification_name(outcome);
             if let Some(Err(why)) = &last_health {
                 tracing::warn!(incident = incident_id, %why, "The health query could not be run.");
             }
-            tracing::info!(incident = incident_id, %action, outcome, "Verified.");
-            metrics.count_outcome(action.as_str(), outcome);
-            if let Err(err) = journal.record_outcome(id, outcome).await {
+            tracing::info!(incident = incident_id, %action, outcome = outcome_name, "Verified.");
+            metrics.count_outcome(action.as_str(), outcome_name);
+            if let Err(err) = journal.record_outcome(id, outcome_name).await {
                 tracing::error!(decision = id, error = %err, "Cannot record the outcome.");
+                return;
             }
+            let Some(lesson) = lesson else { return };
+            // Harm: more errors after the action than before it.
+            let before = lesson.features.error_ratio;
+            let after = match settings.context.get("error_ratio") {
+                Some(template) => {
+                    let labels = std::collections::BTreeMap::from([("error_ratio".to_owned(), template.clone())]);
+                    context::gather(&http, prometheus.as_deref(), &labels, &incident.labels, CONTEXT_TIMEOUT)
+                        .await
+                        .get("error_ratio")
+                }
+                None => None,
+            };
+            let harm = matches!((before, after), (Some(b), Some(a)) if a > b + HARM_MARGIN);
+            let outcome = Outcome {
+                verification: outcome,
+                seconds_to_resolve: (outcome == Verification::Success).then_some(seconds),
+                harm,
+            };
+            let mut learner = learner.lock().await;
+            learn(
+                &journal,
+                &metrics,
+                &settings.learning,
+                &mut learner,
+                id,
+                lesson,
+                action,
+                outcome,
+            )
+            .await;
         });
     }
+}
+
+fn verification_name(v: Verification) -> &'static str {
+    match v {
+        Verification::Success => "success",
+        Verification::Failure => "failure",
+        Verification::Timeout => "timeout",
+    }
+}
+
+/// Reloads `learner` from the journal when the journal's revision moved.
+async fn refresh(journal: &Journal, metrics: &Metrics, config: &policy::PolicyConfig, learner: &mut Learner) {
+    let revision = match journal.policy_revision().await {
+        Ok(revision) => revision,
+        Err(err) => {
+            metrics.policy_errors.inc();
+            tracing::error!(error = %err, "Cannot read the learned policy's revision; deciding with the one in memory.");
+            return;
+        }
+    };
+    if revision == learner.revision {
+        return;
+    }
+    let stored = match journal.policy().await {
+        Ok(stored) => stored,
+        Err(err) => {
+            metrics.policy_errors.inc();
+            tracing::error!(error = %err, "Cannot read the learned policy; deciding with the one in memory.");
+            return;
+        }
+    };
+    let Some(stored) = stored else {
+        learner.revision = 0;
+        return;
+    };
+    let restored = PolicyState::from_json(&stored.state).and_then(|state| Policy::restore(config.clone(), state));
+    match restored {
+        Ok(policy) => {
+            learner.policy = policy;
+            learner.broken = None;
+            tracing::info!(revision, source = %stored.source, "Learned policy loaded.");
+        }
+        Err(err) => {
+            metrics.policy_errors.inc();
+            let why = format!("the stored policy (revision {revision}) cannot be read: {err}");
+            tracing::error!(%why, "Deciding with the playbook's priors; nothing is saved over it until `homeostat policy import` replaces it.");
+            learner.policy = Policy::new(config.clone());
+            learner.broken = Some(why);
+        }
+    }
+    learner.revision = revision;
+}
+
+/// Folds a verified outcome into the policy and saves it with its reward.
+/// A save refused because the stored state moved on (an import) reloads
+/// that state and learns again on top of it.
+#[allow(clippy::too_many_arguments)]
+async fn learn(
+    journal: &Journal,
+    metrics: &Metrics,
+    config: &policy::PolicyConfig,
+    learner: &mut Learner,
+    decision_id: i64,
+    lesson: Lesson,
+    action: Action,
+    outcome: Outcome,
+) {
+    let reward = policy::reward(&config.reward, action, &outcome);
+    for _ in 0..LEARN_ATTEMPTS {
+        refresh(journal, metrics, config, learner).await;
+        if let Some(why) = &learner.broken {
+            tracing::error!(decision = decision_id, %why, "Not learning from this outcome.");
+            metrics.policy_errors.inc();
+            return;
+        }
+        let mut next = learner.policy.clone();
+        next.learn(&lesson.key, &lesson.features, action, reward);
+        let learned = crate::journal::policy::Learned {
+            reward: crate::journal::policy::Reward {
+                decision_id,
+                at: Utc::now(),
+                policy_key: lesson.key.to_string(),
+                action: action.as_str().to_owned(),
+                reward,
+                outcome: json!(outcome),
+            },
+            base_revision: learner.revision.max(0),
+            state: next.state().to_json(),
+        };
+        match journal.record_learned(learned).await {
+            Ok(Some(revision)) => {
+                learner.policy = next;
+                learner.revision = revision;
+                metrics.policy_learned.inc();
+                tracing::info!(decision = decision_id, key = %lesson.key, %action, reward, "Learned.");
+                return;
+            }
+            Ok(None) => continue,
+            Err(err) => {
+                metrics.policy_errors.inc();
+                tracing::error!(decision = decision_id, error = %err, "Cannot save what was learned.");
+                return;
+            }
+        }
+    }
+    metrics.policy_errors.inc();
+    tracing::error!(
+        decision = decision_id,
+        "The stored policy kept changing; this outcome was not learned."
+    );
 }
 
 fn chrono_delta(d: Duration) -> chrono::Duration {

@@ -204,6 +204,26 @@ fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Decision>> {
     Ok(decision)
 }
 
+/// An incident's decisions, oldest first.
+pub(super) fn of_incident(conn: &Connection, incident_id: i64) -> Result<Vec<Decision>> {
+    let sql = format!("SELECT {COLUMNS} FROM decisions WHERE incident_id = ?1 ORDER BY id");
+    conn.prepare_cached(&sql)?
+        .query_map([incident_id], read)?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .collect()
+}
+
+/// Every decision whose record holds the learning policy's view, oldest first.
+pub(super) fn with_policy(conn: &Connection) -> Result<Vec<Decision>> {
+    let sql = format!("SELECT {COLUMNS} FROM decisions WHERE json_extract(record, '$.policy') IS NOT NULL ORDER BY id");
+    conn.prepare_cached(&sql)?
+        .query_map([], read)?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .collect()
+}
+
 impl Journal {
     /// Records a decision before anything is done about it; returns its id.
     pub async fn record_decision(&self, decision: NewDecision) -> Result<i64> {
@@ -262,15 +282,7 @@ impl Journal {
 
     /// An incident's decisions, oldest first.
     pub async fn decisions(&self, incident_id: i64) -> Result<Vec<Decision>> {
-        self.read(move |conn| {
-            let sql = format!("SELECT {COLUMNS} FROM decisions WHERE incident_id = ?1 ORDER BY id");
-            conn.prepare_cached(&sql)?
-                .query_map([incident_id], read)?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-                .into_iter()
-                .collect()
-        })
-        .await
+        self.read(move |conn| of_incident(conn, incident_id)).await
     }
 
     /// The guard's view of the past: of `target_key`, and of every target since `since`.
