@@ -38,9 +38,17 @@
 //! - a key explores only once it has been *disappointed* (an outcome with a
 //!   negative reward): while the playbook's choices keep working there is
 //!   nothing worth disrupting a service to learn, so an alert that only
-//!   ever needs `notify` is never acted on. Before that, and when
-//!   exploration is switched off (globally or per service), the policy is
-//!   greedy: the highest estimated value, ties to the playbook's order.
+//!   ever needs `notify` is never acted on;
+//! - and only while its best estimate is not yet *satisfactory*: once the
+//!   greedy action's value minus one standard deviation reaches
+//!   `satisfactory` (default 0.5, a fix within about `slow_seconds`),
+//!   looking for a slightly better fix is not worth the disruption it
+//!   costs. (The price: a good-enough action found first may be kept over
+//!   a slightly better one never tried.)
+//!
+//! Otherwise, and when exploration is switched off (globally or per
+//! service), the policy is greedy: the highest estimated value, ties to the
+//! playbook's order.
 //!
 //! So with no data the greedy choice is the rule's first allowed action:
 //! day one behaves exactly like the playbook.
@@ -281,6 +289,9 @@ pub struct PolicyConfig {
     pub noise_sd: f64,
     /// Draws estimating a Thompson-sampled choice's propensity. Default 1000.
     pub propensity_draws: u32,
+    /// Exploration stops in a context once the greedy action's value minus
+    /// its standard deviation reaches this. Default 0.5.
+    pub satisfactory: f64,
     /// What outcomes are worth.
     pub reward: RewardConfig,
 }
@@ -301,6 +312,7 @@ impl Default for PolicyConfig {
             context_strength: 2.0,
             noise_sd: 0.5,
             propensity_draws: 1000,
+            satisfactory: 0.5,
             reward: RewardConfig::default(),
         }
     }
@@ -325,6 +337,12 @@ impl PolicyConfig {
         positive("context_strength", self.context_strength)?;
         positive("noise_sd", self.noise_sd)?;
         positive("reward.slow_seconds", self.reward.slow_seconds)?;
+        if !self.satisfactory.is_finite() {
+            return Err(format!(
+                "policy.satisfactory must be a number, got {}",
+                self.satisfactory
+            ));
+        }
         if self.propensity_draws == 0 {
             return Err("policy.propensity_draws must be at least 1".into());
         }
@@ -623,6 +641,9 @@ pub enum Mode {
     GreedyExploreOff,
     /// Highest estimated value: no outcome of this key disappointed yet.
     GreedyNoDisappointment,
+    /// Highest estimated value, which is reliably good enough
+    /// (`policy.satisfactory`).
+    GreedySatisfied,
 }
 
 /// A decision, with everything needed to explain and evaluate it later.
@@ -833,10 +854,15 @@ impl Policy {
         });
         let explores = self.config.explores(&input.key.service);
         let disappointed = self.keys.get(input.key).is_some_and(|s| s.disappointments > 0);
-        let mode = match (explores, disappointed) {
-            (false, _) => Mode::GreedyExploreOff,
-            (true, false) => Mode::GreedyNoDisappointment,
-            (true, true) => Mode::Sampled,
+        let satisfied = greedy.is_some_and(|i| {
+            let c = &candidates[i];
+            c.value - c.uncertainty >= self.config.satisfactory
+        });
+        let mode = match (explores, disappointed, satisfied) {
+            (false, _, _) => Mode::GreedyExploreOff,
+            (true, false, _) => Mode::GreedyNoDisappointment,
+            (true, true, true) => Mode::GreedySatisfied,
+            (true, true, false) => Mode::Sampled,
         };
         let chosen = if mode == Mode::Sampled && open.len() > 1 {
             let draw = |rng: &mut R, c: &Candidate| c.value + c.uncertainty * rng.sample::<f64, _>(StandardNormal);
@@ -925,7 +951,7 @@ fn explain(
         .max_by(|a, b| score(a).total_cmp(&score(b)));
     let how = match mode {
         Mode::Sampled => format!("drew {:.2} (value {:.2} ± {:.2})", score(w), w.value, w.uncertainty),
-        Mode::GreedyExploreOff | Mode::GreedyNoDisappointment => {
+        Mode::GreedyExploreOff | Mode::GreedyNoDisappointment | Mode::GreedySatisfied => {
             format!("highest estimated value {:.2} ± {:.2}", w.value, w.uncertainty)
         }
     };
@@ -945,6 +971,7 @@ fn explain(
         Mode::GreedyExploreOff if config.services.contains_key(&key.service) => "exploration is off for this service",
         Mode::GreedyExploreOff => "exploration is off",
         Mode::GreedyNoDisappointment => "no outcome has disappointed yet, so not exploring",
+        Mode::GreedySatisfied => "reliably good enough, so not exploring",
     };
     format!(
         "{}: {how}; {against}; {evidence}; {rank}; {masked} action(s) masked; {why_mode}",

@@ -265,6 +265,23 @@ fn it_learns_from_failure_and_explores_only_after_disappointment() {
     let late_rollbacks = firsts[10..].iter().filter(|a| **a == Action::Rollback).count();
     assert!(late_rollbacks >= 9, "{firsts:?}");
     assert!(policy.key_state(&key).unwrap().disappointments >= 1);
+    // Rollback reliably works now: no more exploring.
+    let choice = policy.decide(
+        &Decide {
+            key: &key,
+            features: &features,
+            rule: Some(rule.into()),
+            mask: &Mask::none(),
+            failed: &[],
+        },
+        &mut rng,
+    );
+    assert_eq!(
+        (choice.action, choice.mode, choice.propensity),
+        (Some(Action::Rollback), Mode::GreedySatisfied, 1.0),
+        "{}",
+        choice.why
+    );
 }
 
 #[test]
