@@ -13,14 +13,15 @@
 //!
 //! Each (alert, service) key keeps, per action, a Gaussian estimate of the
 //! action's reward (known noise `noise_sd`, conjugate normal prior). The
-//! prior mean comes from the playbook: the rule's first action highest,
-//! later ones lower, actions outside the rule lower still (least disruptive
-//! first, `notify` last), each worth `prior_strength` pseudo-outcomes.
+//! prior mean comes from the playbook ([`prior`]): the rule's first action
+//! highest, later ones lower, actions outside the rule lower still
+//! (`notify` at its fixed reward 0, the others below it, least disruptive
+//! first), each worth `prior_strength` pseudo-outcomes.
 //! Beside the per-key estimate, each of a few coarse context buckets
 //! ([`Context`], six yes/no facts such as "deployed in the last 15 minutes")
-//! keeps its own, whose prior is the key's estimate worth
-//! `context_strength` outcomes: a new context starts from what the alert
-//! taught, and moves away from it only as its own outcomes say.
+//! keeps its own, whose prior is the key's estimate worth up to
+//! `context_strength` outcomes (default 6): a new context starts from what
+//! the alert taught, and moves away from it only as its own outcomes say.
 //!
 //! Why this rather than LinUCB: the target is to converge within 20
 //! incidents of a kind. A linear model over six features needs many more
@@ -43,8 +44,8 @@
 //!   `satisfactory`, default 0.5: it usually fixes within `slow_seconds`)
 //!   the policy stops sampling. It still *probes* the one thing that can
 //!   beat a working fix: a less disruptive action (lower cost) whose
-//!   optimistic value (value + 2 standard deviations) exceeds the greedy
-//!   one's. A probe that fails drops that optimism below, so probing ends
+//!   optimistic value (value + `probe_deviations` standard deviations,
+//!   default 3) exceeds the greedy one's. A probe that fails drops that optimism below, so probing ends
 //!   after a few tries; one that works soon becomes the greedy action. Many
 //!   faults have two fixes of similar success, a cheap one and a costly
 //!   one, that sampling alone would take hundreds of incidents to tell
