@@ -26,7 +26,8 @@
 //! - [`learned`]: what the policy learned and why it decided, from the journal (`homeostat policy …`).
 //! - [`guard`]: the safety limits every action must pass, as a pure function.
 //! - [`policy`]: the learning policy (Thompson sampling on playbook priors), its rewards,
-//!   learned state and off-policy evaluation; pure, seeded.
+//!   learned state and off-policy evaluation; pure, seeded. [`simulate`]: the policy against
+//!   the static playbook and a random safe action in simulated fault scenarios.
 //! - [`executor`]: carrying operations out (Docker, Kubernetes), or recording them (dry run).
 //! - [`respond`]: the stages after ingest: decide → guard → record → execute → verify.
 //! - [`app`]: wires the above together and shuts them down in order.
@@ -60,4 +61,5 @@ pub mod playbook;
 pub mod policy;
 pub mod respond;
 pub mod server;
+pub mod simulate;
 pub mod telemetry;

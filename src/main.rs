@@ -81,6 +81,9 @@ enum Command {
     /// (read-only, safe beside a running homeostat; import writes).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The learning policy against the static playbook and a random safe
+    /// action, in simulated fault scenarios.
+    Simulate(SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -120,6 +123,27 @@ struct PolicyArgs {
     /// The config file: its journal.path and actions.policy are used.
     #[arg(long, short)]
     config: PathBuf,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Faults to simulate (each picks one of the scenarios at random).
+    #[arg(long, default_value_t = 2000)]
+    episodes: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Draw the cumulative regret curves to this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// The playbook; default: the shipped rules/playbook.yml.
+    #[arg(long)]
+    playbook: Option<PathBuf>,
+    /// The alert rules the scenarios fire; default: the shipped rules/services.rules.yml.
+    #[arg(long)]
+    alert_rules: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -228,6 +252,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load_command(args),
         Command::Eval(command) => eval(command),
         Command::Policy(command) => policy_command(command),
+        Command::Simulate(args) => simulate(args),
         Command::CheckConfig { file } => match load(&file, |_| {}) {
             Ok((config, credentials)) => {
                 let auth = match (&credentials.bearer_token, &credentials.basic) {
@@ -564,6 +589,42 @@ fn eval(command: EvalCommand) -> ExitCode {
             ExitCode::from(exit::RUNTIME)
         }
     }
+}
+
+fn simulate(args: SimulateArgs) -> ExitCode {
+    let mut options = homeostat::simulate::Options::new(args.episodes, args.seed);
+    for (path, slot) in [
+        (&args.playbook, &mut options.playbook),
+        (&args.alert_rules, &mut options.alert_rules),
+    ] {
+        let Some(path) = path else { continue };
+        match std::fs::read_to_string(path) {
+            Ok(text) => *slot = (path.display().to_string(), text),
+            Err(err) => {
+                eprintln!("homeostat simulate: cannot read {}: {err}", path.display());
+                return ExitCode::from(exit::CONFIG);
+            }
+        }
+    }
+    let report = match homeostat::simulate::run(&options) {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("homeostat simulate: {err}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    if let Some(path) = &args.plot {
+        if let Err(err) = homeostat::simulate::plot(&report, path) {
+            eprintln!("homeostat simulate: {err}");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print!("{}", homeostat::simulate::table(&report));
+    }
+    ExitCode::SUCCESS
 }
 
 /// The backend chosen in the config.

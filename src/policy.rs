@@ -13,14 +13,15 @@
 //!
 //! Each (alert, service) key keeps, per action, a Gaussian estimate of the
 //! action's reward (known noise `noise_sd`, conjugate normal prior). The
-//! prior mean comes from the playbook: the rule's first action highest,
-//! later ones lower, actions outside the rule lower still (least disruptive
-//! first, `notify` last), each worth `prior_strength` pseudo-outcomes.
+//! prior mean comes from the playbook ([`prior`]): the rule's first action
+//! highest, later ones lower, actions outside the rule lower still
+//! (`notify` at its fixed reward 0, the others below it, least disruptive
+//! first), each worth `prior_strength` pseudo-outcomes.
 //! Beside the per-key estimate, each of a few coarse context buckets
 //! ([`Context`], six yes/no facts such as "deployed in the last 15 minutes")
-//! keeps its own, whose prior is the key's estimate worth
-//! `context_strength` outcomes: a new context starts from what the alert
-//! taught, and moves away from it only as its own outcomes say.
+//! keeps its own, whose prior is the key's estimate worth up to
+//! `context_strength` outcomes (default 6): a new context starts from what
+//! the alert taught, and moves away from it only as its own outcomes say.
 //!
 //! Why this rather than LinUCB: the target is to converge within 20
 //! incidents of a kind. A linear model over six features needs many more
@@ -32,15 +33,32 @@
 //!
 //! Thompson sampling draws one plausible value per allowed action from its
 //! estimate and takes the best draw, so an action is tried about as often
-//! as it could be the best. Two rules keep exploration safe:
+//! as it could be the best. Exploring disrupts services, so it is fenced:
 //! - it only ever ranges over the candidates: actions the guard allows
 //!   ([`Mask`]) and not already failed on this incident;
 //! - a key explores only once it has been *disappointed* (an outcome with a
 //!   negative reward): while the playbook's choices keep working there is
 //!   nothing worth disrupting a service to learn, so an alert that only
-//!   ever needs `notify` is never acted on. Before that, and when
-//!   exploration is switched off (globally or per service), the policy is
-//!   greedy: the highest estimated value, ties to the playbook's order.
+//!   ever needs `notify` is never acted on;
+//! - once the greedy action is *good enough* (value at least
+//!   `satisfactory`, default 0.5: it usually fixes within `slow_seconds`)
+//!   the policy stops sampling. It still *probes* the one thing that can
+//!   beat a working fix: a less disruptive action (lower cost) whose
+//!   optimistic value (value + `probe_deviations` standard deviations,
+//!   default 3) exceeds the greedy one's. A probe that fails drops that optimism below, so probing ends
+//!   after a few tries; one that works soon becomes the greedy action. Many
+//!   faults have two fixes of similar success, a cheap one and a costly
+//!   one, that sampling alone would take hundreds of incidents to tell
+//!   apart: costs are known, so the cheap one is tried rather than sampled;
+//! - below good enough, sampling is also skipped when it would pick the
+//!   greedy action with probability `confidence` or more (default 0.95,
+//!   estimated with the propensity draws below): rare draws of long-shot
+//!   actions disrupt services for nothing.
+//!
+//! `notify`'s reward is fixed (0, see [`reward`]), so outside the rule it
+//! has exactly that value with no uncertainty. When exploration is
+//! switched off (globally or per service) the policy is greedy: the
+//! highest estimated value, ties to the playbook's order.
 //!
 //! So with no data the greedy choice is the rule's first allowed action:
 //! day one behaves exactly like the playbook.
@@ -275,12 +293,24 @@ pub struct PolicyConfig {
     pub services: BTreeMap<String, ServicePolicy>,
     /// How many outcomes the playbook's prior is worth. Default 2.
     pub prior_strength: f64,
-    /// How many outcomes a key's estimate is worth as a context's prior. Default 2.
+    /// How many outcomes a key's estimate is worth as a context's prior
+    /// (at most: never more than the key has seen, plus its prior). Default 6:
+    /// one bad outcome in a context should not overrule a dozen good ones
+    /// for the alert.
     pub context_strength: f64,
     /// The assumed standard deviation of one reward. Default 0.5.
     pub noise_sd: f64,
     /// Draws estimating a Thompson-sampled choice's propensity. Default 1000.
     pub propensity_draws: u32,
+    /// Take the greedy action outright when sampling would pick it with at
+    /// least this probability. Default 0.95; 1 is pure Thompson sampling.
+    pub confidence: f64,
+    /// Stop sampling once the greedy action's value reaches this (then
+    /// only less disruptive actions are probed). Default 0.5.
+    pub satisfactory: f64,
+    /// How optimistic a probe of a less disruptive action is: its value
+    /// plus this many standard deviations must beat the greedy value. Default 3.
+    pub probe_deviations: f64,
     /// What outcomes are worth.
     pub reward: RewardConfig,
 }
@@ -298,9 +328,12 @@ impl Default for PolicyConfig {
             explore: true,
             services: BTreeMap::new(),
             prior_strength: 2.0,
-            context_strength: 2.0,
+            context_strength: 6.0,
             noise_sd: 0.5,
             propensity_draws: 1000,
+            confidence: 0.95,
+            satisfactory: 0.5,
+            probe_deviations: 3.0,
             reward: RewardConfig::default(),
         }
     }
@@ -325,6 +358,16 @@ impl PolicyConfig {
         positive("context_strength", self.context_strength)?;
         positive("noise_sd", self.noise_sd)?;
         positive("reward.slow_seconds", self.reward.slow_seconds)?;
+        if !(self.confidence > 0.0 && self.confidence <= 1.0) {
+            return Err(format!("policy.confidence must be in (0, 1], got {}", self.confidence));
+        }
+        positive("probe_deviations", self.probe_deviations)?;
+        if !self.satisfactory.is_finite() {
+            return Err(format!(
+                "policy.satisfactory must be a number, got {}",
+                self.satisfactory
+            ));
+        }
         if self.propensity_draws == 0 {
             return Err("policy.propensity_draws must be at least 1".into());
         }
@@ -600,6 +643,8 @@ pub struct Candidate {
     pub value: f64,
     /// Its standard deviation.
     pub uncertainty: f64,
+    /// The standard deviation of the key's estimate, over all contexts.
+    pub key_uncertainty: f64,
     /// Outcomes of this action for this key, and in this context.
     pub outcomes_key: u32,
     pub outcomes_context: u32,
@@ -623,6 +668,15 @@ pub enum Mode {
     GreedyExploreOff,
     /// Highest estimated value: no outcome of this key disappointed yet.
     GreedyNoDisappointment,
+    /// Highest estimated value: sampling would choose it with probability
+    /// `policy.confidence` or more (or it is the only candidate).
+    GreedyConfident,
+    /// Highest estimated value, which is good enough (`policy.satisfactory`),
+    /// and no less disruptive action could plausibly beat it.
+    GreedySatisfied,
+    /// A less disruptive action than the good-enough greedy one, whose
+    /// optimistic value beats it.
+    ProbeCheaper,
 }
 
 /// A decision, with everything needed to explain and evaluate it later.
@@ -653,31 +707,31 @@ impl Choice {
     }
 }
 
-/// The order actions outside a rule are tried in: least disruptive first,
-/// handing over to a human last.
-const OUTSIDE_RULE_ORDER: [Action; 7] = [
+/// The order actions outside a rule are tried in: least disruptive first.
+const OUTSIDE_RULE_ORDER: [Action; 6] = [
     Action::Restart,
     Action::ScaleOut,
     Action::Recreate,
     Action::Rollback,
     Action::ScaleIn,
     Action::Cordon,
-    Action::Notify,
 ];
 
-/// The playbook's prior for `action` under `rule_actions`: 0.5 for the
-/// first action, 0.2 less for each later one; actions outside the rule
-/// start 0.2 below its last and step down by 0.02 in
-/// [`OUTSIDE_RULE_ORDER`].
+/// The playbook's prior for `action` under `rule_actions`, in reward
+/// units: 0.5 for the rule's first action and 0.6 times that for each
+/// later one (0.5, 0.3, 0.18, …: expected to work); `notify` outside the
+/// rule 0, which is exactly its reward (handing over to a human); other
+/// actions outside the rule below that, from −0.1 down by 0.02 in the
+/// order least disruptive first (restart, scale_out, recreate, rollback,
+/// scale_in, cordon). So after a rule's actions failed, the policy leans
+/// towards a human, and explores other actions only as the sampling says.
 pub fn prior(rule_actions: &[Action], action: Action) -> f64 {
-    const FIRST: f64 = 0.5;
-    const STEP: f64 = 0.2;
     match rule_actions.iter().position(|a| *a == action) {
-        Some(rank) => FIRST - STEP * rank as f64,
+        Some(rank) => 0.5 * 0.6_f64.powi(i32::try_from(rank).unwrap_or(i32::MAX)),
+        None if action == Action::Notify => 0.0,
         None => {
-            let last = FIRST - STEP * rule_actions.len().saturating_sub(1) as f64;
             let order = OUTSIDE_RULE_ORDER.iter().position(|a| *a == action).unwrap_or(0);
-            last - STEP - 0.02 * order as f64
+            -0.1 - 0.02 * order as f64
         }
     }
 }
@@ -695,6 +749,8 @@ struct Estimate {
     prior: f64,
     mean: f64,
     sd: f64,
+    /// The standard deviation of the key's estimate (all contexts).
+    sd_key: f64,
     n_key: u32,
     n_context: u32,
 }
@@ -773,6 +829,18 @@ impl Policy {
         let c = &self.config;
         let prior = prior(rule_actions, action);
         let state = self.keys.get(key);
+        let n_of = |arms: Option<&BTreeMap<Action, Arm>>| arms.and_then(|a| a.get(&action)).map_or(0, |a| a.n);
+        if action == Action::Notify && !rule_actions.contains(&action) {
+            // Its reward is fixed by the formula: nothing to learn.
+            return Estimate {
+                prior,
+                mean: prior,
+                sd: 0.0,
+                sd_key: 0.0,
+                n_key: n_of(state.map(|s| &s.actions)),
+                n_context: n_of(state.and_then(|s| s.contexts.get(&context))),
+            };
+        }
         let key_arm = state.and_then(|s| s.actions.get(&action)).copied().unwrap_or_default();
         let context_arm = state
             .and_then(|s| s.contexts.get(&context))
@@ -788,6 +856,7 @@ impl Policy {
             prior,
             mean,
             sd,
+            sd_key: c.noise_sd / (c.prior_strength + f64::from(key_arm.n)).sqrt(),
             n_key: key_arm.n,
             n_context: context_arm.n,
         }
@@ -815,6 +884,7 @@ impl Policy {
                     prior: e.prior,
                     value: e.mean,
                     uncertainty: e.sd,
+                    key_uncertainty: e.sd_key,
                     outcomes_key: e.n_key,
                     outcomes_context: e.n_context,
                     sample: None,
@@ -833,27 +903,41 @@ impl Policy {
         });
         let explores = self.config.explores(&input.key.service);
         let disappointed = self.keys.get(input.key).is_some_and(|s| s.disappointments > 0);
-        let mode = match (explores, disappointed) {
+        let mut mode = match (explores, disappointed) {
             (false, _) => Mode::GreedyExploreOff,
             (true, false) => Mode::GreedyNoDisappointment,
+            (true, true) if open.len() <= 1 => Mode::GreedyConfident,
             (true, true) => Mode::Sampled,
         };
-        let chosen = if mode == Mode::Sampled && open.len() > 1 {
-            let draw = |rng: &mut R, c: &Candidate| c.value + c.uncertainty * rng.sample::<f64, _>(StandardNormal);
-            let mut best: Option<(usize, f64)> = None;
-            for &i in &open {
-                let s = draw(rng, &candidates[i]);
-                candidates[i].sample = Some(s);
-                if best.is_none_or(|(_, b)| s > b) {
-                    best = Some((i, s));
+        let cost = |c: &Candidate| self.config.reward.cost(c.action);
+        let mut probe = None;
+        if let (Mode::Sampled, Some(g)) = (mode, greedy) {
+            let g = &candidates[g];
+            if g.value >= self.config.satisfactory {
+                mode = Mode::GreedySatisfied;
+                // The least disruptive action that could plausibly do better.
+                probe = open
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        let c = &candidates[i];
+                        cost(c) < cost(g) && c.value + self.config.probe_deviations * c.uncertainty > g.value
+                    })
+                    .min_by(|&a, &b| {
+                        let (a, b) = (&candidates[a], &candidates[b]);
+                        cost(a).total_cmp(&cost(b)).then(b.value.total_cmp(&a.value))
+                    });
+                if probe.is_some() {
+                    mode = Mode::ProbeCheaper;
                 }
             }
-            // Propensities: the share of further draws each candidate wins,
-            // counting the deciding draw as one more.
+        }
+        let mut greedy_share = None;
+        let chosen = if mode == Mode::Sampled {
+            let draw = |rng: &mut R, c: &Candidate| c.value + c.uncertainty * rng.sample::<f64, _>(StandardNormal);
+            // How often each candidate wins a draw: the propensities, and
+            // whether there is doubt enough to explore.
             let mut wins = vec![0u32; candidates.len()];
-            if let Some((i, _)) = best {
-                wins[i] += 1;
-            }
             for _ in 0..self.config.propensity_draws {
                 let winner = open
                     .iter()
@@ -864,20 +948,51 @@ impl Policy {
                     wins[i] += 1;
                 }
             }
-            let total = f64::from(self.config.propensity_draws + 1);
-            for &i in &open {
-                candidates[i].propensity = f64::from(wins[i]) / total;
+            let share = greedy.map_or(0.0, |g| f64::from(wins[g]) / f64::from(self.config.propensity_draws));
+            greedy_share = Some(share);
+            if share >= self.config.confidence {
+                mode = Mode::GreedyConfident;
+                if let Some(i) = greedy {
+                    candidates[i].propensity = 1.0;
+                }
+                greedy
+            } else {
+                // The deciding draw, counted as one more for the propensities.
+                let mut best: Option<(usize, f64)> = None;
+                for &i in &open {
+                    let s = draw(rng, &candidates[i]);
+                    candidates[i].sample = Some(s);
+                    if best.is_none_or(|(_, b)| s > b) {
+                        best = Some((i, s));
+                    }
+                }
+                if let Some((i, _)) = best {
+                    wins[i] += 1;
+                }
+                let total = f64::from(self.config.propensity_draws + 1);
+                for &i in &open {
+                    candidates[i].propensity = f64::from(wins[i]) / total;
+                }
+                best.map(|(i, _)| i)
             }
-            best.map(|(i, _)| i)
         } else {
-            if let Some(i) = greedy {
+            let chosen = probe.or(greedy);
+            if let Some(i) = chosen {
                 candidates[i].propensity = 1.0;
             }
-            greedy
+            chosen
         };
         let action = chosen.map(|i| candidates[i].action);
         let greedy_action = greedy.map(|i| candidates[i].action);
-        let why = explain(&candidates, chosen, mode, context, &self.config, input.key);
+        let why = explain(
+            &candidates,
+            chosen,
+            mode,
+            greedy_share,
+            context,
+            &self.config,
+            input.key,
+        );
         Choice {
             key: input.key.clone(),
             context,
@@ -910,6 +1025,7 @@ fn explain(
     candidates: &[Candidate],
     chosen: Option<usize>,
     mode: Mode,
+    greedy_share: Option<f64>,
     context: Context,
     config: &PolicyConfig,
     key: &PolicyKey,
@@ -925,7 +1041,11 @@ fn explain(
         .max_by(|a, b| score(a).total_cmp(&score(b)));
     let how = match mode {
         Mode::Sampled => format!("drew {:.2} (value {:.2} ± {:.2})", score(w), w.value, w.uncertainty),
-        Mode::GreedyExploreOff | Mode::GreedyNoDisappointment => {
+        Mode::ProbeCheaper => format!(
+            "less disruptive, and could do better: value {:.2} ± {:.2}",
+            w.value, w.uncertainty
+        ),
+        Mode::GreedyExploreOff | Mode::GreedyNoDisappointment | Mode::GreedyConfident | Mode::GreedySatisfied => {
             format!("highest estimated value {:.2} ± {:.2}", w.value, w.uncertainty)
         }
     };
@@ -941,10 +1061,27 @@ fn explain(
     });
     let masked = candidates.iter().filter(|c| c.masked.is_some()).count();
     let why_mode = match mode {
-        Mode::Sampled => "exploring (Thompson sampling)",
-        Mode::GreedyExploreOff if config.services.contains_key(&key.service) => "exploration is off for this service",
-        Mode::GreedyExploreOff => "exploration is off",
-        Mode::GreedyNoDisappointment => "no outcome has disappointed yet, so not exploring",
+        Mode::Sampled => format!(
+            "exploring (Thompson sampling; the greedy choice would win {:.0}% of draws)",
+            greedy_share.unwrap_or(0.0) * 100.0
+        ),
+        Mode::GreedyExploreOff if config.services.contains_key(&key.service) => {
+            "exploration is off for this service".to_owned()
+        }
+        Mode::GreedyExploreOff => "exploration is off".to_owned(),
+        Mode::GreedyNoDisappointment => "no outcome has disappointed yet, so not exploring".to_owned(),
+        Mode::GreedySatisfied => format!(
+            "good enough (≥ {:.2}) and nothing less disruptive could beat it, so not exploring",
+            config.satisfactory
+        ),
+        Mode::ProbeCheaper => "probing a less disruptive action than a working one".to_owned(),
+        Mode::GreedyConfident => match greedy_share {
+            Some(share) => format!(
+                "sampling would pick it {:.0}% of the time, so not exploring",
+                share * 100.0
+            ),
+            None => "the only candidate".to_owned(),
+        },
     };
     format!(
         "{}: {how}; {against}; {evidence}; {rank}; {masked} action(s) masked; {why_mode}",

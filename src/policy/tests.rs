@@ -265,6 +265,24 @@ fn it_learns_from_failure_and_explores_only_after_disappointment() {
     let late_rollbacks = firsts[10..].iter().filter(|a| **a == Action::Rollback).count();
     assert!(late_rollbacks >= 9, "{firsts:?}");
     assert!(policy.key_state(&key).unwrap().disappointments >= 1);
+    // Rollback reliably works now, and every less disruptive action was
+    // probed and failed: no more exploring.
+    let choice = policy.decide(
+        &Decide {
+            key: &key,
+            features: &features,
+            rule: Some(rule.into()),
+            mask: &Mask::none(),
+            failed: &[],
+        },
+        &mut rng,
+    );
+    assert_eq!(
+        (choice.action, choice.mode, choice.propensity),
+        (Some(Action::Rollback), Mode::GreedySatisfied, 1.0),
+        "{}",
+        choice.why
+    );
 }
 
 #[test]
@@ -459,4 +477,75 @@ fn off_policy_evaluation_recovers_a_known_policy_value() {
     let policy = Policy::new(PolicyConfig::default());
     let greedy = evaluate(&log, |e| policy.greedy_target(e));
     assert_eq!(greedy.matched, estimate.matched);
+}
+
+#[test]
+fn a_working_fix_is_kept_but_a_less_disruptive_one_is_probed() {
+    let key = PolicyKey::new("ServiceHung", "a");
+    let features = Features::default();
+    let rule = [Action::Recreate];
+    let none = Mask::none();
+    let input = |failed: &'static [Action]| Decide {
+        key: &key,
+        features: &features,
+        rule: Some(RulePrior {
+            name: "hung",
+            actions: &rule,
+        }),
+        mask: &none,
+        failed,
+    };
+    let mut policy = Policy::new(PolicyConfig::default());
+    let mut rng = StdRng::seed_from_u64(2);
+    let works = reward(&RewardConfig::default(), Action::Recreate, &success(60.0));
+    policy.learn(&key, &features, Action::Recreate, -0.6);
+    for _ in 0..5 {
+        policy.learn(&key, &features, Action::Recreate, works);
+    }
+    // Recreate works, but restart costs less and was never tried.
+    let choice = policy.decide(&input(&[]), &mut rng);
+    assert_eq!(
+        (choice.action, choice.greedy, choice.mode, choice.explored),
+        (Some(Action::Restart), Some(Action::Recreate), Mode::ProbeCheaper, true),
+        "{}",
+        choice.why
+    );
+    assert_eq!(choice.propensity, 1.0);
+    // Restart fails: it is not probed again; recreate is kept.
+    policy.learn(&key, &features, Action::Restart, -0.55);
+    let choice = policy.decide(&input(&[]), &mut rng);
+    assert_ne!(choice.action, Some(Action::Restart), "{}", choice.why);
+    // Nothing cheaper is left to doubt once each was tried and failed.
+    for action in [Action::ScaleOut, Action::Restart] {
+        policy.learn(&key, &features, action, -0.6);
+    }
+    let choice = policy.decide(&input(&[]), &mut rng);
+    assert_eq!(
+        (choice.action, choice.mode),
+        (Some(Action::Recreate), Mode::GreedySatisfied),
+        "{}",
+        choice.why
+    );
+    // Below good enough and in doubt, it samples; with one candidate it is certain.
+    let choice = policy.decide(&input(&[Action::Recreate]), &mut rng);
+    assert_eq!(choice.mode, Mode::Sampled, "{}", choice.why);
+    let only = [
+        Action::Restart,
+        Action::Recreate,
+        Action::ScaleOut,
+        Action::ScaleIn,
+        Action::Rollback,
+        Action::Cordon,
+    ];
+    let choice = policy.decide(
+        &Decide {
+            failed: &only,
+            ..input(&[])
+        },
+        &mut rng,
+    );
+    assert_eq!(
+        (choice.action, choice.mode),
+        (Some(Action::Notify), Mode::GreedyConfident)
+    );
 }
