@@ -264,10 +264,11 @@ fn main() -> ExitCode {
                 let actions = match &config.actions {
                     None => "none (incidents are recorded, nothing is acted on)".to_owned(),
                     Some(a) => format!(
-                        "{:?}{}, playbook {}",
+                        "{:?}{}, playbook {}, policy mode {}",
                         a.backend,
                         if a.dry_run { " in dry run" } else { "" },
-                        a.playbook.display()
+                        a.playbook.display(),
+                        serde_json::to_value(a.policy.mode).unwrap_or_default().as_str().unwrap_or("?")
                     ),
                 };
                 println!(

@@ -384,6 +384,9 @@ pub fn homeostat_config(dir: &Path, port: u16, prometheus_port: u16, alertmanage
                 "circuit_breaker_failures": 3,
             },
             "docker": {"min_replicas": 1, "max_replicas": 3, "stop_timeout_seconds": 3},
+            // The learning policy acts; with nothing learned yet it chooses
+            // what the playbook would.
+            "policy": {"mode": "learn"},
         }
     });
     serde_yaml::to_string(&config).expect("a JSON value always serializes")
