@@ -851,6 +851,13 @@ impl Demo {
                 "result": decision.result,
                 "detail": decision.detail,
                 "outcome": decision.outcome,
+                // What the learning policy saw (PromQL context) and why it chose.
+                "policy": decision.new.record.get("policy").map(|p| json!({
+                    "acted": p["acted"],
+                    "features": p["view"]["features"],
+                    "missing": p["view"]["missing"],
+                    "why": p["view"]["choice"]["why"],
+                })),
             }));
         }
         let samples = self.samples.lock().expect("the load lock is never poisoned");

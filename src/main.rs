@@ -268,7 +268,10 @@ fn main() -> ExitCode {
                         a.backend,
                         if a.dry_run { " in dry run" } else { "" },
                         a.playbook.display(),
-                        serde_json::to_value(a.policy.mode).unwrap_or_default().as_str().unwrap_or("?")
+                        serde_json::to_value(a.policy.mode)
+                            .unwrap_or_default()
+                            .as_str()
+                            .unwrap_or("?")
                     ),
                 };
                 println!(

@@ -41,6 +41,18 @@ fn healed(result: &FaultResult) {
     assert!(detected <= recovered, "{what}");
     assert!(recovered <= HEALED_WITHIN, "recovered after {recovered} s: {what}");
     assert!(result.actions.iter().any(|a| a == "restart"), "no restart: {what}");
+    // The learning policy chose it, with context read from the demo's Prometheus.
+    let restart = result
+        .decisions
+        .iter()
+        .find(|d| d["action"] == "restart" && d["verdict"] == "allow")
+        .unwrap_or_else(|| panic!("no allowed restart decision: {what}"));
+    assert_eq!(restart["policy"]["acted"], true, "{what}");
+    let features = restart["policy"]["features"].as_object().unwrap();
+    assert!(
+        features.values().any(|v| !v.is_null()),
+        "no context feature came from Prometheus: {what}"
+    );
     assert!(result.requests_total > 0, "{what}");
 }
 
