@@ -16,6 +16,7 @@ use crate::duration::PromDuration;
 use crate::executor::docker::DockerConfig;
 use crate::executor::kubernetes::KubernetesConfig;
 use crate::guard::GuardConfig;
+use crate::threshold::ThresholdsConfig;
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
@@ -60,6 +61,9 @@ pub struct Config {
     /// Acting on incidents. Absent: homeostat records incidents and acts on nothing.
     #[serde(default)]
     pub actions: Option<ActionsConfig>,
+    /// Adaptive alert thresholds. Absent: no rules are generated.
+    #[serde(default)]
+    pub thresholds: Option<ThresholdsConfig>,
 }
 
 /// `actions:` — how incidents are acted on.
@@ -357,6 +361,9 @@ impl Config {
             durations.push(("actions.verify_timeout", actions.verify_timeout));
             durations.push(("actions.guard.cooldown", actions.guard.cooldown));
             durations.push(("actions.guard.budget.window", actions.guard.budget.window));
+        }
+        if let Some(thresholds) = &self.thresholds {
+            thresholds.validate().map_err(|(key, m)| invalid(&key, m))?;
         }
         if let Some((key, _)) = durations.iter().find(|(_, d)| d.0 > ten_years) {
             return Err(invalid(key, "must be at most 10 years (3650d)".into()));

@@ -32,7 +32,7 @@ use crate::incident::{transition, EventKind, Incident, Known, Transition};
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 
 /// The schema this build writes; a newer journal is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 /// Most writes grouped into one transaction.
 const MAX_GROUP: usize = 256;
 /// Writes waiting for the writer thread before callers wait for room.
@@ -118,6 +118,7 @@ enum Op {
     Ingest(Box<IngestWrite>, OwnedPermit<Delivery>),
     MarkProcessed(i64),
     Decision(decisions::DecisionWrite),
+    Threshold(thresholds::ThresholdWrite),
 }
 
 /// A delivery with every value already encoded as SQLite stores it. The
@@ -459,6 +460,12 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
             decisions = decisions::SCHEMA
         ))?;
     }
+    if version < 2 {
+        conn.execute_batch(&format!(
+            "BEGIN; {thresholds} PRAGMA user_version = 2; COMMIT;",
+            thresholds = thresholds::SCHEMA
+        ))?;
+    }
     Ok(())
 }
 
@@ -549,6 +556,7 @@ fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<W
             Ok(Written::Marked)
         }
         Op::Decision(write) => decisions::apply(tx, write).map(Written::Row),
+        Op::Threshold(write) => thresholds::apply(tx, write).map(Written::Row),
     }
 }
 
@@ -767,6 +775,7 @@ fn parse_json(text: &str) -> Result<crate::alert::LabelSet> {
 }
 
 pub mod decisions;
+pub mod thresholds;
 
 #[cfg(test)]
 mod tests;
