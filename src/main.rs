@@ -76,6 +76,51 @@ enum Command {
     /// Measure the forecasting and anomaly scoring offline.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Adaptive alert thresholds: show them, render rule files, fit one query.
+    #[command(subcommand)]
+    Thresholds(ThresholdsCommand),
+}
+
+#[derive(Subcommand)]
+enum ThresholdsCommand {
+    /// The current bands and why: each spec's latest rule update, every
+    /// series' band and coverage, and the feedback steps that moved them.
+    /// Read from the journal (`journal.path` of the config) that `serve` writes.
+    Show {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the journal's state as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fit every spec now and write its rule file into DIR, checked with
+    /// promtool when installed; Prometheus is only queried, never reloaded.
+    Render {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Fit one query now and print each series' band.
+    Fit {
+        /// Prometheus' URL.
+        #[arg(long)]
+        prometheus: String,
+        /// The PromQL expression.
+        #[arg(long)]
+        query: String,
+        #[arg(long, default_value = "1m")]
+        step: homeostat::duration::PromDuration,
+        #[arg(long, default_value = "7d")]
+        history: homeostat::duration::PromDuration,
+        #[arg(long, default_value = "1h")]
+        horizon: homeostat::duration::PromDuration,
+        #[arg(long, default_value_t = 0.99)]
+        coverage: f64,
+        /// Per series: labels and arrays of timestamps, point, lower, upper.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -183,6 +228,7 @@ fn main() -> ExitCode {
         Command::Images { bin_dir } => images(bin_dir),
         Command::Load(args) => load_command(args),
         Command::Eval(command) => eval(command),
+        Command::Thresholds(command) => thresholds(command),
         Command::CheckConfig { file } => match load(&file, |_| {}) {
             Ok((config, credentials)) => {
                 let auth = match (&credentials.bearer_token, &credentials.basic) {
@@ -456,6 +502,160 @@ fn eval(command: EvalCommand) -> ExitCode {
         Err(err) => {
             eprintln!("homeostat eval: {err}");
             ExitCode::from(exit::RUNTIME)
+        }
+    }
+}
+
+fn thresholds(command: ThresholdsCommand) -> ExitCode {
+    use homeostat::threshold::{self, apply, schedule};
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match command {
+        ThresholdsCommand::Show { config, json } => {
+            let (config, _) = match load(&config, |_| {}) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            let path = &config.journal.path;
+            if !path.exists() {
+                eprintln!(
+                    "homeostat thresholds show: no journal at {} (journal.path): `homeostat serve` has not run with this config",
+                    path.display()
+                );
+                return ExitCode::from(exit::RUNTIME);
+            }
+            match homeostat::journal::thresholds::read_state_at(path) {
+                Ok(state) if json => {
+                    println!("{}", serde_json::to_string_pretty(&state).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(state) => {
+                    println!("From the journal {} (written by `homeostat serve`):", path.display());
+                    print!("{}", threshold::describe(&state, config.thresholds.as_ref()));
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("homeostat thresholds show: {err}");
+                    ExitCode::from(exit::RUNTIME)
+                }
+            }
+        }
+        ThresholdsCommand::Render { config: file, out } => {
+            let (config, _) = match load(&file, |_| {}) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            let Some(thresholds) = config.thresholds else {
+                eprintln!(
+                    "homeostat thresholds render: {} has no `thresholds:` section",
+                    file.display()
+                );
+                return ExitCode::from(exit::CONFIG);
+            };
+            let prometheus = match apply::Prometheus::new(&thresholds.prometheus_url, schedule::QUERY_TIMEOUT) {
+                Ok(p) => p,
+                Err(err) => {
+                    eprintln!("homeostat thresholds render: {err} (thresholds.prometheus_url)");
+                    return ExitCode::from(exit::CONFIG);
+                }
+            };
+            let writer = apply::RuleWriter {
+                dir: out,
+                promtool: schedule::promtool(&thresholds),
+            };
+            let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let outcomes = runtime.block_on(apply::refit(
+                &thresholds.specs,
+                &prometheus,
+                &Default::default(),
+                &writer,
+                None,
+                chrono::Utc::now(),
+                parallel,
+            ));
+            let mut failed = 0;
+            for outcome in outcomes {
+                match outcome.result {
+                    Ok(()) => println!(
+                        "{}: {} series → {}",
+                        outcome.spec,
+                        outcome.fit.series.len(),
+                        writer.path(&outcome.spec).display()
+                    ),
+                    Err(err) => {
+                        failed += 1;
+                        eprintln!("{}: not rendered: {err}", outcome.spec);
+                    }
+                }
+            }
+            if failed > 0 {
+                ExitCode::from(exit::RUNTIME)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        ThresholdsCommand::Fit {
+            prometheus,
+            query,
+            step,
+            history,
+            horizon,
+            coverage,
+            json,
+        } => {
+            if !(coverage > 0.0 && coverage < 1.0) {
+                eprintln!("homeostat thresholds fit: --coverage must be in (0, 1), got {coverage}");
+                return ExitCode::from(2);
+            }
+            let secs = step.0.as_secs();
+            if secs == 0 || history.0.as_secs() / secs < 2 || history.0.as_secs() / secs > threshold::MAX_POINTS {
+                eprintln!(
+                    "homeostat thresholds fit: --history / --step must be from 2 to {} steps (--step at least 1s)",
+                    threshold::MAX_POINTS
+                );
+                return ExitCode::from(2);
+            }
+            let client = match apply::Prometheus::new(&prometheus, schedule::QUERY_TIMEOUT) {
+                Ok(p) => p,
+                Err(err) => {
+                    eprintln!("homeostat thresholds fit: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            let end = chrono::Utc::now().timestamp() / secs as i64 * secs as i64;
+            let n = (history.0.as_secs() / secs) as usize;
+            let series = match runtime.block_on(client.range(&query, end, step.0, n)) {
+                Ok(series) => series,
+                Err(err) => {
+                    eprintln!("homeostat thresholds fit: {err}");
+                    return ExitCode::from(exit::RUNTIME);
+                }
+            };
+            let horizon = (horizon.0.as_secs() / secs).max(1) as usize;
+            let reports = threshold::band_reports(&series, step.0, horizon, coverage);
+            if json {
+                println!("{}", serde_json::to_string(&reports).unwrap_or_default());
+            } else if reports.is_empty() {
+                println!("{query}: no series");
+            } else {
+                for r in &reports {
+                    match &r.error {
+                        Some(err) => println!("{}: no band: {err}", threshold::series_key(&r.labels)),
+                        None => println!(
+                            "{}: {} on {} points; next {} steps: lower min {:.6}, upper max {:.6}",
+                            threshold::series_key(&r.labels),
+                            r.model,
+                            r.points,
+                            r.point.len(),
+                            r.lower.iter().copied().fold(f64::INFINITY, f64::min),
+                            r.upper.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                        ),
+                    }
+                }
+            }
+            ExitCode::SUCCESS
         }
     }
 }

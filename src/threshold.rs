@@ -40,6 +40,7 @@ use crate::alert::LabelSet;
 use crate::duration::PromDuration;
 use crate::forecast::{self, Band};
 use crate::journal::is_label_name;
+use crate::journal::thresholds::ThresholdState;
 
 pub mod apply;
 pub mod schedule;
@@ -784,6 +785,150 @@ pub fn feedback_events(spec: &ThresholdSpec, series: &[LabelSet], incidents: &[I
         }
     }
     events
+}
+
+/// One series' forecast band, as `homeostat thresholds fit --json` prints it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BandReport {
+    pub labels: LabelSet,
+    /// Unix seconds of each forecast step.
+    pub timestamps: Vec<i64>,
+    pub point: Vec<f64>,
+    pub lower: Vec<f64>,
+    pub upper: Vec<f64>,
+    pub model: String,
+    /// Points of history with a value.
+    pub points: usize,
+    /// Why there is no band, when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The band of each series for `horizon` steps after its history.
+pub fn band_reports(history: &[Series], step: Duration, horizon: usize, coverage: f64) -> Vec<BandReport> {
+    let secs = step.as_secs().max(1) as i64;
+    history
+        .iter()
+        .map(|series| {
+            let last = series.start + (series.values.len() as i64 - 1) * secs;
+            let timestamps = (1..=horizon as i64).map(|k| last + k * secs).collect();
+            match fit_series(&series.values, step, horizon, coverage) {
+                Ok((band, points)) => BandReport {
+                    labels: series.labels.clone(),
+                    timestamps,
+                    point: band.point,
+                    lower: band.lower,
+                    upper: band.upper,
+                    model: band.model,
+                    points,
+                    error: None,
+                },
+                Err(error) => BandReport {
+                    labels: series.labels.clone(),
+                    timestamps: vec![],
+                    point: vec![],
+                    lower: vec![],
+                    upper: vec![],
+                    model: String::new(),
+                    points: 0,
+                    error: Some(error),
+                },
+            }
+        })
+        .collect()
+}
+
+/// `homeostat thresholds show` as text: per spec, its latest rule update,
+/// every series' band and coverage, and the feedback steps that moved them.
+pub fn describe(state: &ThresholdState, config: Option<&ThresholdsConfig>) -> String {
+    let mut specs: Vec<String> = config
+        .map(|c| c.specs.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default();
+    for name in state
+        .updates
+        .iter()
+        .map(|u| &u.spec)
+        .chain(state.fits.iter().map(|f| &f.spec))
+    {
+        if !specs.contains(name) {
+            specs.push(name.clone());
+        }
+    }
+    if specs.is_empty() {
+        return "No threshold specs configured or fitted yet.\n".into();
+    }
+    let mut out = String::new();
+    for name in specs {
+        let configured = config.and_then(|c| c.specs.iter().find(|s| s.name == name));
+        let _ = write!(out, "spec {name}");
+        match configured {
+            Some(s) => {
+                let _ = writeln!(
+                    out,
+                    " (alert {}, {:?}, coverage {}, refit every {}):",
+                    s.alert, s.direction, s.coverage, s.refit_interval
+                );
+            }
+            None => out.push_str(" (no longer configured):\n"),
+        }
+        match state.updates.iter().find(|u| u.spec == name) {
+            None => out.push_str("  rules: not written yet\n"),
+            Some(u) if u.ok => {
+                let _ = writeln!(out, "  rules: updated {} ({})", u.at.to_rfc3339(), u.detail);
+            }
+            Some(u) => {
+                let last_good = u.last_good_at.map_or("never".to_owned(), |t| t.to_rfc3339());
+                let _ = writeln!(
+                    out,
+                    "  rules: NOT updated {}: {}\n  previous rules stay active (last good update: {last_good})",
+                    u.at.to_rfc3339(),
+                    u.detail
+                );
+            }
+        }
+        for fit in state.fits.iter().filter(|f| f.spec == name) {
+            let f = &fit.fit;
+            if let Some(reason) = f.get("reason").and_then(|r| r.as_str()) {
+                let _ = writeln!(
+                    out,
+                    "  {} skipped at {}: {reason}",
+                    fit.series,
+                    fit.fitted_at.to_rfc3339()
+                );
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "  {} [{}, {}] forecast {} — {} on {} points, coverage {}, fitted {}",
+                fit.series,
+                f["lower"],
+                f["upper"],
+                f["point"],
+                f["model"].as_str().unwrap_or("?"),
+                f["points"],
+                f["coverage"],
+                fit.fitted_at.to_rfc3339()
+            );
+            for step in state
+                .feedback
+                .iter()
+                .filter(|s| s.spec == name && s.series == fit.series)
+            {
+                let _ = writeln!(
+                    out,
+                    "    {} {}: {} → {} ({}, incident {}): {}",
+                    step.at.to_rfc3339(),
+                    step.adjust,
+                    step.coverage_before,
+                    step.coverage_after,
+                    step.reason,
+                    step.incident_id,
+                    step.detail
+                );
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
