@@ -232,7 +232,9 @@ impl Journal {
     }
 
     /// Incidents of the given alert names that started since `since`, with
-    /// whether an action (other than `notify`, not in dry run) was executed on them.
+    /// when they ended (Alertmanager's `endsAt`, else when the resolution
+    /// arrived) and whether an action (other than `notify`, not in dry run)
+    /// was executed on them.
     pub async fn incident_summaries(
         &self,
         alertnames: Vec<String>,
@@ -240,7 +242,8 @@ impl Journal {
     ) -> Result<Vec<IncidentSummary>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT i.id, i.alertname, i.labels, i.annotations, i.starts_at, i.resolved_at,
+                "SELECT i.id, i.alertname, i.labels, i.annotations, i.starts_at,
+                        CASE WHEN i.status = 'resolved' THEN coalesce(i.ends_at, i.resolved_at) END,
                         EXISTS (SELECT 1 FROM decisions d WHERE d.incident_id = i.id AND d.result = 'done'
                                 AND d.dry_run = 0 AND d.action <> 'notify')
                  FROM incidents i WHERE i.alertname = ?1 AND i.starts_at >= ?2 ORDER BY i.id",
