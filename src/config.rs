@@ -460,6 +460,27 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_thresholds_block_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/homeostat.example.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| *l != "# thresholds:")
+            .map_while(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            block.starts_with("thresholds:"),
+            "no commented thresholds block in the example"
+        );
+        let config = parse(&block).unwrap();
+        let thresholds = config.thresholds.as_ref().unwrap();
+        assert_eq!(thresholds.specs.len(), 2);
+        assert_eq!(thresholds.feedback, crate::threshold::FeedbackConfig::default());
+        config.validate(Path::new("test.yaml"), &no_env()).unwrap();
+    }
+
+    #[test]
     fn a_wrong_type_names_key_and_line() {
         let err = parse("server:\n  listen: 127.0.0.1:9095\n  max_body_bytes: lots\n").unwrap_err();
         let text = err.to_string();

@@ -246,8 +246,17 @@ fn main() -> ExitCode {
                         a.playbook.display()
                     ),
                 };
+                let thresholds = match &config.thresholds {
+                    None => "none".to_owned(),
+                    Some(t) => format!(
+                        "{} specs from {} into {}",
+                        t.specs.len(),
+                        t.prometheus_url,
+                        t.rules_dir.display()
+                    ),
+                };
                 println!(
-                    "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}",
+                    "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}\n  thresholds: {thresholds}",
                     file.display(),
                     config.server.listen,
                     config.journal.path.display()
@@ -507,7 +516,7 @@ fn eval(command: EvalCommand) -> ExitCode {
 }
 
 fn thresholds(command: ThresholdsCommand) -> ExitCode {
-    use homeostat::threshold::{self, apply, schedule};
+    use homeostat::threshold::{self, apply};
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
@@ -554,43 +563,29 @@ fn thresholds(command: ThresholdsCommand) -> ExitCode {
                 );
                 return ExitCode::from(exit::CONFIG);
             };
-            let prometheus = match apply::Prometheus::new(&thresholds.prometheus_url, schedule::QUERY_TIMEOUT) {
-                Ok(p) => p,
+            let outcomes = match runtime.block_on(apply::render_into(&thresholds, out.clone())) {
+                Ok(outcomes) => outcomes,
                 Err(err) => {
                     eprintln!("homeostat thresholds render: {err} (thresholds.prometheus_url)");
                     return ExitCode::from(exit::CONFIG);
                 }
             };
-            let writer = apply::RuleWriter {
-                dir: out,
-                promtool: schedule::promtool(&thresholds),
-            };
-            let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let outcomes = runtime.block_on(apply::refit(
-                &thresholds.specs,
-                &prometheus,
-                &Default::default(),
-                &writer,
-                None,
-                chrono::Utc::now(),
-                parallel,
-            ));
-            let mut failed = 0;
+            let mut failed = false;
             for outcome in outcomes {
                 match outcome.result {
                     Ok(()) => println!(
                         "{}: {} series → {}",
                         outcome.spec,
                         outcome.fit.series.len(),
-                        writer.path(&outcome.spec).display()
+                        out.join(threshold::file_name(&outcome.spec)).display()
                     ),
                     Err(err) => {
-                        failed += 1;
+                        failed = true;
                         eprintln!("{}: not rendered: {err}", outcome.spec);
                     }
                 }
             }
-            if failed > 0 {
+            if failed {
                 ExitCode::from(exit::RUNTIME)
             } else {
                 ExitCode::SUCCESS
@@ -604,59 +599,27 @@ fn thresholds(command: ThresholdsCommand) -> ExitCode {
             horizon,
             coverage,
             json,
-        } => {
-            if !(coverage > 0.0 && coverage < 1.0) {
-                eprintln!("homeostat thresholds fit: --coverage must be in (0, 1), got {coverage}");
-                return ExitCode::from(2);
-            }
-            let secs = step.0.as_secs();
-            if secs == 0 || history.0.as_secs() / secs < 2 || history.0.as_secs() / secs > threshold::MAX_POINTS {
-                eprintln!(
-                    "homeostat thresholds fit: --history / --step must be from 2 to {} steps (--step at least 1s)",
-                    threshold::MAX_POINTS
-                );
-                return ExitCode::from(2);
-            }
-            let client = match apply::Prometheus::new(&prometheus, schedule::QUERY_TIMEOUT) {
-                Ok(p) => p,
-                Err(err) => {
-                    eprintln!("homeostat thresholds fit: {err}");
-                    return ExitCode::from(2);
-                }
-            };
-            let end = chrono::Utc::now().timestamp() / secs as i64 * secs as i64;
-            let n = (history.0.as_secs() / secs) as usize;
-            let series = match runtime.block_on(client.range(&query, end, step.0, n)) {
-                Ok(series) => series,
-                Err(err) => {
-                    eprintln!("homeostat thresholds fit: {err}");
-                    return ExitCode::from(exit::RUNTIME);
-                }
-            };
-            let horizon = (horizon.0.as_secs() / secs).max(1) as usize;
-            let reports = threshold::band_reports(&series, step.0, horizon, coverage);
-            if json {
+        } => match runtime.block_on(apply::fit_query(
+            &prometheus,
+            &query,
+            step.0,
+            history.0,
+            horizon.0,
+            coverage,
+        )) {
+            Ok(reports) if json => {
                 println!("{}", serde_json::to_string(&reports).unwrap_or_default());
-            } else if reports.is_empty() {
-                println!("{query}: no series");
-            } else {
-                for r in &reports {
-                    match &r.error {
-                        Some(err) => println!("{}: no band: {err}", threshold::series_key(&r.labels)),
-                        None => println!(
-                            "{}: {} on {} points; next {} steps: lower min {:.6}, upper max {:.6}",
-                            threshold::series_key(&r.labels),
-                            r.model,
-                            r.points,
-                            r.point.len(),
-                            r.lower.iter().copied().fold(f64::INFINITY, f64::min),
-                            r.upper.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-                        ),
-                    }
-                }
+                ExitCode::SUCCESS
             }
-            ExitCode::SUCCESS
-        }
+            Ok(reports) => {
+                print!("{}", threshold::describe_bands(&query, &reports));
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("homeostat thresholds fit: {err}");
+                ExitCode::from(exit::RUNTIME)
+            }
+        },
     }
 }
 

@@ -838,6 +838,32 @@ pub fn band_reports(history: &[Series], step: Duration, horizon: usize, coverage
         .collect()
 }
 
+/// `homeostat thresholds fit` without `--json`: a line per series.
+pub fn describe_bands(query: &str, reports: &[BandReport]) -> String {
+    if reports.is_empty() {
+        return format!("{query}: no series\n");
+    }
+    let mut out = String::new();
+    for r in reports {
+        let key = series_key(&r.labels);
+        let _ = match &r.error {
+            Some(err) => writeln!(out, "{key}: no band: {err}"),
+            None => writeln!(
+                out,
+                "{key}: {} on {} points; next {} steps: point {:.6} … {:.6}, lower min {:.6}, upper max {:.6}",
+                r.model,
+                r.points,
+                r.point.len(),
+                r.point.first().copied().unwrap_or(f64::NAN),
+                r.point.last().copied().unwrap_or(f64::NAN),
+                r.lower.iter().copied().fold(f64::INFINITY, f64::min),
+                r.upper.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+            ),
+        };
+    }
+    out
+}
+
 /// `homeostat thresholds show` as text: per spec, its latest rule update,
 /// every series' band and coverage, and the feedback steps that moved them.
 pub fn describe(state: &ThresholdState, config: Option<&ThresholdsConfig>) -> String {

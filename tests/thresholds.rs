@@ -342,6 +342,64 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
     }
     homeostat.stop().await;
 
+    // `thresholds fit --json`: per series its labels and arrays of timestamps, point, lower, upper.
+    let fit = Command::new(common::BIN)
+        .args(["thresholds", "fit", "--prometheus", prometheus.url(), "--query", EXPR])
+        .args([
+            "--step",
+            "1m",
+            "--history",
+            "3d",
+            "--horizon",
+            "30m",
+            "--coverage",
+            "0.95",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(fit.status.success(), "{}", String::from_utf8_lossy(&fit.stderr));
+    let bands: Value = serde_json::from_slice(&fit.stdout).unwrap();
+    let bands = bands.as_array().unwrap();
+    assert_eq!(bands.len(), 2, "{bands:?}");
+    for band in bands {
+        let len = |k: &str| band[k].as_array().map(Vec::len);
+        assert_eq!(
+            [len("timestamps"), len("point"), len("lower"), len("upper")],
+            [Some(30); 4],
+            "{band}"
+        );
+        let t = band["timestamps"].as_array().unwrap();
+        assert_eq!(t[1].as_i64().unwrap() - t[0].as_i64().unwrap(), STEP);
+        assert!(band["labels"]["service"].is_string());
+        for k in 0..30 {
+            let (l, p, u) = (
+                band["lower"][k].as_f64(),
+                band["point"][k].as_f64(),
+                band["upper"][k].as_f64(),
+            );
+            assert!(l <= p && p <= u, "{band}");
+        }
+    }
+
+    // `thresholds render --out DIR`: the rule files, without touching the live ones.
+    let out = dir.path().join("rendered");
+    let render = Command::new(common::BIN)
+        .args(["thresholds", "render", "--config"])
+        .arg(&config_file)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    let rendered = out.join("latency.rules.yml");
+    let check = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(&rendered)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+
     // A broken render (an annotation template that does not parse) leaves the
     // previous rules active: promtool refuses it, or, without promtool,
     // Prometheus' reload does and the previous file is put back.

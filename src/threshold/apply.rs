@@ -451,6 +451,58 @@ pub async fn refit<S: HistorySource>(
         .collect()
 }
 
+/// `homeostat thresholds fit`: the band of every series of `query` for
+/// `horizon` after the latest `history` at `step`, at `coverage`.
+pub async fn fit_query(
+    prometheus: &str,
+    query: &str,
+    step: Duration,
+    history: Duration,
+    horizon: Duration,
+    coverage: f64,
+) -> Result<Vec<super::BandReport>, String> {
+    if !(coverage > 0.0 && coverage < 1.0) {
+        return Err(format!("--coverage must be in (0, 1), got {coverage}"));
+    }
+    let secs = step.as_secs();
+    let n = history.as_secs() / secs.max(1);
+    if secs == 0 || !(2..=super::MAX_POINTS).contains(&n) {
+        return Err(format!(
+            "--history / --step must be from 2 to {} steps, and --step at least 1s",
+            super::MAX_POINTS
+        ));
+    }
+    let client = Prometheus::new(prometheus, super::schedule::QUERY_TIMEOUT)?;
+    let end = Utc::now().timestamp() / secs as i64 * secs as i64;
+    let series = client
+        .range(query, end, step, n as usize)
+        .await
+        .map_err(|e| e.to_string())?;
+    let horizon = (horizon.as_secs() / secs).max(1) as usize;
+    Ok(super::band_reports(&series, step, horizon, coverage))
+}
+
+/// `homeostat thresholds render`: fits every spec now and writes its rule
+/// file into `out`, checked with promtool when there is one; no reload.
+pub async fn render_into(config: &super::ThresholdsConfig, out: PathBuf) -> Result<Vec<SpecOutcome>, String> {
+    let prometheus = Prometheus::new(&config.prometheus_url, super::schedule::QUERY_TIMEOUT)?;
+    let writer = RuleWriter {
+        dir: out,
+        promtool: super::schedule::promtool(config),
+    };
+    let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(refit(
+        &config.specs,
+        &prometheus,
+        &HashMap::new(),
+        &writer,
+        None,
+        Utc::now(),
+        parallel,
+    )
+    .await)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
