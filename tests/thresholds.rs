@@ -137,6 +137,22 @@ fn gauge(exposition: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// `promtool check rules FILE` passes.
+fn check_rules(promtool: &Path, file: &Path) {
+    let check = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}: {}{}",
+        file.display(),
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 fn spec_config(prometheus: &str, rules_dir: &Path) -> ThresholdsConfig {
     serde_yaml::from_str(&format!(
         "prometheus_url: {prometheus}\nrules_dir: {}\nspecs:\n  - name: latency\n    expr: '{EXPR}'\n    \
@@ -220,12 +236,7 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
     .await;
     assert_eq!(rules[0].0, r#"{service="a"}"#);
     let file = rules_dir.join("latency.rules.yml");
-    let check = Command::new(&promtool)
-        .args(["check", "rules"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    check_rules(&promtool, &file);
     let exposition = homeostat.metrics().await;
     for (service, expr) in [("a", &rules[0].1), ("b", &rules[1].1)] {
         let upper = gauge(
@@ -393,12 +404,7 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
         .unwrap();
     assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
     let rendered = out.join("latency.rules.yml");
-    let check = Command::new(&promtool)
-        .args(["check", "rules"])
-        .arg(&rendered)
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    check_rules(&promtool, &rendered);
 
     // A broken render (an annotation template that does not parse) leaves the
     // previous rules active: promtool refuses it, or, without promtool,
