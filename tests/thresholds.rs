@@ -158,7 +158,7 @@ fn spec_config(prometheus: &str, rules_dir: &Path) -> ThresholdsConfig {
         "prometheus_url: {prometheus}\nrules_dir: {}\nspecs:\n  - name: latency\n    expr: '{EXPR}'\n    \
          alert: LatencyAboveBand\n    coverage: 0.99\n    step: 1m\n    history: 7d\n    refit_interval: 10m\n    \
          for: 1s\n    labels: {{severity: page}}\n    annotations:\n      summary: 'p99 latency {{{{ printf \"%.3f\" $value }}}}s is above its band'\n    \
-         slo_alerts: [LatencySLO]\n",
+         slo_alerts: [LatencySLO]\n    exhaustion: {{limit: 100, window: 10m}}\n",
         rules_dir.display()
     ))
     .unwrap()
@@ -275,6 +275,12 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
     assert_eq!(alert["labels"]["alertname"], "LatencyAboveBand");
     assert_eq!(alert["labels"]["severity"], "page");
     assert_eq!(alert["labels"][threshold::SPEC_LABEL], "latency");
+    // predict_linear's time to the limit, computed by Prometheus, rides on the alert.
+    let exhaustion = alert["annotations"]["time_to_exhaustion"].as_str().unwrap_or_default();
+    assert!(
+        !exhaustion.is_empty() && !exhaustion.contains("error") && exhaustion != "unknown",
+        "{exhaustion:?}"
+    );
     let alerts = get(&format!("{}/api/v1/alerts", prometheus.url())).await;
     let quiet = alerts["data"]["alerts"].as_array().unwrap();
     assert!(quiet.iter().all(|a| a["labels"]["service"] != "b"), "{quiet:?}");

@@ -286,6 +286,27 @@ impl RuleWriter {
         results
     }
 
+    /// Removes the rule files this writer generated for specs no longer in
+    /// `configured` (only files starting with homeostat's header); returns them.
+    pub fn remove_stale(&self, configured: &[&str]) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let wanted: Vec<String> = configured.iter().map(|s| file_name(s)).collect();
+        let mut removed = Vec::new();
+        for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if !name.ends_with(".rules.yml") || wanted.iter().any(|w| w == name) {
+                continue;
+            }
+            let generated = std::fs::read_to_string(&path).is_ok_and(|t| t.starts_with(super::GENERATED_HEADER));
+            if generated && std::fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+        removed
+    }
+
     async fn restore(&self, replaced: &Replaced) {
         let restored = match &replaced.previous {
             Some(previous) => {
@@ -506,6 +527,34 @@ pub async fn render_into(config: &super::ThresholdsConfig, out: PathBuf) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_generated_files_of_unconfigured_specs_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = RuleWriter {
+            dir: dir.path().to_owned(),
+            promtool: None,
+        };
+        let generated = format!("{} for threshold spec …\ngroups: []\n", super::super::GENERATED_HEADER);
+        std::fs::write(dir.path().join("kept.rules.yml"), &generated).unwrap();
+        std::fs::write(dir.path().join("gone.rules.yml"), &generated).unwrap();
+        std::fs::write(dir.path().join("mine.rules.yml"), "groups: []\n").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), &generated).unwrap();
+        let removed = writer.remove_stale(&["kept"]);
+        assert_eq!(removed, vec![dir.path().join("gone.rules.yml")]);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["kept.rules.yml", "mine.rules.yml", "notes.txt"]);
+        assert!(RuleWriter {
+            dir: dir.path().join("absent"),
+            promtool: None
+        }
+        .remove_stale(&[])
+        .is_empty());
+    }
 
     #[test]
     fn the_reload_metric_is_read_from_the_exposition() {

@@ -70,6 +70,10 @@ impl Scheduler {
     /// Runs rounds until `stop` turns true; a round under way is abandoned
     /// then (every file it replaced was replaced whole).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let configured: Vec<&str> = self.config.specs.iter().map(|s| s.name.as_str()).collect();
+        for removed in self.writer.remove_stale(&configured) {
+            tracing::info!(file = %removed.display(), "Removed the rules of a threshold spec no longer configured.");
+        }
         let mut due: Vec<Instant> = vec![Instant::now(); self.config.specs.len()];
         tracing::info!(
             specs = self.config.specs.len(),
@@ -174,9 +178,15 @@ impl Scheduler {
             tracing::warn!(spec = %spec.name, error = %why, "Thresholds not updated; the previous rules stay active.");
             return;
         };
+        // A series label named like the spec label is left out rather than repeated.
         let labels_of = |series: &LabelSet| -> Vec<(String, String)> {
             std::iter::once(("threshold_spec".to_owned(), spec.name.clone()))
-                .chain(series.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .chain(
+                    series
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != "threshold_spec")
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                )
                 .collect()
         };
         for vanished in self.exported.remove(&spec.name).unwrap_or_default() {
