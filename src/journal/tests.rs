@@ -471,7 +471,7 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
         "{coverages:?}"
     );
     // Found again at the next round: not stepped twice.
-    for event in events {
+    for event in events.clone() {
         assert_eq!(
             journal
                 .record_feedback(event, spec.coverage, bounds.clone())
@@ -480,6 +480,37 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
             None
         );
     }
+    // The same false alarm marked false by a user: still one step. An alarm a
+    // user confirmed that then resolved by itself: no widening.
+    let mut marked = events[0].clone();
+    marked.reason = crate::threshold::FeedbackReason::MarkedFalse;
+    assert_eq!(
+        journal
+            .record_feedback(marked, spec.coverage, bounds.clone())
+            .await
+            .unwrap(),
+        None
+    );
+    let mut confirmed = events[0].clone();
+    confirmed.incident_id = 4242;
+    confirmed.reason = crate::threshold::FeedbackReason::MarkedTrue;
+    let kept = journal
+        .record_feedback(confirmed.clone(), spec.coverage, bounds.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (kept.adjust.as_str(), kept.coverage_before),
+        ("keep", kept.coverage_after)
+    );
+    confirmed.reason = crate::threshold::FeedbackReason::ResolvedWithoutAction;
+    assert_eq!(
+        journal
+            .record_feedback(confirmed, spec.coverage, bounds.clone())
+            .await
+            .unwrap(),
+        None
+    );
     let fit = SeriesFit {
         labels: a.clone(),
         key: series_key(&a),
@@ -509,8 +540,8 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
     writer.join();
 
     let state = thresholds::read_state_at(&config(&dir).path).unwrap();
-    assert_eq!(state.feedback.len(), 2);
-    assert_eq!(state.feedback[0].reason, "slo_miss", "newest first");
+    assert_eq!(state.feedback.len(), 3, "{:#?}", state.feedback);
+    assert_eq!(state.feedback[0].reason, "marked_true", "newest first");
     let update = &state.updates[0];
     assert!(!update.ok && update.detail == "promtool said no", "{update:?}");
     assert!(update.last_good_at.is_some_and(|t| t <= update.at), "{update:?}");

@@ -11,7 +11,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use super::{parse_json, parse_time, timestamp, Journal, JournalError, Op, Result, Written};
-use crate::threshold::{step_coverage, FeedbackConfig, FeedbackEvent, IncidentSummary, SeriesFit, SeriesSkipped};
+use crate::threshold::{
+    step_coverage, FeedbackConfig, FeedbackEvent, FeedbackReason, IncidentSummary, SeriesFit, SeriesSkipped,
+};
 
 pub(super) const SCHEMA: &str = "
     CREATE TABLE threshold_feedback (
@@ -25,8 +27,9 @@ pub(super) const SCHEMA: &str = "
         coverage_before REAL NOT NULL,
         coverage_after REAL NOT NULL,
         detail TEXT NOT NULL,
-        -- One step per incident and reason: feedback found again is not counted twice.
-        UNIQUE (spec, series, incident_id, reason)
+        -- One step of each kind per incident: feedback found again, or given
+        -- both by a user and by the alert's outcome, is not counted twice.
+        UNIQUE (spec, series, incident_id, adjust)
     );
     CREATE INDEX threshold_feedback_series ON threshold_feedback (spec, series, id);
     CREATE TABLE threshold_fits (
@@ -125,6 +128,27 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &ThresholdWrite) -> Result<i64>
                 )?
                 .query_row(params![event.spec, event.series], |r| r.get(0))
                 .optional()?;
+            // A user's confirmation outweighs the outcome: a confirmed alert
+            // that then resolved by itself does not widen its band.
+            if event.reason == FeedbackReason::ResolvedWithoutAction {
+                let confirmed = tx
+                    .prepare_cached(
+                        "SELECT 1 FROM threshold_feedback WHERE spec = ?1 AND series = ?2 AND incident_id = ?3 AND reason = ?4",
+                    )?
+                    .query_row(
+                        params![
+                            event.spec,
+                            event.series,
+                            event.incident_id,
+                            FeedbackReason::MarkedTrue.as_str()
+                        ],
+                        |_| Ok(()),
+                    )
+                    .optional()?;
+                if confirmed.is_some() {
+                    return Ok(0);
+                }
+            }
             let before = before.unwrap_or(*default_coverage);
             let adjust = event.reason.adjust();
             let after = step_coverage(before, adjust, bounds);
@@ -181,8 +205,9 @@ fn encode(value: &impl Serialize) -> Result<String> {
 }
 
 impl Journal {
-    /// Applies one feedback step; `None` if this incident already gave this
-    /// feedback for the series (the step is not taken twice).
+    /// Applies one feedback step; `None` if this incident already moved the
+    /// series this way (the step is not taken twice), or if it resolved
+    /// without action after a user confirmed it.
     pub async fn record_feedback(
         &self,
         event: FeedbackEvent,
