@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::future::IntoFuture;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::{Config, Credentials};
 use crate::journal::{Journal, JournalError, JournalMetrics};
@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, Parts, Processor};
 use crate::respond::Controls;
 use crate::server::{self, AppState};
+use crate::threshold::schedule::Scheduler;
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -28,6 +29,8 @@ pub enum AppError {
     Journal(#[from] JournalError),
     #[error("the HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("cannot start adaptive thresholds: {0} (thresholds.prometheus_url)")]
+    Thresholds(String),
 }
 
 /// Runs homeostat until `shutdown` completes, then drains the queue (up to
@@ -55,12 +58,19 @@ pub async fn serve<P: Processor>(
         controls.paused.store(true, Ordering::Release);
         tracing::warn!("Actions are paused, as they were at the last stop (POST /api/v1/resume to resume).");
     }
+    let scheduler = config
+        .thresholds
+        .clone()
+        .map(|t| Scheduler::new(t, journal.clone(), Arc::clone(&metrics)))
+        .transpose()
+        .map_err(AppError::Thresholds)?;
     let state = Arc::new(AppState {
         journal: journal.clone(),
         queue,
         metrics: Arc::clone(&metrics),
         controls: Arc::clone(&controls),
         credentials,
+        thresholds: config.thresholds.clone().map(Arc::new),
         max_body_bytes: config.server.max_body_bytes,
         ready: false.into(),
         stopping: false.into(),
@@ -69,6 +79,7 @@ pub async fn serve<P: Processor>(
     let shutting_down = Arc::clone(&state);
     let shutdown_started = Arc::new(Notify::new());
     let started = Arc::clone(&shutdown_started);
+    let (stop_thresholds, thresholds_stopped) = watch::channel(false);
     let router = server::router(Arc::clone(&state), config.server.request_timeout.0);
     let mut server = tokio::spawn(
         axum::serve(listener, router)
@@ -76,6 +87,7 @@ pub async fn serve<P: Processor>(
                 shutdown.await;
                 shutting_down.stopping.store(true, Ordering::Release);
                 started.notify_one();
+                let _ = stop_thresholds.send(true);
                 tracing::info!("Shutting down: no new connections; draining the queue.");
             })
             .into_future(),
@@ -96,6 +108,7 @@ pub async fn serve<P: Processor>(
         Arc::clone(&metrics),
         processor,
     ));
+    let thresholds = scheduler.map(|s| tokio::spawn(s.run(thresholds_stopped)));
     state.ready.store(true, Ordering::Release);
 
     let drain = config.server.drain_timeout.0;
@@ -112,6 +125,10 @@ pub async fn serve<P: Processor>(
         .map_err(|e| AppError::Serve(std::io::Error::other(e)))?
         .map_err(AppError::Serve)?;
 
+    if let Some(thresholds) = thresholds {
+        // It stops at the shutdown signal; a round under way is abandoned.
+        let _ = thresholds.await;
+    }
     // The router and its state are gone: the queue closes once the worker has emptied it.
     drop(state);
     let mut worker = worker;

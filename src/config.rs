@@ -16,6 +16,7 @@ use crate::duration::PromDuration;
 use crate::executor::docker::DockerConfig;
 use crate::executor::kubernetes::KubernetesConfig;
 use crate::guard::GuardConfig;
+use crate::threshold::ThresholdsConfig;
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
@@ -60,6 +61,9 @@ pub struct Config {
     /// Acting on incidents. Absent: homeostat records incidents and acts on nothing.
     #[serde(default)]
     pub actions: Option<ActionsConfig>,
+    /// Adaptive alert thresholds. Absent: no rules are generated.
+    #[serde(default)]
+    pub thresholds: Option<ThresholdsConfig>,
 }
 
 /// `actions:` — how incidents are acted on.
@@ -423,6 +427,9 @@ impl Config {
             durations.push(("actions.guard.cooldown", actions.guard.cooldown));
             durations.push(("actions.guard.budget.window", actions.guard.budget.window));
         }
+        if let Some(thresholds) = &self.thresholds {
+            thresholds.validate().map_err(|(key, m)| invalid(&key, m))?;
+        }
         if let Some((key, _)) = durations.iter().find(|(_, d)| d.0 > ten_years) {
             return Err(invalid(key, "must be at most 10 years (3650d)".into()));
         }
@@ -516,6 +523,27 @@ mod tests {
         assert_eq!(actions.docker, crate::executor::docker::DockerConfig::default());
         assert_eq!(actions.target_labels, crate::action::TargetLabels::default());
         config.validate(&path, &no_env()).unwrap();
+    }
+
+    #[test]
+    fn the_shipped_example_thresholds_block_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/homeostat.example.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| *l != "# thresholds:")
+            .map_while(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            block.starts_with("thresholds:"),
+            "no commented thresholds block in the example"
+        );
+        let config = parse(&block).unwrap();
+        let thresholds = config.thresholds.as_ref().unwrap();
+        assert_eq!(thresholds.specs.len(), 2);
+        assert_eq!(thresholds.feedback, crate::threshold::FeedbackConfig::default());
+        config.validate(Path::new("test.yaml"), &no_env()).unwrap();
     }
 
     #[test]

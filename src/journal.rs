@@ -120,6 +120,7 @@ enum Op {
     Ingest(Box<IngestWrite>, OwnedPermit<Delivery>),
     MarkProcessed(i64),
     Decision(decisions::DecisionWrite),
+    Threshold(thresholds::ThresholdWrite),
     Policy(policy::PolicyWrite),
 }
 
@@ -462,6 +463,12 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
             decisions = decisions::SCHEMA
         ))?;
     }
+    if version < 2 {
+        conn.execute_batch(&format!(
+            "BEGIN; {thresholds} PRAGMA user_version = 2; COMMIT;",
+            thresholds = thresholds::SCHEMA
+        ))?;
+    }
     if version < 3 {
         conn.execute_batch(&format!(
             "BEGIN; {policy} PRAGMA user_version = 3; COMMIT;",
@@ -558,6 +565,7 @@ fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<W
             Ok(Written::Marked)
         }
         Op::Decision(write) => decisions::apply(tx, write).map(Written::Row),
+        Op::Threshold(write) => thresholds::apply(tx, write).map(Written::Row),
         Op::Policy(write) => policy::apply(tx, write).map(Written::Row),
     }
 }
@@ -778,6 +786,7 @@ fn parse_json(text: &str) -> Result<crate::alert::LabelSet> {
 
 pub mod decisions;
 pub mod policy;
+pub mod thresholds;
 
 #[cfg(test)]
 mod tests;

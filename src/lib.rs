@@ -37,6 +37,8 @@
 //! - [`demo`]: the local self-healing demo (services, Prometheus, Alertmanager, faults, report).
 //! - [`forecast`]: seasonal forecasts with bands (augurs MSTL + AutoETS); [`anomaly`]: streaming
 //!   anomaly scores on top; [`eval`]: both measured offline (NAB's scoring rules, MASE, coverage).
+//! - [`threshold`]: adaptive alert thresholds: history → band → Prometheus rule files, reloads,
+//!   and feedback from incidents (its `schedule` task runs under `serve`).
 #![forbid(unsafe_code)]
 
 pub mod action;
@@ -63,3 +65,4 @@ pub mod respond;
 pub mod server;
 pub mod simulate;
 pub mod telemetry;
+pub mod threshold;

@@ -84,6 +84,9 @@ enum Command {
     /// The learning policy against the static playbook and a random safe
     /// action, in simulated fault scenarios.
     Simulate(SimulateArgs),
+    /// Adaptive alert thresholds: show them, render rule files, fit one query.
+    #[command(subcommand)]
+    Thresholds(ThresholdsCommand),
 }
 
 #[derive(Subcommand)]
@@ -144,6 +147,48 @@ struct SimulateArgs {
     /// The alert rules the scenarios fire; default: the shipped rules/services.rules.yml.
     #[arg(long)]
     alert_rules: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ThresholdsCommand {
+    /// The current bands and why: each spec's latest rule update, every
+    /// series' band and coverage, and the feedback steps that moved them.
+    /// Read from the journal (`journal.path` of the config) that `serve` writes.
+    Show {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the journal's state as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fit every spec now and write its rule file into DIR, checked with
+    /// promtool when installed; Prometheus is only queried, never reloaded.
+    Render {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Fit one query now and print each series' band.
+    Fit {
+        /// Prometheus' URL.
+        #[arg(long)]
+        prometheus: String,
+        /// The PromQL expression.
+        #[arg(long)]
+        query: String,
+        #[arg(long, default_value = "1m")]
+        step: homeostat::duration::PromDuration,
+        #[arg(long, default_value = "7d")]
+        history: homeostat::duration::PromDuration,
+        #[arg(long, default_value = "1h")]
+        horizon: homeostat::duration::PromDuration,
+        #[arg(long, default_value_t = 0.99)]
+        coverage: f64,
+        /// Per series: labels and arrays of timestamps, point, lower, upper.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -253,6 +298,7 @@ fn main() -> ExitCode {
         Command::Eval(command) => eval(command),
         Command::Policy(command) => policy_command(command),
         Command::Simulate(args) => simulate(args),
+        Command::Thresholds(command) => thresholds(command),
         Command::CheckConfig { file } => match load(&file, |_| {}) {
             Ok((config, credentials)) => {
                 let auth = match (&credentials.bearer_token, &credentials.basic) {
@@ -274,8 +320,17 @@ fn main() -> ExitCode {
                             .unwrap_or("?")
                     ),
                 };
+                let thresholds = match &config.thresholds {
+                    None => "none".to_owned(),
+                    Some(t) => format!(
+                        "{} specs from {} into {}",
+                        t.specs.len(),
+                        t.prometheus_url,
+                        t.rules_dir.display()
+                    ),
+                };
                 println!(
-                    "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}",
+                    "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}\n  thresholds: {thresholds}",
                     file.display(),
                     config.server.listen,
                     config.journal.path.display()
@@ -629,6 +684,114 @@ fn simulate(args: SimulateArgs) -> ExitCode {
         print!("{}", homeostat::simulate::table(&report));
     }
     ExitCode::SUCCESS
+}
+
+fn thresholds(command: ThresholdsCommand) -> ExitCode {
+    use homeostat::threshold::{self, apply};
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match command {
+        ThresholdsCommand::Show { config, json } => {
+            let (config, _) = match load(&config, |_| {}) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            let path = &config.journal.path;
+            if !path.exists() {
+                eprintln!(
+                    "homeostat thresholds show: no journal at {} (journal.path): `homeostat serve` has not run with this config",
+                    path.display()
+                );
+                return ExitCode::from(exit::RUNTIME);
+            }
+            match homeostat::journal::thresholds::read_state_at(path) {
+                Ok(state) if json => {
+                    println!("{}", serde_json::to_string_pretty(&state).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(state) => {
+                    println!("From the journal {} (written by `homeostat serve`):", path.display());
+                    print!("{}", threshold::describe(&state, config.thresholds.as_ref()));
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("homeostat thresholds show: {err}");
+                    ExitCode::from(exit::RUNTIME)
+                }
+            }
+        }
+        ThresholdsCommand::Render { config: file, out } => {
+            let (config, _) = match load(&file, |_| {}) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            let Some(thresholds) = config.thresholds else {
+                eprintln!(
+                    "homeostat thresholds render: {} has no `thresholds:` section",
+                    file.display()
+                );
+                return ExitCode::from(exit::CONFIG);
+            };
+            let outcomes = match runtime.block_on(apply::render_into(&thresholds, out.clone())) {
+                Ok(outcomes) => outcomes,
+                Err(err) => {
+                    eprintln!("homeostat thresholds render: {err} (thresholds.prometheus_url)");
+                    return ExitCode::from(exit::CONFIG);
+                }
+            };
+            let mut failed = false;
+            for outcome in outcomes {
+                match outcome.result {
+                    Ok(()) => println!(
+                        "{}: {} series → {}",
+                        outcome.spec,
+                        outcome.fit.series.len(),
+                        out.join(threshold::file_name(&outcome.spec)).display()
+                    ),
+                    Err(err) => {
+                        failed = true;
+                        eprintln!("{}: not rendered: {err}", outcome.spec);
+                    }
+                }
+            }
+            if failed {
+                ExitCode::from(exit::RUNTIME)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        ThresholdsCommand::Fit {
+            prometheus,
+            query,
+            step,
+            history,
+            horizon,
+            coverage,
+            json,
+        } => match runtime.block_on(apply::fit_query(
+            &prometheus,
+            &query,
+            step.0,
+            history.0,
+            horizon.0,
+            coverage,
+        )) {
+            Ok(reports) if json => {
+                println!("{}", serde_json::to_string(&reports).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Ok(reports) => {
+                print!("{}", threshold::describe_bands(&query, &reports));
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("homeostat thresholds fit: {err}");
+                ExitCode::from(exit::RUNTIME)
+            }
+        },
+    }
 }
 
 /// The backend chosen in the config.

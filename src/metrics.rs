@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// The content type of [`Metrics::encode`]'s output: Prometheus' text
 /// format, which every Prometheus scrapes and `promtool check metrics` reads.
@@ -48,6 +49,27 @@ pub struct PolicyChoiceLabels {
     pub mode: &'static str,
     pub explored: &'static str,
     pub agrees_with_playbook: &'static str,
+}
+
+/// A threshold spec and one of its series: `threshold_spec` first, then
+/// the series' own labels. Bounded by the configured specs' series.
+pub type ThresholdSeriesLabels = Vec<(String, String)>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThresholdSpecLabels {
+    pub threshold_spec: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThresholdUpdateLabels {
+    /// `ok`, or the stage that failed (`query`, `fit`, `check`, `write`, `reload`).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThresholdFeedbackLabels {
+    /// `widen`, `tighten` or `keep`.
+    pub adjust: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,6 +113,18 @@ pub struct Metrics {
     pub policy_learned: Counter,
     /// Times the stored policy state could not be loaded or saved.
     pub policy_errors: Counter,
+    /// The upper threshold of each spec's series (the band's maximum over the refit period).
+    pub threshold_upper: Family<ThresholdSeriesLabels, Gauge<f64, AtomicU64>>,
+    /// The lower threshold of each spec's series (the band's minimum over the refit period).
+    pub threshold_lower: Family<ThresholdSeriesLabels, Gauge<f64, AtomicU64>>,
+    /// The forecast for each spec's series at the start of the refit period.
+    pub threshold_forecast: Family<ThresholdSeriesLabels, Gauge<f64, AtomicU64>>,
+    /// Rule updates per spec by result.
+    pub threshold_updates: Family<ThresholdUpdateLabels, Counter>,
+    /// 1 if a spec's latest rule update went live, 0 if the previous rules were kept.
+    pub threshold_update_ok: Family<ThresholdSpecLabels, Gauge>,
+    /// Feedback steps by adjustment.
+    pub threshold_feedback: Family<ThresholdFeedbackLabels, Counter>,
 }
 
 impl Metrics {
@@ -113,6 +147,12 @@ impl Metrics {
             policy_choices: Family::default(),
             policy_learned: Counter::default(),
             policy_errors: Counter::default(),
+            threshold_upper: Family::default(),
+            threshold_lower: Family::default(),
+            threshold_forecast: Family::default(),
+            threshold_updates: Family::default(),
+            threshold_update_ok: Family::default(),
+            threshold_feedback: Family::default(),
             registry: Registry::default(),
         };
         let capacity: Gauge = Gauge::default();
@@ -209,6 +249,36 @@ impl Metrics {
             "policy_errors",
             "Times the stored policy state could not be loaded or saved",
             metrics.policy_errors.clone(),
+        );
+        registry.register(
+            "threshold_upper",
+            "Upper threshold of an adaptive threshold spec's series",
+            metrics.threshold_upper.clone(),
+        );
+        registry.register(
+            "threshold_lower",
+            "Lower threshold of an adaptive threshold spec's series",
+            metrics.threshold_lower.clone(),
+        );
+        registry.register(
+            "threshold_forecast",
+            "Forecast of an adaptive threshold spec's series at the start of the refit period",
+            metrics.threshold_forecast.clone(),
+        );
+        registry.register(
+            "threshold_updates",
+            "Rule updates of adaptive threshold specs by result",
+            metrics.threshold_updates.clone(),
+        );
+        registry.register(
+            "threshold_update_ok",
+            "1 if the spec's latest rule update went live, 0 if the previous rules were kept",
+            metrics.threshold_update_ok.clone(),
+        );
+        registry.register(
+            "threshold_feedback",
+            "Feedback steps on adaptive thresholds by adjustment",
+            metrics.threshold_feedback.clone(),
         );
         Metrics { registry, ..metrics }
     }

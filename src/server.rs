@@ -31,6 +31,7 @@ use crate::config::Credentials;
 use crate::journal::{is_label_name, Delivery, IncidentQuery, Journal, JournalError};
 use crate::metrics::{self, KindLabels, Metrics, StatusLabels};
 use crate::respond::Controls;
+use crate::threshold::{self, FeedbackEvent, FeedbackReason, ThresholdsConfig};
 
 /// Largest page `GET /api/v1/incidents` returns.
 pub const MAX_PAGE: usize = 1000;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub controls: Arc<Controls>,
     pub credentials: Credentials,
+    /// Adaptive thresholds, for feedback on their alerts; `None` when not configured.
+    pub thresholds: Option<Arc<ThresholdsConfig>>,
     pub max_body_bytes: usize,
     /// Start-up is complete: the journal is open and its backlog replayed.
     pub ready: AtomicBool,
@@ -59,6 +62,7 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/decisions", get(get_decisions))
+        .route("/api/v1/incidents/{id}/feedback", post(post_feedback))
         .route("/api/v1/controls", get(controls))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
@@ -267,6 +271,109 @@ async fn get_decisions(State(state): State<Arc<AppState>>, Path(id): Path<String
         .map_err(|_| ApiError::bad_request(format!("incident id must be an integer, got {id:?}")))?;
     let decisions = state.journal.decisions(id).await.map_err(read_failed)?;
     Ok(Json(json!({ "incident": id, "decisions": decisions })).into_response())
+}
+
+/// `POST /api/v1/incidents/{id}/feedback` with `{"verdict": "false_alarm" | "true_alarm", "comment": "…"}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    verdict: Verdict,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Verdict {
+    /// The alert was not a real problem: its band widens one step.
+    FalseAlarm,
+    /// The alert was real: recorded, the band stays.
+    TrueAlarm,
+}
+
+/// Longest accepted feedback comment, in characters.
+const MAX_COMMENT: usize = 1000;
+
+/// A user's verdict on an adaptive-threshold alert: a false alarm widens
+/// its series' band one step; journalled with the comment, once per incident.
+async fn post_feedback(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("incident id must be an integer, got {id:?}")))?;
+    let body: FeedbackBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid feedback ({e}); expected {{\"verdict\": \"false_alarm\" | \"true_alarm\", \"comment\": \"…\"}}"
+        ))
+    })?;
+    let comment = body.comment.unwrap_or_default();
+    if comment.chars().count() > MAX_COMMENT {
+        return Err(ApiError::bad_request(format!(
+            "comment is longer than {MAX_COMMENT} characters"
+        )));
+    }
+    let unprocessable = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_adaptive", message);
+    let incident = state
+        .journal
+        .incident(id)
+        .await
+        .map_err(read_failed)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}")))?;
+    let (Some(spec_name), Some(series)) = (
+        incident.labels.get(threshold::SPEC_LABEL),
+        incident.annotations.get(threshold::SERIES_ANNOTATION),
+    ) else {
+        return Err(unprocessable(format!(
+            "incident {id} ({}) is not an adaptive-threshold alert: it lacks the {} label or the {} annotation",
+            incident.alertname,
+            threshold::SPEC_LABEL,
+            threshold::SERIES_ANNOTATION
+        )));
+    };
+    let Some(config) = &state.thresholds else {
+        return Err(unprocessable(
+            "adaptive thresholds are not configured (thresholds:)".into(),
+        ));
+    };
+    let Some(spec) = config.specs.iter().find(|s| &s.name == spec_name) else {
+        return Err(unprocessable(format!(
+            "threshold spec {spec_name:?} of incident {id} is not configured (any more)"
+        )));
+    };
+    let reason = match body.verdict {
+        Verdict::FalseAlarm => FeedbackReason::MarkedFalse,
+        Verdict::TrueAlarm => FeedbackReason::MarkedTrue,
+    };
+    let event = FeedbackEvent {
+        spec: spec.name.clone(),
+        series: series.clone(),
+        reason,
+        incident_id: id,
+        detail: if comment.is_empty() {
+            format!("{} by a user", reason.as_str())
+        } else {
+            format!("{} by a user: {comment}", reason.as_str())
+        },
+    };
+    let step = state
+        .journal
+        .record_feedback(event, spec.coverage, config.feedback.clone())
+        .await
+        .map_err(ApiError::journal)?;
+    if let Some(step) = &step {
+        threshold::schedule::count_feedback(&state.metrics, step);
+    }
+    Ok(Json(json!({
+        "incident": id,
+        "spec": spec.name,
+        "series": series,
+        "recorded": step.is_some(),
+        "step": step,
+    }))
+    .into_response())
 }
 
 async fn controls(State(state): State<Arc<AppState>>) -> Response {

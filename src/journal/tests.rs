@@ -387,3 +387,169 @@ async fn a_stop_mid_action_is_settled_at_start_and_never_repeated() {
     assert_eq!(history.in_flight, 0, "nothing is left in flight after a restart");
     assert_eq!(history.consecutive_failures, 1);
 }
+
+/// Feedback on adaptive thresholds: found from incidents, one bounded step
+/// per incident and reason, and the coverage it leaves survives a restart;
+/// a failed rule update keeps the time of the last good one.
+#[tokio::test]
+async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening() {
+    use crate::threshold::{feedback_events, series_key, FeedbackConfig, SeriesFit, ThresholdSpec};
+    use thresholds::SpecRound;
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec: ThresholdSpec = serde_yaml::from_str(
+        "{name: latency, expr: x, alert: LatencyAboveBand, coverage: 0.99, slo_alerts: [LatencySLO], for: 1m}",
+    )
+    .unwrap();
+    let a: LabelSet = [("service".to_owned(), "a".to_owned())].into();
+    let adaptive = |fingerprint: &str, status, starts_at: &str| {
+        let mut alert = alert(
+            fingerprint,
+            status,
+            starts_at,
+            &[
+                ("alertname", "LatencyAboveBand"),
+                ("homeostat_threshold", "latency"),
+                ("service", "a"),
+            ],
+        );
+        alert.annotations.insert("homeostat_series".into(), series_key(&a));
+        alert
+    };
+    let (journal, writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    // A false alarm: resolved, nothing done. An alarm acted on. An SLO alert
+    // two hours later, with the adaptive alert silent: a miss.
+    deliver(&journal, adaptive("f1", AlertStatus::Firing, T0)).await;
+    deliver(&journal, adaptive("f1", AlertStatus::Resolved, T0)).await;
+    let acted = deliver(&journal, adaptive("f2", AlertStatus::Firing, "2026-11-28T06:30:00Z")).await;
+    let decision = journal
+        .record_decision(decisions::NewDecision {
+            incident_id: acted.incident_id,
+            decided_at: Utc::now(),
+            target_key: "svc/a".into(),
+            action: "restart".into(),
+            rule: None,
+            attempt: 0,
+            verdict: "allow".into(),
+            reason: "test".into(),
+            record: serde_json::json!({}),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    journal.record_result(decision, "done", "restarted").await.unwrap();
+    deliver(&journal, adaptive("f2", AlertStatus::Resolved, "2026-11-28T06:30:00Z")).await;
+    let slo = |status| alert("s1", status, T1, &[("alertname", "LatencySLO"), ("service", "a")]);
+    deliver(&journal, slo(AlertStatus::Firing)).await;
+    deliver(&journal, slo(AlertStatus::Resolved)).await;
+
+    let since = "2026-11-28T00:00:00Z".parse().unwrap();
+    let names = vec!["LatencyAboveBand".to_owned(), "LatencySLO".to_owned()];
+    let incidents = journal.incident_summaries(names.clone(), since).await.unwrap();
+    assert_eq!(incidents.len(), 3);
+    assert_eq!(
+        incidents.iter().map(|i| i.acted).collect::<Vec<_>>(),
+        [false, true, false]
+    );
+    let events = feedback_events(&spec, std::slice::from_ref(&a), &incidents);
+    assert_eq!(events.len(), 2, "{events:?}");
+    let bounds = FeedbackConfig::default();
+    let mut coverages = Vec::new();
+    for event in events.clone() {
+        let step = journal
+            .record_feedback(event, spec.coverage, bounds.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        coverages.push((step.adjust.clone(), step.coverage_before, step.coverage_after));
+    }
+    assert_eq!(coverages[0].0, "widen");
+    assert!((coverages[0].2 - 0.995).abs() < 1e-12, "{coverages:?}");
+    assert_eq!(coverages[1].0, "tighten");
+    assert!(
+        (coverages[1].1 - 0.995).abs() < 1e-12 && (coverages[1].2 - 0.99).abs() < 1e-12,
+        "{coverages:?}"
+    );
+    // Found again at the next round: not stepped twice.
+    for event in events.clone() {
+        assert_eq!(
+            journal
+                .record_feedback(event, spec.coverage, bounds.clone())
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    // The same false alarm marked false by a user: still one step. An alarm a
+    // user confirmed that then resolved by itself: no widening.
+    let mut marked = events[0].clone();
+    marked.reason = crate::threshold::FeedbackReason::MarkedFalse;
+    assert_eq!(
+        journal
+            .record_feedback(marked, spec.coverage, bounds.clone())
+            .await
+            .unwrap(),
+        None
+    );
+    let mut confirmed = events[0].clone();
+    confirmed.incident_id = 4242;
+    confirmed.reason = crate::threshold::FeedbackReason::MarkedTrue;
+    let kept = journal
+        .record_feedback(confirmed.clone(), spec.coverage, bounds.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (kept.adjust.as_str(), kept.coverage_before),
+        ("keep", kept.coverage_after)
+    );
+    confirmed.reason = crate::threshold::FeedbackReason::ResolvedWithoutAction;
+    assert_eq!(
+        journal
+            .record_feedback(confirmed, spec.coverage, bounds.clone())
+            .await
+            .unwrap(),
+        None
+    );
+    let fit = SeriesFit {
+        labels: a.clone(),
+        key: series_key(&a),
+        coverage: 0.99,
+        model: "ets".into(),
+        points: 10,
+        lower: 1.0,
+        upper: 2.0,
+        point: 1.5,
+    };
+    let round = |outcome| SpecRound {
+        spec: "latency".into(),
+        at: Utc::now(),
+        fitted: vec![fit.clone()],
+        skipped: vec![],
+        outcome,
+    };
+    journal
+        .record_round(vec![round(Ok("rules updated".into()))])
+        .await
+        .unwrap();
+    journal
+        .record_round(vec![round(Err("promtool said no".into()))])
+        .await
+        .unwrap();
+    drop(journal);
+    writer.join();
+
+    let state = thresholds::read_state_at(&config(&dir).path).unwrap();
+    assert_eq!(state.feedback.len(), 3, "{:#?}", state.feedback);
+    assert_eq!(state.feedback[0].reason, "marked_true", "newest first");
+    let update = &state.updates[0];
+    assert!(!update.ok && update.detail == "promtool said no", "{update:?}");
+    assert!(update.last_good_at.is_some_and(|t| t <= update.at), "{update:?}");
+    assert_eq!(state.fits[0].fit["upper"], 2.0);
+    let (journal, writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let now = journal.coverages("latency".into()).await.unwrap();
+    assert_eq!(now.len(), 1);
+    assert!((now[&series_key(&a)] - 0.99).abs() < 1e-12, "{now:?}");
+    drop(journal);
+    writer.join();
+}

@@ -234,9 +234,22 @@ impl Daemon {
         config: &str,
         args: fn(&Path, u16) -> Vec<String>,
     ) -> Daemon {
+        Daemon::start_prepared(program, package, config_name, config, args, |_| {}).await
+    }
+
+    /// [`Daemon::start`], calling `prepare` with the directory before the program starts.
+    async fn start_prepared(
+        program: &'static str,
+        package: &str,
+        config_name: &str,
+        config: &str,
+        args: fn(&Path, u16) -> Vec<String>,
+        prepare: impl FnOnce(&Path),
+    ) -> Daemon {
         let path = require_program(program, package);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(config_name), config).unwrap();
+        prepare(dir.path());
         let port = free_port();
         let log = dir.path().join(format!("{program}.log"));
         let ready = Duration::from_secs(30);
@@ -304,6 +317,17 @@ pub struct Prometheus {
 impl Prometheus {
     /// `rule_files` are loaded as they are; `targets` are `host:port` scraped as job `homeostat`.
     pub async fn start(targets: &[SocketAddr], rule_files: &[PathBuf]) -> Prometheus {
+        Prometheus::start_with_history(targets, rule_files, None).await
+    }
+
+    /// [`Prometheus::start`] with `history` (OpenMetrics text, ending in
+    /// `# EOF`) backfilled into its data directory with
+    /// `promtool tsdb create-blocks-from openmetrics` before it starts.
+    pub async fn start_with_history(
+        targets: &[SocketAddr],
+        rule_files: &[PathBuf],
+        history: Option<&str>,
+    ) -> Prometheus {
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let rules: Vec<String> = rule_files.iter().map(|p| format!("  - '{}'\n", p.display())).collect();
         let config = format!(
@@ -312,12 +336,30 @@ impl Prometheus {
             rules.concat(),
             targets.join(", ")
         );
-        let daemon = Daemon::start(
+        let backfill = |dir: &Path| {
+            let Some(history) = history else { return };
+            let file = dir.join("history.om");
+            std::fs::write(&file, history).unwrap();
+            let output = Command::new(require_program("promtool", "prometheus"))
+                .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+                .arg(&file)
+                .arg(dir.join("prometheus-data"))
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "promtool backfill failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let daemon = Daemon::start_prepared(
             "prometheus",
             "prometheus",
             "prometheus.yml",
             &config,
             stack::prometheus_args,
+            backfill,
         )
         .await;
         Prometheus { daemon }

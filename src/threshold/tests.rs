@@ -1,0 +1,289 @@
+use super::*;
+
+fn spec(yaml: &str) -> ThresholdSpec {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> LabelSet {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn config(specs: &str) -> ThresholdsConfig {
+    serde_yaml::from_str(&format!("prometheus_url: http://127.0.0.1:9090\nspecs:\n{specs}")).unwrap()
+}
+
+const LATENCY: &str = "name: latency\nexpr: histogram_quantile(0.99, sum by (service, le) (rate(x_bucket[5m])))\nalert: LatencyAboveBand\n";
+
+#[test]
+fn series_keys_are_canonical_and_escaped() {
+    assert_eq!(series_key(&labels(&[])), "{}");
+    assert_eq!(
+        series_key(&labels(&[("service", "b"), ("job", "a\"q\\")])),
+        r#"{job="a\"q\\",service="b"}"#
+    );
+}
+
+#[test]
+fn samples_go_on_the_grid_and_queries_are_split() {
+    let grid = to_grid(
+        [(100.0, 1.0), (160.0, 2.0), (281.0, 4.0), (1000.0, 9.0)],
+        100,
+        Duration::from_secs(60),
+        4,
+    );
+    assert_eq!(grid[..2], [1.0, 2.0]);
+    assert!(grid[2].is_nan());
+    assert_eq!(grid[3], 4.0);
+    assert_eq!(
+        query_windows(0, Duration::from_secs(60), 25, 10),
+        vec![(0, 540), (600, 1140), (1200, 1440)]
+    );
+    assert_eq!(query_windows(0, Duration::from_secs(60), 10, 10), vec![(0, 540)]);
+}
+
+#[test]
+fn feedback_steps_are_bounded() {
+    let bounds = FeedbackConfig::default();
+    let wider = step_coverage(0.99, Adjust::Widen, &bounds);
+    assert!((wider - 0.995).abs() < 1e-12, "{wider}");
+    let tighter = step_coverage(0.99, Adjust::Tighten, &bounds);
+    assert!((tighter - 0.98).abs() < 1e-12, "{tighter}");
+    assert_eq!(step_coverage(0.99, Adjust::Keep, &bounds), 0.99);
+    let mut c = 0.99;
+    for _ in 0..50 {
+        c = step_coverage(c, Adjust::Widen, &bounds);
+    }
+    assert_eq!(c, bounds.max_coverage);
+    for _ in 0..50 {
+        c = step_coverage(c, Adjust::Tighten, &bounds);
+    }
+    assert_eq!(c, bounds.min_coverage);
+}
+
+fn fitted(series: &[(&str, f64, f64)]) -> SpecFit {
+    SpecFit {
+        series: series
+            .iter()
+            .map(|(service, lower, upper)| {
+                let l = labels(&[("service", service)]);
+                SeriesFit {
+                    key: series_key(&l),
+                    labels: l,
+                    coverage: 0.99,
+                    model: "ets".into(),
+                    points: 100,
+                    lower: *lower,
+                    upper: *upper,
+                    point: (lower + upper) / 2.0,
+                }
+            })
+            .collect(),
+        skipped: vec![],
+    }
+}
+
+#[test]
+fn one_rule_per_series_and_side_with_the_series_labels() {
+    let mut s = spec(LATENCY);
+    s.direction = Direction::Both;
+    s.labels.insert("severity".into(), "page".into());
+    s.annotations
+        .insert("summary".into(), "p99 {{ printf \"%.3f\" $value }}s".into());
+    let group = rule_group(&s, &fitted(&[("a", 0.1, 0.5), ("b$1", 0.2, 0.9)]));
+    assert_eq!(group.name, "homeostat_threshold_latency");
+    assert_eq!(group.rules.len(), 4);
+    let above_a = &group.rules[0];
+    assert_eq!(above_a.alert, "LatencyAboveBand");
+    assert_eq!(
+        above_a.expr,
+        format!(
+            "({}) > 0.5 and on (service) label_replace(vector(1), \"service\", \"a\", \"\", \"\")",
+            s.expr
+        )
+    );
+    assert_eq!(above_a.for_, "5m");
+    assert_eq!(above_a.labels["severity"], "page");
+    assert_eq!(above_a.labels[SPEC_LABEL], "latency");
+    assert_eq!(above_a.labels[DIRECTION_LABEL], "above");
+    assert_eq!(above_a.annotations[SERIES_ANNOTATION], r#"{service="a"}"#);
+    assert!(group.rules[1].expr.contains(") < 0.1 and on (service)"));
+    // `$` in a label value is escaped for label_replace's replacement.
+    assert!(
+        group.rules[2].expr.contains(r#""service", "b$$1""#),
+        "{}",
+        group.rules[2].expr
+    );
+
+    let yaml = render(&s, &fitted(&[("a", 0.1, 0.5)]), Utc::now());
+    let parsed: RuleFile = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(parsed.groups.len(), 1);
+    for key in [
+        "groups:",
+        "name:",
+        "rules:",
+        "alert:",
+        "expr:",
+        "for:",
+        "labels:",
+        "annotations:",
+    ] {
+        assert!(yaml.contains(key), "{key} missing from\n{yaml}");
+    }
+}
+
+#[test]
+fn a_series_without_labels_needs_no_filter_and_exhaustion_adds_its_template() {
+    let mut s =
+        spec("name: heap\nexpr: sum(heap_bytes)\nalert: HeapAboveBand\nexhaustion: {limit: 1e9, window: 30m}\n");
+    let mut fit = fitted(&[("x", 1.0, 2.0)]);
+    fit.series[0].labels.clear();
+    fit.series[0].key = "{}".into();
+    let group = rule_group(&s, &fit);
+    assert_eq!(group.rules[0].expr, "(sum(heap_bytes)) > 2");
+    let template = &group.rules[0].annotations["time_to_exhaustion"];
+    assert!(
+        template.contains("predict_linear((sum(heap_bytes))[30m:1m], 3600)"),
+        "{template}"
+    );
+    assert!(
+        template.starts_with("{{ with query `(1000000000 - (sum(heap_bytes)))"),
+        "{template}"
+    );
+    s.exhaustion = None;
+    assert!(!rule_group(&s, &fit).rules[0]
+        .annotations
+        .contains_key("time_to_exhaustion"));
+}
+
+#[test]
+fn validation_names_the_key() {
+    let check = |specs: &str| config(specs).validate().unwrap_err();
+    assert_eq!(
+        config(LATENCY.replace("name", "- name").replace('\n', "\n  ").trim_end()).validate(),
+        Ok(())
+    );
+    let (key, message) = check("- {name: 1bad, expr: up, alert: A}");
+    assert_eq!(key, "thresholds.specs[0].name");
+    assert!(message.contains("letters"), "{message}");
+    let (key, _) = check("- {name: a, expr: up, alert: A}\n- {name: a, expr: up, alert: A}");
+    assert_eq!(key, "thresholds.specs[1].name");
+    let (key, _) = check("- {name: a, expr: up, alert: A, coverage: 1.2}");
+    assert_eq!(key, "thresholds.specs[0].coverage");
+    let (key, _) = check("- {name: a, expr: ' ', alert: A}");
+    assert_eq!(key, "thresholds.specs[0].expr");
+    let (key, _) = check("- {name: a, expr: up, alert: A, step: 1s, history: 30d}");
+    assert_eq!(key, "thresholds.specs[0].history");
+    let (key, _) = check("- {name: a, expr: up, alert: A, labels: {homeostat_threshold: x}}");
+    assert_eq!(key, "thresholds.specs[0].labels.homeostat_threshold");
+    let (key, _) = check("- {name: a, expr: up, alert: 'not a name'}");
+    assert_eq!(key, "thresholds.specs[0].alert");
+    let mut bad_url = config("- {name: a, expr: up, alert: A}");
+    bad_url.prometheus_url = "127.0.0.1:9090".into();
+    assert_eq!(bad_url.validate().unwrap_err().0, "thresholds.prometheus_url");
+    let unknown = serde_yaml::from_str::<ThresholdsConfig>(
+        "prometheus_url: http://x\nspecs: [{name: a, expr: up, alert: A, coverge: 0.9}]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(unknown.contains("unknown field `coverge`"), "{unknown}");
+}
+
+fn incident(id: i64, alertname: &str, labels: LabelSet, start_min: i64, end_min: Option<i64>) -> IncidentSummary {
+    let t0 = DateTime::parse_from_rfc3339("2026-11-28T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    IncidentSummary {
+        id,
+        alertname: alertname.into(),
+        labels,
+        annotations: LabelSet::new(),
+        starts_at: t0 + chrono::Duration::minutes(start_min),
+        ended_at: end_min.map(|m| t0 + chrono::Duration::minutes(m)),
+        acted: false,
+    }
+}
+
+#[test]
+fn feedback_follows_what_the_alerts_did() {
+    let mut s = spec(LATENCY);
+    s.slo_alerts = vec!["LatencySLO".into()];
+    let a = labels(&[("service", "a")]);
+    let b = labels(&[("service", "b")]);
+    let adaptive = |id, service: &LabelSet, start, end, acted| {
+        let mut l = service.clone();
+        l.insert(SPEC_LABEL.into(), "latency".into());
+        let mut i = incident(id, "LatencyAboveBand", l, start, end);
+        i.annotations.insert(SERIES_ANNOTATION.into(), series_key(service));
+        i.acted = acted;
+        i
+    };
+    let slo = |id, service: &str, start, end| {
+        incident(
+            id,
+            "LatencySLO",
+            labels(&[("service", service), ("severity", "page")]),
+            start,
+            end,
+        )
+    };
+    let incidents = vec![
+        adaptive(1, &a, 0, Some(10), false), // resolved, nothing done: widen a
+        adaptive(2, &a, 20, Some(30), true), // resolved after an action: no feedback
+        adaptive(3, &b, 40, None, false),    // still firing: no feedback yet
+        slo(4, "a", 100, Some(110)),         // a was silent: tighten a
+        slo(5, "b", 35, Some(50)),           // b alerted during it: no miss
+        slo(6, "a", 5, Some(8)),             // a alerted during it: no miss
+        slo(7, "c", 100, Some(110)),         // no such series
+        slo(8, "b", 200, None),              // still firing: judged once resolved
+    ];
+    let events = feedback_events(&s, &[a.clone(), b.clone()], &incidents);
+    let summary: Vec<(i64, FeedbackReason, String)> = events
+        .iter()
+        .map(|e| (e.incident_id, e.reason, e.series.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, FeedbackReason::ResolvedWithoutAction, series_key(&a)),
+            (4, FeedbackReason::SloMiss, series_key(&a)),
+        ]
+    );
+}
+
+/// Two days and a half of a daily cycle at 5 minutes: the band for the next
+/// hour holds the cycle, and the thresholds are its extremes.
+#[test]
+fn a_spec_fit_gives_thresholds_around_the_cycle() {
+    let s = spec("name: load\nexpr: load\nalert: LoadOutsideBand\nstep: 5m\nrefit_interval: 1h\n");
+    let day = 288;
+    let value = |i: usize| {
+        10.0 + 3.0 * (2.0 * std::f64::consts::PI * i as f64 / day as f64).sin()
+            + 0.1 * ((i * 7919 % 13) as f64 - 6.0) / 6.0
+    };
+    let n = 2 * day + day / 2;
+    let history = vec![Series {
+        labels: labels(&[("host", "h1")]),
+        start: 0,
+        values: (0..n).map(value).collect(),
+    }];
+    let fit = fit_spec(&s, &history, &|_| 0.99);
+    assert!(fit.skipped.is_empty(), "{:?}", fit.skipped);
+    let series = &fit.series[0];
+    assert!(series.model.starts_with("mstl"), "{}", series.model);
+    let next: Vec<f64> = (n..n + 12).map(value).collect();
+    let (lo, hi) = next
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
+    assert!(series.lower <= lo && series.upper >= hi, "{series:?} vs [{lo}, {hi}]");
+    assert!(series.upper - series.lower < 6.0, "{series:?}");
+    let empty = fit_spec(
+        &s,
+        &[Series {
+            labels: LabelSet::new(),
+            start: 0,
+            values: vec![f64::NAN; 10],
+        }],
+        &|_| 0.99,
+    );
+    assert_eq!(empty.skipped[0].reason, "no value in the history");
+}
