@@ -5,8 +5,8 @@
 //! Each query yields one number or nothing: a query with no sample (the
 //! service exports no such metric) or one Prometheus could not answer is
 //! absent, with the reason kept beside the values, and the decision goes
-//! on without it. Queries run concurrently, each within the HTTP client's
-//! timeout, so an unreachable Prometheus costs one timeout, not one per query.
+//! on without it. Queries run concurrently, each within a short timeout, so
+//! an unreachable Prometheus delays a decision by one timeout at most.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -117,7 +117,10 @@ pub async fn gather(
     };
     let answers = futures_util::future::join_all(queries.iter().map(|(name, template)| async move {
         let query = fill_labels(template, labels);
-        (name, instant_value(http, url, &query, Some(timeout)).await)
+        let answer = tokio::time::timeout(timeout, instant_value(http, url, &query))
+            .await
+            .unwrap_or_else(|_| Err(format!("Prometheus at {url} did not answer within {timeout:?}")));
+        (name, answer)
     }))
     .await;
     for (name, answer) in answers {
@@ -137,65 +140,31 @@ pub async fn gather(
 }
 
 /// The largest finite value an instant query returns, if any.
-pub async fn instant_value(
-    http: &reqwest::Client,
-    url: &str,
-    query: &str,
-    timeout: Option<Duration>,
-) -> Result<Option<f64>, String> {
-    let result = instant_query(http, url, query, timeout).await?;
-    let value = result
-        .iter()
-        .filter_map(|sample| sample["value"][1].as_str()?.parse::<f64>().ok())
-        .filter(|v| v.is_finite())
-        .reduce(f64::max);
-    Ok(value)
+pub async fn instant_value(http: &reqwest::Client, url: &str, query: &str) -> Result<Option<f64>, String> {
+    let values = instant_query(http, url, query).await?;
+    Ok(values.into_iter().filter(|v| v.is_finite()).reduce(f64::max))
 }
 
 /// Whether an instant PromQL query returns at least one sample.
 pub async fn query_holds(http: &reqwest::Client, url: &str, query: &str) -> Result<bool, String> {
-    Ok(!instant_query(http, url, query, None).await?.is_empty())
+    Ok(!instant_query(http, url, query).await?.is_empty())
 }
 
-/// An instant query's result vector (a scalar answer counts as one sample).
-async fn instant_query(
-    http: &reqwest::Client,
-    url: &str,
-    query: &str,
-    timeout: Option<Duration>,
-) -> Result<Vec<serde_json::Value>, String> {
-    let answer = get_json(http, url, "/api/v1/query", &[("query", query)], "Prometheus", timeout).await?;
-    if answer["status"] != "success" {
-        return Err(format!("Prometheus refused {query:?}: {}", answer["error"]));
-    }
-    let data = &answer["data"];
-    Ok(match data["resultType"].as_str() {
-        Some("scalar") => vec![serde_json::json!({ "value": data["result"] })],
-        _ => data["result"].as_array().cloned().unwrap_or_default(),
-    })
-}
-
-/// GETs `path` on the server at `base` and reads the JSON answer, within
-/// `timeout` if given (else the client's); errors name the server (`what`)
-/// and its URL.
-pub async fn get_json(
-    http: &reqwest::Client,
-    base: &str,
-    path: &str,
-    query: &[(&str, &str)],
-    what: &str,
-    timeout: Option<Duration>,
-) -> Result<serde_json::Value, String> {
-    let mut request = http.get(format!("{}{path}", base.trim_end_matches('/'))).query(query);
-    if let Some(timeout) = timeout {
-        request = request.timeout(timeout);
-    }
-    request
-        .send()
+/// An instant query's sample values (a scalar answer is one sample).
+async fn instant_query(http: &reqwest::Client, url: &str, query: &str) -> Result<Vec<f64>, String> {
+    let client = prometheus_http_query::Client::from(http.clone(), url)
+        .map_err(|e| format!("invalid Prometheus URL {url:?}: {e}"))?;
+    let result = client
+        .query(query)
+        .get()
         .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("{what} at {base}: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("{what} at {base} answered unreadable JSON: {e}"))
+        .map_err(|e| format!("Prometheus at {url} could not run {query:?}: {e}"))?;
+    let data = result.data();
+    if let Some(vector) = data.as_vector() {
+        Ok(vector.iter().map(|s| s.sample().value()).collect())
+    } else if let Some(scalar) = data.as_scalar() {
+        Ok(vec![scalar.value()])
+    } else {
+        Err(format!("Prometheus answered {query:?} with a range vector"))
+    }
 }

@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::action::{plan, Action, Target};
 use crate::alert::AlertStatus;
 use crate::config::{ActionsConfig, PolicyMode};
-use crate::context::{self, get_json, query_holds};
+use crate::context::{self, query_holds};
 use crate::executor::Executor;
 use crate::guard::{self, Readiness, Situation, Verdict};
 use crate::incident::EventKind;
@@ -451,7 +451,7 @@ impl<E: Executor> Responder<E> {
             ("inhibited", "true"),
             ("active", "true"),
         ];
-        let alerts = get_json(&self.http, url, "/api/v2/alerts", &query, "Alertmanager", None).await?;
+        let alerts = get_json(&self.http, url, "/api/v2/alerts", &query, "Alertmanager").await?;
         let silenced = alerts.as_array().into_iter().flatten().any(|alert| {
             alert["fingerprint"] == incident.fingerprint.as_str()
                 && alert["status"]["silencedBy"].as_array().is_some_and(|s| !s.is_empty())
@@ -713,6 +713,26 @@ async fn learn(
         decision = decision_id,
         "The stored policy kept changing; this outcome was not learned."
     );
+}
+
+/// GETs `path` on the server at `base` and reads the JSON answer; errors
+/// name the server (`what`) and its URL.
+async fn get_json(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    what: &str,
+) -> Result<serde_json::Value, String> {
+    http.get(format!("{}{path}", base.trim_end_matches('/')))
+        .query(query)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("{what} at {base}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{what} at {base} answered unreadable JSON: {e}"))
 }
 
 fn chrono_delta(d: Duration) -> chrono::Duration {

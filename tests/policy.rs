@@ -348,3 +348,36 @@ async fn learn_mode_never_picks_an_action_the_guard_masks() {
         .all(|op| op != "restart_container"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn context_comes_from_prometheus_and_says_why_a_feature_is_missing() {
+    let prometheus = common::Prometheus::start(&[], &[]).await;
+    let queries: std::collections::BTreeMap<String, String> = [
+        ("error_ratio", "vector(0.25)"),
+        // The alert's label is filled in and escaped; no such series: no sample.
+        ("ready_ratio", r#"up{job="nope", service="{{ $labels.service }}"}"#),
+        ("latency_ratio", "rate(((("),
+        ("recent_deploy", "vector(1)"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let labels = [("service".to_owned(), r#"we"b"#.to_owned())].into_iter().collect();
+    let http = reqwest::Client::new();
+    let timeout = Duration::from_secs(5);
+    let context = homeostat::context::gather(&http, Some(prometheus.url()), &queries, &labels, timeout).await;
+    assert_eq!(context.get("error_ratio"), Some(0.25));
+    assert_eq!(context.missing["ready_ratio"], "no sample");
+    assert!(context.missing["latency_ratio"].contains("rate(((("), "{context:?}");
+    let features = context.features();
+    assert_eq!(features.recent_deploy, Some(true));
+    assert_eq!(features.error_ratio, Some(0.25));
+    assert_eq!(features.ready_ratio, None);
+
+    // Nothing listens there: every feature is missing, saying where it asked.
+    let port = common::free_port();
+    let down = format!("http://127.0.0.1:{port}");
+    let context = homeostat::context::gather(&http, Some(&down), &queries, &labels, timeout).await;
+    assert!(context.values.is_empty());
+    assert!(context.missing["error_ratio"].contains(&down), "{context:?}");
+}
