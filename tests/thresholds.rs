@@ -371,6 +371,7 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
     for expected in [
         "spec latency",
         "rules: updated",
+        "2 rules in",
         r#"{service="a"} ["#,
         r#"{service="b"} ["#,
         "widen: 0.99 → 0.995 (marked_false",
