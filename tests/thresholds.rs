@@ -253,6 +253,7 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
             "homeostat_threshold_forecast{{threshold_spec=\"latency\",service=\"{service}\"}}"
         )));
     }
+    common::check_metrics(&exposition);
     // Each spec on its own interval: `quick` is refitted every 2 s, `latency` (10m) is not.
     let latency_file = std::fs::read(&file).unwrap();
     common::eventually(
