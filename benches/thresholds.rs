@@ -73,6 +73,19 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
+/// CPU seconds (user + system) this process has used so far: on a shared
+/// machine, wall time depends on the neighbours; this does not.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name (in parentheses): fields 14 and 15 are utime and stime, in ticks.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut count, mut promtool) = (1000usize, true);
@@ -108,7 +121,7 @@ fn main() {
         .build()
         .unwrap();
 
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
     let outcomes = runtime.block_on(refit(
         &specs,
         &Generated,
@@ -119,6 +132,7 @@ fn main() {
         workers,
     ));
     let refit_seconds = started.elapsed().as_secs_f64();
+    let refit_cpu = cpu_seconds() - cpu_before;
     let refit_rss = peak_rss_mib();
     let failed: Vec<String> = outcomes
         .iter()
@@ -134,7 +148,7 @@ fn main() {
 
     // Baseline: the forecasts alone, same series, one thread per worker,
     // each taking every `workers`-th series.
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
     std::thread::scope(|scope| {
         for first in 0..workers {
             scope.spawn(move || {
@@ -145,6 +159,7 @@ fn main() {
         }
     });
     let baseline_seconds = started.elapsed().as_secs_f64();
+    let baseline_cpu = cpu_seconds() - cpu_before;
 
     let summary = serde_json::json!({
         "specs": count,
@@ -152,16 +167,19 @@ fn main() {
         "workers": workers,
         "promtool_check": promtool.as_ref().map(|p| p.display().to_string()),
         "refit_seconds": refit_seconds,
+        "refit_cpu_seconds": refit_cpu,
         "refit_peak_rss_mib": refit_rss,
         "rule_files": files,
         "rule_bytes": bytes,
         "baseline_forecast_only_seconds": baseline_seconds,
+        "baseline_cpu_seconds": baseline_cpu,
         "peak_rss_mib_after_baseline": peak_rss_mib(),
     });
     println!("{}", serde_json::to_string_pretty(&summary).unwrap());
     println!(
         "refit of {count} specs × {POINTS} points on {workers} threads (fit, render, {}write; no Prometheus query): \
-         {refit_seconds:.1} s, peak RSS {refit_rss:.0} MiB; baseline forecast() alone: {baseline_seconds:.1} s",
+         {refit_seconds:.1} s wall, {refit_cpu:.1} CPU-s, peak RSS {refit_rss:.0} MiB; \
+         baseline forecast() alone: {baseline_seconds:.1} s wall, {baseline_cpu:.1} CPU-s",
         if promtool.is_some() { "promtool check, " } else { "" }
     );
 }

@@ -208,7 +208,15 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn sides(self) -> &'static [Side] {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Above => "above",
+            Direction::Below => "below",
+            Direction::Both => "both",
+        }
+    }
+
+    pub fn sides(self) -> &'static [Side] {
         match self {
             Direction::Above => &[Side::Above],
             Direction::Below => &[Side::Below],
@@ -867,6 +875,21 @@ pub fn describe_bands(query: &str, reports: &[BandReport]) -> String {
     out
 }
 
+/// A number with five significant digits, for people.
+fn short(value: f64) -> String {
+    if value != 0.0 && !(1e-3..1e6).contains(&value.abs()) {
+        format!("{value:.4e}")
+    } else {
+        let digits = (4 - value.abs().log10().floor().max(-1.0) as i32).clamp(0, 8) as usize;
+        let text = format!("{value:.digits$}");
+        if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            text
+        }
+    }
+}
+
 /// `homeostat thresholds show` as text: per spec, its latest rule update,
 /// every series' band and coverage, and the feedback steps that moved them.
 pub fn describe(state: &ThresholdState, config: Option<&ThresholdsConfig>) -> String {
@@ -894,8 +917,11 @@ pub fn describe(state: &ThresholdState, config: Option<&ThresholdsConfig>) -> St
             Some(s) => {
                 let _ = writeln!(
                     out,
-                    " (alert {}, {:?}, coverage {}, refit every {}):",
-                    s.alert, s.direction, s.coverage, s.refit_interval
+                    " (alert {}, {}, coverage {}, refit every {}):",
+                    s.alert,
+                    s.direction.as_str(),
+                    s.coverage,
+                    s.refit_interval
                 );
             }
             None => out.push_str(" (no longer configured):\n"),
@@ -926,13 +952,14 @@ pub fn describe(state: &ThresholdState, config: Option<&ThresholdsConfig>) -> St
                 );
                 continue;
             }
+            let number = |key: &str| f[key].as_f64().map_or_else(|| "?".to_owned(), short);
             let _ = writeln!(
                 out,
                 "  {} [{}, {}] forecast {} — {} on {} points, coverage {}, fitted {}",
                 fit.series,
-                f["lower"],
-                f["upper"],
-                f["point"],
+                number("lower"),
+                number("upper"),
+                number("point"),
                 f["model"].as_str().unwrap_or("?"),
                 f["points"],
                 f["coverage"],

@@ -158,7 +158,8 @@ fn spec_config(prometheus: &str, rules_dir: &Path) -> ThresholdsConfig {
         "prometheus_url: {prometheus}\nrules_dir: {}\nspecs:\n  - name: latency\n    expr: '{EXPR}'\n    \
          alert: LatencyAboveBand\n    coverage: 0.99\n    step: 1m\n    history: 7d\n    refit_interval: 10m\n    \
          for: 1s\n    labels: {{severity: page}}\n    annotations:\n      summary: 'p99 latency {{{{ printf \"%.3f\" $value }}}}s is above its band'\n    \
-         slo_alerts: [LatencySLO]\n    exhaustion: {{limit: 100, window: 10m}}\n",
+         slo_alerts: [LatencySLO]\n    exhaustion: {{limit: 100, window: 10m}}\n  - name: quick\n    expr: '{EXPR}'\n    \
+         alert: LatencyBelowBand\n    direction: below\n    step: 1s\n    history: 5m\n    refit_interval: 2s\n    for: 1h\n",
         rules_dir.display()
     ))
     .unwrap()
@@ -252,9 +253,25 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
             "homeostat_threshold_forecast{{threshold_spec=\"latency\",service=\"{service}\"}}"
         )));
     }
-    assert!(
-        exposition.contains("homeostat_threshold_updates_total{result=\"ok\"} 1"),
-        "{exposition}"
+    common::check_metrics(&exposition);
+    // Each spec on its own interval: `quick` is refitted every 2 s, `latency` (10m) is not.
+    let latency_file = std::fs::read(&file).unwrap();
+    common::eventually(
+        "three more refits of the quick spec",
+        Duration::from_secs(30),
+        || async {
+            let ok = gauge(
+                &homeostat.metrics().await,
+                "homeostat_threshold_updates_total{result=\"ok\"}",
+            );
+            ok.filter(|n| *n >= 5.0)
+        },
+    )
+    .await;
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        latency_file,
+        "latency was refitted early"
     );
 
     // An anomaly on service a makes its generated alert fire; b stays quiet.
@@ -283,7 +300,12 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
     );
     let alerts = get(&format!("{}/api/v1/alerts", prometheus.url())).await;
     let quiet = alerts["data"]["alerts"].as_array().unwrap();
-    assert!(quiet.iter().all(|a| a["labels"]["service"] != "b"), "{quiet:?}");
+    assert!(
+        quiet
+            .iter()
+            .all(|a| a["labels"]["alertname"] != "LatencyAboveBand" || a["labels"]["service"] != "b"),
+        "{quiet:?}"
+    );
 
     // The alert reaches homeostat (as Alertmanager would send it); a user marks it false.
     let mut notification = common::notification("firing", &["fp-latency-a"]);
@@ -350,6 +372,7 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
     for expected in [
         "spec latency",
         "rules: updated",
+        "2 rules in",
         r#"{service="a"} ["#,
         r#"{service="b"} ["#,
         "widen: 0.99 → 0.995 (marked_false",
@@ -461,5 +484,11 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(leftovers, vec![std::ffi::OsString::from("latency.rules.yml")]);
+    let mut leftovers: Vec<String> = leftovers.into_iter().map(|n| n.into_string().unwrap()).collect();
+    leftovers.sort();
+    assert_eq!(
+        leftovers,
+        ["latency.rules.yml", "quick.rules.yml"],
+        "no temporary file is left"
+    );
 }

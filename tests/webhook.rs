@@ -2,11 +2,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, notification, require_program, test_config, InProcess};
+use common::{eventually, notification, test_config, InProcess};
 use homeostat::config::{Credentials, Secret};
 use homeostat::journal::{Delivery, Journal, JournalMetrics};
 use homeostat::pipeline::{LogTransitions, Processor};
@@ -353,7 +352,6 @@ async fn not_ready_until_the_backlog_is_replayed() {
 
 #[tokio::test]
 async fn metrics_pass_promtool_check_metrics() {
-    let promtool = require_program("promtool", "prometheus");
     let dir = tempfile::tempdir().unwrap();
     let server = InProcess::start(test_config(dir.path()), Credentials::default(), LogTransitions).await;
     server
@@ -370,21 +368,7 @@ async fn metrics_pass_promtool_check_metrics() {
         "{text}"
     );
 
-    let mut check = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let output = check.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::check_metrics(&text);
     server.stop().await;
 }
 

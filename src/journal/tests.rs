@@ -453,14 +453,10 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
     );
     let events = feedback_events(&spec, std::slice::from_ref(&a), &incidents);
     assert_eq!(events.len(), 2, "{events:?}");
-    let bounds = FeedbackConfig::default();
+    let record = |event| journal.record_feedback(event, spec.coverage, FeedbackConfig::default());
     let mut coverages = Vec::new();
     for event in events.clone() {
-        let step = journal
-            .record_feedback(event, spec.coverage, bounds.clone())
-            .await
-            .unwrap()
-            .unwrap();
+        let step = record(event).await.unwrap().unwrap();
         coverages.push((step.adjust.clone(), step.coverage_before, step.coverage_after));
     }
     assert_eq!(coverages[0].0, "widen");
@@ -472,45 +468,23 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
     );
     // Found again at the next round: not stepped twice.
     for event in events.clone() {
-        assert_eq!(
-            journal
-                .record_feedback(event, spec.coverage, bounds.clone())
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(record(event).await.unwrap(), None);
     }
     // The same false alarm marked false by a user: still one step. An alarm a
     // user confirmed that then resolved by itself: no widening.
     let mut marked = events[0].clone();
     marked.reason = crate::threshold::FeedbackReason::MarkedFalse;
-    assert_eq!(
-        journal
-            .record_feedback(marked, spec.coverage, bounds.clone())
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(record(marked).await.unwrap(), None);
     let mut confirmed = events[0].clone();
     confirmed.incident_id = 4242;
     confirmed.reason = crate::threshold::FeedbackReason::MarkedTrue;
-    let kept = journal
-        .record_feedback(confirmed.clone(), spec.coverage, bounds.clone())
-        .await
-        .unwrap()
-        .unwrap();
+    let kept = record(confirmed.clone()).await.unwrap().unwrap();
     assert_eq!(
         (kept.adjust.as_str(), kept.coverage_before),
         ("keep", kept.coverage_after)
     );
     confirmed.reason = crate::threshold::FeedbackReason::ResolvedWithoutAction;
-    assert_eq!(
-        journal
-            .record_feedback(confirmed, spec.coverage, bounds.clone())
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(record(confirmed).await.unwrap(), None);
     let fit = SeriesFit {
         labels: a.clone(),
         key: series_key(&a),

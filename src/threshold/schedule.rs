@@ -134,6 +134,7 @@ impl Scheduler {
         let mut rounds = Vec::new();
         for (spec, outcome) in specs.iter().zip(outcomes) {
             self.report(spec, &outcome);
+            let rules = outcome.fit.series.len() * spec.direction.sides().len();
             rounds.push(SpecRound {
                 spec: outcome.spec,
                 at: Utc::now(),
@@ -141,7 +142,7 @@ impl Scheduler {
                 skipped: outcome.fit.skipped,
                 outcome: outcome
                     .result
-                    .map(|()| "rules updated".to_owned())
+                    .map(|()| format!("{} rules in {}", rules, self.writer.path(&spec.name).display()))
                     .map_err(|e| e.to_string()),
             });
         }

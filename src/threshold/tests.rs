@@ -287,3 +287,13 @@ fn a_spec_fit_gives_thresholds_around_the_cycle() {
     );
     assert_eq!(empty.skipped[0].reason, "no value in the history");
 }
+
+#[test]
+fn numbers_for_people_keep_five_significant_digits() {
+    assert_eq!(short(0.418709401755601), "0.41871");
+    assert_eq!(short(12345.678), "12346");
+    assert_eq!(short(2.5), "2.5");
+    assert_eq!(short(0.0), "0");
+    assert_eq!(short(-0.0002126679795505515), "-2.1267e-4");
+    assert_eq!(short(536870912.0), "5.3687e8");
+}

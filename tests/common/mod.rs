@@ -54,6 +54,26 @@ pub fn require_program(program: &str, package: &str) -> PathBuf {
     homeostat::demo::stack::find_program(&[program], package).unwrap_or_else(|e| panic!("{e} (tests/run.sh does)"))
 }
 
+/// `promtool check metrics` accepts `exposition` (Prometheus' text format).
+pub fn check_metrics(exposition: &str) {
+    use std::io::Write;
+    let mut check = Command::new(require_program("promtool", "prometheus"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let output = check.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A firing webhook notification with one alert per fingerprint.
 pub fn notification(status: &str, fingerprints: &[&str]) -> Value {
     let alerts: Vec<Value> = fingerprints
