@@ -18,10 +18,11 @@
 //! (`notify` at its fixed reward 0, the others below it, least disruptive
 //! first), each worth `prior_strength` pseudo-outcomes.
 //! Beside the per-key estimate, each of a few coarse context buckets
-//! ([`Context`], six yes/no facts such as "deployed in the last 15 minutes")
-//! keeps its own, whose prior is the key's estimate worth up to
+//! ([`Context`], six yes/no/unknown facts such as "deployed in the last 15
+//! minutes") keeps its own, whose prior is the key's estimate worth up to
 //! `context_strength` outcomes (default 6): a new context starts from what
 //! the alert taught, and moves away from it only as its own outcomes say.
+//! A context with unknown facts pools every bucket it matches.
 //!
 //! Why this rather than LinUCB: the target is to converge within 20
 //! incidents of a kind. A linear model over six features needs many more
@@ -149,8 +150,8 @@ impl fmt::Display for PolicyKey {
 }
 
 /// What PromQL said about the service when the alert fired. Every field is
-/// optional: a query may return nothing. Unknown counts as "no evidence"
-/// (the calm side of each [`Context`] threshold).
+/// optional: a query may return nothing, and its [`Context`] fact is then
+/// unknown.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Features {
@@ -188,51 +189,75 @@ pub mod thresholds {
     pub const READY_RATIO: f64 = 1.0;
 }
 
-/// A coarse context bucket: six yes/no facts, so that at most 64 buckets
-/// exist per key and most alerts see one or two.
+/// A coarse context bucket: six facts, each yes, no or unknown (PromQL
+/// did not answer), so few buckets exist per key and most alerts see one
+/// or two. An unknown fact matches either answer: a decision in a context
+/// with unknowns draws on every bucket it could be (see [`Context::matches`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Context {
-    pub deploy: bool,
-    pub restarting: bool,
-    pub erroring: bool,
-    pub slow: bool,
-    pub exhausting: bool,
-    pub degraded: bool,
+    pub deploy: Option<bool>,
+    pub restarting: Option<bool>,
+    pub erroring: Option<bool>,
+    pub slow: Option<bool>,
+    /// Never unknown: no forecast of exhaustion counts as none.
+    pub exhausting: Option<bool>,
+    pub degraded: Option<bool>,
 }
 
 impl Features {
     /// The bucket these features fall in.
     pub fn context(&self) -> Context {
         Context {
-            deploy: self.recent_deploy == Some(true),
-            restarting: self.recent_restarts.is_some_and(|n| n >= thresholds::RESTARTS),
-            erroring: self.error_ratio.is_some_and(|r| r >= thresholds::ERROR_RATIO),
-            slow: self.latency_ratio.is_some_and(|r| r >= thresholds::LATENCY_RATIO),
-            exhausting: self
-                .memory_exhaustion_seconds
-                .is_some_and(|s| s <= thresholds::MEMORY_EXHAUSTION_SECONDS),
-            degraded: self.ready_ratio.is_some_and(|r| r < thresholds::READY_RATIO),
+            deploy: self.recent_deploy,
+            restarting: self.recent_restarts.map(|n| n >= thresholds::RESTARTS),
+            erroring: self.error_ratio.map(|r| r >= thresholds::ERROR_RATIO),
+            slow: self.latency_ratio.map(|r| r >= thresholds::LATENCY_RATIO),
+            exhausting: Some(
+                self.memory_exhaustion_seconds
+                    .is_some_and(|s| s <= thresholds::MEMORY_EXHAUSTION_SECONDS),
+            ),
+            degraded: self.ready_ratio.map(|r| r < thresholds::READY_RATIO),
         }
     }
 }
 
-impl fmt::Display for Context {
-    /// `deploy+erroring`, or `steady` when no fact holds.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let facts = [
+impl Context {
+    fn facts(&self) -> [(Option<bool>, &'static str); 6] {
+        [
             (self.deploy, "deploy"),
             (self.restarting, "restarting"),
             (self.erroring, "erroring"),
             (self.slow, "slow"),
             (self.exhausting, "exhausting"),
             (self.degraded, "degraded"),
-        ];
+        ]
+    }
+
+    /// Whether the two could be the same situation: no fact known in both
+    /// differs.
+    pub fn matches(&self, other: &Context) -> bool {
+        self.facts()
+            .iter()
+            .zip(other.facts())
+            .all(|((a, _), (b, _))| a.is_none() || b.is_none() || *a == b)
+    }
+}
+
+impl fmt::Display for Context {
+    /// The facts that hold, `+`-separated, unknown ones with a `?`
+    /// (`deploy+erroring+slow?`); `steady` when every fact is known not to hold.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut any = false;
-        for (_, name) in facts.iter().filter(|(on, _)| *on) {
+        for (value, name) in self.facts() {
+            let mark = match value {
+                Some(true) => "",
+                None => "?",
+                Some(false) => continue,
+            };
             if any {
                 f.write_str("+")?;
             }
-            f.write_str(name)?;
+            write!(f, "{name}{mark}")?;
             any = true;
         }
         if !any {
@@ -246,12 +271,23 @@ impl std::str::FromStr for Context {
     type Err = String;
 
     fn from_str(text: &str) -> std::result::Result<Context, String> {
-        let mut c = Context::default();
+        let mut c = Context {
+            deploy: Some(false),
+            restarting: Some(false),
+            erroring: Some(false),
+            slow: Some(false),
+            exhausting: Some(false),
+            degraded: Some(false),
+        };
         if text == "steady" {
             return Ok(c);
         }
         for fact in text.split('+') {
-            let flag = match fact {
+            let (name, value) = match fact.strip_suffix('?') {
+                Some(name) => (name, None),
+                None => (fact, Some(true)),
+            };
+            let slot = match name {
                 "deploy" => &mut c.deploy,
                 "restarting" => &mut c.restarting,
                 "erroring" => &mut c.erroring,
@@ -264,7 +300,7 @@ impl std::str::FromStr for Context {
                     ))
                 }
             };
-            *flag = true;
+            *slot = value;
         }
         Ok(c)
     }
@@ -842,11 +878,17 @@ impl Policy {
             };
         }
         let key_arm = state.and_then(|s| s.actions.get(&action)).copied().unwrap_or_default();
-        let context_arm = state
-            .and_then(|s| s.contexts.get(&context))
-            .and_then(|arms| arms.get(&action))
-            .copied()
-            .unwrap_or_default();
+        // This context's outcomes, and those of every context it could be.
+        let context_arm = state.map_or(Arm::default(), |s| {
+            s.contexts
+                .iter()
+                .filter(|(c, _)| c.matches(&context))
+                .filter_map(|(_, arms)| arms.get(&action))
+                .fold(Arm::default(), |a, b| Arm {
+                    n: a.n + b.n,
+                    sum_micros: a.sum_micros.saturating_add(b.sum_micros),
+                })
+        });
         let key_mean = key_arm.mean(prior, c.prior_strength);
         // The key's estimate is the context's prior, worth at most what it knows.
         let borrowed = c.context_strength.min(c.prior_strength + f64::from(key_arm.n));

@@ -98,10 +98,12 @@ const fn fx(fix: f64, seconds: f64, harm: f64) -> Effect {
 }
 
 /// One fault scenario.
+#[derive(Clone)]
 struct Scenario {
     name: &'static str,
-    /// The alert it fires; must exist in the alert rules.
-    alert: &'static str,
+    /// The alerts it may fire, with their weights; each must exist in the
+    /// alert rules.
+    alerts: Vec<(&'static str, f64)>,
     service: &'static str,
     /// The best action, checked against the expected rewards.
     best: Action,
@@ -166,7 +168,7 @@ fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "crash",
-            alert: "ServiceDown",
+            alerts: vec![("ServiceDown", 1.0)],
             service: "service_b",
             best: Restart,
             detect_seconds: 4.0,
@@ -191,7 +193,11 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "crash-loop-after-deploy",
-            alert: "ServiceCrashLooping",
+            // The new version dies at start: ServiceDown fires within
+            // seconds; the fourth start in 5 minutes fires ServiceCrashLooping.
+            // ServiceDown is also what a plain crash fires: only the context
+            // (a deploy, restarts) tells them apart.
+            alerts: vec![("ServiceDown", 0.5), ("ServiceCrashLooping", 0.5)],
             service: "service_b",
             best: Rollback,
             detect_seconds: 40.0,
@@ -216,7 +222,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "hang",
-            alert: "ServiceHung",
+            alerts: vec![("ServiceHung", 1.0)],
             service: "service_a",
             best: Restart,
             detect_seconds: 4.0,
@@ -242,7 +248,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "memory-leak",
-            alert: "MemoryLeak",
+            alerts: vec![("MemoryLeak", 1.0)],
             service: "service_a",
             best: Restart,
             detect_seconds: 20.0,
@@ -267,7 +273,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "cpu-hog",
-            alert: "CPUSaturation",
+            alerts: vec![("CPUSaturation", 1.0)],
             service: "service_a",
             best: Restart,
             detect_seconds: 120.0,
@@ -292,7 +298,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "slow-replica",
-            alert: "HighLatencyP99",
+            alerts: vec![("HighLatencyP99", 1.0)],
             service: "service_b",
             best: Restart,
             detect_seconds: 35.0,
@@ -317,7 +323,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "error-burst",
-            alert: "HighErrorRatio",
+            alerts: vec![("HighErrorRatio", 1.0)],
             service: "service_a",
             best: Restart,
             detect_seconds: 11.0,
@@ -340,7 +346,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "bad-deploy",
-            alert: "BadDeploy",
+            alerts: vec![("BadDeploy", 1.0)],
             service: "service_b",
             best: Rollback,
             detect_seconds: 11.0,
@@ -363,7 +369,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "dependency-failure",
-            alert: "UpstreamErrors",
+            alerts: vec![("UpstreamErrors", 1.0)],
             service: "service_a",
             best: Notify,
             detect_seconds: 17.0,
@@ -386,7 +392,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "no-fault",
-            alert: "ErrorBudgetBurn",
+            alerts: vec![("ErrorBudgetBurn", 1.0)],
             service: "service_a",
             best: Notify,
             detect_seconds: 0.0,
@@ -524,12 +530,20 @@ pub struct Stats {
 #[derive(Clone, Debug, Serialize)]
 pub struct ScenarioReport {
     pub name: &'static str,
-    pub alert: &'static str,
-    pub rule: String,
-    pub rule_actions: Vec<Action>,
+    pub alerts: Vec<AlertReport>,
     pub best: Action,
     pub expected_rewards: BTreeMap<Action, f64>,
     pub contenders: BTreeMap<Contender, Stats>,
+}
+
+/// An alert a scenario fires, and the playbook rule it matches.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlertReport {
+    pub alert: &'static str,
+    /// The share of the scenario's incidents that fire it.
+    pub weight: f64,
+    pub rule: String,
+    pub rule_actions: Vec<Action>,
 }
 
 /// One contender over every scenario.
@@ -619,8 +633,12 @@ struct Incident {
     slo_seconds: f64,
 }
 
-/// A scenario with what it was matched to.
+/// One alert of a scenario, with what it was matched to.
 struct Prepared {
+    /// The scenario's position in [`scenarios`].
+    index: usize,
+    alert: &'static str,
+    weight: f64,
     scenario: Scenario,
     labels: LabelSet,
     key: PolicyKey,
@@ -641,21 +659,21 @@ fn prepare(options: &Options) -> Result<Vec<Prepared>> {
             }
         })?;
     let alerts: Vec<&AlertRule> = rules.groups.iter().flat_map(|g| &g.rules).collect();
-    scenarios()
-        .into_iter()
-        .map(|scenario| {
+    let mut prepared = Vec::new();
+    for (index, scenario) in scenarios().into_iter().enumerate() {
+        for &(alert, weight) in &scenario.alerts {
             let rule = alerts
                 .iter()
-                .find(|r| r.alert.as_deref() == Some(scenario.alert))
+                .find(|r| r.alert.as_deref() == Some(alert))
                 .ok_or_else(|| SimulateError::MissingAlert {
                     scenario: scenario.name,
-                    alert: scenario.alert,
+                    alert,
                     path: rules_path.clone(),
                 })?;
             let mut labels = rule.labels.clone();
             let pod = format!("{}-7d9f-x2k4q", scenario.service.replace('_', "-"));
             for (k, v) in [
-                ("alertname", scenario.alert.to_owned()),
+                ("alertname", alert.to_owned()),
                 ("service", scenario.service.to_owned()),
                 ("namespace", "demo".to_owned()),
                 ("deployment", scenario.service.replace('_', "-")),
@@ -665,24 +683,28 @@ fn prepare(options: &Options) -> Result<Vec<Prepared>> {
             }
             let matched = playbook.rule_for(&labels).ok_or(SimulateError::NoRule {
                 scenario: scenario.name,
-                alert: scenario.alert,
+                alert,
             })?;
             let target = Target::from_labels(&labels, &Default::default());
             let expected = Action::ALL
                 .iter()
                 .map(|a| (*a, scenario.expected_reward(&options.policy.reward, *a)))
                 .collect();
-            Ok(Prepared {
+            prepared.push(Prepared {
+                index,
+                alert,
+                weight,
                 key: PolicyKey::from_labels(&labels),
                 rule_name: matched.name.clone(),
                 rule_actions: matched.actions.clone(),
                 labels,
                 target,
                 expected,
-                scenario,
-            })
-        })
-        .collect()
+                scenario: scenario.clone(),
+            });
+        }
+    }
+    Ok(prepared)
 }
 
 /// The best action's expected reward and the action, among those the
@@ -983,11 +1005,21 @@ pub fn run(options: &Options) -> Result<Report> {
             log: Vec::new(),
         })
         .collect();
-    let mut stats: Vec<BTreeMap<Contender, Stats>> = prepared.iter().map(|_| BTreeMap::new()).collect();
+    let scenario_count = prepared.iter().map(|p| p.index + 1).max().unwrap_or(0);
+    let mut stats: Vec<BTreeMap<Contender, Stats>> = (0..scenario_count).map(|_| BTreeMap::new()).collect();
     let mut totals: BTreeMap<Contender, Totals> = Contender::ALL.iter().map(|c| (*c, Totals::default())).collect();
     for episode in 0..options.episodes {
-        let which = scenario_rng.gen_range(0..prepared.len());
-        let p = &prepared[which];
+        let which = scenario_rng.gen_range(0..scenario_count);
+        let variants: Vec<&Prepared> = prepared.iter().filter(|p| p.index == which).collect();
+        let total: f64 = variants.iter().map(|p| p.weight).sum();
+        let mut pick = scenario_rng.gen_range(0.0..total.max(f64::MIN_POSITIVE));
+        let p = variants
+            .iter()
+            .find(|p| {
+                pick -= p.weight;
+                pick < 0.0
+            })
+            .unwrap_or(&variants[0]);
         let features = (p.scenario.features)(&mut scenario_rng);
         let start = epoch + TimeDelta::seconds(episode as i64 * EPISODE_SPACING_SECONDS);
         // The oracle is judged on what a target with no history allows: a
@@ -1037,17 +1069,28 @@ pub fn run(options: &Options) -> Result<Report> {
         t.regret_per_episode_first_quarter = at(quarter.min(n)) / quarter as f64;
         t.regret_per_episode_last_quarter = (at(n) - at(n - quarter.min(n))) / quarter as f64;
     }
-    let scenarios: Vec<ScenarioReport> = prepared
-        .iter()
-        .zip(stats)
-        .map(|(p, contenders)| ScenarioReport {
-            name: p.scenario.name,
-            alert: p.scenario.alert,
-            rule: p.rule_name.clone(),
-            rule_actions: p.rule_actions.clone(),
-            best: p.scenario.best,
-            expected_rewards: p.expected.clone(),
-            contenders,
+    let scenarios: Vec<ScenarioReport> = stats
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, contenders)| {
+            let variants: Vec<&Prepared> = prepared.iter().filter(|p| p.index == index).collect();
+            let p = variants.first()?;
+            let total: f64 = variants.iter().map(|p| p.weight).sum();
+            Some(ScenarioReport {
+                name: p.scenario.name,
+                alerts: variants
+                    .iter()
+                    .map(|v| AlertReport {
+                        alert: v.alert,
+                        weight: v.weight / total,
+                        rule: v.rule_name.clone(),
+                        rule_actions: v.rule_actions.clone(),
+                    })
+                    .collect(),
+                best: p.scenario.best,
+                expected_rewards: p.expected.clone(),
+                contenders,
+            })
         })
         .collect();
     let targets = targets(&scenarios, &totals);
@@ -1161,13 +1204,20 @@ pub fn table(report: &Report) -> String {
             get(c).map_or("—".to_owned(), |st| format!("{:.*}", digits, f(st)))
         };
         let count = |c, f: fn(&Stats) -> usize| get(c).map_or("—".to_owned(), |st| f(st).to_string());
-        let rule: Vec<&str> = s.rule_actions.iter().map(|a| a.as_str()).collect();
+        let alerts: Vec<&str> = s.alerts.iter().map(|a| a.alert).collect();
+        let rules: Vec<String> = s
+            .alerts
+            .iter()
+            .map(|a| {
+                let actions: Vec<&str> = a.rule_actions.iter().map(|x| x.as_str()).collect();
+                format!("{} [{}]", a.rule, actions.join(", "))
+            })
+            .collect();
         out.push_str(&format!(
-            "| {} | {} | {} [{}] | {} | {} / {} / {} | {} | {} / {} / {} | {} / {} / {} | {} / {} / {} |\n",
+            "| {} | {} | {} | {} | {} / {} / {} | {} | {} / {} / {} | {} / {} / {} | {} / {} / {} |\n",
             s.name,
-            s.alert,
-            s.rule,
-            rule.join(", "),
+            alerts.join(" or "),
+            rules.join(" or "),
             s.best,
             share(Contender::Learned),
             share(Contender::Playbook),

@@ -96,7 +96,20 @@ fn keys_come_from_labels() {
 
 #[test]
 fn contexts_bucket_features_and_round_trip_as_text() {
-    assert_eq!(Features::default().context().to_string(), "steady");
+    assert_eq!(
+        Features::default().context().to_string(),
+        "deploy?+restarting?+erroring?+slow?+degraded?"
+    );
+    let calm = Features {
+        error_ratio: Some(0.01),
+        latency_ratio: Some(0.5),
+        recent_restarts: Some(0),
+        memory_exhaustion_seconds: None,
+        recent_deploy: Some(false),
+        ready_ratio: Some(1.0),
+    };
+    assert_eq!(calm.context().to_string(), "steady");
+    assert_eq!("steady".parse::<Context>().unwrap(), calm.context());
     let f = Features {
         error_ratio: Some(0.5),
         latency_ratio: Some(0.9),
@@ -108,7 +121,20 @@ fn contexts_bucket_features_and_round_trip_as_text() {
     let c = f.context();
     assert_eq!(c.to_string(), "deploy+restarting+erroring+exhausting+degraded");
     assert_eq!(c.to_string().parse::<Context>().unwrap(), c);
-    assert_eq!("steady".parse::<Context>().unwrap(), Context::default());
+    let unknown = Features {
+        memory_exhaustion_seconds: Some(120.0),
+        ..Features::default()
+    }
+    .context();
+    assert_eq!(unknown.to_string().parse::<Context>().unwrap(), unknown);
+    // Unknown facts match either answer; known ones must agree.
+    assert!(unknown.matches(&c) && c.matches(&unknown));
+    assert!(!calm.context().matches(&c));
+    let no_deploy_known = Features {
+        recent_deploy: None,
+        ..f.clone()
+    };
+    assert!(no_deploy_known.context().matches(&c));
     assert!("deploy+bogus".parse::<Context>().unwrap_err().contains("bogus"));
 }
 
@@ -419,7 +445,7 @@ fn choices_serialize_for_the_journal() {
     );
     let json = serde_json::to_value(&choice).unwrap();
     assert_eq!(json["action"], "rollback");
-    assert_eq!(json["context"], "steady");
+    assert_eq!(json["context"], "deploy?+restarting?+erroring?+slow?+degraded?");
     assert_eq!(json["candidates"].as_array().unwrap().len(), Action::ALL.len());
     assert_eq!(json["candidates"][1]["masked"], "guard: refuse: test");
     assert!(
