@@ -46,7 +46,7 @@
 //!   the policy stops sampling. It still *probes* the one thing that can
 //!   beat a working fix: a less disruptive action (lower cost) whose
 //!   optimistic value (value + `probe_deviations` standard deviations,
-//!   default 3) exceeds the greedy one's. A probe that fails drops that optimism below, so probing ends
+//!   default 3.5) exceeds the greedy one's. A probe that fails drops that optimism below, so probing ends
 //!   after a few tries; one that works soon becomes the greedy action. Many
 //!   faults have two fixes of similar success, a cheap one and a costly
 //!   one, that sampling alone would take hundreds of incidents to tell
@@ -345,7 +345,7 @@ pub struct PolicyConfig {
     /// only less disruptive actions are probed). Default 0.5.
     pub satisfactory: f64,
     /// How optimistic a probe of a less disruptive action is: its value
-    /// plus this many standard deviations must beat the greedy value. Default 3.
+    /// plus this many standard deviations must beat the greedy value. Default 3.5.
     pub probe_deviations: f64,
     /// What outcomes are worth.
     pub reward: RewardConfig,
@@ -369,7 +369,7 @@ impl Default for PolicyConfig {
             propensity_draws: 1000,
             confidence: 0.95,
             satisfactory: 0.5,
-            probe_deviations: 3.0,
+            probe_deviations: 3.5,
             reward: RewardConfig::default(),
         }
     }
