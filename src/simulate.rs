@@ -558,6 +558,9 @@ pub struct Totals {
     pub actions_on_no_fault: usize,
     pub slo_violation_seconds: f64,
     pub escalations: usize,
+    /// Time spent simulating this contender's incidents (its decisions,
+    /// learning, the guard and the simulated effects).
+    pub seconds: f64,
     /// Cumulative regret after every episode (for the plot; not in JSON).
     #[serde(skip)]
     pub regret_curve: Vec<f64>,
@@ -1029,7 +1032,9 @@ pub fn run(options: &Options) -> Result<Report> {
         let (fresh_mask, _, _) = mask(p, &options.guard, &fresh);
         for world in &mut worlds {
             let (best, best_value) = oracle(p, &fresh_mask);
+            let timer = Instant::now();
             let incident = world.incident(p, options, start, &features);
+            let spent = timer.elapsed().as_secs_f64();
             let regret = (best_value - incident.first_expected).max(0.0);
             let s = stats[which].entry(world.contender).or_default();
             s.episodes += 1;
@@ -1046,6 +1051,7 @@ pub fn run(options: &Options) -> Result<Report> {
             s.slo_violation_seconds += incident.slo_seconds;
             let t = totals.entry(world.contender).or_default();
             t.cumulative_regret += regret;
+            t.seconds += spent;
             t.regret_curve.push(t.cumulative_regret);
             t.unsafe_actions += incident.unsafe_actions;
             t.harmful_actions += incident.harmful;
@@ -1236,10 +1242,10 @@ pub fn table(report: &Report) -> String {
             count(Contender::Random, |st| st.harmful_actions),
         ));
     }
-    out.push_str("\n| policy | cumulative regret | regret/episode first → last quarter | SLO violation (h) | unsafe | harmful | actions on no-fault | escalations |\n|---|---|---|---|---|---|---|---|\n");
+    out.push_str("\n| policy | cumulative regret | regret/episode first → last quarter | SLO violation (h) | unsafe | harmful | actions on no-fault | escalations | µs per episode |\n|---|---|---|---|---|---|---|---|---|\n");
     for (c, t) in &report.totals {
         out.push_str(&format!(
-            "| {} | {:.2} | {:.3} → {:.3} | {:.1} | {} | {} | {} | {} |\n",
+            "| {} | {:.2} | {:.3} → {:.3} | {:.1} | {} | {} | {} | {} | {:.1} |\n",
             c.as_str(),
             t.cumulative_regret,
             t.regret_per_episode_first_quarter,
@@ -1248,7 +1254,8 @@ pub fn table(report: &Report) -> String {
             t.unsafe_actions,
             t.harmful_actions,
             t.actions_on_no_fault,
-            t.escalations
+            t.escalations,
+            t.seconds * 1e6 / report.episodes as f64
         ));
     }
     let t = &report.targets;
