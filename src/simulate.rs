@@ -162,21 +162,36 @@ fn uniform(rng: &mut StdRng, lo: f64, hi: f64) -> f64 {
     rng.gen_range(lo..hi)
 }
 
+/// A scenario firing `alerts` on `service` with two ready replicas, the
+/// alert naming one that still serves; its features and effects to fill in.
+fn scenario(
+    name: &'static str,
+    alerts: Vec<(&'static str, f64)>,
+    service: &'static str,
+    best: Action,
+    detect_seconds: f64,
+) -> Scenario {
+    Scenario {
+        name,
+        alerts,
+        service,
+        best,
+        detect_seconds,
+        replicas: 2,
+        ready: 2,
+        instance_ready: true,
+        violates_slo: true,
+        self_heal: None,
+        features: |_| Features::default(),
+        effects: Vec::new(),
+    }
+}
+
 /// The scenarios of DESIGN.md, on the demo's two services.
 fn scenarios() -> Vec<Scenario> {
     use Action::*;
     vec![
         Scenario {
-            name: "crash",
-            alerts: vec![("ServiceDown", 1.0)],
-            service: "service_b",
-            best: Restart,
-            detect_seconds: 4.0,
-            replicas: 2,
-            ready: 1,
-            instance_ready: false,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.3, 0.6)),
                 recent_restarts: maybe(r, |r| r.gen_range(0..2)),
@@ -190,22 +205,15 @@ fn scenarios() -> Vec<Scenario> {
                 (Rollback, fx(0.85, 90.0, 0.05)),
                 (ScaleIn, fx(0.0, 0.0, 0.3)),
             ],
+            ready: 1,
+            instance_ready: false,
+            ..scenario("crash", vec![("ServiceDown", 1.0)], "service_b", Restart, 4.0)
         },
         Scenario {
-            name: "crash-loop-after-deploy",
             // The new version dies at start: ServiceDown fires within
             // seconds; the fourth start in 5 minutes fires ServiceCrashLooping.
             // ServiceDown is also what a plain crash fires: only the context
             // (a deploy, restarts) tells them apart.
-            alerts: vec![("ServiceDown", 0.5), ("ServiceCrashLooping", 0.5)],
-            service: "service_b",
-            best: Rollback,
-            detect_seconds: 40.0,
-            replicas: 2,
-            ready: 0,
-            instance_ready: false,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.6, 1.0)),
                 recent_restarts: maybe(r, |r| r.gen_range(4..9)),
@@ -219,18 +227,17 @@ fn scenarios() -> Vec<Scenario> {
                 (Recreate, fx(0.05, 60.0, 0.0)),
                 (ScaleOut, fx(0.0, 0.0, 0.2)),
             ],
+            ready: 0,
+            instance_ready: false,
+            ..scenario(
+                "crash-loop-after-deploy",
+                vec![("ServiceDown", 0.5), ("ServiceCrashLooping", 0.5)],
+                "service_b",
+                Rollback,
+                40.0,
+            )
         },
         Scenario {
-            name: "hang",
-            alerts: vec![("ServiceHung", 1.0)],
-            service: "service_a",
-            best: Restart,
-            detect_seconds: 4.0,
-            replicas: 2,
-            ready: 1,
-            instance_ready: false,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.2, 0.5)),
                 latency_ratio: maybe(r, |r| uniform(r, 2.0, 10.0)),
@@ -245,18 +252,11 @@ fn scenarios() -> Vec<Scenario> {
                 (Rollback, fx(0.3, 90.0, 0.05)),
                 (ScaleOut, fx(0.05, 60.0, 0.0)),
             ],
+            ready: 1,
+            instance_ready: false,
+            ..scenario("hang", vec![("ServiceHung", 1.0)], "service_a", Restart, 4.0)
         },
         Scenario {
-            name: "memory-leak",
-            alerts: vec![("MemoryLeak", 1.0)],
-            service: "service_a",
-            best: Restart,
-            detect_seconds: 20.0,
-            replicas: 2,
-            ready: 2,
-            instance_ready: true,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.0, 0.04)),
                 latency_ratio: maybe(r, |r| uniform(r, 0.5, 1.5)),
@@ -270,18 +270,9 @@ fn scenarios() -> Vec<Scenario> {
                 (Recreate, fx(0.9, 60.0, 0.0)),
                 (Rollback, fx(0.4, 90.0, 0.05)),
             ],
+            ..scenario("memory-leak", vec![("MemoryLeak", 1.0)], "service_a", Restart, 20.0)
         },
         Scenario {
-            name: "cpu-hog",
-            alerts: vec![("CPUSaturation", 1.0)],
-            service: "service_a",
-            best: Restart,
-            detect_seconds: 120.0,
-            replicas: 2,
-            ready: 2,
-            instance_ready: true,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.0, 0.02)),
                 latency_ratio: maybe(r, |r| uniform(r, 1.0, 3.0)),
@@ -295,18 +286,9 @@ fn scenarios() -> Vec<Scenario> {
                 (ScaleOut, fx(0.1, 60.0, 0.0)),
                 (Rollback, fx(0.4, 90.0, 0.05)),
             ],
+            ..scenario("cpu-hog", vec![("CPUSaturation", 1.0)], "service_a", Restart, 120.0)
         },
         Scenario {
-            name: "slow-replica",
-            alerts: vec![("HighLatencyP99", 1.0)],
-            service: "service_b",
-            best: Restart,
-            detect_seconds: 35.0,
-            replicas: 3,
-            ready: 3,
-            instance_ready: true,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.0, 0.01)),
                 latency_ratio: maybe(r, |r| uniform(r, 1.2, 4.0)),
@@ -320,18 +302,17 @@ fn scenarios() -> Vec<Scenario> {
                 (ScaleOut, fx(0.15, 60.0, 0.0)),
                 (ScaleIn, fx(0.2, 30.0, 0.4)),
             ],
+            replicas: 3,
+            ready: 3,
+            ..scenario(
+                "slow-replica",
+                vec![("HighLatencyP99", 1.0)],
+                "service_b",
+                Restart,
+                35.0,
+            )
         },
         Scenario {
-            name: "error-burst",
-            alerts: vec![("HighErrorRatio", 1.0)],
-            service: "service_a",
-            best: Restart,
-            detect_seconds: 11.0,
-            replicas: 2,
-            ready: 2,
-            instance_ready: true,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.1, 0.5)),
                 ready_ratio: maybe(r, |_| 1.0),
@@ -343,18 +324,9 @@ fn scenarios() -> Vec<Scenario> {
                 (Recreate, fx(0.85, 60.0, 0.0)),
                 (Rollback, fx(0.2, 90.0, 0.1)),
             ],
+            ..scenario("error-burst", vec![("HighErrorRatio", 1.0)], "service_a", Restart, 11.0)
         },
         Scenario {
-            name: "bad-deploy",
-            alerts: vec![("BadDeploy", 1.0)],
-            service: "service_b",
-            best: Rollback,
-            detect_seconds: 11.0,
-            replicas: 2,
-            ready: 2,
-            instance_ready: true,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.1, 0.8)),
                 ready_ratio: maybe(r, |_| 1.0),
@@ -366,18 +338,9 @@ fn scenarios() -> Vec<Scenario> {
                 (Restart, fx(0.0, 0.0, 0.1)),
                 (Recreate, fx(0.0, 0.0, 0.1)),
             ],
+            ..scenario("bad-deploy", vec![("BadDeploy", 1.0)], "service_b", Rollback, 11.0)
         },
         Scenario {
-            name: "dependency-failure",
-            alerts: vec![("UpstreamErrors", 1.0)],
-            service: "service_a",
-            best: Notify,
-            detect_seconds: 17.0,
-            replicas: 1,
-            ready: 1,
-            instance_ready: true,
-            violates_slo: true,
-            self_heal: Some((300.0, 900.0)),
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.2, 0.9)),
                 ready_ratio: maybe(r, |_| 1.0),
@@ -389,18 +352,18 @@ fn scenarios() -> Vec<Scenario> {
                 (Rollback, fx(0.0, 0.0, 0.3)),
                 (ScaleOut, fx(0.0, 0.0, 0.1)),
             ],
-        },
-        Scenario {
-            name: "no-fault",
-            alerts: vec![("ErrorBudgetBurn", 1.0)],
-            service: "service_a",
-            best: Notify,
-            detect_seconds: 0.0,
             replicas: 1,
             ready: 1,
-            instance_ready: true,
-            violates_slo: false,
-            self_heal: None,
+            self_heal: Some((300.0, 900.0)),
+            ..scenario(
+                "dependency-failure",
+                vec![("UpstreamErrors", 1.0)],
+                "service_a",
+                Notify,
+                17.0,
+            )
+        },
+        Scenario {
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.0, 0.03)),
                 latency_ratio: maybe(r, |r| uniform(r, 0.3, 0.9)),
@@ -412,6 +375,10 @@ fn scenarios() -> Vec<Scenario> {
                 (Rollback, fx(0.0, 0.0, 0.5)),
                 (ScaleOut, fx(0.0, 0.0, 0.0)),
             ],
+            replicas: 1,
+            ready: 1,
+            violates_slo: false,
+            ..scenario("no-fault", vec![("ErrorBudgetBurn", 1.0)], "service_a", Notify, 0.0)
         },
     ]
 }

@@ -14,6 +14,30 @@ fn shipped_playbook() -> Playbook {
     Playbook::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/playbook.yml")).unwrap()
 }
 
+/// Decides with nothing masked.
+fn decide_open(
+    policy: &Policy,
+    key: &PolicyKey,
+    features: &Features,
+    rule: Option<RulePrior<'_>>,
+    failed: &[Action],
+    rng: &mut StdRng,
+) -> Choice {
+    let input = Decide {
+        key,
+        features,
+        rule,
+        mask: &Mask::none(),
+        failed,
+    };
+    policy.decide(&input, rng)
+}
+
+/// A rule named `r` with these actions.
+fn rule_of(actions: &[Action]) -> Option<RulePrior<'_>> {
+    Some(RulePrior { name: "r", actions })
+}
+
 fn success(seconds: f64) -> Outcome {
     Outcome {
         verification: Verification::Success,
@@ -63,14 +87,12 @@ fn day_one_is_the_playbook() {
                     recent_deploy: Some(seed % 2 == 0),
                     ..Features::default()
                 };
-                let choice = policy.decide(
-                    &Decide {
-                        key: &key,
-                        features: &features,
-                        rule: Some(rule.into()),
-                        mask: &Mask::none(),
-                        failed: &rule.actions[..failed],
-                    },
+                let choice = decide_open(
+                    &policy,
+                    &key,
+                    &features,
+                    Some(rule.into()),
+                    &rule.actions[..failed],
                     &mut rng,
                 );
                 assert_eq!(
@@ -260,16 +282,7 @@ fn it_learns_from_failure_and_explores_only_after_disappointment() {
     for _ in 0..20 {
         let mut failed = Vec::new();
         loop {
-            let choice = policy.decide(
-                &Decide {
-                    key: &key,
-                    features: &features,
-                    rule: Some(rule.into()),
-                    mask: &Mask::none(),
-                    failed: &failed,
-                },
-                &mut rng,
-            );
+            let choice = decide_open(&policy, &key, &features, Some(rule.into()), &failed, &mut rng);
             let action = choice.action.unwrap();
             if failed.is_empty() {
                 firsts.push(action);
@@ -293,16 +306,7 @@ fn it_learns_from_failure_and_explores_only_after_disappointment() {
     assert!(policy.key_state(&key).unwrap().disappointments >= 1);
     // Rollback reliably works now, and every less disruptive action was
     // probed and failed: no more exploring.
-    let choice = policy.decide(
-        &Decide {
-            key: &key,
-            features: &features,
-            rule: Some(rule.into()),
-            mask: &Mask::none(),
-            failed: &[],
-        },
-        &mut rng,
-    );
+    let choice = decide_open(&policy, &key, &features, Some(rule.into()), &[], &mut rng);
     assert_eq!(
         (choice.action, choice.mode, choice.propensity),
         (Some(Action::Rollback), Mode::GreedySatisfied, 1.0),
@@ -327,10 +331,7 @@ fn exploration_off_is_greedy_with_propensity_one() {
         let input = Decide {
             key: &key,
             features: &features,
-            rule: Some(RulePrior {
-                name: "r",
-                actions: &actions,
-            }),
+            rule: rule_of(&actions),
             mask: &Mask::none(),
             failed: &[],
         };
@@ -343,19 +344,7 @@ fn exploration_off_is_greedy_with_propensity_one() {
     // The same key on another service explores.
     let other = PolicyKey::new("ServiceDown", "a");
     policy.learn(&other, &features, Action::Restart, -0.2);
-    let choice = policy.decide(
-        &Decide {
-            key: &other,
-            features: &features,
-            rule: Some(RulePrior {
-                name: "r",
-                actions: &actions,
-            }),
-            mask: &Mask::none(),
-            failed: &[],
-        },
-        &mut rng,
-    );
+    let choice = decide_open(&policy, &other, &features, rule_of(&actions), &[], &mut rng);
     assert_eq!(choice.mode, Mode::Sampled);
     let total: f64 = choice.candidates.iter().map(|c| c.propensity).sum();
     assert!((total - 1.0).abs() < 1e-9, "{total}");
@@ -391,10 +380,7 @@ fn state_round_trips_and_a_restored_policy_decides_identically() {
         let input = Decide {
             key,
             features: &f,
-            rule: Some(RulePrior {
-                name: "r",
-                actions: &rule,
-            }),
+            rule: rule_of(&rule),
             mask: &Mask::none(),
             failed: &[],
         };
@@ -555,14 +541,7 @@ fn a_working_fix_is_kept_but_a_less_disruptive_one_is_probed() {
     // Below good enough and in doubt, it samples; with one candidate it is certain.
     let choice = policy.decide(&input(&[Action::Recreate]), &mut rng);
     assert_eq!(choice.mode, Mode::Sampled, "{}", choice.why);
-    let only = [
-        Action::Restart,
-        Action::Recreate,
-        Action::ScaleOut,
-        Action::ScaleIn,
-        Action::Rollback,
-        Action::Cordon,
-    ];
+    let only: Vec<Action> = Action::ALL.into_iter().filter(|a| *a != Action::Notify).collect();
     let choice = policy.decide(
         &Decide {
             failed: &only,
