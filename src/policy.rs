@@ -46,8 +46,9 @@
 //!   the policy stops sampling. It still *probes* the one thing that can
 //!   beat a working fix: a less disruptive action (lower cost) whose
 //!   optimistic value (value + `probe_deviations` standard deviations,
-//!   default 3.5) exceeds the greedy one's. A probe that fails drops that optimism below, so probing ends
-//!   after a few tries; one that works soon becomes the greedy action. Many
+//!   default 3.5) exceeds the greedy one's. A probe that fails drops that
+//!   optimism below, so probing ends after a few tries; one that works
+//!   soon becomes the greedy action. Many
 //!   faults have two fixes of similar success, a cheap one and a costly
 //!   one, that sampling alone would take hundreds of incidents to tell
 //!   apart: costs are known, so the cheap one is tried rather than sampled;
@@ -67,8 +68,10 @@
 //! # Propensity
 //!
 //! The probability that this policy picks the chosen action given the same
-//! inputs and state, logged for off-policy evaluation. Greedy choices have
-//! propensity 1. For Thompson sampling it is estimated with
+//! inputs and state, logged for off-policy evaluation. Greedy choices and
+//! probes are deterministic given the state: propensity 1 (so off-policy
+//! evaluation learns about other actions only from sampled decisions). For
+//! Thompson sampling it is estimated with
 //! `propensity_draws` further independent draws (default 1,000): the share
 //! of draws the chosen action wins, counting the draw that chose it as one
 //! more, `(wins + 1) / (draws + 1)`, which is never 0 (an inverse-propensity
