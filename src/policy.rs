@@ -722,6 +722,8 @@ pub enum Mode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
     pub key: PolicyKey,
+    /// The features decided on (kept for explanations and off-policy evaluation).
+    pub features: Features,
     pub context: Context,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -1040,6 +1042,7 @@ impl Policy {
         );
         Choice {
             key: input.key.clone(),
+            features: input.features.clone(),
             context,
             rule: input.rule.map(|r| r.name.to_owned()),
             action,
@@ -1150,6 +1153,31 @@ pub struct Logged {
 }
 
 impl Logged {
+    /// The log entry of a recorded decision and the reward its outcome
+    /// earned; `None` when it chose nothing.
+    pub fn from_choice(choice: &Choice, reward: f64) -> Option<Logged> {
+        let mut ranked: Vec<(usize, Action)> = choice
+            .candidates
+            .iter()
+            .filter_map(|c| c.playbook_rank.map(|r| (r, c.action)))
+            .collect();
+        ranked.sort();
+        Some(Logged {
+            key: choice.key.clone(),
+            features: choice.features.clone(),
+            rule_actions: ranked.into_iter().map(|(_, a)| a).collect(),
+            allowed: choice
+                .candidates
+                .iter()
+                .filter(|c| c.masked.is_none())
+                .map(|c| c.action)
+                .collect(),
+            action: choice.action?,
+            propensity: choice.propensity,
+            reward,
+        })
+    }
+
     /// The mask and failed list equivalent to `allowed`.
     pub fn mask(&self) -> Mask {
         let mut mask = Mask::none();

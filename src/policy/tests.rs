@@ -441,6 +441,13 @@ fn choices_serialize_for_the_journal() {
     );
     let back: Choice = serde_json::from_value(json).unwrap();
     assert_eq!(back, choice);
+    // What the journal keeps is enough for off-policy evaluation.
+    let logged = Logged::from_choice(&choice, 0.7).unwrap();
+    assert_eq!(
+        (logged.rule_actions, logged.action, logged.propensity),
+        (vec![Action::Rollback], Action::Rollback, 1.0)
+    );
+    assert!(!logged.allowed.contains(&Action::Restart) && logged.allowed.contains(&Action::Notify));
 }
 
 #[test]
