@@ -854,7 +854,7 @@ impl Demo {
                 // What the learning policy saw (PromQL context) and why it chose.
                 "policy": decision.new.record.get("policy").map(|p| json!({
                     "acted": p["acted"],
-                    "features": p["view"]["features"],
+                    "features": p["view"]["choice"]["features"],
                     "missing": p["view"]["missing"],
                     "why": p["view"]["choice"]["why"],
                 })),

@@ -13,9 +13,7 @@ use crate::action::Action;
 use crate::journal::decisions::Decision;
 use crate::journal::policy::{JournalReader, StoredPolicy};
 use crate::journal::JournalError;
-use crate::policy::{
-    evaluate, Features, Logged, OffPolicyEstimate, Policy, PolicyConfig, PolicyError, PolicyKey, PolicyState,
-};
+use crate::policy::{evaluate, Choice, Logged, OffPolicyEstimate, Policy, PolicyConfig, PolicyError, PolicyState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LearnedError {
@@ -191,7 +189,7 @@ pub fn explain(reader: &JournalReader, incident: i64) -> Result<String> {
             out,
             "Context {}; features {}",
             choice["context"].as_str().unwrap_or("?"),
-            view["features"]
+            choice["features"]
         );
         if let Some(missing) = view["missing"].as_object() {
             for (name, why) in missing {
@@ -244,48 +242,18 @@ pub struct Evaluation {
     pub candidates: Vec<Evaluated>,
 }
 
-/// A logged decision as off-policy evaluation needs it: what was possible,
-/// what was done, with what probability, and the reward it earned.
+/// A logged decision as off-policy evaluation needs it, and the action the
+/// playbook chose then. The logger is the policy when it acted, and the
+/// playbook, which is deterministic (propensity 1), when it did.
 fn logged(decision: &Decision, reward: f64) -> Option<(Logged, Option<Action>)> {
     let policy = decision.new.record.get("policy")?;
-    let view = &policy["view"];
-    let choice = &view["choice"];
-    let key: PolicyKey = serde_json::from_value(choice["key"].clone()).ok()?;
-    let features: Features = serde_json::from_value(view["features"].clone()).ok()?;
-    let action = Action::parse(&decision.new.action)?;
-    let mut ranked: Vec<(u64, Action)> = Vec::new();
-    let mut allowed = Vec::new();
-    let mut propensity_of_action = None;
-    for c in choice["candidates"].as_array()? {
-        let a = Action::parse(c["action"].as_str()?)?;
-        if let Some(rank) = c["playbook_rank"].as_u64() {
-            ranked.push((rank, a));
-        }
-        if c["masked"].is_null() {
-            allowed.push(a);
-        }
-        if a == action {
-            propensity_of_action = c["propensity"].as_f64();
-        }
+    let choice: Choice = serde_json::from_value(policy["view"]["choice"].clone()).ok()?;
+    let mut entry = Logged::from_choice(&choice, reward)?;
+    if policy["acted"].as_bool() != Some(true) {
+        entry.action = Action::parse(&decision.new.action)?;
+        entry.propensity = 1.0;
     }
-    ranked.sort();
     let playbook_action = policy["playbook_action"].as_str().and_then(Action::parse);
-    // The logger: the policy when it acted; the playbook, which is
-    // deterministic, when it did.
-    let propensity = if policy["acted"].as_bool() == Some(true) {
-        propensity_of_action?
-    } else {
-        1.0
-    };
-    let entry = Logged {
-        key,
-        features,
-        rule_actions: ranked.into_iter().map(|(_, a)| a).collect(),
-        allowed,
-        action,
-        propensity,
-        reward,
-    };
     Some((entry, playbook_action))
 }
 

@@ -18,10 +18,11 @@
 //! (`notify` at its fixed reward 0, the others below it, least disruptive
 //! first), each worth `prior_strength` pseudo-outcomes.
 //! Beside the per-key estimate, each of a few coarse context buckets
-//! ([`Context`], six yes/no facts such as "deployed in the last 15 minutes")
-//! keeps its own, whose prior is the key's estimate worth up to
+//! ([`Context`], six yes/no/unknown facts such as "deployed in the last 15
+//! minutes") keeps its own, whose prior is the key's estimate worth up to
 //! `context_strength` outcomes (default 6): a new context starts from what
 //! the alert taught, and moves away from it only as its own outcomes say.
+//! A context with unknown facts pools every bucket it matches.
 //!
 //! Why this rather than LinUCB: the target is to converge within 20
 //! incidents of a kind. A linear model over six features needs many more
@@ -45,8 +46,9 @@
 //!   the policy stops sampling. It still *probes* the one thing that can
 //!   beat a working fix: a less disruptive action (lower cost) whose
 //!   optimistic value (value + `probe_deviations` standard deviations,
-//!   default 3) exceeds the greedy one's. A probe that fails drops that optimism below, so probing ends
-//!   after a few tries; one that works soon becomes the greedy action. Many
+//!   default 3.5) exceeds the greedy one's. A probe that fails drops that
+//!   optimism below, so probing ends after a few tries; one that works
+//!   soon becomes the greedy action. Many
 //!   faults have two fixes of similar success, a cheap one and a costly
 //!   one, that sampling alone would take hundreds of incidents to tell
 //!   apart: costs are known, so the cheap one is tried rather than sampled;
@@ -66,8 +68,10 @@
 //! # Propensity
 //!
 //! The probability that this policy picks the chosen action given the same
-//! inputs and state, logged for off-policy evaluation. Greedy choices have
-//! propensity 1. For Thompson sampling it is estimated with
+//! inputs and state, logged for off-policy evaluation. Greedy choices and
+//! probes are deterministic given the state: propensity 1 (so off-policy
+//! evaluation learns about other actions only from sampled decisions). For
+//! Thompson sampling it is estimated with
 //! `propensity_draws` further independent draws (default 1,000): the share
 //! of draws the chosen action wins, counting the draw that chose it as one
 //! more, `(wins + 1) / (draws + 1)`, which is never 0 (an inverse-propensity
@@ -149,8 +153,8 @@ impl fmt::Display for PolicyKey {
 }
 
 /// What PromQL said about the service when the alert fired. Every field is
-/// optional: a query may return nothing. Unknown counts as "no evidence"
-/// (the calm side of each [`Context`] threshold).
+/// optional: a query may return nothing, and its [`Context`] fact is then
+/// unknown.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Features {
@@ -188,51 +192,75 @@ pub mod thresholds {
     pub const READY_RATIO: f64 = 1.0;
 }
 
-/// A coarse context bucket: six yes/no facts, so that at most 64 buckets
-/// exist per key and most alerts see one or two.
+/// A coarse context bucket: six facts, each yes, no or unknown (PromQL
+/// did not answer), so few buckets exist per key and most alerts see one
+/// or two. An unknown fact matches either answer: a decision in a context
+/// with unknowns draws on every bucket it could be (see [`Context::matches`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Context {
-    pub deploy: bool,
-    pub restarting: bool,
-    pub erroring: bool,
-    pub slow: bool,
-    pub exhausting: bool,
-    pub degraded: bool,
+    pub deploy: Option<bool>,
+    pub restarting: Option<bool>,
+    pub erroring: Option<bool>,
+    pub slow: Option<bool>,
+    /// Never unknown: no forecast of exhaustion counts as none.
+    pub exhausting: Option<bool>,
+    pub degraded: Option<bool>,
 }
 
 impl Features {
     /// The bucket these features fall in.
     pub fn context(&self) -> Context {
         Context {
-            deploy: self.recent_deploy == Some(true),
-            restarting: self.recent_restarts.is_some_and(|n| n >= thresholds::RESTARTS),
-            erroring: self.error_ratio.is_some_and(|r| r >= thresholds::ERROR_RATIO),
-            slow: self.latency_ratio.is_some_and(|r| r >= thresholds::LATENCY_RATIO),
-            exhausting: self
-                .memory_exhaustion_seconds
-                .is_some_and(|s| s <= thresholds::MEMORY_EXHAUSTION_SECONDS),
-            degraded: self.ready_ratio.is_some_and(|r| r < thresholds::READY_RATIO),
+            deploy: self.recent_deploy,
+            restarting: self.recent_restarts.map(|n| n >= thresholds::RESTARTS),
+            erroring: self.error_ratio.map(|r| r >= thresholds::ERROR_RATIO),
+            slow: self.latency_ratio.map(|r| r >= thresholds::LATENCY_RATIO),
+            exhausting: Some(
+                self.memory_exhaustion_seconds
+                    .is_some_and(|s| s <= thresholds::MEMORY_EXHAUSTION_SECONDS),
+            ),
+            degraded: self.ready_ratio.map(|r| r < thresholds::READY_RATIO),
         }
     }
 }
 
-impl fmt::Display for Context {
-    /// `deploy+erroring`, or `steady` when no fact holds.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let facts = [
+impl Context {
+    fn facts(&self) -> [(Option<bool>, &'static str); 6] {
+        [
             (self.deploy, "deploy"),
             (self.restarting, "restarting"),
             (self.erroring, "erroring"),
             (self.slow, "slow"),
             (self.exhausting, "exhausting"),
             (self.degraded, "degraded"),
-        ];
+        ]
+    }
+
+    /// Whether the two could be the same situation: no fact known in both
+    /// differs.
+    pub fn matches(&self, other: &Context) -> bool {
+        self.facts()
+            .iter()
+            .zip(other.facts())
+            .all(|((a, _), (b, _))| a.is_none() || b.is_none() || *a == b)
+    }
+}
+
+impl fmt::Display for Context {
+    /// The facts that hold, `+`-separated, unknown ones with a `?`
+    /// (`deploy+erroring+slow?`); `steady` when every fact is known not to hold.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut any = false;
-        for (_, name) in facts.iter().filter(|(on, _)| *on) {
+        for (value, name) in self.facts() {
+            let mark = match value {
+                Some(true) => "",
+                None => "?",
+                Some(false) => continue,
+            };
             if any {
                 f.write_str("+")?;
             }
-            f.write_str(name)?;
+            write!(f, "{name}{mark}")?;
             any = true;
         }
         if !any {
@@ -246,12 +274,23 @@ impl std::str::FromStr for Context {
     type Err = String;
 
     fn from_str(text: &str) -> std::result::Result<Context, String> {
-        let mut c = Context::default();
+        let mut c = Context {
+            deploy: Some(false),
+            restarting: Some(false),
+            erroring: Some(false),
+            slow: Some(false),
+            exhausting: Some(false),
+            degraded: Some(false),
+        };
         if text == "steady" {
             return Ok(c);
         }
         for fact in text.split('+') {
-            let flag = match fact {
+            let (name, value) = match fact.strip_suffix('?') {
+                Some(name) => (name, None),
+                None => (fact, Some(true)),
+            };
+            let slot = match name {
                 "deploy" => &mut c.deploy,
                 "restarting" => &mut c.restarting,
                 "erroring" => &mut c.erroring,
@@ -264,7 +303,7 @@ impl std::str::FromStr for Context {
                     ))
                 }
             };
-            *flag = true;
+            *slot = value;
         }
         Ok(c)
     }
@@ -309,7 +348,7 @@ pub struct PolicyConfig {
     /// only less disruptive actions are probed). Default 0.5.
     pub satisfactory: f64,
     /// How optimistic a probe of a less disruptive action is: its value
-    /// plus this many standard deviations must beat the greedy value. Default 3.
+    /// plus this many standard deviations must beat the greedy value. Default 3.5.
     pub probe_deviations: f64,
     /// What outcomes are worth.
     pub reward: RewardConfig,
@@ -333,7 +372,7 @@ impl Default for PolicyConfig {
             propensity_draws: 1000,
             confidence: 0.95,
             satisfactory: 0.5,
-            probe_deviations: 3.0,
+            probe_deviations: 3.5,
             reward: RewardConfig::default(),
         }
     }
@@ -683,6 +722,8 @@ pub enum Mode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
     pub key: PolicyKey,
+    /// The features decided on (kept for explanations and off-policy evaluation).
+    pub features: Features,
     pub context: Context,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -842,11 +883,17 @@ impl Policy {
             };
         }
         let key_arm = state.and_then(|s| s.actions.get(&action)).copied().unwrap_or_default();
-        let context_arm = state
-            .and_then(|s| s.contexts.get(&context))
-            .and_then(|arms| arms.get(&action))
-            .copied()
-            .unwrap_or_default();
+        // This context's outcomes, and those of every context it could be.
+        let context_arm = state.map_or(Arm::default(), |s| {
+            s.contexts
+                .iter()
+                .filter(|(c, _)| c.matches(&context))
+                .filter_map(|(_, arms)| arms.get(&action))
+                .fold(Arm::default(), |a, b| Arm {
+                    n: a.n + b.n,
+                    sum_micros: a.sum_micros.saturating_add(b.sum_micros),
+                })
+        });
         let key_mean = key_arm.mean(prior, c.prior_strength);
         // The key's estimate is the context's prior, worth at most what it knows.
         let borrowed = c.context_strength.min(c.prior_strength + f64::from(key_arm.n));
@@ -995,6 +1042,7 @@ impl Policy {
         );
         Choice {
             key: input.key.clone(),
+            features: input.features.clone(),
             context,
             rule: input.rule.map(|r| r.name.to_owned()),
             action,
@@ -1105,6 +1153,31 @@ pub struct Logged {
 }
 
 impl Logged {
+    /// The log entry of a recorded decision and the reward its outcome
+    /// earned; `None` when it chose nothing.
+    pub fn from_choice(choice: &Choice, reward: f64) -> Option<Logged> {
+        let mut ranked: Vec<(usize, Action)> = choice
+            .candidates
+            .iter()
+            .filter_map(|c| c.playbook_rank.map(|r| (r, c.action)))
+            .collect();
+        ranked.sort();
+        Some(Logged {
+            key: choice.key.clone(),
+            features: choice.features.clone(),
+            rule_actions: ranked.into_iter().map(|(_, a)| a).collect(),
+            allowed: choice
+                .candidates
+                .iter()
+                .filter(|c| c.masked.is_none())
+                .map(|c| c.action)
+                .collect(),
+            action: choice.action?,
+            propensity: choice.propensity,
+            reward,
+        })
+    }
+
     /// The mask and failed list equivalent to `allowed`.
     pub fn mask(&self) -> Mask {
         let mut mask = Mask::none();

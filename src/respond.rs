@@ -68,10 +68,10 @@ struct Learner {
     broken: Option<String>,
 }
 
-/// What the policy saw and chose, recorded with the decision.
+/// What the policy saw and chose (its features are in the choice),
+/// recorded with the decision.
 #[derive(Serialize)]
 struct PolicyView {
-    features: Features,
     /// Context features Prometheus could not give, and why.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     missing: std::collections::BTreeMap<String, String>,
@@ -202,7 +202,6 @@ impl<E: Executor> Responder<E> {
         };
         let choice = policy.decide(&input, rng);
         let view = PolicyView {
-            features,
             missing: context.missing,
             choice,
         };
@@ -425,7 +424,7 @@ impl<E: Executor> Responder<E> {
                     .and_then(|r| r.health_query_for(&incident.labels));
                 let lesson = consulted.map(|(view, _)| Lesson {
                     key: view.choice.key,
-                    features: view.features,
+                    features: view.choice.features,
                 });
                 self.spawn_verification(id, incident, action, health, lesson);
             }

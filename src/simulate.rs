@@ -98,10 +98,12 @@ const fn fx(fix: f64, seconds: f64, harm: f64) -> Effect {
 }
 
 /// One fault scenario.
+#[derive(Clone)]
 struct Scenario {
     name: &'static str,
-    /// The alert it fires; must exist in the alert rules.
-    alert: &'static str,
+    /// The alerts it may fire, with their weights; each must exist in the
+    /// alert rules.
+    alerts: Vec<(&'static str, f64)>,
     service: &'static str,
     /// The best action, checked against the expected rewards.
     best: Action,
@@ -160,21 +162,36 @@ fn uniform(rng: &mut StdRng, lo: f64, hi: f64) -> f64 {
     rng.gen_range(lo..hi)
 }
 
+/// A scenario firing `alerts` on `service` with two ready replicas, the
+/// alert naming one that still serves; its features and effects to fill in.
+fn scenario(
+    name: &'static str,
+    alerts: Vec<(&'static str, f64)>,
+    service: &'static str,
+    best: Action,
+    detect_seconds: f64,
+) -> Scenario {
+    Scenario {
+        name,
+        alerts,
+        service,
+        best,
+        detect_seconds,
+        replicas: 2,
+        ready: 2,
+        instance_ready: true,
+        violates_slo: true,
+        self_heal: None,
+        features: |_| Features::default(),
+        effects: Vec::new(),
+    }
+}
+
 /// The scenarios of DESIGN.md, on the demo's two services.
 fn scenarios() -> Vec<Scenario> {
     use Action::*;
     vec![
         Scenario {
-            name: "crash",
-            alert: "ServiceDown",
-            service: "service_b",
-            best: Restart,
-            detect_seconds: 4.0,
-            replicas: 2,
-            ready: 1,
-            instance_ready: false,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.3, 0.6)),
                 recent_restarts: maybe(r, |r| r.gen_range(0..2)),
@@ -188,18 +205,15 @@ fn scenarios() -> Vec<Scenario> {
                 (Rollback, fx(0.85, 90.0, 0.05)),
                 (ScaleIn, fx(0.0, 0.0, 0.3)),
             ],
+            ready: 1,
+            instance_ready: false,
+            ..scenario("crash", vec![("ServiceDown", 1.0)], "service_b", Restart, 4.0)
         },
         Scenario {
-            name: "crash-loop-after-deploy",
-            alert: "ServiceCrashLooping",
-            service: "service_b",
-            best: Rollback,
-            detect_seconds: 40.0,
-            replicas: 2,
-            ready: 0,
-            instance_ready: false,
-            violates_slo: true,
-            self_heal: None,
+            // The new version dies at start: ServiceDown fires within
+            // seconds; the fourth start in 5 minutes fires ServiceCrashLooping.
+            // ServiceDown is also what a plain crash fires: only the context
+            // (a deploy, restarts) tells them apart.
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.6, 1.0)),
                 recent_restarts: maybe(r, |r| r.gen_range(4..9)),
@@ -213,18 +227,17 @@ fn scenarios() -> Vec<Scenario> {
                 (Recreate, fx(0.05, 60.0, 0.0)),
                 (ScaleOut, fx(0.0, 0.0, 0.2)),
             ],
+            ready: 0,
+            instance_ready: false,
+            ..scenario(
+                "crash-loop-after-deploy",
+                vec![("ServiceDown", 0.5), ("ServiceCrashLooping", 0.5)],
+                "service_b",
+                Rollback,
+                40.0,
+            )
         },
         Scenario {
-            name: "hang",
-            alert: "ServiceHung",
-            service: "service_a",
-            best: Restart,
-            detect_seconds: 4.0,
-            replicas: 2,
-            ready: 1,
-            instance_ready: false,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.2, 0.5)),
                 latency_ratio: maybe(r, |r| uniform(r, 2.0, 10.0)),
@@ -239,18 +252,11 @@ fn scenarios() -> Vec<Scenario> {
                 (Rollback, fx(0.3, 90.0, 0.05)),
                 (ScaleOut, fx(0.05, 60.0, 0.0)),
             ],
+            ready: 1,
+            instance_ready: false,
+            ..scenario("hang", vec![("ServiceHung", 1.0)], "service_a", Restart, 4.0)
         },
         Scenario {
-            name: "memory-leak",
-            alert: "MemoryLeak",
-            service: "service_a",
-            best: Restart,
-            detect_seconds: 20.0,
-            replicas: 2,
-            ready: 2,
-            instance_ready: true,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.0, 0.04)),
                 latency_ratio: maybe(r, |r| uniform(r, 0.5, 1.5)),
@@ -264,18 +270,9 @@ fn scenarios() -> Vec<Scenario> {
                 (Recreate, fx(0.9, 60.0, 0.0)),
                 (Rollback, fx(0.4, 90.0, 0.05)),
             ],
+            ..scenario("memory-leak", vec![("MemoryLeak", 1.0)], "service_a", Restart, 20.0)
         },
         Scenario {
-            name: "cpu-hog",
-            alert: "CPUSaturation",
-            service: "service_a",
-            best: Restart,
-            detect_seconds: 120.0,
-            replicas: 2,
-            ready: 2,
-            instance_ready: true,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.0, 0.02)),
                 latency_ratio: maybe(r, |r| uniform(r, 1.0, 3.0)),
@@ -289,18 +286,9 @@ fn scenarios() -> Vec<Scenario> {
                 (ScaleOut, fx(0.1, 60.0, 0.0)),
                 (Rollback, fx(0.4, 90.0, 0.05)),
             ],
+            ..scenario("cpu-hog", vec![("CPUSaturation", 1.0)], "service_a", Restart, 120.0)
         },
         Scenario {
-            name: "slow-replica",
-            alert: "HighLatencyP99",
-            service: "service_b",
-            best: Restart,
-            detect_seconds: 35.0,
-            replicas: 3,
-            ready: 3,
-            instance_ready: true,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.0, 0.01)),
                 latency_ratio: maybe(r, |r| uniform(r, 1.2, 4.0)),
@@ -314,18 +302,17 @@ fn scenarios() -> Vec<Scenario> {
                 (ScaleOut, fx(0.15, 60.0, 0.0)),
                 (ScaleIn, fx(0.2, 30.0, 0.4)),
             ],
+            replicas: 3,
+            ready: 3,
+            ..scenario(
+                "slow-replica",
+                vec![("HighLatencyP99", 1.0)],
+                "service_b",
+                Restart,
+                35.0,
+            )
         },
         Scenario {
-            name: "error-burst",
-            alert: "HighErrorRatio",
-            service: "service_a",
-            best: Restart,
-            detect_seconds: 11.0,
-            replicas: 2,
-            ready: 2,
-            instance_ready: true,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.1, 0.5)),
                 ready_ratio: maybe(r, |_| 1.0),
@@ -337,18 +324,9 @@ fn scenarios() -> Vec<Scenario> {
                 (Recreate, fx(0.85, 60.0, 0.0)),
                 (Rollback, fx(0.2, 90.0, 0.1)),
             ],
+            ..scenario("error-burst", vec![("HighErrorRatio", 1.0)], "service_a", Restart, 11.0)
         },
         Scenario {
-            name: "bad-deploy",
-            alert: "BadDeploy",
-            service: "service_b",
-            best: Rollback,
-            detect_seconds: 11.0,
-            replicas: 2,
-            ready: 2,
-            instance_ready: true,
-            violates_slo: true,
-            self_heal: None,
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.1, 0.8)),
                 ready_ratio: maybe(r, |_| 1.0),
@@ -360,18 +338,9 @@ fn scenarios() -> Vec<Scenario> {
                 (Restart, fx(0.0, 0.0, 0.1)),
                 (Recreate, fx(0.0, 0.0, 0.1)),
             ],
+            ..scenario("bad-deploy", vec![("BadDeploy", 1.0)], "service_b", Rollback, 11.0)
         },
         Scenario {
-            name: "dependency-failure",
-            alert: "UpstreamErrors",
-            service: "service_a",
-            best: Notify,
-            detect_seconds: 17.0,
-            replicas: 1,
-            ready: 1,
-            instance_ready: true,
-            violates_slo: true,
-            self_heal: Some((300.0, 900.0)),
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.2, 0.9)),
                 ready_ratio: maybe(r, |_| 1.0),
@@ -383,18 +352,18 @@ fn scenarios() -> Vec<Scenario> {
                 (Rollback, fx(0.0, 0.0, 0.3)),
                 (ScaleOut, fx(0.0, 0.0, 0.1)),
             ],
-        },
-        Scenario {
-            name: "no-fault",
-            alert: "ErrorBudgetBurn",
-            service: "service_a",
-            best: Notify,
-            detect_seconds: 0.0,
             replicas: 1,
             ready: 1,
-            instance_ready: true,
-            violates_slo: false,
-            self_heal: None,
+            self_heal: Some((300.0, 900.0)),
+            ..scenario(
+                "dependency-failure",
+                vec![("UpstreamErrors", 1.0)],
+                "service_a",
+                Notify,
+                17.0,
+            )
+        },
+        Scenario {
             features: |r| Features {
                 error_ratio: maybe(r, |r| uniform(r, 0.0, 0.03)),
                 latency_ratio: maybe(r, |r| uniform(r, 0.3, 0.9)),
@@ -406,6 +375,10 @@ fn scenarios() -> Vec<Scenario> {
                 (Rollback, fx(0.0, 0.0, 0.5)),
                 (ScaleOut, fx(0.0, 0.0, 0.0)),
             ],
+            replicas: 1,
+            ready: 1,
+            violates_slo: false,
+            ..scenario("no-fault", vec![("ErrorBudgetBurn", 1.0)], "service_a", Notify, 0.0)
         },
     ]
 }
@@ -524,12 +497,20 @@ pub struct Stats {
 #[derive(Clone, Debug, Serialize)]
 pub struct ScenarioReport {
     pub name: &'static str,
-    pub alert: &'static str,
-    pub rule: String,
-    pub rule_actions: Vec<Action>,
+    pub alerts: Vec<AlertReport>,
     pub best: Action,
     pub expected_rewards: BTreeMap<Action, f64>,
     pub contenders: BTreeMap<Contender, Stats>,
+}
+
+/// An alert a scenario fires, and the playbook rule it matches.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlertReport {
+    pub alert: &'static str,
+    /// The share of the scenario's incidents that fire it.
+    pub weight: f64,
+    pub rule: String,
+    pub rule_actions: Vec<Action>,
 }
 
 /// One contender over every scenario.
@@ -544,6 +525,9 @@ pub struct Totals {
     pub actions_on_no_fault: usize,
     pub slo_violation_seconds: f64,
     pub escalations: usize,
+    /// Time spent simulating this contender's incidents (its decisions,
+    /// learning, the guard and the simulated effects).
+    pub seconds: f64,
     /// Cumulative regret after every episode (for the plot; not in JSON).
     #[serde(skip)]
     pub regret_curve: Vec<f64>,
@@ -619,8 +603,12 @@ struct Incident {
     slo_seconds: f64,
 }
 
-/// A scenario with what it was matched to.
+/// One alert of a scenario, with what it was matched to.
 struct Prepared {
+    /// The scenario's position in [`scenarios`].
+    index: usize,
+    alert: &'static str,
+    weight: f64,
     scenario: Scenario,
     labels: LabelSet,
     key: PolicyKey,
@@ -641,21 +629,21 @@ fn prepare(options: &Options) -> Result<Vec<Prepared>> {
             }
         })?;
     let alerts: Vec<&AlertRule> = rules.groups.iter().flat_map(|g| &g.rules).collect();
-    scenarios()
-        .into_iter()
-        .map(|scenario| {
+    let mut prepared = Vec::new();
+    for (index, scenario) in scenarios().into_iter().enumerate() {
+        for &(alert, weight) in &scenario.alerts {
             let rule = alerts
                 .iter()
-                .find(|r| r.alert.as_deref() == Some(scenario.alert))
+                .find(|r| r.alert.as_deref() == Some(alert))
                 .ok_or_else(|| SimulateError::MissingAlert {
                     scenario: scenario.name,
-                    alert: scenario.alert,
+                    alert,
                     path: rules_path.clone(),
                 })?;
             let mut labels = rule.labels.clone();
             let pod = format!("{}-7d9f-x2k4q", scenario.service.replace('_', "-"));
             for (k, v) in [
-                ("alertname", scenario.alert.to_owned()),
+                ("alertname", alert.to_owned()),
                 ("service", scenario.service.to_owned()),
                 ("namespace", "demo".to_owned()),
                 ("deployment", scenario.service.replace('_', "-")),
@@ -665,24 +653,28 @@ fn prepare(options: &Options) -> Result<Vec<Prepared>> {
             }
             let matched = playbook.rule_for(&labels).ok_or(SimulateError::NoRule {
                 scenario: scenario.name,
-                alert: scenario.alert,
+                alert,
             })?;
             let target = Target::from_labels(&labels, &Default::default());
             let expected = Action::ALL
                 .iter()
                 .map(|a| (*a, scenario.expected_reward(&options.policy.reward, *a)))
                 .collect();
-            Ok(Prepared {
+            prepared.push(Prepared {
+                index,
+                alert,
+                weight,
                 key: PolicyKey::from_labels(&labels),
                 rule_name: matched.name.clone(),
                 rule_actions: matched.actions.clone(),
                 labels,
                 target,
                 expected,
-                scenario,
-            })
-        })
-        .collect()
+                scenario: scenario.clone(),
+            });
+        }
+    }
+    Ok(prepared)
 }
 
 /// The best action's expected reward and the action, among those the
@@ -983,11 +975,21 @@ pub fn run(options: &Options) -> Result<Report> {
             log: Vec::new(),
         })
         .collect();
-    let mut stats: Vec<BTreeMap<Contender, Stats>> = prepared.iter().map(|_| BTreeMap::new()).collect();
+    let scenario_count = prepared.iter().map(|p| p.index + 1).max().unwrap_or(0);
+    let mut stats: Vec<BTreeMap<Contender, Stats>> = (0..scenario_count).map(|_| BTreeMap::new()).collect();
     let mut totals: BTreeMap<Contender, Totals> = Contender::ALL.iter().map(|c| (*c, Totals::default())).collect();
     for episode in 0..options.episodes {
-        let which = scenario_rng.gen_range(0..prepared.len());
-        let p = &prepared[which];
+        let which = scenario_rng.gen_range(0..scenario_count);
+        let variants: Vec<&Prepared> = prepared.iter().filter(|p| p.index == which).collect();
+        let total: f64 = variants.iter().map(|p| p.weight).sum();
+        let mut pick = scenario_rng.gen_range(0.0..total.max(f64::MIN_POSITIVE));
+        let p = variants
+            .iter()
+            .find(|p| {
+                pick -= p.weight;
+                pick < 0.0
+            })
+            .unwrap_or(&variants[0]);
         let features = (p.scenario.features)(&mut scenario_rng);
         let start = epoch + TimeDelta::seconds(episode as i64 * EPISODE_SPACING_SECONDS);
         // The oracle is judged on what a target with no history allows: a
@@ -997,7 +999,9 @@ pub fn run(options: &Options) -> Result<Report> {
         let (fresh_mask, _, _) = mask(p, &options.guard, &fresh);
         for world in &mut worlds {
             let (best, best_value) = oracle(p, &fresh_mask);
+            let timer = Instant::now();
             let incident = world.incident(p, options, start, &features);
+            let spent = timer.elapsed().as_secs_f64();
             let regret = (best_value - incident.first_expected).max(0.0);
             let s = stats[which].entry(world.contender).or_default();
             s.episodes += 1;
@@ -1014,6 +1018,7 @@ pub fn run(options: &Options) -> Result<Report> {
             s.slo_violation_seconds += incident.slo_seconds;
             let t = totals.entry(world.contender).or_default();
             t.cumulative_regret += regret;
+            t.seconds += spent;
             t.regret_curve.push(t.cumulative_regret);
             t.unsafe_actions += incident.unsafe_actions;
             t.harmful_actions += incident.harmful;
@@ -1037,17 +1042,28 @@ pub fn run(options: &Options) -> Result<Report> {
         t.regret_per_episode_first_quarter = at(quarter.min(n)) / quarter as f64;
         t.regret_per_episode_last_quarter = (at(n) - at(n - quarter.min(n))) / quarter as f64;
     }
-    let scenarios: Vec<ScenarioReport> = prepared
-        .iter()
-        .zip(stats)
-        .map(|(p, contenders)| ScenarioReport {
-            name: p.scenario.name,
-            alert: p.scenario.alert,
-            rule: p.rule_name.clone(),
-            rule_actions: p.rule_actions.clone(),
-            best: p.scenario.best,
-            expected_rewards: p.expected.clone(),
-            contenders,
+    let scenarios: Vec<ScenarioReport> = stats
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, contenders)| {
+            let variants: Vec<&Prepared> = prepared.iter().filter(|p| p.index == index).collect();
+            let p = variants.first()?;
+            let total: f64 = variants.iter().map(|p| p.weight).sum();
+            Some(ScenarioReport {
+                name: p.scenario.name,
+                alerts: variants
+                    .iter()
+                    .map(|v| AlertReport {
+                        alert: v.alert,
+                        weight: v.weight / total,
+                        rule: v.rule_name.clone(),
+                        rule_actions: v.rule_actions.clone(),
+                    })
+                    .collect(),
+                best: p.scenario.best,
+                expected_rewards: p.expected.clone(),
+                contenders,
+            })
         })
         .collect();
     let targets = targets(&scenarios, &totals);
@@ -1161,13 +1177,20 @@ pub fn table(report: &Report) -> String {
             get(c).map_or("—".to_owned(), |st| format!("{:.*}", digits, f(st)))
         };
         let count = |c, f: fn(&Stats) -> usize| get(c).map_or("—".to_owned(), |st| f(st).to_string());
-        let rule: Vec<&str> = s.rule_actions.iter().map(|a| a.as_str()).collect();
+        let alerts: Vec<&str> = s.alerts.iter().map(|a| a.alert).collect();
+        let rules: Vec<String> = s
+            .alerts
+            .iter()
+            .map(|a| {
+                let actions: Vec<&str> = a.rule_actions.iter().map(|x| x.as_str()).collect();
+                format!("{} [{}]", a.rule, actions.join(", "))
+            })
+            .collect();
         out.push_str(&format!(
-            "| {} | {} | {} [{}] | {} | {} / {} / {} | {} | {} / {} / {} | {} / {} / {} | {} / {} / {} |\n",
+            "| {} | {} | {} | {} | {} / {} / {} | {} | {} / {} / {} | {} / {} / {} | {} / {} / {} |\n",
             s.name,
-            s.alert,
-            s.rule,
-            rule.join(", "),
+            alerts.join(" or "),
+            rules.join(" or "),
             s.best,
             share(Contender::Learned),
             share(Contender::Playbook),
@@ -1186,10 +1209,10 @@ pub fn table(report: &Report) -> String {
             count(Contender::Random, |st| st.harmful_actions),
         ));
     }
-    out.push_str("\n| policy | cumulative regret | regret/episode first → last quarter | SLO violation (h) | unsafe | harmful | actions on no-fault | escalations |\n|---|---|---|---|---|---|---|---|\n");
+    out.push_str("\n| policy | cumulative regret | regret/episode first → last quarter | SLO violation (h) | unsafe | harmful | actions on no-fault | escalations | µs per episode |\n|---|---|---|---|---|---|---|---|---|\n");
     for (c, t) in &report.totals {
         out.push_str(&format!(
-            "| {} | {:.2} | {:.3} → {:.3} | {:.1} | {} | {} | {} | {} |\n",
+            "| {} | {:.2} | {:.3} → {:.3} | {:.1} | {} | {} | {} | {} | {:.1} |\n",
             c.as_str(),
             t.cumulative_regret,
             t.regret_per_episode_first_quarter,
@@ -1198,7 +1221,8 @@ pub fn table(report: &Report) -> String {
             t.unsafe_actions,
             t.harmful_actions,
             t.actions_on_no_fault,
-            t.escalations
+            t.escalations,
+            t.seconds * 1e6 / report.episodes as f64
         ));
     }
     let t = &report.targets;

@@ -14,6 +14,30 @@ fn shipped_playbook() -> Playbook {
     Playbook::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/playbook.yml")).unwrap()
 }
 
+/// Decides with nothing masked.
+fn decide_open(
+    policy: &Policy,
+    key: &PolicyKey,
+    features: &Features,
+    rule: Option<RulePrior<'_>>,
+    failed: &[Action],
+    rng: &mut StdRng,
+) -> Choice {
+    let input = Decide {
+        key,
+        features,
+        rule,
+        mask: &Mask::none(),
+        failed,
+    };
+    policy.decide(&input, rng)
+}
+
+/// A rule named `r` with these actions.
+fn rule_of(actions: &[Action]) -> Option<RulePrior<'_>> {
+    Some(RulePrior { name: "r", actions })
+}
+
 fn success(seconds: f64) -> Outcome {
     Outcome {
         verification: Verification::Success,
@@ -63,14 +87,12 @@ fn day_one_is_the_playbook() {
                     recent_deploy: Some(seed % 2 == 0),
                     ..Features::default()
                 };
-                let choice = policy.decide(
-                    &Decide {
-                        key: &key,
-                        features: &features,
-                        rule: Some(rule.into()),
-                        mask: &Mask::none(),
-                        failed: &rule.actions[..failed],
-                    },
+                let choice = decide_open(
+                    &policy,
+                    &key,
+                    &features,
+                    Some(rule.into()),
+                    &rule.actions[..failed],
                     &mut rng,
                 );
                 assert_eq!(
@@ -96,7 +118,20 @@ fn keys_come_from_labels() {
 
 #[test]
 fn contexts_bucket_features_and_round_trip_as_text() {
-    assert_eq!(Features::default().context().to_string(), "steady");
+    assert_eq!(
+        Features::default().context().to_string(),
+        "deploy?+restarting?+erroring?+slow?+degraded?"
+    );
+    let calm = Features {
+        error_ratio: Some(0.01),
+        latency_ratio: Some(0.5),
+        recent_restarts: Some(0),
+        memory_exhaustion_seconds: None,
+        recent_deploy: Some(false),
+        ready_ratio: Some(1.0),
+    };
+    assert_eq!(calm.context().to_string(), "steady");
+    assert_eq!("steady".parse::<Context>().unwrap(), calm.context());
     let f = Features {
         error_ratio: Some(0.5),
         latency_ratio: Some(0.9),
@@ -108,7 +143,20 @@ fn contexts_bucket_features_and_round_trip_as_text() {
     let c = f.context();
     assert_eq!(c.to_string(), "deploy+restarting+erroring+exhausting+degraded");
     assert_eq!(c.to_string().parse::<Context>().unwrap(), c);
-    assert_eq!("steady".parse::<Context>().unwrap(), Context::default());
+    let unknown = Features {
+        memory_exhaustion_seconds: Some(120.0),
+        ..Features::default()
+    }
+    .context();
+    assert_eq!(unknown.to_string().parse::<Context>().unwrap(), unknown);
+    // Unknown facts match either answer; known ones must agree.
+    assert!(unknown.matches(&c) && c.matches(&unknown));
+    assert!(!calm.context().matches(&c));
+    let no_deploy_known = Features {
+        recent_deploy: None,
+        ..f.clone()
+    };
+    assert!(no_deploy_known.context().matches(&c));
     assert!("deploy+bogus".parse::<Context>().unwrap_err().contains("bogus"));
 }
 
@@ -234,16 +282,7 @@ fn it_learns_from_failure_and_explores_only_after_disappointment() {
     for _ in 0..20 {
         let mut failed = Vec::new();
         loop {
-            let choice = policy.decide(
-                &Decide {
-                    key: &key,
-                    features: &features,
-                    rule: Some(rule.into()),
-                    mask: &Mask::none(),
-                    failed: &failed,
-                },
-                &mut rng,
-            );
+            let choice = decide_open(&policy, &key, &features, Some(rule.into()), &failed, &mut rng);
             let action = choice.action.unwrap();
             if failed.is_empty() {
                 firsts.push(action);
@@ -267,16 +306,7 @@ fn it_learns_from_failure_and_explores_only_after_disappointment() {
     assert!(policy.key_state(&key).unwrap().disappointments >= 1);
     // Rollback reliably works now, and every less disruptive action was
     // probed and failed: no more exploring.
-    let choice = policy.decide(
-        &Decide {
-            key: &key,
-            features: &features,
-            rule: Some(rule.into()),
-            mask: &Mask::none(),
-            failed: &[],
-        },
-        &mut rng,
-    );
+    let choice = decide_open(&policy, &key, &features, Some(rule.into()), &[], &mut rng);
     assert_eq!(
         (choice.action, choice.mode, choice.propensity),
         (Some(Action::Rollback), Mode::GreedySatisfied, 1.0),
@@ -301,10 +331,7 @@ fn exploration_off_is_greedy_with_propensity_one() {
         let input = Decide {
             key: &key,
             features: &features,
-            rule: Some(RulePrior {
-                name: "r",
-                actions: &actions,
-            }),
+            rule: rule_of(&actions),
             mask: &Mask::none(),
             failed: &[],
         };
@@ -317,19 +344,7 @@ fn exploration_off_is_greedy_with_propensity_one() {
     // The same key on another service explores.
     let other = PolicyKey::new("ServiceDown", "a");
     policy.learn(&other, &features, Action::Restart, -0.2);
-    let choice = policy.decide(
-        &Decide {
-            key: &other,
-            features: &features,
-            rule: Some(RulePrior {
-                name: "r",
-                actions: &actions,
-            }),
-            mask: &Mask::none(),
-            failed: &[],
-        },
-        &mut rng,
-    );
+    let choice = decide_open(&policy, &other, &features, rule_of(&actions), &[], &mut rng);
     assert_eq!(choice.mode, Mode::Sampled);
     let total: f64 = choice.candidates.iter().map(|c| c.propensity).sum();
     assert!((total - 1.0).abs() < 1e-9, "{total}");
@@ -365,10 +380,7 @@ fn state_round_trips_and_a_restored_policy_decides_identically() {
         let input = Decide {
             key,
             features: &f,
-            rule: Some(RulePrior {
-                name: "r",
-                actions: &rule,
-            }),
+            rule: rule_of(&rule),
             mask: &Mask::none(),
             failed: &[],
         };
@@ -419,7 +431,7 @@ fn choices_serialize_for_the_journal() {
     );
     let json = serde_json::to_value(&choice).unwrap();
     assert_eq!(json["action"], "rollback");
-    assert_eq!(json["context"], "steady");
+    assert_eq!(json["context"], "deploy?+restarting?+erroring?+slow?+degraded?");
     assert_eq!(json["candidates"].as_array().unwrap().len(), Action::ALL.len());
     assert_eq!(json["candidates"][1]["masked"], "guard: refuse: test");
     assert!(
@@ -429,6 +441,13 @@ fn choices_serialize_for_the_journal() {
     );
     let back: Choice = serde_json::from_value(json).unwrap();
     assert_eq!(back, choice);
+    // What the journal keeps is enough for off-policy evaluation.
+    let logged = Logged::from_choice(&choice, 0.7).unwrap();
+    assert_eq!(
+        (logged.rule_actions, logged.action, logged.propensity),
+        (vec![Action::Rollback], Action::Rollback, 1.0)
+    );
+    assert!(!logged.allowed.contains(&Action::Restart) && logged.allowed.contains(&Action::Notify));
 }
 
 #[test]
@@ -529,14 +548,7 @@ fn a_working_fix_is_kept_but_a_less_disruptive_one_is_probed() {
     // Below good enough and in doubt, it samples; with one candidate it is certain.
     let choice = policy.decide(&input(&[Action::Recreate]), &mut rng);
     assert_eq!(choice.mode, Mode::Sampled, "{}", choice.why);
-    let only = [
-        Action::Restart,
-        Action::Recreate,
-        Action::ScaleOut,
-        Action::ScaleIn,
-        Action::Rollback,
-        Action::Cordon,
-    ];
+    let only: Vec<Action> = Action::ALL.into_iter().filter(|a| *a != Action::Notify).collect();
     let choice = policy.decide(
         &Decide {
             failed: &only,
