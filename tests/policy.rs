@@ -110,13 +110,6 @@ fn down(status: &str, fingerprint: &str) -> Value {
     body
 }
 
-async fn post(server: &InProcess, body: &Value) -> i64 {
-    let response = server.post_json("/api/v1/alerts", body).await;
-    assert_eq!(response.status(), 200);
-    let ack: Value = response.json().await.unwrap();
-    ack["incidents"][0].as_i64().unwrap()
-}
-
 async fn first_decision(server: &InProcess, incident: i64) -> Value {
     eventually("a decision", Duration::from_secs(20), || async {
         let decisions = server
@@ -156,7 +149,7 @@ async fn shadow_mode_acts_on_the_playbook_and_records_the_policys_choice() {
     let executor = Recording::new(TWO_READY);
     let server = start(dir.path(), actions(dir.path(), PolicyMode::Shadow), executor.clone()).await;
 
-    let incident = post(&server, &down("firing", "shadow-1")).await;
+    let incident = server.post_alert(&down("firing", "shadow-1")).await;
     let decision = first_decision(&server, incident).await;
     assert_eq!(decision["action"], "restart", "{decision:#}");
     assert_eq!(decision["verdict"], "allow");
@@ -208,13 +201,13 @@ async fn learn_mode_acts_on_the_policy_and_keeps_what_it_learned_across_a_restar
     let executor = Recording::new(TWO_READY);
     let server = start(dir.path(), actions(dir.path(), PolicyMode::Learn), executor.clone()).await;
 
-    let incident = post(&server, &down("firing", "learn-1")).await;
+    let incident = server.post_alert(&down("firing", "learn-1")).await;
     let decision = first_decision(&server, incident).await;
     assert_eq!(decision["action"], "recreate", "{decision:#}");
     assert_eq!(decision["record"]["policy"]["acted"], true);
     assert_eq!(operation_names(&executor.operations()), ["recreate_container"]);
     // Resolved within the verification deadline: a success, learned.
-    post(&server, &down("resolved", "learn-1")).await;
+    server.post_alert(&down("resolved", "learn-1")).await;
     eventually("the success to be learned", Duration::from_secs(20), || async {
         let reader = JournalReader::open(&journal).unwrap();
         reader
@@ -231,7 +224,7 @@ async fn learn_mode_acts_on_the_policy_and_keeps_what_it_learned_across_a_restar
     let mut learn = actions(dir.path(), PolicyMode::Learn);
     learn.guard.cooldown = "0s".parse().unwrap();
     let server = start(dir.path(), learn, executor.clone()).await;
-    let incident = post(&server, &down("firing", "learn-2")).await;
+    let incident = server.post_alert(&down("firing", "learn-2")).await;
     let decision = first_decision(&server, incident).await;
     let candidates = decision["record"]["policy"]["view"]["choice"]["candidates"]
         .as_array()
@@ -318,7 +311,7 @@ async fn learn_mode_never_picks_an_action_the_guard_masks() {
     let executor = Recording::new(Readiness::single(true));
     let server = start(dir.path(), actions(dir.path(), PolicyMode::Learn), executor.clone()).await;
 
-    let incident = post(&server, &down("firing", "masked-1")).await;
+    let incident = server.post_alert(&down("firing", "masked-1")).await;
     let decision = first_decision(&server, incident).await;
     let choice = &decision["record"]["policy"]["view"]["choice"];
     let restart = choice["candidates"]

@@ -70,13 +70,6 @@ fn down(status: &str, fingerprint: &str, container: &str) -> Value {
     body
 }
 
-async fn post(server: &InProcess, body: &Value) -> i64 {
-    let response = server.post_json("/api/v1/alerts", body).await;
-    assert_eq!(response.status(), 200);
-    let ack: Value = response.json().await.unwrap();
-    ack["incidents"][0].as_i64().unwrap()
-}
-
 /// Waits for the incident's first decision with this outcome.
 async fn until_outcome(server: &InProcess, incident: i64, outcome: &str) -> Value {
     eventually(&format!("an outcome {outcome:?}"), Duration::from_secs(30), || async {
@@ -92,11 +85,13 @@ async fn until_outcome(server: &InProcess, incident: i64, outcome: &str) -> Valu
 /// posts an alert about a container that does not exist, whose decision
 /// (a refusal) can only come after the earlier deliveries' decisions.
 async fn barrier(server: &InProcess, tag: &str) {
-    let incident = post(
-        server,
-        &down("firing", &format!("barrier-{tag}"), "homeostat-no-such-container"),
-    )
-    .await;
+    let incident = server
+        .post_alert(&down(
+            "firing",
+            &format!("barrier-{tag}"),
+            "homeostat-no-such-container",
+        ))
+        .await;
     eventually("the pipeline to catch up", Duration::from_secs(30), || async {
         decisions(server, incident).await.into_iter().next().map(|_| ())
     })
@@ -123,7 +118,7 @@ async fn an_alert_restarts_the_right_container_and_the_outcome_is_verified() {
     let server = start(dir.path(), actions(dir.path(), RESTART, false, "30s")).await;
 
     docker(&["kill", &victim]);
-    let incident = post(&server, &down("firing", "e2e-ok", &victim)).await;
+    let incident = server.post_alert(&down("firing", "e2e-ok", &victim)).await;
     let decision = eventually("the restart to be executed", Duration::from_secs(30), || async {
         decisions(&server, incident)
             .await
@@ -145,7 +140,7 @@ async fn an_alert_restarts_the_right_container_and_the_outcome_is_verified() {
     );
 
     // Prometheus sees it up again; Alertmanager sends the resolution.
-    post(&server, &down("resolved", "e2e-ok", &victim)).await;
+    server.post_alert(&down("resolved", "e2e-ok", &victim)).await;
     let verified = eventually("the outcome to be recorded", Duration::from_secs(30), || async {
         decisions(&server, incident)
             .await
@@ -180,11 +175,11 @@ async fn a_redelivery_during_the_cooldown_causes_no_second_action() {
     // and the playbook's second restart comes due at once, inside the cooldown.
     let server = start(dir.path(), actions(dir.path(), RESTART_TWICE, false, "1s")).await;
     docker(&["kill", &name]);
-    let incident = post(&server, &down("firing", "e2e-cool", &name)).await;
+    let incident = server.post_alert(&down("firing", "e2e-cool", &name)).await;
     until_outcome(&server, incident, "failure").await;
 
     for _ in 0..3 {
-        post(&server, &down("firing", "e2e-cool", &name)).await;
+        server.post_alert(&down("firing", "e2e-cool", &name)).await;
     }
     barrier(&server, "cool").await;
     let all = decisions(&server, incident).await;
@@ -211,10 +206,10 @@ async fn a_resolved_alert_never_leads_to_an_action() {
     until_serving(&name).await;
     let server = start(dir.path(), actions(dir.path(), RESTART, false, "30s")).await;
     let before = docker(&["inspect", "--format", "{{.State.StartedAt}}", &name]);
-    let incident = post(&server, &down("resolved", "e2e-res", &name)).await;
+    let incident = server.post_alert(&down("resolved", "e2e-res", &name)).await;
     // A firing delivery after it, for another incident, shows the pipeline has moved past the first.
     docker(&["kill", &name]);
-    let other = post(&server, &down("firing", "e2e-res-2", &name)).await;
+    let other = server.post_alert(&down("firing", "e2e-res-2", &name)).await;
     eventually("the later incident to be acted on", Duration::from_secs(30), || async {
         decisions(&server, other)
             .await
@@ -239,7 +234,7 @@ async fn dry_run_records_exactly_what_it_would_do_and_does_nothing() {
     until_serving(&name).await;
     let server = start(dir.path(), actions(dir.path(), RESTART, true, "30s")).await;
     docker(&["kill", &name]);
-    let incident = post(&server, &down("firing", "e2e-dry", &name)).await;
+    let incident = server.post_alert(&down("firing", "e2e-dry", &name)).await;
     let decision = eventually("the dry-run decision", Duration::from_secs(30), || async {
         decisions(&server, incident)
             .await
@@ -304,7 +299,7 @@ async fn an_alert_silenced_in_alertmanager_is_not_acted_on() {
     config.alertmanager_url = Some(am.url().to_owned());
     let server = start(dir.path(), config).await;
     docker(&["kill", &name]);
-    let incident = post(&server, &down("firing", &fingerprint, &name)).await;
+    let incident = server.post_alert(&down("firing", &fingerprint, &name)).await;
     let decision = eventually("the refusal", Duration::from_secs(30), || async {
         decisions(&server, incident).await.into_iter().next()
     })
@@ -341,10 +336,10 @@ async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
     config.escalation_webhook = Some(hook);
     let server = start(dir.path(), config).await;
     docker(&["kill", &name]);
-    let incident = post(&server, &down("firing", "e2e-esc", &name)).await;
+    let incident = server.post_alert(&down("firing", "e2e-esc", &name)).await;
     until_outcome(&server, incident, "failure").await;
     for _ in 0..3 {
-        post(&server, &down("firing", "e2e-esc", &name)).await;
+        server.post_alert(&down("firing", "e2e-esc", &name)).await;
     }
     barrier(&server, "esc").await;
     let notice = tokio::time::timeout(Duration::from_secs(30), received.recv())
@@ -403,7 +398,7 @@ async fn a_resolved_alert_whose_health_query_never_holds_is_a_failure() {
         let mut body = down("firing", &format!("e2e-health-{check}"), name);
         body["alerts"][0]["labels"]["check"] = check.into();
         body["alerts"][0]["labels"]["instance"] = nowhere.to_string().into();
-        let incident = post(&server, &body).await;
+        let incident = server.post_alert(&body).await;
         eventually("the restart", Duration::from_secs(30), || async {
             decisions(&server, incident)
                 .await
@@ -414,7 +409,7 @@ async fn a_resolved_alert_whose_health_query_never_holds_is_a_failure() {
         body["status"] = "resolved".into();
         body["alerts"][0]["status"] = "resolved".into();
         body["alerts"][0]["endsAt"] = "2026-11-28T06:10:00Z".into();
-        post(&server, &body).await;
+        server.post_alert(&body).await;
         let verified = eventually("the outcome", Duration::from_secs(30), || async {
             decisions(&server, incident)
                 .await
@@ -472,7 +467,7 @@ async fn an_action_interrupted_by_a_crash_is_escalated_not_repeated() {
     };
     let server = start(dir.path(), config).await;
     docker(&["kill", &name]);
-    let again = post(&server, &down("firing", "e2e-crash", &name)).await;
+    let again = server.post_alert(&down("firing", "e2e-crash", &name)).await;
     assert_eq!(again, incident);
     barrier(&server, "crash").await;
     let all = decisions(&server, incident).await;

@@ -159,6 +159,15 @@ impl InProcess {
         self.client.post(self.url(path)).json(body).send().await.unwrap()
     }
 
+    /// Posts a webhook notification, expects 200, and returns the first
+    /// incident it touched.
+    pub async fn post_alert(&self, body: &Value) -> i64 {
+        let response = self.post_json("/api/v1/alerts", body).await;
+        assert_eq!(response.status(), 200);
+        let ack: Value = response.json().await.unwrap();
+        ack["incidents"][0].as_i64().unwrap()
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         let response = self.client.get(self.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "GET {path}");
