@@ -201,14 +201,22 @@ mod tests {
         (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
     }
 
+    /// Points in a day at 5 minutes.
+    const DAY: usize = 288;
+
+    /// `days` of a noisy daily cycle at 5 minutes.
+    fn daily_cycle(days: usize) -> Vec<f64> {
+        (0..days * DAY)
+            .map(|i| 50.0 + 20.0 * (2.0 * std::f64::consts::PI * i as f64 / DAY as f64).sin() + 2.0 * noise(i))
+            .collect()
+    }
+
     /// Three weeks of a daily cycle at 5 minutes with a spike and a level
     /// shift: both score far above anything in the normal stretches.
     #[test]
     fn spikes_and_shifts_score_high_and_normal_points_low() {
-        let day = 288;
-        let mut values: Vec<f64> = (0..21 * day)
-            .map(|i| 50.0 + 20.0 * (2.0 * std::f64::consts::PI * i as f64 / day as f64).sin() + 2.0 * noise(i))
-            .collect();
+        let day = DAY;
+        let mut values = daily_cycle(21);
         let spike = 10 * day + 100;
         values[spike] += 60.0;
         let shift = 16 * day;
@@ -241,10 +249,8 @@ mod tests {
     /// A level shift that lasts a day raises one alarm, not one per point.
     #[test]
     fn a_lasting_shift_raises_one_alarm() {
-        let day = 288;
-        let mut values: Vec<f64> = (0..6 * day)
-            .map(|i| 50.0 + 20.0 * (2.0 * std::f64::consts::PI * i as f64 / day as f64).sin() + 2.0 * noise(i))
-            .collect();
+        let day = DAY;
+        let mut values = daily_cycle(6);
         let shift = 4 * day;
         for v in &mut values[shift..shift + day] {
             *v += 40.0;
