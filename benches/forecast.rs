@@ -2,10 +2,12 @@
 //! week-long series at one minute (10,080 points each), and the data for the
 //! same comparison with Prophet (`benches/prophet_compare.py`).
 //!
-//! `cargo bench --bench forecast -- [--series N] [--sample K] [--out DIR]`
+//! `cargo bench --bench forecast -- [--series N] [--sample K] [--out DIR] [--calibrated]`
 //! generates N seeded synthetic series (daily cycle, trend, noise, a few
 //! level shifts), fits each on all but its last hour and forecasts that hour,
-//! on all cores. It prints fit time, peak RSS and the MASE against seasonal
+//! on all cores: with the model alone (`forecast::model_band`), or with
+//! `--calibrated` as `forecast::forecast` does it (band calibration and the
+//! seasonal-naive blend: one more fit per series at this horizon). It prints fit time, peak RSS and the MASE against seasonal
 //! naive, and writes the first K series (`series_<i>.csv`, columns
 //! `minute,value`) and `homeostat.json` (per sampled series: fit seconds,
 //! MASE) into DIR for the Python script.
@@ -85,11 +87,13 @@ fn peak_rss_mib() -> Option<f64> {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut count, mut sample, mut out) = (1000usize, 20usize, PathBuf::from("target/forecast-bench"));
+    let mut calibrated = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--series" => count = args.next().and_then(|v| v.parse().ok()).expect("--series N"),
             "--sample" => sample = args.next().and_then(|v| v.parse().ok()).expect("--sample K"),
             "--out" => out = args.next().map(PathBuf::from).expect("--out DIR"),
+            "--calibrated" => calibrated = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -109,8 +113,13 @@ fn main() {
                 }
                 let y = series(i as u64);
                 let fit_started = Instant::now();
-                let band = forecast::model_band(&y[..POINTS - HOLDOUT], step, HOLDOUT, 0.95)
-                    .expect("a week of a daily cycle fits");
+                let history = &y[..POINTS - HOLDOUT];
+                let band = if calibrated {
+                    forecast::forecast(history, step, HOLDOUT, 0.95).ok()
+                } else {
+                    forecast::model_band(history, step, HOLDOUT, 0.95)
+                }
+                .expect("a week of a daily cycle fits");
                 let seconds = fit_started.elapsed().as_secs_f64();
                 let score = mase(&y, &band.point);
                 results.lock().unwrap().push((i, seconds, score, band.model));

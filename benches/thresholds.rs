@@ -5,7 +5,7 @@
 //! `--no-promtool` skips it) and the atomic write of every rule file — with
 //! the history generated in memory instead of queried from Prometheus (no
 //! Prometheus querying, no reload). Baseline, in the same run: the bare
-//! `forecast::forecast` of the same series on the same threads.
+//! fit (`threshold::fit_series`) of the same series on the same threads.
 //!
 //! `cargo bench --bench thresholds -- [--specs N] [--no-promtool]`
 
@@ -146,14 +146,15 @@ fn main() {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
 
-    // Baseline: the forecasts alone, same series, one thread per worker,
+    // Baseline: the fits alone (`fit_series`, as the refit calls it), same
+    // series, one thread per worker,
     // each taking every `workers`-th series.
     let (started, cpu_before) = (Instant::now(), cpu_seconds());
     std::thread::scope(|scope| {
         for first in 0..workers {
             scope.spawn(move || {
                 for i in (first..count).step_by(workers) {
-                    homeostat::forecast::forecast(&week(i as u64), STEP, 15, 0.99).expect("a week fits");
+                    homeostat::threshold::fit_series(&week(i as u64), STEP, 15, 0.99).expect("a week fits");
                 }
             });
         }
@@ -179,7 +180,7 @@ fn main() {
     println!(
         "refit of {count} specs × {POINTS} points on {workers} threads (fit, render, {}write; no Prometheus query): \
          {refit_seconds:.1} s wall, {refit_cpu:.1} CPU-s, peak RSS {refit_rss:.0} MiB; \
-         baseline forecast() alone: {baseline_seconds:.1} s wall, {baseline_cpu:.1} CPU-s",
+         baseline fit alone: {baseline_seconds:.1} s wall, {baseline_cpu:.1} CPU-s",
         if promtool.is_some() { "promtool check, " } else { "" }
     );
 }

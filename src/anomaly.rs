@@ -3,18 +3,21 @@
 //! For each new point, a score in [0, 1] that uses only that point and the
 //! ones before it:
 //!
-//! 1. **Forecast band.** Every `refit` (a day by default) the model of
+//! 1. **Forecast band.** Every `refit` (6 hours by default) the model of
 //!    [`crate::forecast`] is fitted to the history so far (up to
 //!    `history`) and forecasts the points until the next refit, with a band.
 //!    Before the first fit there is no score (0).
 //! 2. **Surprise.** How far the point falls from the forecast, in band
 //!    half-widths, after correcting the forecast by a slow running mean of
 //!    recent errors (so a level the model missed is not a surprise for a
-//!    whole day).
-//! 3. **Likelihood.** The surprise of the last few points is compared with
-//!    the distribution of surprises over a long window: the Gaussian tail
-//!    probability of the short mean. The score is `-log10(tail) / 10`,
-//!    capped at 1: 0.5 means a one-in-100,000 run of surprises.
+//!    whole refit period).
+//! 3. **Likelihood.** The surprise of the last few points (by default the
+//!    last one) is compared with the distribution of surprises over a long
+//!    window: the Gaussian tail probability of the short mean, scored by
+//!    [`likelihood_score`] (0.5 for one in 100,000).
+//! 4. **One detection per anomaly.** A likelihood scores only when it is a
+//!    new peak over the last `peak_window` points; every other point scores
+//!    0, so a long anomaly raises one alarm, not hundreds.
 //!
 //! One configuration for every series: nothing is tuned per series.
 
@@ -39,8 +42,8 @@ pub struct ScorerConfig {
     /// Points in the long window of surprises, and in the short one.
     pub long_window: usize,
     pub short_window: usize,
-    /// A likelihood counts only by how much it rises above the highest of
-    /// this many points before it: one anomaly, one peak.
+    /// A likelihood scores only when it is higher than at any of this many
+    /// points before it (otherwise 0): one anomaly, one detection.
     pub peak_window: usize,
 }
 
@@ -50,11 +53,11 @@ impl Default for ScorerConfig {
             coverage: 0.95,
             refit: Duration::from_secs(6 * 3600),
             history: Duration::from_secs(15 * 86_400),
-            min_points: 300,
+            min_points: 150,
             level_alpha: 0.05,
-            long_window: 1000,
-            short_window: 5,
-            peak_window: 288,
+            long_window: 2880,
+            short_window: 1,
+            peak_window: 500,
         }
     }
 }
@@ -113,8 +116,10 @@ pub fn score_series(values: &[f64], step: Duration, config: &ScorerConfig) -> Sc
         // A perfect fit has no band: a thousandth of the level is as close as matters.
         let floor = 1e-3 * (point.abs() + 1.0);
         let likelihood = surprises.push(error.abs() / half.max(floor));
+        // One anomaly, one detection: only a new peak of the likelihood
+        // over the last `peak_window` points scores.
         let before = recent.iter().copied().fold(0.0, f64::max);
-        out.score[t] = (likelihood - before).max(0.0);
+        out.score[t] = if likelihood > before { likelihood } else { 0.0 };
         recent.push_back(likelihood);
         if recent.len() > config.peak_window {
             recent.pop_front();
@@ -123,6 +128,20 @@ pub fn score_series(values: &[f64], step: Duration, config: &ScorerConfig) -> Sc
     }
     out
 }
+
+/// The score of a tail probability: `u/(u + 5)` with `u = −log10(tail)`, so
+/// 0.5 is a one-in-100,000 event, 0.75 one in 10^15. It rises without ever
+/// reaching 1, so that rarer still scores higher (no plateau at a cap for
+/// [`score_series`]' new-peak rule to get stuck on).
+pub fn likelihood_score(tail: f64) -> f64 {
+    let surprise = -tail.max(1e-300).log10();
+    let surprise = surprise.max(0.0);
+    surprise / (surprise + 5.0)
+}
+
+/// Surprises seen before the first likelihood: enough for a mean and a
+/// spread, few enough not to miss an anomaly early in a short series.
+const MIN_SURPRISES: usize = 30;
 
 /// The long and short windows of surprises, and the likelihood score.
 struct Surprises {
@@ -157,7 +176,7 @@ impl Surprises {
             self.sum_squares -= old * old;
         }
         let count = self.long.len();
-        if count < self.long_size.min(100) {
+        if count < self.long_size.min(MIN_SURPRISES) {
             return 0.0;
         }
         let mean = self.sum / count as f64;
@@ -166,8 +185,7 @@ impl Surprises {
         let short = self.long.iter().rev().take(self.short_size).sum::<f64>() / self.short_size.min(count) as f64;
         // Not divided by √short: neighbouring surprises are correlated.
         let z = (short - mean) / sd;
-        let tail = forecast::normal_tail(z).max(1e-300);
-        (-tail.log10() / 10.0).clamp(0.0, 1.0)
+        likelihood_score(forecast::normal_tail(z))
     }
 }
 
@@ -183,14 +201,22 @@ mod tests {
         (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
     }
 
+    /// Points in a day at 5 minutes.
+    const DAY: usize = 288;
+
+    /// `days` of a noisy daily cycle at 5 minutes.
+    fn daily_cycle(days: usize) -> Vec<f64> {
+        (0..days * DAY)
+            .map(|i| 50.0 + 20.0 * (2.0 * std::f64::consts::PI * i as f64 / DAY as f64).sin() + 2.0 * noise(i))
+            .collect()
+    }
+
     /// Three weeks of a daily cycle at 5 minutes with a spike and a level
     /// shift: both score far above anything in the normal stretches.
     #[test]
     fn spikes_and_shifts_score_high_and_normal_points_low() {
-        let day = 288;
-        let mut values: Vec<f64> = (0..21 * day)
-            .map(|i| 50.0 + 20.0 * (2.0 * std::f64::consts::PI * i as f64 / day as f64).sin() + 2.0 * noise(i))
-            .collect();
+        let day = DAY;
+        let mut values = daily_cycle(21);
         let spike = 10 * day + 100;
         values[spike] += 60.0;
         let shift = 16 * day;
@@ -210,6 +236,30 @@ mod tests {
         let at_shift = scored.score[shift..shift + 5].iter().cloned().fold(0.0, f64::max);
         assert!(at_spike > 0.5 && at_shift > 0.5, "spike {at_spike}, shift {at_shift}");
         assert!(normal_max < at_spike.min(at_shift) - 0.2, "normal up to {normal_max}");
+    }
+
+    #[test]
+    fn likelihood_scores_are_graded_without_a_cap() {
+        assert!((likelihood_score(1e-5) - 0.5).abs() < 1e-12);
+        assert_eq!(likelihood_score(1.0), 0.0);
+        assert!(likelihood_score(1e-10) > likelihood_score(1e-6));
+        assert!(likelihood_score(1e-300) < 1.0 && likelihood_score(0.0) < 1.0);
+    }
+
+    /// A level shift that lasts a day raises one alarm, not one per point.
+    #[test]
+    fn a_lasting_shift_raises_one_alarm() {
+        let day = DAY;
+        let mut values = daily_cycle(6);
+        let shift = 4 * day;
+        for v in &mut values[shift..shift + day] {
+            *v += 40.0;
+        }
+        let scored = score_series(&values, Duration::from_secs(300), &ScorerConfig::default());
+        let alarms = scored.score[shift..].iter().filter(|s| **s >= 0.5).count();
+        let first = scored.score[shift..].iter().position(|s| *s >= 0.5);
+        assert!(first.is_some_and(|row| row < 5), "first alarm at {first:?}");
+        assert!(alarms <= 3, "{alarms} alarms");
     }
 
     /// Row t's score depends on nothing after t.

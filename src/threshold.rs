@@ -497,7 +497,16 @@ pub fn fit_series(values: &[f64], step: Duration, horizon: usize, coverage: f64)
     if points == 0 {
         return Err("no value in the history".into());
     }
-    let band = forecast::forecast(values, step, horizon, coverage).map_err(|e| e.to_string())?;
+    // Forecast at least `CALIBRATION_POINTS` ahead and cut to the horizon:
+    // the band is then calibrated by one held-back forecast (two model fits
+    // per series) instead of one per horizon-long slice (five at a 15-point
+    // refit interval), at the price of calibrating on errors up to that
+    // lead, which widens a shorter horizon's band a little.
+    let ahead = horizon.max(forecast::CALIBRATION_POINTS);
+    let mut band = forecast::forecast(values, step, ahead, coverage).map_err(|e| e.to_string())?;
+    for v in [&mut band.point, &mut band.lower, &mut band.upper] {
+        v.truncate(horizon);
+    }
     let (lower, upper) = band_extremes(&band);
     if !(lower.is_finite() && upper.is_finite()) {
         return Err(format!("the model ({}) gave no finite band", band.model));
