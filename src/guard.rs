@@ -25,7 +25,9 @@ pub struct GuardConfig {
     /// than this many ready replicas would remain. Default 1.
     pub min_ready_replicas: u32,
     /// After this many consecutive failed actions on a target, stop acting
-    /// on it and escalate. Default 3.
+    /// on it and escalate. Default 3. It closes again with a successful
+    /// action on the target, or when the escalated incident resolves (the
+    /// human it went to has dealt with it).
     pub circuit_breaker_failures: u32,
     /// Namespaces to act in; empty means all not denied.
     pub allow_namespaces: Vec<String>,

@@ -886,9 +886,9 @@ impl World {
         }
         if recovered_at.is_none() {
             // Whoever fixes it (a human, or the fault ending) closes the
-            // circuit breaker: `serve` has no record of that yet, and
-            // without it the breaker, which only a successful action
-            // resets, would never close.
+            // circuit breaker, as `serve` does when an escalated incident
+            // resolves; without it the breaker, which otherwise only a
+            // successful action resets, would never close.
             self.targets.entry(s.name).or_default().consecutive_failures = 0;
         }
         let end = match (recovered_at, self_heal) {

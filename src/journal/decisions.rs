@@ -50,7 +50,8 @@ pub struct Decision {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
     pub last_action_on_target: Option<DateTime<Utc>>,
-    /// Failed outcomes on the target since its last success.
+    /// Failed outcomes on the target since its last success, or since an
+    /// incident on it that was escalated to a human has resolved.
     pub consecutive_failures: u32,
     /// Executions (any target) since the given time.
     pub recent_actions: Vec<DateTime<Utc>>,
@@ -301,13 +302,25 @@ impl Journal {
                 )?
                 .query_row([&target_key], |r| r.get(0))?;
             history.last_action_on_target = last.as_deref().map(parse_time).transpose()?;
-            let outcomes = conn
+            // Newest first: failed outcomes count until a success, or until
+            // an escalation whose incident has since resolved (the human it
+            // went to dealt with it, which closes the circuit breaker).
+            let past = conn
                 .prepare_cached(
-                    "SELECT outcome FROM decisions WHERE target_key = ?1 AND outcome IS NOT NULL ORDER BY id DESC",
+                    "SELECT d.outcome, d.verdict = 'escalate' AND i.status = 'resolved'
+                     FROM decisions d JOIN incidents i ON i.id = d.incident_id
+                     WHERE d.target_key = ?1 AND (d.outcome IS NOT NULL OR d.verdict = 'escalate')
+                     ORDER BY d.id DESC",
                 )?
-                .query_map([&target_key], |r| r.get::<_, String>(0))?
+                .query_map([&target_key], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, bool>(1)?))
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            history.consecutive_failures = outcomes.iter().take_while(|o| o.as_str() != "success").count() as u32;
+            history.consecutive_failures = past
+                .iter()
+                .take_while(|(outcome, handled)| !handled && outcome.as_deref() != Some("success"))
+                .filter(|(outcome, _)| outcome.is_some())
+                .count() as u32;
             let recent = conn
                 .prepare_cached(
                     "SELECT decided_at FROM decisions

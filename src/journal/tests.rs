@@ -527,3 +527,61 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
     drop(journal);
     writer.join();
 }
+
+/// The circuit breaker counts failures across incidents on a target, and
+/// closes when an incident escalated to a human resolves.
+#[tokio::test]
+async fn a_resolved_escalation_closes_the_circuit_breaker() {
+    use super::decisions::NewDecision;
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let target = "docker/container/web";
+    let failures = || async {
+        let since = Utc::now() - chrono::Duration::hours(1);
+        journal
+            .history(target.into(), since)
+            .await
+            .unwrap()
+            .consecutive_failures
+    };
+    let decide = |incident: i64, verdict: &str| NewDecision {
+        incident_id: incident,
+        decided_at: Utc::now(),
+        target_key: target.into(),
+        action: "restart".into(),
+        rule: Some("down".into()),
+        attempt: 0,
+        verdict: verdict.into(),
+        reason: String::new(),
+        record: serde_json::json!({}),
+        dry_run: false,
+    };
+    let fail = |incident: i64| {
+        let journal = journal.clone();
+        let decision = decide(incident, "allow");
+        async move {
+            let id = journal.record_decision(decision).await.unwrap();
+            journal.record_result(id, "done", "restarted").await.unwrap();
+            journal.record_outcome(id, "failure").await.unwrap();
+        }
+    };
+    let first = deliver(&journal, alert("one", AlertStatus::Firing, T0, &[]))
+        .await
+        .incident_id;
+    fail(first).await;
+    let second = deliver(&journal, alert("two", AlertStatus::Firing, T0, &[]))
+        .await
+        .incident_id;
+    fail(second).await;
+    fail(second).await;
+    assert_eq!(failures().await, 3, "failures count across incidents");
+    journal.record_decision(decide(second, "escalate")).await.unwrap();
+    assert_eq!(failures().await, 3, "an escalation still firing keeps the breaker open");
+    deliver(&journal, alert("two", AlertStatus::Resolved, T0, &[])).await;
+    assert_eq!(failures().await, 0, "the human dealt with it: the breaker closes");
+    let third = deliver(&journal, alert("three", AlertStatus::Firing, T0, &[]))
+        .await
+        .incident_id;
+    fail(third).await;
+    assert_eq!(failures().await, 1);
+}
