@@ -26,8 +26,9 @@ pub struct GuardConfig {
     pub min_ready_replicas: u32,
     /// After this many consecutive failed actions on a target, stop acting
     /// on it and escalate. Default 3. It closes again with a successful
-    /// action on the target, or when the escalated incident resolves (the
-    /// human it went to has dealt with it).
+    /// action on the target, or when the escalated incident's alert
+    /// resolves (fixed by whoever it went to, or gone by itself); each new
+    /// incident then gets at most this many failed attempts again.
     pub circuit_breaker_failures: u32,
     /// Namespaces to act in; empty means all not denied.
     pub allow_namespaces: Vec<String>,
@@ -291,10 +292,17 @@ pub fn check(config: &GuardConfig, action: Action, s: &Situation) -> Verdict {
             ),
         );
     }
+    capacity(config, action, s.readiness)
+}
+
+/// The one limit that differs between actions on the same target: whether
+/// `action` would leave fewer than `guard.min_ready_replicas` ready
+/// replicas. [`check`] ends with it; the learning policy masks by it.
+pub fn capacity(config: &GuardConfig, action: Action, readiness: Option<Readiness>) -> Verdict {
     if action.removes_capacity() {
         // Restarting an instance that does not serve takes nothing away.
         let takes_nothing = |r: &Readiness| action == Action::Restart && !r.instance_serves();
-        let remaining = s.readiness.map(|r| {
+        let remaining = readiness.map(|r| {
             if takes_nothing(&r) {
                 u32::MAX
             } else {

@@ -137,7 +137,6 @@ impl<E: Executor> Responder<E> {
         incident: &crate::incident::Incident,
         target: &Target,
         failed: &[Action],
-        now: chrono::DateTime<Utc>,
     ) -> (PolicyView, Option<Result<Option<Readiness>, String>>) {
         let settings = &self.config.policy;
         let http = &self.http;
@@ -159,18 +158,8 @@ impl<E: Executor> Responder<E> {
             Some(self.executor.readiness(target).await.map_err(|e| e.to_string()))
         };
         // Only the capacity limit differs between actions; the rest of the
-        // situation is calm here and checked for real after the choice.
-        let probe = Situation {
-            now,
-            paused: false,
-            silenced: false,
-            namespace: None,
-            last_action_on_target: None,
-            consecutive_failures: 0,
-            recent_actions: Vec::new(),
-            in_flight: 0,
-            readiness: readiness.clone().and_then(Result::ok).flatten(),
-        };
+        // guard is checked for real after the choice.
+        let known_readiness = readiness.clone().and_then(Result::ok).flatten();
         let mut mask = Mask::none();
         for action in Action::ALL.into_iter().filter(|a| *a != Action::Notify) {
             if target.is_empty() {
@@ -183,7 +172,7 @@ impl<E: Executor> Responder<E> {
                     "takes capacity away or touches a node, and the playbook rule does not name it",
                 );
             } else {
-                let verdict = guard::check(&self.config.guard, action, &probe);
+                let verdict = guard::capacity(&self.config.guard, action, known_readiness);
                 if !verdict.is_allow() {
                     mask.refuse(action, format!("guard: {}", verdict.reason()));
                 }
@@ -285,9 +274,7 @@ impl<E: Executor> Responder<E> {
         let mode = self.config.policy.mode;
         let mut consulted = match mode {
             PolicyMode::Playbook => None,
-            PolicyMode::Shadow | PolicyMode::Learn => {
-                Some(self.consult(&incident, &target, &failed_actions, now).await)
-            }
+            PolicyMode::Shadow | PolicyMode::Learn => Some(self.consult(&incident, &target, &failed_actions).await),
         };
         if let Some((view, _)) = &consulted {
             let acted = mode == PolicyMode::Learn;
@@ -297,29 +284,38 @@ impl<E: Executor> Responder<E> {
                 "playbook_action": playbook_action,
                 "view": view,
             });
-            let agrees = view.choice.action == playbook_action;
+            let agrees = view.choice.action.is_some() && view.choice.action == playbook_action;
             self.metrics.count_policy_choice(acted, view.choice.explored, agrees);
         }
-        let action = match (&consulted, playbook_action) {
-            (Some((view, _)), _) if mode == PolicyMode::Learn => match view.choice.action {
-                Some(action) => action,
-                None => {
+        // Whoever chooses, a rule whose every action failed goes to a human;
+        // so does the learning policy preferring to do nothing where the
+        // rule says to act (it has learned that nothing there works).
+        let Some(playbook_action) = playbook_action else {
+            let reason = format!("all {attempts} actions of rule {rule:?} failed; escalating to a human");
+            tracing::error!(incident = incident_id, rule, "Playbook exhausted; escalating.");
+            self.escalate(&incident, &past, &reason).await;
+            return self.record_once(&past, decision, "escalate", reason).await;
+        };
+        let rule_notifies = self
+            .playbook
+            .rule_for(&incident.labels)
+            .is_some_and(|r| r.actions.contains(&Action::Notify));
+        let action = match &consulted {
+            Some((view, _)) if mode == PolicyMode::Learn => match view.choice.action {
+                Some(Action::Notify) | None if !rule_notifies => {
                     let reason = format!(
-                        "the learning policy has no candidate left ({}); escalating to a human",
+                        "the learning policy finds no action worth taking where rule {rule:?} says to act ({}); \
+                         escalating to a human",
                         view.choice.why
                     );
-                    tracing::error!(incident = incident_id, rule, "No action left; escalating.");
+                    tracing::error!(incident = incident_id, rule, "No action worth taking; escalating.");
                     self.escalate(&incident, &past, &reason).await;
                     return self.record_once(&past, decision, "escalate", reason).await;
                 }
+                Some(action) => action,
+                None => Action::Notify,
             },
-            (_, Some(action)) => action,
-            (_, None) => {
-                let reason = format!("all {attempts} actions of rule {rule:?} failed; escalating to a human");
-                tracing::error!(incident = incident_id, rule, "Playbook exhausted; escalating.");
-                self.escalate(&incident, &past, &reason).await;
-                return self.record_once(&past, decision, "escalate", reason).await;
-            }
+            _ => playbook_action,
         };
         decision.action = action.as_str().into();
         let chooser = if mode == PolicyMode::Learn {

@@ -343,6 +343,35 @@ async fn learn_mode_never_picks_an_action_the_guard_masks() {
 }
 
 #[tokio::test]
+async fn learn_mode_escalates_where_it_has_learned_that_no_action_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.db");
+    // Both of the rule's actions have kept failing here.
+    let mut policy = Policy::new(PolicyConfig::default());
+    for _ in 0..6 {
+        policy.learn(&key(), &Features::default(), Action::Restart, -0.55);
+        policy.learn(&key(), &Features::default(), Action::Recreate, -0.6);
+    }
+    import(&journal, &policy.state());
+    let executor = Recording::new(TWO_READY);
+    let server = start(dir.path(), actions(dir.path(), PolicyMode::Learn), executor.clone()).await;
+
+    let incident = server.post_alert(&down("firing", "hopeless-1")).await;
+    let decision = first_decision(&server, incident).await;
+    // Doing nothing scores best, but the rule says to act: a human decides.
+    assert_eq!(
+        decision["record"]["policy"]["view"]["choice"]["action"], "notify",
+        "{decision:#}"
+    );
+    assert_eq!(decision["verdict"], "escalate", "{decision:#}");
+    assert!(decision["reason"].as_str().unwrap().contains("no action worth taking"));
+    assert!(executor.operations().is_empty());
+    let metrics = server.metrics().await;
+    assert!(metrics.contains("homeostat_escalations_total 1"), "{metrics}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn context_comes_from_prometheus_and_says_why_a_feature_is_missing() {
     let prometheus = common::Prometheus::start(&[], &[]).await;
     let queries: std::collections::BTreeMap<String, String> = [

@@ -50,8 +50,8 @@ pub struct Decision {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
     pub last_action_on_target: Option<DateTime<Utc>>,
-    /// Failed outcomes on the target since its last success, or since an
-    /// incident on it that was escalated to a human has resolved.
+    /// Failed outcomes on the target since its last success, or since the
+    /// alert of an incident on it that was escalated has resolved.
     pub consecutive_failures: u32,
     /// Executions (any target) since the given time.
     pub recent_actions: Vec<DateTime<Utc>>,
@@ -303,8 +303,8 @@ impl Journal {
                 .query_row([&target_key], |r| r.get(0))?;
             history.last_action_on_target = last.as_deref().map(parse_time).transpose()?;
             // Newest first: failed outcomes count until a success, or until
-            // an escalation whose incident has since resolved (the human it
-            // went to dealt with it, which closes the circuit breaker).
+            // an escalation whose incident's alert has since resolved (fixed
+            // by whoever it went to, or gone): that closes the breaker.
             let past = conn
                 .prepare_cached(
                     "SELECT d.outcome, d.verdict = 'escalate' AND i.status = 'resolved'

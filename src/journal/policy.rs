@@ -8,11 +8,11 @@
 //! nor the outcome is lost.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use super::decisions::{self, Decision};
-use super::{migrate, parse_time, timestamp, Journal, JournalError, Op, Result, Written};
+use super::{migrate, parse_time, timestamp, Journal, JournalError, Op, Result, Written, SCHEMA_VERSION};
 
 pub(super) const SCHEMA: &str = "
     CREATE TABLE policy (
@@ -202,6 +202,9 @@ impl Journal {
 /// running homeostat, which it neither blocks nor changes.
 pub struct JournalReader {
     conn: Connection,
+    /// Whether the journal has the policy's tables (schema 3 and later; an
+    /// older one, from before the learning policy, has learned nothing).
+    has_policy: bool,
 }
 
 impl JournalReader {
@@ -215,14 +218,30 @@ impl JournalReader {
         }
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
-        Ok(JournalReader { conn })
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(JournalError::SchemaTooNew {
+                path: path.to_owned(),
+                found: version,
+            });
+        }
+        Ok(JournalReader {
+            conn,
+            has_policy: version >= 3,
+        })
     }
 
     pub fn policy(&self) -> Result<Option<StoredPolicy>> {
+        if !self.has_policy {
+            return Ok(None);
+        }
         stored(&self.conn)
     }
 
     pub fn rewards(&self) -> Result<Vec<Reward>> {
+        if !self.has_policy {
+            return Ok(Vec::new());
+        }
         rewards(&self.conn)
     }
 
@@ -248,7 +267,9 @@ pub fn import(path: &std::path::Path, state: &str, source: &str) -> Result<i64> 
     let mut conn = Connection::open(path).map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
     migrate(&conn, path)?;
-    let tx = conn.transaction()?;
+    // Immediate: a running homeostat's commit between this read and write
+    // would otherwise fail the import instead of waiting for the lock.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let revision = save(&tx, None, state, source)?.ok_or_else(|| JournalError::Internal("import refused".into()))?;
     tx.commit()?;
     Ok(revision)

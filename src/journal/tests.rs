@@ -578,7 +578,7 @@ async fn a_resolved_escalation_closes_the_circuit_breaker() {
     journal.record_decision(decide(second, "escalate")).await.unwrap();
     assert_eq!(failures().await, 3, "an escalation still firing keeps the breaker open");
     deliver(&journal, alert("two", AlertStatus::Resolved, T0, &[])).await;
-    assert_eq!(failures().await, 0, "the human dealt with it: the breaker closes");
+    assert_eq!(failures().await, 0, "the escalated alert resolved: the breaker closes");
     let third = deliver(&journal, alert("three", AlertStatus::Firing, T0, &[]))
         .await
         .incident_id;
