@@ -3,6 +3,7 @@
 //! evaluate`. Reading is read-only and safe beside a running homeostat;
 //! an import is picked up by a running homeostat at its next decision.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -11,7 +12,7 @@ use serde_json::Value;
 
 use crate::action::Action;
 use crate::journal::decisions::Decision;
-use crate::journal::policy::{JournalReader, StoredPolicy};
+use crate::journal::policy::{JournalReader, Reward, StoredPolicy};
 use crate::journal::JournalError;
 use crate::policy::{evaluate, Choice, Logged, OffPolicyEstimate, Policy, PolicyConfig, PolicyError, PolicyState};
 
@@ -48,6 +49,11 @@ fn stored_policy(stored: Option<&StoredPolicy>, config: &PolicyConfig) -> Result
     };
     let state = PolicyState::from_json(&stored.state).map_err(state_error)?;
     Policy::restore(config.clone(), state).map_err(state_error)
+}
+
+/// Every reward the policy learned, by the decision it rewarded.
+fn rewards_by_decision(reader: &JournalReader) -> Result<HashMap<i64, Reward>> {
+    Ok(reader.rewards()?.into_iter().map(|r| (r.decision_id, r)).collect())
 }
 
 /// `policy show`: per alert and service, what each action earned.
@@ -139,7 +145,7 @@ pub fn explain(reader: &JournalReader, incident: i64) -> Result<String> {
     if decisions.is_empty() {
         return Err(LearnedError::NoDecisions(incident));
     }
-    let rewards = reader.rewards()?;
+    let rewards = rewards_by_decision(reader)?;
     let mut out = format!("Incident {incident}: {} decision(s).\n", decisions.len());
     for d in &decisions {
         let n = &d.new;
@@ -160,7 +166,7 @@ pub fn explain(reader: &JournalReader, incident: i64) -> Result<String> {
                 d.outcome.as_ref().map_or(String::new(), |o| format!("; outcome: {o}"))
             );
         }
-        if let Some(r) = rewards.iter().find(|r| r.decision_id == d.id) {
+        if let Some(r) = rewards.get(&d.id) {
             let _ = writeln!(
                 out,
                 "Learned reward {:.3} for {} on {} ({}).",
@@ -259,10 +265,10 @@ fn logged(decision: &Decision, reward: f64) -> Option<(Logged, Option<Action>)> 
 
 pub fn evaluate_journal(reader: &JournalReader, config: &PolicyConfig) -> Result<Evaluation> {
     let policy = stored_policy(reader.policy()?.as_ref(), config)?;
-    let rewards = reader.rewards()?;
+    let rewards = rewards_by_decision(reader)?;
     let mut log = Vec::new();
     for decision in reader.policy_decisions()? {
-        let Some(reward) = rewards.iter().find(|r| r.decision_id == decision.id) else {
+        let Some(reward) = rewards.get(&decision.id) else {
             continue;
         };
         if let Some(entry) = logged(&decision, reward.reward) {

@@ -222,24 +222,26 @@ impl Playbook {
     /// The next step for an incident with these labels after `failed`
     /// attempts that did not fix it.
     pub fn next_step(&self, labels: &LabelSet, failed: usize) -> Step<'_> {
-        match self.rule_for(labels) {
-            None => Step::NoRule,
-            Some(rule) => match rule.actions.get(failed) {
-                Some(&action) => Step::Try {
-                    rule: &rule.name,
-                    action,
-                    attempt: failed,
-                },
-                None => Step::Exhausted {
-                    rule: &rule.name,
-                    attempts: failed,
-                },
-            },
-        }
+        self.rule_for(labels).map_or(Step::NoRule, |rule| rule.step(failed))
     }
 }
 
 impl Rule {
+    /// This rule's next action after `failed` failed attempts.
+    pub fn step(&self, failed: usize) -> Step<'_> {
+        match self.actions.get(failed) {
+            Some(&action) => Step::Try {
+                rule: &self.name,
+                action,
+                attempt: failed,
+            },
+            None => Step::Exhausted {
+                rule: &self.name,
+                attempts: failed,
+            },
+        }
+    }
+
     /// The health query with the alert's labels filled in.
     pub fn health_query_for(&self, labels: &LabelSet) -> Option<String> {
         Some(fill_labels(self.health_query.as_deref()?, labels))

@@ -29,7 +29,7 @@ use crate::journal::decisions::{Decision, NewDecision};
 use crate::journal::{Delivery, Journal};
 use crate::metrics::Metrics;
 use crate::pipeline::{Parts, Processor};
-use crate::playbook::{Playbook, Step};
+use crate::playbook::{Playbook, Rule, Step};
 use crate::policy::{
     self, Choice, Decide, Features, Mask, Outcome, Policy, PolicyKey, PolicyState, RulePrior, Verification,
 };
@@ -136,6 +136,7 @@ impl<E: Executor> Responder<E> {
         &self,
         incident: &crate::incident::Incident,
         target: &Target,
+        rule: &Rule,
         failed: &[Action],
     ) -> (PolicyView, Option<Result<Option<Readiness>, String>>) {
         let settings = &self.config.policy;
@@ -149,8 +150,7 @@ impl<E: Executor> Responder<E> {
         )
         .await;
         let features = context.features();
-        let rule = self.playbook.rule_for(&incident.labels);
-        let rule_actions = rule.map_or(&[][..], |r| &r.actions[..]);
+        let rule_actions = &rule.actions[..];
         let backend = self.executor.backend();
         let readiness = if target.is_empty() {
             None
@@ -185,7 +185,7 @@ impl<E: Executor> Responder<E> {
         let input = Decide {
             key: &key,
             features: &features,
-            rule: rule.map(RulePrior::from),
+            rule: Some(RulePrior::from(rule)),
             mask: &mask,
             failed,
         };
@@ -260,21 +260,24 @@ impl<E: Executor> Responder<E> {
             .filter(|d| matches!(d.outcome.as_deref(), Some("failure" | "timeout")))
             .filter_map(|d| Action::parse(&d.new.action))
             .collect();
+        let Some(matched) = self.playbook.rule_for(&incident.labels) else {
+            return self
+                .record_once(&past, decision, "no_rule", "no playbook rule matches the alert".into())
+                .await;
+        };
+        let rule = matched.name.as_str();
         // The playbook's next action, `None` when every one failed.
-        let (rule, playbook_action, attempts) = match self.playbook.next_step(&incident.labels, failed) {
-            Step::NoRule => {
-                return self
-                    .record_once(&past, decision, "no_rule", "no playbook rule matches the alert".into())
-                    .await
-            }
-            Step::Exhausted { rule, attempts } => (rule, None, attempts),
-            Step::Try { rule, action, .. } => (rule, Some(action), failed),
+        let playbook_action = match matched.step(failed) {
+            Step::Try { action, .. } => Some(action),
+            Step::Exhausted { .. } | Step::NoRule => None,
         };
         decision.rule = Some(rule.to_owned());
         let mode = self.config.policy.mode;
         let mut consulted = match mode {
             PolicyMode::Playbook => None,
-            PolicyMode::Shadow | PolicyMode::Learn => Some(self.consult(&incident, &target, &failed_actions).await),
+            PolicyMode::Shadow | PolicyMode::Learn => {
+                Some(self.consult(&incident, &target, matched, &failed_actions).await)
+            }
         };
         if let Some((view, _)) = &consulted {
             let acted = mode == PolicyMode::Learn;
@@ -291,15 +294,12 @@ impl<E: Executor> Responder<E> {
         // so does the learning policy preferring to do nothing where the
         // rule says to act (it has learned that nothing there works).
         let Some(playbook_action) = playbook_action else {
-            let reason = format!("all {attempts} actions of rule {rule:?} failed; escalating to a human");
+            let reason = format!("all {failed} actions of rule {rule:?} failed; escalating to a human");
             tracing::error!(incident = incident_id, rule, "Playbook exhausted; escalating.");
             self.escalate(&incident, &past, &reason).await;
             return self.record_once(&past, decision, "escalate", reason).await;
         };
-        let rule_notifies = self
-            .playbook
-            .rule_for(&incident.labels)
-            .is_some_and(|r| r.actions.contains(&Action::Notify));
+        let rule_notifies = matched.actions.contains(&Action::Notify);
         let action = match &consulted {
             Some((view, _)) if mode == PolicyMode::Learn => match view.choice.action {
                 Some(Action::Notify) | None if !rule_notifies => {
@@ -414,10 +414,7 @@ impl<E: Executor> Responder<E> {
             Ok(done) => {
                 self.journal.record_result(id, "done", &done).await?;
                 tracing::info!(incident = incident_id, %action, %done, "Action done; verifying.");
-                let health = self
-                    .playbook
-                    .rule_for(&incident.labels)
-                    .and_then(|r| r.health_query_for(&incident.labels));
+                let health = matched.health_query_for(&incident.labels);
                 let lesson = consulted.map(|(view, _)| Lesson {
                     key: view.choice.key,
                     features: view.choice.features,
