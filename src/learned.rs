@@ -279,9 +279,13 @@ pub fn evaluate_journal(reader: &JournalReader, config: &PolicyConfig) -> Result
     let mean = (!entries.is_empty()).then(|| entries.iter().map(|e| e.reward).sum::<f64>() / entries.len() as f64);
     let learned = evaluate(&entries, |e| policy.greedy_target(e));
     // The playbook is deterministic: probability 1 for the action it chose then.
+    let chose: HashMap<*const Logged, Option<Action>> = entries
+        .iter()
+        .zip(&log)
+        .map(|(e, (_, chose))| (e as *const Logged, *chose))
+        .collect();
     let playbook = evaluate(&entries, |e| {
-        let i = entries.iter().position(|x| std::ptr::eq(x, e));
-        let chose = i.and_then(|i| log[i].1);
+        let chose = chose.get(&(e as *const Logged)).copied().flatten();
         f64::from(u8::from(chose == Some(e.action)))
     });
     Ok(Evaluation {

@@ -1,5 +1,6 @@
 //! The `homeostat` command: parses the CLI, loads the config, wires components.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -734,7 +735,23 @@ fn thresholds(command: ThresholdsCommand) -> ExitCode {
                 );
                 return ExitCode::from(exit::CONFIG);
             };
-            let outcomes = match runtime.block_on(apply::render_into(&thresholds, out.clone())) {
+            // The coverages feedback has moved series to, as `serve` fits with them.
+            let journal = &config.journal.path;
+            let coverages = if journal.exists() {
+                match homeostat::journal::thresholds::read_coverages_at(journal) {
+                    Ok(coverages) => coverages,
+                    Err(err) => {
+                        eprintln!(
+                            "homeostat thresholds render: cannot read feedback from the journal {} (journal.path): {err}",
+                            journal.display()
+                        );
+                        return ExitCode::from(exit::RUNTIME);
+                    }
+                }
+            } else {
+                HashMap::new()
+            };
+            let outcomes = match runtime.block_on(apply::render_into(&thresholds, out.clone(), &coverages)) {
                 Ok(outcomes) => outcomes,
                 Err(err) => {
                     eprintln!("homeostat thresholds render: {err} (thresholds.prometheus_url)");
@@ -744,12 +761,20 @@ fn thresholds(command: ThresholdsCommand) -> ExitCode {
             let mut failed = false;
             for outcome in outcomes {
                 match outcome.result {
-                    Ok(()) => println!(
-                        "{}: {} series → {}",
-                        outcome.spec,
-                        outcome.fit.series.len(),
-                        out.join(threshold::file_name(&outcome.spec)).display()
-                    ),
+                    Ok(()) => {
+                        let moved = coverages.get(&outcome.spec).map_or(0, HashMap::len);
+                        println!(
+                            "{}: {} series → {}{}",
+                            outcome.spec,
+                            outcome.fit.series.len(),
+                            out.join(threshold::file_name(&outcome.spec)).display(),
+                            if moved > 0 {
+                                format!(" ({moved} series at the coverage feedback moved them to)")
+                            } else {
+                                String::new()
+                            }
+                        )
+                    }
                     Err(err) => {
                         failed = true;
                         eprintln!("{}: not rendered: {err}", outcome.spec);

@@ -229,6 +229,11 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
     config.thresholds = Some(thresholds.clone());
     let config_file = dir.path().join("homeostat.yaml");
     std::fs::write(&config_file, serde_yaml::to_string(&config).unwrap()).unwrap();
+    // The same config with no journal (for `render` below).
+    let without_journal = dir.path().join("no-journal.yaml");
+    let mut plain_config = config.clone();
+    plain_config.journal.path = dir.path().join("none.db");
+    std::fs::write(&without_journal, serde_yaml::to_string(&plain_config).unwrap()).unwrap();
     let homeostat = common::InProcess::start(config, Credentials::default(), LogTransitions).await;
     let rules = common::eventually("the generated rules on Prometheus", Duration::from_secs(60), || async {
         let rules = active_rules(prometheus.url()).await;
@@ -434,6 +439,45 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
     assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
     let rendered = out.join("latency.rules.yml");
     check_rules(&promtool, &rendered);
+    // It fits at the coverage feedback moved service a to (0.995), as `serve`
+    // does: a's threshold is above the one rendered without the journal.
+    let said = String::from_utf8_lossy(&render.stdout);
+    assert!(
+        said.contains("latency: 2 series") && said.contains("(1 series at the coverage feedback moved them to)"),
+        "{said}"
+    );
+    let plain = dir.path().join("rendered-plain");
+    let render = Command::new(common::BIN)
+        .args(["thresholds", "render", "--config"])
+        .arg(&without_journal)
+        .arg("--out")
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    let threshold_for = |file: &Path, service: &str| -> f64 {
+        let text = std::fs::read_to_string(file).unwrap();
+        let rules: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let rule = rules["groups"][0]["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r["annotations"][threshold::SERIES_ANNOTATION]
+                    .as_str()
+                    .is_some_and(|s| s.contains(&format!("service=\"{service}\"")))
+            })
+            .unwrap_or_else(|| panic!("no rule for {service} in {text}"));
+        threshold_of(rule["expr"].as_str().unwrap())
+    };
+    let (widened, configured) = (
+        threshold_for(&rendered, "a"),
+        threshold_for(&plain.join("latency.rules.yml"), "a"),
+    );
+    assert!(
+        widened > configured,
+        "feedback-widened {widened} vs configured {configured}"
+    );
 
     // A broken render (an annotation template that does not parse) leaves the
     // previous rules active: promtool refuses it, or, without promtool,

@@ -520,6 +520,10 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
     assert!(!update.ok && update.detail == "promtool said no", "{update:?}");
     assert!(update.last_good_at.is_some_and(|t| t <= update.at), "{update:?}");
     assert_eq!(state.fits[0].fit["upper"], 2.0);
+    // `thresholds render` reads the same coverages without opening for writing.
+    let read_only = thresholds::read_coverages_at(&config(&dir).path).unwrap();
+    assert_eq!(read_only.len(), 1, "{read_only:?}");
+    assert!((read_only["latency"][&series_key(&a)] - 0.99).abs() < 1e-12, "{read_only:?}");
     let (journal, writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
     let now = journal.coverages("latency".into()).await.unwrap();
     assert_eq!(now.len(), 1);

@@ -245,15 +245,8 @@ impl Journal {
 
     /// The coverage feedback has moved each series of `spec` to (series key → coverage).
     pub async fn coverages(&self, spec: String) -> Result<HashMap<String, f64>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT series, coverage_after FROM threshold_feedback f
-                 WHERE spec = ?1 AND id = (SELECT max(id) FROM threshold_feedback g WHERE g.spec = f.spec AND g.series = f.series)",
-            )?;
-            let rows = stmt.query_map([&spec], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))?;
-            Ok(rows.collect::<rusqlite::Result<HashMap<_, _>>>()?)
-        })
-        .await
+        self.read(move |conn| Ok(latest_coverages(conn, Some(&spec))?.remove(&spec).unwrap_or_default()))
+            .await
     }
 
     /// Incidents of the given alert names that started since `since`, with
@@ -313,6 +306,15 @@ impl Journal {
 /// What `thresholds show` prints, read from the journal file at `path`
 /// without opening it for writing (a running `serve` may hold it).
 pub fn read_state_at(path: &Path) -> Result<ThresholdState> {
+    match open_read_only(path)? {
+        Some(conn) => read_state(&conn),
+        None => Ok(ThresholdState::default()),
+    }
+}
+
+/// The journal at `path`, opened read-only; `None` when it was written by a
+/// homeostat without thresholds (nothing fitted yet).
+fn open_read_only(path: &Path) -> Result<Option<Connection>> {
     let conn =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| JournalError::Open {
             path: path.to_owned(),
@@ -320,11 +322,35 @@ pub fn read_state_at(path: &Path) -> Result<ThresholdState> {
         })?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version < 2 {
-        // Written by a homeostat without thresholds: nothing fitted yet.
-        return Ok(ThresholdState::default());
+    Ok((version >= 2).then_some(conn))
+}
+
+/// The coverage feedback has moved each series to, per spec (spec → series
+/// key → coverage), read from the journal file at `path` without opening it
+/// for writing; empty for a journal from before thresholds.
+pub fn read_coverages_at(path: &Path) -> Result<HashMap<String, HashMap<String, f64>>> {
+    match open_read_only(path)? {
+        Some(conn) => latest_coverages(&conn, None),
+        None => Ok(HashMap::new()),
     }
-    read_state(&conn)
+}
+
+/// The latest step's coverage per series, of one spec or of all.
+fn latest_coverages(conn: &Connection, spec: Option<&str>) -> Result<HashMap<String, HashMap<String, f64>>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT spec, series, coverage_after FROM threshold_feedback f
+         WHERE (?1 IS NULL OR spec = ?1)
+           AND id = (SELECT max(id) FROM threshold_feedback g WHERE g.spec = f.spec AND g.series = f.series)",
+    )?;
+    let mut coverages: HashMap<String, HashMap<String, f64>> = HashMap::new();
+    let rows = stmt.query_map([spec], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, f64>(2)?))
+    })?;
+    for row in rows {
+        let (spec, series, coverage) = row?;
+        coverages.entry(spec).or_default().insert(series, coverage);
+    }
+    Ok(coverages)
 }
 
 /// How many feedback steps `thresholds show` lists.

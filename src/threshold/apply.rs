@@ -503,9 +503,15 @@ pub async fn fit_query(
     Ok(super::band_reports(&series, step, horizon, coverage))
 }
 
-/// `homeostat thresholds render`: fits every spec now and writes its rule
-/// file into `out`, checked with promtool when there is one; no reload.
-pub async fn render_into(config: &super::ThresholdsConfig, out: PathBuf) -> Result<Vec<SpecOutcome>, String> {
+/// `homeostat thresholds render`: fits every spec now, at the coverages
+/// feedback has moved its series to (`coverages`, as `serve` would), and
+/// writes its rule file into `out`, checked with promtool when there is
+/// one; no reload.
+pub async fn render_into(
+    config: &super::ThresholdsConfig,
+    out: PathBuf,
+    coverages: &HashMap<String, HashMap<String, f64>>,
+) -> Result<Vec<SpecOutcome>, String> {
     let prometheus = Prometheus::new(&config.prometheus_url, super::schedule::QUERY_TIMEOUT)?;
     let writer = RuleWriter {
         dir: out,
@@ -515,7 +521,7 @@ pub async fn render_into(config: &super::ThresholdsConfig, out: PathBuf) -> Resu
     Ok(refit(
         &config.specs,
         &prometheus,
-        &HashMap::new(),
+        coverages,
         &writer,
         None,
         Utc::now(),
