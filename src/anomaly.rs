@@ -13,8 +13,7 @@
 //!    whole refit period).
 //! 3. **Likelihood.** The surprise of the last few points (by default the
 //!    last one) is compared with the distribution of surprises over a long
-//!    window: the tail probability of the short mean under a Laplace
-//!    distribution of their mean and spread ([`laplace_tail`]), scored by
+//!    window: the Gaussian tail probability of the short mean, scored by
 //!    [`likelihood_score`] (0.5 for one in 100,000).
 //! 4. **One detection per anomaly.** A likelihood scores only when it is a
 //!    new peak over the last `peak_window` points; every other point scores
@@ -186,25 +185,7 @@ impl Surprises {
         let short = self.long.iter().rev().take(self.short_size).sum::<f64>() / self.short_size.min(count) as f64;
         // Not divided by √short: neighbouring surprises are correlated.
         let z = (short - mean) / sd;
-        likelihood_score(laplace_tail(z))
-    }
-}
-
-/// P(X > z) for a Laplace variable of mean 0 and standard deviation 1.
-///
-/// Surprises are heavy-tailed: on a spiky series a Gaussian tail turns the
-/// spikes of an ordinary day into one-in-10^15 events, on a smooth one it
-/// does not, so one threshold cannot suit both. The exponential tail of a
-/// Laplace distribution with the same mean and spread ranks points the same
-/// way within a series but keeps the likelihood's scale comparable across
-/// series (on NAB's dev set the score at the fixed threshold 0.5 rose from
-/// 39.8 to 48.2, the best-threshold score unchanged; docs/BENCHMARKS.md).
-pub fn laplace_tail(z: f64) -> f64 {
-    let e = (-z.abs() * std::f64::consts::SQRT_2).exp() / 2.0;
-    if z >= 0.0 {
-        e
-    } else {
-        1.0 - e
+        likelihood_score(forecast::normal_tail(z))
     }
 }
 
@@ -255,17 +236,6 @@ mod tests {
         let at_shift = scored.score[shift..shift + 5].iter().cloned().fold(0.0, f64::max);
         assert!(at_spike > 0.5 && at_shift > 0.5, "spike {at_spike}, shift {at_shift}");
         assert!(normal_max < at_spike.min(at_shift) - 0.2, "normal up to {normal_max}");
-    }
-
-    #[test]
-    fn the_laplace_tail_is_exponential_and_continuous() {
-        assert_eq!(laplace_tail(0.0), 0.5);
-        // P(X > 1) = e^(-√2)/2 for unit variance.
-        assert!((laplace_tail(1.0) - 0.121_558_4).abs() < 1e-6);
-        assert!((laplace_tail(-1.0) - (1.0 - 0.121_558_4)).abs() < 1e-6);
-        // One in 100,000 (the fixed threshold 0.5) lies 7.65 sd out, not 4.26 as for a Gaussian.
-        assert!((likelihood_score(laplace_tail(7.65)) - 0.5).abs() < 0.002);
-        assert!(laplace_tail(1e6) >= 0.0 && laplace_tail(f64::INFINITY) == 0.0);
     }
 
     #[test]

@@ -49,8 +49,10 @@ const PLAYBOOK: &str = include_str!("../rules/playbook.yml");
 
 /// Alerts that do not hold the demo back: the SLO burn-rate alerts are
 /// symptoms for humans (the playbook only notifies), and their 5m–6h
-/// windows stay firing long after a fault is healed.
-const IGNORED_WHEN_QUIET: &str = "ErrorBudgetBurn";
+/// windows stay firing long after a fault is healed; the adaptive latency
+/// alert is pending whenever latency is above its band and fires only
+/// after 10 minutes.
+const IGNORED_WHEN_QUIET: [&str; 2] = ["ErrorBudgetBurn", stack::LATENCY_ALERT];
 
 /// How often the demo looks at homeostat, the services and Prometheus.
 const POLL: Duration = Duration::from_millis(250);
@@ -623,14 +625,12 @@ impl Demo {
     /// incident in homeostat, every target up.
     async fn quiet(&self) -> Result<bool> {
         let alerts = self
-            .query(&format!("ALERTS{{alertname!=\"{IGNORED_WHEN_QUIET}\"}}"))
+            .query(&format!("ALERTS{{alertname!~\"{}\"}}", IGNORED_WHEN_QUIET.join("|")))
             .await?;
         let down = self.query("up == 0").await?;
-        let firing = self
-            .incidents()
-            .await?
-            .into_iter()
-            .any(|i| i.status == crate::alert::AlertStatus::Firing && i.alertname != IGNORED_WHEN_QUIET);
+        let firing = self.incidents().await?.into_iter().any(|i| {
+            i.status == crate::alert::AlertStatus::Firing && !IGNORED_WHEN_QUIET.contains(&i.alertname.as_str())
+        });
         Ok(alerts.is_empty() && down.is_empty() && !firing)
     }
 

@@ -1,7 +1,7 @@
 //! Seasonal forecasting with prediction bands, on augurs: MSTL decomposes
 //! the series into seasonal components and a trend, AutoETS forecasts the
 //! trend (with its prediction interval), and the last cycle of each seasonal
-//! component is added back.
+//! component, smoothed along the phase, is added back.
 //!
 //! Seasonal periods come from the sampling step, not from a periodogram:
 //! daily once two days of history exist, weekly once two weeks do (MSTL
@@ -252,12 +252,27 @@ fn calibrate(y: &[f64], step: Duration, horizon: usize, coverage: f64, season: u
         .filter(|(_, r)| !r.is_empty())
         .min_by(|(_, a), (_, b)| mean(a).total_cmp(&mean(b)))?;
     ratios.sort_by(f64::total_cmp);
-    let m = ratios.len();
-    let rank = ((coverage * (m + 1) as f64).ceil() as usize).clamp(1, m) - 1;
     Some(Calibration {
         naive_weight: NAIVE_WEIGHTS[best],
-        scale: ratios[rank].clamp(MIN_SCALE, MAX_SCALE),
+        scale: conformal_scale(&ratios, coverage).clamp(MIN_SCALE, MAX_SCALE),
     })
+}
+
+/// The split-conformal quantile of sorted `ratios` (|error| / model
+/// half-width at `coverage`): rank ⌈(m + 1)·coverage⌉ of `m`. A coverage
+/// above m/(m + 1) asks for a rank past the largest ratio; the largest is
+/// then taken as the quantile at m/(m + 1) and carried to `coverage` in the
+/// proportion of the model's own (normal) quantiles, so that a higher
+/// coverage still widens the band instead of every coverage above 0.96
+/// (with 48 errors) giving the same one.
+fn conformal_scale(ratios: &[f64], coverage: f64) -> f64 {
+    let m = ratios.len();
+    let rank = (coverage * (m + 1) as f64).ceil() as usize;
+    if rank <= m {
+        return ratios[rank.max(1) - 1];
+    }
+    let reachable = m as f64 / (m + 1) as f64;
+    ratios[m - 1] * normal_quantile(coverage) / normal_quantile(reachable)
 }
 
 /// Bounds of the calibration's scaling of the model's band.
@@ -306,6 +321,7 @@ fn recent(y: &[f64]) -> &[f64] {
 /// component's last cycle added back, smoothed along the cycle
 /// ([`smooth_cycle`]).
 fn mstl_forecast(y: &[f64], periods: &[usize], horizon: usize, coverage: f64) -> Option<augurs::Forecast> {
+    // In f32, as augurs' MSTLModel decomposes.
     let y32: Vec<f32> = y.iter().map(|v| *v as f32).collect();
     let fit = MstlParams::new().fit(&y32, periods).ok()?;
     let deseasonalised: Vec<f64> = fit
@@ -317,7 +333,11 @@ fn mstl_forecast(y: &[f64], periods: &[usize], horizon: usize, coverage: f64) ->
     let trend = AutoETS::non_seasonal().fit(recent(&deseasonalised)).ok()?;
     let mut forecast = trend.predict(horizon, coverage).ok()?;
     for (&period, component) in periods.iter().zip(fit.seasonal()) {
-        let cycle = smooth_cycle(&component[component.len() - period..]);
+        let last: Vec<f64> = component[component.len() - period..]
+            .iter()
+            .map(|v| f64::from(*v))
+            .collect();
+        let cycle = smooth_cycle(&last);
         let intervals = forecast.intervals.as_mut()?;
         // The last cycle starts a whole period before the first step.
         for (i, value) in cycle.iter().cycle().take(horizon).enumerate() {
@@ -339,19 +359,21 @@ const CYCLE_SMOOTHING: f64 = 0.01;
 /// cycle), so the last cycle carries a good part of their noise into every
 /// forecast; neighbouring phases of a real cycle differ far less than
 /// that noise. Measured on the forecast bench (1-minute data, a daily
-/// cycle): median MASE 0.708 → 0.654, see docs/BENCHMARKS.md.
-fn smooth_cycle(cycle: &[f32]) -> Vec<f64> {
+/// cycle), see docs/BENCHMARKS.md ("Third round").
+fn smooth_cycle(cycle: &[f64]) -> Vec<f64> {
     let period = cycle.len();
     let half = (CYCLE_SMOOTHING * period as f64).round() as usize;
-    let width = (2 * half + 1) as f64;
-    (0..period)
-        .map(|phase| {
-            let sum: f64 = (0..=2 * half)
-                .map(|k| f64::from(cycle[(phase + period + k - half) % period]))
-                .sum();
-            sum / width
-        })
-        .collect()
+    let width = 2 * half + 1;
+    let at = |i: usize| cycle[i % period];
+    // A running sum around the circle: the window of phase p is
+    // p − half ..= p + half (mod period).
+    let mut sum: f64 = (0..width).map(|k| at(period - half + k)).sum();
+    let mut out = Vec::with_capacity(period);
+    for phase in 0..period {
+        out.push(sum / width as f64);
+        sum += at(phase + half + 1) - at(phase + period - half);
+    }
+    out
 }
 
 fn flat(value: f64, half_width: f64, horizon: usize, model: &str) -> Band {
@@ -411,21 +433,47 @@ mod tests {
     fn the_carried_cycle_is_smoothed_along_the_phase() {
         let period = 400; // ±4 phases
         let shape = |p: usize| 10.0 * (2.0 * std::f64::consts::PI * p as f64 / period as f64).sin();
-        let cycle: Vec<f32> = (0..period)
-            .map(|p| (shape(p) + if p % 2 == 0 { 1.0 } else { -1.0 }) as f32)
+        let cycle: Vec<f64> = (0..period)
+            .map(|p| shape(p) + if p % 2 == 0 { 1.0 } else { -1.0 })
             .collect();
         let smoothed = smooth_cycle(&cycle);
         assert_eq!(smoothed.len(), period);
         let worst = (0..period).map(|p| (smoothed[p] - shape(p)).abs()).fold(0.0, f64::max);
         assert!(worst < 0.15, "off the shape by {worst}");
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let raw: Vec<f64> = cycle.iter().map(|v| f64::from(*v)).collect();
-        assert!((mean(&smoothed) - mean(&raw)).abs() < 1e-9);
+        assert!((mean(&smoothed) - mean(&cycle)).abs() < 1e-9);
         // Short periods (hourly data, a daily cycle) are left as they are.
-        let hourly: Vec<f32> = (0..24).map(|p| p as f32).collect();
-        assert_eq!(
-            smooth_cycle(&hourly),
-            hourly.iter().map(|v| f64::from(*v)).collect::<Vec<_>>()
+        let hourly: Vec<f64> = (0..24).map(f64::from).collect();
+        assert_eq!(smooth_cycle(&hourly), hourly);
+    }
+
+    /// Past the coverage its errors can reach (48 errors: 48/49), the
+    /// conformal scale still grows with the coverage asked for.
+    #[test]
+    fn a_higher_coverage_than_the_errors_reach_still_widens_the_band() {
+        let ratios: Vec<f64> = (1..=48).map(f64::from).collect();
+        assert_eq!(conformal_scale(&ratios, 0.9), 45.0);
+        assert_eq!(conformal_scale(&ratios, 48.0 / 49.0), 48.0);
+        let scales: Vec<f64> = [0.95, 0.97, 0.99, 0.995, 0.999]
+            .iter()
+            .map(|c| conformal_scale(&ratios, *c))
+            .collect();
+        assert!(scales.windows(2).all(|w| w[0] < w[1]), "{scales:?}");
+        // In the model's proportion: z(0.99) / z(48/49) = 2.5758 / 2.3187.
+        assert!((scales[2] - 48.0 * 2.575_829 / normal_quantile(48.0 / 49.0)).abs() < 1e-3);
+
+        // And so does a whole forecast's band, on noisy data.
+        let y: Vec<f64> = (0..600).map(|i| 10.0 + ((i * 7919) % 101) as f64 / 50.0).collect();
+        let width = |coverage| {
+            let band = forecast(&y, MINUTE, 10, coverage).unwrap();
+            band.upper[0] - band.lower[0]
+        };
+        assert!(
+            width(0.95) < width(0.99) && width(0.99) < width(0.995),
+            "{} {} {}",
+            width(0.95),
+            width(0.99),
+            width(0.995)
         );
     }
 

@@ -406,6 +406,29 @@ fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()
     Ok(())
 }
 
+/// The journal at `path` opened read-only, for commands that read it beside
+/// a running homeostat, and its schema version; an error when it is missing
+/// or newer than this homeostat understands.
+pub(crate) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
+    let open_err = |source| JournalError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    if !path.try_exists().unwrap_or(true) {
+        return Err(JournalError::Missing(path.to_owned()));
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(JournalError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+        });
+    }
+    Ok((conn, version))
+}
+
 fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {

@@ -735,21 +735,27 @@ fn thresholds(command: ThresholdsCommand) -> ExitCode {
                 );
                 return ExitCode::from(exit::CONFIG);
             };
-            // The coverages feedback has moved series to, as `serve` fits with them.
+            // The coverages feedback has moved series to, as `serve` fits with
+            // them. Unlike `serve`, which logs and fits at the configured
+            // coverages, a journal that cannot be read is an error here: a
+            // render checked in CI must not silently differ from what runs.
             let journal = &config.journal.path;
-            let coverages = if journal.exists() {
-                match homeostat::journal::thresholds::read_coverages_at(journal) {
+            let coverages = match journal.try_exists() {
+                Ok(false) => HashMap::new(),
+                Ok(true) => match homeostat::journal::thresholds::read_coverages_at(journal) {
                     Ok(coverages) => coverages,
                     Err(err) => {
-                        eprintln!(
-                            "homeostat thresholds render: cannot read feedback from the journal {} (journal.path): {err}",
-                            journal.display()
-                        );
+                        eprintln!("homeostat thresholds render: cannot read feedback (journal.path): {err}");
                         return ExitCode::from(exit::RUNTIME);
                     }
+                },
+                Err(err) => {
+                    eprintln!(
+                        "homeostat thresholds render: cannot look for the journal {} (journal.path): {err}",
+                        journal.display()
+                    );
+                    return ExitCode::from(exit::RUNTIME);
                 }
-            } else {
-                HashMap::new()
             };
             let outcomes = match runtime.block_on(apply::render_into(&thresholds, out.clone(), &coverages)) {
                 Ok(outcomes) => outcomes,
@@ -762,18 +768,21 @@ fn thresholds(command: ThresholdsCommand) -> ExitCode {
             for outcome in outcomes {
                 match outcome.result {
                     Ok(()) => {
-                        let moved = coverages.get(&outcome.spec).map_or(0, HashMap::len);
                         println!(
-                            "{}: {} series → {}{}",
+                            "{}: {} series → {}",
                             outcome.spec,
                             outcome.fit.series.len(),
-                            out.join(threshold::file_name(&outcome.spec)).display(),
-                            if moved > 0 {
-                                format!(" ({moved} series at the coverage feedback moved them to)")
-                            } else {
-                                String::new()
-                            }
-                        )
+                            out.join(threshold::file_name(&outcome.spec)).display()
+                        );
+                        let configured = thresholds
+                            .specs
+                            .iter()
+                            .find(|s| s.name == outcome.spec)
+                            .map(|s| s.coverage);
+                        for series in outcome.fit.series.iter().filter(|s| Some(s.coverage) != configured) {
+                            let coverage = (series.coverage * 1e6).round() / 1e6;
+                            println!("  {} at coverage {coverage} (moved by feedback)", series.key);
+                        }
                     }
                     Err(err) => {
                         failed = true;

@@ -300,9 +300,16 @@ pub fn prometheus_args(dir: &Path, port: u16) -> Vec<String> {
     ]
 }
 
+/// The directory (under the demo's) homeostat writes adaptive-threshold rules into.
+pub const GENERATED_RULES: &str = "generated";
+/// The demo's adaptive threshold spec, and its alert.
+pub const LATENCY_SPEC: &str = "request_latency";
+pub const LATENCY_ALERT: &str = "LatencyAboveBand";
+
 /// Prometheus' configuration: 1 s scrapes of both ports of every service
 /// (jobs `services` and `services-admin`) and of homeostat, 1 s rule
-/// evaluation, alerts to Alertmanager.
+/// evaluation of `rule_files` and of homeostat's generated rules, alerts to
+/// Alertmanager.
 pub fn prometheus_config(
     services: &[Service],
     homeostat_port: u16,
@@ -328,7 +335,8 @@ pub fn prometheus_config(
     };
     let config = json!({
         "global": {"scrape_interval": "1s", "scrape_timeout": "800ms", "evaluation_interval": "1s"},
-        "rule_files": rule_files,
+        // Relative paths are read from the configuration file's directory.
+        "rule_files": rule_files.iter().map(|f| f.to_string()).chain([format!("{GENERATED_RULES}/*.rules.yml")]).collect::<Vec<_>>(),
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [format!("127.0.0.1:{alertmanager_port}")]}]}]},
         "scrape_configs": [
             {"job_name": "services", "static_configs": targets(false)},
@@ -387,7 +395,28 @@ pub fn homeostat_config(dir: &Path, port: u16, prometheus_port: u16, alertmanage
             // The learning policy acts; with nothing learned yet it chooses
             // what the playbook would.
             "policy": {"mode": "learn"},
-        }
+        },
+        // An adaptive threshold on each service's p99 latency, refitted every
+        // 30 s on the last 10 minutes (too short for a daily cycle: AutoETS
+        // alone), for the dashboards' "threshold vs actual" panels. Its alert
+        // waits 10 minutes, longer than any fault of the demo lasts, so it
+        // shows the band without competing with the playbook's alerts.
+        "thresholds": {
+            "prometheus_url": format!("http://127.0.0.1:{prometheus_port}"),
+            "rules_dir": dir.join(GENERATED_RULES),
+            "specs": [{
+                "name": LATENCY_SPEC,
+                "expr": "service:http_request_duration_seconds:p99_1m",
+                "coverage": 0.99,
+                "step": "5s",
+                "history": "10m",
+                "refit_interval": "30s",
+                "for": "10m",
+                "alert": LATENCY_ALERT,
+                "labels": {"severity": "info"},
+                "annotations": {"summary": "p99 latency of {{ $labels.service }} is above its adaptive band"},
+            }],
+        },
     });
     serde_yaml::to_string(&config).expect("a JSON value always serializes")
 }

@@ -8,11 +8,11 @@
 //! nor the outcome is lost.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use super::decisions::{self, Decision};
-use super::{migrate, parse_time, timestamp, Journal, JournalError, Op, Result, Written, SCHEMA_VERSION};
+use super::{migrate, parse_time, timestamp, Journal, JournalError, Op, Result, Written};
 
 pub(super) const SCHEMA: &str = "
     CREATE TABLE policy (
@@ -209,22 +209,7 @@ pub struct JournalReader {
 
 impl JournalReader {
     pub fn open(path: &std::path::Path) -> Result<JournalReader> {
-        let open_err = |source| JournalError::Open {
-            path: path.to_owned(),
-            source,
-        };
-        if !path.exists() {
-            return Err(JournalError::Missing(path.to_owned()));
-        }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(JournalError::SchemaTooNew {
-                path: path.to_owned(),
-                found: version,
-            });
-        }
+        let (conn, version) = super::open_read_only(path)?;
         Ok(JournalReader {
             conn,
             has_policy: version >= 3,

@@ -470,6 +470,11 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
     for event in events.clone() {
         assert_eq!(record(event).await.unwrap(), None);
     }
+    // Another spec's step, on a series of the same key: kept apart.
+    let mut other = events[0].clone();
+    other.spec = "errors".into();
+    other.incident_id = 4343;
+    record(other).await.unwrap().unwrap();
     // The same false alarm marked false by a user: still one step. An alarm a
     // user confirmed that then resolved by itself: no widening.
     let mut marked = events[0].clone();
@@ -514,7 +519,7 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
     writer.join();
 
     let state = thresholds::read_state_at(&config(&dir).path).unwrap();
-    assert_eq!(state.feedback.len(), 3, "{:#?}", state.feedback);
+    assert_eq!(state.feedback.len(), 4, "{:#?}", state.feedback);
     assert_eq!(state.feedback[0].reason, "marked_true", "newest first");
     let update = &state.updates[0];
     assert!(!update.ok && update.detail == "promtool said no", "{update:?}");
@@ -522,8 +527,15 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
     assert_eq!(state.fits[0].fit["upper"], 2.0);
     // `thresholds render` reads the same coverages without opening for writing.
     let read_only = thresholds::read_coverages_at(&config(&dir).path).unwrap();
-    assert_eq!(read_only.len(), 1, "{read_only:?}");
-    assert!((read_only["latency"][&series_key(&a)] - 0.99).abs() < 1e-12, "{read_only:?}");
+    assert_eq!(read_only.len(), 2, "{read_only:?}");
+    assert!(
+        (read_only["latency"][&series_key(&a)] - 0.99).abs() < 1e-12,
+        "{read_only:?}"
+    );
+    assert!(
+        (read_only["errors"][&series_key(&a)] - 0.995).abs() < 1e-12,
+        "{read_only:?}"
+    );
     let (journal, writer) = Journal::open(&config(&dir), JournalMetrics::default()).unwrap();
     let now = journal.coverages("latency".into()).await.unwrap();
     assert_eq!(now.len(), 1);

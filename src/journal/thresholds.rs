@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use super::{parse_json, parse_time, timestamp, Journal, JournalError, Op, Result, Written};
@@ -315,13 +315,7 @@ pub fn read_state_at(path: &Path) -> Result<ThresholdState> {
 /// The journal at `path`, opened read-only; `None` when it was written by a
 /// homeostat without thresholds (nothing fitted yet).
 fn open_read_only(path: &Path) -> Result<Option<Connection>> {
-    let conn =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| JournalError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let (conn, version) = super::open_read_only(path)?;
     Ok((version >= 2).then_some(conn))
 }
 
@@ -337,17 +331,24 @@ pub fn read_coverages_at(path: &Path) -> Result<HashMap<String, HashMap<String, 
 
 /// The latest step's coverage per series, of one spec or of all.
 fn latest_coverages(conn: &Connection, spec: Option<&str>) -> Result<HashMap<String, HashMap<String, f64>>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT spec, series, coverage_after FROM threshold_feedback f
-         WHERE (?1 IS NULL OR spec = ?1)
-           AND id = (SELECT max(id) FROM threshold_feedback g WHERE g.spec = f.spec AND g.series = f.series)",
-    )?;
+    // Two statements, not `?1 IS NULL OR spec = ?1`: SQLite uses the
+    // (spec, series, id) index only for a plain `spec = ?1`.
+    const LATEST: &str = "SELECT spec, series, coverage_after FROM threshold_feedback f
+         WHERE id = (SELECT max(id) FROM threshold_feedback g WHERE g.spec = f.spec AND g.series = f.series)";
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, f64>(2)?));
+    let rows = match spec {
+        Some(spec) => conn
+            .prepare_cached(&format!("{LATEST} AND spec = ?1"))?
+            .query_map([spec], row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+        None => conn
+            .prepare_cached(LATEST)?
+            .query_map([], row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+    };
     let mut coverages: HashMap<String, HashMap<String, f64>> = HashMap::new();
-    let rows = stmt.query_map([spec], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, f64>(2)?))
-    })?;
     for row in rows {
-        let (spec, series, coverage) = row?;
+        let (spec, series, coverage) = row;
         coverages.entry(spec).or_default().insert(series, coverage);
     }
     Ok(coverages)
