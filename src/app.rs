@@ -8,10 +8,8 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use std::future::IntoFuture;
-
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, Credentials};
 use crate::journal::{Journal, JournalError, JournalMetrics};
@@ -77,21 +75,23 @@ pub async fn serve<P: Processor>(
     });
     let address = listener.local_addr().map_err(AppError::Serve)?;
     let shutting_down = Arc::clone(&state);
-    let shutdown_started = Arc::new(Notify::new());
-    let started = Arc::clone(&shutdown_started);
     let (stop_thresholds, thresholds_stopped) = watch::channel(false);
     let router = server::router(Arc::clone(&state), config.server.request_timeout.0);
-    let mut server = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                shutting_down.stopping.store(true, Ordering::Release);
-                started.notify_one();
-                let _ = stop_thresholds.send(true);
-                tracing::info!("Shutting down: no new connections; draining the queue.");
-            })
-            .into_future(),
-    );
+    let drain = config.server.drain_timeout.0;
+    // Open connections get the drain timeout, then are closed (with the
+    // state they hold), so a stalled client cannot hold up the stop.
+    let server = tokio::spawn(server::serve_http(
+        listener,
+        router,
+        config.server.request_timeout.0,
+        drain,
+        async move {
+            shutdown.await;
+            shutting_down.stopping.store(true, Ordering::Release);
+            let _ = stop_thresholds.send(true);
+            tracing::info!("Shutting down: no new connections; draining the queue.");
+        },
+    ));
     tracing::info!(%address, journal = %config.journal.path.display(), "Listening.");
 
     // In journal order: what a crash left unprocessed comes before anything
@@ -111,23 +111,20 @@ pub async fn serve<P: Processor>(
     let thresholds = scheduler.map(|s| tokio::spawn(s.run(thresholds_stopped)));
     state.ready.store(true, Ordering::Release);
 
-    let drain = config.server.drain_timeout.0;
-    // Open connections get the drain timeout too, so a stalled client cannot hold up the stop.
-    let served = tokio::select! {
-        served = &mut server => served,
-        () = async { shutdown_started.notified().await; tokio::time::sleep(drain).await } => {
-            server.abort();
-            tracing::warn!(timeout = %config.server.drain_timeout, "Connections still open after the drain timeout; closing them.");
-            Ok(Ok(()))
-        }
-    };
-    served
-        .map_err(|e| AppError::Serve(std::io::Error::other(e)))?
-        .map_err(AppError::Serve)?;
+    server.await.map_err(|e| AppError::Serve(std::io::Error::other(e)))?;
 
-    if let Some(thresholds) = thresholds {
-        // It stops at the shutdown signal; a round under way is abandoned.
-        let _ = thresholds.await;
+    if let Some(mut thresholds) = thresholds {
+        // It stops at the shutdown signal once a round under way is done,
+        // for up to the drain timeout (a slow Prometheus could hold it for
+        // its whole query timeout); then the round is abandoned: each rule
+        // file is replaced atomically, so what it wrote so far is whole.
+        if tokio::time::timeout(drain, &mut thresholds).await.is_err() {
+            thresholds.abort();
+            tracing::warn!(
+                timeout = %config.server.drain_timeout,
+                "A threshold refit was still running after the drain timeout; abandoned it (the next start refits)."
+            );
+        }
     }
     // The router and its state are gone: the queue closes once the worker has emptied it.
     drop(state);

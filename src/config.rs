@@ -450,6 +450,48 @@ impl Config {
             if actions.verify_timeout.0.is_zero() {
                 return Err(invalid("actions.verify_timeout", "must be longer than 0s".into()));
             }
+            for (key, url) in [
+                ("actions.prometheus_url", &actions.prometheus_url),
+                ("actions.alertmanager_url", &actions.alertmanager_url),
+                ("actions.escalation_webhook", &actions.escalation_webhook),
+            ] {
+                if let Some(url) = url {
+                    check_http_url(key, url).map_err(|(key, m)| invalid(&key, m))?;
+                }
+            }
+            let docker = &actions.docker;
+            if let Some(host) = &docker.host {
+                let supported = match host.split_once("://") {
+                    Some(("unix", path)) => !path.is_empty(),
+                    Some(("tcp" | "http", address)) => !address.is_empty(),
+                    _ => false,
+                };
+                if !supported {
+                    return Err(invalid(
+                        "actions.docker.host",
+                        format!("{host:?} is not unix:///path/to/docker.sock or tcp://host:port"),
+                    ));
+                }
+            }
+            if docker.min_replicas > docker.max_replicas {
+                return Err(invalid(
+                    "actions.docker.min_replicas",
+                    format!(
+                        "{} is above max_replicas ({})",
+                        docker.min_replicas, docker.max_replicas
+                    ),
+                ));
+            }
+            let kubernetes = &actions.kubernetes;
+            if kubernetes.min_replicas > kubernetes.max_replicas || kubernetes.max_replicas < 1 {
+                return Err(invalid(
+                    "actions.kubernetes.max_replicas",
+                    format!(
+                        "{} must be at least 1 and at least min_replicas ({})",
+                        kubernetes.max_replicas, kubernetes.min_replicas
+                    ),
+                ));
+            }
             actions.policy.validate().map_err(|(key, m)| invalid(&key, m))?;
         }
         let listen = self.server.listen;
@@ -464,6 +506,17 @@ impl Config {
             ));
         }
         Ok(credentials)
+    }
+}
+
+/// `url` must be an http:// or https:// URL with a host; `(key, message)` otherwise.
+pub fn check_http_url(key: &str, url: &str) -> Result<(), (String, String)> {
+    match url.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+        _ => Err((
+            key.to_owned(),
+            format!("{url:?} is not an http:// or https:// URL, e.g. http://127.0.0.1:9090"),
+        )),
     }
 }
 
@@ -582,6 +635,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`server.queue_capacity`"), "{err}");
+    }
+
+    /// Addresses and replica bounds that cannot work are refused at load,
+    /// not when the first action needs them.
+    #[test]
+    fn unusable_action_settings_name_their_key() {
+        let playbook = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/playbook.yml");
+        for (setting, key) in [
+            ("alertmanager_url: not a url", "actions.alertmanager_url"),
+            ("prometheus_url: 'http://'", "actions.prometheus_url"),
+            ("escalation_webhook: ftp://x", "actions.escalation_webhook"),
+            ("docker: {host: 'ftp://x'}", "actions.docker.host"),
+            ("docker: {host: 'unix://'}", "actions.docker.host"),
+            (
+                "docker: {min_replicas: 5, max_replicas: 1}",
+                "actions.docker.min_replicas",
+            ),
+            (
+                "kubernetes: {min_replicas: 0, max_replicas: 0}",
+                "actions.kubernetes.max_replicas",
+            ),
+        ] {
+            let prometheus = if setting.starts_with("prometheus_url") {
+                ""
+            } else {
+                "\n  prometheus_url: http://127.0.0.1:9090"
+            };
+            let config = parse(&format!(
+                "actions:\n  backend: docker\n  playbook: {playbook}{prometheus}\n  {setting}\n"
+            ))
+            .unwrap_or_else(|e| panic!("{setting}: {e}"));
+            let err = config
+                .validate(Path::new("test.yaml"), &no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{setting}: {err}");
+        }
     }
 
     #[test]

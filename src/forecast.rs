@@ -285,6 +285,25 @@ pub fn model_band(y: &[f64], step: Duration, horizon: usize, coverage: f64) -> O
     if y.len() < MIN_MODEL_POINTS {
         return None;
     }
+    // Large values are fitted scaled down by a power of two (exact, and
+    // positive, so multiplicative models stay possible): AutoETS' optimiser
+    // has absolute tolerances, and on values near 1e50 it never converged.
+    let largest = y.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    if largest > MAX_UNSCALED {
+        let scale = 2.0_f64.powi(-(largest.log2().ceil() as i32));
+        let scaled: Vec<f64> = y.iter().map(|v| v * scale).collect();
+        let band = model_band(&scaled, step, horizon, coverage)?;
+        let unscale = |v: Vec<f64>| -> Option<Vec<f64>> {
+            let v: Vec<f64> = v.into_iter().map(|x| x / scale).collect();
+            v.iter().all(|x| x.is_finite()).then_some(v)
+        };
+        return Some(Band {
+            point: unscale(band.point)?,
+            lower: unscale(band.lower)?,
+            upper: unscale(band.upper)?,
+            model: band.model,
+        });
+    }
     let periods = seasonal_periods(step, y.len());
     let (forecast, model) = if periods.is_empty() {
         let fitted = AutoETS::non_seasonal().fit(recent(y)).ok()?;
@@ -307,6 +326,9 @@ pub fn model_band(y: &[f64], step: Duration, horizon: usize, coverage: f64) -> O
         model,
     })
 }
+
+/// Series with a value larger than this are fitted scaled (see [`model_band`]).
+const MAX_UNSCALED: f64 = 1e9;
 
 /// The points the trend model is fitted to, at most: the trend a short
 /// forecast needs is recent, and AutoETS' cost grows with what it sees.
@@ -475,6 +497,26 @@ mod tests {
             width(0.99),
             width(0.995)
         );
+    }
+
+    /// Huge values (here ±1e300, alternating) are forecast, quickly, not
+    /// fitted for ever; large ones give the same band as their scaled copy.
+    #[test]
+    fn huge_values_are_fitted_scaled() {
+        let huge: Vec<f64> = (0..400).map(|i| if i % 2 == 0 { 1e300 } else { -1e300 }).collect();
+        let started = std::time::Instant::now();
+        let band = forecast(&huge, MINUTE, 5, 0.95).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+        assert!(band.point.iter().chain(&band.upper).all(|v| v.is_finite()), "{band:?}");
+        let small: Vec<f64> = (0..400).map(|i| 1.0 + ((i * 7919) % 101) as f64 / 50.0).collect();
+        let large: Vec<f64> = small.iter().map(|v| v * 2f64.powi(40)).collect();
+        let (a, b) = (
+            model_band(&small, MINUTE, 5, 0.95).unwrap(),
+            model_band(&large, MINUTE, 5, 0.95).unwrap(),
+        );
+        for (x, y) in a.point.iter().zip(&b.point) {
+            assert!((x * 2f64.powi(40) - y).abs() <= 1e-9 * y.abs(), "{x} vs {y}");
+        }
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub enum JournalError {
     SchemaTooNew { path: PathBuf, found: i64 },
     #[error("journal {} does not exist (journal.path; homeostat serve creates it)", .0.display())]
     Missing(PathBuf),
+    #[error(
+        "{} is not a homeostat journal: {what}; point journal.path at the journal, or at a new file",
+        path.display()
+    )]
+    Foreign { path: PathBuf, what: String },
     #[error("journal database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("journal holds a value it cannot read back: {0}")]
@@ -227,8 +232,13 @@ impl Journal {
             source,
         };
         let writer = Connection::open(path).map_err(open_err)?;
-        configure(&writer, config.synchronous).map_err(open_err)?;
+        // Migrated (or refused, if something else's database) before WAL
+        // mode is switched on: a foreign file is left as it was.
+        writer
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
         migrate(&writer, path)?;
+        configure(&writer, config.synchronous).map_err(open_err)?;
         let interrupted = decisions::reconcile(&writer)?;
         if interrupted > 0 {
             tracing::warn!(
@@ -419,24 +429,69 @@ pub(crate) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
     }
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| foreign(path, e))?;
     if version > SCHEMA_VERSION {
         return Err(JournalError::SchemaTooNew {
             path: path.to_owned(),
             found: version,
+        });
+    }
+    if version == 0 {
+        // `serve` sets a version when it creates the journal.
+        return Err(JournalError::Foreign {
+            path: path.to_owned(),
+            what: "it has no homeostat schema (version 0)".into(),
         });
     }
     Ok((conn, version))
 }
 
+/// A file SQLite cannot read as a database is not a journal.
+fn foreign(path: &Path, error: rusqlite::Error) -> JournalError {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => JournalError::Foreign {
+            path: path.to_owned(),
+            what: "it is not an SQLite database".into(),
+        },
+        _ => JournalError::Open {
+            path: path.to_owned(),
+            source: error,
+        },
+    }
+}
+
+/// Refuses to add homeostat's tables to an SQLite database something else
+/// created (journal.path pointing at the wrong file).
+fn check_not_foreign(conn: &Connection, path: &Path, version: i64) -> Result<()> {
+    if version != 0 {
+        return Ok(());
+    }
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name LIMIT 5")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    Err(JournalError::Foreign {
+        path: path.to_owned(),
+        what: format!("it already holds other tables ({})", tables.join(", ")),
+    })
+}
+
 fn migrate(conn: &Connection, path: &Path) -> Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| foreign(path, e))?;
     if version > SCHEMA_VERSION {
         return Err(JournalError::SchemaTooNew {
             path: path.to_owned(),
             found: version,
         });
     }
+    check_not_foreign(conn, path, version)?;
     if version < 1 {
         conn.execute_batch(&format!(
             "BEGIN;

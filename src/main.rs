@@ -132,7 +132,7 @@ struct PolicyArgs {
 #[derive(Args)]
 struct SimulateArgs {
     /// Faults to simulate (each picks one of the scenarios at random).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = at_least_one)]
     episodes: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -178,13 +178,13 @@ enum ThresholdsCommand {
         /// The PromQL expression.
         #[arg(long)]
         query: String,
-        #[arg(long, default_value = "1m")]
+        #[arg(long, default_value = "1m", value_parser = positive_duration)]
         step: homeostat::duration::PromDuration,
-        #[arg(long, default_value = "7d")]
+        #[arg(long, default_value = "7d", value_parser = positive_duration)]
         history: homeostat::duration::PromDuration,
-        #[arg(long, default_value = "1h")]
+        #[arg(long, default_value = "1h", value_parser = positive_duration)]
         horizon: homeostat::duration::PromDuration,
-        #[arg(long, default_value_t = 0.99)]
+        #[arg(long, default_value_t = 0.99, value_parser = coverage)]
         coverage: f64,
         /// Per series: labels and arrays of timestamps, point, lower, upper.
         #[arg(long)]
@@ -216,14 +216,41 @@ enum EvalCommand {
         /// The windows file: forecasts touching a labelled anomaly are skipped.
         #[arg(long)]
         labels: PathBuf,
-        #[arg(long, default_value = "1h")]
+        #[arg(long, default_value = "1h", value_parser = positive_duration)]
         horizon: homeostat::duration::PromDuration,
-        #[arg(long, default_value_t = 0.95)]
+        #[arg(long, default_value_t = 0.95, value_parser = coverage)]
         coverage: f64,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--coverage`: a probability strictly between 0 and 1 (else a usage error).
+fn coverage(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(c) if c > 0.0 && c < 1.0 => Ok(c),
+        Ok(c) => Err(format!("must be in (0, 1), got {c}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A duration flag that must be longer than zero (`1m`, `7d`, …).
+fn positive_duration(text: &str) -> Result<homeostat::duration::PromDuration, String> {
+    let duration: homeostat::duration::PromDuration = text.parse().map_err(|e| format!("{e}"))?;
+    if duration.0.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}
+
+/// A count of at least one.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Args)]
@@ -410,7 +437,14 @@ fn serve(args: ServeArgs) -> ExitCode {
                 let executor = match connected {
                     Ok(executor) => executor,
                     Err(err) => {
-                        eprintln!("homeostat: cannot act: {err} (actions.backend)");
+                        // Docker's errors name the address and its key; the Kubernetes client's do not.
+                        let key = match actions.backend {
+                            Backend::Docker => "",
+                            Backend::Kubernetes => {
+                                " (actions.kubernetes, or the kubeconfig / in-cluster service account)"
+                            }
+                        };
+                        eprintln!("homeostat: cannot act: {err}{key}");
                         return ExitCode::from(exit::STARTUP);
                     }
                 };
@@ -625,19 +659,13 @@ fn eval(command: EvalCommand) -> ExitCode {
             horizon,
             coverage,
             json,
-        } => {
-            if !(coverage > 0.0 && coverage < 1.0) {
-                eprintln!("homeostat eval forecast: --coverage must be in (0, 1), got {coverage}");
-                return ExitCode::from(2);
+        } => homeostat::eval::run_forecast(&data, &labels, horizon.0, coverage).map(|summary| {
+            if json {
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            } else {
+                homeostat::eval::forecast_table(&summary)
             }
-            homeostat::eval::run_forecast(&data, &labels, horizon.0, coverage).map(|summary| {
-                if json {
-                    serde_json::to_string_pretty(&summary).unwrap_or_default()
-                } else {
-                    homeostat::eval::forecast_table(&summary)
-                }
-            })
-        }
+        }),
     };
     match result {
         Ok(text) => {

@@ -592,6 +592,10 @@ pub struct Decide<'a> {
     pub failed: &'a [Action],
 }
 
+/// The largest mean reward a restored arm may have, in millionths: rewards
+/// are within a few units, so ±1,000 only rejects sums no outcome made.
+const MAX_MEAN_REWARD_MICROS: i64 = 1_000_000_000;
+
 /// Running sums of one action's rewards. The sum is kept in millionths
 /// as an integer, so that state survives JSON exactly and a restored
 /// policy decides exactly as the one saved.
@@ -605,7 +609,7 @@ pub struct Arm {
 
 impl Arm {
     fn add(&mut self, reward: f64) {
-        self.n += 1;
+        self.n = self.n.saturating_add(1);
         // `as` saturates; rewards are within a few units.
         self.sum_micros = self.sum_micros.saturating_add((reward * 1e6).round() as i64);
     }
@@ -820,6 +824,29 @@ impl Policy {
                     message: format!("{} appears twice", entry.key),
                 });
             }
+            let contexts = entry.contexts.iter().flat_map(|(context, arms)| {
+                arms.iter()
+                    .map(move |(action, arm)| (format!("keys[{i}].contexts.{context:?}.{action}"), arm))
+            });
+            let actions = entry
+                .actions
+                .iter()
+                .map(|(action, arm)| (format!("keys[{i}].actions.{action}"), arm));
+            for (path, arm) in actions.chain(contexts) {
+                // Rewards are within a few units (see `reward`): a mean far
+                // outside that, or a sum without outcomes, was not learned.
+                let bound = i64::from(arm.n).saturating_mul(MAX_MEAN_REWARD_MICROS);
+                if arm.sum_micros.checked_abs().is_none_or(|sum| sum > bound) {
+                    return Err(PolicyError::Invalid {
+                        path,
+                        message: format!(
+                            "a reward sum of {} over {} outcome(s) is not one rewards can add up to",
+                            arm.sum(),
+                            arm.n
+                        ),
+                    });
+                }
+            }
             keys.insert(entry.key.clone(), entry);
         }
         Ok(Policy { config, keys })
@@ -854,7 +881,7 @@ impl Policy {
             contexts: BTreeMap::new(),
         });
         if reward < 0.0 {
-            state.disappointments += 1;
+            state.disappointments = state.disappointments.saturating_add(1);
         }
         state.actions.entry(action).or_default().add(reward);
         state

@@ -54,6 +54,56 @@ pub struct AppState {
     pub stopping: AtomicBool,
 }
 
+/// Serves `router` on `listener` over HTTP/1.1 until `stop` resolves, then
+/// lets open connections finish their requests for up to `drain` and closes
+/// whatever is still open. A client must send a request's headers within
+/// `header_timeout` (axum's own `serve` sets no such limit, so a client that
+/// stalls mid-headers would keep its connection, and a stop, waiting).
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    drain: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, "Cannot accept a connection.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        let connection = graceful.watch(connection);
+        connections.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "Connection ended with an error.");
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(timeout = ?drain, "Connections still open after the drain timeout; closing them.");
+    }
+    connections.shutdown().await;
+}
+
 /// The whole HTTP API. Requests not answered within `request_timeout`
 /// (a client stalling its upload, say) get 408.
 pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
@@ -251,24 +301,25 @@ async fn list_incidents(
     Ok(Json(page).into_response())
 }
 
-async fn get_incident(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// The incident `id` names (400 for a bad id, 404 for none).
+async fn incident_of(state: &AppState, id: &str) -> Result<crate::incident::Incident, ApiError> {
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("incident id must be an integer, got {id:?}")))?;
-    match state.journal.incident(id).await.map_err(read_failed)? {
-        Some(incident) => Ok(Json(incident).into_response()),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no incident {id}"),
-        )),
-    }
+    state
+        .journal
+        .incident(id)
+        .await
+        .map_err(read_failed)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no incident {id}")))
+}
+
+async fn get_incident(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(incident_of(&state, &id).await?).into_response())
 }
 
 async fn get_decisions(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("incident id must be an integer, got {id:?}")))?;
+    let id = incident_of(&state, &id).await?.id;
     let decisions = state.journal.decisions(id).await.map_err(read_failed)?;
     Ok(Json(json!({ "incident": id, "decisions": decisions })).into_response())
 }

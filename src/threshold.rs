@@ -246,15 +246,7 @@ impl ThresholdsConfig {
     /// What the types cannot check: `(key, message)` of the first problem.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |key: String, message: &str| Err((key, message.to_owned()));
-        match self.prometheus_url.split_once("://") {
-            Some(("http" | "https", rest)) if !rest.is_empty() => {}
-            _ => {
-                return err(
-                    "thresholds.prometheus_url".into(),
-                    "must be an http:// or https:// URL, e.g. http://127.0.0.1:9090",
-                )
-            }
-        }
+        crate::config::check_http_url("thresholds.prometheus_url", &self.prometheus_url)?;
         if self.rules_dir.as_os_str().is_empty() {
             return err("thresholds.rules_dir".into(), "must name a directory");
         }

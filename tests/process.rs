@@ -180,6 +180,48 @@ fn exit_codes_say_what_went_wrong() {
 
     let (code, _) = run(&["serve"]);
     assert_eq!(code, Some(2));
+    // Flag values that cannot mean anything are usage errors, saying which flag.
+    for (args, flag) in [
+        (
+            &["eval", "forecast", "--data", "d", "--labels", "l", "--horizon", "0s"][..],
+            "--horizon",
+        ),
+        (
+            &["eval", "forecast", "--data", "d", "--labels", "l", "--coverage", "2"],
+            "--coverage",
+        ),
+        (
+            &[
+                "thresholds",
+                "fit",
+                "--prometheus",
+                "http://127.0.0.1:1",
+                "--query",
+                "up",
+                "--coverage",
+                "1",
+            ],
+            "--coverage",
+        ),
+        (
+            &[
+                "thresholds",
+                "fit",
+                "--prometheus",
+                "http://127.0.0.1:1",
+                "--query",
+                "up",
+                "--step",
+                "0s",
+            ],
+            "--step",
+        ),
+        (&["simulate", "--episodes", "0"], "--episodes"),
+    ] {
+        let (code, text) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+        assert!(text.contains(flag), "{args:?}: {text}");
+    }
     let (code, text) = run(&["--help"]);
     assert_eq!(code, Some(0));
     assert!(text.contains("serve") && text.contains("check-config"), "{text}");

@@ -85,13 +85,12 @@ async fn accepts_a_notification_and_lists_its_incidents() {
     let id = incidents[0]["id"].as_i64().unwrap();
     let one = server.get_json(&format!("/api/v1/incidents/{id}")).await;
     assert_eq!(one["labels"]["service"], "svc-b2");
-    let missing = server
-        .client
-        .get(server.url("/api/v1/incidents/999"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
+    for path in ["/api/v1/incidents/999", "/api/v1/incidents/999/decisions"] {
+        let missing = server.client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(missing.status(), 404, "{path}");
+    }
+    let decisions = server.get_json(&format!("/api/v1/incidents/{id}/decisions")).await;
+    assert_eq!(decisions["incident"], id);
     let bad = server
         .client
         .get(server.url("/api/v1/incidents?status=open"))
@@ -423,4 +422,79 @@ async fn a_stalled_upload_gets_408_and_is_not_journalled() {
     let page = server.get_json("/api/v1/incidents").await;
     assert!(page["incidents"].as_array().unwrap().is_empty());
     server.stop().await;
+}
+
+/// A client that stalls while sending its headers is disconnected after the
+/// request timeout, and one stalling its upload cannot hold a stop beyond
+/// the drain timeout: what was acknowledged before is kept.
+#[tokio::test]
+async fn stalled_clients_neither_keep_connections_nor_hold_a_stop() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.server.request_timeout = "1s".parse().unwrap();
+    config.server.drain_timeout = "1s".parse().unwrap();
+    let server = InProcess::start(config, Credentials::default(), LogTransitions).await;
+    let acked = server
+        .post_json("/api/v1/alerts", &notification("firing", &["kept"]))
+        .await;
+    assert_eq!(acked.status(), 200);
+
+    // Half a request's headers, then nothing: the server hangs up.
+    let mut headers = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    headers
+        .write_all(b"POST /api/v1/alerts HTTP/1.1\r\nHost: test\r\n")
+        .await
+        .unwrap();
+    // Read until the server closes (it may answer 408 first).
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buffer = vec![0; 1024];
+        while matches!(headers.read(&mut buffer).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a client stalling mid-headers kept its connection for 10 s"
+    );
+
+    // An upload stalling for longer than everything else: the stop does not wait for it.
+    let mut upload = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    upload
+        .write_all(b"POST /api/v1/alerts HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+        .await
+        .unwrap();
+    let dribble = tokio::spawn(async move {
+        for _ in 0..120 {
+            if upload.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), server.stop())
+        .await
+        .expect("the stop waited for a dribbling upload for over 10 s");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    dribble.abort();
+
+    let (journal, writer) = homeostat::journal::Journal::open(
+        &test_config(dir.path()).journal,
+        homeostat::journal::JournalMetrics::default(),
+    )
+    .unwrap();
+    let page = journal
+        .incidents(homeostat::journal::IncidentQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.incidents.len(), 1, "{page:?}");
+    assert!(
+        journal.unprocessed().await.unwrap().is_empty(),
+        "acknowledged, then processed"
+    );
+    drop(journal);
+    writer.join();
 }

@@ -101,10 +101,25 @@ impl DockerExecutor {
                 Some(path) => Docker::connect_with_socket(path, TIMEOUT_SECONDS, bollard::API_DEFAULT_VERSION),
                 None => Docker::connect_with_http(host, TIMEOUT_SECONDS, bollard::API_DEFAULT_VERSION),
             },
-        }
-        .map_err(unreachable)?;
-        let docker = docker.negotiate_version().await.map_err(unreachable)?;
-        docker.ping().await.map_err(unreachable)?;
+        };
+        // Say where: bollard's errors often do not (a refused TCP connection
+        // reads "client error (Connect)").
+        let at = |err: DockerError| {
+            let (address, key) = match config.host.as_deref() {
+                Some(host) => (host.to_owned(), "actions.docker.host"),
+                None => (
+                    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
+                    "DOCKER_HOST, or actions.docker.host",
+                ),
+            };
+            ExecError::Unreachable {
+                backend: Backend::Docker,
+                message: format!("{address} ({key}): {err}"),
+            }
+        };
+        let docker = docker.map_err(at)?;
+        let docker = docker.negotiate_version().await.map_err(at)?;
+        docker.ping().await.map_err(at)?;
         Ok(DockerExecutor { docker, config })
     }
 

@@ -601,3 +601,38 @@ async fn a_resolved_escalation_closes_the_circuit_breaker() {
     fail(third).await;
     assert_eq!(failures().await, 1);
 }
+
+/// `journal.path` pointing at something else's file: refused, and the file
+/// left as it was; the read-only commands refuse it too.
+#[test]
+fn a_file_homeostat_did_not_create_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE foo (x); INSERT INTO foo VALUES (1);")
+        .unwrap();
+    let before = std::fs::read(&other).unwrap();
+    let mut config = config(&dir);
+    config.path = other.clone();
+    let err = Journal::open(&config, JournalMetrics::default()).err().unwrap();
+    assert!(
+        matches!(&err, JournalError::Foreign { what, .. } if what.contains("other tables (foo)")),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&other).unwrap(), before, "the foreign file was changed");
+    let err = thresholds::read_state_at(&other).unwrap_err();
+    assert!(err.to_string().contains("not a homeostat journal"), "{err}");
+
+    let text = dir.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        "not a database, but long enough to look like a header to SQLite ........",
+    )
+    .unwrap();
+    config.path = text.clone();
+    let err = Journal::open(&config, JournalMetrics::default()).err().unwrap();
+    assert!(err.to_string().contains("is not an SQLite database"), "{err}");
+    let err = policy::JournalReader::open(&text).err().unwrap();
+    assert!(err.to_string().contains("is not an SQLite database"), "{err}");
+}

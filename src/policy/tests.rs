@@ -410,6 +410,38 @@ fn unknown_state_versions_are_rejected() {
     assert!(Policy::restore(PolicyConfig::default(), state).is_err());
 }
 
+/// Imported state no outcome could have produced is refused, and counts at
+/// their largest stay there instead of overflowing.
+#[test]
+fn impossible_state_is_refused_and_counts_saturate() {
+    let state = |arm: &str, disappointments: u32| {
+        PolicyState::from_json(&format!(
+            r#"{{"version": 1, "keys": [{{"key": {{"alertname": "A", "service": "s"}}, "disappointments": {disappointments}, "actions": {{"restart": {arm}}}, "contexts": {{}}}}]}}"#
+        ))
+        .unwrap()
+    };
+    for arm in [
+        r#"{"n": 1, "sum_micros": -9223372036854775808}"#,
+        r#"{"n": 0, "sum_micros": 5}"#,
+        r#"{"n": 2, "sum_micros": 9000000000000}"#,
+    ] {
+        let err = Policy::restore(PolicyConfig::default(), state(arm, 0)).unwrap_err();
+        assert!(err.to_string().contains("keys[0].actions.restart"), "{arm}: {err}");
+    }
+    let mut policy = Policy::restore(
+        PolicyConfig::default(),
+        state(r#"{"n": 4294967295, "sum_micros": 1000000}"#, u32::MAX),
+    )
+    .unwrap();
+    let key = PolicyKey::new("A", "s");
+    policy.learn(&key, &Features::default(), Action::Restart, -1.0);
+    let learned = &policy.state().keys[0];
+    assert_eq!(
+        (learned.disappointments, learned.actions[&Action::Restart].n),
+        (u32::MAX, u32::MAX)
+    );
+}
+
 #[test]
 fn choices_serialize_for_the_journal() {
     let policy = Policy::new(PolicyConfig::default());
