@@ -198,10 +198,12 @@ pub struct ServerConfig {
     pub queue_capacity: usize,
     /// Permit listening on a non-loopback address without `auth`. Default false.
     pub allow_unauthenticated: bool,
-    /// On SIGTERM/SIGINT, how long to wait for open connections, and then
-    /// for queued notifications to be processed. Default 30s.
+    /// On SIGTERM/SIGINT, how long to wait for open connections (then they
+    /// are closed), then for queued notifications to be processed, then for
+    /// a threshold refit under way. Default 30s.
     pub drain_timeout: PromDuration,
-    /// A request not answered within this time gets 408. Default 30s.
+    /// A request not answered within this time gets 408, and a client that
+    /// has not sent a request's headers within it is disconnected. Default 30s.
     pub request_timeout: PromDuration,
 }
 
