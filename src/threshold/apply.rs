@@ -100,7 +100,7 @@ impl Prometheus {
                 .await
                 .map_err(|e| UpdateError::Query {
                     expr: expr.to_owned(),
-                    message: format!("{e} (Prometheus at {})", self.url),
+                    message: format!("{} (Prometheus at {})", with_causes(&e), self.url),
                 })?;
             let Some(matrix) = result.data().as_matrix() else {
                 return Err(UpdateError::Query {
@@ -501,6 +501,23 @@ pub async fn fit_query(
         .map_err(|e| e.to_string())?;
     let horizon = (horizon.as_secs() / secs).max(1) as usize;
     Ok(super::band_reports(&series, step, horizon, coverage))
+}
+
+/// An error with its causes, `outer: inner: …`: the query client's own
+/// message ("failed to send request to server") says neither that it timed
+/// out nor what the server answered.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let next = inner.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// `homeostat thresholds render`: fits every spec now, at the coverages
