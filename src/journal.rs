@@ -429,15 +429,7 @@ pub(crate) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
     }
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| foreign(path, e))?;
-    if version > SCHEMA_VERSION {
-        return Err(JournalError::SchemaTooNew {
-            path: path.to_owned(),
-            found: version,
-        });
-    }
+    let version = schema_version(&conn, path)?;
     if version == 0 {
         // `serve` sets a version when it creates the journal.
         return Err(JournalError::Foreign {
@@ -481,7 +473,9 @@ fn check_not_foreign(conn: &Connection, path: &Path, version: i64) -> Result<()>
     })
 }
 
-fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+/// The journal's schema version; an error for a file that is not an SQLite
+/// database, or a schema newer than this homeostat understands.
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| foreign(path, e))?;
@@ -491,6 +485,11 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
             found: version,
         });
     }
+    Ok(version)
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let version = schema_version(conn, path)?;
     check_not_foreign(conn, path, version)?;
     if version < 1 {
         conn.execute_batch(&format!(

@@ -181,44 +181,23 @@ fn exit_codes_say_what_went_wrong() {
     let (code, _) = run(&["serve"]);
     assert_eq!(code, Some(2));
     // Flag values that cannot mean anything are usage errors, saying which flag.
+    let forecast = ["eval", "forecast", "--data", "d", "--labels", "l"];
+    let fit = [
+        "thresholds",
+        "fit",
+        "--prometheus",
+        "http://127.0.0.1:1",
+        "--query",
+        "up",
+    ];
     for (args, flag) in [
-        (
-            &["eval", "forecast", "--data", "d", "--labels", "l", "--horizon", "0s"][..],
-            "--horizon",
-        ),
-        (
-            &["eval", "forecast", "--data", "d", "--labels", "l", "--coverage", "2"],
-            "--coverage",
-        ),
-        (
-            &[
-                "thresholds",
-                "fit",
-                "--prometheus",
-                "http://127.0.0.1:1",
-                "--query",
-                "up",
-                "--coverage",
-                "1",
-            ],
-            "--coverage",
-        ),
-        (
-            &[
-                "thresholds",
-                "fit",
-                "--prometheus",
-                "http://127.0.0.1:1",
-                "--query",
-                "up",
-                "--step",
-                "0s",
-            ],
-            "--step",
-        ),
-        (&["simulate", "--episodes", "0"], "--episodes"),
+        ([&forecast[..], &["--horizon", "0s"]].concat(), "--horizon"),
+        ([&forecast[..], &["--coverage", "2"]].concat(), "--coverage"),
+        ([&fit[..], &["--coverage", "1"]].concat(), "--coverage"),
+        ([&fit[..], &["--step", "0s"]].concat(), "--step"),
+        (vec!["simulate", "--episodes", "0"], "--episodes"),
     ] {
-        let (code, text) = run(args);
+        let (code, text) = run(&args);
         assert_eq!(code, Some(2), "{args:?}: {text}");
         assert!(text.contains(flag), "{args:?}: {text}");
     }
