@@ -461,39 +461,8 @@ impl Config {
                     check_http_url(key, url).map_err(|(key, m)| invalid(&key, m))?;
                 }
             }
-            let docker = &actions.docker;
-            if let Some(host) = &docker.host {
-                let supported = match host.split_once("://") {
-                    Some(("unix", path)) => !path.is_empty(),
-                    Some(("tcp" | "http", address)) => !address.is_empty(),
-                    _ => false,
-                };
-                if !supported {
-                    return Err(invalid(
-                        "actions.docker.host",
-                        format!("{host:?} is not unix:///path/to/docker.sock or tcp://host:port"),
-                    ));
-                }
-            }
-            if docker.min_replicas > docker.max_replicas {
-                return Err(invalid(
-                    "actions.docker.min_replicas",
-                    format!(
-                        "{} is above max_replicas ({})",
-                        docker.min_replicas, docker.max_replicas
-                    ),
-                ));
-            }
-            let kubernetes = &actions.kubernetes;
-            if kubernetes.min_replicas > kubernetes.max_replicas || kubernetes.max_replicas < 1 {
-                return Err(invalid(
-                    "actions.kubernetes.max_replicas",
-                    format!(
-                        "{} must be at least 1 and at least min_replicas ({})",
-                        kubernetes.max_replicas, kubernetes.min_replicas
-                    ),
-                ));
-            }
+            actions.docker.validate().map_err(|(key, m)| invalid(&key, m))?;
+            actions.kubernetes.validate().map_err(|(key, m)| invalid(&key, m))?;
             actions.policy.validate().map_err(|(key, m)| invalid(&key, m))?;
         }
         let listen = self.server.listen;

@@ -45,6 +45,33 @@ pub struct DockerConfig {
     pub stop_timeout_seconds: i32,
 }
 
+impl DockerConfig {
+    /// What the types cannot check: `(key, message)` of the first problem.
+    /// The host schemes are the ones [`DockerExecutor::connect`] knows.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(host) = &self.host {
+            let supported = match host.split_once("://") {
+                Some(("unix", path)) => !path.is_empty(),
+                Some(("tcp" | "http", address)) => !address.is_empty(),
+                _ => false,
+            };
+            if !supported {
+                return Err((
+                    "actions.docker.host".into(),
+                    format!("{host:?} is not unix:///path/to/docker.sock or tcp://host:port"),
+                ));
+            }
+        }
+        if self.min_replicas > self.max_replicas {
+            return Err((
+                "actions.docker.min_replicas".into(),
+                format!("{} is above max_replicas ({})", self.min_replicas, self.max_replicas),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for DockerConfig {
     fn default() -> Self {
         DockerConfig {

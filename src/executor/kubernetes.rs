@@ -49,6 +49,22 @@ pub struct KubernetesConfig {
     pub max_replicas: i32,
 }
 
+impl KubernetesConfig {
+    /// What the types cannot check: `(key, message)` of the first problem.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.min_replicas > self.max_replicas || self.max_replicas < 1 {
+            return Err((
+                "actions.kubernetes.max_replicas".into(),
+                format!(
+                    "{} must be at least 1 and at least min_replicas ({})",
+                    self.max_replicas, self.min_replicas
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for KubernetesConfig {
     fn default() -> Self {
         KubernetesConfig {
