@@ -1,4 +1,4 @@
-//! Streaming anomaly scores from seasonal forecasts.
+//! Streaming anomaly scores from seasonal forecasts and sequence novelty.
 //!
 //! For each new point, a score in [0, 1] that uses only that point and the
 //! ones before it:
@@ -18,6 +18,11 @@
 //! 4. **One detection per anomaly.** A likelihood scores only when it is a
 //!    new peak over the last `peak_window` points; every other point scores
 //!    0, so a long anomaly raises one alarm, not hundreds.
+//! 5. **Sequence novelty.** A memory of the sequences of values seen so far
+//!    ([`sequence`]) scores how new the latest steps are; it catches what a
+//!    band cannot (a rhythm that breaks while staying in range, a change of
+//!    shape) and scores from the first point. The point's score is the
+//!    higher of the two.
 //!
 //! One configuration for every series: nothing is tuned per series.
 
@@ -25,6 +30,10 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::forecast::{self, Band};
+
+pub mod sequence;
+
+use sequence::{SequenceConfig, SequenceMemory};
 
 /// The scorer's settings; [`Default`] is what `homeostat eval nab` uses.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +54,8 @@ pub struct ScorerConfig {
     /// A likelihood scores only when it is higher than at any of this many
     /// points before it (otherwise 0): one anomaly, one detection.
     pub peak_window: usize,
+    /// The memory of value sequences whose novelty also scores.
+    pub sequence: SequenceConfig,
 }
 
 impl Default for ScorerConfig {
@@ -58,6 +69,7 @@ impl Default for ScorerConfig {
             long_window: 2880,
             short_window: 1,
             peak_window: 500,
+            sequence: SequenceConfig::default(),
         }
     }
 }
@@ -125,6 +137,11 @@ pub fn score_series(values: &[f64], step: Duration, config: &ScorerConfig) -> Sc
             recent.pop_front();
         }
         level += config.level_alpha * error;
+    }
+    // The sequence memory sees every point, from the first.
+    let mut memory = SequenceMemory::new(config.sequence.clone());
+    for (score, value) in out.score.iter_mut().zip(values) {
+        *score = score.max(memory.push(*value));
     }
     out
 }
@@ -246,9 +263,10 @@ mod tests {
         assert!(likelihood_score(1e-300) < 1.0 && likelihood_score(0.0) < 1.0);
     }
 
-    /// A level shift that lasts a day raises one alarm, not one per point.
+    /// A level shift that lasts a day raises an alarm at once, and then at
+    /// most one per rest period of the sequence memory, not one per point.
     #[test]
-    fn a_lasting_shift_raises_one_alarm() {
+    fn a_lasting_shift_raises_few_alarms() {
         let day = DAY;
         let mut values = daily_cycle(6);
         let shift = 4 * day;
@@ -259,7 +277,8 @@ mod tests {
         let alarms = scored.score[shift..].iter().filter(|s| **s >= 0.5).count();
         let first = scored.score[shift..].iter().position(|s| *s >= 0.5);
         assert!(first.is_some_and(|row| row < 5), "first alarm at {first:?}");
-        assert!(alarms <= 3, "{alarms} alarms");
+        let rest = ScorerConfig::default().sequence.rest;
+        assert!(alarms <= day / rest + 1, "{alarms} alarms");
     }
 
     /// Row t's score depends on nothing after t.
