@@ -302,8 +302,9 @@ impl Memory {
             0.0
         };
 
-        // The most used active contexts become facts of the next left side.
-        active.sort_by_key(|id| (std::cmp::Reverse(self.contexts[*id].activations), *id));
+        // The most used active contexts (the newest among equals) become
+        // facts of the next left side.
+        active.sort_by_key(|id| std::cmp::Reverse((self.contexts[*id].activations, *id)));
         active.truncate(config.max_active);
         let mut left_facts: Vec<u32> = facts.to_vec();
         left_facts.extend(active.iter().map(|id| CONTEXT_FACT + *id as u32));
