@@ -464,6 +464,7 @@ impl Config {
             actions.docker.validate().map_err(|(key, m)| invalid(&key, m))?;
             actions.kubernetes.validate().map_err(|(key, m)| invalid(&key, m))?;
             actions.policy.validate().map_err(|(key, m)| invalid(&key, m))?;
+            actions.guard.validate().map_err(|(key, m)| invalid(&key, m))?;
         }
         let listen = self.server.listen;
         if credentials.is_empty() && !listen.ip().is_loopback() && !self.server.allow_unauthenticated {
@@ -626,6 +627,23 @@ mod tests {
             (
                 "kubernetes: {min_replicas: 0, max_replicas: 0}",
                 "actions.kubernetes.max_replicas",
+            ),
+            (
+                "guard: {budget: {max_actions: 5, window: 0s}}",
+                "actions.guard.budget.window",
+            ),
+            (
+                "guard: {budget: {max_actions: 0, window: 1h}}",
+                "actions.guard.budget.max_actions",
+            ),
+            ("guard: {max_concurrent: 0}", "actions.guard.max_concurrent"),
+            (
+                "guard: {circuit_breaker_failures: 0}",
+                "actions.guard.circuit_breaker_failures",
+            ),
+            (
+                "guard: {maintenance_windows: [{start: '2026-11-28T12:00:00Z', end: '2026-11-28T11:00:00Z'}]}",
+                "actions.guard.maintenance_windows[0].end",
             ),
         ] {
             let prometheus = if setting.starts_with("prometheus_url") {

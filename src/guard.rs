@@ -74,6 +74,37 @@ impl Default for GuardConfig {
     }
 }
 
+impl GuardConfig {
+    /// Refuses settings that would quietly switch a limit off or stop every
+    /// action for a reason no one would guess; errors name the key.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let key = |name: &str| format!("actions.guard.{name}");
+        let to_stop = "; to stop acting, set `actions.dry_run: true`";
+        if self.budget.window.0.is_zero() {
+            let why = "must be longer than 0: an empty window counts no actions, which switches the budget off";
+            return Err((key("budget.window"), why.into()));
+        }
+        if self.budget.max_actions == 0 {
+            return Err((key("budget.max_actions"), format!("must be at least 1{to_stop}")));
+        }
+        if self.max_concurrent == 0 {
+            let why = format!("must be at least 1: 0 defers every action for ever{to_stop}");
+            return Err((key("max_concurrent"), why));
+        }
+        if self.circuit_breaker_failures == 0 {
+            let why = "must be at least 1: 0 would switch the circuit breaker off";
+            return Err((key("circuit_breaker_failures"), why.into()));
+        }
+        for (i, window) in self.maintenance_windows.iter().enumerate() {
+            if window.end <= window.start {
+                let why = format!("must be after its start ({})", window.start.to_rfc3339());
+                return Err((key(&format!("maintenance_windows[{i}].end")), why));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Everything the guard needs to know, gathered before it is asked.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Situation {
