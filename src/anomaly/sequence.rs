@@ -154,7 +154,8 @@ impl SequenceMemory {
         config.bits = config.bits.clamp(1, 16);
         // Context facts are numbered from 2^31 up.
         config.max_contexts = config.max_contexts.clamp(1, 1 << 30);
-        if !(config.margin_levels >= 0.0) {
+        // Negative or NaN: grow the range with any value beyond it.
+        if config.margin_levels.is_nan() || config.margin_levels < 0.0 {
             config.margin_levels = 0.0;
         }
         SequenceMemory {
