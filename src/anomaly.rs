@@ -263,8 +263,8 @@ mod tests {
         assert!(likelihood_score(1e-300) < 1.0 && likelihood_score(0.0) < 1.0);
     }
 
-    /// A level shift that lasts a day raises an alarm at once, and then few
-    /// (its end, and a change of rhythm), not one per point.
+    /// A level shift that lasts a day raises an alarm at once, and at most
+    /// three in all (it ends, too), not one per point.
     #[test]
     fn a_lasting_shift_raises_few_alarms() {
         let day = DAY;
