@@ -468,6 +468,52 @@ mod tests {
         assert!(scored[100] >= 0.75 && scored[153] == 0.0 && raw[153] >= 0.75);
     }
 
+    /// The facts of levels 0 (`000`) and 7 (`111`): no fact in common.
+    const LOW: [u32; 3] = [0, 2, 4];
+    const HIGH: [u32; 3] = [1, 3, 5];
+
+    /// A value that never followed the state before it: no context saw it
+    /// coming (the context just made from it does not count), and the one
+    /// new pair is all there is to add.
+    #[test]
+    fn a_new_successor_of_a_known_state_is_wholly_new() {
+        let config = SequenceConfig::default();
+        let mut memory = Memory::default();
+        for _ in 0..50 {
+            memory.step(&LOW, &config);
+            memory.step(&HIGH, &config);
+        }
+        // Low after high is known: predicted, and nothing new.
+        let (unpredicted, _, added) = memory.step(&LOW, &config);
+        assert!(!unpredicted && added == 0.0);
+        // Low after low never came before.
+        let (unpredicted, active, added) = memory.step(&LOW, &config);
+        assert!(unpredicted);
+        assert_eq!((active, added), (0.0, 1.0));
+    }
+
+    /// Once a rhythm is learned, repeating it is predicted at every step
+    /// and adds no context: the memory stops growing.
+    #[test]
+    fn a_learned_rhythm_adds_no_contexts() {
+        let config = SequenceConfig::default();
+        let mut memory = Memory::default();
+        let rhythm: [&[u32]; 4] = [&LOW, &[0, 3, 4], &HIGH, &[1, 2, 5]];
+        for _ in 0..100 {
+            for facts in rhythm {
+                memory.step(facts, &config);
+            }
+        }
+        let learned = memory.contexts.len();
+        for _ in 0..20 {
+            for facts in rhythm {
+                let (unpredicted, _, added) = memory.step(facts, &config);
+                assert!(!unpredicted && added == 0.0);
+            }
+        }
+        assert_eq!(memory.contexts.len(), learned);
+    }
+
     /// A value far beyond the range seen so far is new: it grows the range
     /// and scores an alarm, even after a long steady stretch.
     #[test]
