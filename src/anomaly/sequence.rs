@@ -167,11 +167,6 @@ impl SequenceMemory {
         }
     }
 
-    /// Contexts remembered so far.
-    pub fn contexts(&self) -> usize {
-        self.memory.contexts.len()
-    }
-
     /// Scores the next value (in [0, 1]); a non-finite value scores 0 and
     /// is not learned.
     pub fn push(&mut self, value: f64) -> f64 {
@@ -540,7 +535,7 @@ mod tests {
         for i in 0u32..5000 {
             let x = i.wrapping_mul(2_654_435_761) >> 7;
             memory.push(f64::from(x % 1000));
-            most = most.max(memory.contexts());
+            most = most.max(memory.memory.contexts.len());
             assert!(memory.history.len() <= 200);
         }
         // One step adds a few dozen contexts at most.
