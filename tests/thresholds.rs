@@ -428,37 +428,33 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
     }
 
     // `thresholds render --out DIR`: the rule files, without touching the live ones.
+    let render = |config: &std::path::Path, out: &std::path::Path| {
+        let render = Command::new(common::BIN)
+            .args(["thresholds", "render", "--config"])
+            .arg(config)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+        render
+    };
     let out = dir.path().join("rendered");
-    let render = Command::new(common::BIN)
-        .args(["thresholds", "render", "--config"])
-        .arg(&config_file)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    let render_out = render(&config_file, &out);
     let rendered = out.join("latency.rules.yml");
     check_rules(&promtool, &rendered);
     // It fits at the coverage feedback moved service a to (0.995), as `serve`
     // does (the coverage is the fit's own); without the journal, at the
     // configured one.
-    let said = String::from_utf8_lossy(&render.stdout);
+    let said = String::from_utf8_lossy(&render_out.stdout);
     assert!(
         said.contains("latency: 2 series")
             && said.contains(r#"{service="a"} at coverage 0.995 (moved by feedback)"#)
             && !said.contains(r#"{service="b"} at coverage"#),
         "{said}"
     );
-    let plain = dir.path().join("rendered-plain");
-    let render = Command::new(common::BIN)
-        .args(["thresholds", "render", "--config"])
-        .arg(&without_journal)
-        .arg("--out")
-        .arg(&plain)
-        .output()
-        .unwrap();
-    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
-    let said = String::from_utf8_lossy(&render.stdout);
+    let plain = render(&without_journal, &dir.path().join("rendered-plain"));
+    let said = String::from_utf8_lossy(&plain.stdout);
     assert!(
         said.contains("latency: 2 series") && !said.contains("moved by feedback"),
         "{said}"
