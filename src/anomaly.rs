@@ -22,7 +22,15 @@
 //!    ([`sequence`]) scores how new the latest steps are; it catches what a
 //!    band cannot (a rhythm that breaks while staying in range, a change of
 //!    shape) and learns from the first point (its first `rest` points
-//!    score 0). The point's score is the higher of the two.
+//!    score 0).
+//! 6. **New extremes.** A value beyond every value seen before by more
+//!    than `extreme_tolerance` of their range scores 1 (the spatial rule of
+//!    Numenta's HTM detector on NAB, with its tolerance of 5%): whatever
+//!    the models learned, a level never seen is worth a look. One
+//!    excursion, one alarm: for the memory's `rest` points after such an
+//!    alarm, new extremes do not score.
+//!
+//! The point's score is the highest of the three.
 //!
 //! One configuration for every series: nothing is tuned per series.
 
@@ -56,6 +64,10 @@ pub struct ScorerConfig {
     pub peak_window: usize,
     /// The memory of value sequences whose novelty also scores.
     pub sequence: SequenceConfig,
+    /// A value beyond the range of all values before it by more than this
+    /// share of that range scores 1 (and the next `sequence.rest` points
+    /// raise no such alarm); NaN or negative: no such rule.
+    pub extreme_tolerance: f64,
 }
 
 impl Default for ScorerConfig {
@@ -70,6 +82,7 @@ impl Default for ScorerConfig {
             short_window: 1,
             peak_window: 500,
             sequence: SequenceConfig::default(),
+            extreme_tolerance: 0.05,
         }
     }
 }
@@ -140,10 +153,60 @@ pub fn score_series(values: &[f64], step: Duration, config: &ScorerConfig) -> Sc
     }
     // The sequence memory sees every point, from the first.
     let mut memory = SequenceMemory::new(config.sequence.clone());
-    for (score, value) in out.score.iter_mut().zip(values) {
-        *score = score.max(memory.push(*value));
+    let mut extremes = Extremes::new(config.extreme_tolerance, config.sequence.rest);
+    for (score, &value) in out.score.iter_mut().zip(values) {
+        *score = score.max(memory.push(value)).max(extremes.push(value));
     }
     out
+}
+
+/// New extremes: the range of the values so far, and the points left
+/// before the next alarm.
+struct Extremes {
+    range: Option<(f64, f64)>,
+    tolerance: f64,
+    rest: usize,
+    resting: usize,
+}
+
+impl Extremes {
+    fn new(tolerance: f64, rest: usize) -> Extremes {
+        Extremes {
+            range: None,
+            tolerance,
+            rest,
+            resting: 0,
+        }
+    }
+
+    /// 1 when `value` lies beyond the range of the values before it by more
+    /// than `tolerance` of its width, unless another did in the last `rest`
+    /// points (one excursion, one alarm); otherwise 0. The range then takes
+    /// the value in. Non-finite values are neither scored nor taken in, and
+    /// a range of one value has no extremes yet (its width says nothing).
+    fn push(&mut self, value: f64) -> f64 {
+        if !value.is_finite() {
+            return 0.0;
+        }
+        let Some((low, high)) = self.range else {
+            self.range = Some((value, value));
+            return 0.0;
+        };
+        self.range = Some((low.min(value), high.max(value)));
+        // Halves: the width of two finite values may not be finite.
+        let margin = self.tolerance * (high / 2.0 - low / 2.0) * 2.0;
+        let beyond = self.tolerance >= 0.0 && high > low && (value > high + margin || value < low - margin);
+        if self.resting > 0 {
+            self.resting -= 1;
+            return 0.0;
+        }
+        if beyond {
+            self.resting = self.rest;
+            1.0
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The score of a tail probability: `u/(u + 5)` with `u = −log10(tail)`, so
@@ -252,7 +315,41 @@ mod tests {
         let at_spike = scored.score[spike..spike + 5].iter().cloned().fold(0.0, f64::max);
         let at_shift = scored.score[shift..shift + 5].iter().cloned().fold(0.0, f64::max);
         assert!(at_spike > 0.5 && at_shift > 0.5, "spike {at_spike}, shift {at_shift}");
+        // The spike is a level never seen before.
+        assert_eq!(scored.score[spike], 1.0);
         assert!(normal_max < at_spike.min(at_shift) - 0.2, "normal up to {normal_max}");
+    }
+
+    /// Beyond the range by more than the tolerance: an alarm, then none
+    /// for `rest` finite points, while the range keeps growing.
+    #[test]
+    fn new_extremes_alarm_once_per_excursion() {
+        let mut extremes = Extremes::new(0.05, 3);
+        let pushed: Vec<f64> = [0.0, 10.0, 10.4, -0.6, 20.0, f64::NAN, 30.0, 40.0, 50.0, 45.0]
+            .iter()
+            .map(|v| extremes.push(*v))
+            .collect();
+        // 0 and 10: no width yet. 10.4: within 5% of 0..10. -0.6: beyond
+        // 0..10.4 by more than 0.52. 20, 30, 40: resting (NaN does not
+        // count). 50: beyond -0.6..40 by more than 2.03. 45: inside.
+        assert_eq!(pushed, [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        assert_eq!(extremes.range, Some((-0.6, 50.0)));
+    }
+
+    #[test]
+    fn new_extremes_off_or_at_the_limits_of_f64() {
+        for tolerance in [f64::NAN, -0.1, f64::INFINITY] {
+            let mut extremes = Extremes::new(tolerance, 3);
+            let pushed: Vec<f64> = [0.0, 1.0, 100.0, -100.0].iter().map(|v| extremes.push(*v)).collect();
+            assert_eq!(pushed, [0.0; 4], "tolerance {tolerance}");
+        }
+        let mut extremes = Extremes::new(0.05, 0);
+        let pushed: Vec<f64> = [-f64::MAX, f64::MAX, 0.0, f64::INFINITY, f64::NEG_INFINITY]
+            .iter()
+            .map(|v| extremes.push(*v))
+            .collect();
+        assert_eq!(pushed, [0.0; 5]);
+        assert_eq!(extremes.range, Some((-f64::MAX, f64::MAX)));
     }
 
     #[test]
