@@ -1,4 +1,5 @@
-//! Streaming anomaly scores from seasonal forecasts and sequence novelty.
+//! Streaming anomaly scores from seasonal forecasts, sequence novelty and
+//! new extremes.
 //!
 //! For each new point, a score in [0, 1] that uses only that point and the
 //! ones before it:
@@ -23,12 +24,13 @@
 //!    band cannot (a rhythm that breaks while staying in range, a change of
 //!    shape) and learns from the first point (its first `rest` points
 //!    score 0).
-//! 6. **New extremes.** A value beyond every value seen before by more
-//!    than `extreme_tolerance` of their range scores 1 (the spatial rule of
-//!    Numenta's HTM detector on NAB, with its tolerance of 5%): whatever
-//!    the models learned, a level never seen is worth a look. One
-//!    excursion, one alarm: for the memory's `rest` points after such an
-//!    alarm, new extremes do not score.
+//! 6. **New extremes.** Once the values seen so far differ, a value beyond
+//!    all of them by more than `extreme_tolerance` of their range scores 1
+//!    (the spatial rule of Numenta's HTM detector on NAB, with its
+//!    tolerance of 5%): whatever the models learned, a level never seen is
+//!    worth a look. For the memory's `rest` finite points after such an
+//!    alarm, new extremes do not score (HTM's rule has no rest), so a
+//!    lasting climb alarms at most once in `rest + 1` points.
 //!
 //! The point's score is the highest of the three.
 //!
@@ -64,9 +66,10 @@ pub struct ScorerConfig {
     pub peak_window: usize,
     /// The memory of value sequences whose novelty also scores.
     pub sequence: SequenceConfig,
-    /// A value beyond the range of all values before it by more than this
-    /// share of that range scores 1 (and the next `sequence.rest` points
-    /// raise no such alarm); NaN or negative: no such rule.
+    /// A value beyond the range of all values before it (once they differ)
+    /// by more than this share of that range scores 1, and the next
+    /// `sequence.rest` finite points raise no such alarm; NaN or negative:
+    /// no such rule.
     pub extreme_tolerance: f64,
 }
 
@@ -173,17 +176,18 @@ impl Extremes {
     fn new(tolerance: f64, rest: usize) -> Extremes {
         Extremes {
             range: None,
-            tolerance,
+            // NaN or negative: an infinite margin, nothing is beyond it.
+            tolerance: if tolerance >= 0.0 { tolerance } else { f64::INFINITY },
             rest,
             resting: 0,
         }
     }
 
     /// 1 when `value` lies beyond the range of the values before it by more
-    /// than `tolerance` of its width, unless another did in the last `rest`
-    /// points (one excursion, one alarm); otherwise 0. The range then takes
-    /// the value in. Non-finite values are neither scored nor taken in, and
-    /// a range of one value has no extremes yet (its width says nothing).
+    /// than `tolerance` of its width, unless this rule alarmed in the last
+    /// `rest` finite points; otherwise 0. The range takes the value in
+    /// either way. Non-finite values are neither scored nor taken in, and a
+    /// range of zero width (all values so far equal) has no extremes yet.
     fn push(&mut self, value: f64) -> f64 {
         if !value.is_finite() {
             return 0.0;
@@ -193,14 +197,13 @@ impl Extremes {
             return 0.0;
         };
         self.range = Some((low.min(value), high.max(value)));
-        // Halves: the width of two finite values may not be finite.
-        let margin = self.tolerance * (high / 2.0 - low / 2.0) * 2.0;
-        let beyond = self.tolerance >= 0.0 && high > low && (value > high + margin || value < low - margin);
         if self.resting > 0 {
             self.resting -= 1;
             return 0.0;
         }
-        if beyond {
+        // Halves: the width of two finite values may not be finite.
+        let margin = self.tolerance * (high / 2.0 - low / 2.0) * 2.0;
+        if high > low && (value > high + margin || value < low - margin) {
             self.resting = self.rest;
             1.0
         } else {
@@ -320,36 +323,60 @@ mod tests {
         assert!(normal_max < at_spike.min(at_shift) - 0.2, "normal up to {normal_max}");
     }
 
+    fn push_all(extremes: &mut Extremes, values: &[f64]) -> Vec<f64> {
+        values.iter().map(|v| extremes.push(*v)).collect()
+    }
+
     /// Beyond the range by more than the tolerance: an alarm, then none
     /// for `rest` finite points, while the range keeps growing.
     #[test]
-    fn new_extremes_alarm_once_per_excursion() {
+    fn new_extremes_alarm_then_rest() {
         let mut extremes = Extremes::new(0.05, 3);
-        let pushed: Vec<f64> = [0.0, 10.0, 10.4, -0.6, 20.0, f64::NAN, 30.0, 40.0, 50.0, 45.0]
-            .iter()
-            .map(|v| extremes.push(*v))
-            .collect();
+        let pushed = push_all(
+            &mut extremes,
+            &[0.0, 10.0, 10.4, -0.6, 20.0, f64::NAN, 30.0, 40.0, 41.0, 50.0],
+        );
         // 0 and 10: no width yet. 10.4: within 5% of 0..10. -0.6: beyond
         // 0..10.4 by more than 0.52. 20, 30, 40: resting (NaN does not
-        // count). 50: beyond -0.6..40 by more than 2.03. 45: inside.
-        assert_eq!(pushed, [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        // count), but taken in: 41 is within 2.03 of -0.6..40. 50: beyond
+        // -0.6..41 by more than 2.08.
+        assert_eq!(pushed, [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
         assert_eq!(extremes.range, Some((-0.6, 50.0)));
+        // Beyond means strictly beyond: with no tolerance, a repeated maximum is not.
+        let mut extremes = Extremes::new(0.0, 0);
+        assert_eq!(push_all(&mut extremes, &[0.0, 1.0, 1.0, 2.0]), [0.0, 0.0, 0.0, 1.0]);
     }
 
     #[test]
     fn new_extremes_off_or_at_the_limits_of_f64() {
         for tolerance in [f64::NAN, -0.1, f64::INFINITY] {
             let mut extremes = Extremes::new(tolerance, 3);
-            let pushed: Vec<f64> = [0.0, 1.0, 100.0, -100.0].iter().map(|v| extremes.push(*v)).collect();
+            let pushed = push_all(&mut extremes, &[0.0, 1.0, 100.0, -100.0]);
             assert_eq!(pushed, [0.0; 4], "tolerance {tolerance}");
         }
+        // A width beyond f64 still gives a finite margin (0.06·MAX, then
+        // 0.075·MAX), and with no rest, extremes in a row all alarm.
         let mut extremes = Extremes::new(0.05, 0);
-        let pushed: Vec<f64> = [-f64::MAX, f64::MAX, 0.0, f64::INFINITY, f64::NEG_INFINITY]
-            .iter()
-            .map(|v| extremes.push(*v))
-            .collect();
-        assert_eq!(pushed, [0.0; 5]);
-        assert_eq!(extremes.range, Some((-f64::MAX, f64::MAX)));
+        let max = f64::MAX;
+        let pushed = push_all(
+            &mut extremes,
+            &[-0.6 * max, 0.6 * max, 0.9 * max, -0.9 * max, f64::INFINITY, f64::NAN],
+        );
+        assert_eq!(pushed, [0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(extremes.range, Some((-0.9 * max, 0.9 * max)));
+    }
+
+    /// Early in a series only the new-extremes rule can score (no band is
+    /// fitted yet and the memory rests), so its alarm and rest show through.
+    #[test]
+    fn score_series_takes_new_extremes_in() {
+        let mut values: Vec<f64> = (0..20).map(|i| (i % 2) as f64).collect();
+        values.extend([100.0, 200.0]);
+        let scored = score_series(&values, Duration::from_secs(60), &ScorerConfig::default());
+        assert_eq!(scored.score[20], 1.0);
+        // Within the rest: a higher extreme does not alarm again.
+        assert_eq!(scored.score[21], 0.0);
+        assert!(scored.score[..20].iter().all(|s| *s == 0.0), "{:?}", scored.score);
     }
 
     #[test]
