@@ -9,8 +9,8 @@ use std::process::Command;
 use common::BIN;
 use serde_json::Value;
 
-/// One subset with one series: minute-step noise around a level with a spike at row 1000,
-/// whose window is rows 990..=1010.
+/// Two subsets: `made`, minute-step noise around a level with a spike at row 1000,
+/// whose window is rows 990..=1010; `quiet`, the same noise without spike or window.
 fn corpus(dir: &Path) {
     let start = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
         .unwrap()
@@ -21,16 +21,21 @@ fn corpus(dir: &Path) {
             .format("%Y-%m-%d %H:%M:%S")
             .to_string()
     };
-    let mut csv = String::from("timestamp,value\n");
+    let (mut csv, mut quiet) = (String::from("timestamp,value\n"), String::from("timestamp,value\n"));
     for i in 0..1200i64 {
         let wave = 10.0 + ((i * 7919 % 13) as f64 / 13.0);
         let value = if i == 1000 { wave + 30.0 } else { wave };
         csv.push_str(&format!("{},{value}\n", stamp(i)));
+        quiet.push_str(&format!("{},{wave}\n", stamp(i)));
     }
-    std::fs::create_dir_all(dir.join("data/made")).unwrap();
-    std::fs::write(dir.join("data/made/wave.csv"), csv).unwrap();
-    let windows =
-        serde_json::json!({ "made/wave.csv": [[format!("{}.000000", stamp(990)), format!("{}.000000", stamp(1010))]] });
+    for (subset, file, text) in [("made", "wave.csv", csv), ("quiet", "flat.csv", quiet)] {
+        std::fs::create_dir_all(dir.join("data").join(subset)).unwrap();
+        std::fs::write(dir.join("data").join(subset).join(file), text).unwrap();
+    }
+    let windows = serde_json::json!({
+        "made/wave.csv": [[format!("{}.000000", stamp(990)), format!("{}.000000", stamp(1010))]],
+        "quiet/flat.csv": [],
+    });
     std::fs::write(dir.join("windows.json"), windows.to_string()).unwrap();
 }
 
@@ -75,12 +80,21 @@ fn nab_writes_results_in_nabs_layout_and_a_summary() {
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(
         (summary["files"].as_u64(), summary["windows"].as_u64()),
-        (Some(1), Some(1))
+        (Some(2), Some(1))
     );
     // The best threshold separates the spike from everything else: a perfect detection.
     let best = &summary["profiles"]["standard"]["best"];
     assert!(best["normalized"].as_f64().unwrap() > 90.0, "{summary:#}");
-    assert!(summary["subsets"]["made"].is_object(), "{summary:#}");
+    assert!(
+        summary["subsets"]["made"]["best"].as_f64().unwrap() > 90.0,
+        "{summary:#}"
+    );
+    // A subset without windows has no normalised score: its false alarms are
+    // reported instead, here none.
+    let quiet = &summary["subsets"]["quiet"];
+    assert!(quiet["best"].is_null(), "{summary:#}");
+    assert_eq!(quiet["false_positives"]["best"].as_u64(), Some(0), "{summary:#}");
+    assert!(stdout.contains("| quiet | 1 | 0 | - (0 false positives) |"), "{stdout}");
     assert!(out.join("plots/made/wave.svg").is_file());
 }
 
