@@ -31,7 +31,8 @@
 //! - [`executor`]: carrying operations out (Docker, Kubernetes), or recording them (dry run).
 //! - [`respond`]: the stages after ingest: decide → guard → record → execute → verify.
 //! - [`app`]: wires the above together and shuts them down in order.
-//! - [`config`], [`duration`]: the YAML configuration and its validation.
+//! - [`config`], [`duration`]: the YAML configuration and its validation; [`preflight`]: its
+//!   PromQL queries tried on the Prometheus they are meant for.
 //! - [`metrics`], [`telemetry`]: homeostat's own metrics and logs.
 //! - [`load`]: an HTTP load generator recording every request's outcome.
 //! - [`demo`]: the local self-healing demo (services, Prometheus, Alertmanager, faults, report).
@@ -61,6 +62,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod playbook;
 pub mod policy;
+pub mod preflight;
 pub mod respond;
 pub mod server;
 pub mod simulate;

@@ -14,6 +14,7 @@ use homeostat::executor::{Done, DryRun, ExecError, Executor};
 use homeostat::guard::Readiness;
 use homeostat::pipeline::{LogTransitions, Parts};
 use homeostat::playbook::Playbook;
+use homeostat::preflight::{self, Verdict};
 use homeostat::respond::Responder;
 use homeostat::telemetry::{self, LogFormat};
 
@@ -32,6 +33,9 @@ mod exit {
     /// `homeostat demo` stopped by Ctrl-C (128 + SIGINT, as shells report it).
     pub const INTERRUPTED: u8 = 130;
 }
+
+/// How long `check-config` and `serve` wait for Prometheus to judge a query.
+const PREFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Self-healing for containerized microservices, around Prometheus and Alertmanager.
 #[derive(Parser)]
@@ -357,11 +361,38 @@ fn main() -> ExitCode {
                         t.rules_dir.display()
                     ),
                 };
+                let checked = match runtime() {
+                    Ok(runtime) => runtime.block_on(preflight::check(&config, PREFLIGHT_TIMEOUT)),
+                    Err(code) => return code,
+                };
+                let rejected: Vec<String> = checked
+                    .iter()
+                    .filter_map(|(query, verdict)| match verdict {
+                        Verdict::Rejected(why) => Some(format!("{}: {why}", query.key)),
+                        _ => None,
+                    })
+                    .collect();
+                if !rejected.is_empty() {
+                    for line in &rejected {
+                        eprintln!("homeostat: {}: {line}", file.display());
+                    }
+                    return ExitCode::from(exit::CONFIG);
+                }
+                let unchecked: Vec<String> = checked
+                    .iter()
+                    .filter_map(|(query, verdict)| match verdict {
+                        Verdict::Unchecked(why) => Some(format!("\n    not checked: {}: {why}", query.key)),
+                        _ => None,
+                    })
+                    .collect();
                 println!(
-                    "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}\n  thresholds: {thresholds}",
+                    "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}\n  thresholds: {thresholds}\n  PromQL: {} of {} queries accepted by Prometheus{}",
                     file.display(),
                     config.server.listen,
-                    config.journal.path.display()
+                    config.journal.path.display(),
+                    checked.len() - unchecked.len(),
+                    checked.len(),
+                    unchecked.concat()
                 );
                 ExitCode::SUCCESS
             }
@@ -407,6 +438,23 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(exit::STARTUP);
             }
         };
+        // A query Prometheus rejects is a config error; one it could not
+        // judge (Prometheus down) is not, or homeostat could not start
+        // before its Prometheus.
+        let mut rejected = false;
+        for (query, verdict) in preflight::check(&config, PREFLIGHT_TIMEOUT).await {
+            match verdict {
+                Verdict::Accepted => {}
+                Verdict::Rejected(why) => {
+                    eprintln!("homeostat: {}: {}: {why}", args.config.display(), query.key);
+                    rejected = true;
+                }
+                Verdict::Unchecked(why) => tracing::warn!(key = %query.key, "PromQL not checked: {why}"),
+            }
+        }
+        if rejected {
+            return ExitCode::from(exit::CONFIG);
+        }
         // Listen for signals from now on, not from the first time the server polls for them.
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

@@ -269,3 +269,69 @@ async fn load_records_every_request_and_summarizes_them() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--rate must be a positive number"));
 }
+
+/// Every PromQL query of a config is tried on its Prometheus: one it rejects
+/// fails `check-config` and `serve`, naming where it is set; one that could
+/// not be tried (Prometheus down) is reported, not fatal.
+#[tokio::test]
+async fn promql_that_prometheus_rejects_is_a_config_error() {
+    let prometheus = common::Prometheus::start(&[], &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = dir.path().join("playbook.yml");
+    let write = |url: &str, error_ratio: &str, health: &str| {
+        std::fs::write(
+            &playbook,
+            format!("rules:\n  - name: down\n    actions: [restart]\n    health_query: '{health}'\n"),
+        )
+        .unwrap();
+        write_config(
+            dir.path(),
+            &format!(
+                "actions:\n  backend: docker\n  playbook: {}\n  prometheus_url: {url}\n  policy:\n    context:\n      \
+                 error_ratio: '{error_ratio}'\n",
+                playbook.display()
+            ),
+        )
+    };
+    let good = r#"up{job="{{ $labels.service }}"} == 0"#;
+    let config = write(prometheus.url(), good, "up == 1");
+    let (code, text) = run(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("PromQL: 2 of 2 queries accepted by Prometheus"), "{text}");
+
+    // A missing parenthesis in a context feature.
+    let config = write(prometheus.url(), "rate(up[5m]", "up == 1");
+    for args in [
+        vec!["check-config", config.to_str().unwrap()],
+        vec!["serve", "--config", config.to_str().unwrap()],
+    ] {
+        let (code, text) = run(&args);
+        assert_eq!(code, Some(3), "{args:?}: {text}");
+        assert!(
+            text.contains("actions.policy.context.error_ratio") && text.contains("rejects \"rate(up[5m]\""),
+            "{args:?}: {text}"
+        );
+        assert!(!text.contains("health_query"), "{args:?}: {text}");
+    }
+
+    // An unknown function in the playbook's health query: named by file and rule.
+    let config = write(prometheus.url(), good, "no_such_function(up)");
+    let (code, text) = run(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains(&format!("{}: rule \"down\", health_query", playbook.display()))
+            && text.contains("no_such_function"),
+        "{text}"
+    );
+
+    // Prometheus unreachable: nothing could be judged, and the config stands.
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    let config = write(&down, "rate(up[5m]", "up == 1");
+    let (code, text) = run(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("PromQL: 0 of 2 queries accepted by Prometheus")
+            && text.contains("not checked: actions.policy.context.error_ratio"),
+        "{text}"
+    );
+}
