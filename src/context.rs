@@ -11,6 +11,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use prometheus_http_query::response::Data;
+use prometheus_http_query::Error as PromError;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::LabelSet;
@@ -145,6 +147,13 @@ pub async fn instant_value(http: &reqwest::Client, url: &str, query: &str) -> Re
     Ok(values.into_iter().filter(|v| v.is_finite()).reduce(f64::max))
 }
 
+/// An instant query's answer, with the client's error as it is (so that a
+/// caller can tell Prometheus' `bad_data` from the rest).
+pub async fn instant_data(http: &reqwest::Client, url: &str, query: &str) -> Result<Data, PromError> {
+    let client = prometheus_http_query::Client::from(http.clone(), url)?;
+    Ok(client.query(query).get().await?.into_inner().0)
+}
+
 /// Whether an instant PromQL query returns at least one sample.
 pub async fn query_holds(http: &reqwest::Client, url: &str, query: &str) -> Result<bool, String> {
     Ok(!instant_query(http, url, query).await?.is_empty())
@@ -152,14 +161,10 @@ pub async fn query_holds(http: &reqwest::Client, url: &str, query: &str) -> Resu
 
 /// An instant query's sample values (a scalar answer is one sample).
 async fn instant_query(http: &reqwest::Client, url: &str, query: &str) -> Result<Vec<f64>, String> {
-    let client = prometheus_http_query::Client::from(http.clone(), url)
-        .map_err(|e| format!("invalid Prometheus URL {url:?}: {e}"))?;
-    let result = client
-        .query(query)
-        .get()
-        .await
-        .map_err(|e| format!("Prometheus at {url} could not run {query:?}: {e}"))?;
-    let data = result.data();
+    let data = instant_data(http, url, query).await.map_err(|e| match e {
+        PromError::ParseUrl(e) => format!("invalid Prometheus URL {url:?}: {e}"),
+        e => format!("Prometheus at {url} could not run {query:?}: {e}"),
+    })?;
     if let Some(vector) = data.as_vector() {
         Ok(vector.iter().map(|s| s.sample().value()).collect())
     } else if let Some(scalar) = data.as_scalar() {

@@ -164,8 +164,8 @@ pub fn run_nab(data: &Path, labels: &Path, out: &Path, plot: bool) -> Result<Nab
         let fixed = nab::score_corpus(&part, FIXED_THRESHOLD, &nab::STANDARD)?;
         subsets.insert(
             name.to_owned(),
-            // Without windows the normalised score is undefined (null):
-            // the false alarms say how the subset fared.
+            // Without windows the normalised score is undefined (NaN, which
+            // JSON writes as null): the false alarms say how the subset fared.
             json!({
                 "files": part.len(),
                 "windows": best.windows,

@@ -365,34 +365,30 @@ fn main() -> ExitCode {
                     Ok(runtime) => runtime.block_on(preflight::check(&config, PREFLIGHT_TIMEOUT)),
                     Err(code) => return code,
                 };
-                let rejected: Vec<String> = checked
-                    .iter()
-                    .filter_map(|(query, verdict)| match verdict {
-                        Verdict::Rejected(why) => Some(format!("{}: {why}", query.key)),
-                        _ => None,
-                    })
-                    .collect();
+                let (mut rejected, mut unchecked) = (Vec::new(), String::new());
+                for (query, verdict) in &checked {
+                    match verdict {
+                        Verdict::Accepted => {}
+                        Verdict::Rejected(why) => rejected.push(format!("{}: {why}", query.key)),
+                        Verdict::Unchecked(why) => {
+                            unchecked.push_str(&format!("\n    not checked: {}: {why}", query.key))
+                        }
+                    }
+                }
                 if !rejected.is_empty() {
                     for line in &rejected {
                         eprintln!("homeostat: {}: {line}", file.display());
                     }
                     return ExitCode::from(exit::CONFIG);
                 }
-                let unchecked: Vec<String> = checked
-                    .iter()
-                    .filter_map(|(query, verdict)| match verdict {
-                        Verdict::Unchecked(why) => Some(format!("\n    not checked: {}: {why}", query.key)),
-                        _ => None,
-                    })
-                    .collect();
+                let accepted = checked.iter().filter(|(_, v)| *v == Verdict::Accepted).count();
                 println!(
-                    "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}\n  thresholds: {thresholds}\n  PromQL: {} of {} queries accepted by Prometheus{}",
+                    "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}\n  thresholds: {thresholds}\n  PromQL: {} of {} queries accepted by Prometheus{unchecked}",
                     file.display(),
                     config.server.listen,
                     config.journal.path.display(),
-                    checked.len() - unchecked.len(),
+                    accepted,
                     checked.len(),
-                    unchecked.concat()
                 );
                 ExitCode::SUCCESS
             }
@@ -438,9 +434,19 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(exit::STARTUP);
             }
         };
+        // Listen for signals from now on, not from the first time the server polls for them.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(());
+        });
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
         // A query Prometheus rejects is a config error; one it could not
         // judge (Prometheus down) is not, or homeostat could not start
-        // before its Prometheus.
+        // before its Prometheus. A signal meanwhile stops the service as
+        // soon as it starts.
         let mut rejected = false;
         for (query, verdict) in preflight::check(&config, PREFLIGHT_TIMEOUT).await {
             match verdict {
@@ -455,15 +461,6 @@ fn serve(args: ServeArgs) -> ExitCode {
         if rejected {
             return ExitCode::from(exit::CONFIG);
         }
-        // Listen for signals from now on, not from the first time the server polls for them.
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop.send(());
-        });
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
         let served = match config.actions.clone() {
             None => homeostat::app::serve(config, credentials, listener, shutdown, |_| LogTransitions).await,
             Some(actions) => {

@@ -252,12 +252,16 @@ impl Rule {
 /// escaped for a double-quoted PromQL string (an absent label is empty,
 /// which PromQL's matchers treat as "label not set").
 pub fn fill_labels(template: &str, labels: &LabelSet) -> String {
+    fill_with(template, |name| labels.get(name).map_or("", String::as_str))
+}
+
+/// [`fill_labels`] with each label's value from `value(name)`.
+pub fn fill_with<'a>(template: &str, value: impl Fn(&str) -> &'a str) -> String {
     static LABEL: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
     let label =
         LABEL.get_or_init(|| Regex::new(r"\{\{\s*\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}").expect("a valid regex"));
     let filled = label.replace_all(template, |caps: &regex::Captures<'_>| {
-        let value = labels.get(&caps[1]).map_or("", String::as_str);
-        value.replace('\\', "\\\\").replace('"', "\\\"")
+        value(&caps[1]).replace('\\', "\\\\").replace('"', "\\\"")
     });
     filled.into_owned()
 }

@@ -278,7 +278,8 @@ async fn promql_that_prometheus_rejects_is_a_config_error() {
     let prometheus = common::Prometheus::start(&[], &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let playbook = dir.path().join("playbook.yml");
-    let write = |url: &str, error_ratio: &str, health: &str| {
+    // `extra` goes under `actions.policy`, or at the top level when it starts a line.
+    let write = |url: &str, error_ratio: &str, health: &str, extra: &str| {
         std::fs::write(
             &playbook,
             format!("rules:\n  - name: down\n    actions: [restart]\n    health_query: '{health}'\n"),
@@ -288,19 +289,21 @@ async fn promql_that_prometheus_rejects_is_a_config_error() {
             dir.path(),
             &format!(
                 "actions:\n  backend: docker\n  playbook: {}\n  prometheus_url: {url}\n  policy:\n    context:\n      \
-                 error_ratio: '{error_ratio}'\n",
+                 error_ratio: '{error_ratio}'\n{extra}",
                 playbook.display()
             ),
         )
     };
-    let good = r#"up{job="{{ $labels.service }}"} == 0"#;
-    let config = write(prometheus.url(), good, "up == 1");
-    let (code, text) = run(&["check-config", config.to_str().unwrap()]);
+    let check = |config: &std::path::Path| run(&["check-config", config.to_str().unwrap()]);
+    let url = prometheus.url();
+    // Labels are filled with a placeholder, so a selector of labels only is valid.
+    let good = r#"sum(rate({job="{{ $labels.service }}"}[5m])) or vector(0)"#;
+    let (code, text) = check(&write(url, good, "up == 1", ""));
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("PromQL: 2 of 2 queries accepted by Prometheus"), "{text}");
 
     // A missing parenthesis in a context feature.
-    let config = write(prometheus.url(), "rate(up[5m]", "up == 1");
+    let config = write(url, "rate(up[5m]", "up == 1", "");
     for args in [
         vec!["check-config", config.to_str().unwrap()],
         vec!["serve", "--config", config.to_str().unwrap()],
@@ -313,21 +316,39 @@ async fn promql_that_prometheus_rejects_is_a_config_error() {
         );
         assert!(!text.contains("health_query"), "{args:?}: {text}");
     }
+    // In playbook mode the context is never gathered, so never checked.
+    let (code, text) = check(&write(url, "rate(up[5m]", "up == 1", "    mode: playbook\n"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("PromQL: 1 of 1 queries accepted"), "{text}");
 
     // An unknown function in the playbook's health query: named by file and rule.
-    let config = write(prometheus.url(), good, "no_such_function(up)");
-    let (code, text) = run(&["check-config", config.to_str().unwrap()]);
+    let (code, text) = check(&write(url, good, "no_such_function(up)", ""));
     assert_eq!(code, Some(3), "{text}");
     assert!(
         text.contains(&format!("{}: rule \"down\", health_query", playbook.display()))
             && text.contains("no_such_function"),
         "{text}"
     );
+    // Valid PromQL, but a range vector where a value is needed.
+    let (code, text) = check(&write(url, "up[5m]", "up == 1", ""));
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("error_ratio") && text.contains("range vector"), "{text}");
+
+    // A threshold's expression runs as a range query: a range vector is rejected.
+    let thresholds = format!(
+        "thresholds:\n  prometheus_url: {url}\n  rules_dir: {}\n  specs:\n    - name: latency\n      alert: LatencyAboveBand\n      expr: 'up[1m]'\n",
+        dir.path().join("rules").display()
+    );
+    let (code, text) = check(&write(url, good, "up == 1", &thresholds));
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("thresholds.specs[0].expr") && text.contains("rejects \"up[1m]\""),
+        "{text}"
+    );
 
     // Prometheus unreachable: nothing could be judged, and the config stands.
     let down = format!("http://127.0.0.1:{}", common::free_port());
-    let config = write(&down, "rate(up[5m]", "up == 1");
-    let (code, text) = run(&["check-config", config.to_str().unwrap()]);
+    let (code, text) = check(&write(&down, "rate(up[5m]", "up == 1", ""));
     assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains("PromQL: 0 of 2 queries accepted by Prometheus")
