@@ -8,6 +8,11 @@
 //!    [`crate::forecast`] is fitted to the history so far (up to
 //!    `history`) and forecasts the points until the next refit, with a band.
 //!    Before the first fit there is no score (0).
+//!    The point forecast is the model's, seasonal naive's (the value a
+//!    day before) or their mean: whichever had the least absolute error
+//!    over the previous refit period (the weights of [`forecast::forecast`],
+//!    chosen on errors already seen). A model smooths a sharp step of its
+//!    daily cycle into a ramp; seasonal naive does not.
 //! 2. **Surprise.** How far the point falls from the forecast, in band
 //!    half-widths, after correcting the forecast by a slow running mean of
 //!    recent errors (so a level the model missed is not a surprise for a
@@ -116,6 +121,7 @@ pub fn score_series(values: &[f64], step: Duration, config: &ScorerConfig) -> Sc
     let mut level = 0.0;
     let mut surprises = Surprises::new(config.long_window, config.short_window);
     let mut recent: VecDeque<f64> = VecDeque::with_capacity(config.peak_window + 1);
+    let mut blend = NaiveBlend::default();
     for t in config.min_points.max(forecast::MIN_MODEL_POINTS)..n {
         let stale = band.as_ref().is_none_or(|(from, b)| t - from >= b.point.len());
         if stale {
@@ -129,10 +135,12 @@ pub fn score_series(values: &[f64], step: Duration, config: &ScorerConfig) -> Sc
             .map(|b| (t, b));
             // The new fit has seen the errors the correction made up for.
             level = 0.0;
+            blend.refit(forecast::seasonal_periods(step, past.len()).first().copied());
         }
         let Some((from, b)) = &band else { continue };
         let i = t - from;
-        let (point, half) = (b.point[i] + level, (b.upper[i] - b.lower[i]) / 2.0);
+        let point = blend.point(values, t, b.point[i]) + level;
+        let half = (b.upper[i] - b.lower[i]) / 2.0;
         out.point[t] = point;
         out.lower[t] = point - half;
         out.upper[t] = point + half;
@@ -161,6 +169,48 @@ pub fn score_series(values: &[f64], step: Duration, config: &ScorerConfig) -> Sc
         *score = score.max(memory.push(value)).max(extremes.push(value));
     }
     out
+}
+
+/// The blend of the model's point forecast with seasonal naive, and the
+/// absolute errors of each weight of [`forecast::NAIVE_WEIGHTS`] since the
+/// last refit.
+#[derive(Default)]
+struct NaiveBlend {
+    /// The daily season in points, once two days are known.
+    season: Option<usize>,
+    weight: f64,
+    errors: [f64; forecast::NAIVE_WEIGHTS.len()],
+}
+
+impl NaiveBlend {
+    /// At a refit: the weight with the least error since the previous one
+    /// (the model's on a tie), and the season for the coming period.
+    fn refit(&mut self, season: Option<usize>) {
+        let mut best = 0;
+        for (k, error) in self.errors.iter().enumerate() {
+            if *error < self.errors[best] {
+                best = k;
+            }
+        }
+        self.weight = forecast::NAIVE_WEIGHTS[best];
+        self.errors = [0.0; forecast::NAIVE_WEIGHTS.len()];
+        self.season = season;
+    }
+
+    /// The point forecast for `values[t]` from the model's `model`, using
+    /// only values before `t`; the errors of every weight take `values[t]` in.
+    fn point(&mut self, values: &[f64], t: usize, model: f64) -> f64 {
+        let naive = self.season.filter(|s| *s <= t).map_or(f64::NAN, |s| values[t - s]);
+        if !naive.is_finite() {
+            return model;
+        }
+        if values[t].is_finite() {
+            for (error, w) in self.errors.iter_mut().zip(forecast::NAIVE_WEIGHTS) {
+                *error += (values[t] - ((1.0 - w) * model + w * naive)).abs();
+            }
+        }
+        (1.0 - self.weight) * model + self.weight * naive
+    }
 }
 
 /// New extremes: the range of the values so far, and the points left
@@ -385,6 +435,24 @@ mod tests {
         assert_eq!(likelihood_score(1.0), 0.0);
         assert!(likelihood_score(1e-10) > likelihood_score(1e-6));
         assert!(likelihood_score(1e-300) < 1.0 && likelihood_score(0.0) < 1.0);
+    }
+
+    /// A daily square wave, sampled every 5 minutes: the model smooths its
+    /// steps into ramps, seasonal naive has them exact, so once two days
+    /// are known and a refit period has chosen naive, a step is no surprise.
+    #[test]
+    fn steps_of_the_daily_cycle_are_forecast_by_seasonal_naive() {
+        let values: Vec<f64> = (0..6 * 288).map(|i| if i % 288 < 108 { 20.0 } else { 68.0 }).collect();
+        let scored = score_series(&values, Duration::from_secs(300), &ScorerConfig::default());
+        let settled = 2 * 288 + 2 * 72;
+        for (t, value) in values.iter().enumerate().skip(settled) {
+            assert!(
+                (scored.point[t] - value).abs() < 1e-9,
+                "row {t}: {} for {value}",
+                scored.point[t]
+            );
+            assert!(scored.score[t] < 0.5, "row {t} scored {}", scored.score[t]);
+        }
     }
 
     /// A level shift that lasts a day raises an alarm at once, and at most

@@ -185,8 +185,9 @@ pub const CALIBRATION_POINTS: usize = 48;
 /// 24 errors put the conformal 95% quantile at their largest (coverage
 /// 24/25 on average); fewer could not reach 95%.
 const CALIBRATION_ORIGINS: usize = 24;
-/// Weights of the seasonal-naive forecast in the point forecasts tried.
-const NAIVE_WEIGHTS: [f64; 3] = [0.0, 0.5, 1.0];
+/// Weights of the seasonal-naive forecast in the point forecasts tried
+/// (here, and by the anomaly scorer).
+pub const NAIVE_WEIGHTS: [f64; 3] = [0.0, 0.5, 1.0];
 
 /// The season of the seasonal-naive forecast: the shortest seasonal period
 /// (a day) when there is one, else 1 (the last value).
