@@ -192,7 +192,13 @@ pub const NAIVE_WEIGHTS: [f64; 3] = [0.0, 0.5, 1.0];
 /// The season of the seasonal-naive forecast: the shortest seasonal period
 /// (a day) when there is one, else 1 (the last value).
 fn naive_season(step: Duration, n: usize) -> usize {
-    seasonal_periods(step, n).first().copied().unwrap_or(1)
+    shortest_season(step, n).unwrap_or(1)
+}
+
+/// The shortest seasonal period `n` points at `step` support (a day, when
+/// the step divides it), if any.
+pub fn shortest_season(step: Duration, n: usize) -> Option<usize> {
+    seasonal_periods(step, n).first().copied()
 }
 
 /// The seasonal-naive forecast `i` steps after `y[..origin]`: the value a
