@@ -182,7 +182,8 @@ pub fn score_series(values: &[f64], step: Duration, config: &ScorerConfig) -> Sc
 /// last refit.
 #[derive(Default)]
 struct NaiveBlend {
-    /// The daily season in points, once two days are known.
+    /// The shortest season in points (a day, when the step divides it),
+    /// once two of it are known.
     season: Option<usize>,
     weight: f64,
     errors: [f64; forecast::NAIVE_WEIGHTS.len()],
