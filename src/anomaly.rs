@@ -40,7 +40,8 @@
 //!    alarm, new extremes do not score (HTM's rule has no rest), so a
 //!    lasting climb alarms at most once in `rest + 1` points.
 //!
-//! The point's score is the highest of the three.
+//! The point's score is the highest of the three rules ([`Rule`]); turning
+//! some off (`homeostat eval nab --rules`) measures what each adds.
 //!
 //! One configuration for every series: nothing is tuned per series.
 
@@ -52,6 +53,22 @@ use crate::forecast::{self, Band};
 pub mod sequence;
 
 use sequence::{SequenceConfig, SequenceMemory};
+
+/// One of the scorer's rules (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rule {
+    /// The forecast band's likelihood (steps 1 to 4).
+    Band,
+    /// The memory of sequences (step 5).
+    Memory,
+    /// New extremes (step 6).
+    Extremes,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 3] = [Rule::Band, Rule::Memory, Rule::Extremes];
+}
 
 /// The scorer's settings; [`Default`] is what `homeostat eval nab` uses.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,6 +96,9 @@ pub struct ScorerConfig {
     /// `sequence.rest` finite points raise no such alarm; NaN or negative:
     /// no such rule.
     pub extreme_tolerance: f64,
+    /// The rules that score; a point's score is the highest of theirs, and
+    /// 0 with none.
+    pub rules: Vec<Rule>,
 }
 
 impl Default for ScorerConfig {
@@ -94,6 +114,7 @@ impl Default for ScorerConfig {
             peak_window: 500,
             sequence: SequenceConfig::default(),
             extreme_tolerance: 0.05,
+            rules: Rule::ALL.to_vec(),
         }
     }
 }
@@ -125,7 +146,13 @@ pub fn score_series(values: &[f64], step: Duration, config: &ScorerConfig) -> Sc
     let mut surprises = Surprises::new(config.long_window, config.short_window);
     let mut recent: VecDeque<f64> = VecDeque::with_capacity(config.peak_window + 1);
     let mut blend = NaiveBlend::default();
-    for t in config.min_points.max(forecast::MIN_MODEL_POINTS)..n {
+    let uses = |rule| config.rules.contains(&rule);
+    let first = if uses(Rule::Band) {
+        config.min_points.max(forecast::MIN_MODEL_POINTS)
+    } else {
+        n
+    };
+    for t in first..n {
         let stale = band.as_ref().is_none_or(|(from, b)| t - from >= b.point.len());
         if stale {
             let past = &values[t.saturating_sub(history)..t];
@@ -169,10 +196,14 @@ pub fn score_series(values: &[f64], step: Duration, config: &ScorerConfig) -> Sc
         level += config.level_alpha * error;
     }
     // The sequence memory sees every point, from the first.
-    let mut memory = SequenceMemory::new(config.sequence.clone());
-    let mut extremes = Extremes::new(config.extreme_tolerance, config.sequence.rest);
-    for (score, &value) in out.score.iter_mut().zip(values) {
-        *score = score.max(memory.push(value)).max(extremes.push(value));
+    let mut memory = uses(Rule::Memory).then(|| SequenceMemory::new(config.sequence.clone()));
+    let mut extremes = uses(Rule::Extremes).then(|| Extremes::new(config.extreme_tolerance, config.sequence.rest));
+    if memory.is_some() || extremes.is_some() {
+        for (score, &value) in out.score.iter_mut().zip(values) {
+            let novelty = memory.as_mut().map_or(0.0, |m| m.push(value));
+            let extreme = extremes.as_mut().map_or(0.0, |e| e.push(value));
+            *score = score.max(novelty).max(extreme);
+        }
     }
     out
 }
@@ -376,6 +407,44 @@ mod tests {
         // The spike is a level never seen before.
         assert_eq!(scored.score[spike], 1.0);
         assert!(normal_max < at_spike.min(at_shift) - 0.2, "normal up to {normal_max}");
+    }
+
+    /// Each rule alone scores what it adds: the score of all of them is the
+    /// highest of theirs, point by point, and none fits a band unless the
+    /// band is among them.
+    #[test]
+    fn the_score_of_all_rules_is_the_highest_of_each_alone() {
+        let mut values = daily_cycle(4);
+        values[3 * DAY + 7] += 60.0;
+        values[3 * DAY + 150] -= 15.0;
+        let config = ScorerConfig {
+            refit: Duration::from_secs(86_400),
+            ..ScorerConfig::default()
+        };
+        let only = |rules: &[Rule]| {
+            let config = ScorerConfig {
+                rules: rules.to_vec(),
+                ..config.clone()
+            };
+            score_series(&values, Duration::from_secs(300), &config)
+        };
+        let all = only(&Rule::ALL);
+        let alone: Vec<Scored> = Rule::ALL.iter().map(|rule| only(&[*rule])).collect();
+        for t in 0..values.len() {
+            let highest = alone.iter().map(|s| s.score[t]).fold(0.0, f64::max);
+            assert_eq!(all.score[t], highest, "row {t}");
+        }
+        // Every rule scores somewhere on its own, so none is idle here.
+        for (rule, scored) in Rule::ALL.iter().zip(&alone) {
+            assert!(scored.score.iter().any(|s| *s > 0.0), "{rule:?} never scored");
+        }
+        // The band's forecasts are the same with or without the other rules.
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&alone[0].point) == bits(&all.point));
+        for scored in &alone[1..] {
+            assert!(scored.point.iter().all(|p| p.is_nan()));
+        }
+        assert!(only(&[]).score.iter().all(|s| *s == 0.0));
     }
 
     fn push_all(extremes: &mut Extremes, values: &[f64]) -> Vec<f64> {

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use clap::ValueEnum;
 use plotters::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::anomaly::{self, Scored, ScorerConfig};
+use crate::anomaly::{self, Rule, Scored, ScorerConfig};
 use crate::forecast;
 use nab::{NabError, Series, PROFILES};
 
@@ -113,6 +114,8 @@ pub struct NabSummary {
     pub seconds: f64,
     pub peak_rss_mib: Option<f64>,
     pub fixed_threshold: f64,
+    /// The scorer's rules that scored (all but for an ablation).
+    pub rules: Vec<Rule>,
     /// Per profile: `best` (threshold chosen with the labels known) and `fixed`.
     pub profiles: BTreeMap<&'static str, Value>,
     /// Per subset, the standard profile at the corpus-wide best and fixed thresholds.
@@ -126,11 +129,15 @@ pub struct NabSummary {
 
 /// Scores every series under `data` (windows from `labels`), writes the
 /// results in NAB's layout under `out` (and plots with `plot`), and returns
-/// the summary, also written as `out/summary.json`.
-pub fn run_nab(data: &Path, labels: &Path, out: &Path, plot: bool) -> Result<NabSummary> {
+/// the summary, also written as `out/summary.json`. Only `rules` score
+/// (see [`ScorerConfig::rules`]).
+pub fn run_nab(data: &Path, labels: &Path, out: &Path, plot: bool, rules: &[Rule]) -> Result<NabSummary> {
     let started = Instant::now();
     let corpus = nab::load_corpus(data, labels)?;
-    let config = ScorerConfig::default();
+    let config = ScorerConfig {
+        rules: rules.to_vec(),
+        ..ScorerConfig::default()
+    };
     let scored = each_series(&corpus, "scoring", |series| {
         anomaly::score_series(&series.values, step_of(series), &config)
     });
@@ -184,6 +191,7 @@ pub fn run_nab(data: &Path, labels: &Path, out: &Path, plot: bool) -> Result<Nab
         seconds: started.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
         fixed_threshold: FIXED_THRESHOLD,
+        rules: config.rules,
         profiles,
         subsets,
         window_recall: fixed.detected_windows as f64 / fixed.windows.max(1) as f64,
@@ -239,10 +247,16 @@ pub fn peak_rss_mib() -> Option<f64> {
 /// The summary as a table.
 pub fn nab_table(summary: &NabSummary) -> String {
     let mut out = format!(
-        "{} files, {} rows, {} windows, {:.1} s, peak RSS {}\n\n| profile | best threshold | score | fixed threshold {} |\n|---|---|---|---|\n",
+        "{} files, {} rows, {} windows, rules {}, {:.1} s, peak RSS {}\n\n| profile | best threshold | score | fixed threshold {} |\n|---|---|---|---|\n",
         summary.files,
         summary.rows,
         summary.windows,
+        summary
+            .rules
+            .iter()
+            .filter_map(|rule| rule.to_possible_value().map(|v| v.get_name().to_owned()))
+            .collect::<Vec<_>>()
+            .join(","),
         summary.seconds,
         summary.peak_rss_mib.map_or("?".to_owned(), |m| format!("{m:.0} MiB")),
         summary.fixed_threshold

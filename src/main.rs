@@ -212,6 +212,9 @@ enum EvalCommand {
         /// Also draw each series, its band, windows and detections (SVG).
         #[arg(long)]
         plot: bool,
+        /// The scorer's rules that score; fewer than all is an ablation.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "band,memory,extremes")]
+        rules: Vec<homeostat::anomaly::Rule>,
     },
     /// Rolling 1-hour-ahead forecasts: MASE against seasonal naive, and band coverage.
     Forecast {
@@ -697,7 +700,9 @@ fn eval(command: EvalCommand) -> ExitCode {
             labels,
             out,
             plot,
-        } => homeostat::eval::run_nab(&data, &labels, &out, plot).map(|summary| homeostat::eval::nab_table(&summary)),
+            rules,
+        } => homeostat::eval::run_nab(&data, &labels, &out, plot, &rules)
+            .map(|summary| homeostat::eval::nab_table(&summary)),
         EvalCommand::Forecast {
             data,
             labels,

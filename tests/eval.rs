@@ -96,6 +96,48 @@ fn nab_writes_results_in_nabs_layout_and_a_summary() {
     assert_eq!(quiet["false_positives"]["best"].as_u64(), Some(0), "{summary:#}");
     assert!(stdout.contains("| quiet | 1 | 0 | - (0 false positives) |"), "{stdout}");
     assert!(out.join("plots/made/wave.svg").is_file());
+    assert_eq!(summary["rules"], serde_json::json!(["band", "memory", "extremes"]));
+    assert!(stdout.contains("rules band,memory,extremes,"), "{stdout}");
+}
+
+/// An ablation: with `--rules extremes`, only new extremes score (1 or 0),
+/// and the summary says which rules scored; an unknown rule is refused.
+#[test]
+fn nab_scores_only_the_rules_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    let out = dir.path().join("out");
+    let run = |rules: &str| {
+        Command::new(BIN)
+            .args(["eval", "nab", "--rules", rules, "--data"])
+            .arg(dir.path().join("data"))
+            .arg("--labels")
+            .arg(dir.path().join("windows.json"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let output = run("extremes");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let results = std::fs::read_to_string(out.join("homeostat/made/homeostat_wave.csv")).unwrap();
+    let scores: Vec<f64> = results
+        .lines()
+        .skip(1)
+        .map(|row| row.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert!(scores.iter().all(|s| *s == 0.0 || *s == 1.0), "{scores:?}");
+    // After the first rows, which set the range, only the spike (row 1000)
+    // lies beyond it.
+    let alarms: Vec<usize> = (180..scores.len()).filter(|i| scores[*i] > 0.0).collect();
+    assert_eq!(alarms, [1000], "{scores:?}");
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["rules"], serde_json::json!(["extremes"]));
+
+    let output = run("band,nonsense");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nonsense") && stderr.contains("--rules"), "{stderr}");
 }
 
 #[test]
