@@ -6,7 +6,9 @@
 //! implementation of it, with one change: the published detector is given
 //! the minimum and maximum of the whole series in advance, which a stream
 //! cannot know, so here the range is the one seen so far, and the memory is
-//! relearned from its history whenever the range grows.
+//! relearned from its history when the range grows (at most once in
+//! `relearn_gap` points, if set, so that a growing series cannot make every
+//! point replay the whole history).
 //!
 //! - **Facts.** Each value is quantised into `2^bits` levels of the range,
 //!   and each bit of its level is a fact.
@@ -33,9 +35,17 @@ pub struct SequenceConfig {
     /// nearest level.
     pub margin_levels: f64,
     /// The most values kept, and relearned when the range grows. A
-    /// relearn replays all of them: a series whose range grows at every
-    /// step (exponential growth) costs time quadratic in this.
+    /// relearn replays all of them.
     pub history: usize,
+    /// The fewest points between two relearns for a growing range. A value
+    /// beyond the range sooner is taken as the nearest end level, and the
+    /// range takes it in at the first point the gap allows. A series whose
+    /// range grows at every step (exponential growth) then replays at most
+    /// `history / relearn_gap` values per point on average, not `history`.
+    /// 0 (the default) relearns at every growth: a gap delays the novelty
+    /// of a slow climb past the alarm's rest, one more alarm (see
+    /// docs/BENCHMARKS.md, `cargo bench --bench memory`).
+    pub relearn_gap: usize,
     /// The most contexts remembered. Each step costs time in proportion to
     /// the contexts its facts touch (about 4 ms at 90,000 on noise); past
     /// this, the older half of the history is forgotten and the memory
@@ -58,6 +68,7 @@ impl Default for SequenceConfig {
             bits: 3,
             margin_levels: 0.25,
             history: 20_000,
+            relearn_gap: 0,
             max_contexts: 200_000,
             max_left_facts: 7,
             max_active: 15,
@@ -144,6 +155,10 @@ pub struct SequenceMemory {
     range: Option<(f64, f64)>,
     /// The values learned, relearned when the range grows.
     history: VecDeque<f64>,
+    /// The values beyond the range since the last relearn, as a range.
+    beyond: Option<(f64, f64)>,
+    /// Points since the last relearn.
+    since_relearn: usize,
     memory: Memory,
     /// Raw scores of the last `rest` points.
     recent: VecDeque<f64>,
@@ -161,6 +176,8 @@ impl SequenceMemory {
         SequenceMemory {
             range: None,
             history: VecDeque::new(),
+            beyond: None,
+            since_relearn: usize::MAX,
             memory: Memory::default(),
             recent: VecDeque::from([1.0]),
             config,
@@ -175,17 +192,25 @@ impl SequenceMemory {
         }
         let (low, high) = *self.range.get_or_insert((value, value));
         let margin = self.config.margin_levels * self.half_width() * 2.0;
-        let outside = value < low - margin || value > high + margin;
+        if value < low - margin || value > high + margin {
+            let (beyond_low, beyond_high) = self.beyond.unwrap_or((value, value));
+            self.beyond = Some((beyond_low.min(value), beyond_high.max(value)));
+        }
+        self.since_relearn = self.since_relearn.saturating_add(1);
+        let grow = self.beyond.is_some() && self.since_relearn > self.config.relearn_gap;
         let full = self.memory.contexts.len() >= self.config.max_contexts;
         if full {
             // Forget the older half, so relearning makes room.
             self.history.drain(..self.history.len() / 2);
         }
-        if outside {
-            self.range = Some((low.min(value), high.max(value)));
+        if grow {
+            if let Some((beyond_low, beyond_high)) = self.beyond.take() {
+                self.range = Some((low.min(beyond_low), high.max(beyond_high)));
+            }
         }
-        if full || outside {
+        if full || grow {
             self.relearn();
+            self.since_relearn = 0;
         }
         let facts = self.facts(value);
         let (unpredicted, active, added) = self.memory.step(&facts, &self.config);
@@ -204,6 +229,11 @@ impl SequenceMemory {
         } else {
             raw
         }
+    }
+
+    /// The contexts learned so far.
+    pub fn contexts(&self) -> usize {
+        self.memory.contexts.len()
     }
 
     /// A new memory that has learned the history with the current range.
@@ -519,6 +549,52 @@ mod tests {
         }
         assert!(memory.push(1000.0) >= 0.75);
         assert_eq!(memory.range, Some((0.0, 1000.0)));
+    }
+
+    /// A range that keeps growing grows (and is relearned) at most once in
+    /// `relearn_gap + 1` points, then takes in every value beyond it since,
+    /// on either side; with no gap it grows with every such value.
+    #[test]
+    fn a_growing_range_is_relearned_at_most_once_per_gap() {
+        let ranges = |gap: usize, values: &[f64]| {
+            let mut memory = SequenceMemory::new(SequenceConfig {
+                relearn_gap: gap,
+                margin_levels: 0.0,
+                ..SequenceConfig::default()
+            });
+            values
+                .iter()
+                .map(|v| {
+                    memory.push(*v);
+                    memory.range.unwrap()
+                })
+                .collect::<Vec<_>>()
+        };
+        let values = [0.0, 1.0, 2.0, -3.0, 4.0, 5.0, 6.0];
+        assert_eq!(
+            ranges(3, &values),
+            [
+                (0.0, 0.0),
+                (0.0, 1.0),
+                (0.0, 1.0),
+                (0.0, 1.0),
+                (0.0, 1.0),
+                (-3.0, 5.0),
+                (-3.0, 5.0)
+            ]
+        );
+        assert_eq!(
+            ranges(0, &values),
+            [
+                (0.0, 0.0),
+                (0.0, 1.0),
+                (0.0, 2.0),
+                (-3.0, 2.0),
+                (-3.0, 4.0),
+                (-3.0, 5.0),
+                (-3.0, 6.0)
+            ]
+        );
     }
 
     /// The memory is bounded: past `max_contexts`, it is relearned from the
