@@ -3,11 +3,11 @@
 //!
 //! `cargo bench --bench memory -- [--points N] [--gaps 0,50]`
 //! feeds each stream (N points, 20,000 by default) to a memory with each
-//! relearn gap (`SequenceConfig::relearn_gap`; by default the default's,
-//! 0, then 50), one
+//! relearn gap (`SequenceConfig::relearn_gap`; by default 0, the
+//! default, then 50), one
 //! after another on one core, and prints per stream and gap the total
-//! time, the mean and the slowest point, and the contexts learned. The
-//! streams are seeded, so every run sees the same values:
+//! time, the mean and the slowest point, and the contexts learned. Every
+//! run sees the same values:
 //! - `daily cycle`: a noisy daily cycle at 5 minutes (an ordinary metric);
 //! - `uniform noise`: no pattern at all, so contexts pile up;
 //! - `growth 1%`: each point 1% above the last, a new maximum every time;
@@ -17,30 +17,26 @@ use std::time::{Duration, Instant};
 
 use homeostat::anomaly::sequence::{SequenceConfig, SequenceMemory};
 
-/// A seeded xorshift in [0, 1).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// A fixed pseudo-random value in [0, 1) for point `i` (SplitMix64's
+/// mixer): every run, on every machine, sees the same streams.
+fn noise(i: usize) -> f64 {
+    let mut z = (i as u64).wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn streams(points: usize) -> Vec<(&'static str, Vec<f64>)> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let day = 288.0;
     let cycle = (0..points)
-        .map(|i| 50.0 + 20.0 * (2.0 * std::f64::consts::PI * i as f64 / day).sin() + 4.0 * rng.next())
+        .map(|i| 50.0 + 20.0 * (2.0 * std::f64::consts::PI * i as f64 / day).sin() + 4.0 * noise(i))
         .collect();
-    let noise = (0..points).map(|_| rng.next()).collect();
+    let uniform = (0..points).map(|i| noise(points + i)).collect();
     let growth = (0..points).map(|i| 1.01f64.powi(i as i32)).collect();
-    let trend = (0..points).map(|i| i as f64 * 0.002 + rng.next()).collect();
+    let trend = (0..points).map(|i| i as f64 * 0.002 + noise(2 * points + i)).collect();
     vec![
         ("daily cycle", cycle),
-        ("uniform noise", noise),
+        ("uniform noise", uniform),
         ("growth 1%", growth),
         ("noise on a trend", trend),
     ]

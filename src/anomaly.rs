@@ -434,7 +434,11 @@ mod tests {
             let highest = alone.iter().map(|s| s.score[t]).fold(0.0, f64::max);
             assert_eq!(all.score[t], highest, "row {t}");
         }
-        // Every rule scores somewhere on its own, so none is idle here.
+        // Every rule scores somewhere on its own, so none is idle here, and
+        // none alone scores as all three do.
+        for scored in &alone {
+            assert!(scored.score != all.score);
+        }
         for (rule, scored) in Rule::ALL.iter().zip(&alone) {
             assert!(scored.score.iter().any(|s| *s > 0.0), "{rule:?} never scored");
         }

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::BIN;
 use serde_json::Value;
@@ -39,20 +39,27 @@ fn corpus(dir: &Path) {
     std::fs::write(dir.join("windows.json"), windows.to_string()).unwrap();
 }
 
+/// Runs `homeostat eval nab` with `args` on the corpus in `dir`, writing to `dir/out`.
+fn eval_nab(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["eval", "nab"])
+        .args(args)
+        .arg("--data")
+        .arg(dir.join("data"))
+        .arg("--labels")
+        .arg(dir.join("windows.json"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn nab_writes_results_in_nabs_layout_and_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     corpus(dir.path());
     let out = dir.path().join("out");
-    let output = Command::new(BIN)
-        .args(["eval", "nab", "--plot", "--data"])
-        .arg(dir.path().join("data"))
-        .arg("--labels")
-        .arg(dir.path().join("windows.json"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let output = eval_nab(dir.path(), &["--plot"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("| standard |"), "{stdout}");
@@ -107,18 +114,7 @@ fn nab_scores_only_the_rules_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     corpus(dir.path());
     let out = dir.path().join("out");
-    let run = |rules: &str| {
-        Command::new(BIN)
-            .args(["eval", "nab", "--rules", rules, "--data"])
-            .arg(dir.path().join("data"))
-            .arg("--labels")
-            .arg(dir.path().join("windows.json"))
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap()
-    };
-    let output = run("extremes");
+    let output = eval_nab(dir.path(), &["--rules", "extremes"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let results = std::fs::read_to_string(out.join("homeostat/made/homeostat_wave.csv")).unwrap();
     let scores: Vec<f64> = results
@@ -134,7 +130,7 @@ fn nab_scores_only_the_rules_asked_for() {
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["rules"], serde_json::json!(["extremes"]));
 
-    let output = run("band,nonsense");
+    let output = eval_nab(dir.path(), &["--rules", "band,nonsense"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("nonsense") && stderr.contains("--rules"), "{stderr}");
@@ -164,15 +160,7 @@ fn a_missing_windows_entry_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     corpus(dir.path());
     std::fs::write(dir.path().join("windows.json"), "{}").unwrap();
-    let output = Command::new(BIN)
-        .args(["eval", "nab", "--data"])
-        .arg(dir.path().join("data"))
-        .arg("--labels")
-        .arg(dir.path().join("windows.json"))
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .output()
-        .unwrap();
+    let output = eval_nab(dir.path(), &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("made/wave.csv"), "{stderr}");

@@ -6,9 +6,9 @@
 //! implementation of it, with one change: the published detector is given
 //! the minimum and maximum of the whole series in advance, which a stream
 //! cannot know, so here the range is the one seen so far, and the memory is
-//! relearned from its history when the range grows (at most once in
-//! `relearn_gap` points, if set, so that a growing series cannot make every
-//! point replay the whole history).
+//! relearned from its history when the range grows (if `relearn_gap` is
+//! set, at most once in `relearn_gap + 1` points, so that a growing series
+//! cannot make every point replay the whole history).
 //!
 //! - **Facts.** Each value is quantised into `2^bits` levels of the range,
 //!   and each bit of its level is a fact.
@@ -42,6 +42,7 @@ pub struct SequenceConfig {
     /// range takes it in at the first point the gap allows. A series whose
     /// range grows at every step (exponential growth) then replays at most
     /// `history / relearn_gap` values per point on average, not `history`.
+    /// A relearn because the memory is full restarts the gap too.
     /// 0 (the default) relearns at every growth: a gap delays the novelty
     /// of a slow climb past the alarm's rest, one more alarm (see
     /// docs/BENCHMARKS.md, `cargo bench --bench memory`).
@@ -555,7 +556,7 @@ mod tests {
     /// `relearn_gap + 1` points, then takes in every value beyond it since,
     /// on either side; with no gap it grows with every such value.
     #[test]
-    fn a_growing_range_is_relearned_at_most_once_per_gap() {
+    fn a_growing_range_is_relearned_at_most_once_per_gap_and_point() {
         let ranges = |gap: usize, values: &[f64]| {
             let mut memory = SequenceMemory::new(SequenceConfig {
                 relearn_gap: gap,
@@ -566,33 +567,36 @@ mod tests {
                 .iter()
                 .map(|v| {
                     memory.push(*v);
-                    memory.range.unwrap()
+                    // The range, and whether the memory was relearned at this point.
+                    (memory.range.unwrap(), memory.since_relearn == 0)
                 })
                 .collect::<Vec<_>>()
         };
         let values = [0.0, 1.0, 2.0, -3.0, 4.0, 5.0, 6.0];
+        let kept = |range| (range, false);
+        let relearned = |range| (range, true);
         assert_eq!(
             ranges(3, &values),
             [
-                (0.0, 0.0),
-                (0.0, 1.0),
-                (0.0, 1.0),
-                (0.0, 1.0),
-                (0.0, 1.0),
-                (-3.0, 5.0),
-                (-3.0, 5.0)
+                kept((0.0, 0.0)),
+                relearned((0.0, 1.0)),
+                kept((0.0, 1.0)),
+                kept((0.0, 1.0)),
+                kept((0.0, 1.0)),
+                relearned((-3.0, 5.0)),
+                kept((-3.0, 5.0))
             ]
         );
         assert_eq!(
             ranges(0, &values),
             [
-                (0.0, 0.0),
-                (0.0, 1.0),
-                (0.0, 2.0),
-                (-3.0, 2.0),
-                (-3.0, 4.0),
-                (-3.0, 5.0),
-                (-3.0, 6.0)
+                kept((0.0, 0.0)),
+                relearned((0.0, 1.0)),
+                relearned((0.0, 2.0)),
+                relearned((-3.0, 2.0)),
+                relearned((-3.0, 4.0)),
+                relearned((-3.0, 5.0)),
+                relearned((-3.0, 6.0))
             ]
         );
     }
