@@ -242,10 +242,10 @@ impl NaiveBlend {
         }
         if values[t].is_finite() {
             for (error, w) in self.errors.iter_mut().zip(forecast::NAIVE_WEIGHTS) {
-                *error += (values[t] - ((1.0 - w) * model + w * naive)).abs();
+                *error += (values[t] - forecast::naive_blend(model, naive, w)).abs();
             }
         }
-        (1.0 - self.weight) * model + self.weight * naive
+        forecast::naive_blend(model, naive, self.weight)
     }
 }
 

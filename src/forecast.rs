@@ -164,7 +164,7 @@ pub fn forecast(values: &[f64], step: Duration, horizon: usize, coverage: f64) -
     });
     let w = calibration.naive_weight;
     let point: Vec<f64> = (0..horizon)
-        .map(|i| (1.0 - w) * band.point[i] + w * seasonal_naive(&y, y.len(), i, season))
+        .map(|i| naive_blend(band.point[i], seasonal_naive(&y, y.len(), i, season), w))
         .collect();
     let half = |i: usize| calibration.scale * (band.upper[i] - band.lower[i]) / 2.0;
     Ok(Band {
@@ -188,6 +188,12 @@ const CALIBRATION_ORIGINS: usize = 24;
 /// Weights of the seasonal-naive forecast in the point forecasts tried
 /// (here, and by the anomaly scorer).
 pub const NAIVE_WEIGHTS: [f64; 3] = [0.0, 0.5, 1.0];
+
+/// The point forecast that gives seasonal naive's `naive` the weight
+/// `weight` (one of [`NAIVE_WEIGHTS`]) beside the model's `model`.
+pub fn naive_blend(model: f64, naive: f64, weight: f64) -> f64 {
+    (1.0 - weight) * model + weight * naive
+}
 
 /// The season of the seasonal-naive forecast: the shortest seasonal period
 /// (a day) when there is one, else 1 (the last value).
@@ -245,7 +251,7 @@ fn calibrate(y: &[f64], step: Duration, horizon: usize, coverage: f64, season: u
             let half = ((check.upper[i] - check.lower[i]) / 2.0).max(f64::MIN_POSITIVE);
             let naive = seasonal_naive(y, origin, i, season);
             for (w, ratios) in NAIVE_WEIGHTS.iter().zip(&mut ratios) {
-                let point = (1.0 - w) * check.point[i] + w * naive;
+                let point = naive_blend(check.point[i], naive, *w);
                 ratios.push((y[origin + i] - point).abs() / half);
             }
         }
