@@ -85,11 +85,6 @@ fn each_series<T: Send>(corpus: &[Series], what: &str, work: impl Fn(&Series) ->
         .collect()
 }
 
-/// The subset of `subset/name.csv`.
-fn subset(name: &str) -> &str {
-    name.split('/').next().unwrap_or(name)
-}
-
 /// Runs of consecutive rows at or above `threshold` outside every window,
 /// after the probationary period: false alarms as a person sees them.
 fn false_positive_events(series: &Series, scores: &[f64], threshold: f64) -> usize {
@@ -104,27 +99,38 @@ fn false_positive_events(series: &Series, scores: &[f64], threshold: f64) -> usi
     events
 }
 
+/// How a detector's scores fare on a corpus: what `homeostat eval nab` and
+/// `homeostat eval nab-score` report.
+#[derive(Clone, Debug, Serialize)]
+pub struct NabScores {
+    pub windows: usize,
+    pub fixed_threshold: f64,
+    /// Per profile: `best` (threshold chosen with the labels known) and `fixed`.
+    pub profiles: BTreeMap<&'static str, Value>,
+    /// Per subset, the standard profile at the corpus-wide best and fixed thresholds.
+    pub subsets: BTreeMap<String, Value>,
+    /// The standard profile with each subset scored at the threshold best on the
+    /// others ([`nab::leave_one_subset_out`]); none with fewer than two subsets.
+    pub cross_validated: Option<nab::CrossValidated>,
+    /// At the fixed threshold: windows detected / windows, false-positive
+    /// events (runs of rows), median delay from window start (rows).
+    pub window_recall: f64,
+    pub false_positive_events: usize,
+    pub median_detection_delay_rows: Option<f64>,
+}
+
 /// What `homeostat eval nab` found.
 #[derive(Clone, Debug, Serialize)]
 pub struct NabSummary {
     pub detector: &'static str,
     pub files: usize,
     pub rows: usize,
-    pub windows: usize,
     pub seconds: f64,
     pub peak_rss_mib: Option<f64>,
-    pub fixed_threshold: f64,
     /// The scorer's rules that scored (all but for an ablation).
     pub rules: Vec<Rule>,
-    /// Per profile: `best` (threshold chosen with the labels known) and `fixed`.
-    pub profiles: BTreeMap<&'static str, Value>,
-    /// Per subset, the standard profile at the corpus-wide best and fixed thresholds.
-    pub subsets: BTreeMap<String, Value>,
-    /// At the fixed threshold: windows detected / windows, false-positive
-    /// events (runs of rows), median delay from window start (rows).
-    pub window_recall: f64,
-    pub false_positive_events: usize,
-    pub median_detection_delay_rows: Option<f64>,
+    #[serde(flatten)]
+    pub scores: NabScores,
 }
 
 /// Scores every series under `data` (windows from `labels`), writes the
@@ -153,21 +159,37 @@ pub fn run_nab(data: &Path, labels: &Path, out: &Path, plot: bool, rules: &[Rule
         .zip(&scored)
         .map(|(s, r)| (s, r.score.as_slice()))
         .collect();
+    let summary = NabSummary {
+        detector: "homeostat",
+        files: corpus.len(),
+        rows: corpus.iter().map(Series::len).sum(),
+        seconds: started.elapsed().as_secs_f64(),
+        peak_rss_mib: peak_rss_mib(),
+        rules: config.rules,
+        scores: nab_scores(&pairs)?,
+    };
+    write_json(&out.join("summary.json"), &summary)?;
+    Ok(summary)
+}
+
+/// Scores `pairs` (a detector's scores for each file of a corpus) by every
+/// profile, at the best and the fixed threshold, per subset, and held out.
+fn nab_scores(pairs: &[(&Series, &[f64])]) -> Result<NabScores> {
     let mut profiles = BTreeMap::new();
     let mut best_standard = FIXED_THRESHOLD;
     for profile in &PROFILES {
-        let best = nab::best_threshold(&pairs, profile)?;
-        let fixed = nab::score_corpus(&pairs, FIXED_THRESHOLD, profile)?;
+        let best = nab::best_threshold(pairs, profile)?;
+        let fixed = nab::score_corpus(pairs, FIXED_THRESHOLD, profile)?;
         if profile.name == nab::STANDARD.name {
             best_standard = best.threshold;
         }
         profiles.insert(profile.name, json!({ "best": best, "fixed": fixed }));
     }
     let mut subsets = BTreeMap::new();
-    let mut names: Vec<&str> = corpus.iter().map(|s| subset(&s.name)).collect();
+    let mut names: Vec<&str> = pairs.iter().map(|(s, _)| nab::subset_of(&s.name)).collect();
     names.dedup();
     for name in names {
-        let part: Vec<(&Series, &[f64])> = pairs.iter().filter(|(s, _)| subset(&s.name) == name).copied().collect();
+        let part = nab::in_subset(pairs, name, true);
         let best = nab::score_corpus(&part, best_standard, &nab::STANDARD)?;
         let fixed = nab::score_corpus(&part, FIXED_THRESHOLD, &nab::STANDARD)?;
         subsets.insert(
@@ -183,27 +205,20 @@ pub fn run_nab(data: &Path, labels: &Path, out: &Path, plot: bool, rules: &[Rule
             }),
         );
     }
-    let fixed = nab::score_corpus(&pairs, FIXED_THRESHOLD, &nab::STANDARD)?;
-    let summary = NabSummary {
-        detector: "homeostat",
-        files: corpus.len(),
-        rows: corpus.iter().map(Series::len).sum(),
+    let fixed = nab::score_corpus(pairs, FIXED_THRESHOLD, &nab::STANDARD)?;
+    Ok(NabScores {
         windows: fixed.windows,
-        seconds: started.elapsed().as_secs_f64(),
-        peak_rss_mib: peak_rss_mib(),
         fixed_threshold: FIXED_THRESHOLD,
-        rules: config.rules,
         profiles,
         subsets,
+        cross_validated: nab::leave_one_subset_out(&[pairs.to_vec()], &nab::STANDARD)?,
         window_recall: fixed.detected_windows as f64 / fixed.windows.max(1) as f64,
         false_positive_events: pairs
             .iter()
             .map(|(s, scores)| false_positive_events(s, scores, FIXED_THRESHOLD))
             .sum(),
         median_detection_delay_rows: fixed.median_delay_rows,
-    };
-    write_json(&out.join("summary.json"), &summary)?;
-    Ok(summary)
+    })
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
@@ -247,11 +262,11 @@ pub fn peak_rss_mib() -> Option<f64> {
 
 /// The summary as a table.
 pub fn nab_table(summary: &NabSummary) -> String {
-    let mut out = format!(
-        "{} files, {} rows, {} windows, rules {}, {:.1} s, peak RSS {}\n\n| profile | best threshold | score | fixed threshold {} |\n|---|---|---|---|\n",
+    format!(
+        "{} files, {} rows, {} windows, rules {}, {:.1} s, peak RSS {}\n\n{}",
         summary.files,
         summary.rows,
-        summary.windows,
+        summary.scores.windows,
         summary
             .rules
             .iter()
@@ -260,20 +275,28 @@ pub fn nab_table(summary: &NabSummary) -> String {
             .join(","),
         summary.seconds,
         summary.peak_rss_mib.map_or("?".to_owned(), |m| format!("{m:.0} MiB")),
-        summary.fixed_threshold
+        scores_table(&summary.scores)
+    )
+}
+
+/// A detector's scores as tables: per profile, per subset, held out.
+fn scores_table(scores: &NabScores) -> String {
+    let mut out = format!(
+        "| profile | best threshold | score | fixed threshold {} |\n|---|---|---|---|\n",
+        scores.fixed_threshold
     );
-    for (name, scores) in &summary.profiles {
+    for (name, profile) in &scores.profiles {
         out.push_str(&format!(
             "| {name} | {:.4} | {:.2} | {:.2} |\n",
-            scores["best"]["threshold"].as_f64().unwrap_or(f64::NAN),
-            scores["best"]["normalized"].as_f64().unwrap_or(f64::NAN),
-            scores["fixed"]["normalized"].as_f64().unwrap_or(f64::NAN),
+            profile["best"]["threshold"].as_f64().unwrap_or(f64::NAN),
+            profile["best"]["normalized"].as_f64().unwrap_or(f64::NAN),
+            profile["fixed"]["normalized"].as_f64().unwrap_or(f64::NAN),
         ));
     }
     out.push_str(
         "\n| subset | files | windows | standard (best threshold) | standard (fixed) |\n|---|---|---|---|---|\n",
     );
-    for (name, s) in &summary.subsets {
+    for (name, s) in &scores.subsets {
         let cell = |at: &str| match s[at].as_f64() {
             Some(score) => format!("{score:.2}"),
             None => format!("- ({} false positives)", s["false_positives"][at]),
@@ -288,12 +311,115 @@ pub fn nab_table(summary: &NabSummary) -> String {
     }
     out.push_str(&format!(
         "\nAt the fixed threshold: window recall {:.1}%, {} false-positive events, median detection delay {} rows\n",
-        100.0 * summary.window_recall,
-        summary.false_positive_events,
-        summary
+        100.0 * scores.window_recall,
+        scores.false_positive_events,
+        scores
             .median_detection_delay_rows
             .map_or("-".to_owned(), |d| format!("{d:.0}"))
     ));
+    if let Some(held_out) = &scores.cross_validated {
+        out.push_str(&format!(
+            "Each subset at the threshold best on the others (leave-one-subset-out): standard {:.2}\n",
+            held_out.normalized
+        ));
+    }
+    out
+}
+
+/// One detector's results scored by `homeostat eval nab-score`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScoredResults {
+    /// The detector's results directory (`<subset>/<detector>_<file>.csv` in it).
+    pub results: PathBuf,
+    #[serde(flatten)]
+    pub scores: NabScores,
+}
+
+/// What `homeostat eval nab-score` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct NabScoreSummary {
+    pub files: usize,
+    pub runs: Vec<ScoredResults>,
+    /// With two results or more: each subset scored with the results, and at the
+    /// threshold, best on the other subsets (`picks[i].candidate` indexes `runs`).
+    pub choice: Option<nab::CrossValidated>,
+}
+
+/// Scores detectors' results already written in NAB's layout, for the corpus under
+/// `data` with windows from `labels`: each of `results` is a detector's directory,
+/// holding `<subset>/<detector>_<file>.csv` (the detector's name is the directory's)
+/// for every data file, with columns `timestamp` and `anomaly_score` at least. So
+/// settings or detectors compare without rerunning them, and a choice among several
+/// is measured on subsets that did not make it.
+pub fn run_nab_score(data: &Path, labels: &Path, results: &[PathBuf]) -> Result<NabScoreSummary> {
+    let corpus = nab::load_corpus(data, labels)?;
+    let mut all_scores = Vec::with_capacity(results.len());
+    for dir in results {
+        // `out/homeostat/` names `homeostat`; `.` the directory it stands for.
+        let detector = dir
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .or_else(|| Some(dir.canonicalize().ok()?.file_name()?.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        let scores = corpus
+            .iter()
+            .map(|series| {
+                let (subset, file) = series.name.split_once('/').unwrap_or(("", &series.name));
+                nab::read_scores(&dir.join(subset).join(format!("{detector}_{file}")), series)
+            })
+            .collect::<Result<Vec<Vec<f64>>, NabError>>()?;
+        all_scores.push(scores);
+    }
+    let candidates: Vec<Vec<(&Series, &[f64])>> = all_scores
+        .iter()
+        .map(|scores| corpus.iter().zip(scores).map(|(s, r)| (s, r.as_slice())).collect())
+        .collect();
+    let runs = results
+        .iter()
+        .zip(&candidates)
+        .map(|(dir, pairs)| {
+            Ok(ScoredResults {
+                results: dir.clone(),
+                scores: nab_scores(pairs)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let choice = if candidates.len() > 1 {
+        nab::leave_one_subset_out(&candidates, &nab::STANDARD)?
+    } else {
+        None
+    };
+    Ok(NabScoreSummary {
+        files: corpus.len(),
+        runs,
+        choice,
+    })
+}
+
+/// The `eval nab-score` summary as tables.
+pub fn nab_score_table(summary: &NabScoreSummary) -> String {
+    let mut out = String::new();
+    for (index, run) in summary.runs.iter().enumerate() {
+        out.push_str(&format!(
+            "## {index}: {} ({} files, {} windows)\n\n{}\n",
+            run.results.display(),
+            summary.files,
+            run.scores.windows,
+            scores_table(&run.scores)
+        ));
+    }
+    if let Some(choice) = &summary.choice {
+        out.push_str(&format!(
+            "## The choice among them, held out\n\nEach subset scored with the results and threshold best on the other subsets: standard {:.2}\n\n| held-out subset | chosen | threshold | raw score |\n|---|---|---|---|\n",
+            choice.normalized
+        ));
+        for pick in &choice.picks {
+            out.push_str(&format!(
+                "| {} | {} | {:.4} | {:.2} |\n",
+                pick.subset, pick.candidate, pick.threshold, pick.raw
+            ));
+        }
+    }
     out
 }
 

@@ -216,6 +216,22 @@ enum EvalCommand {
         #[arg(long, value_enum, value_delimiter = ',', default_value = "band,memory,extremes")]
         rules: Vec<homeostat::anomaly::Rule>,
     },
+    /// Score detectors' results already in NAB's layout, and a choice among them held out.
+    NabScore {
+        /// The data directory the results were made from.
+        #[arg(long)]
+        data: PathBuf,
+        /// The windows file (NAB's combined_windows.json).
+        #[arg(long)]
+        labels: PathBuf,
+        /// A detector's results directory, `<subset>/<detector>_<file>.csv` in it
+        /// (`<out>/homeostat` after `eval nab --out <out>`); repeat to compare several.
+        #[arg(long, required = true)]
+        results: Vec<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rolling 1-hour-ahead forecasts: MASE against seasonal naive, and band coverage.
     Forecast {
         #[arg(long)]
@@ -703,6 +719,18 @@ fn eval(command: EvalCommand) -> ExitCode {
             rules,
         } => homeostat::eval::run_nab(&data, &labels, &out, plot, &rules)
             .map(|summary| homeostat::eval::nab_table(&summary)),
+        EvalCommand::NabScore {
+            data,
+            labels,
+            results,
+            json,
+        } => homeostat::eval::run_nab_score(&data, &labels, &results).map(|summary| {
+            if json {
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            } else {
+                homeostat::eval::nab_score_table(&summary)
+            }
+        }),
         EvalCommand::Forecast {
             data,
             labels,

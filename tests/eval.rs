@@ -165,3 +165,110 @@ fn a_missing_windows_entry_names_the_file() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("made/wave.csv"), "{stderr}");
 }
+
+/// Writes a detector's results for the corpus in `root`, in `root/hand/<detector>`:
+/// `<subset>/<detector>_<file>`, scoring 1 at `made` (rows of `made/wave.csv`) and
+/// `quiet` (of `quiet/flat.csv`), 0 elsewhere.
+fn results(root: &Path, detector: &str, made: &[usize], quiet: &[usize]) {
+    let dir = root.join("hand").join(detector);
+    for (subset, file, alarms) in [("made", "wave.csv", made), ("quiet", "flat.csv", quiet)] {
+        let data = std::fs::read_to_string(root.join("data").join(subset).join(file)).unwrap();
+        let mut text = String::from("timestamp,anomaly_score\n");
+        for (row, line) in data.lines().skip(1).enumerate() {
+            let timestamp = line.split(',').next().unwrap();
+            text.push_str(&format!("{timestamp},{}\n", u8::from(alarms.contains(&row))));
+        }
+        std::fs::create_dir_all(dir.join(subset)).unwrap();
+        std::fs::write(dir.join(subset).join(format!("{detector}_{file}")), text).unwrap();
+    }
+}
+
+/// Runs `homeostat eval nab-score --json` on the corpus in `dir` with these results.
+fn nab_score(dir: &Path, results: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(["eval", "nab-score", "--json", "--data"]);
+    command
+        .arg(dir.join("data"))
+        .arg("--labels")
+        .arg(dir.join("windows.json"));
+    for name in results {
+        command.arg("--results").arg(dir.join(name));
+    }
+    command.output().unwrap()
+}
+
+/// Results already written are scored as `eval nab` scores them, and a choice
+/// among several is scored on the subset it was not made on.
+#[test]
+fn nab_score_rescores_results_and_holds_out_a_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    assert!(eval_nab(dir.path(), &[]).status.success());
+    // Both find the anomaly at its window's first row (row 990, a full true
+    // positive); `noisy` also alarms at row 500 of the quiet file (−0.11).
+    results(dir.path(), "perfect", &[990], &[]);
+    results(dir.path(), "noisy", &[990], &[500]);
+
+    let output = nab_score(dir.path(), &["out/homeostat", "hand/perfect", "hand/noisy"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let scored: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let standard = |run: usize| {
+        scored["runs"][run]["profiles"]["standard"]["best"]["normalized"]
+            .as_f64()
+            .unwrap()
+    };
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        standard(0),
+        summary["profiles"]["standard"]["best"]["normalized"].as_f64().unwrap()
+    );
+    assert_eq!(scored["runs"][0]["cross_validated"], summary["cross_validated"]);
+    assert_eq!(standard(1), 100.0);
+    assert!((standard(2) - 100.0 * (2.0 - 0.11) / 2.0).abs() < 1e-9, "{scored:#}");
+
+    // Held out, `made` is scored with what is best on `quiet`: both are (no alarm
+    // at all there), `noisy` is listed first, and its threshold there, just above
+    // 1, misses the anomaly (−1). `quiet` is scored with what is best on `made`:
+    // both again, `noisy` at 1, with its false alarm (−0.11).
+    let output = nab_score(dir.path(), &["hand/noisy", "hand/perfect"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let scored: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let choice = &scored["choice"];
+    assert!((choice["raw"].as_f64().unwrap() + 1.11).abs() < 1e-9, "{scored:#}");
+    assert!(
+        (choice["normalized"].as_f64().unwrap() + 5.5).abs() < 1e-9,
+        "{scored:#}"
+    );
+    let picks = choice["picks"].as_array().unwrap();
+    assert_eq!(
+        (picks[0]["subset"].as_str(), picks[0]["candidate"].as_u64()),
+        (Some("made"), Some(0))
+    );
+    assert!(picks[0]["threshold"].as_f64().unwrap() > 1.0, "{scored:#}");
+    assert_eq!(
+        (picks[1]["subset"].as_str(), picks[1]["threshold"].as_f64()),
+        (Some("quiet"), Some(1.0))
+    );
+    // One result alone: no choice to hold out.
+    let output = nab_score(dir.path(), &["hand/perfect"]);
+    assert!(serde_json::from_slice::<Value>(&output.stdout).unwrap()["choice"].is_null());
+
+    // Missing results, or a bad score, are errors that name the file (and line).
+    let output = nab_score(dir.path(), &["hand/perfect", "hand/missing"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("hand/missing/made/missing_wave.csv"), "{stderr}");
+    let bad = dir.path().join("hand/perfect/quiet/perfect_flat.csv");
+    let text = std::fs::read_to_string(&bad).unwrap();
+    std::fs::write(&bad, text.replacen(",0\n", ",2\n", 1)).unwrap();
+    let output = nab_score(dir.path(), &["hand/perfect"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("perfect_flat.csv: line 2: anomaly_score `2`"),
+        "{stderr}"
+    );
+    // Without results, a usage error.
+    assert_eq!(nab_score(dir.path(), &[]).status.code(), Some(2));
+}

@@ -20,7 +20,10 @@
 //!   summed over the corpus, `S_perfect = windows·A_TP`, `S_null = −windows·A_FN`.
 //!
 //! [`score_corpus`] scores at a threshold fixed in advance; [`best_threshold`] finds the
-//! threshold maximising the normalised score (labels known, as NAB reports it).
+//! threshold maximising the normalised score (labels known, as NAB reports it);
+//! [`leave_one_subset_out`] scores each subset at a threshold, and with a detector,
+//! chosen on the others (labels of the scored subset unknown). [`read_scores`] reads a
+//! detector's results file, so any detector's results can be scored.
 //!
 //! Scores are compared with `>=`, so a NaN score is never a detection.
 
@@ -75,8 +78,12 @@ pub enum NabError {
     NoData { dir: PathBuf },
     #[error("{file}: no entry in windows file {}", windows_file.display())]
     MissingWindows { file: String, windows_file: PathBuf },
-    #[error("{}: line 1: expected header `timestamp,value`, found `{found}`", path.display())]
-    BadHeader { path: PathBuf, found: String },
+    #[error("{}: line 1: expected header `{expected}`, found `{found}`", path.display())]
+    BadHeader {
+        path: PathBuf,
+        expected: &'static str,
+        found: String,
+    },
     #[error("{}: line {line}: {reason}", path.display())]
     BadRow { path: PathBuf, line: usize, reason: String },
     /// `index` is the window's position in the windows file (at load) or in
@@ -211,6 +218,7 @@ fn read_csv(path: &Path) -> Result<(Vec<NaiveDateTime>, Vec<f64>), NabError> {
     if header != "timestamp,value" {
         return Err(NabError::BadHeader {
             path: path.to_path_buf(),
+            expected: "timestamp,value",
             found: header.to_string(),
         });
     }
@@ -243,6 +251,91 @@ fn read_csv(path: &Path) -> Result<(Vec<NaiveDateTime>, Vec<f64>), NabError> {
         values.push(value);
     }
     Ok((timestamps, values))
+}
+
+/// The subset of a file named `subset/name.csv` (the whole name without a `/`).
+pub fn subset_of(name: &str) -> &str {
+    name.split('/').next().unwrap_or(name)
+}
+
+/// The files of `pairs` in `subset` (`inside`), or in every other subset.
+pub fn in_subset<'a>(pairs: &[(&'a Series, &'a [f64])], subset: &str, inside: bool) -> Vec<(&'a Series, &'a [f64])> {
+    pairs
+        .iter()
+        .filter(|(series, _)| (subset_of(&series.name) == subset) == inside)
+        .copied()
+        .collect()
+}
+
+/// Reads the `anomaly_score` column of a detector's results file for `series`: a CSV
+/// whose header names at least `timestamp` and `anomaly_score` (NAB's results files
+/// also have `value`, `label` and more), with one row per row of the data file, at the
+/// same timestamps. Scores must lie in [0, 1]. Errors name the file and line.
+pub fn read_scores(path: &Path, series: &Series) -> Result<Vec<f64>, NabError> {
+    let text = std::fs::read_to_string(path).map_err(|source| NabError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches('\u{feff}')
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let column = |name| header.iter().position(|field| *field == name);
+    let (Some(at_timestamp), Some(at_score)) = (column("timestamp"), column("anomaly_score")) else {
+        return Err(NabError::BadHeader {
+            path: path.to_path_buf(),
+            expected: "timestamp,...,anomaly_score,...",
+            found: header.join(","),
+        });
+    };
+    let mut scores = Vec::with_capacity(series.len());
+    for (index, line) in lines.enumerate() {
+        let bad = |reason: String| NabError::BadRow {
+            path: path.to_path_buf(),
+            line: index + 2,
+            reason,
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').collect();
+        if fields.len() != header.len() {
+            return Err(bad(format!("{} fields, the header has {}", fields.len(), header.len())));
+        }
+        let row = scores.len();
+        let timestamp = fields[at_timestamp];
+        match (parse_timestamp(timestamp), series.timestamps.get(row)) {
+            (Some(found), Some(expected)) if found == *expected => {}
+            (_, Some(expected)) => {
+                return Err(bad(format!(
+                    "timestamp `{timestamp}`, but row {row} of {} is at {expected}",
+                    series.name
+                )))
+            }
+            (_, None) => {
+                return Err(bad(format!("more rows than the {} of {}", series.len(), series.name)));
+            }
+        }
+        let text = fields[at_score].trim();
+        match text.parse::<f64>() {
+            Ok(score) if (0.0..=1.0).contains(&score) => scores.push(score),
+            _ => return Err(bad(format!("anomaly_score `{text}` is not a number in [0, 1]"))),
+        }
+    }
+    if scores.len() != series.len() {
+        return Err(NabError::ScoreLength {
+            file: path.display().to_string(),
+            expected: series.len(),
+            found: scores.len(),
+        });
+    }
+    Ok(scores)
 }
 
 /// Maps a file's timestamp windows to sorted, disjoint inclusive row ranges.
@@ -559,6 +652,82 @@ pub fn best_threshold(corpus: &[(&Series, &[f64])], profile: &Profile) -> Result
     }
     let threshold = best.map_or(1.0, |(threshold, _)| threshold);
     score_corpus(corpus, threshold, profile)
+}
+
+/// Which candidate, and at which threshold, scored a held-out subset.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Pick {
+    pub subset: String,
+    /// The candidate's position in the list given.
+    pub candidate: usize,
+    pub threshold: f64,
+    /// The held-out subset's raw score with that candidate and threshold.
+    pub raw: f64,
+}
+
+/// A score in which no subset's labels chose how it was scored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CrossValidated {
+    /// The profile's name.
+    pub profile: &'static str,
+    /// Normalised over the whole corpus, from the held-out raw scores.
+    pub normalized: f64,
+    pub raw: f64,
+    pub picks: Vec<Pick>,
+}
+
+/// Leave-one-subset-out: each subset is scored with the candidate, and at the
+/// threshold, that score best on all the other subsets together (the best threshold of
+/// each candidate there, then the highest raw score; the first candidate on a tie). The
+/// held-out raw scores add up to a corpus score. With one candidate this measures how
+/// much a score owes to a threshold chosen with the scored subset's labels known; with
+/// several (say, the same detector with different settings) it also measures how much
+/// a choice among them owes to that. `None` with fewer than two subsets.
+///
+/// Every candidate scores the same corpus: the same series, in the same order.
+pub fn leave_one_subset_out(
+    candidates: &[Vec<(&Series, &[f64])>],
+    profile: &Profile,
+) -> Result<Option<CrossValidated>, NabError> {
+    let Some(first) = candidates.first() else {
+        return Ok(None);
+    };
+    let mut subsets: Vec<&str> = first.iter().map(|(series, _)| subset_of(&series.name)).collect();
+    subsets.sort_unstable();
+    subsets.dedup();
+    if subsets.len() < 2 {
+        return Ok(None);
+    }
+    let mut picks = Vec::with_capacity(subsets.len());
+    for subset in subsets {
+        let mut chosen: Option<(usize, CorpusScore)> = None;
+        for (index, pairs) in candidates.iter().enumerate() {
+            let trained = best_threshold(&in_subset(pairs, subset, false), profile)?;
+            if chosen.as_ref().is_none_or(|(_, best)| trained.raw > best.raw) {
+                chosen = Some((index, trained));
+            }
+        }
+        let (candidate, trained) = chosen.expect("there is a first candidate");
+        let held_out = score_corpus(
+            &in_subset(&candidates[candidate], subset, true),
+            trained.threshold,
+            profile,
+        )?;
+        picks.push(Pick {
+            subset: subset.to_owned(),
+            candidate,
+            threshold: trained.threshold,
+            raw: held_out.raw,
+        });
+    }
+    let raw = picks.iter().map(|pick| pick.raw).sum();
+    let windows = first.iter().map(|(series, _)| series.windows.len()).sum();
+    Ok(Some(CrossValidated {
+        profile: profile.name,
+        normalized: normalize(raw, windows, profile),
+        raw,
+        picks,
+    }))
 }
 
 /// The smallest `f64` greater than finite `x`.
@@ -914,6 +1083,108 @@ mod tests {
             load_corpus(&data, &windows),
             Err(NabError::WindowsJson { .. })
         ));
+    }
+
+    /// Two subsets, one file and one window (rows 40..=59) each. Candidate `a` finds
+    /// only the first subset's anomaly, `b` only the second's, `both` both, at the
+    /// window's first row (a full true positive); a miss costs 1.
+    #[test]
+    fn leave_one_subset_out_scores_each_subset_with_what_the_others_chose() {
+        let (x, y) = (
+            series("a/x.csv", 100, vec![(40, 59)]),
+            series("b/y.csv", 100, vec![(40, 59)]),
+        );
+        let (hit, miss) = (detections(100, &[40]), vec![0.0; 100]);
+        let a: Vec<(&Series, &[f64])> = vec![(&x, &hit), (&y, &miss)];
+        let b: Vec<(&Series, &[f64])> = vec![(&x, &miss), (&y, &hit)];
+        let both: Vec<(&Series, &[f64])> = vec![(&x, &hit), (&y, &hit)];
+
+        // With the labels of both subsets known, `a` scores 1 − 1: half way.
+        close(best_threshold(&a, &STANDARD).unwrap().normalized, 50.0);
+        // Held out, the first subset is scored by `b`, the best on the second, and
+        // missed; the second by `a`, and missed too.
+        let choice = leave_one_subset_out(&[a.clone(), b.clone()], &STANDARD)
+            .unwrap()
+            .unwrap();
+        close(choice.raw, -2.0);
+        close(choice.normalized, 0.0);
+        let picks: Vec<(&str, usize, f64)> = choice
+            .picks
+            .iter()
+            .map(|p| (p.subset.as_str(), p.candidate, p.raw))
+            .collect();
+        assert_eq!(picks, [("a", 1, -1.0), ("b", 0, -1.0)]);
+        assert!(choice.picks.iter().all(|p| p.threshold == 1.0));
+
+        // `both` is as good as either on each training subset and listed first: chosen
+        // on ties, it finds both anomalies.
+        let choice = leave_one_subset_out(&[both.clone(), a.clone(), b], &STANDARD)
+            .unwrap()
+            .unwrap();
+        close(choice.normalized, 100.0);
+        assert!(choice.picks.iter().all(|p| p.candidate == 0));
+        // One candidate: only the threshold is chosen on the other subset. For the
+        // first subset, just above the second's highest score (0): a hit. For the
+        // second, 1: a miss.
+        let alone = leave_one_subset_out(&[a], &STANDARD).unwrap().unwrap();
+        close(alone.normalized, 50.0);
+        assert_eq!(alone.picks[0].threshold, f64::from_bits(1));
+
+        // One subset, or no candidate: nothing to hold out.
+        assert_eq!(leave_one_subset_out(&[both[..1].to_vec()], &STANDARD).unwrap(), None);
+        assert_eq!(leave_one_subset_out(&[], &STANDARD).unwrap(), None);
+    }
+
+    #[test]
+    fn read_scores_takes_the_anomaly_score_column_and_names_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d_tiny.csv");
+        let x = series("sub/tiny.csv", 3, vec![]);
+        let read = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            read_scores(&path, &x)
+        };
+        let good = "anomaly_score,timestamp,label,S(t)_standard\n\
+            0,2014-04-01 00:00:00,0,0\n\
+            0.25,2014-04-01 00:01:00,0,0\n\
+            1,2014-04-01 00:02:00.000000,1,0\n";
+        assert_eq!(read(good).unwrap(), [0.0, 0.25, 1.0]);
+
+        let err = read("timestamp,value\n").unwrap_err().to_string();
+        assert!(
+            err.ends_with("line 1: expected header `timestamp,...,anomaly_score,...`, found `timestamp,value`"),
+            "{err}"
+        );
+        let err = read(&good.replace("00:01:00", "00:03:00")).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "line 3: timestamp `2014-04-01 00:03:00`, but row 1 of sub/tiny.csv is at 2014-04-01 00:01:00"
+            ),
+            "{err}"
+        );
+        let err = read(&good.replace("0.25", "1.5")).unwrap_err().to_string();
+        assert!(
+            err.ends_with("line 3: anomaly_score `1.5` is not a number in [0, 1]"),
+            "{err}"
+        );
+        let err = read(&good.replace("0.25", "NaN")).unwrap_err().to_string();
+        assert!(
+            err.ends_with("line 3: anomaly_score `NaN` is not a number in [0, 1]"),
+            "{err}"
+        );
+        let err = read(&good.replace(",0,0\n0.25", ",0\n0.25")).unwrap_err().to_string();
+        assert!(err.ends_with("line 2: 3 fields, the header has 4"), "{err}");
+        let err = read(&format!("{good}0,2014-04-01 00:03:00,0,0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("line 5: more rows than the 3 of sub/tiny.csv"), "{err}");
+        let short: String = good.lines().take(3).map(|line| format!("{line}\n")).collect();
+        let err = read(&short).unwrap_err().to_string();
+        assert!(err.ends_with("d_tiny.csv: 2 scores for 3 rows"), "{err}");
+        let err = read_scores(&dir.path().join("missing.csv"), &x)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cannot read ") && err.contains("missing.csv"), "{err}");
     }
 
     #[test]
