@@ -110,7 +110,7 @@ pub struct NabScores {
     /// Per subset, the standard profile at the corpus-wide best and fixed thresholds.
     pub subsets: BTreeMap<String, Value>,
     /// The standard profile with each subset scored at the threshold best on the
-    /// others ([`nab::leave_one_subset_out`]); none with fewer than two subsets.
+    /// others ([`nab::choose`]); none with fewer than two subsets.
     pub cross_validated: Option<nab::CrossValidated>,
     /// At the fixed threshold: windows detected / windows, false-positive
     /// events (runs of rows), median delay from window start (rows).
@@ -166,15 +166,16 @@ pub fn run_nab(data: &Path, labels: &Path, out: &Path, plot: bool, rules: &[Rule
         seconds: started.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
         rules: config.rules,
-        scores: nab_scores(&pairs)?,
+        scores: nab_scores(&pairs)?.0,
     };
     write_json(&out.join("summary.json"), &summary)?;
     Ok(summary)
 }
 
 /// Scores `pairs` (a detector's scores for each file of a corpus) by every
-/// profile, at the best and the fixed threshold, per subset, and held out.
-fn nab_scores(pairs: &[(&Series, &[f64])]) -> Result<NabScores> {
+/// profile, at the best and the fixed threshold, per subset, and held out; with
+/// the standard profile's folds, for a choice among detectors.
+fn nab_scores(pairs: &[(&Series, &[f64])]) -> Result<(NabScores, Vec<nab::Fold>)> {
     let mut profiles = BTreeMap::new();
     let mut best_standard = FIXED_THRESHOLD;
     for profile in &PROFILES {
@@ -206,19 +207,21 @@ fn nab_scores(pairs: &[(&Series, &[f64])]) -> Result<NabScores> {
         );
     }
     let fixed = nab::score_corpus(pairs, FIXED_THRESHOLD, &nab::STANDARD)?;
-    Ok(NabScores {
+    let folds = nab::folds(pairs, &nab::STANDARD)?;
+    let scores = NabScores {
         windows: fixed.windows,
         fixed_threshold: FIXED_THRESHOLD,
         profiles,
         subsets,
-        cross_validated: nab::leave_one_subset_out(&[pairs.to_vec()], &nab::STANDARD)?,
+        cross_validated: nab::choose(std::slice::from_ref(&folds), fixed.windows, &nab::STANDARD)?,
         window_recall: fixed.detected_windows as f64 / fixed.windows.max(1) as f64,
         false_positive_events: pairs
             .iter()
             .map(|(s, scores)| false_positive_events(s, scores, FIXED_THRESHOLD))
             .sum(),
         median_detection_delay_rows: fixed.median_delay_rows,
-    })
+    };
+    Ok((scores, folds))
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
@@ -237,10 +240,16 @@ fn write_file(path: &Path, text: String) -> Result<()> {
     std::fs::write(path, text).map_err(failed)
 }
 
+/// NAB's results layout: `<dir>/<subset>/<detector>_<file>.csv` for the data
+/// file `<subset>/<file>.csv`, where `dir` is the detector's directory.
+fn results_path(dir: &Path, detector: &str, series: &Series) -> PathBuf {
+    let (subset, file) = series.name.split_once('/').unwrap_or(("", &series.name));
+    dir.join(subset).join(format!("{detector}_{file}"))
+}
+
 /// `out/homeostat/<subset>/homeostat_<file>.csv`, NAB's results layout.
 fn write_results(series: &Series, scores: &[f64], out: &Path) -> Result<()> {
-    let (subset, file) = series.name.split_once('/').unwrap_or(("", &series.name));
-    let path = out.join("homeostat").join(subset).join(format!("homeostat_{file}"));
+    let path = results_path(&out.join("homeostat"), "homeostat", series);
     let mut text = String::from("timestamp,value,anomaly_score,label\n");
     for (row, ((timestamp, value), score)) in series.timestamps.iter().zip(&series.values).zip(scores).enumerate() {
         let label = u8::from(series.windows.iter().any(|(a, b)| (*a..=*b).contains(&row)));
@@ -350,10 +359,12 @@ pub struct NabScoreSummary {
 /// holding `<subset>/<detector>_<file>.csv` (the detector's name is the directory's)
 /// for every data file, with columns `timestamp` and `anomaly_score` at least. So
 /// settings or detectors compare without rerunning them, and a choice among several
-/// is measured on subsets that did not make it.
+/// is measured on subsets that did not make it. One detector's scores are in memory
+/// at a time.
 pub fn run_nab_score(data: &Path, labels: &Path, results: &[PathBuf]) -> Result<NabScoreSummary> {
     let corpus = nab::load_corpus(data, labels)?;
-    let mut all_scores = Vec::with_capacity(results.len());
+    let mut runs = Vec::with_capacity(results.len());
+    let mut folds = Vec::with_capacity(results.len());
     for dir in results {
         // `out/homeostat/` names `homeostat`; `.` the directory it stands for.
         let detector = dir
@@ -363,29 +374,19 @@ pub fn run_nab_score(data: &Path, labels: &Path, results: &[PathBuf]) -> Result<
             .unwrap_or_default();
         let scores = corpus
             .iter()
-            .map(|series| {
-                let (subset, file) = series.name.split_once('/').unwrap_or(("", &series.name));
-                nab::read_scores(&dir.join(subset).join(format!("{detector}_{file}")), series)
-            })
+            .map(|series| nab::read_scores(&results_path(dir, &detector, series), series))
             .collect::<Result<Vec<Vec<f64>>, NabError>>()?;
-        all_scores.push(scores);
+        let pairs: Vec<(&Series, &[f64])> = corpus.iter().zip(&scores).map(|(s, r)| (s, r.as_slice())).collect();
+        let (scores, run_folds) = nab_scores(&pairs)?;
+        runs.push(ScoredResults {
+            results: dir.clone(),
+            scores,
+        });
+        folds.push(run_folds);
     }
-    let candidates: Vec<Vec<(&Series, &[f64])>> = all_scores
-        .iter()
-        .map(|scores| corpus.iter().zip(scores).map(|(s, r)| (s, r.as_slice())).collect())
-        .collect();
-    let runs = results
-        .iter()
-        .zip(&candidates)
-        .map(|(dir, pairs)| {
-            Ok(ScoredResults {
-                results: dir.clone(),
-                scores: nab_scores(pairs)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let choice = if candidates.len() > 1 {
-        nab::leave_one_subset_out(&candidates, &nab::STANDARD)?
+    let windows = corpus.iter().map(|series| series.windows.len()).sum();
+    let choice = if folds.len() > 1 {
+        nab::choose(&folds, windows, &nab::STANDARD)?
     } else {
         None
     };
@@ -396,9 +397,33 @@ pub fn run_nab_score(data: &Path, labels: &Path, results: &[PathBuf]) -> Result<
     })
 }
 
-/// The `eval nab-score` summary as tables.
+/// The `eval nab-score` summary as tables: with several results, an overview
+/// first and the held-out choice last.
 pub fn nab_score_table(summary: &NabScoreSummary) -> String {
     let mut out = String::new();
+    let standard = |scores: &NabScores, at: &str| {
+        scores.profiles[nab::STANDARD.name][at]["normalized"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    if summary.runs.len() > 1 {
+        out.push_str(&format!(
+            "| # | results | standard (best threshold) | standard (fixed {FIXED_THRESHOLD}) | standard (threshold held out) |\n|---|---|---|---|---|\n"
+        ));
+        for (index, run) in summary.runs.iter().enumerate() {
+            out.push_str(&format!(
+                "| {index} | {} | {:.2} | {:.2} | {} |\n",
+                run.results.display(),
+                standard(&run.scores, "best"),
+                standard(&run.scores, "fixed"),
+                run.scores
+                    .cross_validated
+                    .as_ref()
+                    .map_or("-".to_owned(), |held_out| format!("{:.2}", held_out.normalized))
+            ));
+        }
+        out.push('\n');
+    }
     for (index, run) in summary.runs.iter().enumerate() {
         out.push_str(&format!(
             "## {index}: {} ({} files, {} windows)\n\n{}\n",
@@ -410,13 +435,23 @@ pub fn nab_score_table(summary: &NabScoreSummary) -> String {
     }
     if let Some(choice) = &summary.choice {
         out.push_str(&format!(
-            "## The choice among them, held out\n\nEach subset scored with the results and threshold best on the other subsets: standard {:.2}\n\n| held-out subset | chosen | threshold | raw score |\n|---|---|---|---|\n",
+            "## The choice among them, held out\n\nEach subset scored with the results and threshold best on the other subsets (the first listed on a tie): standard {:.2}\n\n| held-out subset | chosen | ties | threshold | standard on the others | raw score held out |\n|---|---|---|---|---|---|\n",
             choice.normalized
         ));
         for pick in &choice.picks {
+            let results = summary
+                .runs
+                .get(pick.candidate)
+                .map(|run| run.results.display().to_string());
             out.push_str(&format!(
-                "| {} | {} | {:.4} | {:.2} |\n",
-                pick.subset, pick.candidate, pick.threshold, pick.raw
+                "| {} | {}: {} | {} | {:.4} | {:.2} | {:.2} |\n",
+                pick.subset,
+                pick.candidate,
+                results.unwrap_or_default(),
+                pick.ties,
+                pick.threshold,
+                pick.trained,
+                pick.raw
             ));
         }
     }

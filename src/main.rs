@@ -224,8 +224,9 @@ enum EvalCommand {
         /// The windows file (NAB's combined_windows.json).
         #[arg(long)]
         labels: PathBuf,
-        /// A detector's results directory, `<subset>/<detector>_<file>.csv` in it
-        /// (`<out>/homeostat` after `eval nab --out <out>`); repeat to compare several.
+        /// A detector's results directory, `<subset>/<detector>_<file>.csv` in it,
+        /// `<detector>` being the directory's name (`<out>/homeostat` after `eval nab
+        /// --out <out>`); repeat to compare several (the first listed wins a tie).
         #[arg(long, required = true)]
         results: Vec<PathBuf>,
         /// Print the summary as JSON.

@@ -105,6 +105,12 @@ fn nab_writes_results_in_nabs_layout_and_a_summary() {
     assert!(out.join("plots/made/wave.svg").is_file());
     assert_eq!(summary["rules"], serde_json::json!(["band", "memory", "extremes"]));
     assert!(stdout.contains("rules band,memory,extremes,"), "{stdout}");
+    // Held out, each of the two subsets is scored at the other's best threshold.
+    let held_out = summary["cross_validated"]["normalized"].as_f64().unwrap();
+    assert!(
+        stdout.contains(&format!("(leave-one-subset-out): standard {held_out:.2}")),
+        "{stdout}"
+    );
 }
 
 /// An ablation: with `--rules extremes`, only new extremes score (1 or 0),
@@ -224,6 +230,9 @@ fn nab_score_rescores_results_and_holds_out_a_choice() {
         summary["profiles"]["standard"]["best"]["normalized"].as_f64().unwrap()
     );
     assert_eq!(scored["runs"][0]["cross_validated"], summary["cross_validated"]);
+    let held_out = summary["cross_validated"]["normalized"].as_f64().unwrap();
+    assert!(held_out.is_finite(), "{summary:#}");
+    assert_eq!(summary["cross_validated"]["picks"].as_array().unwrap().len(), 2);
     assert_eq!(standard(1), 100.0);
     assert!((standard(2) - 100.0 * (2.0 - 0.11) / 2.0).abs() < 1e-9, "{scored:#}");
 
@@ -246,10 +255,17 @@ fn nab_score_rescores_results_and_holds_out_a_choice() {
         (Some("made"), Some(0))
     );
     assert!(picks[0]["threshold"].as_f64().unwrap() > 1.0, "{scored:#}");
+    // Trained on a subset without windows: no normalised score, and a tie.
+    assert!(picks[0]["trained"].is_null(), "{scored:#}");
     assert_eq!(
         (picks[1]["subset"].as_str(), picks[1]["threshold"].as_f64()),
         (Some("quiet"), Some(1.0))
     );
+    assert_eq!(
+        (picks[0]["ties"].as_u64(), picks[1]["ties"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(picks[1]["trained"].as_f64(), Some(100.0));
     // One result alone: no choice to hold out.
     let output = nab_score(dir.path(), &["hand/perfect"]);
     assert!(serde_json::from_slice::<Value>(&output.stdout).unwrap()["choice"].is_null());

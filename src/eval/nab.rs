@@ -21,7 +21,7 @@
 //!
 //! [`score_corpus`] scores at a threshold fixed in advance; [`best_threshold`] finds the
 //! threshold maximising the normalised score (labels known, as NAB reports it);
-//! [`leave_one_subset_out`] scores each subset at a threshold, and with a detector,
+//! [`folds`] and [`choose`] score each subset at a threshold, and with a detector,
 //! chosen on the others (labels of the scored subset unknown). [`read_scores`] reads a
 //! detector's results file, so any detector's results can be scored.
 //!
@@ -90,6 +90,8 @@ pub enum NabError {
     /// [`Series::windows`] (at scoring).
     #[error("{file}: window {index}: {reason}")]
     BadWindow { file: String, index: usize, reason: String },
+    #[error("candidate {candidate} was scored on other subsets than the first")]
+    OtherSubsets { candidate: usize },
     #[error("{file}: {found} scores for {expected} rows")]
     ScoreLength {
         file: String,
@@ -144,10 +146,7 @@ impl Series {
 /// Entries of the windows file without a CSV are ignored. Errors: a CSV without an entry
 /// (named), an unparsable row (file and line), a window matching no rows, no CSV at all.
 pub fn load_corpus(data_dir: &Path, windows_file: &Path) -> Result<Vec<Series>, NabError> {
-    let text = std::fs::read_to_string(windows_file).map_err(|source| NabError::Io {
-        path: windows_file.to_path_buf(),
-        source,
-    })?;
+    let text = read_text(windows_file)?;
     let windows: HashMap<String, Vec<(String, String)>> =
         serde_json::from_str(&text).map_err(|source| NabError::WindowsJson {
             path: windows_file.to_path_buf(),
@@ -207,35 +206,50 @@ fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
     NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S%.f").ok()
 }
 
-/// Reads a `timestamp,value` CSV.
-fn read_csv(path: &Path) -> Result<(Vec<NaiveDateTime>, Vec<f64>), NabError> {
-    let text = std::fs::read_to_string(path).map_err(|source| NabError::Io {
+/// Reads a whole file.
+fn read_text(path: &Path) -> Result<String, NabError> {
+    std::fs::read_to_string(path).map_err(|source| NabError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+/// A CSV's header fields (byte-order mark dropped) and, for each line that is not
+/// blank, its line number (the header is line 1) and fields; fields are trimmed.
+fn table(text: &str) -> (Vec<&str>, impl Iterator<Item = (usize, Vec<&str>)> + '_) {
     let mut lines = text.lines();
-    let header = lines.next().unwrap_or("").trim_start_matches('\u{feff}').trim();
-    if header != "timestamp,value" {
+    let header = lines.next().unwrap_or("").trim_start_matches('\u{feff}');
+    let rows = lines
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| (index + 2, fields(line)));
+    (fields(header), rows)
+}
+
+/// A CSV line's fields, trimmed.
+fn fields(line: &str) -> Vec<&str> {
+    line.split(',').map(str::trim).collect()
+}
+
+/// Reads a `timestamp,value` CSV.
+fn read_csv(path: &Path) -> Result<(Vec<NaiveDateTime>, Vec<f64>), NabError> {
+    let text = read_text(path)?;
+    let (header, rows) = table(&text);
+    if header != ["timestamp", "value"] {
         return Err(NabError::BadHeader {
             path: path.to_path_buf(),
             expected: "timestamp,value",
-            found: header.to_string(),
+            found: header.join(","),
         });
     }
     let mut timestamps = Vec::new();
     let mut values = Vec::new();
-    for (index, line) in lines.enumerate() {
-        let line_no = index + 2;
+    for (line, fields) in rows {
         let bad = |reason: String| NabError::BadRow {
             path: path.to_path_buf(),
-            line: line_no,
+            line,
             reason,
         };
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split(',').collect();
         let [ts, value] = fields[..] else {
             return Err(bad(format!(
                 "expected 2 fields `timestamp,value`, found {}",
@@ -243,7 +257,7 @@ fn read_csv(path: &Path) -> Result<(Vec<NaiveDateTime>, Vec<f64>), NabError> {
             )));
         };
         let ts = parse_timestamp(ts).ok_or_else(|| bad(format!("bad timestamp `{ts}`")))?;
-        let value: f64 = value.trim().parse().map_err(|_| bad(format!("bad value `{value}`")))?;
+        let value: f64 = value.parse().map_err(|_| bad(format!("bad value `{value}`")))?;
         if !value.is_finite() {
             return Err(bad(format!("value `{value}` is not finite")));
         }
@@ -272,19 +286,8 @@ pub fn in_subset<'a>(pairs: &[(&'a Series, &'a [f64])], subset: &str, inside: bo
 /// also have `value`, `label` and more), with one row per row of the data file, at the
 /// same timestamps. Scores must lie in [0, 1]. Errors name the file and line.
 pub fn read_scores(path: &Path, series: &Series) -> Result<Vec<f64>, NabError> {
-    let text = std::fs::read_to_string(path).map_err(|source| NabError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or("")
-        .trim_start_matches('\u{feff}')
-        .trim()
-        .split(',')
-        .map(str::trim)
-        .collect();
+    let text = read_text(path)?;
+    let (header, rows) = table(&text);
     let column = |name| header.iter().position(|field| *field == name);
     let (Some(at_timestamp), Some(at_score)) = (column("timestamp"), column("anomaly_score")) else {
         return Err(NabError::BadHeader {
@@ -294,38 +297,35 @@ pub fn read_scores(path: &Path, series: &Series) -> Result<Vec<f64>, NabError> {
         });
     };
     let mut scores = Vec::with_capacity(series.len());
-    for (index, line) in lines.enumerate() {
+    for (line, fields) in rows {
         let bad = |reason: String| NabError::BadRow {
             path: path.to_path_buf(),
-            line: index + 2,
+            line,
             reason,
         };
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split(',').collect();
         if fields.len() != header.len() {
             return Err(bad(format!("{} fields, the header has {}", fields.len(), header.len())));
         }
         let row = scores.len();
+        let Some(expected) = series.timestamps.get(row) else {
+            return Err(bad(format!("more rows than the {} of {}", series.len(), series.name)));
+        };
         let timestamp = fields[at_timestamp];
-        match (parse_timestamp(timestamp), series.timestamps.get(row)) {
-            (Some(found), Some(expected)) if found == *expected => {}
-            (_, Some(expected)) => {
+        match parse_timestamp(timestamp) {
+            None => return Err(bad(format!("bad timestamp `{timestamp}`"))),
+            Some(found) if found != *expected => {
                 return Err(bad(format!(
-                    "timestamp `{timestamp}`, but row {row} of {} is at {expected}",
+                    "timestamp `{timestamp}`, but line {} of {} is at {expected}",
+                    row + 2,
                     series.name
                 )))
             }
-            (_, None) => {
-                return Err(bad(format!("more rows than the {} of {}", series.len(), series.name)));
-            }
+            Some(_) => {}
         }
-        let text = fields[at_score].trim();
-        match text.parse::<f64>() {
+        let score = fields[at_score];
+        match score.parse::<f64>() {
             Ok(score) if (0.0..=1.0).contains(&score) => scores.push(score),
-            _ => return Err(bad(format!("anomaly_score `{text}` is not a number in [0, 1]"))),
+            _ => return Err(bad(format!("anomaly_score `{score}` is not a number in [0, 1]"))),
         }
     }
     if scores.len() != series.len() {
@@ -654,14 +654,52 @@ pub fn best_threshold(corpus: &[(&Series, &[f64])], profile: &Profile) -> Result
     score_corpus(corpus, threshold, profile)
 }
 
-/// Which candidate, and at which threshold, scored a held-out subset.
+/// One subset held out: its scores at the threshold best on all the other subsets.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Fold {
+    pub subset: String,
+    /// The other subsets at their best threshold.
+    pub trained: CorpusScore,
+    /// The held-out subset's raw score at that threshold.
+    pub held_out: f64,
+}
+
+/// Leave-one-subset-out for one detector: a [`Fold`] per subset, in name order;
+/// none with fewer than two subsets.
+pub fn folds(pairs: &[(&Series, &[f64])], profile: &Profile) -> Result<Vec<Fold>, NabError> {
+    let mut subsets: Vec<&str> = pairs.iter().map(|(series, _)| subset_of(&series.name)).collect();
+    subsets.sort_unstable();
+    subsets.dedup();
+    if subsets.len() < 2 {
+        return Ok(Vec::new());
+    }
+    subsets
+        .into_iter()
+        .map(|subset| {
+            let trained = best_threshold(&in_subset(pairs, subset, false), profile)?;
+            let held_out = score_corpus(&in_subset(pairs, subset, true), trained.threshold, profile)?.raw;
+            Ok(Fold {
+                subset: subset.to_owned(),
+                trained,
+                held_out,
+            })
+        })
+        .collect()
+}
+
+/// Which candidate scored a held-out subset, and how.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Pick {
     pub subset: String,
     /// The candidate's position in the list given.
     pub candidate: usize,
+    /// Other candidates that scored as high on the other subsets (the first wins).
+    pub ties: usize,
     pub threshold: f64,
-    /// The held-out subset's raw score with that candidate and threshold.
+    /// The other subsets' normalised score there (NaN, JSON null, without windows:
+    /// then every candidate ties at no detection, and the first is held out).
+    pub trained: f64,
+    /// The held-out subset's raw score.
     pub raw: f64,
 }
 
@@ -676,52 +714,45 @@ pub struct CrossValidated {
     pub picks: Vec<Pick>,
 }
 
-/// Leave-one-subset-out: each subset is scored with the candidate, and at the
-/// threshold, that score best on all the other subsets together (the best threshold of
-/// each candidate there, then the highest raw score; the first candidate on a tie). The
-/// held-out raw scores add up to a corpus score. With one candidate this measures how
-/// much a score owes to a threshold chosen with the scored subset's labels known; with
-/// several (say, the same detector with different settings) it also measures how much
-/// a choice among them owes to that. `None` with fewer than two subsets.
-///
-/// Every candidate scores the same corpus: the same series, in the same order.
-pub fn leave_one_subset_out(
-    candidates: &[Vec<(&Series, &[f64])>],
-    profile: &Profile,
-) -> Result<Option<CrossValidated>, NabError> {
-    let Some(first) = candidates.first() else {
+/// Leave-one-subset-out over candidates (say, one detector with different
+/// settings), from each one's [`folds`] of the same corpus (`windows` windows):
+/// each subset is scored with the candidate that scored highest on all the other
+/// subsets together, at its threshold there (the first candidate on a tie). The
+/// held-out raw scores add up to a corpus score. With one candidate this measures
+/// how much a score owes to a threshold chosen with the scored subset's labels
+/// known; with several, also how much a choice among them owes to that. `None`
+/// without folds (fewer than two subsets); an error when the candidates' folds are
+/// not of the same subsets.
+pub fn choose(candidates: &[Vec<Fold>], windows: usize, profile: &Profile) -> Result<Option<CrossValidated>, NabError> {
+    let Some(first) = candidates.first().filter(|folds| !folds.is_empty()) else {
         return Ok(None);
     };
-    let mut subsets: Vec<&str> = first.iter().map(|(series, _)| subset_of(&series.name)).collect();
-    subsets.sort_unstable();
-    subsets.dedup();
-    if subsets.len() < 2 {
-        return Ok(None);
-    }
-    let mut picks = Vec::with_capacity(subsets.len());
-    for subset in subsets {
-        let mut chosen: Option<(usize, CorpusScore)> = None;
-        for (index, pairs) in candidates.iter().enumerate() {
-            let trained = best_threshold(&in_subset(pairs, subset, false), profile)?;
-            if chosen.as_ref().is_none_or(|(_, best)| trained.raw > best.raw) {
-                chosen = Some((index, trained));
+    let mut picks = Vec::with_capacity(first.len());
+    for (index, fold) in first.iter().enumerate() {
+        let mut chosen = (0, fold);
+        let mut ties = 0;
+        for (candidate, folds) in candidates.iter().enumerate().skip(1) {
+            let other = match folds.get(index) {
+                Some(other) if other.subset == fold.subset => other,
+                _ => return Err(NabError::OtherSubsets { candidate }),
+            };
+            if other.trained.raw > chosen.1.trained.raw {
+                (chosen, ties) = ((candidate, other), 0);
+            } else if other.trained.raw == chosen.1.trained.raw {
+                ties += 1;
             }
         }
-        let (candidate, trained) = chosen.expect("there is a first candidate");
-        let held_out = score_corpus(
-            &in_subset(&candidates[candidate], subset, true),
-            trained.threshold,
-            profile,
-        )?;
+        let (candidate, fold) = chosen;
         picks.push(Pick {
-            subset: subset.to_owned(),
+            subset: fold.subset.clone(),
             candidate,
-            threshold: trained.threshold,
-            raw: held_out.raw,
+            ties,
+            threshold: fold.trained.threshold,
+            trained: fold.trained.normalized,
+            raw: fold.held_out,
         });
     }
     let raw = picks.iter().map(|pick| pick.raw).sum();
-    let windows = first.iter().map(|(series, _)| series.windows.len()).sum();
     Ok(Some(CrossValidated {
         profile: profile.name,
         normalized: normalize(raw, windows, profile),
@@ -1085,54 +1116,106 @@ mod tests {
         ));
     }
 
+    /// Leave-one-subset-out over candidates' score sets of the same corpus.
+    fn held_out(candidates: &[&[(&Series, &[f64])]]) -> Option<CrossValidated> {
+        let folds: Vec<Vec<Fold>> = candidates
+            .iter()
+            .map(|pairs| folds(pairs, &STANDARD).unwrap())
+            .collect();
+        let windows = candidates[0].iter().map(|(series, _)| series.windows.len()).sum();
+        choose(&folds, windows, &STANDARD).unwrap()
+    }
+
     /// Two subsets, one file and one window (rows 40..=59) each. Candidate `a` finds
     /// only the first subset's anomaly, `b` only the second's, `both` both, at the
     /// window's first row (a full true positive); a miss costs 1.
     #[test]
-    fn leave_one_subset_out_scores_each_subset_with_what_the_others_chose() {
+    fn each_subset_is_scored_with_what_the_others_chose() {
         let (x, y) = (
             series("a/x.csv", 100, vec![(40, 59)]),
             series("b/y.csv", 100, vec![(40, 59)]),
         );
         let (hit, miss) = (detections(100, &[40]), vec![0.0; 100]);
-        let a: Vec<(&Series, &[f64])> = vec![(&x, &hit), (&y, &miss)];
-        let b: Vec<(&Series, &[f64])> = vec![(&x, &miss), (&y, &hit)];
-        let both: Vec<(&Series, &[f64])> = vec![(&x, &hit), (&y, &hit)];
+        let a: &[(&Series, &[f64])] = &[(&x, &hit), (&y, &miss)];
+        let b: &[(&Series, &[f64])] = &[(&x, &miss), (&y, &hit)];
+        let both: &[(&Series, &[f64])] = &[(&x, &hit), (&y, &hit)];
 
         // With the labels of both subsets known, `a` scores 1 − 1: half way.
-        close(best_threshold(&a, &STANDARD).unwrap().normalized, 50.0);
+        close(best_threshold(a, &STANDARD).unwrap().normalized, 50.0);
         // Held out, the first subset is scored by `b`, the best on the second, and
         // missed; the second by `a`, and missed too.
-        let choice = leave_one_subset_out(&[a.clone(), b.clone()], &STANDARD)
-            .unwrap()
-            .unwrap();
+        let choice = held_out(&[a, b]).unwrap();
         close(choice.raw, -2.0);
         close(choice.normalized, 0.0);
-        let picks: Vec<(&str, usize, f64)> = choice
+        let picks: Vec<(&str, usize, usize, f64, f64)> = choice
             .picks
             .iter()
-            .map(|p| (p.subset.as_str(), p.candidate, p.raw))
+            .map(|p| (p.subset.as_str(), p.candidate, p.ties, p.trained, p.raw))
             .collect();
-        assert_eq!(picks, [("a", 1, -1.0), ("b", 0, -1.0)]);
+        assert_eq!(picks, [("a", 1, 0, 100.0, -1.0), ("b", 0, 0, 100.0, -1.0)]);
         assert!(choice.picks.iter().all(|p| p.threshold == 1.0));
 
         // `both` is as good as either on each training subset and listed first: chosen
         // on ties, it finds both anomalies.
-        let choice = leave_one_subset_out(&[both.clone(), a.clone(), b], &STANDARD)
-            .unwrap()
-            .unwrap();
+        let choice = held_out(&[both, a, b]).unwrap();
         close(choice.normalized, 100.0);
-        assert!(choice.picks.iter().all(|p| p.candidate == 0));
+        assert!(choice.picks.iter().all(|p| p.candidate == 0 && p.ties == 1));
         // One candidate: only the threshold is chosen on the other subset. For the
         // first subset, just above the second's highest score (0): a hit. For the
         // second, 1: a miss.
-        let alone = leave_one_subset_out(&[a], &STANDARD).unwrap().unwrap();
+        let alone = held_out(&[a]).unwrap();
         close(alone.normalized, 50.0);
         assert_eq!(alone.picks[0].threshold, f64::from_bits(1));
 
         // One subset, or no candidate: nothing to hold out.
-        assert_eq!(leave_one_subset_out(&[both[..1].to_vec()], &STANDARD).unwrap(), None);
-        assert_eq!(leave_one_subset_out(&[], &STANDARD).unwrap(), None);
+        assert_eq!(held_out(&[&both[..1]]), None);
+        assert_eq!(choose(&[], 2, &STANDARD).unwrap(), None);
+        // Candidates of different corpora.
+        let one = folds(&both[..1], &STANDARD).unwrap();
+        let err = choose(&[folds(both, &STANDARD).unwrap(), one], 2, &STANDARD).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "candidate 1 was scored on other subsets than the first"
+        );
+    }
+
+    /// Three subsets, a window (rows 40..=59) in each. `early` detects each at its
+    /// first row (1), but raises two false alarms before it in subsets a and c
+    /// (−0.22); `late` detects each at row 50 only (r = σ(−0.5)/σ(−1) ≈ 0.86, no
+    /// false alarm). On a or c alone `late` is better (0.78 < r), on b alone `early`;
+    /// on two subsets together `early` is better unless both are a and c (2r lies
+    /// between 1.56 and 1.78). So only a choice made on both other subsets holds a
+    /// and c out with `early` and b with `late`.
+    #[test]
+    fn a_held_out_subset_is_chosen_for_on_all_the_others_together() {
+        let names = ["a/x.csv", "b/y.csv", "c/z.csv"];
+        let files: Vec<Series> = names.iter().map(|name| series(name, 100, vec![(40, 59)])).collect();
+        let early = [
+            detections(100, &[20, 21, 40]),
+            detections(100, &[40]),
+            detections(100, &[20, 21, 40]),
+        ];
+        let late = detections(100, &[50]);
+        let early: Vec<(&Series, &[f64])> = files.iter().zip(&early).map(|(s, e)| (s, e.as_slice())).collect();
+        let late: Vec<(&Series, &[f64])> = files.iter().map(|s| (s, late.as_slice())).collect();
+        let r = scaled_sigmoid(-0.5) / scaled_sigmoid(-1.0);
+        let choice = held_out(&[&late, &early]).unwrap();
+        let picks: Vec<(&str, usize)> = choice.picks.iter().map(|p| (p.subset.as_str(), p.candidate)).collect();
+        assert_eq!(picks, [("a", 1), ("b", 0), ("c", 1)]);
+        close(choice.raw, 2.0 * (1.0 - 0.22) + r);
+        let trained: Vec<f64> = choice.picks.iter().map(|p| p.trained).collect();
+        let expected = [
+            100.0 * (1.78 + 2.0) / 4.0,
+            100.0 * (2.0 * r + 2.0) / 4.0,
+            100.0 * (1.78 + 2.0) / 4.0,
+        ];
+        for (t, e) in trained.iter().zip(expected) {
+            close(*t, e);
+        }
+        assert!(
+            choice.picks.iter().all(|p| p.ties == 0 && p.threshold == 1.0),
+            "{choice:?}"
+        );
     }
 
     #[test]
@@ -1158,7 +1241,7 @@ mod tests {
         let err = read(&good.replace("00:01:00", "00:03:00")).unwrap_err().to_string();
         assert!(
             err.ends_with(
-                "line 3: timestamp `2014-04-01 00:03:00`, but row 1 of sub/tiny.csv is at 2014-04-01 00:01:00"
+                "line 3: timestamp `2014-04-01 00:03:00`, but line 3 of sub/tiny.csv is at 2014-04-01 00:01:00"
             ),
             "{err}"
         );
