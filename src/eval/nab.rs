@@ -696,8 +696,9 @@ pub struct Pick {
     /// Other candidates that scored as high on the other subsets (the first wins).
     pub ties: usize,
     pub threshold: f64,
-    /// The other subsets' normalised score there (NaN, JSON null, without windows:
-    /// then every candidate ties at no detection, and the first is held out).
+    /// The other subsets' normalised score there. NaN (JSON null) when they have no
+    /// windows: then every candidate ties at raw 0 (no detection), and the first is
+    /// chosen.
     pub trained: f64,
     /// The held-out subset's raw score.
     pub raw: f64,
