@@ -187,9 +187,7 @@ fn nab_scores(pairs: &[(&Series, &[f64])]) -> Result<(NabScores, Vec<nab::Fold>)
         profiles.insert(profile.name, json!({ "best": best, "fixed": fixed }));
     }
     let mut subsets = BTreeMap::new();
-    let mut names: Vec<&str> = pairs.iter().map(|(s, _)| nab::subset_of(&s.name)).collect();
-    names.dedup();
-    for name in names {
+    for name in nab::subsets(pairs) {
         let part = nab::in_subset(pairs, name, true);
         let best = nab::score_corpus(&part, best_standard, &nab::STANDARD)?;
         let fixed = nab::score_corpus(&part, FIXED_THRESHOLD, &nab::STANDARD)?;

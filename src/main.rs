@@ -710,6 +710,15 @@ fn load_command(args: LoadArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// An eval summary as pretty JSON (`--json`) or as its table.
+fn json_or_table<T: serde::Serialize>(json: bool, summary: &T, table: impl Fn(&T) -> String) -> String {
+    if json {
+        serde_json::to_string_pretty(summary).unwrap_or_default()
+    } else {
+        table(summary)
+    }
+}
+
 fn eval(command: EvalCommand) -> ExitCode {
     let result = match command {
         EvalCommand::Nab {
@@ -725,26 +734,16 @@ fn eval(command: EvalCommand) -> ExitCode {
             labels,
             results,
             json,
-        } => homeostat::eval::run_nab_score(&data, &labels, &results).map(|summary| {
-            if json {
-                serde_json::to_string_pretty(&summary).unwrap_or_default()
-            } else {
-                homeostat::eval::nab_score_table(&summary)
-            }
-        }),
+        } => homeostat::eval::run_nab_score(&data, &labels, &results)
+            .map(|summary| json_or_table(json, &summary, homeostat::eval::nab_score_table)),
         EvalCommand::Forecast {
             data,
             labels,
             horizon,
             coverage,
             json,
-        } => homeostat::eval::run_forecast(&data, &labels, horizon.0, coverage).map(|summary| {
-            if json {
-                serde_json::to_string_pretty(&summary).unwrap_or_default()
-            } else {
-                homeostat::eval::forecast_table(&summary)
-            }
-        }),
+        } => homeostat::eval::run_forecast(&data, &labels, horizon.0, coverage)
+            .map(|summary| json_or_table(json, &summary, homeostat::eval::forecast_table)),
     };
     match result {
         Ok(text) => {

@@ -268,8 +268,16 @@ fn read_csv(path: &Path) -> Result<(Vec<NaiveDateTime>, Vec<f64>), NabError> {
 }
 
 /// The subset of a file named `subset/name.csv` (the whole name without a `/`).
-pub fn subset_of(name: &str) -> &str {
+fn subset_of(name: &str) -> &str {
     name.split('/').next().unwrap_or(name)
+}
+
+/// The subsets of `pairs`' files, in name order, once each.
+pub fn subsets<'a>(pairs: &[(&'a Series, &[f64])]) -> Vec<&'a str> {
+    let mut subsets: Vec<&str> = pairs.iter().map(|(series, _)| subset_of(&series.name)).collect();
+    subsets.sort_unstable();
+    subsets.dedup();
+    subsets
 }
 
 /// The files of `pairs` in `subset` (`inside`), or in every other subset.
@@ -667,9 +675,7 @@ pub struct Fold {
 /// Leave-one-subset-out for one detector: a [`Fold`] per subset, in name order;
 /// none with fewer than two subsets.
 pub fn folds(pairs: &[(&Series, &[f64])], profile: &Profile) -> Result<Vec<Fold>, NabError> {
-    let mut subsets: Vec<&str> = pairs.iter().map(|(series, _)| subset_of(&series.name)).collect();
-    subsets.sort_unstable();
-    subsets.dedup();
+    let subsets = subsets(pairs);
     if subsets.len() < 2 {
         return Ok(Vec::new());
     }
