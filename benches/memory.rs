@@ -1,5 +1,6 @@
 //! The cost of the anomaly scorer's memory of sequences
-//! (`homeostat::anomaly::sequence`) on ordinary and adversarial streams.
+//! (`homeostat::anomaly::sequence`) and of its ART rule
+//! (`homeostat::anomaly::art`) on ordinary and adversarial streams.
 //!
 //! `cargo bench --bench memory -- [--points N] [--gaps 0,50]`
 //! feeds each stream (N points, 20,000 by default) to a memory with each
@@ -15,6 +16,7 @@
 
 use std::time::{Duration, Instant};
 
+use homeostat::anomaly::art::{ArtConfig, ArtScorer};
 use homeostat::anomaly::sequence::{SequenceConfig, SequenceMemory};
 
 /// A fixed pseudo-random value in [0, 1) for point `i` (SplitMix64's
@@ -62,21 +64,39 @@ fn main() {
                 relearn_gap: *gap,
                 ..SequenceConfig::default()
             });
-            let mut slowest = Duration::ZERO;
-            let started = Instant::now();
-            for value in &values {
-                let point = Instant::now();
-                std::hint::black_box(memory.push(*value));
-                slowest = slowest.max(point.elapsed());
-            }
-            let total = started.elapsed();
-            println!(
-                "| {name} | {gap} | {:.2} s | {:.1} µs | {:.1} ms | {} |",
-                total.as_secs_f64(),
-                total.as_secs_f64() * 1e6 / values.len().max(1) as f64,
-                slowest.as_secs_f64() * 1e3,
-                memory.contexts(),
-            );
+            let timing = time(&values, |v| memory.push(v));
+            println!("| {name} | {gap} | {timing} | {} |", memory.contexts());
         }
     }
+    println!();
+    println!("| stream | rule | total | mean per point | slowest point | rebuilds | categories |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, values) in streams(points) {
+        let mut art = ArtScorer::new(ArtConfig::default());
+        let timing = time(&values, |v| art.push(v));
+        println!(
+            "| {name} | ART | {timing} | {} | {} |",
+            art.rebuilds(),
+            art.categories()
+        );
+    }
+}
+
+/// Pushes every value, one at a time; the total, the mean and the slowest
+/// point as table cells.
+fn time(values: &[f64], mut push: impl FnMut(f64) -> f64) -> String {
+    let mut slowest = Duration::ZERO;
+    let started = Instant::now();
+    for value in values {
+        let point = Instant::now();
+        std::hint::black_box(push(*value));
+        slowest = slowest.max(point.elapsed());
+    }
+    let total = started.elapsed();
+    format!(
+        "{:.2} s | {:.1} µs | {:.1} ms",
+        total.as_secs_f64(),
+        total.as_secs_f64() * 1e6 / values.len().max(1) as f64,
+        slowest.as_secs_f64() * 1e3,
+    )
 }

@@ -1,5 +1,5 @@
-//! Streaming anomaly scores from seasonal forecasts, sequence novelty and
-//! new extremes.
+//! Streaming anomaly scores from seasonal forecasts, sequence novelty, new
+//! extremes and adaptive resonance.
 //!
 //! For each new point, a score in [0, 1] that uses only that point and the
 //! ones before it:
@@ -39,9 +39,17 @@
 //!    worth a look. For the memory's `rest` finite points after such an
 //!    alarm, new extremes do not score (HTM's rule has no rest), so a
 //!    lasting climb alarms at most once in `rest + 1` points.
+//! 7. **Adaptive resonance.** Fuzzy ART categories of short shapes of the
+//!    series ([`art`], after Mark Hampton's ARTime) score a shape unlike
+//!    every one learned, once per anomaly, on a range that grows with the
+//!    values.
 //!
-//! The point's score is the highest of the three rules ([`Rule`]); turning
-//! some off (`homeostat eval nab --rules`) measures what each adds.
+//! The point's score is the highest of the rules that score ([`Rule`]):
+//! by default new extremes and adaptive resonance ([`Rule::DEFAULT`]), the
+//! best combination measured on NAB; the band and the memory score when
+//! asked (`homeostat eval nab --rules`), which also measures what each adds.
+//! The band is computed only when it scores: its forecasts are what
+//! adaptive thresholds use, measured by `homeostat eval forecast`.
 //!
 //! One configuration for every series: nothing is tuned per series.
 
@@ -50,8 +58,10 @@ use std::time::Duration;
 
 use crate::forecast::{self, Band};
 
+pub mod art;
 pub mod sequence;
 
+use art::{ArtConfig, ArtScorer};
 use sequence::{SequenceConfig, SequenceMemory};
 
 /// One of the scorer's rules (see the module documentation).
@@ -64,10 +74,15 @@ pub enum Rule {
     Memory,
     /// New extremes (step 6).
     Extremes,
+    /// Adaptive resonance over short shapes (step 7).
+    Art,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 3] = [Rule::Band, Rule::Memory, Rule::Extremes];
+    pub const ALL: [Rule; 4] = [Rule::Band, Rule::Memory, Rule::Extremes, Rule::Art];
+    /// What `homeostat eval nab` scores with unless told otherwise: the
+    /// best measured on NAB (docs/BENCHMARKS.md, ninth round).
+    pub const DEFAULT: [Rule; 2] = [Rule::Extremes, Rule::Art];
 }
 
 /// The scorer's settings; [`Default`] is what `homeostat eval nab` uses.
@@ -96,6 +111,8 @@ pub struct ScorerConfig {
     /// `sequence.rest` finite points raise no such alarm; NaN or negative:
     /// no such rule.
     pub extreme_tolerance: f64,
+    /// Adaptive resonance over short shapes.
+    pub art: ArtConfig,
     /// The rules that score; a point's score is the highest of theirs, and
     /// 0 with none.
     pub rules: Vec<Rule>,
@@ -114,7 +131,8 @@ impl Default for ScorerConfig {
             peak_window: 500,
             sequence: SequenceConfig::default(),
             extreme_tolerance: 0.05,
-            rules: Rule::ALL.to_vec(),
+            art: ArtConfig::default(),
+            rules: Rule::DEFAULT.to_vec(),
         }
     }
 }
@@ -198,11 +216,13 @@ pub fn score_series(values: &[f64], step: Duration, config: &ScorerConfig) -> Sc
     // The sequence memory sees every point, from the first.
     let mut memory = uses(Rule::Memory).then(|| SequenceMemory::new(config.sequence.clone()));
     let mut extremes = uses(Rule::Extremes).then(|| Extremes::new(config.extreme_tolerance, config.sequence.rest));
-    if memory.is_some() || extremes.is_some() {
+    let mut art = uses(Rule::Art).then(|| ArtScorer::new(config.art.clone()));
+    if memory.is_some() || extremes.is_some() || art.is_some() {
         for (score, &value) in out.score.iter_mut().zip(values) {
             let novelty = memory.as_mut().map_or(0.0, |m| m.push(value));
             let extreme = extremes.as_mut().map_or(0.0, |e| e.push(value));
-            *score = score.max(novelty).max(extreme);
+            let shape = art.as_mut().map_or(0.0, |a| a.push(value));
+            *score = score.max(novelty).max(extreme).max(shape);
         }
     }
     out
@@ -381,7 +401,8 @@ mod tests {
     }
 
     /// Three weeks of a daily cycle at 5 minutes with a spike and a level
-    /// shift: both score far above anything in the normal stretches.
+    /// shift: both score far above anything in the normal stretches, by
+    /// default and with the band, the memory and new extremes.
     #[test]
     fn spikes_and_shifts_score_high_and_normal_points_low() {
         let day = DAY;
@@ -392,21 +413,23 @@ mod tests {
         for v in &mut values[shift..] {
             *v += 25.0;
         }
-        // Daily refits: fewer fits, the same mechanics.
-        let config = ScorerConfig {
-            refit: Duration::from_secs(86_400),
-            ..ScorerConfig::default()
-        };
-        let scored = score_series(&values, Duration::from_secs(300), &config);
-        assert_eq!(scored.score.len(), values.len());
-        assert!(scored.score.iter().all(|s| (0.0..=1.0).contains(s)));
-        let normal_max = scored.score[3 * day..spike - 10].iter().cloned().fold(0.0, f64::max);
-        let at_spike = scored.score[spike..spike + 5].iter().cloned().fold(0.0, f64::max);
-        let at_shift = scored.score[shift..shift + 5].iter().cloned().fold(0.0, f64::max);
-        assert!(at_spike > 0.5 && at_shift > 0.5, "spike {at_spike}, shift {at_shift}");
-        // The spike is a level never seen before.
-        assert_eq!(scored.score[spike], 1.0);
-        assert!(normal_max < at_spike.min(at_shift) - 0.2, "normal up to {normal_max}");
+        for rules in [&Rule::DEFAULT[..], &[Rule::Band, Rule::Memory, Rule::Extremes]] {
+            // Daily refits: fewer fits, the same mechanics.
+            let config = ScorerConfig {
+                refit: Duration::from_secs(86_400),
+                rules: rules.to_vec(),
+                ..ScorerConfig::default()
+            };
+            let scored = score_series(&values, Duration::from_secs(300), &config);
+            assert_eq!(scored.score.len(), values.len());
+            assert!(scored.score.iter().all(|s| (0.0..=1.0).contains(s)));
+            let normal_max = scored.score[3 * day..spike - 10].iter().cloned().fold(0.0, f64::max);
+            let at_shift = scored.score[shift..shift + 5].iter().cloned().fold(0.0, f64::max);
+            // The spike is a level never seen before.
+            assert_eq!(scored.score[spike], 1.0, "{rules:?}");
+            assert!(at_shift > 0.3, "{rules:?}: shift {at_shift}");
+            assert!(normal_max < at_shift - 0.2, "{rules:?}: normal up to {normal_max}");
+        }
     }
 
     /// Each rule alone scores what it adds: the score of all of them is the
@@ -523,7 +546,11 @@ mod tests {
     #[test]
     fn steps_of_the_daily_cycle_are_forecast_by_seasonal_naive() {
         let values: Vec<f64> = (0..6 * 288).map(|i| if i % 288 < 108 { 20.0 } else { 68.0 }).collect();
-        let scored = score_series(&values, Duration::from_secs(300), &ScorerConfig::default());
+        let config = ScorerConfig {
+            rules: vec![Rule::Band],
+            ..ScorerConfig::default()
+        };
+        let scored = score_series(&values, Duration::from_secs(300), &config);
         let settled = 2 * 288 + 2 * 72;
         for (t, value) in values.iter().enumerate().skip(settled) {
             assert!(
@@ -552,11 +579,19 @@ mod tests {
         assert!(alarms <= 3, "{alarms} alarms");
     }
 
-    /// Row t's score depends on nothing after t.
+    /// Every rule on.
+    fn all_rules() -> ScorerConfig {
+        ScorerConfig {
+            rules: Rule::ALL.to_vec(),
+            ..ScorerConfig::default()
+        }
+    }
+
+    /// Row t's score depends on nothing after t, whichever rule scores it.
     #[test]
     fn scores_never_look_ahead() {
         let values: Vec<f64> = (0..2000).map(|i| 10.0 + noise(i) + (i as f64 / 100.0).sin()).collect();
-        let config = ScorerConfig::default();
+        let config = all_rules();
         let full = score_series(&values, Duration::from_secs(300), &config);
         let cut = 1500;
         let mut changed = values.clone();
@@ -572,7 +607,7 @@ mod tests {
 
     #[test]
     fn short_constant_and_broken_series_score_without_panicking() {
-        let config = ScorerConfig::default();
+        let config = all_rules();
         assert!(score_series(&[], Duration::from_secs(60), &config).score.is_empty());
         let constant = score_series(&[3.0; 800], Duration::from_secs(60), &config);
         assert!(constant.score.iter().all(|s| (0.0..=1.0).contains(s)));

@@ -136,8 +136,17 @@ pub struct NabSummary {
 /// Scores every series under `data` (windows from `labels`), writes the
 /// results in NAB's layout under `out` (and plots with `plot`), and returns
 /// the summary, also written as `out/summary.json`. Only `rules` score
-/// (see [`ScorerConfig::rules`]).
-pub fn run_nab(data: &Path, labels: &Path, out: &Path, plot: bool, rules: &[Rule]) -> Result<NabSummary> {
+/// (see [`ScorerConfig::rules`]). The ART rule learns for `learning` points,
+/// or by default for each file's probationary period (NAB hands every
+/// detector that period).
+pub fn run_nab(
+    data: &Path,
+    labels: &Path,
+    out: &Path,
+    plot: bool,
+    rules: &[Rule],
+    learning: Option<usize>,
+) -> Result<NabSummary> {
     let started = Instant::now();
     let corpus = nab::load_corpus(data, labels)?;
     let config = ScorerConfig {
@@ -146,7 +155,16 @@ pub fn run_nab(data: &Path, labels: &Path, out: &Path, plot: bool, rules: &[Rule
         ..ScorerConfig::default()
     };
     let scored = each_series(&corpus, "scoring", |series| {
-        anomaly::score_series(&series.values, step_of(series), &config)
+        let mut config = config.clone();
+        config.art.learning = learning.unwrap_or_else(|| nab::probation_rows(series.len()));
+        let mut scored = anomaly::score_series(&series.values, step_of(series), &config);
+        if plot && !config.rules.contains(&Rule::Band) {
+            // The plot shows the band even when it does not score.
+            config.rules = vec![Rule::Band];
+            let band = anomaly::score_series(&series.values, step_of(series), &config);
+            (scored.point, scored.lower, scored.upper) = (band.point, band.lower, band.upper);
+        }
+        scored
     });
     for (series, scored) in corpus.iter().zip(&scored) {
         write_results(series, &scored.score, out)?;

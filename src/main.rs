@@ -213,8 +213,12 @@ enum EvalCommand {
         #[arg(long)]
         plot: bool,
         /// The scorer's rules that score; fewer than all is an ablation.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "band,memory,extremes")]
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "extremes,art")]
         rules: Vec<homeostat::anomaly::Rule>,
+        /// Points the ART rule learns for before it scores (they also set its
+        /// time scale); default: each file's NAB probationary period.
+        #[arg(long)]
+        learning: Option<usize>,
     },
     /// Score detectors' results already in NAB's layout, and a choice among them held out.
     NabScore {
@@ -727,7 +731,8 @@ fn eval(command: EvalCommand) -> ExitCode {
             out,
             plot,
             rules,
-        } => homeostat::eval::run_nab(&data, &labels, &out, plot, &rules)
+            learning,
+        } => homeostat::eval::run_nab(&data, &labels, &out, plot, &rules, learning)
             .map(|summary| homeostat::eval::nab_table(&summary)),
         EvalCommand::NabScore {
             data,

@@ -102,9 +102,16 @@ fn nab_writes_results_in_nabs_layout_and_a_summary() {
     assert!(quiet["best"].is_null(), "{summary:#}");
     assert_eq!(quiet["false_positives"]["best"].as_u64(), Some(0), "{summary:#}");
     assert!(stdout.contains("| quiet | 1 | 0 | - (0 false positives) |"), "{stdout}");
-    assert!(out.join("plots/made/wave.svg").is_file());
-    assert_eq!(summary["rules"], serde_json::json!(["band", "memory", "extremes"]));
-    assert!(stdout.contains("rules band,memory,extremes,"), "{stdout}");
+    // The plot draws the band (blue lines with points) though it does not score.
+    let svg = std::fs::read_to_string(out.join("plots/made/wave.svg")).unwrap();
+    let band = "stroke=\"#0000FF\" stroke-width=\"1\" points=\"";
+    let drawn = svg
+        .match_indices(band)
+        .filter(|(at, _)| svg[at + band.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        .count();
+    assert_eq!(drawn, 2, "band lines drawn");
+    assert_eq!(summary["rules"], serde_json::json!(["extremes", "art"]));
+    assert!(stdout.contains("rules extremes,art,"), "{stdout}");
     // Held out, each of the two subsets is scored at the other's best threshold.
     let held_out = summary["cross_validated"]["normalized"].as_f64().unwrap();
     assert!(
@@ -135,6 +142,24 @@ fn nab_scores_only_the_rules_asked_for() {
     assert_eq!(alarms, [1000], "{scores:?}");
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["rules"], serde_json::json!(["extremes"]));
+
+    // ART alone learns for `--learning` points (by default NAB's
+    // probationary period, 180 rows here), and none of them scores.
+    let art_scores = |args: &[&str]| -> Vec<f64> {
+        let output = eval_nab(dir.path(), args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let results = std::fs::read_to_string(out.join("homeostat/made/homeostat_wave.csv")).unwrap();
+        results
+            .lines()
+            .skip(1)
+            .map(|row| row.split(',').nth(2).unwrap().parse().unwrap())
+            .collect()
+    };
+    let scores = art_scores(&["--rules", "art"]);
+    assert!(scores[..180].iter().all(|s| *s == 0.0), "{scores:?}");
+    assert!(scores[1000..1010].iter().any(|s| *s > 0.0), "{scores:?}");
+    let scores = art_scores(&["--rules", "art", "--learning", "1150"]);
+    assert!(scores[..1150].iter().all(|s| *s == 0.0), "{scores:?}");
 
     let output = eval_nab(dir.path(), &["--rules", "band,nonsense"]);
     assert_eq!(output.status.code(), Some(2));
