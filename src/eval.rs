@@ -21,9 +21,9 @@ use crate::forecast;
 use nab::{NabError, Series, PROFILES};
 
 /// The detection threshold fixed in advance (a one-in-100,000 run of
-/// surprises, see [`crate::anomaly`]), reported beside the best one. It was
-/// fixed before the first run on the development set and stays so, even
-/// though the sequence memory added since alarms at 0.75.
+/// surprises for the band, see [`crate::anomaly`]), reported beside the best
+/// one. It was fixed before the first run on the development set and stays
+/// so, whichever rules have scored since (the memory alarms at 0.75).
 pub const FIXED_THRESHOLD: f64 = 0.5;
 
 #[derive(Debug, thiserror::Error)]

@@ -37,7 +37,8 @@
 //! - [`load`]: an HTTP load generator recording every request's outcome.
 //! - [`demo`]: the local self-healing demo (services, Prometheus, Alertmanager, faults, report).
 //! - [`forecast`]: seasonal forecasts with bands (augurs MSTL + AutoETS); [`anomaly`]: streaming
-//!   anomaly scores on top; [`eval`]: both measured offline (NAB's scoring rules, MASE, coverage).
+//!   anomaly scores (new extremes and adaptive resonance by default, the band on request);
+//!   [`eval`]: both measured offline (NAB's scoring rules, MASE, coverage).
 //! - [`threshold`]: adaptive alert thresholds: history → band → Prometheus rule files, reloads,
 //!   and feedback from incidents (its `schedule` task runs under `serve`).
 #![forbid(unsafe_code)]

@@ -212,7 +212,8 @@ enum EvalCommand {
         /// Also draw each series, its band, windows and detections (SVG).
         #[arg(long)]
         plot: bool,
-        /// The scorer's rules that score; fewer than all is an ablation.
+        /// The scorer's rules that score (band, memory, extremes, art); a point scores
+        /// the highest of theirs.
         #[arg(long, value_enum, value_delimiter = ',', default_value = "extremes,art")]
         rules: Vec<homeostat::anomaly::Rule>,
         /// Points the ART rule learns for before it scores (they also set its
