@@ -34,6 +34,39 @@ mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
+/// Writes to stdout. Output nobody reads any more (`homeostat … | head`) is
+/// dropped and the command finishes its work (rendering, importing, the
+/// demo's clean-up), where `print!` would panic part-way; any other write
+/// error is reported on stderr, once.
+fn write_out(text: std::fmt::Arguments) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if err.kind() != std::io::ErrorKind::BrokenPipe && !REPORTED.swap(true, Ordering::Relaxed) {
+            eprintln!("homeostat: cannot write to stdout: {err}");
+        }
+    }
+}
+
+/// `println!` through [`write_out`].
+macro_rules! outln {
+    () => {
+        write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` through [`write_out`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_out(format_args!($($arg)*))
+    };
+}
+
 /// How long `check-config` and `serve` wait for Prometheus to judge a query.
 const PREFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -407,7 +440,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(exit::CONFIG);
                 }
                 let accepted = checked.iter().filter(|(_, v)| *v == Verdict::Accepted).count();
-                println!(
+                outln!(
                     "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}\n  thresholds: {thresholds}\n  PromQL: {} of {} queries accepted by Prometheus{unchecked}",
                     file.display(),
                     config.server.listen,
@@ -593,7 +626,7 @@ fn policy_command(command: PolicyCommand) -> ExitCode {
         };
     match result {
         Ok(text) => {
-            println!("{}", text.trim_end());
+            outln!("{}", text.trim_end());
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -628,7 +661,7 @@ fn demo(args: DemoArgs) -> ExitCode {
     options.rate = args.rate;
     options.fault_timeout = args.fault_timeout.0;
     options.dry_run = args.dry_run;
-    let say: homeostat::demo::Say = std::sync::Arc::new(|line: &str| println!("{line}"));
+    let say: homeostat::demo::Say = std::sync::Arc::new(|line: &str| outln!("{line}"));
     match runtime.block_on(homeostat::demo::run(options, say)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(homeostat::demo::DemoError::Interrupted) => {
@@ -654,7 +687,7 @@ fn images(bin_dir: Option<PathBuf>) -> ExitCode {
         Ok(dir) => dir,
         Err(code) => return code,
     };
-    let say: homeostat::demo::Say = std::sync::Arc::new(|line: &str| println!("{line}"));
+    let say: homeostat::demo::Say = std::sync::Arc::new(|line: &str| outln!("{line}"));
     let built = runtime.block_on(async {
         let executor = homeostat::demo::connect_docker().await?;
         homeostat::demo::build_images(&executor, &bin_dir, true, &say).await
@@ -704,9 +737,9 @@ fn load_command(args: LoadArgs) -> ExitCode {
     }
     let summary = homeostat::load::summarize(&samples);
     if args.json {
-        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&summary).unwrap_or_default());
     } else {
-        println!(
+        outln!(
             "{} requests to {}: {} succeeded (2xx), {} failed; {:.1} ok/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             summary.requests, args.url, summary.succeeded, summary.failed, summary.throughput,
             summary.p50_ms, summary.p90_ms, summary.p99_ms, summary.max_ms
@@ -753,7 +786,7 @@ fn eval(command: EvalCommand) -> ExitCode {
     };
     match result {
         Ok(text) => {
-            println!("{text}");
+            outln!("{text}");
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -792,9 +825,9 @@ fn simulate(args: SimulateArgs) -> ExitCode {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        print!("{}", homeostat::simulate::table(&report));
+        out!("{}", homeostat::simulate::table(&report));
     }
     ExitCode::SUCCESS
 }
@@ -821,12 +854,12 @@ fn thresholds(command: ThresholdsCommand) -> ExitCode {
             }
             match homeostat::journal::thresholds::read_state_at(path) {
                 Ok(state) if json => {
-                    println!("{}", serde_json::to_string_pretty(&state).unwrap_or_default());
+                    outln!("{}", serde_json::to_string_pretty(&state).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
                 Ok(state) => {
-                    println!("From the journal {} (written by `homeostat serve`):", path.display());
-                    print!("{}", threshold::describe(&state, config.thresholds.as_ref()));
+                    outln!("From the journal {} (written by `homeostat serve`):", path.display());
+                    out!("{}", threshold::describe(&state, config.thresholds.as_ref()));
                     ExitCode::SUCCESS
                 }
                 Err(err) => {
@@ -880,7 +913,7 @@ fn thresholds(command: ThresholdsCommand) -> ExitCode {
             for outcome in outcomes {
                 match outcome.result {
                     Ok(()) => {
-                        println!(
+                        outln!(
                             "{}: {} series → {}",
                             outcome.spec,
                             outcome.fit.series.len(),
@@ -893,7 +926,7 @@ fn thresholds(command: ThresholdsCommand) -> ExitCode {
                             .map(|s| s.coverage);
                         for series in outcome.fit.series.iter().filter(|s| Some(s.coverage) != configured) {
                             let coverage = (series.coverage * 1e6).round() / 1e6;
-                            println!("  {} at coverage {coverage} (moved by feedback)", series.key);
+                            outln!("  {} at coverage {coverage} (moved by feedback)", series.key);
                         }
                     }
                     Err(err) => {
@@ -925,11 +958,11 @@ fn thresholds(command: ThresholdsCommand) -> ExitCode {
             coverage,
         )) {
             Ok(reports) if json => {
-                println!("{}", serde_json::to_string(&reports).unwrap_or_default());
+                outln!("{}", serde_json::to_string(&reports).unwrap_or_default());
                 ExitCode::SUCCESS
             }
             Ok(reports) => {
-                print!("{}", threshold::describe_bands(&query, &reports));
+                out!("{}", threshold::describe_bands(&query, &reports));
                 ExitCode::SUCCESS
             }
             Err(err) => {

@@ -356,3 +356,22 @@ async fn promql_that_prometheus_rejects_is_a_config_error() {
         "{text}"
     );
 }
+
+/// A reader that goes away before the output is written (`| head`) is no
+/// reason to panic: the command exits with its own code.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(BIN)
+        .args(["simulate", "--episodes", "50"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("cannot write"),
+        "{stderr}"
+    );
+}
