@@ -111,6 +111,11 @@ fn nab_writes_results_in_nabs_layout_and_a_summary() {
         .count();
     assert_eq!(drawn, 2, "band lines drawn");
     assert_eq!(summary["rules"], serde_json::json!(["extremes", "art"]));
+    // The CLI's default is the scorer's (`--rules` spells it out for clap's help).
+    assert_eq!(
+        summary["rules"],
+        serde_json::to_value(homeostat::anomaly::Rule::DEFAULT).unwrap()
+    );
     assert!(stdout.contains("rules extremes,art,"), "{stdout}");
     // Held out, each of the two subsets is scored at the other's best threshold.
     let held_out = summary["cross_validated"]["normalized"].as_f64().unwrap();
