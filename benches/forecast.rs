@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use homeostat::forecast;
+use homeostat_core::forecast;
 
 const POINTS: usize = 10_080;
 const HOLDOUT: usize = 60;

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use homeostat::load::{self, MakeRequest, Summary};
+use homeostat_demo::load::{self, MakeRequest, Summary};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -81,7 +81,7 @@ fn run_bare_server() {
         let app = axum::Router::new().route(
             "/api/v1/alerts",
             post(|body: axum::body::Bytes| async move {
-                match homeostat::alert::decode(&body) {
+                match homeostat_core::alert::decode(&body) {
                     Ok(message) => (axum::http::StatusCode::OK, message.alerts.len().to_string()),
                     Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()),
                 }

@@ -1,6 +1,6 @@
 //! The cost of the anomaly scorer's memory of sequences
-//! (`homeostat::anomaly::sequence`) and of its ART rule
-//! (`homeostat::anomaly::art`) on ordinary and adversarial streams.
+//! (`homeostat_lab::anomaly::sequence`) and of its ART rule
+//! (`homeostat_lab::anomaly::art`) on ordinary and adversarial streams.
 //!
 //! `cargo bench --bench memory -- [--points N] [--gaps 0,50]`
 //! feeds each stream (N points, 20,000 by default) to a memory with each
@@ -16,8 +16,8 @@
 
 use std::time::{Duration, Instant};
 
-use homeostat::anomaly::art::{ArtConfig, ArtScorer};
-use homeostat::anomaly::sequence::{SequenceConfig, SequenceMemory};
+use homeostat_lab::anomaly::art::{ArtConfig, ArtScorer};
+use homeostat_lab::anomaly::sequence::{SequenceConfig, SequenceMemory};
 
 /// A fixed pseudo-random value in [0, 1) for point `i` (SplitMix64's
 /// mixer): every run, on every machine, sees the same streams.

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use homeostat::threshold::apply::{refit, HistorySource, RuleWriter, UpdateError};
-use homeostat::threshold::{Series, ThresholdSpec};
+use homeostat_adapters::rules::{refit, HistorySource, RuleWriter, UpdateError};
+use homeostat_core::threshold::{Series, ThresholdSpec};
 
 const POINTS: usize = 10_080;
 const STEP: Duration = Duration::from_secs(60);
@@ -108,7 +108,7 @@ fn main() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let promtool = promtool
-        .then(|| homeostat::demo::stack::find_program(&["promtool"], "prometheus").ok())
+        .then(|| homeostat_demo::stack::find_program(&["promtool"], "prometheus").ok())
         .flatten();
     let writer = RuleWriter {
         dir: dir.path().join("generated"),
@@ -154,7 +154,7 @@ fn main() {
         for first in 0..workers {
             scope.spawn(move || {
                 for i in (first..count).step_by(workers) {
-                    homeostat::threshold::fit_series(&week(i as u64), STEP, 15, 0.99).expect("a week fits");
+                    homeostat_core::threshold::fit_series(&week(i as u64), STEP, 15, 0.99).expect("a week fits");
                 }
             });
         }

@@ -5,18 +5,20 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod telemetry;
+
 use clap::{Args, Parser, Subcommand};
-use homeostat::action::{Backend, Operation, Target};
-use homeostat::config::{Config, Credentials, ProcessEnv};
-use homeostat::executor::docker::DockerExecutor;
-use homeostat::executor::kubernetes::KubernetesExecutor;
-use homeostat::executor::{Done, DryRun, ExecError, Executor};
-use homeostat::guard::Readiness;
-use homeostat::pipeline::{LogTransitions, Parts};
-use homeostat::playbook::Playbook;
-use homeostat::preflight::{self, Verdict};
-use homeostat::respond::Responder;
-use homeostat::telemetry::{self, LogFormat};
+use homeostat_core::action::{Backend, Operation, Target};
+use homeostat_core::config::{Config, Credentials, ProcessEnv};
+use homeostat_adapters::executor::docker::DockerExecutor;
+use homeostat_adapters::executor::kubernetes::KubernetesExecutor;
+use homeostat_adapters::executor::{Done, DryRun, ExecError, Executor};
+use homeostat_core::guard::Readiness;
+use homeostat_server::pipeline::{LogTransitions, Parts};
+use homeostat_core::playbook::Playbook;
+use homeostat_adapters::preflight::{self, Verdict};
+use homeostat_server::respond::Responder;
+use telemetry::LogFormat;
 
 // glibc's allocator serializes on an arena lock when memory allocated on one
 // thread (a request handler) is freed on another (the journal writer); under
@@ -216,11 +218,11 @@ enum ThresholdsCommand {
         #[arg(long)]
         query: String,
         #[arg(long, default_value = "1m", value_parser = positive_duration)]
-        step: homeostat::duration::PromDuration,
+        step: homeostat_core::duration::PromDuration,
         #[arg(long, default_value = "7d", value_parser = positive_duration)]
-        history: homeostat::duration::PromDuration,
+        history: homeostat_core::duration::PromDuration,
         #[arg(long, default_value = "1h", value_parser = positive_duration)]
-        horizon: homeostat::duration::PromDuration,
+        horizon: homeostat_core::duration::PromDuration,
         #[arg(long, default_value_t = 0.99, value_parser = coverage)]
         coverage: f64,
         /// Per series: labels and arrays of timestamps, point, lower, upper.
@@ -248,7 +250,7 @@ enum EvalCommand {
         /// The scorer's rules that score (band, memory, extremes, art); a point scores
         /// the highest of theirs.
         #[arg(long, value_enum, value_delimiter = ',', default_value = "extremes,art")]
-        rules: Vec<homeostat::anomaly::Rule>,
+        rules: Vec<homeostat_lab::anomaly::Rule>,
         /// Points the ART rule learns for before it scores (they also set its
         /// time scale); default: each file's NAB probationary period.
         #[arg(long)]
@@ -279,7 +281,7 @@ enum EvalCommand {
         #[arg(long)]
         labels: PathBuf,
         #[arg(long, default_value = "1h", value_parser = positive_duration)]
-        horizon: homeostat::duration::PromDuration,
+        horizon: homeostat_core::duration::PromDuration,
         #[arg(long, default_value_t = 0.95, value_parser = coverage)]
         coverage: f64,
         /// Print the summary as JSON.
@@ -298,8 +300,8 @@ fn coverage(text: &str) -> Result<f64, String> {
 }
 
 /// A duration flag that must be longer than zero (`1m`, `7d`, …).
-fn positive_duration(text: &str) -> Result<homeostat::duration::PromDuration, String> {
-    let duration: homeostat::duration::PromDuration = text.parse().map_err(|e| format!("{e}"))?;
+fn positive_duration(text: &str) -> Result<homeostat_core::duration::PromDuration, String> {
+    let duration: homeostat_core::duration::PromDuration = text.parse().map_err(|e| format!("{e}"))?;
     if duration.0.is_zero() {
         return Err("must be longer than zero".into());
     }
@@ -324,7 +326,7 @@ struct DemoArgs {
         value_delimiter = ',',
         default_value = "crash,hang,memory-leak,error-burst,bad-deploy,dependency-failure,none"
     )]
-    faults: Vec<homeostat::demo::Fault>,
+    faults: Vec<homeostat_demo::Fault>,
     /// Write report.json, report.md and timeline.svg here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -333,7 +335,7 @@ struct DemoArgs {
     rate: f64,
     /// How long a fault may take to heal before it counts as not recovered.
     #[arg(long, default_value = "2m")]
-    fault_timeout: homeostat::duration::PromDuration,
+    fault_timeout: homeostat_core::duration::PromDuration,
     /// homeostat decides and records what it would do, but does not act:
     /// the no-healing baseline.
     #[arg(long)]
@@ -349,10 +351,10 @@ struct LoadArgs {
     rate: f64,
     /// How long to send for.
     #[arg(long, default_value = "10s")]
-    duration: homeostat::duration::PromDuration,
+    duration: homeostat_core::duration::PromDuration,
     /// A request not answered within this time counts as failed.
     #[arg(long, default_value = "5s")]
-    timeout: homeostat::duration::PromDuration,
+    timeout: homeostat_core::duration::PromDuration,
     /// Write every request's outcome here as CSV (due_ms,latency_ms,status).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -520,7 +522,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
         let served = match config.actions.clone() {
-            None => homeostat::app::serve(config, credentials, listener, shutdown, |_| LogTransitions).await,
+            None => homeostat_server::app::serve(config, credentials, listener, shutdown, |_| LogTransitions).await,
             Some(actions) => {
                 let playbook = match Playbook::load(&actions.playbook) {
                     Ok(playbook) => playbook,
@@ -554,16 +556,16 @@ fn serve(args: ServeArgs) -> ExitCode {
                 let (config, credentials) = (config, credentials);
                 if actions.dry_run {
                     let respond = move |parts: Parts| Responder::new(DryRun(executor), parts, playbook, actions);
-                    homeostat::app::serve(config, credentials, listener, shutdown, respond).await
+                    homeostat_server::app::serve(config, credentials, listener, shutdown, respond).await
                 } else {
                     let respond = move |parts: Parts| Responder::new(executor, parts, playbook, actions);
-                    homeostat::app::serve(config, credentials, listener, shutdown, respond).await
+                    homeostat_server::app::serve(config, credentials, listener, shutdown, respond).await
                 }
             }
         };
         match served {
             Ok(()) => ExitCode::SUCCESS,
-            Err(err @ homeostat::app::AppError::Journal(_)) => {
+            Err(err @ homeostat_server::app::AppError::Journal(_)) => {
                 eprintln!("homeostat: {err}");
                 ExitCode::from(exit::STARTUP)
             }
@@ -576,8 +578,8 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 fn policy_command(command: PolicyCommand) -> ExitCode {
-    use homeostat::journal::policy::JournalReader;
-    use homeostat::learned;
+    use homeostat_journal::policy::JournalReader;
+    use homeostat_journal::learned;
     let args = match &command {
         PolicyCommand::Show(args) | PolicyCommand::Export(args) => args,
         PolicyCommand::Explain { args, .. }
@@ -655,16 +657,16 @@ fn demo(args: DemoArgs) -> ExitCode {
         (Ok(runtime), Ok(binary)) => (runtime, binary),
         (Err(code), _) | (_, Err(code)) => return code,
     };
-    let mut options = homeostat::demo::Options::new(homeostat);
+    let mut options = homeostat_demo::Options::new(homeostat);
     options.faults = args.faults;
     options.report_dir = args.report;
     options.rate = args.rate;
     options.fault_timeout = args.fault_timeout.0;
     options.dry_run = args.dry_run;
-    let say: homeostat::demo::Say = std::sync::Arc::new(|line: &str| outln!("{line}"));
-    match runtime.block_on(homeostat::demo::run(options, say)) {
+    let say: homeostat_demo::Say = std::sync::Arc::new(|line: &str| outln!("{line}"));
+    match runtime.block_on(homeostat_demo::run(options, say)) {
         Ok(_) => ExitCode::SUCCESS,
-        Err(homeostat::demo::DemoError::Interrupted) => {
+        Err(homeostat_demo::DemoError::Interrupted) => {
             eprintln!("homeostat demo: interrupted; every container, process and temporary file is removed");
             ExitCode::from(exit::INTERRUPTED)
         }
@@ -687,10 +689,10 @@ fn images(bin_dir: Option<PathBuf>) -> ExitCode {
         Ok(dir) => dir,
         Err(code) => return code,
     };
-    let say: homeostat::demo::Say = std::sync::Arc::new(|line: &str| outln!("{line}"));
+    let say: homeostat_demo::Say = std::sync::Arc::new(|line: &str| outln!("{line}"));
     let built = runtime.block_on(async {
-        let executor = homeostat::demo::connect_docker().await?;
-        homeostat::demo::build_images(&executor, &bin_dir, true, &say).await
+        let executor = homeostat_demo::connect_docker().await?;
+        homeostat_demo::build_images(&executor, &bin_dir, true, &say).await
     });
     match built {
         Ok(()) => ExitCode::SUCCESS,
@@ -718,8 +720,8 @@ fn load_command(args: LoadArgs) -> ExitCode {
         }
     };
     let url = args.url.clone();
-    let make: homeostat::load::MakeRequest = std::sync::Arc::new(move |client: &reqwest::Client, _| client.get(&url));
-    let samples = runtime.block_on(homeostat::load::open_loop(client, args.rate, args.duration.0, make));
+    let make: homeostat_demo::load::MakeRequest = std::sync::Arc::new(move |client: &reqwest::Client, _| client.get(&url));
+    let samples = runtime.block_on(homeostat_demo::load::open_loop(client, args.rate, args.duration.0, make));
     if let Some(path) = &args.out {
         let mut csv = String::from("due_ms,latency_ms,status\n");
         for s in &samples {
@@ -735,7 +737,7 @@ fn load_command(args: LoadArgs) -> ExitCode {
             return ExitCode::from(exit::RUNTIME);
         }
     }
-    let summary = homeostat::load::summarize(&samples);
+    let summary = homeostat_demo::load::summarize(&samples);
     if args.json {
         outln!("{}", serde_json::to_string(&summary).unwrap_or_default());
     } else {
@@ -766,23 +768,23 @@ fn eval(command: EvalCommand) -> ExitCode {
             plot,
             rules,
             learning,
-        } => homeostat::eval::run_nab(&data, &labels, &out, plot, &rules, learning)
-            .map(|summary| homeostat::eval::nab_table(&summary)),
+        } => homeostat_lab::eval::run_nab(&data, &labels, &out, plot, &rules, learning)
+            .map(|summary| homeostat_lab::eval::nab_table(&summary)),
         EvalCommand::NabScore {
             data,
             labels,
             results,
             json,
-        } => homeostat::eval::run_nab_score(&data, &labels, &results)
-            .map(|summary| json_or_table(json, &summary, homeostat::eval::nab_score_table)),
+        } => homeostat_lab::eval::run_nab_score(&data, &labels, &results)
+            .map(|summary| json_or_table(json, &summary, homeostat_lab::eval::nab_score_table)),
         EvalCommand::Forecast {
             data,
             labels,
             horizon,
             coverage,
             json,
-        } => homeostat::eval::run_forecast(&data, &labels, horizon.0, coverage)
-            .map(|summary| json_or_table(json, &summary, homeostat::eval::forecast_table)),
+        } => homeostat_lab::eval::run_forecast(&data, &labels, horizon.0, coverage)
+            .map(|summary| json_or_table(json, &summary, homeostat_lab::eval::forecast_table)),
     };
     match result {
         Ok(text) => {
@@ -797,7 +799,7 @@ fn eval(command: EvalCommand) -> ExitCode {
 }
 
 fn simulate(args: SimulateArgs) -> ExitCode {
-    let mut options = homeostat::simulate::Options::new(args.episodes, args.seed);
+    let mut options = homeostat_lab::simulate::Options::new(args.episodes, args.seed);
     for (path, slot) in [
         (&args.playbook, &mut options.playbook),
         (&args.alert_rules, &mut options.alert_rules),
@@ -811,7 +813,7 @@ fn simulate(args: SimulateArgs) -> ExitCode {
             }
         }
     }
-    let report = match homeostat::simulate::run(&options) {
+    let report = match homeostat_lab::simulate::run(&options) {
         Ok(report) => report,
         Err(err) => {
             eprintln!("homeostat simulate: {err}");
@@ -819,7 +821,7 @@ fn simulate(args: SimulateArgs) -> ExitCode {
         }
     };
     if let Some(path) = &args.plot {
-        if let Err(err) = homeostat::simulate::plot(&report, path) {
+        if let Err(err) = homeostat_lab::simulate::plot(&report, path) {
             eprintln!("homeostat simulate: {err}");
             return ExitCode::from(exit::RUNTIME);
         }
@@ -827,13 +829,14 @@ fn simulate(args: SimulateArgs) -> ExitCode {
     if args.json {
         outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        out!("{}", homeostat::simulate::table(&report));
+        out!("{}", homeostat_lab::simulate::table(&report));
     }
     ExitCode::SUCCESS
 }
 
 fn thresholds(command: ThresholdsCommand) -> ExitCode {
-    use homeostat::threshold::{self, apply};
+    use homeostat_adapters::rules as apply;
+    use homeostat_core::threshold;
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
@@ -852,7 +855,7 @@ fn thresholds(command: ThresholdsCommand) -> ExitCode {
                 );
                 return ExitCode::from(exit::RUNTIME);
             }
-            match homeostat::journal::thresholds::read_state_at(path) {
+            match homeostat_journal::thresholds::read_state_at(path) {
                 Ok(state) if json => {
                     outln!("{}", serde_json::to_string_pretty(&state).unwrap_or_default());
                     ExitCode::SUCCESS
@@ -887,7 +890,7 @@ fn thresholds(command: ThresholdsCommand) -> ExitCode {
             let journal = &config.journal.path;
             let coverages = match journal.try_exists() {
                 Ok(false) => HashMap::new(),
-                Ok(true) => match homeostat::journal::thresholds::read_coverages_at(journal) {
+                Ok(true) => match homeostat_journal::thresholds::read_coverages_at(journal) {
                     Ok(coverages) => coverages,
                     Err(err) => {
                         eprintln!("homeostat thresholds render: cannot read feedback (journal.path): {err}");

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, test_config, Alertmanager, InProcess};
-use homeostat::config::{Credentials, Secret};
-use homeostat::pipeline::LogTransitions;
+use homeostat_core::config::{Credentials, Secret};
+use homeostat_server::pipeline::LogTransitions;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "am-webhook-token";

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use common::dashboards::{dashboards, has_number, panel_queries};
 use common::{eventually, notification, test_config, InProcess, Prometheus};
-use homeostat::config::Credentials;
-use homeostat::pipeline::LogTransitions;
+use homeostat_core::config::Credentials;
+use homeostat_server::pipeline::LogTransitions;
 
 /// Metrics a homeostat that only receives webhooks never exports: those of
 /// acting on an incident (no `actions:` section here) and of adaptive

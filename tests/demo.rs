@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use homeostat::demo::{self, Demo, Fault, FaultResult, Options};
+use homeostat_demo::{self, Demo, Fault, FaultResult, Options};
 
 /// How long a crash or hang may take to be healed here (the target is
 /// 15 s; a loaded CI machine gets slack, and the bound still fails a demo
@@ -60,8 +60,8 @@ fn healed(result: &FaultResult) {
 async fn crash_and_hang_are_healed_and_the_control_sees_no_action() {
     common::require_program("prometheus", "prometheus");
     common::require_program("prometheus-alertmanager", "prometheus-alertmanager");
-    let say: demo::Say = Arc::new(|line: &str| eprintln!("{line}"));
-    let mut demo = Demo::start(options(), say, demo::project())
+    let say: homeostat_demo::Say = Arc::new(|line: &str| eprintln!("{line}"));
+    let mut demo = Demo::start(options(), say, homeostat_demo::project())
         .await
         .unwrap_or_else(|e| panic!("the demo stack did not start: {e}"));
 

@@ -114,7 +114,7 @@ fn nab_writes_results_in_nabs_layout_and_a_summary() {
     // The CLI's default is the scorer's (`--rules` spells it out for clap's help).
     assert_eq!(
         summary["rules"],
-        serde_json::to_value(homeostat::anomaly::Rule::DEFAULT).unwrap()
+        serde_json::to_value(homeostat_lab::anomaly::Rule::DEFAULT).unwrap()
     );
     assert!(stdout.contains("rules extremes,art,"), "{stdout}");
     // Held out, each of the two subsets is scored at the other's best threshold.

@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
-use homeostat::action::Backend;
-use homeostat::config::Config;
-use homeostat::executor::kubernetes::API_CALLS;
+use homeostat_core::action::Backend;
+use homeostat_core::config::Config;
+use homeostat_adapters::executor::kubernetes::API_CALLS;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -498,7 +498,7 @@ fn the_compose_file_runs_the_pinned_images_and_mounts_what_exists() {
     let service_b = &bad["services"]["service_b"];
     assert_eq!(service_b["image"].as_str(), Some("homeostat-demo/service_b:2.0.0"));
     assert_eq!(
-        service_b["labels"][homeostat::executor::docker::PREVIOUS_IMAGE_LABEL].as_str(),
+        service_b["labels"][homeostat_adapters::executor::docker::PREVIOUS_IMAGE_LABEL].as_str(),
         Some(images["service_b"])
     );
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{eventually, notification, Process, BIN};
-use homeostat::journal::{Journal, JournalMetrics};
+use homeostat_journal::JournalMetrics;
 use serde_json::Value;
 
 fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
@@ -54,15 +54,15 @@ async fn kill_9_right_after_the_ack_loses_nothing() {
     // Whatever the kill left unprocessed, plus one delivery journalled and
     // never processed (a crash between the two, made certain here), must be
     // processed by the next start.
-    let journal_config = homeostat::config::JournalConfig {
+    let journal_config = homeostat_core::config::JournalConfig {
         path: dir.path().join("journal.db"),
-        synchronous: homeostat::config::Synchronous::Full,
+        synchronous: homeostat_core::config::Synchronous::Full,
     };
-    let (journal, writer) = Journal::open(&journal_config, JournalMetrics::default()).unwrap();
+    let (journal, writer) = homeostat_journal::open(&journal_config, JournalMetrics::default()).unwrap();
     let (queue, pipeline) = tokio::sync::mpsc::channel(1);
     let slot = queue.reserve_owned().await.unwrap();
     drop(pipeline);
-    let orphan: homeostat::alert::WebhookMessage = serde_json::from_value(notification("firing", &["orphan"])).unwrap();
+    let orphan: homeostat_core::alert::WebhookMessage = serde_json::from_value(notification("firing", &["orphan"])).unwrap();
     journal.ingest(orphan, chrono::Utc::now(), slot).await.unwrap();
     let pending = journal.unprocessed().await.unwrap().len() as u64;
     assert!(pending >= 1);

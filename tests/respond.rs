@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use common::docker::{docker, image, serves, until_serving, Service};
 use common::{eventually, free_port, notification, test_config, Alertmanager, InProcess, Prometheus};
-use homeostat::action::Backend;
-use homeostat::config::{ActionsConfig, Credentials};
-use homeostat::executor::docker::{DockerConfig, DockerExecutor};
-use homeostat::executor::DryRun;
-use homeostat::playbook::Playbook;
-use homeostat::respond::Responder;
+use homeostat_core::action::Backend;
+use homeostat_core::config::{ActionsConfig, Credentials};
+use homeostat_adapters::executor::docker::{DockerConfig, DockerExecutor};
+use homeostat_adapters::executor::DryRun;
+use homeostat_core::playbook::Playbook;
+use homeostat_server::respond::Responder;
 use serde_json::{json, Value};
 
 fn actions(dir: &Path, playbook: &str, dry_run: bool, verify: &str) -> ActionsConfig {
@@ -426,8 +426,8 @@ async fn a_resolved_alert_whose_health_query_never_holds_is_a_failure() {
 
 #[tokio::test]
 async fn an_action_interrupted_by_a_crash_is_escalated_not_repeated() {
-    use homeostat::journal::decisions::NewDecision;
-    use homeostat::journal::{Journal, JournalMetrics};
+    use homeostat_journal::decisions::NewDecision;
+    use homeostat_journal::JournalMetrics;
     image().await;
     let dir = tempfile::tempdir().unwrap();
     let service = Service::new("e2ecrash");
@@ -438,7 +438,7 @@ async fn an_action_interrupted_by_a_crash_is_escalated_not_repeated() {
     // recorded, and homeostat died before the executor answered.
     let journal_config = test_config(dir.path()).journal;
     let incident = {
-        let (journal, writer) = Journal::open(&journal_config, JournalMetrics::default()).unwrap();
+        let (journal, writer) = homeostat_journal::open(&journal_config, JournalMetrics::default()).unwrap();
         let (queue, pipeline) = tokio::sync::mpsc::channel(1);
         let slot = queue.reserve_owned().await.unwrap();
         drop(pipeline);

@@ -15,10 +15,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use homeostat::config::Credentials;
-use homeostat::pipeline::LogTransitions;
-use homeostat::threshold::apply::{self, RuleWriter, UpdateError};
-use homeostat::threshold::{self, ThresholdsConfig};
+use homeostat_core::config::Credentials;
+use homeostat_server::pipeline::LogTransitions;
+use homeostat_adapters::rules::{self, RuleWriter, UpdateError};
+use homeostat_core::threshold::{self, ThresholdsConfig};
 use serde_json::{json, Value};
 
 const STEP: i64 = 60;
@@ -177,7 +177,7 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
     let prometheus =
         common::Prometheus::start_with_history(&[target], &[rules_dir.join("*.rules.yml")], Some(&openmetrics(end)))
             .await;
-    let client = apply::Prometheus::new(prometheus.url(), Duration::from_secs(30)).unwrap();
+    let client = rules::Prometheus::new(prometheus.url(), Duration::from_secs(30)).unwrap();
 
     // The band fitted on the week before the held-back hour.
     let fit_end = end - HOLDOUT as i64 * STEP;
@@ -472,7 +472,7 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
             dir: rules_dir.clone(),
             promtool: checker,
         };
-        let outcomes = apply::refit(
+        let outcomes = rules::refit(
             std::slice::from_ref(&broken),
             &client,
             &HashMap::new(),
@@ -503,7 +503,7 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
             .text()
             .await
             .unwrap();
-        assert_eq!(apply::last_reload_successful(&metrics), Some(true));
+        assert_eq!(rules::last_reload_successful(&metrics), Some(true));
     }
     let leftovers: Vec<_> = std::fs::read_dir(&rules_dir)
         .unwrap()

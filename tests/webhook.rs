@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, notification, test_config, InProcess};
-use homeostat::config::{Credentials, Secret};
-use homeostat::journal::{Delivery, Journal, JournalMetrics};
-use homeostat::pipeline::{LogTransitions, Processor};
+use homeostat_core::config::{Credentials, Secret};
+use homeostat_journal::{Delivery, JournalMetrics};
+use homeostat_server::pipeline::{LogTransitions, Processor};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -287,7 +287,7 @@ async fn a_full_queue_answers_503_and_journals_nothing_it_refused() {
     .await;
     server.stop().await;
 
-    let (journal, _writer) = Journal::open(&config.journal, JournalMetrics::default()).unwrap();
+    let (journal, _writer) = homeostat_journal::open(&config.journal, JournalMetrics::default()).unwrap();
     assert!(journal.unprocessed().await.unwrap().is_empty());
 }
 
@@ -310,7 +310,7 @@ async fn shutdown_drains_the_queue_before_closing_the_journal() {
         .unwrap()
         .unwrap();
 
-    let (journal, _writer) = Journal::open(&config.journal, JournalMetrics::default()).unwrap();
+    let (journal, _writer) = homeostat_journal::open(&config.journal, JournalMetrics::default()).unwrap();
     assert!(journal.unprocessed().await.unwrap().is_empty());
 }
 
@@ -320,7 +320,7 @@ async fn not_ready_until_the_backlog_is_replayed() {
     let config = test_config(dir.path());
     {
         // A delivery journalled and never processed, as a crash leaves it.
-        let (journal, writer) = Journal::open(&config.journal, JournalMetrics::default()).unwrap();
+        let (journal, writer) = homeostat_journal::open(&config.journal, JournalMetrics::default()).unwrap();
         let (queue, pipeline) = tokio::sync::mpsc::channel(1);
         let slot = queue.reserve_owned().await.unwrap();
         drop(pipeline);
@@ -380,7 +380,7 @@ async fn pause_survives_a_restart_until_resumed() {
     assert_eq!(response.json::<Value>().await.unwrap()["paused"], true);
     server.stop().await;
 
-    let (journal, writer) = Journal::open(&config.journal, JournalMetrics::default()).unwrap();
+    let (journal, writer) = homeostat_journal::open(&config.journal, JournalMetrics::default()).unwrap();
     assert!(journal.paused().await.unwrap(), "the pause was not journalled");
     drop(journal);
     writer.join();
@@ -395,7 +395,7 @@ async fn pause_survives_a_restart_until_resumed() {
     assert_eq!(response.json::<Value>().await.unwrap()["paused"], false);
     assert_eq!(server.get_json("/api/v1/controls").await["paused"], false);
     server.stop().await;
-    let (journal, _writer) = Journal::open(&config.journal, JournalMetrics::default()).unwrap();
+    let (journal, _writer) = homeostat_journal::open(&config.journal, JournalMetrics::default()).unwrap();
     assert!(!journal.paused().await.unwrap());
 }
 
@@ -478,13 +478,13 @@ async fn stalled_clients_neither_keep_connections_nor_hold_a_stop() {
     assert!(started.elapsed() < Duration::from_secs(10));
     dribble.abort();
 
-    let (journal, writer) = homeostat::journal::Journal::open(
+    let (journal, writer) = homeostat_journal::open(
         &test_config(dir.path()).journal,
-        homeostat::journal::JournalMetrics::default(),
+        homeostat_journal::JournalMetrics::default(),
     )
     .unwrap();
     let page = journal
-        .incidents(homeostat::journal::IncidentQuery {
+        .incidents(homeostat_journal::IncidentQuery {
             limit: 10,
             ..Default::default()
         })

@@ -13,9 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use homeostat::config::{Config, Credentials};
-use homeostat::demo::stack;
-use homeostat::pipeline::Processor;
+use homeostat_core::config::{Config, Credentials};
+use homeostat_demo::stack;
+use homeostat_server::pipeline::Processor;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -51,7 +51,7 @@ pub fn free_port() -> u16 {
 
 /// Fails with the install command when a program the tests need is missing.
 pub fn require_program(program: &str, package: &str) -> PathBuf {
-    homeostat::demo::stack::find_program(&[program], package).unwrap_or_else(|e| panic!("{e} (tests/run.sh does)"))
+    homeostat_demo::stack::find_program(&[program], package).unwrap_or_else(|e| panic!("{e} (tests/run.sh does)"))
 }
 
 /// `promtool check metrics` accepts `exposition` (Prometheus' text format).
@@ -117,7 +117,7 @@ pub struct InProcess {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<homeostat::app::Result<()>>,
+    task: tokio::task::JoinHandle<homeostat_server::app::Result<()>>,
 }
 
 impl InProcess {
@@ -129,12 +129,12 @@ impl InProcess {
     pub async fn start_with<P: Processor>(
         config: Config,
         credentials: Credentials,
-        make: impl FnOnce(homeostat::pipeline::Parts) -> P + Send + 'static,
+        make: impl FnOnce(homeostat_server::pipeline::Parts) -> P + Send + 'static,
     ) -> InProcess {
         let listener = tokio::net::TcpListener::bind(config.server.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(homeostat::app::serve(
+        let task = tokio::spawn(homeostat_server::app::serve(
             config,
             credentials,
             listener,

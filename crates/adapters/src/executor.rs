@@ -1,0 +1,119 @@
+//! Executors carry out planned [`Operation`]s on a backend.
+//!
+//! Each backend implements [`Executor`]: [`docker::DockerExecutor`] on a
+//! Docker Engine through bollard, [`kubernetes::KubernetesExecutor`] on an
+//! API server through kube-rs. [`DryRun`] wraps any executor: it reads
+//! through it (readiness, so the guard sees what is real) and records,
+//! instead of performing, what it would have done.
+
+pub mod docker;
+pub mod kubernetes;
+
+use std::future::Future;
+
+use homeostat_core::action::{Backend, Operation, Target};
+use homeostat_core::guard::Readiness;
+
+/// Why an executor could not carry out an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The backend could not be reached (socket, API server, network).
+    #[error("{backend:?} is unreachable: {message}")]
+    Unreachable { backend: Backend, message: String },
+    /// What the operation names does not exist (any more).
+    #[error("target gone: {0}")]
+    NotFound(String),
+    /// The backend refused: permissions, conflicts, invalid state.
+    #[error("{backend:?} refused: {message}")]
+    Refused { backend: Backend, message: String },
+    /// The operation has no meaning on this executor.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// What an executor did, in words for the journal.
+pub type Done = String;
+
+/// A backend that performs operations.
+pub trait Executor: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// How much of the target's workload serves; `None` when it cannot tell.
+    fn readiness(&self, target: &Target) -> impl Future<Output = Result<Option<Readiness>, ExecError>> + Send;
+
+    /// Performs the operation and says what was done.
+    fn execute(&self, operation: &Operation) -> impl Future<Output = Result<Done, ExecError>> + Send;
+}
+
+/// Reads through `inner`, performs nothing, says exactly what it would have done.
+pub struct DryRun<E>(pub E);
+
+impl<E: Executor> Executor for DryRun<E> {
+    fn backend(&self) -> Backend {
+        self.0.backend()
+    }
+
+    async fn readiness(&self, target: &Target) -> Result<Option<Readiness>, ExecError> {
+        self.0.readiness(target).await
+    }
+
+    async fn execute(&self, operation: &Operation) -> Result<Done, ExecError> {
+        let json = serde_json::to_string(operation).unwrap_or_else(|e| format!("<unprintable: {e}>"));
+        Ok(format!("dry run: would perform {json}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts what reaches it.
+    #[derive(Default)]
+    struct Counting {
+        reads: AtomicUsize,
+        executions: AtomicUsize,
+    }
+
+    impl Executor for &'static Counting {
+        fn backend(&self) -> Backend {
+            Backend::Docker
+        }
+
+        async fn readiness(&self, _target: &Target) -> Result<Option<Readiness>, ExecError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(Readiness {
+                ready: 2,
+                total: 2,
+                instance_ready: None,
+            }))
+        }
+
+        async fn execute(&self, _operation: &Operation) -> Result<Done, ExecError> {
+            self.executions.fetch_add(1, Ordering::SeqCst);
+            Ok("did it".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn dry_run_reads_through_and_never_executes() {
+        let inner: &'static Counting = Box::leak(Box::default());
+        let dry = DryRun(inner);
+        assert_eq!(
+            dry.readiness(&Target::default()).await.unwrap().map(|r| r.ready),
+            Some(2)
+        );
+        let op = Operation::RestartContainer {
+            container: Some("web-1".into()),
+            project: None,
+            service: None,
+        };
+        let done = dry.execute(&op).await.unwrap();
+        assert_eq!(
+            done,
+            r#"dry run: would perform {"operation":"restart_container","container":"web-1","project":null,"service":null}"#
+        );
+        assert_eq!(inner.reads.load(Ordering::SeqCst), 1);
+        assert_eq!(inner.executions.load(Ordering::SeqCst), 0);
+    }
+}

@@ -1,0 +1,567 @@
+//! The Docker executor: operations on a local Docker Engine through bollard.
+//!
+//! A Compose service is the containers labelled
+//! `com.docker.compose.project` and `com.docker.compose.service`, numbered
+//! by `com.docker.compose.container-number`. Scaling clones or removes the
+//! highest-numbered replica. Rollback recreates containers from the image
+//! recorded in the `homeostat.previous-image` label, which whoever deploys
+//! a new image sets to the one it replaces.
+
+use std::collections::HashMap;
+
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerConfig, ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
+    HealthStatusEnum, ImageConfig, NetworkingConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+pub use homeostat_core::config::DockerConfig;
+
+use super::{Done, ExecError, Executor};
+use homeostat_core::action::{Backend, Operation, Target};
+use homeostat_core::guard::Readiness;
+
+pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+pub const SERVICE_LABEL: &str = "com.docker.compose.service";
+pub const NUMBER_LABEL: &str = "com.docker.compose.container-number";
+pub const PREVIOUS_IMAGE_LABEL: &str = "homeostat.previous-image";
+
+pub struct DockerExecutor {
+    docker: Docker,
+    config: DockerConfig,
+}
+
+fn unreachable(err: DockerError) -> ExecError {
+    ExecError::Unreachable {
+        backend: Backend::Docker,
+        message: err.to_string(),
+    }
+}
+
+/// Maps an API error to what it means for the operation.
+fn api_error(err: DockerError, what: &str) -> ExecError {
+    match err {
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => ExecError::NotFound(format!("{what}: {message}")),
+        DockerError::DockerResponseServerError { status_code, message } => ExecError::Refused {
+            backend: Backend::Docker,
+            message: format!("{what}: HTTP {status_code}: {message}"),
+        },
+        other => unreachable(other),
+    }
+}
+
+fn refused(message: String) -> ExecError {
+    ExecError::Refused {
+        backend: Backend::Docker,
+        message,
+    }
+}
+
+impl DockerExecutor {
+    /// Connects to `host` (else `DOCKER_HOST`, else the local socket) and
+    /// agrees on an API version with the engine.
+    pub async fn connect(config: DockerConfig) -> Result<DockerExecutor, ExecError> {
+        const TIMEOUT_SECONDS: u64 = 120;
+        let docker = match config.host.as_deref() {
+            None => Docker::connect_with_defaults(),
+            Some(host) => match host.strip_prefix("unix://") {
+                Some(path) => Docker::connect_with_socket(path, TIMEOUT_SECONDS, bollard::API_DEFAULT_VERSION),
+                None => Docker::connect_with_http(host, TIMEOUT_SECONDS, bollard::API_DEFAULT_VERSION),
+            },
+        };
+        // Say where: bollard's errors often do not (a refused TCP connection
+        // reads "client error (Connect)").
+        let at = |err: DockerError| {
+            let (address, key) = match config.host.as_deref() {
+                Some(host) => (host.to_owned(), "actions.docker.host"),
+                None => (
+                    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
+                    "DOCKER_HOST, or actions.docker.host",
+                ),
+            };
+            ExecError::Unreachable {
+                backend: Backend::Docker,
+                message: format!("{address} ({key}): {err}"),
+            }
+        };
+        let docker = docker.map_err(at)?;
+        let docker = docker.negotiate_version().await.map_err(at)?;
+        docker.ping().await.map_err(at)?;
+        Ok(DockerExecutor { docker, config })
+    }
+
+    /// The Docker API client, for callers that manage containers themselves.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The containers of a Compose service, by container number.
+    async fn service_containers(
+        &self,
+        project: &str,
+        service: &str,
+    ) -> Result<Vec<ContainerInspectResponse>, ExecError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{PROJECT_LABEL}={project}"),
+                format!("{SERVICE_LABEL}={service}"),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| api_error(e, "list containers"))?;
+        let mut containers = Vec::with_capacity(summaries.len());
+        for id in summaries.into_iter().filter_map(|s| s.id) {
+            containers.push(self.inspect(&id).await?);
+        }
+        containers.sort_by_key(number);
+        Ok(containers)
+    }
+
+    async fn inspect(&self, container: &str) -> Result<ContainerInspectResponse, ExecError> {
+        self.docker
+            .inspect_container(container, None)
+            .await
+            .map_err(|e| api_error(e, &format!("container {container}")))
+    }
+
+    /// The container an operation names, or the one of its service most in
+    /// need: not running or unhealthy first, else the lowest-numbered.
+    async fn pick(
+        &self,
+        container: &Option<String>,
+        project: &Option<String>,
+        service: &Option<String>,
+    ) -> Result<ContainerInspectResponse, ExecError> {
+        if let Some(container) = container {
+            return self.inspect(container).await;
+        }
+        let (Some(project), Some(service)) = (project, service) else {
+            return Err(ExecError::Unsupported("no container or Compose service named".into()));
+        };
+        let containers = self.service_containers(project, service).await?;
+        let worst = containers.iter().position(|c| !is_ready(c)).unwrap_or(0);
+        containers
+            .into_iter()
+            .nth(worst)
+            .ok_or_else(|| ExecError::NotFound(format!("Compose service {project}/{service} has no containers")))
+    }
+
+    async fn restart(&self, container: &ContainerInspectResponse) -> Result<Done, ExecError> {
+        let id = container.id.clone().unwrap_or_default();
+        let name = display_name(container);
+        // A frozen (paused) container cannot be restarted as it is.
+        let was_paused = container.state.as_ref().and_then(|s| s.paused).unwrap_or(false);
+        if was_paused {
+            self.docker
+                .unpause_container(&id)
+                .await
+                .map_err(|e| api_error(e, &format!("unpause {name}")))?;
+        }
+        let options = RestartContainerOptionsBuilder::default()
+            .t(self.config.stop_timeout_seconds)
+            .build();
+        self.docker
+            .restart_container(&id, Some(options))
+            .await
+            .map_err(|e| api_error(e, &format!("restart {name}")))?;
+        Ok(if was_paused {
+            format!("unpaused and restarted container {name}")
+        } else {
+            format!("restarted container {name}")
+        })
+    }
+
+    /// Starts another replica like `from` (its own configuration, networks
+    /// and labels), with `labels` changed, named `name`. A fixed host port
+    /// cannot be bound twice, so the replica publishes its ports on ports
+    /// the engine picks. A replica that does not start is removed again.
+    async fn add_replica(
+        &self,
+        from: &ContainerInspectResponse,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<String, ExecError> {
+        let mut body = clone_body(from, None, labels);
+        if let Some(bindings) = body.host_config.as_mut().and_then(|h| h.port_bindings.as_mut()) {
+            for binding in bindings.values_mut().flatten().flatten() {
+                binding.host_port = None;
+            }
+        }
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| api_error(e, &format!("create {name}")))?;
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            let _ = self.remove(&created.id).await;
+            return Err(api_error(e, &format!("start {name}")));
+        }
+        Ok(created.id)
+    }
+
+    /// Replaces a container by a new one from its own configuration (and
+    /// `image`, when given). The new container is created before the old one
+    /// is removed, so a configuration Docker refuses leaves the old running.
+    async fn recreate(&self, old: &ContainerInspectResponse, image: Option<String>) -> Result<Done, ExecError> {
+        let name = display_name(old);
+        let old_id = old.id.clone().unwrap_or_default();
+        let mut from = old.clone();
+        if image.is_some() {
+            // The container's config holds its image's defaults (ENV, CMD,
+            // labels) merged in; carried over, they would override the new
+            // image's own (a rollback would keep the bad build's settings).
+            let old_image = old.image.clone().unwrap_or_default();
+            match self.docker.inspect_image(&old_image).await {
+                Ok(inspected) => {
+                    if let (Some(config), Some(defaults)) = (from.config.as_mut(), inspected.config) {
+                        strip_image_defaults(config, &defaults);
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    container = %name,
+                    error = %e,
+                    "Cannot inspect the container's current image; its defaults are carried over to the new one."
+                ),
+            }
+        }
+        let mut labels = labels_of(&from);
+        // A new image remembers the one it replaces, so a rollback can be undone the same way.
+        if image.is_some() {
+            if let Some(current) = old.config.as_ref().and_then(|c| c.image.clone()) {
+                labels.insert(PREVIOUS_IMAGE_LABEL.into(), current);
+            }
+        }
+        let body = clone_body(&from, image.clone(), labels);
+        let staging = format!("{name}-homeostat-new");
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&staging).build()),
+                body,
+            )
+            .await
+            .map_err(|e| api_error(e, &format!("create a replacement for {name}")))?;
+        let stop = StopContainerOptionsBuilder::default()
+            .t(self.config.stop_timeout_seconds)
+            .build();
+        if let Err(e) = self.docker.stop_container(&old_id, Some(stop)).await {
+            // A container that is not running needs no stopping; anything else is a refusal.
+            if !matches!(e, DockerError::DockerResponseServerError { status_code: 304, .. }) {
+                let _ = self.remove(&created.id).await;
+                return Err(api_error(e, &format!("stop {name}")));
+            }
+        }
+        self.remove(&old_id).await?;
+        self.docker
+            .rename_container(
+                &created.id,
+                RenameContainerOptionsBuilder::default().name(&name).build(),
+            )
+            .await
+            .map_err(|e| api_error(e, &format!("rename the replacement of {name}")))?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(|e| api_error(e, &format!("start the replacement of {name}")))?;
+        let image = image.map_or(String::new(), |i| format!(" from image {i}"));
+        Ok(format!("recreated container {name}{image}"))
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), ExecError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        self.docker
+            .remove_container(id, Some(options))
+            .await
+            .map_err(|e| api_error(e, &format!("remove {id}")))
+    }
+
+    async fn scale(&self, project: &str, service: &str, delta: i32) -> Result<Done, ExecError> {
+        let containers = self.service_containers(project, service).await?;
+        let count = containers.len() as u32;
+        let Some(last) = containers.last() else {
+            return Err(ExecError::NotFound(format!(
+                "Compose service {project}/{service} has no containers to scale from"
+            )));
+        };
+        if delta > 0 {
+            if count >= self.config.max_replicas {
+                return Err(refused(format!(
+                    "{project}/{service} already has {count} replicas (executor.docker.max_replicas: {})",
+                    self.config.max_replicas
+                )));
+            }
+            let next = number(last) + 1;
+            let name = format!("{project}-{service}-{next}");
+            let mut labels = labels_of(last);
+            labels.insert(NUMBER_LABEL.into(), next.to_string());
+            self.add_replica(last, &name, labels).await?;
+            Ok(format!(
+                "scaled {project}/{service} from {count} to {} replicas: started {name}",
+                count + 1
+            ))
+        } else {
+            if count <= self.config.min_replicas {
+                return Err(refused(format!(
+                    "{project}/{service} has {count} replicas (executor.docker.min_replicas: {})",
+                    self.config.min_replicas
+                )));
+            }
+            let name = display_name(last);
+            self.remove(last.id.as_deref().unwrap_or_default()).await?;
+            Ok(format!(
+                "scaled {project}/{service} from {count} to {} replicas: removed {name}",
+                count - 1
+            ))
+        }
+    }
+
+    async fn rollback(&self, project: &str, service: &str) -> Result<Done, ExecError> {
+        let containers = self.service_containers(project, service).await?;
+        if containers.is_empty() {
+            return Err(ExecError::NotFound(format!(
+                "Compose service {project}/{service} has no containers"
+            )));
+        }
+        let mut done = Vec::new();
+        for container in &containers {
+            let Some(previous) = labels_of(container).remove(PREVIOUS_IMAGE_LABEL) else {
+                return Err(refused(format!(
+                    "container {} records no previous image (label {PREVIOUS_IMAGE_LABEL})",
+                    display_name(container)
+                )));
+            };
+            done.push(self.recreate(container, Some(previous)).await?);
+        }
+        Ok(done.join("; "))
+    }
+
+    /// Deploys `image` to `container` the way a rollback can undo: the
+    /// container is recreated from its own configuration with the new image,
+    /// and the image it ran is recorded in `homeostat.previous-image`.
+    pub async fn deploy(&self, container: &str, image: &str) -> Result<Done, ExecError> {
+        let old = self.inspect(container).await?;
+        self.recreate(&old, Some(image.to_owned())).await
+    }
+}
+
+impl Executor for DockerExecutor {
+    fn backend(&self) -> Backend {
+        Backend::Docker
+    }
+
+    async fn readiness(&self, target: &Target) -> Result<Option<Readiness>, ExecError> {
+        let instance_ready = match &target.container {
+            Some(container) => Some(is_ready(&self.inspect(container).await?)),
+            None => None,
+        };
+        if let (Some(project), Some(service)) = (&target.compose_project, &target.compose_service) {
+            let containers = self.service_containers(project, service).await?;
+            return Ok(Some(Readiness {
+                ready: containers.iter().filter(|c| is_ready(c)).count() as u32,
+                total: containers.len() as u32,
+                instance_ready,
+            }));
+        }
+        Ok(instance_ready.map(Readiness::single))
+    }
+
+    async fn execute(&self, operation: &Operation) -> Result<Done, ExecError> {
+        match operation {
+            Operation::Notify => Ok("notified".into()),
+            Operation::RestartContainer {
+                container,
+                project,
+                service,
+            } => {
+                let picked = self.pick(container, project, service).await?;
+                self.restart(&picked).await
+            }
+            Operation::RecreateContainer {
+                container,
+                project,
+                service,
+            } => {
+                let picked = self.pick(container, project, service).await?;
+                self.recreate(&picked, None).await
+            }
+            Operation::ScaleComposeService {
+                project,
+                service,
+                delta,
+            } => self.scale(project, service, *delta).await,
+            Operation::RollbackComposeService { project, service } => self.rollback(project, service).await,
+            other => Err(ExecError::Unsupported(format!(
+                "the Docker executor cannot perform {}",
+                serde_json::to_string(other).unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+/// Running, not paused, and not reported unhealthy by its health check.
+fn is_ready(container: &ContainerInspectResponse) -> bool {
+    let Some(state) = &container.state else {
+        return false;
+    };
+    let running = state.status == Some(ContainerStateStatusEnum::RUNNING) && state.paused != Some(true);
+    let unhealthy = state
+        .health
+        .as_ref()
+        .and_then(|h| h.status)
+        .is_some_and(|s| s == HealthStatusEnum::UNHEALTHY);
+    running && !unhealthy
+}
+
+fn number(container: &ContainerInspectResponse) -> u32 {
+    labels_of(container)
+        .get(NUMBER_LABEL)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn labels_of(container: &ContainerInspectResponse) -> HashMap<String, String> {
+    container
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default()
+}
+
+fn display_name(container: &ContainerInspectResponse) -> String {
+    container
+        .name
+        .as_deref()
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .or_else(|| container.id.clone())
+        .unwrap_or_default()
+}
+
+/// Removes from a container's config what it took from its image: ENV
+/// entries, labels, and CMD or ENTRYPOINT equal to the image's.
+fn strip_image_defaults(config: &mut ContainerConfig, image: &ImageConfig) {
+    let image_env = image.env.clone().unwrap_or_default();
+    if let Some(env) = config.env.as_mut() {
+        env.retain(|entry| !image_env.contains(entry));
+    }
+    let image_labels = image.labels.clone().unwrap_or_default();
+    if let Some(labels) = config.labels.as_mut() {
+        labels.retain(|key, value| image_labels.get(key) != Some(value));
+    }
+    if config.cmd.is_some() && config.cmd == image.cmd {
+        config.cmd = None;
+    }
+    if config.entrypoint.is_some() && config.entrypoint == image.entrypoint {
+        config.entrypoint = None;
+    }
+}
+
+/// A create request reproducing `from`, with `image` and `labels` replaced.
+fn clone_body(
+    from: &ContainerInspectResponse,
+    image: Option<String>,
+    labels: HashMap<String, String>,
+) -> ContainerCreateBody {
+    let config = from.config.clone().unwrap_or_default();
+    // Docker sets the hostname to the container id unless one was chosen.
+    let own_hostname = config
+        .hostname
+        .clone()
+        .filter(|h| !from.id.as_deref().unwrap_or_default().starts_with(h.as_str()));
+    let endpoints: HashMap<String, EndpointSettings> = from
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(network, endpoint)| {
+            let settings = EndpointSettings {
+                aliases: endpoint.aliases,
+                links: endpoint.links,
+                ..EndpointSettings::default()
+            };
+            (network, settings)
+        })
+        .collect();
+    ContainerCreateBody {
+        hostname: own_hostname,
+        domainname: config.domainname,
+        user: config.user,
+        exposed_ports: config.exposed_ports,
+        tty: config.tty,
+        open_stdin: config.open_stdin,
+        env: config.env,
+        cmd: config.cmd,
+        healthcheck: config.healthcheck,
+        image: image.or(config.image),
+        volumes: config.volumes,
+        working_dir: config.working_dir,
+        entrypoint: config.entrypoint,
+        labels: Some(labels),
+        stop_signal: config.stop_signal,
+        stop_timeout: config.stop_timeout,
+        host_config: from.host_config.clone(),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(endpoints),
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_came_from_the_old_image_is_left_to_the_new_one() {
+        let strings = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let mut config = ContainerConfig {
+            env: strings(&[
+                "BAD_VERSION=true",
+                "SERVICE_VERSION=2.0.0",
+                "SERVICE_B_URL=http://b:8080",
+            ]),
+            cmd: strings(&["serve"]),
+            entrypoint: strings(&["/custom"]),
+            labels: Some(HashMap::from([
+                ("org.opencontainers.image.version".to_owned(), "2.0.0".to_owned()),
+                (PROJECT_LABEL.to_owned(), "demo".to_owned()),
+            ])),
+            ..ContainerConfig::default()
+        };
+        let image = ImageConfig {
+            env: strings(&["BAD_VERSION=true", "SERVICE_VERSION=2.0.0"]),
+            cmd: strings(&["serve"]),
+            entrypoint: strings(&["/service_b"]),
+            labels: Some(HashMap::from([(
+                "org.opencontainers.image.version".to_owned(),
+                "2.0.0".to_owned(),
+            )])),
+            ..ImageConfig::default()
+        };
+        strip_image_defaults(&mut config, &image);
+        // What the user set stays: their env, their entrypoint, the Compose labels.
+        assert_eq!(config.env, strings(&["SERVICE_B_URL=http://b:8080"]));
+        assert_eq!(config.cmd, None);
+        assert_eq!(config.entrypoint, strings(&["/custom"]));
+        assert_eq!(
+            config.labels,
+            Some(HashMap::from([(PROJECT_LABEL.to_owned(), "demo".to_owned())]))
+        );
+    }
+}

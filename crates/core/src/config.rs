@@ -1,0 +1,811 @@
+//! The configuration file (YAML), its defaults and its validation.
+//!
+//! Every key is documented here and in `deploy/homeostat.example.yaml`; a
+//! test parses that file so the two cannot drift. Errors name the file, the
+//! key path and, when the YAML parser knows it, the line and column.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::{Backend, TargetLabels};
+use crate::duration::PromDuration;
+use crate::guard::GuardConfig;
+use crate::threshold::ThresholdsConfig;
+
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// Largest `server.queue_capacity`: a million journalled deliveries waiting
+/// is already far beyond any useful backlog.
+pub const MAX_QUEUE_CAPACITY: usize = 1_000_000;
+
+/// Where environment variables come from: the process, or a map in tests.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP server that receives Alertmanager's webhook and serves the API.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Credentials the webhook and API demand. Absent: no authentication,
+    /// which is only allowed on a loopback address (see `server.allow_unauthenticated`).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// The SQLite journal of deliveries and incidents.
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// Acting on incidents. Absent: homeostat records incidents and acts on nothing.
+    #[serde(default)]
+    pub actions: Option<ActionsConfig>,
+    /// Adaptive alert thresholds. Absent: no rules are generated.
+    #[serde(default)]
+    pub thresholds: Option<ThresholdsConfig>,
+}
+
+/// `actions:` — how incidents are acted on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsConfig {
+    /// `docker` or `kubernetes`.
+    pub backend: Backend,
+    /// Record exactly what would be done, on which target, and do nothing.
+    /// Default true: acting is something to turn on knowingly.
+    #[serde(default = "yes")]
+    pub dry_run: bool,
+    /// The playbook. Default `rules/playbook.yml`.
+    #[serde(default = "default_playbook")]
+    pub playbook: PathBuf,
+    /// Which alert labels name the target.
+    #[serde(default)]
+    pub target_labels: TargetLabels,
+    /// How long after an action the alert must resolve for it to count as
+    /// a success; still firing then is a failure. Default 2m.
+    #[serde(default = "default_verify_timeout")]
+    pub verify_timeout: PromDuration,
+    /// Evict a cordoned node's pods (respecting PodDisruptionBudgets). Default false.
+    #[serde(default)]
+    pub drain_on_cordon: bool,
+    /// Prometheus' URL (http), for the playbook's health queries.
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
+    /// Alertmanager's URL (http), asked before every action whether the
+    /// alert is silenced; a silenced alert is not acted on. Absent: not asked.
+    #[serde(default)]
+    pub alertmanager_url: Option<String>,
+    /// Where to POST a JSON notice when an incident is escalated to a human
+    /// (circuit breaker open, playbook exhausted). Absent: logs and metrics only.
+    #[serde(default)]
+    pub escalation_webhook: Option<String>,
+    #[serde(default)]
+    pub guard: GuardConfig,
+    /// How actions are chosen: by the playbook, or by the learning policy.
+    #[serde(default)]
+    pub policy: PolicySettings,
+    #[serde(default)]
+    pub docker: DockerConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+/// `actions.policy:` — the learning policy and how far it is trusted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySettings {
+    /// `playbook`, `shadow` (default) or `learn`.
+    pub mode: PolicyMode,
+    /// Feature name → PromQL, with `{{ $labels.name }}` filled from the
+    /// alert; the features are listed in `context::FEATURES`. Default:
+    /// queries on the demo services' metrics (`context::default_queries`).
+    /// Setting it replaces the whole map; leave a feature out to not use it.
+    pub context: BTreeMap<String, String>,
+    /// The bandit: exploration switches, prior strength, rewards.
+    pub learning: crate::policy::PolicyConfig,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            mode: PolicyMode::default(),
+            context: crate::context::default_queries(),
+            learning: crate::policy::PolicyConfig::default(),
+        }
+    }
+}
+
+impl PolicySettings {
+    /// Checks the settings; errors name the key (`actions.policy.…`).
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+        self.learning.validate().map_err(|m| {
+            // The policy names its keys from `policy.`; here they live under `learning`.
+            let m = m.strip_prefix("policy.").unwrap_or(&m);
+            ("actions.policy.learning".to_owned(), m.to_owned())
+        })?;
+        for (name, query) in &self.context {
+            let key = format!("actions.policy.context.{name}");
+            if !crate::context::FEATURES.contains(&name.as_str()) {
+                let known = crate::context::FEATURES.join(", ");
+                return Err((key, format!("unknown feature; known: {known}")));
+            }
+            if query.trim().is_empty() {
+                return Err((key, "must be a PromQL query".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Who chooses the action. The guard has the last word in every mode; in
+/// shadow and learn mode every verified outcome is learned from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    /// The playbook, in its order; the policy is not consulted.
+    Playbook,
+    /// The playbook acts; the policy's choice is recorded beside it, to be
+    /// judged (`homeostat policy evaluate`) before it takes over.
+    #[default]
+    Shadow,
+    /// The policy acts, starting from the playbook's order as its prior.
+    Learn,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_playbook() -> PathBuf {
+    PathBuf::from("rules/playbook.yml")
+}
+
+fn default_verify_timeout() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(120))
+}
+
+/// `server:` — the HTTP listener and ingest limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on. Default `127.0.0.1:9095`.
+    pub listen: SocketAddr,
+    /// Largest accepted request body in bytes; larger bodies get 413. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Notifications journalled but not yet processed; when full, the webhook
+    /// answers 503 and Alertmanager retries. Default 1024.
+    pub queue_capacity: usize,
+    /// Permit listening on a non-loopback address without `auth`. Default false.
+    pub allow_unauthenticated: bool,
+    /// On SIGTERM/SIGINT, how long to wait for open connections (then they
+    /// are closed), then for queued notifications to be processed, then for
+    /// a threshold refit under way. Default 30s.
+    pub drain_timeout: PromDuration,
+    /// A request not answered within this time gets 408, and a client that
+    /// has not sent a request's headers within it is disconnected. Default 30s.
+    pub request_timeout: PromDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9095)),
+            max_body_bytes: 1024 * 1024,
+            queue_capacity: 1024,
+            allow_unauthenticated: false,
+            drain_timeout: PromDuration(std::time::Duration::from_secs(30)),
+            request_timeout: PromDuration(std::time::Duration::from_secs(30)),
+        }
+    }
+}
+
+/// `auth:` — what Alertmanager's webhook `http_config` can send. Either or
+/// both may be set; a request passes when it satisfies one of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `Authorization: Bearer <token>` (Alertmanager: `http_config.authorization`).
+    #[serde(default)]
+    pub bearer_token: Option<SecretSource>,
+    /// `Authorization: Basic …` (Alertmanager: `http_config.basic_auth`).
+    #[serde(default)]
+    pub basic: Option<BasicAuthConfig>,
+}
+
+/// `auth.basic:`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    pub username: String,
+    pub password: SecretSource,
+}
+
+/// Where a secret is read from: exactly one of `file` (trailing newline
+/// removed) or `env` (the name of an environment variable). Secrets are never
+/// written in the config file itself, nor logged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+/// `journal:` — the SQLite database.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Database file; relative paths are relative to the working directory.
+    /// Default `homeostat.db`.
+    pub path: PathBuf,
+    /// `full` (default) survives power loss; `normal` survives a crash or
+    /// `kill -9` of homeostat but may lose the last commits on power loss.
+    pub synchronous: Synchronous,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            path: PathBuf::from("homeostat.db"),
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+/// SQLite's `PRAGMA synchronous` in WAL mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+/// A secret whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Credentials with their secrets read, as the server checks them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub bearer_token: Option<Secret>,
+    pub basic: Option<(String, Secret)>,
+}
+
+impl Credentials {
+    pub fn is_empty(&self) -> bool {
+        self.bearer_token.is_none() && self.basic.is_none()
+    }
+}
+
+/// A configuration problem, saying where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {}: at `{key}`: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        /// The key path, e.g. `server.listen`; `.` for the document itself.
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and parses `path`. Call [`Config::validate`] before using it.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses YAML text; `path` only labels errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config> {
+        // An empty file is a valid config with every default.
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|err| {
+            let key = match err.path().to_string() {
+                p if p == "." || p.is_empty() => ".".to_owned(),
+                p => p,
+            };
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                message: err.into_inner().to_string(),
+            }
+        })
+    }
+
+    /// Checks what the types cannot, reads the secrets, and returns the
+    /// credentials the server will demand.
+    pub fn validate(&self, path: &Path, env: &dyn Env) -> Result<Credentials> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1".into()));
+        }
+        if !(1..=MAX_QUEUE_CAPACITY).contains(&self.server.queue_capacity) {
+            return Err(invalid(
+                "server.queue_capacity",
+                format!("must be from 1 to {MAX_QUEUE_CAPACITY}"),
+            ));
+        }
+        if self.server.request_timeout.0.is_zero() {
+            return Err(invalid("server.request_timeout", "must be longer than 0s".into()));
+        }
+        if self.journal.path.as_os_str().is_empty() {
+            return Err(invalid("journal.path", "must name a file".into()));
+        }
+        let credentials = match &self.auth {
+            None => Credentials::default(),
+            Some(auth) => {
+                if auth.bearer_token.is_none() && auth.basic.is_none() {
+                    return Err(invalid(
+                        "auth",
+                        "set `bearer_token` or `basic` (or remove `auth` to disable authentication)".into(),
+                    ));
+                }
+                let bearer_token = auth
+                    .bearer_token
+                    .as_ref()
+                    .map(|s| s.read("auth.bearer_token", env))
+                    .transpose()
+                    .map_err(|(key, m)| invalid(&key, m))?;
+                let basic = match &auth.basic {
+                    None => None,
+                    Some(b) if b.username.is_empty() => {
+                        return Err(invalid("auth.basic.username", "must not be empty".into()))
+                    }
+                    Some(b) => {
+                        let password = b
+                            .password
+                            .read("auth.basic.password", env)
+                            .map_err(|(key, m)| invalid(&key, m))?;
+                        Some((b.username.clone(), password))
+                    }
+                };
+                Credentials { bearer_token, basic }
+            }
+        };
+        // Durations are added to timestamps; beyond ten years that arithmetic
+        // could overflow, and no such setting is meaningful.
+        let ten_years = std::time::Duration::from_secs(10 * 365 * 86_400);
+        let mut durations = vec![
+            ("server.drain_timeout", self.server.drain_timeout),
+            ("server.request_timeout", self.server.request_timeout),
+        ];
+        if let Some(actions) = &self.actions {
+            durations.push(("actions.verify_timeout", actions.verify_timeout));
+            durations.push(("actions.guard.cooldown", actions.guard.cooldown));
+            durations.push(("actions.guard.budget.window", actions.guard.budget.window));
+        }
+        if let Some(thresholds) = &self.thresholds {
+            thresholds.validate().map_err(|(key, m)| invalid(&key, m))?;
+        }
+        if let Some((key, _)) = durations.iter().find(|(_, d)| d.0 > ten_years) {
+            return Err(invalid(key, "must be at most 10 years (3650d)".into()));
+        }
+        if let Some(actions) = &self.actions {
+            match crate::playbook::Playbook::load(&actions.playbook) {
+                Err(err) => return Err(invalid("actions.playbook", err.to_string())),
+                Ok(playbook) if playbook.has_health_queries() && actions.prometheus_url.is_none() => {
+                    return Err(invalid(
+                        "actions.prometheus_url",
+                        format!(
+                            "the playbook {} has health queries; set the Prometheus to run them on",
+                            actions.playbook.display()
+                        ),
+                    ))
+                }
+                Ok(_) => {}
+            }
+            if actions.verify_timeout.0.is_zero() {
+                return Err(invalid("actions.verify_timeout", "must be longer than 0s".into()));
+            }
+            for (key, url) in [
+                ("actions.prometheus_url", &actions.prometheus_url),
+                ("actions.alertmanager_url", &actions.alertmanager_url),
+                ("actions.escalation_webhook", &actions.escalation_webhook),
+            ] {
+                if let Some(url) = url {
+                    check_http_url(key, url).map_err(|(key, m)| invalid(&key, m))?;
+                }
+            }
+            actions.docker.validate().map_err(|(key, m)| invalid(&key, m))?;
+            actions.kubernetes.validate().map_err(|(key, m)| invalid(&key, m))?;
+            actions.policy.validate().map_err(|(key, m)| invalid(&key, m))?;
+            actions.guard.validate().map_err(|(key, m)| invalid(&key, m))?;
+        }
+        let listen = self.server.listen;
+        if credentials.is_empty() && !listen.ip().is_loopback() && !self.server.allow_unauthenticated {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "{listen} is not a loopback address and no `auth` is configured: anyone who can reach it could \
+                     post alerts; configure `auth`, or set `server.allow_unauthenticated: true` \
+                     (flag `--allow-unauthenticated`) if the network is trusted"
+                ),
+            ));
+        }
+        Ok(credentials)
+    }
+}
+
+/// `url` must be an http:// or https:// URL with a host; `(key, message)` otherwise.
+pub fn check_http_url(key: &str, url: &str) -> Result<(), (String, String)> {
+    match url.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+        _ => Err((
+            key.to_owned(),
+            format!("{url:?} is not an http:// or https:// URL, e.g. http://127.0.0.1:9090"),
+        )),
+    }
+}
+
+impl SecretSource {
+    fn read(&self, key: &str, env: &dyn Env) -> std::result::Result<Secret, (String, String)> {
+        let value = match (&self.file, &self.env) {
+            (Some(file), None) => std::fs::read_to_string(file)
+                .map_err(|e| (format!("{key}.file"), format!("cannot read {}: {e}", file.display())))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            (None, Some(name)) => env
+                .var(name)
+                .ok_or_else(|| (format!("{key}.env"), format!("environment variable {name} is not set")))?,
+            _ => return Err((key.to_owned(), "set exactly one of `file` or `env`".to_owned())),
+        };
+        if value.is_empty() {
+            return Err((key.to_owned(), "the secret is empty".to_owned()));
+        }
+        Ok(Secret(value))
+    }
+}
+
+/// `executor.docker:`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// The Docker Engine: `unix:///path/docker.sock` or `tcp://host:port`.
+    /// Default: `DOCKER_HOST`, else the local socket.
+    pub host: Option<String>,
+    /// Scale a Compose service no lower than this. Default 1.
+    pub min_replicas: u32,
+    /// Scale a Compose service no higher than this. Default 5.
+    pub max_replicas: u32,
+    /// Seconds a container gets to stop before it is killed. Default 10.
+    pub stop_timeout_seconds: i32,
+}
+
+impl DockerConfig {
+    /// What the types cannot check: `(key, message)` of the first problem.
+    /// The host schemes are the ones the Docker executor knows.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(host) = &self.host {
+            let supported = match host.split_once("://") {
+                Some(("unix", path)) => !path.is_empty(),
+                Some(("tcp" | "http", address)) => !address.is_empty(),
+                _ => false,
+            };
+            if !supported {
+                return Err((
+                    "actions.docker.host".into(),
+                    format!("{host:?} is not unix:///path/to/docker.sock or tcp://host:port"),
+                ));
+            }
+        }
+        if self.min_replicas > self.max_replicas {
+            return Err((
+                "actions.docker.min_replicas".into(),
+                format!("{} is above max_replicas ({})", self.min_replicas, self.max_replicas),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            host: None,
+            min_replicas: 1,
+            max_replicas: 5,
+            stop_timeout_seconds: 10,
+        }
+    }
+}
+
+/// `executor.kubernetes:`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// Scale a deployment no lower than this. Default 1.
+    pub min_replicas: i32,
+    /// Scale a deployment no higher than this. Default 10.
+    pub max_replicas: i32,
+}
+
+impl KubernetesConfig {
+    /// What the types cannot check: `(key, message)` of the first problem.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.min_replicas > self.max_replicas || self.max_replicas < 1 {
+            return Err((
+                "actions.kubernetes.max_replicas".into(),
+                format!(
+                    "{} must be at least 1 and at least min_replicas ({})",
+                    self.max_replicas, self.min_replicas
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            min_replicas: 1,
+            max_replicas: 10,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(Path::new("test.yaml"), text)
+    }
+
+    fn no_env() -> HashMap<String, String> {
+        HashMap::new()
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:9095");
+        assert_eq!(config.server.max_body_bytes, 1 << 20);
+        assert!(config.validate(Path::new("test.yaml"), &no_env()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_shipped_example_parses_and_validates() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("deploy/homeostat.example.yaml");
+        let config = Config::load(&path).unwrap();
+        assert!(config.server.listen.ip().is_loopback());
+        assert_eq!(config.journal.path, PathBuf::from("homeostat.db"));
+        let actions = config.actions.as_ref().unwrap();
+        assert!(actions.dry_run, "the shipped example must not act");
+        assert_eq!(
+            actions.guard,
+            crate::guard::GuardConfig::default(),
+            "documented guard defaults drifted"
+        );
+        assert_eq!(actions.docker, DockerConfig::default());
+        assert_eq!(actions.target_labels, crate::action::TargetLabels::default());
+        config.validate(&path, &no_env()).unwrap();
+    }
+
+    #[test]
+    fn the_shipped_example_thresholds_block_parses_and_validates() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("deploy/homeostat.example.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| *l != "# thresholds:")
+            .map_while(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            block.starts_with("thresholds:"),
+            "no commented thresholds block in the example"
+        );
+        let config = parse(&block).unwrap();
+        let thresholds = config.thresholds.as_ref().unwrap();
+        assert_eq!(thresholds.specs.len(), 2);
+        assert_eq!(thresholds.feedback, crate::threshold::FeedbackConfig::default());
+        config.validate(Path::new("test.yaml"), &no_env()).unwrap();
+    }
+
+    #[test]
+    fn a_wrong_type_names_key_and_line() {
+        let err = parse("server:\n  listen: 127.0.0.1:9095\n  max_body_bytes: lots\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("test.yaml"), "{text}");
+        assert!(text.contains("`server.max_body_bytes`"), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_the_expected_ones() {
+        let err = parse("server:\n  lisen: 127.0.0.1:1\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `lisen`"), "{err}");
+        assert!(err.contains("`listen`"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = parse("server:\n  listen: nowhere\n").unwrap_err().to_string();
+        assert!(err.contains("`server.listen`"), "{err}");
+        let err = parse("server:\n  drain_timeout: soon\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`server.drain_timeout`") && err.contains("invalid duration"),
+            "{err}"
+        );
+        let err = parse("journal:\n  synchronous: sometimes\n").unwrap_err().to_string();
+        assert!(err.contains("`journal.synchronous`"), "{err}");
+        let err = parse("- a list\n").unwrap_err().to_string();
+        assert!(err.contains("at `.`"), "{err}");
+        let config = parse("server:\n  queue_capacity: 0\n").unwrap();
+        let err = config
+            .validate(Path::new("test.yaml"), &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`server.queue_capacity`"), "{err}");
+    }
+
+    /// Addresses and replica bounds that cannot work are refused at load,
+    /// not when the first action needs them.
+    #[test]
+    fn unusable_action_settings_name_their_key() {
+        let playbook = concat!(env!("CARGO_MANIFEST_DIR"), "/../../rules/playbook.yml");
+        for (setting, key) in [
+            ("alertmanager_url: not a url", "actions.alertmanager_url"),
+            ("prometheus_url: 'http://'", "actions.prometheus_url"),
+            ("escalation_webhook: ftp://x", "actions.escalation_webhook"),
+            ("docker: {host: 'ftp://x'}", "actions.docker.host"),
+            ("docker: {host: 'unix://'}", "actions.docker.host"),
+            (
+                "docker: {min_replicas: 5, max_replicas: 1}",
+                "actions.docker.min_replicas",
+            ),
+            (
+                "kubernetes: {min_replicas: 0, max_replicas: 0}",
+                "actions.kubernetes.max_replicas",
+            ),
+            (
+                "guard: {budget: {max_actions: 5, window: 0s}}",
+                "actions.guard.budget.window",
+            ),
+            (
+                "guard: {budget: {max_actions: 0, window: 1h}}",
+                "actions.guard.budget.max_actions",
+            ),
+            ("guard: {max_concurrent: 0}", "actions.guard.max_concurrent"),
+            (
+                "guard: {circuit_breaker_failures: 0}",
+                "actions.guard.circuit_breaker_failures",
+            ),
+            (
+                "guard: {maintenance_windows: [{start: '2026-11-28T12:00:00Z', end: '2026-11-28T11:00:00Z'}]}",
+                "actions.guard.maintenance_windows[0].end",
+            ),
+        ] {
+            let prometheus = if setting.starts_with("prometheus_url") {
+                ""
+            } else {
+                "\n  prometheus_url: http://127.0.0.1:9090"
+            };
+            let config = parse(&format!(
+                "actions:\n  backend: docker\n  playbook: {playbook}{prometheus}\n  {setting}\n"
+            ))
+            .unwrap_or_else(|e| panic!("{setting}: {e}"));
+            let err = config
+                .validate(Path::new("test.yaml"), &no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{setting}: {err}");
+        }
+    }
+
+    #[test]
+    fn non_loopback_without_auth_is_refused_unless_allowed() {
+        let mut config = parse("server:\n  listen: 0.0.0.0:9095\n").unwrap();
+        let err = config
+            .validate(Path::new("test.yaml"), &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`server.listen`") && err.contains("allow_unauthenticated"),
+            "{err}"
+        );
+        config.server.allow_unauthenticated = true;
+        config.validate(Path::new("test.yaml"), &no_env()).unwrap();
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_file_and_never_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let text = format!(
+            "server: {{listen: '0.0.0.0:9095'}}\nauth:\n  bearer_token: {{file: {}}}\n  basic: {{username: am, password: {{env: AM_PASSWORD}}}}\n",
+            file.display()
+        );
+        let config = parse(&text).unwrap();
+        let env = HashMap::from([("AM_PASSWORD".to_owned(), "hunter2".to_owned())]);
+        let credentials = config.validate(Path::new("test.yaml"), &env).unwrap();
+        assert_eq!(credentials.bearer_token.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(credentials.basic.as_ref().unwrap().1.expose(), "hunter2");
+        let shown = format!("{credentials:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("hunter2"), "{shown}");
+
+        let err = config
+            .validate(Path::new("test.yaml"), &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`auth.basic.password.env`") && err.contains("AM_PASSWORD"),
+            "{err}"
+        );
+
+        let both = parse("auth:\n  bearer_token: {file: /x, env: Y}\n").unwrap();
+        let err = both.validate(Path::new("test.yaml"), &env).unwrap_err().to_string();
+        assert!(
+            err.contains("`auth.bearer_token`") && err.contains("exactly one"),
+            "{err}"
+        );
+
+        let missing = parse("auth:\n  bearer_token: {file: /does/not/exist}\n").unwrap();
+        let err = missing.validate(Path::new("test.yaml"), &env).unwrap_err().to_string();
+        assert!(
+            err.contains("`auth.bearer_token.file`") && err.contains("/does/not/exist"),
+            "{err}"
+        );
+
+        let empty = parse("auth: {}\n").unwrap();
+        let err = empty.validate(Path::new("test.yaml"), &env).unwrap_err().to_string();
+        assert!(err.contains("at `auth`"), "{err}");
+    }
+}

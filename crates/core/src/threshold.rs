@@ -1,0 +1,1041 @@
+//! Adaptive alert thresholds: from a PromQL expression's history to
+//! Prometheus alerting rules, and back from what the alerts did.
+//!
+//! ```text
+//! spec ──range query──▶ history (per series) ──forecast──▶ band ──▶ thresholds
+//!   ▲                                                                   │
+//!   │ coverage per series (journal: threshold_feedback)                 ▼
+//!   └── feedback: resolved without action / marked false → widen    rule file
+//!                 SLO alert fired, adaptive one silent   → tighten  (one group per spec)
+//! ```
+//!
+//! Everything in this file is pure: it takes values and returns values.
+//! `homeostat_adapters::rules` holds the I/O (querying, `promtool`, writing,
+//! reloading) and `homeostat_server::thresholds` the task that runs it under
+//! `homeostat serve`.
+//!
+//! **Rules.** A rule file holds one group per spec, and in it one alert
+//! rule per series and direction. A series is picked out of the spec's
+//! expression by joining it with a one-sample vector carrying exactly that
+//! series' labels:
+//!
+//! ```text
+//! (EXPR) > 0.42 and on (service) label_replace(vector(1), "service", "a", "", "")
+//! ```
+//!
+//! `and on (labels)` keeps the left-hand samples whose labels match, and the
+//! comparison keeps the left-hand value, so the alert carries the series'
+//! own labels (those the executors use to find a target), its `$value` is
+//! the series' value, and the expression needs nothing but the spec's PromQL.
+//! A series that appears only after a fit gets a rule at the next refit.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alert::LabelSet;
+use crate::duration::PromDuration;
+use crate::forecast::{self, Band};
+use crate::alert::is_label_name;
+
+
+/// The label every generated alert carries: the spec's name.
+pub const SPEC_LABEL: &str = "homeostat_threshold";
+/// The label saying which side of the band was crossed: `above` or `below`.
+pub const DIRECTION_LABEL: &str = "threshold_direction";
+/// The annotation holding the series' key (see [`series_key`]).
+pub const SERIES_ANNOTATION: &str = "homeostat_series";
+/// Most points one spec's history may hold (memory is 8 bytes a point, per series).
+pub const MAX_POINTS: u64 = 200_000;
+
+/// `thresholds:` — adaptive alert thresholds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdsConfig {
+    /// Prometheus' URL (http): history is queried from it, and it is asked
+    /// to reload (it must run with `--web.enable-lifecycle`).
+    pub prometheus_url: String,
+    /// Where the rule files go, one per spec (`<name>.rules.yml`); list
+    /// `<dir>/*.rules.yml` in Prometheus' `rule_files`. Default `rules/generated`.
+    #[serde(default = "default_rules_dir")]
+    pub rules_dir: PathBuf,
+    /// Check every rendered file with `promtool check rules` before it
+    /// replaces the previous one. Default true; skipped (with a warning)
+    /// when `promtool` is not found.
+    #[serde(default = "yes")]
+    pub check_rules: bool,
+    /// The `promtool` to run. Default: `promtool` on `PATH`.
+    #[serde(default)]
+    pub promtool: Option<PathBuf>,
+    /// Ask Prometheus to reload after writing (`POST /-/reload`), and
+    /// confirm with `prometheus_config_last_reload_successful`. Default true.
+    #[serde(default = "yes")]
+    pub reload: bool,
+    /// How far feedback may move a series' coverage.
+    #[serde(default)]
+    pub feedback: FeedbackConfig,
+    /// The thresholds to keep up to date.
+    pub specs: Vec<ThresholdSpec>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_rules_dir() -> PathBuf {
+    PathBuf::from("rules/generated")
+}
+
+/// `thresholds.feedback:` — bounded steps of a series' coverage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// Tightening never lowers a coverage below this. Default 0.8.
+    pub min_coverage: f64,
+    /// Widening never raises a coverage above this. Default 0.9999.
+    pub max_coverage: f64,
+    /// One step multiplies (tighten) or divides (widen) the share of normal
+    /// points expected outside the band, `1 - coverage`, by this. Default 2.
+    pub factor: f64,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        FeedbackConfig {
+            min_coverage: 0.8,
+            max_coverage: 0.9999,
+            factor: 2.0,
+        }
+    }
+}
+
+/// One threshold spec: a PromQL expression whose every series gets its own
+/// band and its own alert rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSpec {
+    /// Names the rule group, the rule file and the `homeostat_threshold`
+    /// label: letters, digits and `_`, not starting with a digit.
+    pub name: String,
+    /// PromQL, one series per label set (e.g. p99 latency `by (service)`).
+    /// Counters belong in `rate()`: the band is fitted to what `expr` returns.
+    pub expr: String,
+    /// Which crossing alerts: `above` (default), `below` or `both`.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Share of normal points the band should hold. Default 0.99.
+    #[serde(default = "default_coverage")]
+    pub coverage: f64,
+    /// Sampling step of the history. Default 1m.
+    #[serde(default = "default_step")]
+    pub step: PromDuration,
+    /// How much history to fit. Default 7d.
+    #[serde(default = "default_history")]
+    pub history: PromDuration,
+    /// How often to fit again; the thresholds cover the band over this
+    /// period (its maximum above, its minimum below). Default 15m.
+    #[serde(default = "default_refit")]
+    pub refit_interval: PromDuration,
+    /// The generated rule's `for:`. Default 5m.
+    #[serde(rename = "for", default = "default_for")]
+    pub for_: PromDuration,
+    /// The generated alert's name.
+    pub alert: String,
+    /// Labels added to the generated alert, e.g. `severity`, or the target
+    /// labels the executors need (`namespace`, `deployment`, …) when the
+    /// series does not carry them.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the generated alert (Prometheus templates; `$value`
+    /// formatted with `printf`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Alerts (by `alertname`) whose firing while this spec's alert stayed
+    /// silent for the same series counts as a miss and tightens its band.
+    #[serde(default)]
+    pub slo_alerts: Vec<String>,
+    /// For leaks and exhaustion: a `predict_linear` time to reaching a limit,
+    /// computed by Prometheus when the alert fires and attached to it (and so
+    /// to the incident) as the `time_to_exhaustion` annotation.
+    #[serde(default)]
+    pub exhaustion: Option<Exhaustion>,
+}
+
+/// `exhaustion:` — the limit a series runs into, and the trend window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exhaustion {
+    /// The value at which the resource is exhausted (e.g. a memory limit in bytes).
+    pub limit: f64,
+    /// The window `predict_linear` fits its line to. Default 1h.
+    #[serde(default = "default_window")]
+    pub window: PromDuration,
+}
+
+fn default_coverage() -> f64 {
+    0.99
+}
+fn default_step() -> PromDuration {
+    PromDuration(Duration::from_secs(60))
+}
+fn default_history() -> PromDuration {
+    PromDuration(Duration::from_secs(7 * 86_400))
+}
+fn default_refit() -> PromDuration {
+    PromDuration(Duration::from_secs(15 * 60))
+}
+fn default_for() -> PromDuration {
+    PromDuration(Duration::from_secs(5 * 60))
+}
+fn default_window() -> PromDuration {
+    PromDuration(Duration::from_secs(3600))
+}
+
+/// Which side of the band alerts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Above,
+    Below,
+    Both,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Above => "above",
+            Direction::Below => "below",
+            Direction::Both => "both",
+        }
+    }
+
+    pub fn sides(self) -> &'static [Side] {
+        match self {
+            Direction::Above => &[Side::Above],
+            Direction::Below => &[Side::Below],
+            Direction::Both => &[Side::Above, Side::Below],
+        }
+    }
+}
+
+/// One side of a band.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Above,
+    Below,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Above => "above",
+            Side::Below => "below",
+        }
+    }
+}
+
+impl ThresholdsConfig {
+    /// What the types cannot check: `(key, message)` of the first problem.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |key: String, message: &str| Err((key, message.to_owned()));
+        crate::config::check_http_url("thresholds.prometheus_url", &self.prometheus_url)?;
+        if self.rules_dir.as_os_str().is_empty() {
+            return err("thresholds.rules_dir".into(), "must name a directory");
+        }
+        if self.rules_dir.exists() && !self.rules_dir.is_dir() {
+            return Err((
+                "thresholds.rules_dir".into(),
+                format!("{} exists and is not a directory", self.rules_dir.display()),
+            ));
+        }
+        let f = &self.feedback;
+        if !(f.min_coverage > 0.0 && f.min_coverage < f.max_coverage && f.max_coverage < 1.0) {
+            return err("thresholds.feedback".into(), "need 0 < min_coverage < max_coverage < 1");
+        }
+        if !(f.factor > 1.0 && f.factor <= 10.0) {
+            return err("thresholds.feedback.factor".into(), "must be above 1 and at most 10");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, spec) in self.specs.iter().enumerate() {
+            let key = |field: &str| format!("thresholds.specs[{i}].{field}");
+            if !is_label_name(&spec.name) {
+                return err(
+                    key("name"),
+                    "must be letters, digits and `_`, not starting with a digit",
+                );
+            }
+            if !names.insert(spec.name.as_str()) {
+                return err(key("name"), &format!("{:?} is used by another spec", spec.name));
+            }
+            if spec.expr.trim().is_empty() {
+                return err(key("expr"), "must be a PromQL expression");
+            }
+            if !is_label_name(&spec.alert.replace(':', "_")) {
+                return err(key("alert"), "must be a valid metric name, e.g. LatencyAboveBand");
+            }
+            if !(spec.coverage >= f.min_coverage && spec.coverage <= f.max_coverage) {
+                return err(
+                    key("coverage"),
+                    &format!(
+                        "must be from thresholds.feedback.min_coverage ({}) to max_coverage ({})",
+                        f.min_coverage, f.max_coverage
+                    ),
+                );
+            }
+            let ten_years = Duration::from_secs(10 * 365 * 86_400);
+            for (field, d) in [
+                ("step", spec.step),
+                ("history", spec.history),
+                ("refit_interval", spec.refit_interval),
+                ("for", spec.for_),
+            ] {
+                if d.0 > ten_years {
+                    return err(key(field), "must be at most 10 years (3650d)");
+                }
+            }
+            if spec.step.0 < Duration::from_secs(1) {
+                return err(key("step"), "must be at least 1s");
+            }
+            let points = spec.history.0.as_secs() / spec.step.0.as_secs().max(1);
+            if points < 2 {
+                return err(key("history"), "must cover at least two steps");
+            }
+            if points > MAX_POINTS {
+                return err(
+                    key("history"),
+                    &format!("is {points} steps; at most {MAX_POINTS} (use a longer step)"),
+                );
+            }
+            if spec.refit_interval.0 < spec.step.0 {
+                return err(key("refit_interval"), "must be at least one step");
+            }
+            if spec.refit_interval.0.as_secs() / spec.step.0.as_secs().max(1) > 10_000 {
+                return err(key("refit_interval"), "must be at most 10000 steps");
+            }
+            for name in spec.labels.keys() {
+                if !is_label_name(name) || name.starts_with("__") {
+                    return err(key(&format!("labels.{name}")), "is not a valid label name");
+                }
+                if [SPEC_LABEL, DIRECTION_LABEL, "alertname"].contains(&name.as_str()) {
+                    return err(key(&format!("labels.{name}")), "is set by homeostat");
+                }
+            }
+            for name in spec.annotations.keys() {
+                if !is_label_name(name) {
+                    return err(key(&format!("annotations.{name}")), "is not a valid annotation name");
+                }
+                if name == SERIES_ANNOTATION || (name == "time_to_exhaustion" && spec.exhaustion.is_some()) {
+                    return err(key(&format!("annotations.{name}")), "is set by homeostat");
+                }
+            }
+            if let Some(exhaustion) = &spec.exhaustion {
+                if !exhaustion.limit.is_finite() {
+                    return err(key("exhaustion.limit"), "must be a finite number");
+                }
+                if exhaustion.window.0 < spec.step.0 * 2 {
+                    return err(key("exhaustion.window"), "must be at least two steps");
+                }
+                if spec.expr.contains('`') {
+                    return err(key("expr"), "must not contain a backtick when `exhaustion` is set");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One series of a spec's history, on a regular grid.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// Its labels, without `__name__`.
+    pub labels: LabelSet,
+    /// Unix seconds of the first point.
+    pub start: i64,
+    /// One value per step; NaN where Prometheus had none.
+    pub values: Vec<f64>,
+}
+
+/// The canonical text of a label set, `{a="1",b="2"}`: how a series is named
+/// in the journal, in feedback and in the `homeostat_series` annotation.
+pub fn series_key(labels: &LabelSet) -> String {
+    let mut key = String::from("{");
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        let _ = write!(key, "{name}={}", promql_string(value));
+    }
+    key.push('}');
+    key
+}
+
+/// A PromQL (and Go) double-quoted string literal.
+fn promql_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Puts samples `(unix seconds, value)` on the grid `start + k·step`,
+/// `k < n`; a sample off the grid goes to the nearest point, gaps stay NaN.
+pub fn to_grid(samples: impl IntoIterator<Item = (f64, f64)>, start: i64, step: Duration, n: usize) -> Vec<f64> {
+    let step = step.as_secs_f64();
+    let mut values = vec![f64::NAN; n];
+    for (t, v) in samples {
+        let k = ((t - start as f64) / step).round();
+        if k >= 0.0 && (k as usize) < n {
+            values[k as usize] = v;
+        }
+    }
+    values
+}
+
+/// The windows `[start, end]` (unix seconds, inclusive) a range query of
+/// `n` points at `step` from `start` is split into, each at most `max_points`
+/// long (Prometheus refuses more than 11,000 points per series).
+pub fn query_windows(start: i64, step: Duration, n: usize, max_points: usize) -> Vec<(i64, i64)> {
+    let step = step.as_secs() as i64;
+    let max_points = max_points.max(1);
+    (0..n)
+        .step_by(max_points)
+        .map(|first| {
+            let last = (first + max_points).min(n) - 1;
+            (start + first as i64 * step, start + last as i64 * step)
+        })
+        .collect()
+}
+
+/// A series' fitted band over the coming period, and the thresholds it gives.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeriesFit {
+    pub labels: LabelSet,
+    pub key: String,
+    /// The coverage the band was fitted with (the spec's, moved by feedback).
+    pub coverage: f64,
+    /// What produced it (see [`Band::model`]).
+    pub model: String,
+    /// Points of history with a value.
+    pub points: usize,
+    /// The band's minimum lower bound and maximum upper bound over the period.
+    pub lower: f64,
+    pub upper: f64,
+    /// The forecast for the first step of the period.
+    pub point: f64,
+}
+
+/// Why a series got no thresholds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeriesSkipped {
+    pub key: String,
+    pub reason: String,
+}
+
+/// A spec's fit: every series' band, and the series that could not be fitted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SpecFit {
+    pub series: Vec<SeriesFit>,
+    pub skipped: Vec<SeriesSkipped>,
+}
+
+/// The number of steps of the coming period a band is forecast for.
+pub fn horizon_steps(spec: &ThresholdSpec) -> usize {
+    (spec.refit_interval.0.as_secs() / spec.step.0.as_secs().max(1)).max(1) as usize
+}
+
+/// Fits every series of `history` (the spec's history); `coverage_of` gives a
+/// series' coverage by key (feedback's, else the spec's).
+pub fn fit_spec(spec: &ThresholdSpec, history: &[Series], coverage_of: &dyn Fn(&str) -> f64) -> SpecFit {
+    let horizon = horizon_steps(spec);
+    let mut fit = SpecFit::default();
+    for series in history {
+        let key = series_key(&series.labels);
+        let coverage = coverage_of(&key);
+        match fit_series(&series.values, spec.step.0, horizon, coverage) {
+            Ok((band, points)) => {
+                let (lower, upper) = band_extremes(&band);
+                fit.series.push(SeriesFit {
+                    labels: series.labels.clone(),
+                    key,
+                    coverage,
+                    model: band.model,
+                    points,
+                    lower,
+                    upper,
+                    point: band.point.first().copied().unwrap_or(f64::NAN),
+                });
+            }
+            Err(reason) => fit.skipped.push(SeriesSkipped { key, reason }),
+        }
+    }
+    fit
+}
+
+/// One series' band for `horizon` steps, and how many of its points had a value.
+pub fn fit_series(values: &[f64], step: Duration, horizon: usize, coverage: f64) -> Result<(Band, usize), String> {
+    let points = values.iter().filter(|v| v.is_finite()).count();
+    if points == 0 {
+        return Err("no value in the history".into());
+    }
+    // Forecast at least `CALIBRATION_POINTS` ahead and cut to the horizon:
+    // the band is then calibrated by one held-back forecast (two model fits
+    // per series) instead of one per horizon-long slice (five at a 15-point
+    // refit interval), at the price of calibrating on errors up to that
+    // lead, which widens a shorter horizon's band a little.
+    let ahead = horizon.max(forecast::CALIBRATION_POINTS);
+    let mut band = forecast::forecast(values, step, ahead, coverage).map_err(|e| e.to_string())?;
+    for v in [&mut band.point, &mut band.lower, &mut band.upper] {
+        v.truncate(horizon);
+    }
+    let (lower, upper) = band_extremes(&band);
+    if !(lower.is_finite() && upper.is_finite()) {
+        return Err(format!("the model ({}) gave no finite band", band.model));
+    }
+    Ok((band, points))
+}
+
+fn band_extremes(band: &Band) -> (f64, f64) {
+    let lower = band.lower.iter().copied().fold(f64::INFINITY, f64::min);
+    let upper = band.upper.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lower, upper)
+}
+
+/// A Prometheus rule file, as 2.42 reads it (only keys it accepts).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub groups: Vec<RuleGroup>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleGroup {
+    pub name: String,
+    pub rules: Vec<AlertRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    pub alert: String,
+    pub expr: String,
+    #[serde(rename = "for")]
+    pub for_: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The spec's rule group: one alert rule per fitted series and side.
+pub fn rule_group(spec: &ThresholdSpec, fit: &SpecFit) -> RuleGroup {
+    let mut rules = Vec::new();
+    for series in &fit.series {
+        for &side in spec.direction.sides() {
+            let (op, threshold) = match side {
+                Side::Above => (">", series.upper),
+                Side::Below => ("<", series.lower),
+            };
+            let mut labels = spec.labels.clone();
+            labels.insert(SPEC_LABEL.into(), spec.name.clone());
+            labels.insert(DIRECTION_LABEL.into(), side.as_str().into());
+            let mut annotations = spec.annotations.clone();
+            annotations.insert(SERIES_ANNOTATION.into(), series.key.clone());
+            annotations.insert(
+                "homeostat_band".into(),
+                format!(
+                    "{} {threshold} ({} at coverage {}, fitted on {} points)",
+                    side.as_str(),
+                    series.model,
+                    series.coverage,
+                    series.points
+                ),
+            );
+            if let Some(exhaustion) = &spec.exhaustion {
+                annotations.insert(
+                    "time_to_exhaustion".into(),
+                    exhaustion_template(spec, exhaustion, series),
+                );
+            }
+            rules.push(AlertRule {
+                alert: spec.alert.clone(),
+                expr: format!("({}) {op} {threshold}{}", spec.expr, series_filter(&series.labels)),
+                for_: spec.for_.to_string(),
+                labels,
+                annotations,
+            });
+        }
+    }
+    RuleGroup {
+        name: format!("homeostat_threshold_{}", spec.name),
+        rules,
+    }
+}
+
+/// ` and on (a, b) <a one-sample vector with exactly these labels>`, or
+/// nothing for the single series without labels.
+fn series_filter(labels: &LabelSet) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let mut vector = "vector(1)".to_owned();
+    for (name, value) in labels {
+        // In label_replace's replacement, `$` starts a group reference.
+        let value = promql_string(&value.replace('$', "$$"));
+        vector = format!("label_replace({vector}, \"{name}\", {value}, \"\", \"\")");
+    }
+    let names: Vec<&str> = labels.keys().map(String::as_str).collect();
+    format!(" and on ({}) {vector}", names.join(", "))
+}
+
+/// An annotation template asking Prometheus, when the alert fires, how long
+/// until the series reaches the limit at the slope `predict_linear` sees.
+fn exhaustion_template(spec: &ThresholdSpec, exhaustion: &Exhaustion, series: &SeriesFit) -> String {
+    let window = exhaustion.window;
+    let step = spec.step;
+    let expr = &spec.expr;
+    let per_second = format!("(predict_linear(({expr})[{window}:{step}], 3600) - ({expr})) / 3600");
+    let query = format!(
+        "({} - ({expr})) / ({per_second}){}",
+        exhaustion.limit,
+        series_filter(&series.labels)
+    );
+    format!(
+        "{{{{ with query `{query}` }}}}{{{{ with first . }}}}{{{{ if ge .Value 0.0 }}}}{{{{ .Value | humanizeDuration }}}}\
+         {{{{ else }}}}not approaching the limit{{{{ end }}}}{{{{ end }}}}{{{{ else }}}}unknown{{{{ end }}}}"
+    )
+}
+
+/// How every generated rule file starts: files starting otherwise are never removed.
+pub const GENERATED_HEADER: &str = "# Generated by homeostat";
+
+/// The rule file for one spec, as YAML.
+pub fn render(spec: &ThresholdSpec, fit: &SpecFit, fitted_at: DateTime<Utc>) -> String {
+    let file = RuleFile {
+        groups: vec![rule_group(spec, fit)],
+    };
+    let yaml = serde_yaml::to_string(&file).expect("rule files serialize");
+    format!(
+        "{GENERATED_HEADER} for threshold spec {:?} at {}; rewritten at every refit, do not edit.\n{yaml}",
+        spec.name,
+        fitted_at.to_rfc3339()
+    )
+}
+
+/// The file a spec's rules go to, inside the rules directory.
+pub fn file_name(spec: &str) -> String {
+    format!("{spec}.rules.yml")
+}
+
+/// What a feedback step does to a series' band.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Adjust {
+    /// More coverage: a wider band, fewer alerts.
+    Widen,
+    /// Less coverage: a narrower band, earlier alerts.
+    Tighten,
+    /// Recorded, no change (an alert a user confirmed as real).
+    Keep,
+}
+
+impl Adjust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Adjust::Widen => "widen",
+            Adjust::Tighten => "tighten",
+            Adjust::Keep => "keep",
+        }
+    }
+}
+
+/// Why a feedback step was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackReason {
+    /// The adaptive alert resolved and no action was taken on it.
+    ResolvedWithoutAction,
+    /// A user marked the adaptive alert false (`POST /api/v1/incidents/{id}/feedback`).
+    MarkedFalse,
+    /// A user confirmed the adaptive alert.
+    MarkedTrue,
+    /// An SLO alert fired for the series while the adaptive alert stayed silent.
+    SloMiss,
+}
+
+impl FeedbackReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackReason::ResolvedWithoutAction => "resolved_without_action",
+            FeedbackReason::MarkedFalse => "marked_false",
+            FeedbackReason::MarkedTrue => "marked_true",
+            FeedbackReason::SloMiss => "slo_miss",
+        }
+    }
+
+    pub fn adjust(self) -> Adjust {
+        match self {
+            FeedbackReason::ResolvedWithoutAction | FeedbackReason::MarkedFalse => Adjust::Widen,
+            FeedbackReason::SloMiss => Adjust::Tighten,
+            FeedbackReason::MarkedTrue => Adjust::Keep,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<FeedbackReason> {
+        [
+            FeedbackReason::ResolvedWithoutAction,
+            FeedbackReason::MarkedFalse,
+            FeedbackReason::MarkedTrue,
+            FeedbackReason::SloMiss,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == text)
+    }
+}
+
+/// The coverage after one bounded step: the share outside the band,
+/// `1 - coverage`, divided (widen) or multiplied (tighten) by the factor,
+/// and the result kept within the configured bounds.
+pub fn step_coverage(coverage: f64, adjust: Adjust, bounds: &FeedbackConfig) -> f64 {
+    let outside = 1.0 - coverage;
+    let moved = match adjust {
+        Adjust::Widen => 1.0 - outside / bounds.factor,
+        Adjust::Tighten => 1.0 - outside * bounds.factor,
+        Adjust::Keep => coverage,
+    };
+    moved.clamp(bounds.min_coverage, bounds.max_coverage)
+}
+
+/// A feedback event for one series of one spec, before it is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedbackEvent {
+    pub spec: String,
+    pub series: String,
+    pub reason: FeedbackReason,
+    /// The incident it comes from; one event per incident and reason at most.
+    pub incident_id: i64,
+    pub detail: String,
+}
+
+/// An incident as feedback sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncidentSummary {
+    pub id: i64,
+    pub alertname: String,
+    pub labels: LabelSet,
+    pub annotations: LabelSet,
+    pub starts_at: DateTime<Utc>,
+    /// `None` while firing.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// An action other than `notify` was executed on it (not in dry run).
+    pub acted: bool,
+}
+
+/// The feedback events the incidents imply for `spec`: each resolved adaptive
+/// alert without an action widens its series; each resolved SLO alert whose
+/// labels include a series' labels, during which (from `for` before it
+/// started to its end) no adaptive alert of that series fired, tightens it.
+pub fn feedback_events(spec: &ThresholdSpec, series: &[LabelSet], incidents: &[IncidentSummary]) -> Vec<FeedbackEvent> {
+    let adaptive: Vec<&IncidentSummary> = incidents
+        .iter()
+        .filter(|i| i.alertname == spec.alert && i.labels.get(SPEC_LABEL) == Some(&spec.name))
+        .collect();
+    let mut events = Vec::new();
+    for incident in &adaptive {
+        let Some(key) = incident.annotations.get(SERIES_ANNOTATION) else {
+            continue;
+        };
+        if incident.ended_at.is_some() && !incident.acted {
+            events.push(FeedbackEvent {
+                spec: spec.name.clone(),
+                series: key.clone(),
+                reason: FeedbackReason::ResolvedWithoutAction,
+                incident_id: incident.id,
+                detail: format!("alert {} resolved with no action taken", incident.alertname),
+            });
+        }
+    }
+    let grace = chrono::Duration::from_std(spec.for_.0).unwrap_or(chrono::Duration::zero());
+    for slo in incidents.iter().filter(|i| spec.slo_alerts.contains(&i.alertname)) {
+        let Some(slo_end) = slo.ended_at else { continue };
+        for labels in series {
+            let covers = labels.iter().all(|(k, v)| slo.labels.get(k) == Some(v));
+            if !covers {
+                continue;
+            }
+            let key = series_key(labels);
+            let alerted = adaptive.iter().any(|a| {
+                a.annotations.get(SERIES_ANNOTATION) == Some(&key)
+                    && a.starts_at <= slo_end
+                    && a.ended_at.is_none_or(|end| end >= slo.starts_at - grace)
+            });
+            if !alerted {
+                events.push(FeedbackEvent {
+                    spec: spec.name.clone(),
+                    series: key,
+                    reason: FeedbackReason::SloMiss,
+                    incident_id: slo.id,
+                    detail: format!(
+                        "{} fired from {} to {} while {} stayed silent",
+                        slo.alertname,
+                        slo.starts_at.to_rfc3339(),
+                        slo_end.to_rfc3339(),
+                        spec.alert
+                    ),
+                });
+            }
+        }
+    }
+    events
+}
+
+/// One series' forecast band, as `homeostat thresholds fit --json` prints it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BandReport {
+    pub labels: LabelSet,
+    /// Unix seconds of each forecast step.
+    pub timestamps: Vec<i64>,
+    pub point: Vec<f64>,
+    pub lower: Vec<f64>,
+    pub upper: Vec<f64>,
+    pub model: String,
+    /// Points of history with a value.
+    pub points: usize,
+    /// Why there is no band, when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The band of each series for `horizon` steps after its history.
+pub fn band_reports(history: &[Series], step: Duration, horizon: usize, coverage: f64) -> Vec<BandReport> {
+    let secs = step.as_secs().max(1) as i64;
+    history
+        .iter()
+        .map(|series| {
+            let last = series.start + (series.values.len() as i64 - 1) * secs;
+            let timestamps = (1..=horizon as i64).map(|k| last + k * secs).collect();
+            match fit_series(&series.values, step, horizon, coverage) {
+                Ok((band, points)) => BandReport {
+                    labels: series.labels.clone(),
+                    timestamps,
+                    point: band.point,
+                    lower: band.lower,
+                    upper: band.upper,
+                    model: band.model,
+                    points,
+                    error: None,
+                },
+                Err(error) => BandReport {
+                    labels: series.labels.clone(),
+                    timestamps: vec![],
+                    point: vec![],
+                    lower: vec![],
+                    upper: vec![],
+                    model: String::new(),
+                    points: 0,
+                    error: Some(error),
+                },
+            }
+        })
+        .collect()
+}
+
+/// `homeostat thresholds fit` without `--json`: a line per series.
+pub fn describe_bands(query: &str, reports: &[BandReport]) -> String {
+    if reports.is_empty() {
+        return format!("{query}: no series\n");
+    }
+    let mut out = String::new();
+    for r in reports {
+        let key = series_key(&r.labels);
+        let _ = match &r.error {
+            Some(err) => writeln!(out, "{key}: no band: {err}"),
+            None => writeln!(
+                out,
+                "{key}: {} on {} points; next {} steps: point {:.6} … {:.6}, lower min {:.6}, upper max {:.6}",
+                r.model,
+                r.points,
+                r.point.len(),
+                r.point.first().copied().unwrap_or(f64::NAN),
+                r.point.last().copied().unwrap_or(f64::NAN),
+                r.lower.iter().copied().fold(f64::INFINITY, f64::min),
+                r.upper.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+            ),
+        };
+    }
+    out
+}
+
+/// A number with five significant digits, for people.
+fn short(value: f64) -> String {
+    if value != 0.0 && !(1e-3..1e6).contains(&value.abs()) {
+        format!("{value:.4e}")
+    } else {
+        let digits = (4 - value.abs().log10().floor().max(-1.0) as i32).clamp(0, 8) as usize;
+        let text = format!("{value:.digits$}");
+        if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            text
+        }
+    }
+}
+
+/// `homeostat thresholds show` as text: per spec, its latest rule update,
+/// every series' band and coverage, and the feedback steps that moved them.
+pub fn describe(state: &ThresholdState, config: Option<&ThresholdsConfig>) -> String {
+    let mut specs: Vec<String> = config
+        .map(|c| c.specs.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default();
+    for name in state
+        .updates
+        .iter()
+        .map(|u| &u.spec)
+        .chain(state.fits.iter().map(|f| &f.spec))
+    {
+        if !specs.contains(name) {
+            specs.push(name.clone());
+        }
+    }
+    if specs.is_empty() {
+        return "No threshold specs configured or fitted yet.\n".into();
+    }
+    let mut out = String::new();
+    for name in specs {
+        let configured = config.and_then(|c| c.specs.iter().find(|s| s.name == name));
+        let _ = write!(out, "spec {name}");
+        match configured {
+            Some(s) => {
+                let _ = writeln!(
+                    out,
+                    " (alert {}, {}, coverage {}, refit every {}):",
+                    s.alert,
+                    s.direction.as_str(),
+                    s.coverage,
+                    s.refit_interval
+                );
+            }
+            None => out.push_str(" (no longer configured):\n"),
+        }
+        match state.updates.iter().find(|u| u.spec == name) {
+            None => out.push_str("  rules: not written yet\n"),
+            Some(u) if u.ok => {
+                let _ = writeln!(out, "  rules: updated {} ({})", u.at.to_rfc3339(), u.detail);
+            }
+            Some(u) => {
+                let last_good = u.last_good_at.map_or("never".to_owned(), |t| t.to_rfc3339());
+                let _ = writeln!(
+                    out,
+                    "  rules: NOT updated {}: {}\n  previous rules stay active (last good update: {last_good})",
+                    u.at.to_rfc3339(),
+                    u.detail
+                );
+            }
+        }
+        for fit in state.fits.iter().filter(|f| f.spec == name) {
+            let f = &fit.fit;
+            if let Some(reason) = f.get("reason").and_then(|r| r.as_str()) {
+                let _ = writeln!(
+                    out,
+                    "  {} skipped at {}: {reason}",
+                    fit.series,
+                    fit.fitted_at.to_rfc3339()
+                );
+                continue;
+            }
+            let number = |key: &str| f[key].as_f64().map_or_else(|| "?".to_owned(), short);
+            let _ = writeln!(
+                out,
+                "  {} [{}, {}] forecast {} — {} on {} points, coverage {}, fitted {}",
+                fit.series,
+                number("lower"),
+                number("upper"),
+                number("point"),
+                f["model"].as_str().unwrap_or("?"),
+                f["points"],
+                f["coverage"],
+                fit.fitted_at.to_rfc3339()
+            );
+            for step in state
+                .feedback
+                .iter()
+                .filter(|s| s.spec == name && s.series == fit.series)
+            {
+                let _ = writeln!(
+                    out,
+                    "    {} {}: {} → {} ({}, incident {}): {}",
+                    step.at.to_rfc3339(),
+                    step.adjust,
+                    step.coverage_before,
+                    step.coverage_after,
+                    step.reason,
+                    step.incident_id,
+                    step.detail
+                );
+            }
+        }
+    }
+    out
+}
+
+// What the journal keeps of adaptive thresholds (`homeostat thresholds show`).
+
+/// One feedback step as recorded.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FeedbackStep {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub spec: String,
+    pub series: String,
+    pub reason: String,
+    pub adjust: String,
+    pub incident_id: i64,
+    pub coverage_before: f64,
+    pub coverage_after: f64,
+    pub detail: String,
+}
+
+/// How one spec's latest rule update went.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SpecUpdate {
+    pub spec: String,
+    pub at: DateTime<Utc>,
+    pub ok: bool,
+    pub detail: String,
+    pub last_good_at: Option<DateTime<Utc>>,
+}
+
+/// A series' latest fit as recorded: fitted, or skipped and why.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecordedFit {
+    pub spec: String,
+    pub series: String,
+    pub fitted_at: DateTime<Utc>,
+    pub fit: serde_json::Value,
+}
+
+/// Everything `homeostat thresholds show` prints.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ThresholdState {
+    pub updates: Vec<SpecUpdate>,
+    pub fits: Vec<RecordedFit>,
+    /// The latest steps, newest first.
+    pub feedback: Vec<FeedbackStep>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+//! The storage trait: every read and write the service makes of its journal.
+//!
+//! [`SqliteJournal`] implements it on one SQLite file, the embedded default;
+//! another database implements the same trait (a PostgreSQL one is planned),
+//! and [`crate::open`] picks the implementation from the configuration. The
+//! service holds a [`Journal`], a shared handle to whichever it is.
+//!
+//! What an implementation owes its callers, whatever the database:
+//! - `ingest` commits a delivery and its incident transitions together, and
+//!   only then hands the delivery to the pipeline through `queue_slot`: what
+//!   the webhook acknowledged is never lost, and the pipeline sees deliveries
+//!   in journal order.
+//! - `record_decision` commits before the executor is called, so a crash in
+//!   between leaves a decision without a result (marked interrupted at the
+//!   next open, never repeated).
+//! - `record_learned` saves only on top of `base_revision` (`None` when the
+//!   stored state moved on), so two writers never lose each other's lessons.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use homeostat_core::alert::WebhookMessage;
+use homeostat_core::incident::Incident;
+use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, IncidentSummary, ThresholdState};
+use tokio::sync::mpsc::OwnedPermit;
+
+use crate::decisions::{Decision, History, NewDecision};
+use crate::policy::{Learned, StoredPolicy};
+use crate::thresholds::SpecRound;
+use crate::{Delivery, IncidentPage, IncidentQuery, Result, SqliteJournal};
+
+/// A shared handle to the journal, whichever database holds it.
+pub type Journal = Arc<dyn Store>;
+
+/// The journal's operations, as the server, the pipeline and the threshold task use them.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Journals a delivery and applies it to the incidents; returns once it
+    /// is committed, by when it is in the pipeline queue through `queue_slot`.
+    async fn ingest(
+        &self,
+        message: WebhookMessage,
+        received_at: DateTime<Utc>,
+        queue_slot: OwnedPermit<Delivery>,
+    ) -> Result<Delivery>;
+    /// Records that the pipeline has processed every delivery through `through`.
+    async fn mark_processed(&self, through: i64) -> Result<()>;
+    /// Deliveries journalled beyond the processed watermark, oldest first.
+    async fn unprocessed(&self) -> Result<Vec<Delivery>>;
+    /// One page of incidents matching `query`, newest first.
+    async fn incidents(&self, query: IncidentQuery) -> Result<IncidentPage>;
+    /// One incident by id.
+    async fn incident(&self, id: i64) -> Result<Option<Incident>>;
+
+    /// Records a decision before anything is done about it; returns its id.
+    async fn record_decision(&self, decision: NewDecision) -> Result<i64>;
+    /// Records what the executor did (or why it could not).
+    async fn record_result(&self, id: i64, result: &str, detail: &str) -> Result<()>;
+    /// Records whether the action fixed the incident.
+    async fn record_outcome(&self, id: i64, outcome: &str) -> Result<()>;
+    /// An incident's decisions, oldest first.
+    async fn decisions(&self, incident_id: i64) -> Result<Vec<Decision>>;
+    /// The guard's view of the past: of `target_key`, and of every target since `since`.
+    async fn history(&self, target_key: String, since: DateTime<Utc>) -> Result<History>;
+    /// Records whether actions are paused, so a restart keeps it.
+    async fn set_paused(&self, paused: bool) -> Result<()>;
+    /// Whether actions were paused when last recorded.
+    async fn paused(&self) -> Result<bool>;
+
+    /// The learned policy's stored state, if any.
+    async fn policy(&self) -> Result<Option<StoredPolicy>>;
+    /// The stored policy's revision (0 when none is stored).
+    async fn policy_revision(&self) -> Result<i64>;
+    /// Saves a reward and the state learned from it on top of
+    /// `learned.base_revision`; `None` when the stored state moved on.
+    async fn record_learned(&self, learned: Learned) -> Result<Option<i64>>;
+
+    /// Records one threshold feedback step; `None` when it was recorded before.
+    async fn record_feedback(
+        &self,
+        event: FeedbackEvent,
+        default_coverage: f64,
+        bounds: FeedbackConfig,
+    ) -> Result<Option<FeedbackStep>>;
+    /// Records a refit round's fits and rule updates.
+    async fn record_round(&self, rounds: Vec<SpecRound>) -> Result<()>;
+    /// The coverage of each series of `spec`, from its latest feedback step.
+    async fn coverages(&self, spec: String) -> Result<HashMap<String, f64>>;
+    /// Incidents of `alertnames` since `since`, as threshold feedback reads them.
+    async fn incident_summaries(&self, alertnames: Vec<String>, since: DateTime<Utc>) -> Result<Vec<IncidentSummary>>;
+    /// Everything `homeostat thresholds show` prints.
+    async fn threshold_state(&self) -> Result<ThresholdState>;
+}
+
+#[async_trait]
+impl Store for SqliteJournal {
+    async fn ingest(
+        &self,
+        message: WebhookMessage,
+        received_at: DateTime<Utc>,
+        queue_slot: OwnedPermit<Delivery>,
+    ) -> Result<Delivery> {
+        SqliteJournal::ingest(self, message, received_at, queue_slot).await
+    }
+    async fn mark_processed(&self, through: i64) -> Result<()> {
+        SqliteJournal::mark_processed(self, through).await
+    }
+    async fn unprocessed(&self) -> Result<Vec<Delivery>> {
+        SqliteJournal::unprocessed(self).await
+    }
+    async fn incidents(&self, query: IncidentQuery) -> Result<IncidentPage> {
+        SqliteJournal::incidents(self, query).await
+    }
+    async fn incident(&self, id: i64) -> Result<Option<Incident>> {
+        SqliteJournal::incident(self, id).await
+    }
+    async fn record_decision(&self, decision: NewDecision) -> Result<i64> {
+        SqliteJournal::record_decision(self, decision).await
+    }
+    async fn record_result(&self, id: i64, result: &str, detail: &str) -> Result<()> {
+        SqliteJournal::record_result(self, id, result, detail).await
+    }
+    async fn record_outcome(&self, id: i64, outcome: &str) -> Result<()> {
+        SqliteJournal::record_outcome(self, id, outcome).await
+    }
+    async fn decisions(&self, incident_id: i64) -> Result<Vec<Decision>> {
+        SqliteJournal::decisions(self, incident_id).await
+    }
+    async fn history(&self, target_key: String, since: DateTime<Utc>) -> Result<History> {
+        SqliteJournal::history(self, target_key, since).await
+    }
+    async fn set_paused(&self, paused: bool) -> Result<()> {
+        SqliteJournal::set_paused(self, paused).await
+    }
+    async fn paused(&self) -> Result<bool> {
+        SqliteJournal::paused(self).await
+    }
+    async fn policy(&self) -> Result<Option<StoredPolicy>> {
+        SqliteJournal::policy(self).await
+    }
+    async fn policy_revision(&self) -> Result<i64> {
+        SqliteJournal::policy_revision(self).await
+    }
+    async fn record_learned(&self, learned: Learned) -> Result<Option<i64>> {
+        SqliteJournal::record_learned(self, learned).await
+    }
+    async fn record_feedback(
+        &self,
+        event: FeedbackEvent,
+        default_coverage: f64,
+        bounds: FeedbackConfig,
+    ) -> Result<Option<FeedbackStep>> {
+        SqliteJournal::record_feedback(self, event, default_coverage, bounds).await
+    }
+    async fn record_round(&self, rounds: Vec<SpecRound>) -> Result<()> {
+        SqliteJournal::record_round(self, rounds).await
+    }
+    async fn coverages(&self, spec: String) -> Result<HashMap<String, f64>> {
+        SqliteJournal::coverages(self, spec).await
+    }
+    async fn incident_summaries(&self, alertnames: Vec<String>, since: DateTime<Utc>) -> Result<Vec<IncidentSummary>> {
+        SqliteJournal::incident_summaries(self, alertnames, since).await
+    }
+    async fn threshold_state(&self) -> Result<ThresholdState> {
+        SqliteJournal::threshold_state(self).await
+    }
+}

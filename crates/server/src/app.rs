@@ -1,0 +1,145 @@
+//! Wiring: opens the journal, replays what it holds unprocessed, starts the
+//! pipeline and the HTTP server, and shuts them down in order.
+//!
+//! The caller passes the listener and the shutdown signal, so tests bind
+//! `127.0.0.1:0`, start a server in-process and stop it when they like.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use homeostat_core::config::{Config, Credentials};
+use homeostat_journal::{JournalError, JournalMetrics};
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Parts, Processor};
+use crate::respond::Controls;
+use crate::server::{self, AppState};
+use crate::thresholds::Scheduler;
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("cannot start adaptive thresholds: {0} (thresholds.prometheus_url)")]
+    Thresholds(String),
+}
+
+/// Runs homeostat until `shutdown` completes, then drains the queue (up to
+/// `server.drain_timeout`) and closes the journal. `make_processor` builds
+/// the pipeline's processor from the journal, metrics and controls.
+pub async fn serve<P: Processor>(
+    config: Config,
+    credentials: Credentials,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    make_processor: impl FnOnce(Parts) -> P,
+) -> Result<()> {
+    let metrics = Arc::new(Metrics::new(config.server.queue_capacity));
+    let journal_metrics = JournalMetrics {
+        commit_seconds: Some(metrics.journal_commit_seconds.clone()),
+        batch_size: Some(metrics.journal_batch_size.clone()),
+    };
+    let (journal, writer) = homeostat_journal::open(&config.journal, journal_metrics)?;
+    let (queue, queue_rx) = mpsc::channel(config.server.queue_capacity);
+    // Read before the webhook opens, so nothing new can be both replayed and queued.
+    let pending = journal.unprocessed().await?;
+
+    let controls = Arc::new(Controls::default());
+    if journal.paused().await? {
+        controls.paused.store(true, Ordering::Release);
+        tracing::warn!("Actions are paused, as they were at the last stop (POST /api/v1/resume to resume).");
+    }
+    let scheduler = config
+        .thresholds
+        .clone()
+        .map(|t| Scheduler::new(t, journal.clone(), Arc::clone(&metrics)))
+        .transpose()
+        .map_err(AppError::Thresholds)?;
+    let state = Arc::new(AppState {
+        journal: journal.clone(),
+        queue,
+        metrics: Arc::clone(&metrics),
+        controls: Arc::clone(&controls),
+        credentials,
+        thresholds: config.thresholds.clone().map(Arc::new),
+        max_body_bytes: config.server.max_body_bytes,
+        ready: false.into(),
+        stopping: false.into(),
+    });
+    let address = listener.local_addr().map_err(AppError::Serve)?;
+    let shutting_down = Arc::clone(&state);
+    let (stop_thresholds, thresholds_stopped) = watch::channel(false);
+    let router = server::router(Arc::clone(&state), config.server.request_timeout.0);
+    let drain = config.server.drain_timeout.0;
+    // Open connections get the drain timeout, then are closed (with the
+    // state they hold), so a stalled client cannot hold up the stop.
+    let server = tokio::spawn(server::serve_http(
+        listener,
+        router,
+        config.server.request_timeout.0,
+        drain,
+        async move {
+            shutdown.await;
+            shutting_down.stopping.store(true, Ordering::Release);
+            let _ = stop_thresholds.send(true);
+            tracing::info!("Shutting down: no new connections; draining the queue.");
+        },
+    ));
+    tracing::info!(%address, journal = %config.journal.path.display(), "Listening.");
+
+    // In journal order: what a crash left unprocessed comes before anything
+    // new, which waits in the queue meanwhile; /readyz says 503 until then.
+    let processor = Arc::new(make_processor(Parts {
+        journal: journal.clone(),
+        metrics: Arc::clone(&metrics),
+        controls,
+    }));
+    pipeline::replay(pending, &journal, &metrics, &processor).await?;
+    let worker = tokio::spawn(pipeline::run(
+        queue_rx,
+        journal.clone(),
+        Arc::clone(&metrics),
+        processor,
+    ));
+    let thresholds = scheduler.map(|s| tokio::spawn(s.run(thresholds_stopped)));
+    state.ready.store(true, Ordering::Release);
+
+    server.await.map_err(|e| AppError::Serve(std::io::Error::other(e)))?;
+
+    if let Some(mut thresholds) = thresholds {
+        // It stops at the shutdown signal once a round under way is done,
+        // for up to the drain timeout (a slow Prometheus could hold it for
+        // its whole query timeout); then the round is abandoned: each rule
+        // file is replaced atomically, so what it wrote so far is whole.
+        if tokio::time::timeout(drain, &mut thresholds).await.is_err() {
+            thresholds.abort();
+            tracing::warn!(
+                timeout = %config.server.drain_timeout,
+                "A threshold refit was still running after the drain timeout; abandoned it (the next start refits)."
+            );
+        }
+    }
+    // The router and its state are gone: the queue closes once the worker has emptied it.
+    drop(state);
+    let mut worker = worker;
+    if tokio::time::timeout(drain, &mut worker).await.is_err() {
+        worker.abort();
+        tracing::warn!(
+            timeout = %config.server.drain_timeout,
+            "Queue not drained in time; the remaining deliveries are journalled and will be processed at the next start."
+        );
+    }
+    drop(journal);
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .map_err(|e| AppError::Serve(std::io::Error::other(e)))?;
+    tracing::info!("Stopped.");
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! `homeostat serve`: the HTTP API and the pipeline from a delivery to a
+//! learned outcome.
+//!
+//! ```text
+//! Alertmanager ──webhook v4──▶ server ──decode──▶ journal::ingest (group commit)
+//!                                                    │ delivery + incident transitions
+//!                                                    ▼
+//!                                    bounded queue ──▶ pipeline::run ──▶ Processor
+//!                                                        (context → decide → guard →
+//!                                                         execute → verify → learn)
+//! ```
+//!
+//! - [`app`]: wires the journal, pipeline, HTTP server and threshold task; stops them in order.
+//! - [`server`]: the HTTP API (webhook, incidents, health, metrics, auth).
+//! - [`pipeline`]: the queue consumer and the [`pipeline::Processor`] seam.
+//! - [`respond`]: the stages after ingest: decide → guard → record → execute → verify → learn.
+//! - [`thresholds`]: the adaptive-threshold refit task.
+//! - [`metrics`]: homeostat's own metrics.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod metrics;
+pub mod pipeline;
+pub mod respond;
+pub mod server;
+pub mod thresholds;

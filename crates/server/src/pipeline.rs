@@ -1,0 +1,122 @@
+//! The pipeline that consumes journalled deliveries.
+//!
+//! Ingest (decode → dedup into incidents) happens in the webhook handler;
+//! everything after it runs here, one delivery at a time, in the order the
+//! journal committed them: context → decide → guard → execute → verify →
+//! learn. The journal's watermark moves past a delivery only after its
+//! [`Processor`] returns, so a crash in between replays it at start-up.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+
+use tokio::sync::mpsc;
+
+use homeostat_core::incident::EventKind;
+use homeostat_journal::{Delivery, Journal};
+use crate::metrics::Metrics;
+
+/// What a processor may need, made by [`crate::app::serve`].
+#[derive(Clone)]
+pub struct Parts {
+    pub journal: Journal,
+    pub metrics: Arc<Metrics>,
+    pub controls: Arc<crate::respond::Controls>,
+}
+
+/// What happens to each delivery after it is journalled.
+pub trait Processor: Send + Sync + 'static {
+    fn process(&self, delivery: &Delivery) -> impl Future<Output = ()> + Send;
+}
+
+/// Records each incident transition in the log. Recovery actions plug in
+/// behind this trait; until then homeostat observes and never acts.
+pub struct LogTransitions;
+
+impl Processor for LogTransitions {
+    async fn process(&self, delivery: &Delivery) {
+        for event in &delivery.events {
+            let (incident, alertname, fingerprint) = (event.incident_id, &event.alertname, &event.fingerprint);
+            match event.kind {
+                EventKind::Opened => tracing::info!(incident, %alertname, %fingerprint, "Incident opened."),
+                EventKind::Resolved => tracing::info!(incident, %alertname, %fingerprint, "Incident resolved."),
+                EventKind::Repeated | EventKind::Stale => {
+                    tracing::debug!(incident, %alertname, kind = event.kind.as_str(), "Repeated delivery.")
+                }
+            }
+        }
+    }
+}
+
+/// Most deliveries taken from the queue at once; one watermark update covers them.
+const MAX_BATCH: usize = 256;
+
+/// Processes deliveries until the queue is closed and empty. The journal
+/// queues them in journal order, so after each batch the watermark moves to
+/// the batch's last delivery.
+pub async fn run<P: Processor>(
+    mut queue: mpsc::Receiver<Delivery>,
+    journal: Journal,
+    metrics: Arc<Metrics>,
+    processor: Arc<P>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let count = batch.len();
+        let mut through = 0;
+        for delivery in batch.drain(..) {
+            through = delivery.id;
+            process_one(&processor, delivery).await;
+        }
+        match journal.mark_processed(through).await {
+            Ok(()) => {
+                metrics.notifications_processed.inc_by(count as u64);
+            }
+            Err(err) => tracing::error!(
+                through,
+                error = %err,
+                "Could not record deliveries as processed; they will be processed again at the next start."
+            ),
+        }
+    }
+}
+
+/// Runs the processor, catching a panic in it, so that a panic costs one
+/// delivery, not the pipeline. (A task per delivery would do the same at a
+/// cost the queue notices during an alert storm.)
+async fn process_one<P: Processor>(processor: &Arc<P>, delivery: Delivery) {
+    let outcome = AssertUnwindSafe(processor.process(&delivery)).catch_unwind().await;
+    if outcome.is_err() {
+        tracing::error!(
+            delivery = delivery.id,
+            "Processing a delivery panicked; continuing with the next."
+        );
+    }
+}
+
+/// Processes `pending` (what the journal held beyond its watermark at
+/// start-up) before the pipeline takes anything new.
+pub async fn replay<P: Processor>(
+    pending: Vec<Delivery>,
+    journal: &Journal,
+    metrics: &Metrics,
+    processor: &Arc<P>,
+) -> homeostat_journal::Result<()> {
+    let Some(last) = pending.last().map(|d| d.id) else {
+        return Ok(());
+    };
+    let count = pending.len() as u64;
+    tracing::warn!(
+        deliveries = count,
+        "Found deliveries journalled but not processed before the last stop; processing them first."
+    );
+    for delivery in pending {
+        process_one(processor, delivery).await;
+    }
+    journal.mark_processed(last).await?;
+    metrics.notifications_recovered.inc_by(count);
+    metrics.notifications_processed.inc_by(count);
+    Ok(())
+}
