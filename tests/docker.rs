@@ -5,9 +5,9 @@
 mod common;
 
 use common::docker::{docker, image, serves, until_serving, Service, IMAGE, PREVIOUS};
-use homeostat_core::action::Operation;
 use homeostat_adapters::executor::docker::{DockerConfig, DockerExecutor, PREVIOUS_IMAGE_LABEL};
 use homeostat_adapters::executor::{ExecError, Executor};
+use homeostat_core::action::Operation;
 
 /// Ready and total replicas of the service, as the executor reports them.
 async fn ready(executor: &DockerExecutor, service: &Service) -> (u32, u32) {

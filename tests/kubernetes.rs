@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use homeostat_core::action::{Operation, Target};
 use homeostat_adapters::executor::kubernetes::{KubernetesConfig, KubernetesExecutor, API_CALLS, RESTARTED_AT};
 use homeostat_adapters::executor::{Done, ExecError, Executor};
+use homeostat_core::action::{Operation, Target};
 use http::{Request, Response};
 use kube::client::Body;
 use kube::Client;

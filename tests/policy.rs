@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{eventually, notification, test_config, InProcess};
+use homeostat_adapters::executor::{Done, ExecError, Executor};
 use homeostat_core::action::{Action, Backend, Operation, Target};
 use homeostat_core::config::{ActionsConfig, Credentials, PolicyMode};
-use homeostat_adapters::executor::{Done, ExecError, Executor};
 use homeostat_core::guard::Readiness;
-use homeostat_journal::policy::JournalReader;
 use homeostat_core::playbook::Playbook;
 use homeostat_core::policy::{Features, Policy, PolicyConfig, PolicyKey, PolicyState};
-use homeostat_server::respond::Responder;
+use homeostat_journal::policy::JournalReader;
+use homeostat_server::pipeline::Responder;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_homeostat");
@@ -387,7 +387,8 @@ async fn context_comes_from_prometheus_and_says_why_a_feature_is_missing() {
     let labels = [("service".to_owned(), r#"we"b"#.to_owned())].into_iter().collect();
     let http = reqwest::Client::new();
     let timeout = Duration::from_secs(5);
-    let context = homeostat_adapters::prometheus::gather(&http, Some(prometheus.url()), &queries, &labels, timeout).await;
+    let context =
+        homeostat_adapters::prometheus::gather(&http, Some(prometheus.url()), &queries, &labels, timeout).await;
     assert_eq!(context.get("error_ratio"), Some(0.25));
     assert_eq!(context.missing["ready_ratio"], "no sample");
     assert!(context.missing["latency_ratio"].contains("rate(((("), "{context:?}");

@@ -62,7 +62,8 @@ async fn kill_9_right_after_the_ack_loses_nothing() {
     let (queue, pipeline) = tokio::sync::mpsc::channel(1);
     let slot = queue.reserve_owned().await.unwrap();
     drop(pipeline);
-    let orphan: homeostat_core::alert::WebhookMessage = serde_json::from_value(notification("firing", &["orphan"])).unwrap();
+    let orphan: homeostat_core::alert::WebhookMessage =
+        serde_json::from_value(notification("firing", &["orphan"])).unwrap();
     journal.ingest(orphan, chrono::Utc::now(), slot).await.unwrap();
     let pending = journal.unprocessed().await.unwrap().len() as u64;
     assert!(pending >= 1);

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use common::docker::{docker, image, serves, until_serving, Service};
 use common::{eventually, free_port, notification, test_config, Alertmanager, InProcess, Prometheus};
-use homeostat_core::action::Backend;
-use homeostat_core::config::{ActionsConfig, Credentials};
 use homeostat_adapters::executor::docker::{DockerConfig, DockerExecutor};
 use homeostat_adapters::executor::DryRun;
+use homeostat_core::action::Backend;
+use homeostat_core::config::{ActionsConfig, Credentials};
 use homeostat_core::playbook::Playbook;
-use homeostat_server::respond::Responder;
+use homeostat_server::pipeline::Responder;
 use serde_json::{json, Value};
 
 fn actions(dir: &Path, playbook: &str, dry_run: bool, verify: &str) -> ActionsConfig {
@@ -454,7 +454,7 @@ async fn an_action_interrupted_by_a_crash_is_escalated_not_repeated() {
                 action: "restart".into(),
                 rule: Some("down".into()),
                 attempt: 0,
-                verdict: "allow".into(),
+                verdict: homeostat_core::decision::Verdict::Allow,
                 reason: "within every limit".into(),
                 record: json!({}),
                 dry_run: false,

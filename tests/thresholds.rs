@@ -15,10 +15,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use homeostat_core::config::Credentials;
-use homeostat_server::pipeline::LogTransitions;
 use homeostat_adapters::rules::{self, RuleWriter, UpdateError};
+use homeostat_core::config::Credentials;
 use homeostat_core::threshold::{self, ThresholdsConfig};
+use homeostat_server::pipeline::LogTransitions;
 use serde_json::{json, Value};
 
 const STEP: i64 = 60;

@@ -5,8 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use homeostat_core::action::Target;
 use homeostat_adapters::executor::docker::{NUMBER_LABEL, PROJECT_LABEL, SERVICE_LABEL};
+use homeostat_core::action::Target;
 use tokio::sync::OnceCell;
 
 use super::{eventually, BIN};

@@ -2,9 +2,10 @@
 //!
 //! Each backend implements [`Executor`]: [`docker::DockerExecutor`] on a
 //! Docker Engine through bollard, [`kubernetes::KubernetesExecutor`] on an
-//! API server through kube-rs. [`DryRun`] wraps any executor: it reads
-//! through it (readiness, so the guard sees what is real) and records,
-//! instead of performing, what it would have done.
+//! API server through kube-rs; [`AnyExecutor`] is whichever of them the
+//! config chooses. [`DryRun`] wraps any executor: it reads through it
+//! (readiness, so the guard sees what is real) and records, instead of
+//! performing, what it would have done.
 
 pub mod docker;
 pub mod kubernetes;
@@ -12,6 +13,7 @@ pub mod kubernetes;
 use std::future::Future;
 
 use homeostat_core::action::{Backend, Operation, Target};
+use homeostat_core::config::ActionsConfig;
 use homeostat_core::guard::Readiness;
 
 /// Why an executor could not carry out an operation.
@@ -43,6 +45,50 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Performs the operation and says what was done.
     fn execute(&self, operation: &Operation) -> impl Future<Output = Result<Done, ExecError>> + Send;
+}
+
+/// The backend chosen in the config (`actions.backend`).
+pub enum AnyExecutor {
+    Docker(docker::DockerExecutor),
+    Kubernetes(kubernetes::KubernetesExecutor),
+}
+
+impl AnyExecutor {
+    /// Connects to `actions.backend` with its settings (`actions.docker` or
+    /// `actions.kubernetes`).
+    pub async fn connect(actions: &ActionsConfig) -> Result<AnyExecutor, ExecError> {
+        match actions.backend {
+            Backend::Docker => docker::DockerExecutor::connect(actions.docker.clone())
+                .await
+                .map(AnyExecutor::Docker),
+            Backend::Kubernetes => kubernetes::KubernetesExecutor::connect(actions.kubernetes.clone())
+                .await
+                .map(AnyExecutor::Kubernetes),
+        }
+    }
+}
+
+impl Executor for AnyExecutor {
+    fn backend(&self) -> Backend {
+        match self {
+            AnyExecutor::Docker(e) => e.backend(),
+            AnyExecutor::Kubernetes(e) => e.backend(),
+        }
+    }
+
+    async fn readiness(&self, target: &Target) -> Result<Option<Readiness>, ExecError> {
+        match self {
+            AnyExecutor::Docker(e) => e.readiness(target).await,
+            AnyExecutor::Kubernetes(e) => e.readiness(target).await,
+        }
+    }
+
+    async fn execute(&self, operation: &Operation) -> Result<Done, ExecError> {
+        match self {
+            AnyExecutor::Docker(e) => e.execute(operation).await,
+            AnyExecutor::Kubernetes(e) => e.execute(operation).await,
+        }
+    }
 }
 
 /// Reads through `inner`, performs nothing, says exactly what it would have done.

@@ -1,6 +1,8 @@
 //! homeostat's adapters: the outside systems it talks to, each behind a thin
 //! layer that takes the core's values and sends them.
 //!
+//! - [`alertmanager`]: whether an alert is silenced, asked right before acting.
+//! - [`notify`]: the escalation webhook.
 //! - [`executor`]: carrying operations out on Docker (bollard) or Kubernetes (kube-rs), or
 //!   recording them (dry run).
 //! - [`prometheus`]: instant queries for a decision's context and for health checks.
@@ -8,7 +10,10 @@
 //! - [`rules`]: the I/O of adaptive thresholds: range queries, `promtool`, rule files, reloads.
 #![forbid(unsafe_code)]
 
+pub mod alertmanager;
 pub mod executor;
+mod http;
+pub mod notify;
 pub mod preflight;
 pub mod prometheus;
 pub mod rules;

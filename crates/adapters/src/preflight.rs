@@ -16,8 +16,8 @@ use futures_util::StreamExt;
 use prometheus_http_query::response::Data;
 use prometheus_http_query::Error;
 
-use homeostat_core::config::{Config, PolicyMode};
 use crate::prometheus::instant_data;
+use homeostat_core::config::{Config, PolicyMode};
 use homeostat_core::playbook::{fill_with, Playbook};
 
 /// What every label of a template is filled with.

@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use futures_util::FutureExt;
 
+use homeostat_core::alert::LabelSet;
 use homeostat_core::threshold::{
     band_reports, file_name, fit_spec, query_windows, render, to_grid, BandReport, Series, SpecFit, ThresholdSpec,
     ThresholdsConfig, GENERATED_HEADER, MAX_POINTS,
 };
-use homeostat_core::alert::LabelSet;
 
 /// Most points Prometheus returns per series and query (it refuses more than 11,000).
 pub const MAX_POINTS_PER_QUERY: usize = 10_000;

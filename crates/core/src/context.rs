@@ -8,8 +8,8 @@
 //! absent, with the reason kept beside the values, and the decision goes
 //! on without it.
 
-use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::policy::Features;
 

@@ -197,14 +197,20 @@ impl Verdict {
         matches!(self, Verdict::Allow)
     }
 
+    /// The decision this verdict records: allow, defer, refuse or escalate.
+    pub fn decided(&self) -> crate::decision::Verdict {
+        use crate::decision::Verdict as Decided;
+        match self {
+            Verdict::Allow => Decided::Allow,
+            Verdict::Defer { .. } => Decided::Defer,
+            Verdict::Refuse { .. } => Decided::Refuse,
+            Verdict::Escalate { .. } => Decided::Escalate,
+        }
+    }
+
     /// `allow`, `defer`, `refuse` or `escalate`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Verdict::Allow => "allow",
-            Verdict::Defer { .. } => "defer",
-            Verdict::Refuse { .. } => "refuse",
-            Verdict::Escalate { .. } => "escalate",
-        }
+        self.decided().as_str()
     }
 
     pub fn reason(&self) -> &str {

@@ -18,15 +18,19 @@
 //!   learned state and off-policy evaluation; seeded.
 //! - [`context`]: the PromQL context queries a decision uses, and what they found.
 //! - [`guard`]: the safety limits every action must pass.
+//! - [`decision`]: the verdicts, call results and verified outcomes the journal persists.
 //! - [`forecast`]: seasonal forecasts with bands (augurs MSTL + AutoETS).
 //! - [`threshold`]: adaptive alert thresholds: history → band → rule files, and feedback.
+//! - [`clock`]: where "now" comes from, injected so tests can drive it.
 //! - [`config`], [`duration`]: the YAML configuration and its validation.
 #![forbid(unsafe_code)]
 
 pub mod action;
 pub mod alert;
+pub mod clock;
 pub mod config;
 pub mod context;
+pub mod decision;
 pub mod duration;
 pub mod forecast;
 pub mod guard;

@@ -37,11 +37,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::alert::is_label_name;
 use crate::alert::LabelSet;
 use crate::duration::PromDuration;
 use crate::forecast::{self, Band};
-use crate::alert::is_label_name;
-
 
 /// The label every generated alert carries: the spec's name.
 pub const SPEC_LABEL: &str = "homeostat_threshold";

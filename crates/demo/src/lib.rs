@@ -35,16 +35,19 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::load::{MakeRequest, Sample};
 use homeostat_adapters::executor::docker::{DockerConfig, DockerExecutor};
 use homeostat_core::incident::Incident;
 use homeostat_journal::decisions::Decision;
-use crate::load::{MakeRequest, Sample};
 use stack::{Containers, Daemon, Service};
 
 /// The rule files and playbook the demo runs with: the ones in `rules/`.
 const RULE_FILES: [(&str, &str); 2] = [
     ("services.rules.yml", include_str!("../../../rules/services.rules.yml")),
-    ("homeostat.rules.yml", include_str!("../../../rules/homeostat.rules.yml")),
+    (
+        "homeostat.rules.yml",
+        include_str!("../../../rules/homeostat.rules.yml"),
+    ),
 ];
 const PLAYBOOK: &str = include_str!("../../../rules/playbook.yml");
 
@@ -630,7 +633,8 @@ impl Demo {
             .await?;
         let down = self.query("up == 0").await?;
         let firing = self.incidents().await?.into_iter().any(|i| {
-            i.status == homeostat_core::alert::AlertStatus::Firing && !IGNORED_WHEN_QUIET.contains(&i.alertname.as_str())
+            i.status == homeostat_core::alert::AlertStatus::Firing
+                && !IGNORED_WHEN_QUIET.contains(&i.alertname.as_str())
         });
         Ok(alerts.is_empty() && down.is_empty() && !firing)
     }
@@ -840,7 +844,7 @@ impl Demo {
         }
         let ended = ended.unwrap_or_else(|| self.now());
         for decision in decisions.values() {
-            if decision.new.verdict == "allow" {
+            if decision.new.verdict == homeostat_core::decision::Verdict::Allow {
                 let dry_run = if decision.new.dry_run { " (dry run)" } else { "" };
                 result.actions.push(format!("{}{dry_run}", decision.new.action));
             }

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
-use super::{parse_time, timestamp, SqliteJournal, JournalError, Op, Result, Written};
+use homeostat_core::decision::{ActionResult, Verdict, Verification};
+
+use super::{parse_time, timestamp, JournalError, Op, Result, SqliteJournal, Written};
 
 /// A decision as it is first recorded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,9 +23,8 @@ pub struct NewDecision {
     pub rule: Option<String>,
     /// How many attempts on this incident failed before this one.
     pub attempt: i64,
-    /// `allow`, `defer`, `refuse`, `escalate`, or why nothing could be
-    /// decided: `no_rule`, `no_target`, `unplannable`, `exhausted`.
-    pub verdict: String,
+    /// Acted, held back by the guard, or why nothing could be done.
+    pub verdict: Verdict,
     pub reason: String,
     /// Everything the decision was made from and with: target, operation,
     /// the guard's inputs. Free-form JSON for people and for learning.
@@ -38,11 +39,11 @@ pub struct Decision {
     #[serde(flatten)]
     pub new: NewDecision,
     pub executed_at: Option<DateTime<Utc>>,
-    /// `done`, `error`, `dry_run` or `interrupted`; `None` until executed.
-    pub result: Option<String>,
+    /// `None` until executed.
+    pub result: Option<ActionResult>,
     pub detail: Option<String>,
-    /// `success`, `failure` or `timeout`; `None` until verified.
-    pub outcome: Option<String>,
+    /// `None` until verified.
+    pub outcome: Option<Verification>,
     pub verified_at: Option<DateTime<Utc>>,
 }
 
@@ -69,13 +70,13 @@ pub(super) enum DecisionWrite {
     Result {
         id: i64,
         at: DateTime<Utc>,
-        result: String,
+        result: ActionResult,
         detail: String,
     },
     Outcome {
         id: i64,
         at: DateTime<Utc>,
-        outcome: String,
+        outcome: Verification,
     },
 }
 
@@ -130,7 +131,7 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &DecisionWrite) -> Result<i64> 
                 d.action,
                 d.rule,
                 d.attempt,
-                d.verdict,
+                d.verdict.as_str(),
                 d.reason,
                 d.record.to_string(),
                 d.dry_run,
@@ -139,12 +140,12 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &DecisionWrite) -> Result<i64> 
         }
         DecisionWrite::Result { id, at, result, detail } => {
             tx.prepare_cached("UPDATE decisions SET executed_at = ?2, result = ?3, detail = ?4 WHERE id = ?1")?
-                .execute(params![id, timestamp(*at), result, detail])?;
+                .execute(params![id, timestamp(*at), result.as_str(), detail])?;
             Ok(*id)
         }
         DecisionWrite::Outcome { id, at, outcome } => {
             tx.prepare_cached("UPDATE decisions SET verified_at = ?2, outcome = ?3 WHERE id = ?1")?
-                .execute(params![id, timestamp(*at), outcome])?;
+                .execute(params![id, timestamp(*at), outcome.as_str()])?;
             Ok(*id)
         }
     }
@@ -178,6 +179,9 @@ fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Decision>> {
     let times: [Option<String>; 2] = [row.get(11)?, row.get(15)?];
     let decided_at: String = row.get(2)?;
     let record: String = row.get(9)?;
+    let verdict: String = row.get(7)?;
+    let result: Option<String> = row.get(12)?;
+    let outcome: Option<String> = row.get(14)?;
     let decision = (|| {
         let [executed_at, verified_at] = times.map(|t| t.as_deref().map(parse_time).transpose());
         Ok(Decision {
@@ -189,20 +193,26 @@ fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Decision>> {
                 action: row.get(4)?,
                 rule: row.get(5)?,
                 attempt: row.get(6)?,
-                verdict: row.get(7)?,
+                verdict: stored(&verdict)?,
                 reason: row.get(8)?,
                 record: serde_json::from_str(&record)
                     .map_err(|e| JournalError::Corrupt(format!("decision record {record:?}: {e}")))?,
                 dry_run: row.get(10)?,
             },
             executed_at: executed_at?,
-            result: row.get(12)?,
+            result: result.as_deref().map(stored).transpose()?,
             detail: row.get(13)?,
-            outcome: row.get(14)?,
+            outcome: outcome.as_deref().map(stored).transpose()?,
             verified_at: verified_at?,
         })
     })();
     Ok(decision)
+}
+
+/// A state as the journal stores it: a word of [`homeostat_core::decision`].
+fn stored<T: std::str::FromStr<Err = homeostat_core::decision::UnknownState>>(word: &str) -> Result<T> {
+    word.parse()
+        .map_err(|e: homeostat_core::decision::UnknownState| JournalError::Corrupt(format!("decision: {e}")))
 }
 
 /// An incident's decisions, oldest first.
@@ -232,23 +242,19 @@ impl SqliteJournal {
     }
 
     /// Records what the executor did (or why it could not).
-    pub async fn record_result(&self, id: i64, result: &str, detail: &str) -> Result<()> {
+    pub async fn record_result(&self, id: i64, result: ActionResult, detail: &str, at: DateTime<Utc>) -> Result<()> {
         let write = DecisionWrite::Result {
             id,
-            at: Utc::now(),
-            result: result.to_owned(),
+            at,
+            result,
             detail: detail.to_owned(),
         };
         self.decision_write(write).await.map(drop)
     }
 
     /// Records whether the action fixed the incident.
-    pub async fn record_outcome(&self, id: i64, outcome: &str) -> Result<()> {
-        let write = DecisionWrite::Outcome {
-            id,
-            at: Utc::now(),
-            outcome: outcome.to_owned(),
-        };
+    pub async fn record_outcome(&self, id: i64, outcome: Verification, at: DateTime<Utc>) -> Result<()> {
+        let write = DecisionWrite::Outcome { id, at, outcome };
         self.decision_write(write).await.map(drop)
     }
 

@@ -10,11 +10,13 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
-use homeostat_core::action::Action;
 use crate::decisions::Decision;
 use crate::policy::{JournalReader, Reward, StoredPolicy};
 use crate::JournalError;
-use homeostat_core::policy::{evaluate, Choice, Logged, OffPolicyEstimate, Policy, PolicyConfig, PolicyError, PolicyState};
+use homeostat_core::action::Action;
+use homeostat_core::policy::{
+    evaluate, Choice, Logged, OffPolicyEstimate, Policy, PolicyConfig, PolicyError, PolicyState,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LearnedError {
@@ -131,11 +133,7 @@ pub fn import(journal: &Path, file: &Path, config: &PolicyConfig) -> Result<i64>
     let state = PolicyState::from_json(&text).map_err(state_error)?;
     let policy = Policy::restore(config.clone(), state).map_err(state_error)?;
     let source = format!("imported from {}", file.display());
-    Ok(crate::policy::import(
-        journal,
-        &policy.state().to_json(),
-        &source,
-    )?)
+    Ok(crate::policy::import(journal, &policy.state().to_json(), &source)?)
 }
 
 /// `policy explain INCIDENT`: every decision on the incident, and for those

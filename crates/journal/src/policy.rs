@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use serde::Serialize;
 
 use super::decisions::{self, Decision};
-use super::{migrate, parse_time, timestamp, SqliteJournal, JournalError, Op, Result, Written};
+use super::{migrate, parse_time, timestamp, JournalError, Op, Result, SqliteJournal, Written};
 
 pub(super) const SCHEMA: &str = "
     CREATE TABLE policy (

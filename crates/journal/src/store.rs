@@ -22,6 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use homeostat_core::alert::WebhookMessage;
+use homeostat_core::decision::{ActionResult, Verification};
 use homeostat_core::incident::Incident;
 use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, IncidentSummary, ThresholdState};
 use tokio::sync::mpsc::OwnedPermit;
@@ -56,10 +57,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a decision before anything is done about it; returns its id.
     async fn record_decision(&self, decision: NewDecision) -> Result<i64>;
-    /// Records what the executor did (or why it could not).
-    async fn record_result(&self, id: i64, result: &str, detail: &str) -> Result<()>;
-    /// Records whether the action fixed the incident.
-    async fn record_outcome(&self, id: i64, outcome: &str) -> Result<()>;
+    /// Records what the executor did (or why it could not), at `at`.
+    async fn record_result(&self, id: i64, result: ActionResult, detail: &str, at: DateTime<Utc>) -> Result<()>;
+    /// Records whether the action fixed the incident, verified at `at`.
+    async fn record_outcome(&self, id: i64, outcome: Verification, at: DateTime<Utc>) -> Result<()>;
     /// An incident's decisions, oldest first.
     async fn decisions(&self, incident_id: i64) -> Result<Vec<Decision>>;
     /// The guard's view of the past: of `target_key`, and of every target since `since`.
@@ -119,11 +120,11 @@ impl Store for SqliteJournal {
     async fn record_decision(&self, decision: NewDecision) -> Result<i64> {
         SqliteJournal::record_decision(self, decision).await
     }
-    async fn record_result(&self, id: i64, result: &str, detail: &str) -> Result<()> {
-        SqliteJournal::record_result(self, id, result, detail).await
+    async fn record_result(&self, id: i64, result: ActionResult, detail: &str, at: DateTime<Utc>) -> Result<()> {
+        SqliteJournal::record_result(self, id, result, detail, at).await
     }
-    async fn record_outcome(&self, id: i64, outcome: &str) -> Result<()> {
-        SqliteJournal::record_outcome(self, id, outcome).await
+    async fn record_outcome(&self, id: i64, outcome: Verification, at: DateTime<Utc>) -> Result<()> {
+        SqliteJournal::record_outcome(self, id, outcome, at).await
     }
     async fn decisions(&self, incident_id: i64) -> Result<Vec<Decision>> {
         SqliteJournal::decisions(self, incident_id).await

@@ -1,5 +1,6 @@
 use super::*;
 use homeostat_core::alert::LabelSet;
+use homeostat_core::decision::{ActionResult, Verdict, Verification};
 
 fn config(dir: &tempfile::TempDir) -> JournalConfig {
     JournalConfig {
@@ -359,7 +360,7 @@ async fn a_stop_mid_action_is_settled_at_start_and_never_repeated() {
         action: "restart".into(),
         rule: Some("down".into()),
         attempt: 0,
-        verdict: verdict.into(),
+        verdict: verdict.parse().unwrap(),
         reason: "within every limit".into(),
         record: serde_json::json!({}),
         dry_run: false,
@@ -368,7 +369,10 @@ async fn a_stop_mid_action_is_settled_at_start_and_never_repeated() {
     let unconfirmed = journal.record_decision(decision("allow")).await.unwrap();
     // Executed, then the process died while verifying.
     let unverified = journal.record_decision(decision("allow")).await.unwrap();
-    journal.record_result(unverified, "done", "restarted").await.unwrap();
+    journal
+        .record_result(unverified, ActionResult::Done, "restarted", Utc::now())
+        .await
+        .unwrap();
     let deferred = journal.record_decision(decision("defer")).await.unwrap();
     drop(journal);
     writer.join();
@@ -376,9 +380,9 @@ async fn a_stop_mid_action_is_settled_at_start_and_never_repeated() {
     let (journal, _writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
     let all = journal.decisions(incident).await.unwrap();
     let by_id = |id| all.iter().find(|d| d.id == id).unwrap();
-    assert_eq!(by_id(unconfirmed).result.as_deref(), Some("interrupted"));
+    assert_eq!(by_id(unconfirmed).result, Some(ActionResult::Interrupted));
     assert!(by_id(unconfirmed).detail.as_deref().unwrap().contains("not repeated"));
-    assert_eq!(by_id(unverified).outcome.as_deref(), Some("timeout"));
+    assert_eq!(by_id(unverified).outcome, Some(Verification::Timeout));
     assert_eq!(by_id(deferred).result, None, "only allowed decisions are settled");
     let history = journal
         .history("docker/container/web".into(), Utc::now() - chrono::Duration::hours(1))
@@ -430,14 +434,17 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
             action: "restart".into(),
             rule: None,
             attempt: 0,
-            verdict: "allow".into(),
+            verdict: Verdict::Allow,
             reason: "test".into(),
             record: serde_json::json!({}),
             dry_run: false,
         })
         .await
         .unwrap();
-    journal.record_result(decision, "done", "restarted").await.unwrap();
+    journal
+        .record_result(decision, ActionResult::Done, "restarted", Utc::now())
+        .await
+        .unwrap();
     deliver(&journal, adaptive("f2", AlertStatus::Resolved, "2026-11-28T06:30:00Z")).await;
     let slo = |status| alert("s1", status, T1, &[("alertname", "LatencySLO"), ("service", "a")]);
     deliver(&journal, slo(AlertStatus::Firing)).await;
@@ -567,7 +574,7 @@ async fn a_resolved_escalation_closes_the_circuit_breaker() {
         action: "restart".into(),
         rule: Some("down".into()),
         attempt: 0,
-        verdict: verdict.into(),
+        verdict: verdict.parse().unwrap(),
         reason: String::new(),
         record: serde_json::json!({}),
         dry_run: false,
@@ -577,8 +584,14 @@ async fn a_resolved_escalation_closes_the_circuit_breaker() {
         let decision = decide(incident, "allow");
         async move {
             let id = journal.record_decision(decision).await.unwrap();
-            journal.record_result(id, "done", "restarted").await.unwrap();
-            journal.record_outcome(id, "failure").await.unwrap();
+            journal
+                .record_result(id, ActionResult::Done, "restarted", Utc::now())
+                .await
+                .unwrap();
+            journal
+                .record_outcome(id, Verification::Failure, Utc::now())
+                .await
+                .unwrap();
         }
     };
     let first = deliver(&journal, alert("one", AlertStatus::Firing, T0, &[]))

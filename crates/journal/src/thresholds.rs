@@ -10,11 +10,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
-use super::{parse_json, parse_time, timestamp, SqliteJournal, JournalError, Op, Result, Written};
-pub use homeostat_core::threshold::{FeedbackStep, RecordedFit, SpecUpdate, ThresholdState};
+use super::{parse_json, parse_time, timestamp, JournalError, Op, Result, SqliteJournal, Written};
 use homeostat_core::threshold::{
     step_coverage, FeedbackConfig, FeedbackEvent, FeedbackReason, IncidentSummary, SeriesFit, SeriesSkipped,
 };
+pub use homeostat_core::threshold::{FeedbackStep, RecordedFit, SpecUpdate, ThresholdState};
 
 pub(super) const SCHEMA: &str = "
     CREATE TABLE threshold_feedback (

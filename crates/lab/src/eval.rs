@@ -245,7 +245,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     write_file(path, text + "\n")
 }
 
-fn write_file(path: &Path, text: String) -> Result<()> {
+fn write_file(path: &Path, text: impl AsRef<[u8]>) -> Result<()> {
     let failed = |source| EvalError::Write {
         path: path.to_path_buf(),
         source,
@@ -266,15 +266,24 @@ fn results_path(dir: &Path, detector: &str, series: &Series) -> PathBuf {
 /// `out/homeostat/<subset>/homeostat_<file>.csv`, NAB's results layout.
 fn write_results(series: &Series, scores: &[f64], out: &Path) -> Result<()> {
     let path = results_path(&out.join("homeostat"), "homeostat", series);
-    let mut text = String::from("timestamp,value,anomaly_score,label\n");
+    let text = results_csv(series, scores).expect("CSV written to memory");
+    write_file(&path, text)
+}
+
+/// A results file: `timestamp,value,anomaly_score,label`, a row per row of `series`.
+fn results_csv(series: &Series, scores: &[f64]) -> csv::Result<Vec<u8>> {
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record(["timestamp", "value", "anomaly_score", "label"])?;
     for (row, ((timestamp, value), score)) in series.timestamps.iter().zip(&series.values).zip(scores).enumerate() {
         let label = u8::from(series.windows.iter().any(|(a, b)| (*a..=*b).contains(&row)));
-        text.push_str(&format!(
-            "{},{value},{score},{label}\n",
-            timestamp.format("%Y-%m-%d %H:%M:%S")
-        ));
+        csv.write_record([
+            timestamp.format("%Y-%m-%d %H:%M:%S").to_string(),
+            value.to_string(),
+            score.to_string(),
+            label.to_string(),
+        ])?;
     }
-    write_file(&path, text)
+    csv.into_inner().map_err(|err| err.into_error().into())
 }
 
 /// The process' peak resident memory, from /proc (Linux).

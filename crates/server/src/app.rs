@@ -11,13 +11,14 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use homeostat_core::config::{Config, Credentials};
-use homeostat_journal::{JournalError, JournalMetrics};
 use crate::metrics::Metrics;
+use crate::pipeline::Controls;
 use crate::pipeline::{self, Parts, Processor};
-use crate::respond::Controls;
 use crate::server::{self, AppState};
 use crate::thresholds::Scheduler;
+use homeostat_core::clock::{Clock, SystemClock};
+use homeostat_core::config::{Config, Credentials};
+use homeostat_journal::{JournalError, JournalMetrics};
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -52,6 +53,7 @@ pub async fn serve<P: Processor>(
     let pending = journal.unprocessed().await?;
 
     let controls = Arc::new(Controls::default());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if journal.paused().await? {
         controls.paused.store(true, Ordering::Release);
         tracing::warn!("Actions are paused, as they were at the last stop (POST /api/v1/resume to resume).");
@@ -59,7 +61,7 @@ pub async fn serve<P: Processor>(
     let scheduler = config
         .thresholds
         .clone()
-        .map(|t| Scheduler::new(t, journal.clone(), Arc::clone(&metrics)))
+        .map(|t| Scheduler::new(t, journal.clone(), Arc::clone(&metrics), Arc::clone(&clock)))
         .transpose()
         .map_err(AppError::Thresholds)?;
     let state = Arc::new(AppState {
@@ -67,6 +69,7 @@ pub async fn serve<P: Processor>(
         queue,
         metrics: Arc::clone(&metrics),
         controls: Arc::clone(&controls),
+        clock: Arc::clone(&clock),
         credentials,
         thresholds: config.thresholds.clone().map(Arc::new),
         max_body_bytes: config.server.max_body_bytes,
@@ -100,6 +103,7 @@ pub async fn serve<P: Processor>(
         journal: journal.clone(),
         metrics: Arc::clone(&metrics),
         controls,
+        clock,
     }));
     pipeline::replay(pending, &journal, &metrics, &processor).await?;
     let worker = tokio::spawn(pipeline::run(

@@ -12,15 +12,17 @@
 //!
 //! - [`app`]: wires the journal, pipeline, HTTP server and threshold task; stops them in order.
 //! - [`server`]: the HTTP API (webhook, incidents, health, metrics, auth).
-//! - [`pipeline`]: the queue consumer and the [`pipeline::Processor`] seam.
-//! - [`respond`]: the stages after ingest: decide → guard → record → execute → verify → learn.
+//! - [`pipeline`]: the queue consumer, the [`pipeline::Processor`] seam, and one module per
+//!   stage after ingest (context, decide, guard, execute, verify, learn), composed by
+//!   [`pipeline::Responder`].
+//! - [`clock`]: a clock that follows tokio's (paused) time, for tests.
 //! - [`thresholds`]: the adaptive-threshold refit task.
 //! - [`metrics`]: homeostat's own metrics.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod clock;
 pub mod metrics;
 pub mod pipeline;
-pub mod respond;
 pub mod server;
 pub mod thresholds;

@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use chrono::Utc;
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -26,13 +25,14 @@ use tokio::sync::mpsc;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use homeostat_core::alert::{self, AlertStatus, DecodeError};
-use homeostat_core::config::Credentials;
-use homeostat_core::alert::is_label_name;
-use homeostat_journal::{Delivery, IncidentQuery, Journal, JournalError};
 use crate::metrics::{self, KindLabels, Metrics, StatusLabels};
-use crate::respond::Controls;
+use crate::pipeline::Controls;
+use homeostat_core::alert::is_label_name;
+use homeostat_core::alert::{self, AlertStatus, DecodeError};
+use homeostat_core::clock::Clock;
+use homeostat_core::config::Credentials;
 use homeostat_core::threshold::{self, FeedbackEvent, FeedbackReason, ThresholdsConfig};
+use homeostat_journal::{Delivery, IncidentQuery, Journal, JournalError};
 
 /// Largest page `GET /api/v1/incidents` returns.
 pub const MAX_PAGE: usize = 1000;
@@ -45,6 +45,8 @@ pub struct AppState {
     pub queue: mpsc::Sender<Delivery>,
     pub metrics: Arc<Metrics>,
     pub controls: Arc<Controls>,
+    /// Where "now" comes from (a delivery's receipt time).
+    pub clock: Arc<dyn Clock>,
     pub credentials: Credentials,
     /// Adaptive thresholds, for feedback on their alerts; `None` when not configured.
     pub thresholds: Option<Arc<ThresholdsConfig>>,
@@ -268,7 +270,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Ack
     let resolved = message.alerts.len() as u64 - firing;
     let delivery = state
         .journal
-        .ingest(message, Utc::now(), queue_slot)
+        .ingest(message, state.clock.now(), queue_slot)
         .await
         .map_err(ApiError::journal)?;
 

@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use homeostat_adapters::rules::{promtool, refit, Prometheus, RuleWriter, SpecOutcome, QUERY_TIMEOUT};
 use homeostat_core::alert::LabelSet;
+use homeostat_core::clock::Clock;
 use homeostat_core::threshold::{feedback_events, FeedbackEvent, FeedbackReason, ThresholdSpec, ThresholdsConfig};
 use homeostat_journal::thresholds::{FeedbackStep, SpecRound};
 use homeostat_journal::Journal;
@@ -24,6 +24,7 @@ pub struct Scheduler {
     config: ThresholdsConfig,
     journal: Journal,
     metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
     prometheus: Prometheus,
     writer: RuleWriter,
     /// The series each spec's gauges are exported for, to drop vanished ones.
@@ -31,7 +32,12 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(config: ThresholdsConfig, journal: Journal, metrics: Arc<Metrics>) -> Result<Scheduler, String> {
+    pub fn new(
+        config: ThresholdsConfig,
+        journal: Journal,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Scheduler, String> {
         let prometheus = Prometheus::new(&config.prometheus_url, QUERY_TIMEOUT)?;
         let writer = RuleWriter {
             dir: config.rules_dir.clone(),
@@ -41,6 +47,7 @@ impl Scheduler {
             config,
             journal,
             metrics,
+            clock,
             prometheus,
             writer,
             exported: HashMap::new(),
@@ -111,7 +118,7 @@ impl Scheduler {
             &coverages,
             &self.writer,
             reload,
-            Utc::now(),
+            self.clock.now(),
             parallel,
         )
         .await;
@@ -121,7 +128,7 @@ impl Scheduler {
             let rules = outcome.fit.series.len() * spec.direction.sides().len();
             rounds.push(SpecRound {
                 spec: outcome.spec,
-                at: Utc::now(),
+                at: self.clock.now(),
                 fitted: outcome.fit.series,
                 skipped: outcome.fit.skipped,
                 outcome: outcome
@@ -205,7 +212,7 @@ impl Scheduler {
         let series = self.exported.get(&spec.name).cloned().unwrap_or_default();
         let mut alertnames = vec![spec.alert.clone()];
         alertnames.extend(spec.slo_alerts.iter().cloned());
-        let since = Utc::now() - chrono::Duration::from_std(spec.history.0).unwrap_or(chrono::Duration::days(7));
+        let since = self.clock.now() - chrono::Duration::from_std(spec.history.0).unwrap_or(chrono::Duration::days(7));
         let incidents = match self.journal.incident_summaries(alertnames, since).await {
             Ok(incidents) => incidents,
             Err(e) => {

@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{SecondsFormat, Utc};
+pub use homeostat_core::config::KubernetesConfig;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
-pub use homeostat_core::config::KubernetesConfig;
 use serde_json::json;
 
 use super::{Done, ExecError, Executor};

@@ -214,27 +214,63 @@ fn read_text(path: &Path) -> Result<String, NabError> {
     })
 }
 
-/// A CSV's header fields (byte-order mark dropped) and, for each line that is not
-/// blank, its line number (the header is line 1) and fields; fields are trimmed.
-fn table(text: &str) -> (Vec<&str>, impl Iterator<Item = (usize, Vec<&str>)> + '_) {
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or("").trim_start_matches('\u{feff}');
-    let rows = lines
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(index, line)| (index + 2, fields(line)));
-    (fields(header), rows)
+/// A CSV's header fields and, for each record that is not blank, its line number (the
+/// header is line 1) and fields; read by the csv crate, fields trimmed, byte-order mark
+/// dropped, records of any length (the callers say what they expected, and where). The
+/// header is line 1's record: a file starting with a blank line has an empty header.
+/// Errors name the file and line.
+fn table<'a>(
+    path: &'a Path,
+    text: &'a str,
+) -> (
+    Vec<String>,
+    impl Iterator<Item = Result<(usize, csv::StringRecord), NabError>> + 'a,
+) {
+    let text = text.trim_start_matches('\u{feff}');
+    let mut records = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes())
+        .into_records()
+        .map(move |record| {
+            let record = record.map_err(|err| NabError::BadRow {
+                path: path.to_path_buf(),
+                line: err.position().map_or(0, |p| p.line() as usize),
+                reason: err.to_string(),
+            })?;
+            Ok((record_line(text, &record), record))
+        })
+        // A line of blanks is one empty field.
+        .filter(|record| !matches!(record, Ok((_, fields)) if fields.len() == 1 && fields[0].is_empty()))
+        .peekable();
+    let header = match records.next_if(|record| matches!(record, Ok((1, _)))) {
+        Some(Ok((_, fields))) => fields.iter().map(str::to_owned).collect(),
+        _ => vec![String::new()],
+    };
+    (header, records)
 }
 
-/// A CSV line's fields, trimmed.
-fn fields(line: &str) -> Vec<&str> {
-    line.split(',').map(str::trim).collect()
+/// The line `record` starts on. The csv crate's position is where it started reading
+/// the record: before any blank lines it skipped, which are counted here.
+fn record_line(text: &str, record: &csv::StringRecord) -> usize {
+    let Some(position) = record.position() else {
+        return 0;
+    };
+    let skipped = text
+        .get(position.byte() as usize..)
+        .unwrap_or("")
+        .bytes()
+        .take_while(|byte| matches!(byte, b'\r' | b'\n'))
+        .filter(|byte| *byte == b'\n')
+        .count();
+    position.line() as usize + skipped
 }
 
 /// Reads a `timestamp,value` CSV.
 fn read_csv(path: &Path) -> Result<(Vec<NaiveDateTime>, Vec<f64>), NabError> {
     let text = read_text(path)?;
-    let (header, rows) = table(&text);
+    let (header, rows) = table(path, &text);
     if header != ["timestamp", "value"] {
         return Err(NabError::BadHeader {
             path: path.to_path_buf(),
@@ -244,7 +280,9 @@ fn read_csv(path: &Path) -> Result<(Vec<NaiveDateTime>, Vec<f64>), NabError> {
     }
     let mut timestamps = Vec::new();
     let mut values = Vec::new();
-    for (line, fields) in rows {
+    for row in rows {
+        let (line, record) = row?;
+        let fields: Vec<&str> = record.iter().collect();
         let bad = |reason: String| NabError::BadRow {
             path: path.to_path_buf(),
             line,
@@ -295,8 +333,8 @@ pub fn in_subset<'a>(pairs: &[(&'a Series, &'a [f64])], subset: &str, inside: bo
 /// same timestamps. Scores must lie in [0, 1]. Errors name the file and line.
 pub fn read_scores(path: &Path, series: &Series) -> Result<Vec<f64>, NabError> {
     let text = read_text(path)?;
-    let (header, rows) = table(&text);
-    let column = |name| header.iter().position(|field| *field == name);
+    let (header, rows) = table(path, &text);
+    let column = |name| header.iter().position(|field| field == name);
     let (Some(at_timestamp), Some(at_score)) = (column("timestamp"), column("anomaly_score")) else {
         return Err(NabError::BadHeader {
             path: path.to_path_buf(),
@@ -305,7 +343,8 @@ pub fn read_scores(path: &Path, series: &Series) -> Result<Vec<f64>, NabError> {
         });
     };
     let mut scores = Vec::with_capacity(series.len());
-    for (line, fields) in rows {
+    for row in rows {
+        let (line, fields) = row?;
         let bad = |reason: String| NabError::BadRow {
             path: path.to_path_buf(),
             line,
@@ -318,7 +357,7 @@ pub fn read_scores(path: &Path, series: &Series) -> Result<Vec<f64>, NabError> {
         let Some(expected) = series.timestamps.get(row) else {
             return Err(bad(format!("more rows than the {} of {}", series.len(), series.name)));
         };
-        let timestamp = fields[at_timestamp];
+        let timestamp = &fields[at_timestamp];
         match parse_timestamp(timestamp) {
             None => return Err(bad(format!("bad timestamp `{timestamp}`"))),
             Some(found) if found != *expected => {
@@ -330,7 +369,7 @@ pub fn read_scores(path: &Path, series: &Series) -> Result<Vec<f64>, NabError> {
             }
             Some(_) => {}
         }
-        let score = fields[at_score];
+        let score = &fields[at_score];
         match score.parse::<f64>() {
             Ok(score) if (0.0..=1.0).contains(&score) => scores.push(score),
             _ => return Err(bad(format!("anomaly_score `{score}` is not a number in [0, 1]"))),
@@ -1054,6 +1093,37 @@ mod tests {
         2014-04-01 00:10:00,3\n\
         2014-04-01 00:15:00,-4e1\n\
         2014-04-01 00:20:00,5\n";
+
+    /// The header and the rows as `table` splits them, with their lines.
+    fn split(text: &str) -> (Vec<String>, Vec<(usize, Vec<String>)>) {
+        let (header, rows) = table(Path::new("t.csv"), text);
+        let rows = rows
+            .map(|row| row.map(|(line, fields)| (line, fields.iter().map(str::to_owned).collect())))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (header, rows)
+    }
+
+    #[test]
+    fn table_numbers_lines_past_blank_ones_and_trims() {
+        let (header, rows) = split("\u{feff}timestamp , value\n\n a,1 \r\n  \n\r\nb,\"2,5\"\n\n\nc\n");
+        assert_eq!(header, ["timestamp", "value"]);
+        let rows: Vec<(usize, Vec<&str>)> = rows
+            .iter()
+            .map(|(line, fields)| (*line, fields.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(rows, [(3, vec!["a", "1"]), (6, vec!["b", "2,5"]), (9, vec!["c"])]);
+        // A blank first line is an empty header; the next line is a row.
+        let (header, rows) = split("\ntimestamp,value\n");
+        assert_eq!(
+            (header, rows),
+            (
+                vec![String::new()],
+                vec![(2, vec!["timestamp".to_owned(), "value".to_owned()])]
+            )
+        );
+        assert_eq!(split(""), (vec![String::new()], vec![]));
+    }
 
     #[test]
     fn load_corpus_maps_windows_to_rows() {

@@ -1,29 +1,60 @@
 //! The pipeline that consumes journalled deliveries.
 //!
-//! Ingest (decode → dedup into incidents) happens in the webhook handler;
-//! everything after it runs here, one delivery at a time, in the order the
-//! journal committed them: context → decide → guard → execute → verify →
-//! learn. The journal's watermark moves past a delivery only after its
-//! [`Processor`] returns, so a crash in between replays it at start-up.
+//! Ingest happens in the webhook handler: the body is decoded
+//! (`homeostat_core::alert::decode`) and journalled, which dedups its alerts
+//! into incidents (`homeostat_core::incident::transition`). Everything after
+//! it runs here, one delivery at a time, in the order the journal committed
+//! them, one module per stage:
+//!
+//! ```text
+//! delivery ─▶ context ─▶ decide ─▶ guard ─▶ execute ─▶ verify ─▶ learn
+//!             (PromQL,   (playbook, (limits,  (journal   (alert     (policy
+//!              readiness) policy)    silences) first)     resolved?) reward)
+//! ```
+//!
+//! [`Responder`] composes the stages for each firing incident. The
+//! journal's watermark moves past a delivery only after its [`Processor`]
+//! returns, so a crash in between replays it at start-up.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
 
 use tokio::sync::mpsc;
 
+use homeostat_core::clock::Clock;
+
+use crate::metrics::Metrics;
 use homeostat_core::incident::EventKind;
 use homeostat_journal::{Delivery, Journal};
-use crate::metrics::Metrics;
+
+pub mod context;
+pub mod decide;
+pub mod execute;
+pub mod guard;
+pub mod learn;
+mod respond;
+pub mod verify;
+
+pub use respond::Responder;
+
+/// Switches an operator flips at run time (`POST /api/v1/pause`, `/resume`).
+#[derive(Debug, Default)]
+pub struct Controls {
+    pub paused: AtomicBool,
+}
 
 /// What a processor may need, made by [`crate::app::serve`].
 #[derive(Clone)]
 pub struct Parts {
     pub journal: Journal,
     pub metrics: Arc<Metrics>,
-    pub controls: Arc<crate::respond::Controls>,
+    pub controls: Arc<Controls>,
+    /// Where "now" comes from: the system's clock in service.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// What happens to each delivery after it is journalled.

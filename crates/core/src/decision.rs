@@ -1,0 +1,185 @@
+//! What a decision concluded, what its action's call returned, and what
+//! verification found — the states the journal persists, as enums.
+//!
+//! Each serializes (and is stored) as the snake_case word journals have
+//! always held (`allow`, `no_rule`, `dry_run`, …), so journals written
+//! before these enums existed read unchanged; [`std::str::FromStr`] reads
+//! them back and refuses a word it does not know.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::policy::Verification;
+
+/// A decision's verdict: acted (`allow`), held back by the guard, or why
+/// nothing could be done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Within every limit: the action is executed.
+    Allow,
+    /// Not now (pause, cooldown, budget, concurrency, an unanswered silence check).
+    Defer,
+    /// Not at all (silenced, maintenance, namespace, capacity).
+    Refuse,
+    /// A human must decide (circuit breaker, playbook exhausted, an interrupted action).
+    Escalate,
+    /// The chosen action is to tell a human; nothing is done.
+    Notify,
+    /// No playbook rule matches the alert.
+    NoRule,
+    /// The alert's labels name nothing to act on.
+    NoTarget,
+    /// The action has no meaning on this backend or target.
+    Unplannable,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 8] = [
+        Verdict::Allow,
+        Verdict::Defer,
+        Verdict::Refuse,
+        Verdict::Escalate,
+        Verdict::Notify,
+        Verdict::NoRule,
+        Verdict::NoTarget,
+        Verdict::Unplannable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Defer => "defer",
+            Verdict::Refuse => "refuse",
+            Verdict::Escalate => "escalate",
+            Verdict::Notify => "notify",
+            Verdict::NoRule => "no_rule",
+            Verdict::NoTarget => "no_target",
+            Verdict::Unplannable => "unplannable",
+        }
+    }
+}
+
+/// What the executor's call returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionResult {
+    /// Performed; verification follows.
+    Done,
+    /// Recorded what would have been done; nothing was.
+    DryRun,
+    /// The call failed (the detail says why).
+    Error,
+    /// homeostat stopped before the call was confirmed; never repeated.
+    Interrupted,
+}
+
+impl ActionResult {
+    pub const ALL: [ActionResult; 4] = [
+        ActionResult::Done,
+        ActionResult::DryRun,
+        ActionResult::Error,
+        ActionResult::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionResult::Done => "done",
+            ActionResult::DryRun => "dry_run",
+            ActionResult::Error => "error",
+            ActionResult::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl Verification {
+    pub const ALL: [Verification; 3] = [Verification::Success, Verification::Failure, Verification::Timeout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verification::Success => "success",
+            Verification::Failure => "failure",
+            Verification::Timeout => "timeout",
+        }
+    }
+}
+
+/// A stored word that names none of an enum's states.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {found:?} (known: {known})")]
+pub struct UnknownState {
+    pub what: &'static str,
+    pub found: String,
+    pub known: String,
+}
+
+macro_rules! stored_as_words {
+    ($($ty:ident: $what:literal),*) => {$(
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = UnknownState;
+
+            fn from_str(word: &str) -> Result<Self, UnknownState> {
+                $ty::ALL.into_iter().find(|s| s.as_str() == word).ok_or_else(|| UnknownState {
+                    what: $what,
+                    found: word.to_owned(),
+                    known: $ty::ALL.map(|s| s.as_str()).join(", "),
+                })
+            }
+        }
+    )*};
+}
+
+stored_as_words!(Verdict: "verdict", ActionResult: "result", Verification: "outcome");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The words journals hold: serde, `as_str` and `FromStr` agree on each.
+    #[test]
+    fn every_state_round_trips_through_its_stored_word() {
+        fn check<T>(states: &[T], words: &[&str])
+        where
+            T: Copy + PartialEq + fmt::Debug + fmt::Display + FromStr<Err = UnknownState> + Serialize,
+        {
+            assert_eq!(states.len(), words.len());
+            for (state, word) in states.iter().zip(words) {
+                assert_eq!(state.to_string(), *word);
+                assert_eq!(serde_json::to_value(state).unwrap(), *word);
+                assert_eq!(word.parse::<T>().unwrap(), *state);
+            }
+        }
+        check(
+            &Verdict::ALL,
+            &[
+                "allow",
+                "defer",
+                "refuse",
+                "escalate",
+                "notify",
+                "no_rule",
+                "no_target",
+                "unplannable",
+            ],
+        );
+        check(&ActionResult::ALL, &["done", "dry_run", "error", "interrupted"]);
+        check(&Verification::ALL, &["success", "failure", "timeout"]);
+    }
+
+    #[test]
+    fn an_unknown_word_is_refused_with_the_known_ones() {
+        let err = "maybe".parse::<Verdict>().unwrap_err();
+        assert_eq!(err.what, "verdict");
+        assert!(err.to_string().contains("\"maybe\""), "{err}");
+        assert!(err.to_string().contains("no_target"), "{err}");
+        assert!("Done".parse::<ActionResult>().is_err(), "words are case-sensitive");
+    }
+}

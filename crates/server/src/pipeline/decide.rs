@@ -1,0 +1,203 @@
+//! The decide stage: from an incident's past decisions, the playbook and
+//! (in learn mode) the policy's choice to one action and its operation — or
+//! to why nothing is done. Pure: values in, values out.
+
+use homeostat_core::action::{plan, Action, Backend, Operation, Target};
+use homeostat_core::alert::LabelSet;
+use homeostat_core::config::PolicyMode;
+use homeostat_core::decision::{ActionResult, Verdict, Verification};
+use homeostat_core::playbook::{Playbook, Rule, Step};
+use homeostat_core::policy::Mask;
+use homeostat_journal::decisions::Decision;
+
+/// Why nothing is done for now: the decision recorded instead of an action.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stop {
+    /// The action the decision names (`notify` when none could be chosen).
+    pub action: Action,
+    pub verdict: Verdict,
+    pub reason: String,
+}
+
+impl Stop {
+    pub fn new(action: Action, verdict: Verdict, reason: impl Into<String>) -> Stop {
+        Stop {
+            action,
+            verdict,
+            reason: reason.into(),
+        }
+    }
+
+    /// Ends in a human's hands.
+    fn escalate(reason: String) -> Stop {
+        Stop::new(Action::Notify, Verdict::Escalate, reason)
+    }
+}
+
+/// Allowed for real: what the guard and the executor count.
+fn acted(d: &Decision) -> bool {
+    d.new.verdict == Verdict::Allow && !d.new.dry_run
+}
+
+fn failed(d: &Decision) -> bool {
+    matches!(d.outcome, Some(Verification::Failure | Verification::Timeout))
+}
+
+/// Whether an action on the incident is under way or being verified.
+pub fn under_way(past: &[Decision]) -> bool {
+    past.iter()
+        .filter(|d| acted(d))
+        .any(|d| d.outcome.is_none() && matches!(d.result, None | Some(ActionResult::Done)))
+}
+
+/// How many of the incident's actions failed.
+pub fn failures(past: &[Decision]) -> usize {
+    past.iter().filter(|d| failed(d)).count()
+}
+
+/// Where the incident stands in its playbook rule.
+#[derive(Debug)]
+pub struct Progress<'a> {
+    pub rule: &'a Rule,
+    /// How many of the incident's actions failed.
+    pub failed: usize,
+    /// The actions that failed, oldest first.
+    pub failed_actions: Vec<Action>,
+    /// The rule's next action; `None` when every one failed.
+    pub next: Option<Action>,
+}
+
+/// The incident's rule and how far along it is; a [`Stop`] when an earlier
+/// action was interrupted (its effect is unknown) or no rule matches.
+pub fn progress<'a>(past: &[Decision], playbook: &'a Playbook, labels: &LabelSet) -> Result<Progress<'a>, Stop> {
+    // An action whose effect is unknown (homeostat stopped mid-way) is
+    // never tried again blindly: a human decides.
+    if past
+        .iter()
+        .filter(|d| acted(d))
+        .any(|d| d.result == Some(ActionResult::Interrupted))
+    {
+        return Err(Stop::escalate(
+            "an earlier action on this incident was interrupted and its effect is unknown; \
+             escalating instead of acting again"
+                .into(),
+        ));
+    }
+    let Some(rule) = playbook.rule_for(labels) else {
+        return Err(Stop::new(
+            Action::Notify,
+            Verdict::NoRule,
+            "no playbook rule matches the alert",
+        ));
+    };
+    let failed_actions: Vec<Action> = past
+        .iter()
+        .filter(|d| failed(d))
+        .filter_map(|d| Action::parse(&d.new.action))
+        .collect();
+    let failed = failures(past);
+    let next = match rule.step(failed) {
+        Step::Try { action, .. } => Some(action),
+        Step::Exhausted { .. } | Step::NoRule => None,
+    };
+    Ok(Progress {
+        rule,
+        failed,
+        failed_actions,
+        next,
+    })
+}
+
+/// What the learning policy chose, as [`choose`] needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyChoice<'a> {
+    pub action: Option<Action>,
+    pub why: &'a str,
+}
+
+/// The action to take and its operation, or why none is taken. `policy` is
+/// the learning policy's choice, which decides only in [`PolicyMode::Learn`].
+pub fn choose(
+    progress: &Progress<'_>,
+    mode: PolicyMode,
+    policy: Option<PolicyChoice<'_>>,
+    target: &Target,
+    backend: Backend,
+    drain_on_cordon: bool,
+) -> Result<(Action, Operation), Stop> {
+    let rule = progress.rule.name.as_str();
+    // Whoever chooses, a rule whose every action failed goes to a human;
+    // so does the learning policy preferring to do nothing where the rule
+    // says to act (it has learned that nothing there works).
+    let Some(playbook_action) = progress.next else {
+        return Err(Stop::escalate(format!(
+            "all {} actions of rule {rule:?} failed; escalating to a human",
+            progress.failed
+        )));
+    };
+    let rule_notifies = progress.rule.actions.contains(&Action::Notify);
+    let action = match policy {
+        Some(choice) if mode == PolicyMode::Learn => match choice.action {
+            Some(Action::Notify) | None if !rule_notifies => {
+                return Err(Stop::escalate(format!(
+                    "the learning policy finds no action worth taking where rule {rule:?} says to act ({}); \
+                     escalating to a human",
+                    choice.why
+                )));
+            }
+            Some(action) => action,
+            None => Action::Notify,
+        },
+        _ => playbook_action,
+    };
+    let chooser = if mode == PolicyMode::Learn {
+        "the learning policy chose"
+    } else {
+        "the playbook says"
+    };
+    // Notify touches nothing: recorded for a human, never executed or verified.
+    if action == Action::Notify {
+        let reason = format!("{chooser} to notify a human; nothing is done");
+        return Err(Stop::new(action, Verdict::Notify, reason));
+    }
+    if target.is_empty() {
+        let reason = "the alert's labels name nothing to act on (see actions.target_labels)";
+        return Err(Stop::new(action, Verdict::NoTarget, reason));
+    }
+    match plan(action, backend, target, drain_on_cordon) {
+        Ok(operation) => Ok((action, operation)),
+        Err(refusal) => Err(Stop::new(action, Verdict::Unplannable, refusal.to_string())),
+    }
+}
+
+/// What the policy may not choose for this target, and why. The mask holds
+/// what is specific to an action: it cannot be planned on this backend or
+/// target, it would leave too few ready replicas (`capacity`), or it takes
+/// capacity away or touches a node (`scale_in`, `cordon`) without the
+/// playbook rule naming it. Limits on the target as a whole (pause,
+/// silences, cooldown, budget, circuit breaker, …) apply to whichever action
+/// is chosen, in the guard's check after the choice.
+pub fn mask(
+    target: &Target,
+    backend: Backend,
+    rule: &Rule,
+    drain_on_cordon: bool,
+    capacity: impl Fn(Action) -> Option<String>,
+) -> Mask {
+    let mut mask = Mask::none();
+    for action in Action::ALL.into_iter().filter(|a| *a != Action::Notify) {
+        if target.is_empty() {
+            mask.refuse(action, "the alert's labels name nothing to act on");
+        } else if let Err(refusal) = plan(action, backend, target, drain_on_cordon) {
+            mask.refuse(action, format!("unplannable: {refusal}"));
+        } else if matches!(action, Action::ScaleIn | Action::Cordon) && !rule.actions.contains(&action) {
+            mask.refuse(
+                action,
+                "takes capacity away or touches a node, and the playbook rule does not name it",
+            );
+        } else if let Some(why) = capacity(action) {
+            mask.refuse(action, format!("guard: {why}"));
+        }
+    }
+    mask
+}

@@ -1,0 +1,64 @@
+//! The execute stage: the decision is journalled before the executor is
+//! called and the result after it, so a crash in between leaves a decision
+//! without a result, which the next start marks interrupted (never repeated).
+
+use homeostat_adapters::executor::Executor;
+use homeostat_core::action::{Action, Operation};
+use homeostat_core::clock::Clock;
+use homeostat_core::decision::{ActionResult, Verification};
+use homeostat_journal::decisions::NewDecision;
+use homeostat_journal::Journal;
+
+use crate::metrics::Metrics;
+
+/// What became of an allowed action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Executed {
+    /// Performed: verify it (decision `id`).
+    Done { id: i64 },
+    /// Recorded what would have been done; nothing to verify.
+    DryRun,
+    /// The call failed; recorded as a failed outcome.
+    Failed,
+}
+
+/// Records `decision` (verdict `allow`), performs `operation` and records
+/// the result; a failed call is a failed outcome at once.
+pub async fn execute<E: Executor>(
+    journal: &Journal,
+    metrics: &Metrics,
+    executor: &E,
+    clock: &dyn Clock,
+    decision: NewDecision,
+    action: Action,
+    operation: &Operation,
+) -> homeostat_journal::Result<Executed> {
+    let (incident_id, dry_run) = (decision.incident_id, decision.dry_run);
+    let id = journal.record_decision(decision).await?;
+    metrics.count_decision(action.as_str(), "allow");
+    tracing::info!(incident = incident_id, %action, dry_run, "Acting.");
+    match executor.execute(operation).await {
+        Ok(done) if dry_run => {
+            journal
+                .record_result(id, ActionResult::DryRun, &done, clock.now())
+                .await?;
+            Ok(Executed::DryRun)
+        }
+        Ok(done) => {
+            journal
+                .record_result(id, ActionResult::Done, &done, clock.now())
+                .await?;
+            tracing::info!(incident = incident_id, %action, %done, "Action done; verifying.");
+            Ok(Executed::Done { id })
+        }
+        Err(err) => {
+            tracing::warn!(incident = incident_id, %action, error = %err, "Action failed.");
+            journal
+                .record_result(id, ActionResult::Error, &err.to_string(), clock.now())
+                .await?;
+            journal.record_outcome(id, Verification::Failure, clock.now()).await?;
+            metrics.count_outcome(action.as_str(), Verification::Failure.as_str());
+            Ok(Executed::Failed)
+        }
+    }
+}

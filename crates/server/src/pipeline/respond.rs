@@ -1,0 +1,376 @@
+//! The responder: for each firing incident of a delivery, runs the stages
+//! in order — context → decide → guard → execute — and spawns verify →
+//! learn for an action that was done. Refusals and deferrals are recorded
+//! once per incident, not on every repeated delivery.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use homeostat_adapters::executor::Executor;
+use homeostat_adapters::notify::{self, Escalation};
+use homeostat_core::action::{Action, Target};
+use homeostat_core::alert::AlertStatus;
+use homeostat_core::clock::Clock;
+use homeostat_core::config::{ActionsConfig, PolicyMode};
+use homeostat_core::decision::Verdict;
+use homeostat_core::guard::{self, Readiness};
+use homeostat_core::incident::{EventKind, Incident};
+use homeostat_core::playbook::{Playbook, Rule};
+use homeostat_core::policy::{Choice, Decide, Outcome, PolicyKey, RulePrior, Verification};
+use homeostat_journal::decisions::{Decision, NewDecision};
+use homeostat_journal::{Delivery, Journal};
+
+use super::decide::{self, PolicyChoice, Stop};
+use super::execute::{self, Executed};
+use super::learn::{self, Learner, Lesson};
+use super::verify::{self, Check};
+use super::{context, guard as guard_stage, Controls, Parts, Processor};
+use crate::metrics::Metrics;
+
+/// An action did harm when the error ratio after it exceeds the one before
+/// by more than this (HighErrorRatio's threshold).
+const HARM_MARGIN: f64 = 0.05;
+
+/// What the policy saw and chose (its features are in the choice),
+/// recorded with the decision.
+#[derive(Serialize)]
+struct PolicyView {
+    /// Context features Prometheus could not give, and why.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    missing: BTreeMap<String, String>,
+    choice: Choice,
+}
+
+/// The readiness the context stage read, for the guard to reuse.
+type ReadinessRead = Option<Result<Option<Readiness>, String>>;
+
+pub struct Responder<E> {
+    executor: Arc<E>,
+    http: reqwest::Client,
+    journal: Journal,
+    playbook: Playbook,
+    config: ActionsConfig,
+    controls: Arc<Controls>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    learner: Arc<tokio::sync::Mutex<Learner>>,
+}
+
+impl<E: Executor> Responder<E> {
+    pub fn new(executor: E, parts: Parts, playbook: Playbook, config: ActionsConfig) -> Self {
+        let Parts {
+            journal,
+            metrics,
+            controls,
+            clock,
+        } = parts;
+        Responder {
+            executor: Arc::new(executor),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            learner: Arc::new(tokio::sync::Mutex::new(Learner::new(config.policy.learning.clone()))),
+            journal,
+            playbook,
+            config,
+            controls,
+            metrics,
+            clock,
+        }
+    }
+
+    /// Asks the learning policy: gathers the context, masks what cannot or
+    /// may not be done, and lets the policy choose. Also returns the
+    /// target's readiness when it was read, for the guard to reuse.
+    async fn consult(
+        &self,
+        incident: &Incident,
+        target: &Target,
+        rule: &Rule,
+        failed: &[Action],
+    ) -> (PolicyView, ReadinessRead) {
+        let context = context::gather(&self.http, &self.config, &incident.labels).await;
+        let features = context.features();
+        let readiness = if target.is_empty() {
+            None
+        } else {
+            Some(self.executor.readiness(target).await.map_err(|e| e.to_string()))
+        };
+        // Only the capacity limit differs between actions; the rest of the
+        // guard is checked for real after the choice.
+        let known_readiness = readiness.clone().and_then(Result::ok).flatten();
+        let mask = decide::mask(
+            target,
+            self.executor.backend(),
+            rule,
+            self.config.drain_on_cordon,
+            |action| {
+                let verdict = guard::capacity(&self.config.guard, action, known_readiness);
+                (!verdict.is_allow()).then(|| verdict.reason().to_owned())
+            },
+        );
+        let key = PolicyKey::from_labels(&incident.labels);
+        let mut learner = self.learner.lock().await;
+        learn::refresh(&self.journal, &self.metrics, &self.config.policy.learning, &mut learner).await;
+        let Learner { policy, rng, .. } = &mut *learner;
+        let input = Decide {
+            key: &key,
+            features: &features,
+            rule: Some(RulePrior::from(rule)),
+            mask: &mask,
+            failed,
+        };
+        let choice = policy.decide(&input, rng);
+        let view = PolicyView {
+            missing: context.missing,
+            choice,
+        };
+        (view, readiness)
+    }
+
+    async fn respond(&self, incident_id: i64) -> homeostat_journal::Result<()> {
+        let Some(incident) = self.journal.incident(incident_id).await? else {
+            return Ok(());
+        };
+        // Resolved since this delivery was journalled: nothing to do, ever.
+        if incident.status != AlertStatus::Firing {
+            return Ok(());
+        }
+        let past = self.journal.decisions(incident_id).await?;
+        if decide::under_way(&past) {
+            return Ok(()); // an action is under way or being verified
+        }
+        let backend = self.executor.backend();
+        let target = Target::from_labels(&incident.labels, &self.config.target_labels);
+        let now = self.clock.now();
+        let mut decision = NewDecision {
+            incident_id,
+            decided_at: now,
+            target_key: if target.is_empty() {
+                "-".into()
+            } else {
+                target.key(backend)
+            },
+            action: Action::Notify.as_str().into(),
+            rule: None,
+            attempt: decide::failures(&past) as i64,
+            verdict: Verdict::Notify,
+            reason: String::new(),
+            record: json!({ "target": target, "labels": incident.labels }),
+            dry_run: self.config.dry_run,
+        };
+        let progress = match decide::progress(&past, &self.playbook, &incident.labels) {
+            Ok(progress) => progress,
+            Err(stop) => return self.stop(&incident, &past, decision, stop).await,
+        };
+        decision.rule = Some(progress.rule.name.clone());
+        let mode = self.config.policy.mode;
+        let mut consulted = match mode {
+            PolicyMode::Playbook => None,
+            PolicyMode::Shadow | PolicyMode::Learn => Some(
+                self.consult(&incident, &target, progress.rule, &progress.failed_actions)
+                    .await,
+            ),
+        };
+        if let Some((view, _)) = &consulted {
+            let acted = mode == PolicyMode::Learn;
+            decision.record["policy"] = json!({
+                "mode": mode,
+                "acted": acted,
+                "playbook_action": progress.next,
+                "view": view,
+            });
+            let agrees = view.choice.action.is_some() && view.choice.action == progress.next;
+            self.metrics.count_policy_choice(acted, view.choice.explored, agrees);
+        }
+        let policy_choice = consulted.as_ref().map(|(view, _)| PolicyChoice {
+            action: view.choice.action,
+            why: &view.choice.why,
+        });
+        let chosen = decide::choose(
+            &progress,
+            mode,
+            policy_choice,
+            &target,
+            backend,
+            self.config.drain_on_cordon,
+        );
+        let (action, operation) = match chosen {
+            Ok(chosen) => chosen,
+            Err(stop) => return self.stop(&incident, &past, decision, stop).await,
+        };
+        decision.action = action.as_str().into();
+
+        let sources = guard_stage::Sources {
+            http: &self.http,
+            journal: &self.journal,
+            executor: &*self.executor,
+            config: &self.config,
+            paused: self.controls.paused.load(Ordering::Acquire),
+            now,
+        };
+        let readiness = consulted.as_mut().and_then(|(_, read)| read.take());
+        let situation =
+            match guard_stage::situation(sources, &incident, &decision.target_key, &target, action, readiness).await? {
+                Ok(situation) => situation,
+                Err(stop) => return self.stop(&incident, &past, decision, stop).await,
+            };
+        let verdict = guard::check(&self.config.guard, action, &situation);
+        decision.record["operation"] = json!(operation);
+        decision.record["guard"] = json!({
+            "verdict": verdict,
+            "consecutive_failures": situation.consecutive_failures,
+            "in_flight": situation.in_flight,
+            "recent_actions": situation.recent_actions.len(),
+            "readiness": situation.readiness,
+        });
+        if !verdict.is_allow() {
+            let stop = Stop::new(action, verdict.decided(), verdict.reason());
+            return self.stop(&incident, &past, decision, stop).await;
+        }
+
+        decision.verdict = Verdict::Allow;
+        decision.reason = "within every limit".into();
+        let since_alert = (self.clock.now() - incident.starts_at).to_std().unwrap_or_default();
+        self.metrics.alert_to_action_seconds.observe(since_alert.as_secs_f64());
+        let executed = execute::execute(
+            &self.journal,
+            &self.metrics,
+            &*self.executor,
+            &*self.clock,
+            decision,
+            action,
+            &operation,
+        )
+        .await?;
+        if let Executed::Done { id } = executed {
+            let check = Check {
+                incident_id,
+                health: progress.rule.health_query_for(&incident.labels),
+                prometheus: self.config.prometheus_url.clone(),
+                timeout: self.config.verify_timeout.0,
+            };
+            let lesson = consulted.map(|(view, _)| Lesson {
+                key: view.choice.key,
+                features: view.choice.features,
+            });
+            self.spawn_verification(id, incident, action, check, lesson);
+        }
+        Ok(())
+    }
+
+    /// Records a decision that leads to no action, unless the incident's
+    /// last decision already said the same; an escalation also tells a
+    /// human, once per incident.
+    async fn stop(
+        &self,
+        incident: &Incident,
+        past: &[Decision],
+        mut decision: NewDecision,
+        stop: Stop,
+    ) -> homeostat_journal::Result<()> {
+        let Stop {
+            action,
+            verdict,
+            reason,
+        } = stop;
+        decision.action = action.as_str().into();
+        if verdict == Verdict::Escalate {
+            tracing::error!(incident = incident.id, rule = decision.rule.as_deref(), %reason, "Escalating to a human.");
+            self.escalate(incident, past, &reason).await;
+        }
+        let repeated = past.last().is_some_and(|last| {
+            last.new.verdict == verdict && last.new.action == decision.action && last.new.reason == reason
+        });
+        if repeated {
+            return Ok(());
+        }
+        tracing::info!(incident = decision.incident_id, %verdict, %reason, "Not acting.");
+        decision.verdict = verdict;
+        decision.reason = reason;
+        self.metrics.count_decision(&decision.action, verdict.as_str());
+        self.journal.record_decision(decision).await.map(drop)
+    }
+
+    /// Tells a human, once per incident: log, metric, and the escalation webhook if configured.
+    async fn escalate(&self, incident: &Incident, past: &[Decision], reason: &str) {
+        if past.iter().any(|d| d.new.verdict == Verdict::Escalate) {
+            return;
+        }
+        self.metrics.escalations.inc();
+        let Some(url) = &self.config.escalation_webhook else {
+            return;
+        };
+        let notice = Escalation {
+            incident: incident.id,
+            alertname: &incident.alertname,
+            labels: &incident.labels,
+            reason,
+        };
+        if let Err(err) = notify::send_escalation(&self.http, url, &notice).await {
+            tracing::error!(incident = incident.id, error = %err, "The escalation webhook failed.");
+        }
+    }
+
+    /// Verifies the action in the background, records the outcome and, when
+    /// the policy chose with context, learns from it.
+    fn spawn_verification(&self, id: i64, incident: Incident, action: Action, check: Check, lesson: Option<Lesson>) {
+        let incident_id = incident.id;
+        let journal = self.journal.clone();
+        let metrics = Arc::clone(&self.metrics);
+        let clock = Arc::clone(&self.clock);
+        let http = self.http.clone();
+        let learner = Arc::clone(&self.learner);
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            let verified = verify::verify(&journal, &http, &check).await;
+            let outcome = verified.verification;
+            if let Some(why) = &verified.health_error {
+                tracing::warn!(incident = incident_id, %why, "The health query could not be run.");
+            }
+            tracing::info!(incident = incident_id, %action, outcome = outcome.as_str(), "Verified.");
+            metrics.count_outcome(action.as_str(), outcome.as_str());
+            if let Err(err) = journal.record_outcome(id, outcome, clock.now()).await {
+                tracing::error!(decision = id, error = %err, "Cannot record the outcome.");
+                return;
+            }
+            let Some(lesson) = lesson else { return };
+            // Harm: more errors after the action than before it.
+            let before = lesson.features.error_ratio;
+            let after = context::error_ratio(&http, &config, &incident.labels).await;
+            let harm = matches!((before, after), (Some(b), Some(a)) if a > b + HARM_MARGIN);
+            let outcome = Outcome {
+                verification: outcome,
+                seconds_to_resolve: (outcome == Verification::Success).then_some(verified.seconds),
+                harm,
+            };
+            let mut learner = learner.lock().await;
+            let sources = learn::Sources {
+                journal: &journal,
+                metrics: &metrics,
+                clock: &*clock,
+                config: &config.policy.learning,
+            };
+            learn::learn(sources, &mut learner, id, lesson, action, outcome).await;
+        });
+    }
+}
+
+impl<E: Executor> Processor for Responder<E> {
+    async fn process(&self, delivery: &Delivery) {
+        for event in &delivery.events {
+            if !matches!(event.kind, EventKind::Opened | EventKind::Repeated) {
+                continue;
+            }
+            if let Err(err) = self.respond(event.incident_id).await {
+                tracing::error!(incident = event.incident_id, error = %err, "Could not decide on the incident.");
+            }
+        }
+    }
+}

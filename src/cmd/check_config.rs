@@ -1,0 +1,80 @@
+//! `homeostat check-config`: validate a config file, try its PromQL on
+//! Prometheus, and print what it resolves to.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use homeostat_adapters::preflight::{self, Verdict};
+
+use crate::{exit, PREFLIGHT_TIMEOUT};
+
+#[derive(Args)]
+pub struct CheckConfigArgs {
+    /// The YAML config file.
+    file: PathBuf,
+}
+
+pub fn run(args: CheckConfigArgs) -> ExitCode {
+    let file = args.file;
+    let (config, credentials) = match crate::load(&file, |_| {}) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let auth = match (&credentials.bearer_token, &credentials.basic) {
+        (None, None) => "none".to_owned(),
+        (Some(_), None) => "bearer token".to_owned(),
+        (None, Some((user, _))) => format!("basic ({user})"),
+        (Some(_), Some((user, _))) => format!("bearer token or basic ({user})"),
+    };
+    let actions = match &config.actions {
+        None => "none (incidents are recorded, nothing is acted on)".to_owned(),
+        Some(a) => format!(
+            "{:?}{}, playbook {}, policy mode {}",
+            a.backend,
+            if a.dry_run { " in dry run" } else { "" },
+            a.playbook.display(),
+            serde_json::to_value(a.policy.mode)
+                .unwrap_or_default()
+                .as_str()
+                .unwrap_or("?")
+        ),
+    };
+    let thresholds = match &config.thresholds {
+        None => "none".to_owned(),
+        Some(t) => format!(
+            "{} specs from {} into {}",
+            t.specs.len(),
+            t.prometheus_url,
+            t.rules_dir.display()
+        ),
+    };
+    let checked = match crate::runtime() {
+        Ok(runtime) => runtime.block_on(preflight::check(&config, PREFLIGHT_TIMEOUT)),
+        Err(code) => return code,
+    };
+    let (mut rejected, mut unchecked) = (Vec::new(), String::new());
+    for (query, verdict) in &checked {
+        match verdict {
+            Verdict::Accepted => {}
+            Verdict::Rejected(why) => rejected.push(format!("{}: {why}", query.key)),
+            Verdict::Unchecked(why) => unchecked.push_str(&format!("\n    not checked: {}: {why}", query.key)),
+        }
+    }
+    if !rejected.is_empty() {
+        for line in &rejected {
+            eprintln!("homeostat: {}: {line}", file.display());
+        }
+        return ExitCode::from(exit::CONFIG);
+    }
+    let accepted = checked.iter().filter(|(_, v)| *v == Verdict::Accepted).count();
+    outln!(
+        "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}\n  thresholds: {thresholds}\n  PromQL: {} of {} queries accepted by Prometheus{unchecked}",
+        file.display(),
+        config.server.listen,
+        config.journal.path.display(),
+        accepted,
+        checked.len(),
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,121 @@
+//! `homeostat eval`: the forecasting and anomaly scoring measured offline,
+//! on NAB-style corpora.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use homeostat_core::duration::PromDuration;
+
+use super::args::{coverage, positive_duration};
+use crate::exit;
+
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Score every CSV of a NAB-style corpus by NAB's rules.
+    Nab {
+        /// The data directory (`<subset>/<name>.csv`, columns timestamp,value).
+        #[arg(long)]
+        data: PathBuf,
+        /// The windows file (NAB's combined_windows.json).
+        #[arg(long)]
+        labels: PathBuf,
+        /// Where results (NAB's layout) and summary.json go.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also draw each series, its band, windows and detections (SVG).
+        #[arg(long)]
+        plot: bool,
+        /// The scorer's rules that score (band, memory, extremes, art); a point scores
+        /// the highest of theirs.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "extremes,art")]
+        rules: Vec<homeostat_lab::anomaly::Rule>,
+        /// Points the ART rule learns for before it scores (they also set its
+        /// time scale); default: each file's NAB probationary period.
+        #[arg(long)]
+        learning: Option<usize>,
+    },
+    /// Score detectors' results already in NAB's layout, and a choice among them held out.
+    NabScore {
+        /// The data directory the results were made from.
+        #[arg(long)]
+        data: PathBuf,
+        /// The windows file (NAB's combined_windows.json).
+        #[arg(long)]
+        labels: PathBuf,
+        /// A detector's results directory, `<subset>/<detector>_<file>.csv` in it,
+        /// `<detector>` being the directory's name (`<out>/homeostat` after `eval nab
+        /// --out <out>`); repeat to compare several (the first listed wins a tie).
+        #[arg(long, required = true)]
+        results: Vec<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rolling 1-hour-ahead forecasts: MASE against seasonal naive, and band coverage.
+    Forecast {
+        /// The data directory (`<subset>/<name>.csv`, columns timestamp,value).
+        #[arg(long)]
+        data: PathBuf,
+        /// The windows file: forecasts touching a labelled anomaly are skipped.
+        #[arg(long)]
+        labels: PathBuf,
+        /// How far ahead each forecast reaches.
+        #[arg(long, default_value = "1h", value_parser = positive_duration)]
+        horizon: PromDuration,
+        /// The share of actual values the prediction band should hold, in (0, 1).
+        #[arg(long, default_value_t = 0.95, value_parser = coverage)]
+        coverage: f64,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An eval summary as pretty JSON (`--json`) or as its table.
+fn json_or_table<T: serde::Serialize>(json: bool, summary: &T, table: impl Fn(&T) -> String) -> String {
+    if json {
+        serde_json::to_string_pretty(summary).unwrap_or_default()
+    } else {
+        table(summary)
+    }
+}
+
+pub fn run(command: EvalCommand) -> ExitCode {
+    let result = match command {
+        EvalCommand::Nab {
+            data,
+            labels,
+            out,
+            plot,
+            rules,
+            learning,
+        } => homeostat_lab::eval::run_nab(&data, &labels, &out, plot, &rules, learning)
+            .map(|summary| homeostat_lab::eval::nab_table(&summary)),
+        EvalCommand::NabScore {
+            data,
+            labels,
+            results,
+            json,
+        } => homeostat_lab::eval::run_nab_score(&data, &labels, &results)
+            .map(|summary| json_or_table(json, &summary, homeostat_lab::eval::nab_score_table)),
+        EvalCommand::Forecast {
+            data,
+            labels,
+            horizon,
+            coverage,
+            json,
+        } => homeostat_lab::eval::run_forecast(&data, &labels, horizon.0, coverage)
+            .map(|summary| json_or_table(json, &summary, homeostat_lab::eval::forecast_table)),
+    };
+    match result {
+        Ok(text) => {
+            outln!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("homeostat eval: {err}");
+            ExitCode::from(exit::RUNTIME)
+        }
+    }
+}

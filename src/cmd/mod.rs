@@ -1,0 +1,17 @@
+//! One module per command: its clap arguments and its `run`, which returns
+//! the process' exit code. The lab's commands (`eval`, `simulate`) are built
+//! with the `lab` feature, the demo's (`demo`, `images`, `load`) with `demo`.
+
+pub mod args;
+pub mod check_config;
+#[cfg(feature = "demo")]
+pub mod demo;
+#[cfg(feature = "lab")]
+pub mod eval;
+#[cfg(feature = "demo")]
+pub mod load;
+pub mod policy;
+pub mod serve;
+#[cfg(feature = "lab")]
+pub mod simulate;
+pub mod thresholds;
