@@ -1,6 +1,14 @@
 //! The `homeostat` command: parses the CLI and hands each command to its
 //! module under [`cmd`]; what they share (exit codes, stdout, the runtime,
 //! the config) is here.
+//!
+//! - `cmd::serve`: `homeostat serve` (crates/server), acting through crates/adapters.
+//! - `cmd::check_config`, `cmd::policy`, `cmd::thresholds`: operate on a config and its journal.
+//! - `cmd::eval`, `cmd::simulate` (feature `lab`): offline measurement (crates/lab).
+//! - `cmd::demo`, `cmd::load` (feature `demo`): the demo, its images and load (crates/demo).
+//!
+//! docs/ARCHITECTURE.md maps the crates.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -123,10 +123,10 @@ fn workspace() -> BTreeMap<String, Vec<(String, String)>> {
     crates
 }
 
-/// The packages `package` pulls in through normal dependencies, directly or
-/// not, on any target, with `--no-default-features`.
-fn normal_closure(package: &str) -> BTreeSet<String> {
-    cargo(&[
+/// `cargo tree` of `package` with `--no-default-features`, through normal
+/// dependencies on any target, with `extra` arguments.
+fn tree(package: &str, extra: &[&str]) -> String {
+    let mut args = vec![
         "tree",
         "--manifest-path",
         MANIFEST,
@@ -137,37 +137,28 @@ fn normal_closure(package: &str) -> BTreeSet<String> {
         "normal",
         "--target",
         "all",
-        "--prefix",
-        "none",
-        "--format",
-        "{p}",
-    ])
-    .lines()
-    .filter_map(|line| line.split_whitespace().next())
-    .map(str::to_owned)
-    .collect()
+    ];
+    args.extend_from_slice(extra);
+    cargo(&args)
+}
+
+/// The packages `package` pulls in through normal dependencies, directly or
+/// not, on any target, with `--no-default-features`.
+fn normal_closure(package: &str) -> BTreeSet<String> {
+    tree(package, &["--prefix", "none", "--format", "{p}"])
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// How `package` comes to depend on `dependency` (`cargo tree -i`), indented
 /// for the failure message.
 fn path_to(package: &str, dependency: &str) -> String {
-    cargo(&[
-        "tree",
-        "--manifest-path",
-        MANIFEST,
-        "-p",
-        package,
-        "--no-default-features",
-        "-e",
-        "normal",
-        "--target",
-        "all",
-        "-i",
-        dependency,
-    ])
-    .lines()
-    .map(|line| format!("      {line}\n"))
-    .collect()
+    tree(package, &["-i", dependency])
+        .lines()
+        .map(|line| format!("      {line}\n"))
+        .collect()
 }
 
 #[test]

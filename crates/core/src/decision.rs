@@ -11,8 +11,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::policy::Verification;
-
 /// A decision's verdict: acted (`allow`), held back by the guard, or why
 /// nothing could be done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -92,6 +90,19 @@ impl ActionResult {
             ActionResult::Interrupted => "interrupted",
         }
     }
+}
+
+/// What verification said about an action: the reward's input, and the
+/// decision's stored outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verification {
+    /// The alert resolved (and the health query held).
+    Success,
+    /// The action ran but the alert still fired (or its health query failed).
+    Failure,
+    /// No verdict within the deadline.
+    Timeout,
 }
 
 impl Verification {

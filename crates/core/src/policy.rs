@@ -470,17 +470,7 @@ impl RewardConfig {
     }
 }
 
-/// What verification said about an action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verification {
-    /// The alert resolved (and the health query held).
-    Success,
-    /// The action ran but the alert still fired (or its health query failed).
-    Failure,
-    /// No verdict within the deadline.
-    Timeout,
-}
+pub use crate::decision::Verification;
 
 /// A verified outcome, the input of [`reward`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

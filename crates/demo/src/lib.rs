@@ -15,7 +15,9 @@
 //! processes ([`stack`]) and steady load; [`Demo::run_fault`] injects one
 //! fault and watches detection, decisions, actions and recovery through
 //! homeostat's API and the services' admin ports; [`report`] writes what
-//! happened. [`run`] is the whole command, Ctrl-C included.
+//! happened. [`run`] is the whole command, Ctrl-C included. [`load`] is the
+//! load generator (`homeostat load`).
+#![forbid(unsafe_code)]
 
 pub mod images;
 pub mod load;

@@ -1,5 +1,13 @@
-//! The journal: SQLite (WAL) holding every accepted delivery, the incidents
-//! they belong to, and which deliveries the pipeline has processed.
+//! The journal: every accepted delivery, the incidents they belong to, the
+//! decisions taken on them and what became of those, the learned policy and
+//! the adaptive thresholds' state.
+//!
+//! - [`Store`] (`store.rs`): every read and write the service makes, as a trait; the service
+//!   holds a [`Journal`] (`Arc<dyn Store>`) made by [`open`].
+//! - [`SqliteJournal`] (this file): the embedded implementation, SQLite in WAL mode.
+//! - [`decisions`], [`policy`], [`thresholds`]: each table family's records and SQL.
+//! - [`learned`]: what the policy learned and why it decided, read from a journal file
+//!   (`homeostat policy …`).
 //!
 //! It plays the part of Alertmanager's notification log: a delivery is
 //! committed before the webhook answers 2xx, so a crash or `kill -9` right
@@ -12,6 +20,7 @@
 //! commits whatever has queued up in one transaction (group commit): during
 //! an alert storm many deliveries share one `fsync` instead of each paying
 //! for its own. Reads use a second, read-only connection.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
