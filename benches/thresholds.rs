@@ -130,6 +130,7 @@ fn main() {
         None,
         chrono::Utc::now(),
         workers,
+        None,
     ));
     let refit_seconds = started.elapsed().as_secs_f64();
     let refit_cpu = cpu_seconds() - cpu_before;

@@ -5,7 +5,8 @@
 //! `homeostat serve` renders rules that pass `promtool check rules`, reloads
 //! Prometheus and its `/api/v1/rules` shows them; an anomaly makes the
 //! generated alert fire; feedback on it moves the band and `thresholds show`
-//! says so; a broken render leaves the previous rules active.
+//! says so; a broken render leaves the previous rules active; a refit whose
+//! thresholds did not move rewrites nothing and does not reload Prometheus.
 
 mod common;
 
@@ -15,7 +16,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use homeostat_adapters::rules::{self, RuleWriter, UpdateError};
+use homeostat_adapters::rules::{self, Published, RuleWriter, UpdateError};
 use homeostat_core::config::Credentials;
 use homeostat_core::threshold::{self, ThresholdsConfig};
 use homeostat_server::pipeline::LogTransitions;
@@ -260,16 +261,20 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
     }
     common::check_metrics(&exposition);
     // Each spec on its own interval: `quick` is refitted every 2 s, `latency` (10m) is not.
+    // A refit writes rules (an update) or finds its thresholds unmoved (a skipped write).
     let latency_file = std::fs::read(&file).unwrap();
     common::eventually(
         "three more refits of the quick spec",
         Duration::from_secs(30),
         || async {
-            let ok = gauge(
-                &homeostat.metrics().await,
-                "homeostat_threshold_updates_total{result=\"ok\"}",
+            let exposition = homeostat.metrics().await;
+            let ok = gauge(&exposition, "homeostat_threshold_updates_total{result=\"ok\"}");
+            let skipped = gauge(
+                &exposition,
+                "homeostat_threshold_writes_skipped_total{threshold_spec=\"quick\"}",
             );
-            ok.filter(|n| *n >= 5.0)
+            let refits = ok.unwrap_or(0.0) + skipped.unwrap_or(0.0);
+            (refits >= 5.0).then_some(refits)
         },
     )
     .await;
@@ -480,6 +485,7 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
             Some(&client),
             chrono::Utc::now(),
             2,
+            None,
         )
         .await;
         match (&outcomes[0].result, checked) {
@@ -515,5 +521,90 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
         leftovers,
         ["latency.rules.yml", "quick.rules.yml"],
         "no temporary file is left"
+    );
+}
+
+/// Prometheus' `prometheus_config_last_reload_success_timestamp_seconds`.
+async fn last_reload(prometheus: &str) -> f64 {
+    let metrics = reqwest::get(format!("{prometheus}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    gauge(&metrics, "prometheus_config_last_reload_success_timestamp_seconds").expect("a reload timestamp")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_thresholds_rewrite_nothing_and_do_not_reload_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules_dir = dir.path().join("rules");
+    let end = chrono::Utc::now().timestamp() / STEP * STEP - STEP;
+    let target = exporter(Arc::new(Mutex::new([normal(0, WEEK), normal(1, WEEK)]))).await;
+    let prometheus =
+        common::Prometheus::start_with_history(&[target], &[rules_dir.join("*.rules.yml")], Some(&openmetrics(end)))
+            .await;
+    let client = rules::Prometheus::new(prometheus.url(), Duration::from_secs(30)).unwrap();
+    let config = spec_config(prometheus.url(), &rules_dir);
+    let latency = std::slice::from_ref(&config.specs[0]);
+    let writer = RuleWriter {
+        dir: rules_dir.clone(),
+        promtool: None,
+    };
+    // The rounds fit the same history: `now` is the same.
+    let now = chrono::Utc::now();
+    let no_feedback = HashMap::new();
+    let round = |published| {
+        rules::refit(
+            latency,
+            &client,
+            &no_feedback,
+            &writer,
+            Some(&client),
+            now,
+            2,
+            published,
+        )
+    };
+
+    // The first round writes the rules and reloads.
+    let first = round(None).await.remove(0);
+    assert!(first.result.is_ok() && first.written, "{:?}", first.result);
+    let file = rules_dir.join("latency.rules.yml");
+    let (written, modified) = (
+        std::fs::read(&file).unwrap(),
+        std::fs::metadata(&file).unwrap().modified().unwrap(),
+    );
+    let reloaded = last_reload(prometheus.url()).await;
+    // Reload timestamps count whole seconds: let one pass, so a reload would show.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The same fit again: nothing written, no reload.
+    let fits = HashMap::from([("latency".to_owned(), first.fit.clone())]);
+    let mut higher = fits.clone();
+    for series in &mut higher.get_mut("latency").unwrap().series {
+        series.upper *= 2.0;
+    }
+    let published = Published {
+        fits: &fits,
+        min_change: config.min_change,
+    };
+    let again = round(Some(published)).await.remove(0);
+    assert!(again.result.is_ok() && !again.written, "{:?}", again.result);
+    assert_eq!(again.fit, first.fit);
+    assert_eq!(std::fs::read(&file).unwrap(), written);
+    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), modified);
+    assert_eq!(last_reload(prometheus.url()).await, reloaded, "Prometheus was reloaded");
+
+    // Rules published from a band twice as high are far enough off: rewritten and reloaded.
+    let published = Published {
+        fits: &higher,
+        min_change: config.min_change,
+    };
+    let moved = round(Some(published)).await.remove(0);
+    assert!(moved.result.is_ok() && moved.written, "{:?}", moved.result);
+    assert!(
+        last_reload(prometheus.url()).await > reloaded,
+        "no reload after a change"
     );
 }

@@ -15,8 +15,8 @@ use futures_util::FutureExt;
 
 use homeostat_core::alert::LabelSet;
 use homeostat_core::threshold::{
-    band_reports, file_name, fit_spec, query_windows, render, to_grid, BandReport, Series, SpecFit, ThresholdSpec,
-    ThresholdsConfig, GENERATED_HEADER, MAX_POINTS,
+    band_reports, changed, file_name, fit_spec, query_windows, render, to_grid, BandReport, Series, SpecFit,
+    ThresholdSpec, ThresholdsConfig, GENERATED_HEADER, MAX_POINTS,
 };
 
 /// Most points Prometheus returns per series and query (it refuses more than 11,000).
@@ -385,13 +385,29 @@ pub struct SpecOutcome {
     pub spec: String,
     pub fit: SpecFit,
     pub result: Result<(), UpdateError>,
+    /// The rule file was rewritten (`false`: fitting failed, or the fit was
+    /// too close to the published one to be worth a write and a reload).
+    pub written: bool,
+}
+
+/// What a refit compares a new fit with before it rewrites rules.
+#[derive(Clone, Copy, Debug)]
+pub struct Published<'a> {
+    /// The fit each spec's rules in effect were rendered from.
+    pub fits: &'a HashMap<String, SpecFit>,
+    /// See `ThresholdsConfig::min_change`.
+    pub min_change: f64,
 }
 
 /// Refits `specs` (history from `source`, coverage per series from
 /// `coverages`: spec → series → coverage), renders their rules and puts them
 /// in place through `writer`, with one reload of `prometheus` at the end.
-/// At most `parallel` specs are queried and fitted at once, so memory holds
-/// that many histories, whatever the number of specs.
+/// With `published`, a spec whose fit has not moved materially from the one
+/// its rules were rendered from keeps its rules: nothing is written and,
+/// when no spec changed, Prometheus is not reloaded. At most `parallel`
+/// specs are queried and fitted at once, so memory holds that many
+/// histories, whatever the number of specs.
+#[allow(clippy::too_many_arguments)]
 pub async fn refit<S: HistorySource>(
     specs: &[ThresholdSpec],
     source: &S,
@@ -400,6 +416,7 @@ pub async fn refit<S: HistorySource>(
     prometheus: Option<&Prometheus>,
     now: DateTime<Utc>,
     parallel: usize,
+    published: Option<Published<'_>>,
 ) -> Vec<SpecOutcome> {
     let no_feedback = HashMap::new();
     type Fitted = (usize, Result<(SpecFit, String), UpdateError>);
@@ -449,17 +466,31 @@ pub async fn refit<S: HistorySource>(
     let mut outcomes: HashMap<String, Result<(), UpdateError>> = HashMap::new();
     let mut files = Vec::new();
     for (i, result) in fitted {
+        let name = &specs[i].name;
         match result {
             Ok((fit, rules)) => {
+                let unchanged = published.is_some_and(|p| {
+                    p.fits
+                        .get(name)
+                        .is_some_and(|before| !changed(before, &fit, p.min_change))
+                });
+                if unchanged {
+                    outcomes.insert(name.clone(), Ok(()));
+                } else {
+                    files.push((name.clone(), rules));
+                }
                 fits[i] = Some(fit);
-                files.push((specs[i].name.clone(), rules));
             }
             Err(e) => {
-                outcomes.insert(specs[i].name.clone(), Err(e));
+                outcomes.insert(name.clone(), Err(e));
             }
         }
     }
+    let mut written = std::collections::HashSet::new();
     for (spec, result) in writer.update(files, prometheus).await {
+        if result.is_ok() {
+            written.insert(spec.clone());
+        }
         outcomes.insert(spec, result);
     }
     specs
@@ -471,6 +502,7 @@ pub async fn refit<S: HistorySource>(
             result: outcomes
                 .remove(&spec.name)
                 .unwrap_or_else(|| Err(UpdateError::Fit("not fitted".into()))),
+            written: written.contains(&spec.name),
         })
         .collect()
 }
@@ -546,6 +578,7 @@ pub async fn render_into(
         None,
         Utc::now(),
         parallel,
+        None,
     )
     .await)
 }

@@ -29,7 +29,7 @@
 //! the series' value, and the expression needs nothing but the spec's PromQL.
 //! A series that appears only after a fit gets a rule at the next refit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,8 +77,22 @@ pub struct ThresholdsConfig {
     /// How far feedback may move a series' coverage.
     #[serde(default)]
     pub feedback: FeedbackConfig,
+    /// A refit rewrites a spec's rule file (and reloads Prometheus) only
+    /// when one of its thresholds moved by more than this fraction of the
+    /// series' scale (the larger of its previous bounds' magnitudes and its
+    /// band's width), or a series appeared or vanished; otherwise the rules
+    /// in effect stay and the skip is counted
+    /// (`homeostat_threshold_writes_skipped_total`). Every reload can delay
+    /// Prometheus' alert notifications, so rules are not rewritten for
+    /// noise. Default 0.05; 0 rewrites on any change.
+    #[serde(default = "default_min_change")]
+    pub min_change: f64,
     /// The thresholds to keep up to date.
     pub specs: Vec<ThresholdSpec>,
+}
+
+fn default_min_change() -> f64 {
+    0.05
 }
 
 fn yes() -> bool {
@@ -259,6 +273,9 @@ impl ThresholdsConfig {
         }
         if !(f.factor > 1.0 && f.factor <= 10.0) {
             return err("thresholds.feedback.factor".into(), "must be above 1 and at most 10");
+        }
+        if !(0.0..1.0).contains(&self.min_change) {
+            return err("thresholds.min_change".into(), "must be at least 0 and below 1");
         }
         let mut names = std::collections::HashSet::new();
         for (i, spec) in self.specs.iter().enumerate() {
@@ -451,6 +468,29 @@ pub struct SeriesSkipped {
 pub struct SpecFit {
     pub series: Vec<SeriesFit>,
     pub skipped: Vec<SeriesSkipped>,
+}
+
+/// Whether the rules `next` renders differ materially from those of
+/// `previous`: a series appeared or vanished, or a bound moved by more than
+/// `min_change` of the series' scale (the larger of its previous bounds'
+/// magnitudes and its band's width; any move when that scale is 0).
+pub fn changed(previous: &SpecFit, next: &SpecFit, min_change: f64) -> bool {
+    if previous.series.len() != next.series.len() {
+        return true;
+    }
+    let before: HashMap<&str, &SeriesFit> = previous.series.iter().map(|s| (s.key.as_str(), s)).collect();
+    next.series.iter().any(|now| match before.get(now.key.as_str()) {
+        None => true,
+        Some(was) => {
+            let scale = was.upper.abs().max(was.lower.abs()).max(was.upper - was.lower);
+            // A bound that became (or was) NaN counts as moved.
+            let moved = |now: f64, was: f64| {
+                let by = (now - was).abs();
+                by.is_nan() || by > min_change * scale
+            };
+            moved(now.upper, was.upper) || moved(now.lower, was.lower)
+        }
+    })
 }
 
 /// The number of steps of the coming period a band is forecast for.

@@ -287,13 +287,17 @@ pub fn alertmanager_args(dir: &Path, port: u16) -> Vec<String> {
 }
 
 /// Prometheus' command line: `dir/prometheus.yml`, its data under `dir`,
-/// listening on loopback `port`, lifecycle API on.
+/// listening on loopback `port`, lifecycle API on. A firing alert is resent
+/// to Alertmanager every second instead of every minute: a first send that
+/// is lost (a reload re-creates the notifier's Alertmanager set) then costs
+/// a second, not a minute (docs/BENCHMARKS.md, the demo's alert path).
 pub fn prometheus_args(dir: &Path, port: u16) -> Vec<String> {
     vec![
         format!("--config.file={}", dir.join("prometheus.yml").display()),
         format!("--storage.tsdb.path={}", dir.join("prometheus-data").display()),
         format!("--web.listen-address=127.0.0.1:{port}"),
         "--web.enable-lifecycle".into(),
+        "--rules.alert.resend-delay=1s".into(),
         "--log.level=warn".into(),
     ]
 }

@@ -125,6 +125,8 @@ pub struct Metrics {
     pub threshold_update_ok: Family<ThresholdSpecLabels, Gauge>,
     /// Feedback steps by adjustment.
     pub threshold_feedback: Family<ThresholdFeedbackLabels, Counter>,
+    /// Refits whose thresholds moved too little to rewrite the rules (`thresholds.min_change`).
+    pub threshold_writes_skipped: Family<ThresholdSpecLabels, Counter>,
 }
 
 impl Metrics {
@@ -153,6 +155,7 @@ impl Metrics {
             threshold_updates: Family::default(),
             threshold_update_ok: Family::default(),
             threshold_feedback: Family::default(),
+            threshold_writes_skipped: Family::default(),
             registry: Registry::default(),
         };
         let capacity: Gauge = Gauge::default();
@@ -279,6 +282,11 @@ impl Metrics {
             "threshold_feedback",
             "Feedback steps on adaptive thresholds by adjustment",
             metrics.threshold_feedback.clone(),
+        );
+        registry.register(
+            "threshold_writes_skipped",
+            "Refits of an adaptive threshold spec whose thresholds moved less than thresholds.min_change: rules kept, Prometheus not reloaded",
+            metrics.threshold_writes_skipped.clone(),
         );
         Metrics { registry, ..metrics }
     }

@@ -10,10 +10,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use homeostat_adapters::rules::{promtool, refit, Prometheus, RuleWriter, SpecOutcome, QUERY_TIMEOUT};
+use homeostat_adapters::rules::{promtool, refit, Prometheus, Published, RuleWriter, SpecOutcome, QUERY_TIMEOUT};
 use homeostat_core::alert::LabelSet;
 use homeostat_core::clock::Clock;
-use homeostat_core::threshold::{feedback_events, FeedbackEvent, FeedbackReason, ThresholdSpec, ThresholdsConfig};
+use homeostat_core::threshold::{
+    feedback_events, FeedbackEvent, FeedbackReason, SpecFit, ThresholdSpec, ThresholdsConfig,
+};
 use homeostat_journal::thresholds::{FeedbackStep, SpecRound};
 use homeostat_journal::Journal;
 
@@ -29,6 +31,9 @@ pub struct Scheduler {
     writer: RuleWriter,
     /// The series each spec's gauges are exported for, to drop vanished ones.
     exported: HashMap<String, Vec<LabelSet>>,
+    /// The fit each spec's rules in effect were rendered from (none before
+    /// the first write of this process: the first round always writes).
+    published: HashMap<String, SpecFit>,
 }
 
 impl Scheduler {
@@ -51,6 +56,7 @@ impl Scheduler {
             prometheus,
             writer,
             exported: HashMap::new(),
+            published: HashMap::new(),
         })
     }
 
@@ -112,6 +118,10 @@ impl Scheduler {
         }
         let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
         let reload = self.config.reload.then_some(&self.prometheus);
+        let published = Published {
+            fits: &self.published,
+            min_change: self.config.min_change,
+        };
         let outcomes = refit(
             specs,
             &self.prometheus,
@@ -120,11 +130,19 @@ impl Scheduler {
             reload,
             self.clock.now(),
             parallel,
+            Some(published),
         )
         .await;
         let mut rounds = Vec::new();
         for (spec, outcome) in specs.iter().zip(outcomes) {
             self.report(spec, &outcome);
+            if outcome.result.is_ok() && !outcome.written {
+                // The journal keeps the fit and the update the rules in effect came from.
+                continue;
+            }
+            if outcome.written {
+                self.published.insert(spec.name.clone(), outcome.fit.clone());
+            }
             let rules = outcome.fit.series.len() * spec.direction.sides().len();
             rounds.push(SpecRound {
                 spec: outcome.spec,
@@ -150,6 +168,12 @@ impl Scheduler {
         let spec_labels = ThresholdSpecLabels {
             threshold_spec: spec.name.clone(),
         };
+        if outcome.result.is_ok() && !outcome.written {
+            // The rules in effect, and the gauges showing them, stay.
+            m.threshold_writes_skipped.get_or_create(&spec_labels).inc();
+            tracing::debug!(spec = %spec.name, "Thresholds moved too little to rewrite the rules.");
+            return;
+        }
         let result = match &outcome.result {
             Ok(()) => "ok",
             Err(e) => e.metric_label(),

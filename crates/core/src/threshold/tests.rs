@@ -83,6 +83,37 @@ fn fitted(series: &[(&str, f64, f64)]) -> SpecFit {
 }
 
 #[test]
+fn rules_change_only_when_a_bound_moves_past_the_fraction_or_a_series_comes_or_goes() {
+    let before = fitted(&[("a", 1.0, 3.0), ("b", 0.0, 0.0)]);
+    // a's scale is 3 (its upper bound): 5% of it is 0.15.
+    assert!(!changed(&before, &fitted(&[("a", 1.1, 3.13), ("b", 0.0, 0.0)]), 0.05));
+    assert!(changed(&before, &fitted(&[("a", 1.0, 3.16), ("b", 0.0, 0.0)]), 0.05));
+    assert!(changed(&before, &fitted(&[("a", 0.8, 3.0), ("b", 0.0, 0.0)]), 0.05));
+    // A zero-width band at zero has no scale: any move is a change.
+    assert!(changed(&before, &fitted(&[("a", 1.0, 3.0), ("b", 0.0, 1e-9)]), 0.05));
+    // Series that come, go or are replaced.
+    assert!(changed(&before, &fitted(&[("a", 1.0, 3.0)]), 0.05));
+    assert!(changed(&before, &fitted(&[("a", 1.0, 3.0), ("c", 0.0, 0.0)]), 0.05));
+    assert!(changed(
+        &before,
+        &fitted(&[("a", 1.0, 3.0), ("b", 0.0, 0.0), ("c", 0.0, 0.0)]),
+        0.05
+    ));
+    // A bound that became NaN is a change; the same fit is not, even at 0.
+    assert!(changed(
+        &before,
+        &fitted(&[("a", 1.0, f64::NAN), ("b", 0.0, 0.0)]),
+        0.05
+    ));
+    assert!(!changed(&before, &before, 0.0));
+    assert!(changed(
+        &before,
+        &fitted(&[("a", 1.0, 3.0 + 1e-12), ("b", 0.0, 0.0)]),
+        0.0
+    ));
+}
+
+#[test]
 fn one_rule_per_series_and_side_with_the_series_labels() {
     let mut s = spec(LATENCY);
     s.direction = Direction::Both;
@@ -177,6 +208,11 @@ fn validation_names_the_key() {
     assert_eq!(key, "thresholds.specs[0].labels.homeostat_threshold");
     let (key, _) = check("- {name: a, expr: up, alert: 'not a name'}");
     assert_eq!(key, "thresholds.specs[0].alert");
+    for min_change in [-0.1, 1.0, f64::NAN] {
+        let mut bad = config("- {name: a, expr: up, alert: A}");
+        bad.min_change = min_change;
+        assert_eq!(bad.validate().unwrap_err().0, "thresholds.min_change", "{min_change}");
+    }
     let mut bad_url = config("- {name: a, expr: up, alert: A}");
     bad_url.prometheus_url = "127.0.0.1:9090".into();
     assert_eq!(bad_url.validate().unwrap_err().0, "thresholds.prometheus_url");
