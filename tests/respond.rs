@@ -310,15 +310,9 @@ async fn an_alert_silenced_in_alertmanager_is_not_acted_on() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
-    image().await;
-    let dir = tempfile::tempdir().unwrap();
-    let service = Service::new("e2eesc");
-    let name = service.run(1, &[]);
-    until_serving(&name).await;
-    // A receiver for the escalation notices.
-    let (notices, mut received) = tokio::sync::mpsc::unbounded_channel::<Value>();
+/// A local receiver for escalation notices: its URL, and the notices it got.
+async fn escalation_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let (notices, received) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let app = axum::Router::new().route(
         "/escalate",
         axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
@@ -331,6 +325,17 @@ async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = format!("http://{}/escalate", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (hook, received)
+}
+
+#[tokio::test]
+async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2eesc");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    let (hook, mut received) = escalation_receiver().await;
 
     let mut config = actions(dir.path(), RESTART, false, "1s");
     config.escalation_webhook = Some(hook);
@@ -357,6 +362,51 @@ async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
     })
     .await;
     assert_eq!(all.iter().filter(|d| d["verdict"] == "escalate").count(), 1, "{all:?}");
+    assert!(received.try_recv().is_err(), "escalated more than once");
+    server.stop().await;
+}
+
+/// A step that cannot be carried out is no silent dead end: restart fails,
+/// the next step (rollback) cannot be planned on a container outside
+/// Compose, and the incident is escalated once, with what was tried.
+#[tokio::test]
+async fn an_unplannable_step_escalates_once_with_what_was_tried() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2eunpl");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    let (hook, mut received) = escalation_receiver().await;
+    let playbook =
+        "rules:\n  - name: down\n    matchers: ['alertname=\"ServiceDown\"']\n    actions: [restart, rollback]\n";
+    let mut config = actions(dir.path(), playbook, false, "1s");
+    config.escalation_webhook = Some(hook);
+    let server = start(dir.path(), config).await;
+    // Down (so a restart takes no capacity away), and still firing after the
+    // restart: the restart fails verification.
+    docker(&["kill", &name]);
+    let incident = server.post_alert(&down("firing", "e2e-unplannable", &name)).await;
+    until_outcome(&server, incident, "failure").await;
+    for _ in 0..3 {
+        server.post_alert(&down("firing", "e2e-unplannable", &name)).await;
+    }
+    barrier(&server, "unplannable").await;
+    let notice = tokio::time::timeout(Duration::from_secs(30), received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(notice["incident"], incident);
+    assert!(notice["reason"].as_str().unwrap().contains("rollback"), "{notice}");
+    assert_eq!(notice["tried"].as_array().map(Vec::len), Some(1), "{notice}");
+    assert_eq!(notice["tried"][0]["action"], "restart", "{notice}");
+    assert_eq!(notice["tried"][0]["result"], "done", "{notice}");
+    assert_eq!(notice["tried"][0]["outcome"], "failure", "{notice}");
+    let all = decisions(&server, incident).await;
+    let unplannable: Vec<&Value> = all.iter().filter(|d| d["verdict"] == "unplannable").collect();
+    assert_eq!(unplannable.len(), 1, "recorded once: {all:?}");
+    assert_eq!(unplannable[0]["action"], "rollback");
+    // Repeated deliveries neither act nor escalate again.
+    assert_eq!(all.iter().filter(|d| d["verdict"] == "allow").count(), 1, "{all:?}");
     assert!(received.try_recv().is_err(), "escalated more than once");
     server.stop().await;
 }

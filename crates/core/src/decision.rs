@@ -35,6 +35,15 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Whether the decision ends what homeostat can do for the incident, so
+    /// a human is told (once per incident): escalated (circuit breaker,
+    /// playbook exhausted, an interrupted action), or a step that cannot be
+    /// carried out here (unplannable, or no target named). A deferral or a
+    /// refusal waits instead; notify and no_rule are what the playbook says.
+    pub fn escalates(self) -> bool {
+        matches!(self, Verdict::Escalate | Verdict::Unplannable | Verdict::NoTarget)
+    }
+
     pub const ALL: [Verdict; 8] = [
         Verdict::Allow,
         Verdict::Defer,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use homeostat_adapters::executor::Executor;
-use homeostat_adapters::notify::{self, Escalation};
+use homeostat_adapters::notify::{self, Escalation, Tried};
 use homeostat_core::action::{Action, Target};
 use homeostat_core::alert::AlertStatus;
 use homeostat_core::clock::Clock;
@@ -281,8 +281,8 @@ impl<E: Executor> Responder<E> {
             reason,
         } = stop;
         decision.action = action.as_str().into();
-        if verdict == Verdict::Escalate {
-            tracing::error!(incident = incident.id, rule = decision.rule.as_deref(), %reason, "Escalating to a human.");
+        if verdict.escalates() {
+            tracing::error!(incident = incident.id, rule = decision.rule.as_deref(), %verdict, %reason, "Escalating to a human.");
             self.escalate(incident, past, &reason).await;
         }
         let repeated = past.last().is_some_and(|last| {
@@ -298,20 +298,32 @@ impl<E: Executor> Responder<E> {
         self.journal.record_decision(decision).await.map(drop)
     }
 
-    /// Tells a human, once per incident: log, metric, and the escalation webhook if configured.
+    /// Tells a human, once per incident: log, metric, and the escalation
+    /// webhook if configured, with what was tried.
     async fn escalate(&self, incident: &Incident, past: &[Decision], reason: &str) {
-        if past.iter().any(|d| d.new.verdict == Verdict::Escalate) {
+        if past.iter().any(|d| d.new.verdict.escalates()) {
             return;
         }
         self.metrics.escalations.inc();
         let Some(url) = &self.config.escalation_webhook else {
             return;
         };
+        let tried = past
+            .iter()
+            .filter(|d| d.new.verdict == Verdict::Allow)
+            .map(|d| Tried {
+                action: &d.new.action,
+                result: d.result,
+                detail: d.detail.as_deref(),
+                outcome: d.outcome,
+            })
+            .collect();
         let notice = Escalation {
             incident: incident.id,
             alertname: &incident.alertname,
             labels: &incident.labels,
             reason,
+            tried,
         };
         if let Err(err) = notify::send_escalation(&self.http, url, &notice).await {
             tracing::error!(incident = incident.id, error = %err, "The escalation webhook failed.");
