@@ -27,6 +27,7 @@ fn actions(dir: &Path, playbook: &str, dry_run: bool, verify: &str) -> ActionsCo
         playbook: path,
         target_labels: Default::default(),
         verify_timeout: verify.parse().unwrap(),
+        execute_timeout: "1m".parse().unwrap(),
         drain_on_cordon: false,
         prometheus_url: None,
         alertmanager_url: None,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use homeostat_adapters::executor::{AnyExecutor, DryRun};
+use homeostat_adapters::executor::{AnyExecutor, Bounded, DryRun};
 use homeostat_adapters::preflight::{self, Verdict};
 use homeostat_core::action::Backend;
 use homeostat_core::playbook::Playbook;
@@ -102,6 +102,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
                         return ExitCode::from(exit::STARTUP);
                     }
                 };
+                // Every backend call is bounded in time (actions.execute_timeout).
+                let executor = Bounded::new(executor, &actions);
                 if actions.dry_run {
                     let respond = move |parts: Parts| Responder::new(DryRun(executor), parts, playbook, actions);
                     homeostat_server::app::serve(config, credentials, listener, shutdown, respond).await

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod kubernetes;
 
 use std::future::Future;
+use std::time::Duration;
 
 use homeostat_core::action::{Backend, Operation, Target};
 use homeostat_core::config::ActionsConfig;
@@ -31,6 +32,9 @@ pub enum ExecError {
     /// The operation has no meaning on this executor.
     #[error("{0}")]
     Unsupported(String),
+    /// The backend did not answer in time; what the call did is unknown.
+    #[error("{what} did not answer within {after:?}; what it did is unknown")]
+    TimedOut { what: &'static str, after: Duration },
 }
 
 /// What an executor did, in words for the journal.
@@ -88,6 +92,56 @@ impl Executor for AnyExecutor {
             AnyExecutor::Docker(e) => e.execute(operation).await,
             AnyExecutor::Kubernetes(e) => e.execute(operation).await,
         }
+    }
+}
+
+/// Bounds every call to `inner` in time, so that one stalled backend call
+/// (a Docker socket that accepts and never answers, an API server that
+/// hangs) cannot hold the pipeline: reads get `read`, operations `execute`
+/// (`actions.execute_timeout`). A call past its bound is abandoned with
+/// [`ExecError::TimedOut`]; an operation abandoned so may still be running.
+pub struct Bounded<E> {
+    pub inner: E,
+    pub read: Duration,
+    pub execute: Duration,
+}
+
+/// How long a read of the backend (readiness) may take.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl<E> Bounded<E> {
+    /// `inner` with reads bounded by [`READ_TIMEOUT`] and operations by
+    /// `actions.execute_timeout`.
+    pub fn new(inner: E, actions: &ActionsConfig) -> Bounded<E> {
+        Bounded {
+            inner,
+            read: READ_TIMEOUT,
+            execute: actions.execute_timeout.0,
+        }
+    }
+}
+
+impl<E: Executor> Executor for Bounded<E> {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+
+    async fn readiness(&self, target: &Target) -> Result<Option<Readiness>, ExecError> {
+        tokio::time::timeout(self.read, self.inner.readiness(target))
+            .await
+            .unwrap_or(Err(ExecError::TimedOut {
+                what: "the readiness read",
+                after: self.read,
+            }))
+    }
+
+    async fn execute(&self, operation: &Operation) -> Result<Done, ExecError> {
+        tokio::time::timeout(self.execute, self.inner.execute(operation))
+            .await
+            .unwrap_or(Err(ExecError::TimedOut {
+                what: "the call",
+                after: self.execute,
+            }))
     }
 }
 

@@ -84,6 +84,13 @@ pub struct ActionsConfig {
     /// a success; still firing then is a failure. Default 2m.
     #[serde(default = "default_verify_timeout")]
     pub verify_timeout: PromDuration,
+    /// How long one call to the backend may take (a restart waits up to
+    /// `docker.stop_timeout_seconds` for the container to stop). A call not
+    /// answered by then is abandoned; what it did is unknown, so it is
+    /// verified, and no other action on the incident follows meanwhile.
+    /// Default 1m; at most 2m on Docker, whose client gives up at 2m.
+    #[serde(default = "default_execute_timeout")]
+    pub execute_timeout: PromDuration,
     /// Evict a cordoned node's pods (respecting PodDisruptionBudgets). Default false.
     #[serde(default)]
     pub drain_on_cordon: bool,
@@ -107,6 +114,45 @@ pub struct ActionsConfig {
     pub docker: DockerConfig,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+}
+
+/// The Docker client gives up on a call after this long (bollard's timeout).
+pub const DOCKER_CLIENT_TIMEOUT_SECONDS: u64 = 120;
+
+/// Seconds a Docker call needs beyond the container's stop timeout: to
+/// start it again, or to remove and create it.
+const DOCKER_CALL_MARGIN_SECONDS: u64 = 10;
+
+impl ActionsConfig {
+    /// `execute_timeout` is positive, within what the backend's client
+    /// waits, and leaves a restart time to stop and start the container.
+    fn check_execute_timeout(&self) -> Result<(), (String, String)> {
+        let timeout = self.execute_timeout.0;
+        if timeout.is_zero() {
+            return Err(("actions.execute_timeout".into(), "must be longer than 0s".into()));
+        }
+        if self.backend != Backend::Docker {
+            return Ok(());
+        }
+        if timeout.as_secs() > DOCKER_CLIENT_TIMEOUT_SECONDS {
+            return Err((
+                "actions.execute_timeout".into(),
+                format!("must be at most {DOCKER_CLIENT_TIMEOUT_SECONDS}s on Docker, whose client gives up then"),
+            ));
+        }
+        let stop = u64::try_from(self.docker.stop_timeout_seconds).unwrap_or(0);
+        if stop + DOCKER_CALL_MARGIN_SECONDS > timeout.as_secs() {
+            return Err((
+                "actions.docker.stop_timeout_seconds".into(),
+                format!(
+                    "{stop}s leaves a restart no time to start the container again within actions.execute_timeout \
+                     ({}); keep it at most {DOCKER_CALL_MARGIN_SECONDS}s below, or raise execute_timeout",
+                    self.execute_timeout
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `actions.policy:` — the learning policy and how far it is trusted.
@@ -177,6 +223,10 @@ fn yes() -> bool {
 
 fn default_playbook() -> PathBuf {
     PathBuf::from("rules/playbook.yml")
+}
+
+fn default_execute_timeout() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(60))
 }
 
 fn default_verify_timeout() -> PromDuration {
@@ -450,6 +500,7 @@ impl Config {
             if actions.verify_timeout.0.is_zero() {
                 return Err(invalid("actions.verify_timeout", "must be longer than 0s".into()));
             }
+            actions.check_execute_timeout().map_err(|(key, m)| invalid(&key, m))?;
             for (key, url) in [
                 ("actions.prometheus_url", &actions.prometheus_url),
                 ("actions.alertmanager_url", &actions.alertmanager_url),
@@ -540,6 +591,12 @@ impl DockerConfig {
                     format!("{host:?} is not unix:///path/to/docker.sock or tcp://host:port"),
                 ));
             }
+        }
+        if !(0..=600).contains(&self.stop_timeout_seconds) {
+            return Err((
+                "actions.docker.stop_timeout_seconds".into(),
+                format!("{} is not from 0 to 600 seconds", self.stop_timeout_seconds),
+            ));
         }
         if self.min_replicas > self.max_replicas {
             return Err((
@@ -713,6 +770,26 @@ mod tests {
                 "guard: {maintenance_windows: [{start: '2026-11-28T12:00:00Z', end: '2026-11-28T11:00:00Z'}]}",
                 "actions.guard.maintenance_windows[0].end",
             ),
+            // A stop longer than the call may take: the call would be abandoned mid-restart.
+            (
+                "docker: {stop_timeout_seconds: 130}",
+                "actions.docker.stop_timeout_seconds",
+            ),
+            (
+                "execute_timeout: 30s\n  docker: {stop_timeout_seconds: 25}",
+                "actions.docker.stop_timeout_seconds",
+            ),
+            (
+                "docker: {stop_timeout_seconds: -1}",
+                "actions.docker.stop_timeout_seconds",
+            ),
+            (
+                "docker: {stop_timeout_seconds: 2000000000}",
+                "actions.docker.stop_timeout_seconds",
+            ),
+            ("execute_timeout: 0s", "actions.execute_timeout"),
+            // Past what the Docker client waits.
+            ("execute_timeout: 5m", "actions.execute_timeout"),
         ] {
             let prometheus = if setting.starts_with("prometheus_url") {
                 ""
@@ -729,6 +806,30 @@ mod tests {
                 .to_string();
             assert!(err.contains(&format!("`{key}`")), "{setting}: {err}");
         }
+    }
+
+    #[test]
+    fn a_stop_timeout_within_the_call_timeout_is_accepted() {
+        let playbook = concat!(env!("CARGO_MANIFEST_DIR"), "/../../rules/playbook.yml");
+        for setting in [
+            "docker: {}",
+            "execute_timeout: 2m\n  docker: {stop_timeout_seconds: 110}",
+            "execute_timeout: 11s\n  docker: {stop_timeout_seconds: 1}",
+        ] {
+            let config = parse(&format!(
+                "actions:\n  backend: docker\n  playbook: {playbook}\n  prometheus_url: http://127.0.0.1:9090\n  {setting}\n"
+            ))
+            .unwrap();
+            config
+                .validate(Path::new("test.yaml"), &no_env())
+                .unwrap_or_else(|e| panic!("{setting}: {e}"));
+        }
+        // On Kubernetes the Docker client's bound does not apply.
+        let config = parse(&format!(
+            "actions:\n  backend: kubernetes\n  playbook: {playbook}\n  prometheus_url: http://127.0.0.1:9090\n  execute_timeout: 10m\n"
+        ))
+        .unwrap();
+        config.validate(Path::new("test.yaml"), &no_env()).unwrap();
     }
 
     #[test]

@@ -79,15 +79,25 @@ pub enum ActionResult {
     DryRun,
     /// The call failed (the detail says why).
     Error,
+    /// The call did not answer within `actions.execute_timeout`: what it did
+    /// is unknown, so it is verified like a done action, and no other action
+    /// follows while it may still be running.
+    TimedOut,
     /// homeostat stopped before the call was confirmed; never repeated.
     Interrupted,
 }
 
 impl ActionResult {
-    pub const ALL: [ActionResult; 4] = [
+    /// The call may have changed the target: verify it before anything else acts.
+    pub fn needs_verifying(self) -> bool {
+        matches!(self, ActionResult::Done | ActionResult::TimedOut)
+    }
+
+    pub const ALL: [ActionResult; 5] = [
         ActionResult::Done,
         ActionResult::DryRun,
         ActionResult::Error,
+        ActionResult::TimedOut,
         ActionResult::Interrupted,
     ];
 
@@ -96,6 +106,7 @@ impl ActionResult {
             ActionResult::Done => "done",
             ActionResult::DryRun => "dry_run",
             ActionResult::Error => "error",
+            ActionResult::TimedOut => "timed_out",
             ActionResult::Interrupted => "interrupted",
         }
     }
@@ -190,7 +201,10 @@ mod tests {
                 "unplannable",
             ],
         );
-        check(&ActionResult::ALL, &["done", "dry_run", "error", "interrupted"]);
+        check(
+            &ActionResult::ALL,
+            &["done", "dry_run", "error", "timed_out", "interrupted"],
+        );
         check(&Verification::ALL, &["success", "failure", "timeout"]);
     }
 

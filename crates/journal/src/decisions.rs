@@ -166,7 +166,8 @@ pub(super) fn reconcile(conn: &Connection) -> Result<usize> {
         [&now],
     )?;
     let unverified = conn.execute(
-        "UPDATE decisions SET outcome = 'timeout', verified_at = ?1 WHERE result = 'done' AND outcome IS NULL",
+        "UPDATE decisions SET outcome = 'timeout', verified_at = ?1
+         WHERE result IN ('done', 'timed_out') AND outcome IS NULL",
         [&now],
     )?;
     Ok(interrupted + unverified)
@@ -339,7 +340,7 @@ impl SqliteJournal {
                 .prepare_cached(
                     "SELECT count(*) FROM decisions
                      WHERE verdict = 'allow' AND dry_run = 0 AND action <> 'notify' AND outcome IS NULL
-                       AND (result IS NULL OR result = 'done')",
+                       AND (result IS NULL OR result IN ('done', 'timed_out'))",
                 )?
                 .query_row([], |r| r.get(0))?;
             Ok(history)

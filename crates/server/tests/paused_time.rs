@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use homeostat_adapters::executor::{Done, ExecError, Executor};
+use homeostat_adapters::executor::{Bounded, Done, ExecError, Executor};
 use homeostat_core::action::{Backend, Operation, Target};
 use homeostat_core::alert::{decode, WebhookMessage};
 use homeostat_core::clock::Clock;
@@ -27,9 +27,14 @@ use homeostat_server::pipeline::{Controls, Parts, Processor, Responder};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-/// Counts executions (shared with the test); every target is one ready replica of one.
+/// Counts executions (shared with the test); every target is one ready
+/// replica of one. A stalling one never answers an execution, as a Docker
+/// socket that accepts and never answers.
 #[derive(Clone, Default)]
-struct Counting(Arc<AtomicUsize>);
+struct Counting {
+    executions: Arc<AtomicUsize>,
+    stall: bool,
+}
 
 impl Executor for Counting {
     fn backend(&self) -> Backend {
@@ -45,7 +50,10 @@ impl Executor for Counting {
     }
 
     async fn execute(&self, _operation: &Operation) -> Result<Done, ExecError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.executions.fetch_add(1, Ordering::SeqCst);
+        if self.stall {
+            std::future::pending::<()>().await;
+        }
         Ok("restarted".into())
     }
 }
@@ -78,7 +86,7 @@ fn actions(dir: &Path) -> ActionsConfig {
 
 struct Harness {
     journal: Journal,
-    responder: Responder<Counting>,
+    responder: Responder<Bounded<Counting>>,
     executor: Counting,
     clock: Arc<TokioClock>,
     queue: mpsc::Sender<Delivery>,
@@ -87,7 +95,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Harness {
+    fn new(executor: Counting) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let journal_config = JournalConfig {
             path: dir.path().join("journal.db"),
@@ -95,7 +103,6 @@ impl Harness {
         };
         let (journal, _writer) = homeostat_journal::open(&journal_config, JournalMetrics::default()).unwrap();
         let clock = Arc::new(TokioClock::starting_at(start()));
-        let executor = Counting::default();
         let actions = actions(dir.path());
         let playbook = Playbook::load(&actions.playbook).unwrap();
         let parts = Parts {
@@ -104,7 +111,7 @@ impl Harness {
             controls: Arc::new(Controls::default()),
             clock: clock.clone(),
         };
-        let responder = Responder::new(executor.clone(), parts, playbook, actions);
+        let responder = Responder::new(Bounded::new(executor.clone(), &actions), parts, playbook, actions);
         let (queue, deliveries) = mpsc::channel(16);
         Harness {
             journal,
@@ -147,7 +154,19 @@ impl Harness {
     }
 
     fn executions(&self) -> usize {
-        self.executor.0.load(Ordering::SeqCst)
+        self.executor.executions.load(Ordering::SeqCst)
+    }
+
+    /// Waits, on tokio's clock, for the incident's first decision's outcome.
+    async fn outcome(&self, incident: i64, within: chrono::Duration) -> (Verification, DateTime<Utc>) {
+        loop {
+            let decisions = self.decisions(incident).await;
+            if let Some(outcome) = decisions[0].outcome {
+                break (outcome, decisions[0].verified_at.unwrap());
+            }
+            assert!(self.clock.now() < start() + within, "no outcome within {within}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }
 
@@ -162,7 +181,7 @@ fn summary(decisions: &[Decision]) -> BTreeMap<i64, String> {
 #[tokio::test(start_paused = true)]
 async fn deadlines_cooldowns_and_maintenance_windows_run_on_the_injected_clock() {
     let real = std::time::Instant::now();
-    let mut h = Harness::new();
+    let mut h = Harness::new(Counting::default());
 
     // The first action: the alert never resolves, so verification fails at
     // its 30 s deadline, on tokio's clock.
@@ -175,17 +194,7 @@ async fn deadlines_cooldowns_and_maintenance_windows_run_on_the_injected_clock()
         (Verdict::Allow, Some(ActionResult::Done))
     );
     assert_eq!(first[0].new.decided_at, start(), "decided at the injected clock's time");
-    let verified = loop {
-        let decisions = h.decisions(web).await;
-        if let Some(outcome) = decisions[0].outcome {
-            break (outcome, decisions[0].verified_at.unwrap());
-        }
-        assert!(
-            h.clock.now() < start() + chrono::Duration::seconds(60),
-            "no outcome after 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let verified = h.outcome(web, chrono::Duration::seconds(60)).await;
     assert_eq!(verified.0, Verification::Failure, "still firing at the deadline");
     let waited = verified.1 - start();
     assert!(
@@ -242,5 +251,45 @@ async fn deadlines_cooldowns_and_maintenance_windows_run_on_the_injected_clock()
 
     // Twenty minutes of the clock went by; the test did not wait for them.
     assert!(h.clock.now() - start() >= chrono::Duration::minutes(20));
+    assert!(real.elapsed() < Duration::from_secs(60), "took {:?}", real.elapsed());
+}
+
+/// A call that never answers is abandoned at `actions.execute_timeout` (1m
+/// by default): recorded as timed out, verified like a done action, and no
+/// second action starts on the incident while the first may still run.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_call_times_out_is_verified_and_is_not_followed_by_another_action() {
+    let real = std::time::Instant::now();
+    let mut h = Harness::new(Counting {
+        stall: true,
+        ..Counting::default()
+    });
+    let web = h.deliver("web-1").await;
+    let first = h.decisions(web).await;
+    assert_eq!(first.len(), 1, "{:?}", summary(&first));
+    assert_eq!(first[0].new.verdict, Verdict::Allow);
+    assert_eq!(first[0].result, Some(ActionResult::TimedOut), "{:?}", summary(&first));
+    assert!(
+        first[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("did not answer within 60s"),
+        "{:?}",
+        first[0].detail
+    );
+    let abandoned = first[0].executed_at.unwrap() - first[0].new.decided_at;
+    assert!(
+        abandoned >= chrono::Duration::seconds(60) && abandoned < chrono::Duration::seconds(61),
+        "abandoned after {abandoned}"
+    );
+    // Being verified: a repeated delivery starts nothing.
+    h.deliver("web-1").await;
+    assert_eq!(h.decisions(web).await.len(), 1);
+    assert_eq!(h.executions(), 1);
+    // Still firing at the verification deadline (30 s after the call was abandoned).
+    let (outcome, at) = h.outcome(web, chrono::Duration::seconds(120)).await;
+    assert_eq!(outcome, Verification::Failure);
+    assert!(at - start() >= chrono::Duration::seconds(90), "verified at {at}");
     assert!(real.elapsed() < Duration::from_secs(60), "took {:?}", real.elapsed());
 }

@@ -47,7 +47,7 @@ fn failed(d: &Decision) -> bool {
 pub fn under_way(past: &[Decision]) -> bool {
     past.iter()
         .filter(|d| acted(d))
-        .any(|d| d.outcome.is_none() && matches!(d.result, None | Some(ActionResult::Done)))
+        .any(|d| d.outcome.is_none() && d.result.is_none_or(ActionResult::needs_verifying))
 }
 
 /// How many of the incident's actions failed.

@@ -2,7 +2,7 @@
 //! called and the result after it, so a crash in between leaves a decision
 //! without a result, which the next start marks interrupted (never repeated).
 
-use homeostat_adapters::executor::Executor;
+use homeostat_adapters::executor::{ExecError, Executor};
 use homeostat_core::action::{Action, Operation};
 use homeostat_core::clock::Clock;
 use homeostat_core::decision::{ActionResult, Verification};
@@ -14,7 +14,8 @@ use crate::metrics::Metrics;
 /// What became of an allowed action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Executed {
-    /// Performed: verify it (decision `id`).
+    /// Performed, or abandoned past `actions.execute_timeout` (its effect
+    /// unknown): verify it (decision `id`).
     Done { id: i64 },
     /// Recorded what would have been done; nothing to verify.
     DryRun,
@@ -23,7 +24,8 @@ pub enum Executed {
 }
 
 /// Records `decision` (verdict `allow`), performs `operation` and records
-/// the result; a failed call is a failed outcome at once.
+/// the result; a failed call is a failed outcome at once, a call that timed
+/// out is verified.
 pub async fn execute<E: Executor>(
     journal: &Journal,
     metrics: &Metrics,
@@ -49,6 +51,14 @@ pub async fn execute<E: Executor>(
                 .record_result(id, ActionResult::Done, &done, clock.now())
                 .await?;
             tracing::info!(incident = incident_id, %action, %done, "Action done; verifying.");
+            Ok(Executed::Done { id })
+        }
+        // What an abandoned call did is unknown: verify it, as a done one.
+        Err(err @ ExecError::TimedOut { .. }) => {
+            tracing::warn!(incident = incident_id, %action, error = %err, "Action timed out; verifying.");
+            journal
+                .record_result(id, ActionResult::TimedOut, &err.to_string(), clock.now())
+                .await?;
             Ok(Executed::Done { id })
         }
         Err(err) => {
