@@ -329,29 +329,60 @@ async fn escalation_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<
     (hook, received)
 }
 
-#[tokio::test]
-async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
+/// What an incident escalated after a failed restart left.
+struct Escalated {
+    server: InProcess,
+    incident: i64,
+    /// The first escalation notice.
+    notice: Value,
+    /// Where any further notice would arrive.
+    received: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    _service: Service,
+}
+
+/// A killed container (so a restart takes no capacity away), `playbook`
+/// starting with a restart that then fails verification (the alert stays
+/// firing), three more deliveries of the alert, and the first escalation.
+async fn escalated_after_a_failed_restart(dir: &Path, tag: &str, playbook: &str) -> Escalated {
     image().await;
-    let dir = tempfile::tempdir().unwrap();
-    let service = Service::new("e2eesc");
+    let service = Service::new(&format!("e2e{tag}"));
     let name = service.run(1, &[]);
     until_serving(&name).await;
     let (hook, mut received) = escalation_receiver().await;
-
-    let mut config = actions(dir.path(), RESTART, false, "1s");
+    let mut config = actions(dir, playbook, false, "1s");
     config.escalation_webhook = Some(hook);
-    let server = start(dir.path(), config).await;
+    let server = start(dir, config).await;
     docker(&["kill", &name]);
-    let incident = server.post_alert(&down("firing", "e2e-esc", &name)).await;
+    let fingerprint = format!("e2e-{tag}");
+    let incident = server.post_alert(&down("firing", &fingerprint, &name)).await;
     until_outcome(&server, incident, "failure").await;
     for _ in 0..3 {
-        server.post_alert(&down("firing", "e2e-esc", &name)).await;
+        server.post_alert(&down("firing", &fingerprint, &name)).await;
     }
-    barrier(&server, "esc").await;
+    barrier(&server, tag).await;
     let notice = tokio::time::timeout(Duration::from_secs(30), received.recv())
         .await
         .unwrap()
         .unwrap();
+    Escalated {
+        server,
+        incident,
+        notice,
+        received,
+        _service: service,
+    }
+}
+
+#[tokio::test]
+async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Escalated {
+        server,
+        incident,
+        notice,
+        mut received,
+        ..
+    } = escalated_after_a_failed_restart(dir.path(), "esc", RESTART).await;
     assert_eq!(notice["incident"], incident);
     assert_eq!(
         notice["reason"],
@@ -372,30 +403,16 @@ async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
 /// Compose, and the incident is escalated once, with what was tried.
 #[tokio::test]
 async fn an_unplannable_step_escalates_once_with_what_was_tried() {
-    image().await;
     let dir = tempfile::tempdir().unwrap();
-    let service = Service::new("e2eunpl");
-    let name = service.run(1, &[]);
-    until_serving(&name).await;
-    let (hook, mut received) = escalation_receiver().await;
     let playbook =
         "rules:\n  - name: down\n    matchers: ['alertname=\"ServiceDown\"']\n    actions: [restart, rollback]\n";
-    let mut config = actions(dir.path(), playbook, false, "1s");
-    config.escalation_webhook = Some(hook);
-    let server = start(dir.path(), config).await;
-    // Down (so a restart takes no capacity away), and still firing after the
-    // restart: the restart fails verification.
-    docker(&["kill", &name]);
-    let incident = server.post_alert(&down("firing", "e2e-unplannable", &name)).await;
-    until_outcome(&server, incident, "failure").await;
-    for _ in 0..3 {
-        server.post_alert(&down("firing", "e2e-unplannable", &name)).await;
-    }
-    barrier(&server, "unplannable").await;
-    let notice = tokio::time::timeout(Duration::from_secs(30), received.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let Escalated {
+        server,
+        incident,
+        notice,
+        mut received,
+        ..
+    } = escalated_after_a_failed_restart(dir.path(), "unplannable", playbook).await;
     assert_eq!(notice["incident"], incident);
     assert!(notice["reason"].as_str().unwrap().contains("rollback"), "{notice}");
     assert_eq!(notice["tried"].as_array().map(Vec::len), Some(1), "{notice}");
