@@ -498,3 +498,32 @@ async fn stalled_clients_neither_keep_connections_nor_hold_a_stop() {
     drop(journal);
     writer.join();
 }
+
+/// `server.max_connections` caps open connections: past it, a client waits
+/// to be served until a connection closes.
+#[tokio::test]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.server.max_connections = 2;
+    let server = InProcess::start(config, Credentials::default(), LogTransitions).await;
+    // Two clients hold a connection each, idle.
+    let first = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut third = tokio::spawn({
+        let url = server.url("/healthz");
+        async move { reqwest::get(url).await.map(|r| r.status()) }
+    });
+    // Not served while both are held...
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut third).await;
+    assert!(early.is_err(), "a third connection was served: {early:?}");
+    // ...and served once one of them closes.
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("the third client still waits after a connection closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    server.stop().await;
+}

@@ -18,6 +18,9 @@ use crate::threshold::ThresholdsConfig;
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
+/// Largest `server.max_connections`: each connection holds a file descriptor.
+pub const MAX_CONNECTIONS: usize = 100_000;
+
 /// Largest `server.queue_capacity`: a million journalled deliveries waiting
 /// is already far beyond any useful backlog.
 pub const MAX_QUEUE_CAPACITY: usize = 1_000_000;
@@ -253,6 +256,9 @@ pub struct ServerConfig {
     /// A request not answered within this time gets 408, and a client that
     /// has not sent a request's headers within it is disconnected. Default 30s.
     pub request_timeout: PromDuration,
+    /// Connections served at once; further clients wait to be accepted
+    /// (the kernel's backlog holds them) until one closes. Default 1024.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -264,6 +270,7 @@ impl Default for ServerConfig {
             allow_unauthenticated: false,
             drain_timeout: PromDuration(std::time::Duration::from_secs(30)),
             request_timeout: PromDuration(std::time::Duration::from_secs(30)),
+            max_connections: 1024,
         }
     }
 }
@@ -426,6 +433,12 @@ impl Config {
             return Err(invalid(
                 "server.queue_capacity",
                 format!("must be from 1 to {MAX_QUEUE_CAPACITY}"),
+            ));
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.server.max_connections) {
+            return Err(invalid(
+                "server.max_connections",
+                format!("must be from 1 to {MAX_CONNECTIONS}"),
             ));
         }
         if self.server.request_timeout.0.is_zero() {
@@ -732,6 +745,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`server.queue_capacity`"), "{err}");
+        for connections in [0, MAX_CONNECTIONS + 1] {
+            let config = parse(&format!("server:\n  max_connections: {connections}\n")).unwrap();
+            let err = config
+                .validate(Path::new("test.yaml"), &no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`server.max_connections`"), "{connections}: {err}");
+        }
     }
 
     /// Addresses and replica bounds that cannot work are refused at load,

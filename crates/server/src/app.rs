@@ -88,6 +88,7 @@ pub async fn serve<P: Processor>(
         router,
         config.server.request_timeout.0,
         drain,
+        config.server.max_connections,
         async move {
             shutdown.await;
             shutting_down.stopping.store(true, Ordering::Release);

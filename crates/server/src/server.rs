@@ -61,12 +61,14 @@ pub struct AppState {
 /// lets open connections finish their requests for up to `drain` and closes
 /// whatever is still open. A client must send a request's headers within
 /// `header_timeout` (axum's own `serve` sets no such limit, so a client that
-/// stalls mid-headers would keep its connection, and a stop, waiting).
+/// stalls mid-headers would keep its connection, and a stop, waiting). At
+/// most `max_connections` are open at once.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     router: Router,
     header_timeout: Duration,
     drain: Duration,
+    max_connections: usize,
     stop: impl std::future::Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -77,8 +79,15 @@ pub async fn serve_http(
     http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
+    // One permit per open connection: past the cap, nothing more is
+    // accepted until a connection closes (the kernel's backlog holds the rest).
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     tokio::pin!(stop);
     loop {
+        let slot = tokio::select! {
+            () = &mut stop => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
         let (stream, _) = tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
@@ -97,6 +106,7 @@ pub async fn serve_http(
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "Connection ended with an error.");
             }
+            drop(slot);
         });
         while connections.try_join_next().is_some() {}
     }
