@@ -12,6 +12,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct PromDuration(pub Duration);
 
+impl PromDuration {
+    /// As a span to add to or take from timestamps; longer than chrono can
+    /// hold is the longest it can.
+    pub fn as_delta(self) -> chrono::Duration {
+        chrono::Duration::from_std(self.0).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid duration {input:?}: expected a Prometheus duration such as 30s, 5m or 1h30m (units ms, s, m, h, d, w, y)"

@@ -5,7 +5,7 @@
 //! into a [`Situation`], so each limit is tested with plain values. A
 //! verdict always carries its reason, which is recorded with the decision.
 
-use chrono::{DateTime, Duration as TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
@@ -221,10 +221,6 @@ impl Verdict {
     }
 }
 
-fn delta(d: PromDuration) -> TimeDelta {
-    TimeDelta::from_std(d.0).unwrap_or(TimeDelta::MAX)
-}
-
 /// Checks `action` against every limit, in order of precedence: a global
 /// stop first, then what concerns the alert, the target, and capacity.
 /// `notify` touches nothing and always passes.
@@ -289,7 +285,7 @@ pub fn check(config: &GuardConfig, action: Action, s: &Situation) -> Verdict {
         };
     }
     if let Some(last) = s.last_action_on_target {
-        let until = last + delta(config.cooldown);
+        let until = last + config.cooldown.as_delta();
         if s.now < until {
             return defer(
                 Limit::Cooldown,
@@ -302,12 +298,14 @@ pub fn check(config: &GuardConfig, action: Action, s: &Situation) -> Verdict {
             );
         }
     }
-    let window_start = s.now - delta(config.budget.window);
+    let window_start = s.now - config.budget.window.as_delta();
     let mut in_window: Vec<DateTime<Utc>> = s.recent_actions.iter().copied().filter(|t| *t > window_start).collect();
     if in_window.len() >= config.budget.max_actions as usize {
         in_window.sort();
         // Room comes back when the oldest action in the window ages out.
-        let until = in_window.first().map(|oldest| *oldest + delta(config.budget.window));
+        let until = in_window
+            .first()
+            .map(|oldest| *oldest + config.budget.window.as_delta());
         return defer(
             Limit::Budget,
             until,

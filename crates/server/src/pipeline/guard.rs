@@ -13,6 +13,10 @@ use homeostat_journal::Journal;
 
 use super::decide::Stop;
 
+/// The target's readiness as the context stage read it, if it did: the
+/// guard reuses it instead of reading again.
+pub type ReadinessRead = Option<Result<Option<Readiness>, String>>;
+
 /// What the guard stage reads from.
 pub struct Sources<'a, E> {
     pub http: &'a reqwest::Client,
@@ -33,7 +37,7 @@ pub async fn situation<E: Executor>(
     target_key: &str,
     target: &Target,
     action: Action,
-    readiness: Option<Result<Option<Readiness>, String>>,
+    readiness: ReadinessRead,
 ) -> homeostat_journal::Result<Result<Situation, Stop>> {
     let Sources {
         http,
@@ -53,7 +57,7 @@ pub async fn situation<E: Executor>(
             }
         },
     };
-    let since = now - chrono_delta(config.guard.budget.window.0);
+    let since = now - config.guard.budget.window.as_delta();
     let history = journal.history(target_key.to_owned(), since).await?;
     let readiness = if action.removes_capacity() {
         let read = match readiness {
@@ -82,8 +86,4 @@ pub async fn situation<E: Executor>(
         in_flight: history.in_flight,
         readiness,
     }))
-}
-
-fn chrono_delta(d: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }

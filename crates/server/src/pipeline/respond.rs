@@ -18,7 +18,7 @@ use homeostat_core::alert::AlertStatus;
 use homeostat_core::clock::Clock;
 use homeostat_core::config::{ActionsConfig, PolicyMode};
 use homeostat_core::decision::Verdict;
-use homeostat_core::guard::{self, Readiness};
+use homeostat_core::guard;
 use homeostat_core::incident::{EventKind, Incident};
 use homeostat_core::playbook::{Playbook, Rule};
 use homeostat_core::policy::{Choice, Decide, Outcome, PolicyKey, RulePrior, Verification};
@@ -27,6 +27,7 @@ use homeostat_journal::{Delivery, Journal};
 
 use super::decide::{self, PolicyChoice, Stop};
 use super::execute::{self, Executed};
+use super::guard::ReadinessRead;
 use super::learn::{self, Learner, Lesson};
 use super::verify::{self, Check};
 use super::{context, guard as guard_stage, Controls, Parts, Processor};
@@ -45,9 +46,6 @@ struct PolicyView {
     missing: BTreeMap<String, String>,
     choice: Choice,
 }
-
-/// The readiness the context stage read, for the guard to reuse.
-type ReadinessRead = Option<Result<Option<Readiness>, String>>;
 
 pub struct Responder<E> {
     executor: Arc<E>,
