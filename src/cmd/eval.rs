@@ -8,6 +8,7 @@ use clap::Subcommand;
 use homeostat_core::duration::PromDuration;
 
 use super::args::{coverage, positive_duration};
+use super::json_or_table;
 use crate::exit;
 
 #[derive(Subcommand)]
@@ -70,15 +71,6 @@ pub enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// An eval summary as pretty JSON (`--json`) or as its table.
-fn json_or_table<T: serde::Serialize>(json: bool, summary: &T, table: impl Fn(&T) -> String) -> String {
-    if json {
-        serde_json::to_string_pretty(summary).unwrap_or_default()
-    } else {
-        table(summary)
-    }
 }
 
 pub fn run(command: EvalCommand) -> ExitCode {

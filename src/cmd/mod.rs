@@ -15,3 +15,12 @@ pub mod serve;
 #[cfg(feature = "lab")]
 pub mod simulate;
 pub mod thresholds;
+
+/// A command's result as pretty JSON (`--json`) or as its table.
+pub fn json_or_table<T: serde::Serialize>(json: bool, summary: &T, table: impl Fn(&T) -> String) -> String {
+    if json {
+        serde_json::to_string_pretty(summary).unwrap_or_default()
+    } else {
+        table(summary)
+    }
+}

@@ -75,28 +75,21 @@ pub fn run(command: PolicyCommand) -> ExitCode {
     let learning = settings.learning;
     let journal = &config.journal.path;
     let reader = || JournalReader::open(journal).map_err(learned::LearnedError::from);
-    let result =
-        match &command {
-            PolicyCommand::Show(_) => reader().and_then(|r| learned::show(&r, &learning)),
-            PolicyCommand::Export(_) => reader().and_then(|r| learned::export(&r, &learning)),
-            PolicyCommand::Explain { incident, .. } => reader().and_then(|r| learned::explain(&r, *incident)),
-            PolicyCommand::Import { file, .. } => learned::import(journal, file, &learning).map(|revision| {
-                format!(
-                    "Imported {} into {} as revision {revision}.",
-                    file.display(),
-                    journal.display()
-                )
-            }),
-            PolicyCommand::Evaluate { json, .. } => reader()
-                .and_then(|r| learned::evaluate_journal(&r, &learning))
-                .map(|e| {
-                    if *json {
-                        serde_json::to_string_pretty(&e).unwrap_or_default()
-                    } else {
-                        learned::evaluation_table(&e)
-                    }
-                }),
-        };
+    let result = match &command {
+        PolicyCommand::Show(_) => reader().and_then(|r| learned::show(&r, &learning)),
+        PolicyCommand::Export(_) => reader().and_then(|r| learned::export(&r, &learning)),
+        PolicyCommand::Explain { incident, .. } => reader().and_then(|r| learned::explain(&r, *incident)),
+        PolicyCommand::Import { file, .. } => learned::import(journal, file, &learning).map(|revision| {
+            format!(
+                "Imported {} into {} as revision {revision}.",
+                file.display(),
+                journal.display()
+            )
+        }),
+        PolicyCommand::Evaluate { json, .. } => reader()
+            .and_then(|r| learned::evaluate_journal(&r, &learning))
+            .map(|e| super::json_or_table(*json, &e, learned::evaluation_table)),
+    };
     match result {
         Ok(text) => {
             outln!("{}", text.trim_end());
