@@ -40,7 +40,13 @@ async fn a_journal_of_the_previous_release_reads_back_as_it_served_it() {
     config.journal.path = copy(dir.path());
     let server = InProcess::start(config, Credentials::default(), LogTransitions).await;
 
-    let incidents = server.get_json("/api/v1/incidents?limit=100").await;
+    let mut incidents = server.get_json("/api/v1/incidents?limit=100").await;
+    // The schedule came after that release: its firing incidents are due
+    // for one look at the first start, and nothing else is.
+    for incident in incidents["incidents"].as_array_mut().unwrap() {
+        let due = incident.as_object_mut().unwrap().remove("next_check");
+        assert_eq!(due.is_some(), incident["status"] == "firing", "{incident}");
+    }
     assert_eq!(incidents, expected["incidents"]);
     let mut words = BTreeSet::new();
     for incident in incidents["incidents"].as_array().unwrap() {

@@ -33,6 +33,7 @@ fn actions(dir: &Path, playbook: &str, dry_run: bool, verify: &str) -> ActionsCo
         alertmanager_url: None,
         escalation_webhook: None,
         guard: Default::default(),
+        reconcile: Default::default(),
         policy: Default::default(),
         docker: DockerConfig {
             stop_timeout_seconds: 1,

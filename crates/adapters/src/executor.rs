@@ -40,6 +40,16 @@ pub enum ExecError {
 /// What an executor did, in words for the journal.
 pub type Done = String;
 
+/// What a target runs, as a rollback would undo it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployed {
+    /// The image(s) or revision, as the backend names them.
+    pub what: String,
+    /// When it was deployed, if the backend tells: a rollback undoes only
+    /// what was deployed before the alert started.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// A backend that performs operations.
 pub trait Executor: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -49,6 +59,14 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Performs the operation and says what was done.
     fn execute(&self, operation: &Operation) -> impl Future<Output = Result<Done, ExecError>> + Send;
+
+    /// What the target runs now, as a rollback would undo it: the images of
+    /// a Compose service, a Deployment's revision. `None` when the backend
+    /// or the target has no such notion.
+    fn deployed(&self, target: &Target) -> impl Future<Output = Result<Option<Deployed>, ExecError>> + Send {
+        let _ = target;
+        std::future::ready(Ok(None))
+    }
 }
 
 /// The backend chosen in the config (`actions.backend`).
@@ -91,6 +109,13 @@ impl Executor for AnyExecutor {
         match self {
             AnyExecutor::Docker(e) => e.execute(operation).await,
             AnyExecutor::Kubernetes(e) => e.execute(operation).await,
+        }
+    }
+
+    async fn deployed(&self, target: &Target) -> Result<Option<Deployed>, ExecError> {
+        match self {
+            AnyExecutor::Docker(e) => e.deployed(target).await,
+            AnyExecutor::Kubernetes(e) => e.deployed(target).await,
         }
     }
 }
@@ -143,6 +168,15 @@ impl<E: Executor> Executor for Bounded<E> {
                 after: self.execute,
             }))
     }
+
+    async fn deployed(&self, target: &Target) -> Result<Option<Deployed>, ExecError> {
+        tokio::time::timeout(self.read, self.inner.deployed(target))
+            .await
+            .unwrap_or(Err(ExecError::TimedOut {
+                what: "the read of what is deployed",
+                after: self.read,
+            }))
+    }
 }
 
 /// Reads through `inner`, performs nothing, says exactly what it would have done.
@@ -160,6 +194,10 @@ impl<E: Executor> Executor for DryRun<E> {
     async fn execute(&self, operation: &Operation) -> Result<Done, ExecError> {
         let json = serde_json::to_string(operation).unwrap_or_else(|e| format!("<unprintable: {e}>"));
         Ok(format!("dry run: would perform {json}"))
+    }
+
+    async fn deployed(&self, target: &Target) -> Result<Option<Deployed>, ExecError> {
+        self.0.deployed(target).await
     }
 }
 

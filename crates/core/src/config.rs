@@ -110,6 +110,9 @@ pub struct ActionsConfig {
     pub escalation_webhook: Option<String>,
     #[serde(default)]
     pub guard: GuardConfig,
+    /// When open incidents are looked at again, on homeostat's own clock.
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
     /// How actions are chosen: by the playbook, or by the learning policy.
     #[serde(default)]
     pub policy: PolicySettings,
@@ -117,6 +120,68 @@ pub struct ActionsConfig {
     pub docker: DockerConfig,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+}
+
+/// `actions.reconcile:` — the reconciler looks at every open incident when
+/// it is due: at once after a delivery or a verification, at a deferral's
+/// end, after a backoff for a refusal. Alertmanager's timings
+/// (`group_interval`, `repeat_interval`) decide only how soon homeostat
+/// hears of an alert, never how soon it takes the next step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// How often firing incidents are compared with Alertmanager (one not
+    /// reported there is closed as vanished), and the shortest backoff of
+    /// a refusal. Default 15s.
+    pub period: PromDuration,
+    /// The longest a refused or open-ended deferred incident waits for its
+    /// next look; the wait doubles from `period` up to this. Default 5m.
+    pub max_backoff: PromDuration,
+    /// An incident held back this long by refusals or open-ended deferrals
+    /// is escalated, once; it is still looked at after. Default 30m.
+    pub escalate_after: PromDuration,
+    /// Incidents looked at concurrently; actions on one target are always
+    /// one at a time. Default 4.
+    pub concurrency: usize,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        let minutes = |m: u64| PromDuration(std::time::Duration::from_secs(60 * m));
+        ReconcileConfig {
+            period: PromDuration(std::time::Duration::from_secs(15)),
+            max_backoff: minutes(5),
+            escalate_after: minutes(30),
+            concurrency: 4,
+        }
+    }
+}
+
+impl ReconcileConfig {
+    /// Checks the settings; errors name the key (`actions.reconcile.…`).
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+        let key = |k: &str| format!("actions.reconcile.{k}");
+        let (period, max_backoff) = (self.period.0, self.max_backoff.0);
+        if period < std::time::Duration::from_secs(1) || period > std::time::Duration::from_secs(600) {
+            return Err((key("period"), format!("must be between 1s and 10m, not {}", self.period)));
+        }
+        if max_backoff < period || max_backoff > std::time::Duration::from_secs(3600) {
+            return Err((
+                key("max_backoff"),
+                format!("must be between period ({}) and 1h, not {}", self.period, self.max_backoff),
+            ));
+        }
+        if self.escalate_after.0 < period {
+            return Err((
+                key("escalate_after"),
+                format!("must be at least period ({}), not {}", self.period, self.escalate_after),
+            ));
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            return Err((key("concurrency"), format!("must be 1 to 64, not {}", self.concurrency)));
+        }
+        Ok(())
+    }
 }
 
 /// The Docker client gives up on a call after this long (bollard's timeout).
@@ -527,6 +592,7 @@ impl Config {
             actions.kubernetes.validate().map_err(|(key, m)| invalid(&key, m))?;
             actions.policy.validate().map_err(|(key, m)| invalid(&key, m))?;
             actions.guard.validate().map_err(|(key, m)| invalid(&key, m))?;
+            actions.reconcile.validate().map_err(|(key, m)| invalid(&key, m))?;
         }
         let listen = self.server.listen;
         if credentials.is_empty() && !listen.ip().is_loopback() && !self.server.allow_unauthenticated {

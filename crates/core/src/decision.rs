@@ -32,19 +32,27 @@ pub enum Verdict {
     NoTarget,
     /// The action has no meaning on this backend or target.
     Unplannable,
+    /// Right before acting, what the action was for no longer holds: the
+    /// alert is no longer active, or the implicated image or revision no
+    /// longer runs. Nothing is done.
+    PremiseGone,
 }
 
 impl Verdict {
     /// Whether the decision ends what homeostat can do for the incident, so
     /// a human is told (once per incident): escalated (circuit breaker,
     /// playbook exhausted, an interrupted action), or a step that cannot be
-    /// carried out here (unplannable, or no target named). A deferral or a
+    /// carried out here (unplannable, or no target named), or a premise gone
+    /// (what was decided no longer fits what runs). A deferral or a
     /// refusal waits instead; notify and no_rule are what the playbook says.
     pub fn escalates(self) -> bool {
-        matches!(self, Verdict::Escalate | Verdict::Unplannable | Verdict::NoTarget)
+        matches!(
+            self,
+            Verdict::Escalate | Verdict::Unplannable | Verdict::NoTarget | Verdict::PremiseGone
+        )
     }
 
-    pub const ALL: [Verdict; 8] = [
+    pub const ALL: [Verdict; 9] = [
         Verdict::Allow,
         Verdict::Defer,
         Verdict::Refuse,
@@ -53,6 +61,7 @@ impl Verdict {
         Verdict::NoRule,
         Verdict::NoTarget,
         Verdict::Unplannable,
+        Verdict::PremiseGone,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +74,7 @@ impl Verdict {
             Verdict::NoRule => "no_rule",
             Verdict::NoTarget => "no_target",
             Verdict::Unplannable => "unplannable",
+            Verdict::PremiseGone => "premise_gone",
         }
     }
 }
@@ -199,6 +209,7 @@ mod tests {
                 "no_rule",
                 "no_target",
                 "unplannable",
+                "premise_gone",
             ],
         );
         check(

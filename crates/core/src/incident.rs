@@ -33,6 +33,17 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
     /// How many deliveries of this alert homeostat has received.
     pub deliveries: i64,
+    /// When the reconciler next looks at the incident; `None` when nothing is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check: Option<DateTime<Utc>>,
+    /// Closed because Alertmanager stopped reporting the alert without
+    /// ever sending its resolution.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vanished: bool,
+    /// The image or revision that was running when the incident was first
+    /// acted on: a rollback undoes this one, and only while it still runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implicated: Option<String>,
     /// The latest decision on the incident (`id`, `action`, `verdict`,
     /// `result`, `outcome`); all of them at `/api/v1/incidents/{id}/decisions`.
     pub last_decision: Option<serde_json::Value>,

@@ -170,6 +170,13 @@ pub(super) fn reconcile(conn: &Connection) -> Result<usize> {
          WHERE result IN ('done', 'timed_out') AND outcome IS NULL",
         [&now],
     )?;
+    // Their incidents are due for a look at once: the next step, or an escalation.
+    conn.execute(
+        "UPDATE incidents SET next_check = ?1
+         WHERE status = 'firing'
+           AND id IN (SELECT incident_id FROM decisions WHERE executed_at = ?1 OR verified_at = ?1)",
+        [&now],
+    )?;
     Ok(interrupted + unverified)
 }
 
@@ -299,15 +306,25 @@ impl SqliteJournal {
     /// became of it: one that failed, or whose result was lost to a crash,
     /// may have changed the target as much as one that succeeded.
     /// Notifications touch nothing and do not count.
-    pub async fn history(&self, target_key: String, since: DateTime<Utc>) -> Result<History> {
+    ///
+    /// In dry run (`dry_run` is `Some(t)`) the would-be actions count as if
+    /// they had run, so a dry run defers and refuses as acting would; as
+    /// they are never verified, those decided since `t` count as in flight.
+    pub async fn history(
+        &self,
+        target_key: String,
+        since: DateTime<Utc>,
+        dry_run: Option<DateTime<Utc>>,
+    ) -> Result<History> {
         self.read(move |conn| {
             let mut history = History::default();
+            let counts_dry = dry_run.is_some();
             let last: Option<String> = conn
                 .prepare_cached(
                     "SELECT max(decided_at) FROM decisions
-                     WHERE target_key = ?1 AND verdict = 'allow' AND dry_run = 0 AND action <> 'notify'",
+                     WHERE target_key = ?1 AND verdict = 'allow' AND action <> 'notify' AND (dry_run = 0 OR ?2)",
                 )?
-                .query_row([&target_key], |r| r.get(0))?;
+                .query_row(params![&target_key, counts_dry], |r| r.get(0))?;
             history.last_action_on_target = last.as_deref().map(parse_time).transpose()?;
             // Newest first: failed outcomes count until a success, or until
             // an escalation whose incident's alert has since resolved (fixed
@@ -331,18 +348,19 @@ impl SqliteJournal {
             let recent = conn
                 .prepare_cached(
                     "SELECT decided_at FROM decisions
-                     WHERE decided_at >= ?1 AND verdict = 'allow' AND dry_run = 0 AND action <> 'notify'",
+                     WHERE decided_at >= ?1 AND verdict = 'allow' AND action <> 'notify' AND (dry_run = 0 OR ?2)",
                 )?
-                .query_map([timestamp(since)], |r| r.get::<_, String>(0))?
+                .query_map(params![timestamp(since), counts_dry], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             history.recent_actions = recent.iter().map(|t| parse_time(t)).collect::<Result<_>>()?;
             history.in_flight = conn
                 .prepare_cached(
                     "SELECT count(*) FROM decisions
-                     WHERE verdict = 'allow' AND dry_run = 0 AND action <> 'notify' AND outcome IS NULL
-                       AND (result IS NULL OR result IN ('done', 'timed_out'))",
+                     WHERE verdict = 'allow' AND action <> 'notify' AND outcome IS NULL
+                       AND ((dry_run = 0 AND (result IS NULL OR result IN ('done', 'timed_out')))
+                            OR (dry_run = 1 AND decided_at >= ?1))",
                 )?
-                .query_row([], |r| r.get(0))?;
+                .query_row([dry_run.map(timestamp)], |r| r.get(0))?;
             Ok(history)
         })
         .await

@@ -41,7 +41,7 @@ use homeostat_core::incident::{transition, EventKind, Incident, Known, Transitio
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 
 /// The schema this build writes; a newer journal is refused rather than misread.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 /// Most writes grouped into one transaction.
 const MAX_GROUP: usize = 256;
 /// Writes waiting for the writer thread before callers wait for room.
@@ -129,6 +129,7 @@ enum Op {
     Decision(decisions::DecisionWrite),
     Threshold(thresholds::ThresholdWrite),
     Policy(policy::PolicyWrite),
+    Schedule(schedule::ScheduleWrite),
 }
 
 /// A delivery with every value already encoded as SQLite stores it. The
@@ -561,6 +562,12 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
             policy = policy::SCHEMA
         ))?;
     }
+    if version < 4 {
+        conn.execute_batch(&format!(
+            "BEGIN; {schedule} PRAGMA user_version = 4; COMMIT;",
+            schedule = schedule::SCHEMA
+        ))?;
+    }
     Ok(())
 }
 
@@ -653,6 +660,7 @@ fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<W
         Op::Decision(write) => decisions::apply(tx, write).map(Written::Row),
         Op::Threshold(write) => thresholds::apply(tx, write).map(Written::Row),
         Op::Policy(write) => policy::apply(tx, write).map(Written::Row),
+        Op::Schedule(write) => schedule::apply(tx, open, write).map(Written::Row),
     }
 }
 
@@ -760,8 +768,8 @@ fn apply(tx: &Transaction<'_>, alert: &AlertWrite, step: Transition, now: &str) 
             let resolved = step == Transition::OpenResolved;
             tx.prepare_cached(
                 "INSERT INTO incidents (fingerprint, alertname, status, labels, annotations, starts_at, ends_at,
-                                        generator_url, first_seen, last_seen, resolved_at, deliveries)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, 1)",
+                                        generator_url, first_seen, last_seen, resolved_at, deliveries, next_check)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, 1, ?11)",
             )?
             .execute(params![
                 alert.fingerprint,
@@ -774,14 +782,16 @@ fn apply(tx: &Transaction<'_>, alert: &AlertWrite, step: Transition, now: &str) 
                 alert.generator_url,
                 now,
                 resolved.then_some(now),
+                (!resolved).then_some(now),
             ])?;
             Ok(tx.last_insert_rowid())
         }
-        // Only unindexed columns change on the hot path. The labels cannot
-        // have changed: the fingerprint is their hash.
+        // The labels cannot have changed: the fingerprint is their hash. A
+        // repeat wakes the reconciler for the incident, as the first did.
         Transition::Repeat(id) => {
             tx.prepare_cached(
-                "UPDATE incidents SET annotations = ?2, generator_url = ?3, last_seen = ?4, deliveries = deliveries + 1
+                "UPDATE incidents SET annotations = ?2, generator_url = ?3, last_seen = ?4, deliveries = deliveries + 1,
+                                      next_check = ?4
                  WHERE id = ?1",
             )?
             .execute(params![id, alert.annotations, alert.generator_url, now])?;
@@ -790,7 +800,7 @@ fn apply(tx: &Transaction<'_>, alert: &AlertWrite, step: Transition, now: &str) 
         Transition::Resolve(id) => {
             tx.prepare_cached(
                 "UPDATE incidents SET status = 'resolved', ends_at = ?2, resolved_at = ?3, last_seen = ?3,
-                                      deliveries = deliveries + 1
+                                      deliveries = deliveries + 1, next_check = NULL
                  WHERE id = ?1",
             )?
             .execute(params![id, alert.ends_at, now])?;
@@ -806,6 +816,7 @@ fn apply(tx: &Transaction<'_>, alert: &AlertWrite, step: Transition, now: &str) 
 
 const INCIDENT_COLUMNS: &str = "id, fingerprint, alertname, status, labels, annotations, starts_at, ends_at, \
                                 generator_url, first_seen, last_seen, resolved_at, deliveries, \
+                                next_check, vanished, implicated, \
                                 (SELECT json_object('id', d.id, 'action', d.action, 'verdict', d.verdict, \
                                                     'result', d.result, 'outcome', d.outcome) \
                                  FROM decisions d WHERE d.incident_id = incidents.id ORDER BY d.id DESC LIMIT 1)";
@@ -817,8 +828,8 @@ fn read_incident(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident>> 
     let labels: String = row.get(4)?;
     let annotations: String = row.get(5)?;
     let texts = [row.get::<_, String>(6)?, row.get(9)?, row.get(10)?];
-    let optional = [row.get::<_, Option<String>>(7)?, row.get(11)?];
-    let last_decision: Option<String> = row.get(13)?;
+    let optional = [row.get::<_, Option<String>>(7)?, row.get(11)?, row.get(13)?];
+    let last_decision: Option<String> = row.get(16)?;
     let incident = (|| {
         let status = match status.as_str() {
             "firing" => AlertStatus::Firing,
@@ -826,7 +837,7 @@ fn read_incident(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident>> 
             other => return Err(JournalError::Corrupt(format!("unknown incident status {other:?}"))),
         };
         let [starts_at, first_seen, last_seen] = texts.map(|t| parse_time(&t));
-        let [ends_at, resolved_at] = optional.map(|t| t.as_deref().map(parse_time).transpose());
+        let [ends_at, resolved_at, next_check] = optional.map(|t| t.as_deref().map(parse_time).transpose());
         Ok(Incident {
             id: row.get(0)?,
             fingerprint: row.get(1)?,
@@ -841,6 +852,9 @@ fn read_incident(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident>> 
             last_seen: last_seen?,
             resolved_at: resolved_at?,
             deliveries: row.get(12)?,
+            next_check: next_check?,
+            vanished: row.get(14)?,
+            implicated: row.get(15)?,
             last_decision: last_decision
                 .as_deref()
                 .map(serde_json::from_str)
@@ -877,6 +891,7 @@ pub use store::{Journal, Store};
 pub mod decisions;
 pub mod learned;
 pub mod policy;
+pub mod schedule;
 pub mod thresholds;
 
 #[cfg(test)]

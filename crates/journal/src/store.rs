@@ -29,6 +29,7 @@ use tokio::sync::mpsc::OwnedPermit;
 
 use crate::decisions::{Decision, History, NewDecision};
 use crate::policy::{Learned, StoredPolicy};
+use crate::schedule::{Due, Firing};
 use crate::thresholds::SpecRound;
 use crate::{Delivery, IncidentPage, IncidentQuery, Result, SqliteJournal};
 
@@ -63,8 +64,25 @@ pub trait Store: Send + Sync + 'static {
     async fn record_outcome(&self, id: i64, outcome: Verification, at: DateTime<Utc>) -> Result<()>;
     /// An incident's decisions, oldest first.
     async fn decisions(&self, incident_id: i64) -> Result<Vec<Decision>>;
-    /// The guard's view of the past: of `target_key`, and of every target since `since`.
-    async fn history(&self, target_key: String, since: DateTime<Utc>) -> Result<History>;
+    /// The guard's view of the past: of `target_key`, and of every target
+    /// since `since`; in dry run (`Some(t)`) would-be actions count too, as
+    /// in flight when decided since `t`.
+    async fn history(&self, target_key: String, since: DateTime<Utc>, dry_run: Option<DateTime<Utc>>)
+        -> Result<History>;
+    /// Sets an incident's next check to `next` if it still is `seen` (a
+    /// delivery meanwhile wins); whether it was set.
+    async fn schedule(&self, id: i64, seen: Option<DateTime<Utc>>, next: Option<DateTime<Utc>>) -> Result<bool>;
+    /// Firing incidents whose next check is at or before `now`, soonest first.
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>>;
+    /// The earliest next check of any firing incident.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+    /// Every firing incident, for the vanish check.
+    async fn firing(&self) -> Result<Vec<Firing>>;
+    /// Closes, as vanished at `at`, those of `ids` still firing and not
+    /// delivered since `unseen_since`; how many it closed.
+    async fn vanish(&self, ids: Vec<i64>, unseen_since: DateTime<Utc>, at: DateTime<Utc>) -> Result<usize>;
+    /// Records what an incident implicates (an image, a revision), once.
+    async fn implicate(&self, id: i64, what: String) -> Result<()>;
     /// Records whether actions are paused, so a restart keeps it.
     async fn set_paused(&self, paused: bool) -> Result<()>;
     /// Whether actions were paused when last recorded.
@@ -129,8 +147,31 @@ impl Store for SqliteJournal {
     async fn decisions(&self, incident_id: i64) -> Result<Vec<Decision>> {
         SqliteJournal::decisions(self, incident_id).await
     }
-    async fn history(&self, target_key: String, since: DateTime<Utc>) -> Result<History> {
-        SqliteJournal::history(self, target_key, since).await
+    async fn history(
+        &self,
+        target_key: String,
+        since: DateTime<Utc>,
+        dry_run: Option<DateTime<Utc>>,
+    ) -> Result<History> {
+        SqliteJournal::history(self, target_key, since, dry_run).await
+    }
+    async fn schedule(&self, id: i64, seen: Option<DateTime<Utc>>, next: Option<DateTime<Utc>>) -> Result<bool> {
+        SqliteJournal::schedule(self, id, seen, next).await
+    }
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>> {
+        SqliteJournal::due(self, now, limit).await
+    }
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        SqliteJournal::next_due(self).await
+    }
+    async fn firing(&self) -> Result<Vec<Firing>> {
+        SqliteJournal::firing(self).await
+    }
+    async fn vanish(&self, ids: Vec<i64>, unseen_since: DateTime<Utc>, at: DateTime<Utc>) -> Result<usize> {
+        SqliteJournal::vanish(self, ids, unseen_since, at).await
+    }
+    async fn implicate(&self, id: i64, what: String) -> Result<()> {
+        SqliteJournal::implicate(self, id, what).await
     }
     async fn set_paused(&self, paused: bool) -> Result<()> {
         SqliteJournal::set_paused(self, paused).await

@@ -385,7 +385,7 @@ async fn a_stop_mid_action_is_settled_at_start_and_never_repeated() {
     assert_eq!(by_id(unverified).outcome, Some(Verification::Timeout));
     assert_eq!(by_id(deferred).result, None, "only allowed decisions are settled");
     let history = journal
-        .history("docker/container/web".into(), Utc::now() - chrono::Duration::hours(1))
+        .history("docker/container/web".into(), Utc::now() - chrono::Duration::hours(1), None)
         .await
         .unwrap();
     assert_eq!(history.in_flight, 0, "nothing is left in flight after a restart");
@@ -562,7 +562,7 @@ async fn a_resolved_escalation_closes_the_circuit_breaker() {
     let failures = || async {
         let since = Utc::now() - chrono::Duration::hours(1);
         journal
-            .history(target.into(), since)
+            .history(target.into(), since, None)
             .await
             .unwrap()
             .consecutive_failures

@@ -78,7 +78,7 @@ pub async fn serve<P: Processor>(
     });
     let address = listener.local_addr().map_err(AppError::Serve)?;
     let shutting_down = Arc::clone(&state);
-    let (stop_thresholds, thresholds_stopped) = watch::channel(false);
+    let (stop_background, stopped) = watch::channel(false);
     let router = server::router(Arc::clone(&state), config.server.request_timeout.0);
     let drain = config.server.drain_timeout.0;
     // Open connections get the drain timeout, then are closed (with the
@@ -92,7 +92,7 @@ pub async fn serve<P: Processor>(
         async move {
             shutdown.await;
             shutting_down.stopping.store(true, Ordering::Release);
-            let _ = stop_thresholds.send(true);
+            let _ = stop_background.send(true);
             tracing::info!("Shutting down: no new connections; draining the queue.");
         },
     ));
@@ -107,13 +107,14 @@ pub async fn serve<P: Processor>(
         clock,
     }));
     pipeline::replay(pending, &journal, &metrics, &processor).await?;
+    let background = tokio::spawn(Arc::clone(&processor).background(stopped.clone()));
     let worker = tokio::spawn(pipeline::run(
         queue_rx,
         journal.clone(),
         Arc::clone(&metrics),
         processor,
     ));
-    let thresholds = scheduler.map(|s| tokio::spawn(s.run(thresholds_stopped)));
+    let thresholds = scheduler.map(|s| tokio::spawn(s.run(stopped)));
     state.ready.store(true, Ordering::Release);
 
     server.await.map_err(|e| AppError::Serve(std::io::Error::other(e)))?;
@@ -130,6 +131,15 @@ pub async fn serve<P: Processor>(
                 "A threshold refit was still running after the drain timeout; abandoned it (the next start refits)."
             );
         }
+    }
+    // Looks under way finish (their actions are journalled before they run).
+    let mut background = background;
+    if tokio::time::timeout(drain, &mut background).await.is_err() {
+        background.abort();
+        tracing::warn!(
+            timeout = %config.server.drain_timeout,
+            "Incidents were still being acted on after the drain timeout; abandoned (the next start settles them)."
+        );
     }
     // The router and its state are gone: the queue closes once the worker has emptied it.
     drop(state);

@@ -102,8 +102,12 @@ pub struct Metrics {
     pub decisions: Family<DecisionLabels, Counter>,
     /// Verified outcomes of actions taken.
     pub action_outcomes: Family<OutcomeOfActionLabels, Counter>,
-    /// Incidents handed to a human (circuit breaker, playbook exhausted).
+    /// Incidents handed to a human (circuit breaker, playbook exhausted,
+    /// unplannable, premise gone, refused too long).
     pub escalations: Counter,
+    /// Incidents closed because Alertmanager stopped reporting their alert
+    /// and its resolution never came.
+    pub incidents_vanished: Counter,
     /// Seconds from an alert's start (as Alertmanager reports it) to the
     /// action on it starting.
     pub alert_to_action_seconds: Histogram,
@@ -145,6 +149,7 @@ impl Metrics {
             decisions: Family::default(),
             action_outcomes: Family::default(),
             escalations: Counter::default(),
+            incidents_vanished: Counter::default(),
             alert_to_action_seconds: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
             policy_choices: Family::default(),
             policy_learned: Counter::default(),
@@ -230,8 +235,13 @@ impl Metrics {
         );
         registry.register(
             "escalations",
-            "Incidents handed to a human: circuit breaker open or playbook exhausted",
+            "Incidents handed to a human: circuit breaker open, playbook exhausted, unplannable, premise gone, refused too long",
             metrics.escalations.clone(),
+        );
+        registry.register(
+            "incidents_vanished",
+            "Incidents closed because Alertmanager no longer reported their alert and no resolution came",
+            metrics.incidents_vanished.clone(),
         );
         registry.register(
             "alert_to_action_seconds",

@@ -1,8 +1,10 @@
-//! The serving path on tokio's paused time: a verification deadline, a
-//! cooldown and a maintenance window with the deferrals they cause, each passed
-//! by advancing the clock instead of waiting for it. The pipeline runs as
-//! in service (a real SQLite journal, the responder's stages); only the
-//! executor is a stand-in that counts what it is asked to do.
+//! The reconciler on tokio's paused time: a verification deadline and the
+//! next playbook step after it, a cooldown and a maintenance window with
+//! the deferrals they cause and their retries, a stalled call — each with
+//! one delivery per alert, as Alertmanager's default timings give, and the
+//! clock passing without the test waiting for it. The pipeline runs as in
+//! service (a real SQLite journal, the reconciler, the responder's stages);
+//! only the executor is a stand-in that counts what it is asked to do.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,15 +27,15 @@ use homeostat_server::clock::TokioClock;
 use homeostat_server::metrics::Metrics;
 use homeostat_server::pipeline::{Controls, Parts, Processor, Responder};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Counts executions (shared with the test); every target is one ready
-/// replica of one. A stalling one never answers an execution, as a Docker
+/// replica of one. Calls on the `stall` container never answer, as a Docker
 /// socket that accepts and never answers.
 #[derive(Clone, Default)]
 struct Counting {
     executions: Arc<AtomicUsize>,
-    stall: bool,
+    stall: Option<&'static str>,
 }
 
 impl Executor for Counting {
@@ -49,9 +51,13 @@ impl Executor for Counting {
         }))
     }
 
-    async fn execute(&self, _operation: &Operation) -> Result<Done, ExecError> {
+    async fn execute(&self, operation: &Operation) -> Result<Done, ExecError> {
         self.executions.fetch_add(1, Ordering::SeqCst);
-        if self.stall {
+        let stalls = matches!(
+            (operation, self.stall),
+            (Operation::RestartContainer { container: Some(c), .. }, Some(stall)) if c == stall
+        );
+        if stalls {
             std::future::pending::<()>().await;
         }
         Ok("restarted".into())
@@ -62,13 +68,26 @@ fn start() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z").unwrap().to_utc()
 }
 
-/// Restart, then recreate, for ServiceDown; verified within 30 s; a 5 m
-/// cooldown; nothing acts from 10 m to 20 m after the start.
-fn actions(dir: &Path) -> ActionsConfig {
+/// Minutes after the start.
+fn minutes(m: i64) -> DateTime<Utc> {
+    start() + chrono::Duration::minutes(m)
+}
+
+const RESTART_THEN_RECREATE: &str = "[restart, recreate]";
+const RESTART: &str = "[restart]";
+
+/// `actions` for ServiceDown; verified within 30 s; a 5 m cooldown; nothing
+/// acts from 10 m to 20 m after the start; looks at least every second.
+///
+/// The journal's writer is a thread of its own: while a test waits for it,
+/// tokio may advance its paused clock to the next timer, the reconciler's
+/// sleep of a period at most. Hence the short period, and deadlines in
+/// these tests a few periods wide.
+fn actions(dir: &Path, steps: &str) -> ActionsConfig {
     let playbook = dir.join("playbook.yml");
     std::fs::write(
         &playbook,
-        "rules:\n  - name: down\n    matchers: ['alertname=\"ServiceDown\"']\n    actions: [restart, recreate]\n",
+        format!("rules:\n  - name: down\n    matchers: ['alertname=\"ServiceDown\"']\n    actions: {steps}\n"),
     )
     .unwrap();
     let mut config: ActionsConfig = serde_yaml::from_str(&format!(
@@ -77,25 +96,27 @@ fn actions(dir: &Path) -> ActionsConfig {
     ))
     .unwrap();
     config.guard.maintenance_windows = vec![MaintenanceWindow {
-        start: start() + chrono::Duration::minutes(10),
-        end: start() + chrono::Duration::minutes(20),
+        start: minutes(10),
+        end: minutes(20),
         reason: "planned upgrade".into(),
     }];
+    config.reconcile.period = "1s".parse().unwrap();
     config
 }
 
 struct Harness {
     journal: Journal,
-    responder: Responder<Bounded<Counting>>,
+    responder: Arc<Responder<Bounded<Counting>>>,
     executor: Counting,
     clock: Arc<TokioClock>,
     queue: mpsc::Sender<Delivery>,
     deliveries: mpsc::Receiver<Delivery>,
+    _stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
 
 impl Harness {
-    fn new(executor: Counting) -> Harness {
+    fn new(executor: Counting, steps: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let journal_config = JournalConfig {
             path: dir.path().join("journal.db"),
@@ -103,7 +124,7 @@ impl Harness {
         };
         let (journal, _writer) = homeostat_journal::open(&journal_config, JournalMetrics::default()).unwrap();
         let clock = Arc::new(TokioClock::starting_at(start()));
-        let actions = actions(dir.path());
+        let actions = actions(dir.path(), steps);
         let playbook = Playbook::load(&actions.playbook).unwrap();
         let parts = Parts {
             journal: journal.clone(),
@@ -111,7 +132,14 @@ impl Harness {
             controls: Arc::new(Controls::default()),
             clock: clock.clone(),
         };
-        let responder = Responder::new(Bounded::new(executor.clone(), &actions), parts, playbook, actions);
+        let responder = Arc::new(Responder::new(
+            Bounded::new(executor.clone(), &actions),
+            parts,
+            playbook,
+            actions,
+        ));
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(Arc::clone(&responder).background(stopped));
         let (queue, deliveries) = mpsc::channel(16);
         Harness {
             journal,
@@ -120,24 +148,26 @@ impl Harness {
             clock,
             queue,
             deliveries,
+            _stop: stop,
             _dir: dir,
         }
     }
 
-    /// Delivers ServiceDown (firing) for `container` and runs the pipeline on it.
-    async fn deliver(&mut self, container: &str) -> i64 {
+    /// Delivers ServiceDown (firing) for `container`, as alert `fingerprint`,
+    /// and hands it to the pipeline, which wakes the reconciler.
+    async fn deliver(&mut self, container: &str, fingerprint: &str) -> i64 {
         let body = json!({
             "version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing",
             "receiver": "homeostat", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
             "externalURL": "http://alertmanager",
             "alerts": [{
                 "status": "firing",
-                "labels": {"alertname": "ServiceDown", "container": container},
+                "labels": {"alertname": "ServiceDown", "container": container, "alert": fingerprint},
                 "annotations": {},
                 "startsAt": start().to_rfc3339(),
                 "endsAt": "0001-01-01T00:00:00Z",
                 "generatorURL": "",
-                "fingerprint": format!("fp-{container}"),
+                "fingerprint": fingerprint,
             }],
         });
         let message: WebhookMessage = decode(body.to_string().as_bytes()).unwrap();
@@ -157,14 +187,19 @@ impl Harness {
         self.executor.executions.load(Ordering::SeqCst)
     }
 
-    /// Waits, on tokio's clock, for the incident's first decision's outcome.
-    async fn outcome(&self, incident: i64, within: chrono::Duration) -> (Verification, DateTime<Utc>) {
+    /// Waits, on tokio's clock, until the incident has a decision `which`
+    /// accepts, no later than `deadline`.
+    async fn until(&self, incident: i64, deadline: DateTime<Utc>, which: impl Fn(&Decision) -> bool) -> Decision {
         loop {
             let decisions = self.decisions(incident).await;
-            if let Some(outcome) = decisions[0].outcome {
-                break (outcome, decisions[0].verified_at.unwrap());
+            if let Some(found) = decisions.iter().find(|d| which(d)) {
+                break found.clone();
             }
-            assert!(self.clock.now() < start() + within, "no outcome within {within}");
+            assert!(
+                self.clock.now() < deadline,
+                "not by {deadline}: {:?}",
+                summary(&decisions)
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -178,118 +213,120 @@ fn summary(decisions: &[Decision]) -> BTreeMap<i64, String> {
         .collect()
 }
 
+fn seconds(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+/// One delivery, as Alertmanager gives with its default timings (the next
+/// would come 4 h later): the failed restart is followed by the recreate as
+/// soon as its verification fails, not held by the cooldown the restart
+/// started; the failed recreate ends in one escalation, and nothing more.
 #[tokio::test(start_paused = true)]
-async fn deadlines_cooldowns_and_maintenance_windows_run_on_the_injected_clock() {
+async fn the_next_step_follows_a_failed_verification_without_another_delivery() {
     let real = std::time::Instant::now();
-    let mut h = Harness::new(Counting::default());
+    let mut h = Harness::new(Counting::default(), RESTART_THEN_RECREATE);
+    let web = h.deliver("web-1", "fp-web").await;
+    let restart = h.until(web, start() + seconds(10), |d| d.result.is_some()).await;
+    assert_eq!((restart.new.action.as_str(), restart.new.verdict), ("restart", Verdict::Allow));
+    assert_eq!(restart.result, Some(ActionResult::Done));
+    let failed = h.until(web, start() + seconds(60), |d| d.outcome.is_some()).await;
+    assert_eq!(failed.outcome, Some(Verification::Failure), "still firing at the deadline");
+    let waited = failed.verified_at.unwrap() - restart.new.decided_at;
+    assert!(waited >= seconds(30) && waited < seconds(32), "verified {waited} after the action");
 
-    // The first action: the alert never resolves, so verification fails at
-    // its 30 s deadline, on tokio's clock.
-    let web = h.deliver("web-1").await;
-    assert_eq!(h.executions(), 1);
-    let first = h.decisions(web).await;
-    assert_eq!(first.len(), 1, "{:?}", summary(&first));
-    assert_eq!(
-        (first[0].new.verdict, first[0].result),
-        (Verdict::Allow, Some(ActionResult::Done))
-    );
-    assert_eq!(first[0].new.decided_at, start(), "decided at the injected clock's time");
-    let verified = h.outcome(web, chrono::Duration::seconds(60)).await;
-    assert_eq!(verified.0, Verification::Failure, "still firing at the deadline");
-    let waited = verified.1 - start();
-    assert!(
-        waited >= chrono::Duration::seconds(30) && waited < chrono::Duration::seconds(32),
-        "verified {waited} after the action; the deadline is 30 s"
-    );
+    let recreate = h.until(web, start() + seconds(120), |d| d.new.action == "recreate").await;
+    assert_eq!(recreate.new.verdict, Verdict::Allow, "{}", recreate.new.reason);
+    let after = recreate.new.decided_at - failed.verified_at.unwrap();
+    assert!(after < seconds(2), "the next step came {after} after the failed verification");
+    assert_eq!(h.executions(), 2);
 
-    // The next step (recreate) comes within the 5 m cooldown: deferred.
-    h.deliver("web-1").await;
-    let decisions = h.decisions(web).await;
-    let deferred = decisions.last().unwrap();
-    assert_eq!(deferred.new.action, "recreate", "{:?}", summary(&decisions));
-    assert_eq!(deferred.new.verdict, Verdict::Defer, "{:?}", summary(&decisions));
+    let escalated = h.until(web, start() + seconds(180), |d| d.new.verdict == Verdict::Escalate).await;
+    assert!(escalated.new.reason.contains("all 2 actions"), "{}", escalated.new.reason);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let all = h.decisions(web).await;
+    assert_eq!(all.len(), 3, "nothing after the escalation: {:?}", summary(&all));
+    assert_eq!(h.executions(), 2);
+    assert!(real.elapsed() < Duration::from_secs(60), "took {:?}", real.elapsed());
+}
+
+/// A deferral is retried when it ends, with no delivery in between: a
+/// cooldown (a second alert on a target acted on a second ago), then a
+/// maintenance window.
+#[tokio::test(start_paused = true)]
+async fn deferrals_are_retried_when_they_end_without_another_delivery() {
+    let real = std::time::Instant::now();
+    let mut h = Harness::new(Counting::default(), RESTART);
+    let first = h.deliver("web-1", "fp-first").await;
+    h.until(first, start() + seconds(10), |d| d.result.is_some()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = h.deliver("web-1", "fp-second").await;
+    let deferred = h.until(second, start() + seconds(10), |_| true).await;
+    assert_eq!(deferred.new.verdict, Verdict::Defer, "{:?}", summary(&[deferred.clone()]));
     assert!(deferred.new.reason.contains("cooldown"), "{}", deferred.new.reason);
-    assert_eq!(h.executions(), 1);
-
-    // Once the cooldown has passed on the clock, the same step is allowed.
-    tokio::time::advance(Duration::from_secs(5 * 60)).await;
-    h.deliver("web-1").await;
-    let decisions = h.decisions(web).await;
-    let allowed = decisions.last().unwrap();
-    assert_eq!(
-        (allowed.new.action.as_str(), allowed.new.verdict),
-        ("recreate", Verdict::Allow),
-        "{:?}",
-        summary(&decisions)
-    );
-    assert_eq!(h.executions(), 2);
-
-    // Inside the maintenance window (10 m to 20 m), actions wait for its end...
-    tokio::time::advance(Duration::from_secs(5 * 60)).await;
-    let api = h.deliver("api-1").await;
-    let decisions = h.decisions(api).await;
-    assert_eq!(decisions.len(), 1, "{:?}", summary(&decisions));
-    assert_eq!(decisions[0].new.verdict, Verdict::Defer, "{:?}", summary(&decisions));
+    let retried = h.until(second, minutes(6), |d| d.new.verdict == Verdict::Allow).await;
+    let cooldown_end = h.decisions(first).await[0].new.decided_at + chrono::Duration::minutes(5);
     assert!(
-        decisions[0].new.reason.contains("maintenance"),
-        "{}",
-        decisions[0].new.reason
+        retried.new.decided_at >= cooldown_end && retried.new.decided_at < cooldown_end + seconds(2),
+        "retried at {}, the cooldown ended at {cooldown_end}",
+        retried.new.decided_at
     );
     assert_eq!(h.executions(), 2);
 
-    // ...and after it, the same incident is acted on.
-    tokio::time::advance(Duration::from_secs(10 * 60)).await;
-    h.deliver("api-1").await;
-    let decisions = h.decisions(api).await;
-    assert_eq!(
-        decisions.last().unwrap().new.verdict,
-        Verdict::Allow,
-        "{:?}",
-        summary(&decisions)
+    // Inside the maintenance window (10 m to 20 m), an action waits for its end.
+    tokio::time::sleep((minutes(10) - h.clock.now()).to_std().unwrap()).await;
+    let api = h.deliver("api-1", "fp-api").await;
+    let waiting = h.until(api, minutes(11), |_| true).await;
+    assert_eq!(waiting.new.verdict, Verdict::Defer, "{:?}", summary(&[waiting.clone()]));
+    assert!(waiting.new.reason.contains("maintenance"), "{}", waiting.new.reason);
+    let acted = h.until(api, minutes(21), |d| d.new.verdict == Verdict::Allow).await;
+    assert!(
+        acted.new.decided_at >= minutes(20) && acted.new.decided_at < minutes(20) + seconds(2),
+        "acted at {}",
+        acted.new.decided_at
     );
     assert_eq!(h.executions(), 3);
-
-    // Twenty minutes of the clock went by; the test did not wait for them.
-    assert!(h.clock.now() - start() >= chrono::Duration::minutes(20));
     assert!(real.elapsed() < Duration::from_secs(60), "took {:?}", real.elapsed());
 }
 
 /// A call that never answers is abandoned at `actions.execute_timeout` (1m
 /// by default): recorded as timed out, verified like a done action, and no
 /// second action starts on the incident while the first may still run.
+/// Meanwhile an incident on another target is acted on at once.
 #[tokio::test(start_paused = true)]
-async fn a_stalled_call_times_out_is_verified_and_is_not_followed_by_another_action() {
+async fn a_stalled_call_times_out_is_verified_and_holds_up_no_other_target() {
     let real = std::time::Instant::now();
-    let mut h = Harness::new(Counting {
-        stall: true,
-        ..Counting::default()
-    });
-    let web = h.deliver("web-1").await;
-    let first = h.decisions(web).await;
-    assert_eq!(first.len(), 1, "{:?}", summary(&first));
-    assert_eq!(first[0].new.verdict, Verdict::Allow);
-    assert_eq!(first[0].result, Some(ActionResult::TimedOut), "{:?}", summary(&first));
+    let mut h = Harness::new(
+        Counting {
+            stall: Some("web-1"),
+            ..Counting::default()
+        },
+        RESTART_THEN_RECREATE,
+    );
+    let web = h.deliver("web-1", "fp-web").await;
+    h.until(web, start() + seconds(10), |_| true).await;
+    let api = h.deliver("api-1", "fp-api").await;
+    let other = h.until(api, start() + seconds(10), |d| d.result.is_some()).await;
+    assert_eq!(other.result, Some(ActionResult::Done), "{:?}", summary(&[other.clone()]));
+    assert!(other.executed_at.unwrap() - start() < seconds(10), "held up: {:?}", other.executed_at);
+    assert_eq!(h.decisions(web).await[0].result, None, "the stalled call is still running");
+
+    let first = h.until(web, start() + seconds(90), |d| d.result.is_some()).await;
+    assert_eq!(first.new.verdict, Verdict::Allow);
+    assert_eq!(first.result, Some(ActionResult::TimedOut));
     assert!(
-        first[0]
-            .detail
-            .as_deref()
-            .unwrap()
-            .contains("did not answer within 60s"),
+        first.detail.as_deref().unwrap().contains("did not answer within 60s"),
         "{:?}",
-        first[0].detail
+        first.detail
     );
-    let abandoned = first[0].executed_at.unwrap() - first[0].new.decided_at;
-    assert!(
-        abandoned >= chrono::Duration::seconds(60) && abandoned < chrono::Duration::seconds(61),
-        "abandoned after {abandoned}"
-    );
+    let abandoned = first.executed_at.unwrap() - first.new.decided_at;
+    assert!(abandoned >= seconds(60) && abandoned < seconds(61), "abandoned after {abandoned}");
     // Being verified: a repeated delivery starts nothing.
-    h.deliver("web-1").await;
+    h.deliver("web-1", "fp-web").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(h.decisions(web).await.len(), 1);
-    assert_eq!(h.executions(), 1);
     // Still firing at the verification deadline (30 s after the call was abandoned).
-    let (outcome, at) = h.outcome(web, chrono::Duration::seconds(120)).await;
-    assert_eq!(outcome, Verification::Failure);
-    assert!(at - start() >= chrono::Duration::seconds(90), "verified at {at}");
+    let verified = h.until(web, start() + seconds(120), |d| d.outcome.is_some()).await;
+    assert_eq!(verified.outcome, Some(Verification::Failure));
+    assert!(verified.verified_at.unwrap() - start() >= seconds(90), "verified at {:?}", verified.verified_at);
     assert!(real.elapsed() < Duration::from_secs(60), "took {:?}", real.elapsed());
 }

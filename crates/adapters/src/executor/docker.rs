@@ -21,7 +21,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 pub use homeostat_core::config::DockerConfig;
 
-use super::{Done, ExecError, Executor};
+use super::{Deployed, Done, ExecError, Executor};
 use homeostat_core::action::{Backend, Operation, Target};
 use homeostat_core::guard::Readiness;
 
@@ -29,6 +29,9 @@ pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
 pub const NUMBER_LABEL: &str = "com.docker.compose.container-number";
 pub const PREVIOUS_IMAGE_LABEL: &str = "homeostat.previous-image";
+/// When homeostat deployed the container's image (RFC 3339); kept across a
+/// recreate with the same image.
+pub const DEPLOYED_AT_LABEL: &str = "homeostat.deployed-at";
 
 pub struct DockerExecutor {
     docker: Docker,
@@ -243,9 +246,14 @@ impl DockerExecutor {
         let mut labels = labels_of(&from);
         // A new image remembers the one it replaces, so a rollback can be undone the same way.
         if image.is_some() {
-            if let Some(current) = old.config.as_ref().and_then(|c| c.image.clone()) {
+            if let Some(current) = configured_image(old) {
                 labels.insert(PREVIOUS_IMAGE_LABEL.into(), current);
             }
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            labels.insert(DEPLOYED_AT_LABEL.into(), now);
+        } else if let Some(created) = old.created.clone().filter(|_| !labels.contains_key(DEPLOYED_AT_LABEL)) {
+            // Same image: it was deployed when the old container was made.
+            labels.insert(DEPLOYED_AT_LABEL.into(), created);
         }
         let body = clone_body(&from, image.clone(), labels);
         let staging = format!("{name}-homeostat-new");
@@ -346,6 +354,12 @@ impl DockerExecutor {
                     display_name(container)
                 )));
             };
+            if Some(&previous) == configured_image(container).as_ref() {
+                return Err(refused(format!(
+                    "container {} would roll back to {previous}, the image it runs",
+                    display_name(container)
+                )));
+            }
             done.push(self.recreate(container, Some(previous)).await?);
         }
         Ok(done.join("; "))
@@ -363,6 +377,25 @@ impl DockerExecutor {
 impl Executor for DockerExecutor {
     fn backend(&self) -> Backend {
         Backend::Docker
+    }
+
+    /// The service's images, deployed when the newest of its containers
+    /// got its image (homeostat's label, else the container's creation).
+    async fn deployed(&self, target: &Target) -> Result<Option<Deployed>, ExecError> {
+        let containers = match (&target.compose_project, &target.compose_service, &target.container) {
+            (Some(project), Some(service), _) => self.service_containers(project, service).await?,
+            (_, _, Some(container)) => vec![self.inspect(container).await?],
+            _ => return Ok(None),
+        };
+        let images: std::collections::BTreeSet<String> = containers.iter().filter_map(configured_image).collect();
+        if images.is_empty() {
+            return Ok(None);
+        }
+        let since = containers.iter().filter_map(deployed_at).max();
+        Ok(Some(Deployed {
+            what: images.into_iter().collect::<Vec<_>>().join(","),
+            since,
+        }))
     }
 
     async fn readiness(&self, target: &Target) -> Result<Option<Readiness>, ExecError> {
@@ -412,6 +445,21 @@ impl Executor for DockerExecutor {
             ))),
         }
     }
+}
+
+/// The image a container was created from, as it was named (a tag, not an id).
+fn configured_image(container: &ContainerInspectResponse) -> Option<String> {
+    container.config.as_ref().and_then(|c| c.image.clone())
+}
+
+/// When the container got its image: homeostat's label, else its creation.
+fn deployed_at(container: &ContainerInspectResponse) -> Option<chrono::DateTime<chrono::Utc>> {
+    let label = labels_of(container).remove(DEPLOYED_AT_LABEL);
+    label
+        .as_deref()
+        .or(container.created.as_deref())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.to_utc())
 }
 
 /// Running, not paused, and not reported unhealthy by its health check.

@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, 
 use kube::Client;
 use serde_json::json;
 
-use super::{Done, ExecError, Executor};
+use super::{Deployed, Done, ExecError, Executor};
 use homeostat_core::action::{Backend, Operation, Target};
 use homeostat_core::guard::Readiness;
 
@@ -310,6 +310,17 @@ impl KubernetesExecutor {
 impl Executor for KubernetesExecutor {
     fn backend(&self) -> Backend {
         Backend::Kubernetes
+    }
+
+    async fn deployed(&self, target: &Target) -> Result<Option<Deployed>, ExecError> {
+        let (Some(namespace), Some(name)) = (&target.namespace, &target.deployment) else {
+            return Ok(None);
+        };
+        let deployment = self.deployment(namespace, name).await?;
+        Ok(Some(Deployed {
+            what: format!("revision {}", revision(&deployment.metadata.annotations)),
+            since: None,
+        }))
     }
 
     async fn readiness(&self, target: &Target) -> Result<Option<Readiness>, ExecError> {

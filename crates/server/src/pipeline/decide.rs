@@ -2,6 +2,7 @@
 //! (in learn mode) the policy's choice to one action and its operation — or
 //! to why nothing is done. Pure: values in, values out.
 
+use chrono::{DateTime, Utc};
 use homeostat_core::action::{plan, Action, Backend, Operation, Target};
 use homeostat_core::alert::LabelSet;
 use homeostat_core::config::PolicyMode;
@@ -17,6 +18,8 @@ pub struct Stop {
     pub action: Action,
     pub verdict: Verdict,
     pub reason: String,
+    /// For a deferral, when it ends (if it is known).
+    pub until: Option<DateTime<Utc>>,
 }
 
 impl Stop {
@@ -25,6 +28,7 @@ impl Stop {
             action,
             verdict,
             reason: reason.into(),
+            until: None,
         }
     }
 
@@ -43,11 +47,34 @@ fn failed(d: &Decision) -> bool {
     matches!(d.outcome, Some(Verification::Failure | Verification::Timeout))
 }
 
-/// Whether an action on the incident is under way or being verified.
-pub fn under_way(past: &[Decision]) -> bool {
+/// When the incident's action under way or being verified was decided, if one is.
+pub fn under_way(past: &[Decision]) -> Option<DateTime<Utc>> {
     past.iter()
         .filter(|d| acted(d))
-        .any(|d| d.outcome.is_none() && d.result.is_none_or(ActionResult::needs_verifying))
+        .find(|d| d.outcome.is_none() && d.result.is_none_or(ActionResult::needs_verifying))
+        .map(|d| d.new.decided_at)
+}
+
+/// When the incident's last action was decided, if it was verified failed:
+/// its cooldown does not hold back the playbook's next step.
+pub fn failed_step(past: &[Decision]) -> Option<DateTime<Utc>> {
+    past.iter()
+        .rev()
+        .find(|d| acted(d))
+        .filter(|d| failed(d))
+        .map(|d| d.new.decided_at)
+}
+
+/// Since when the incident has been held back with `verdict`: when the
+/// trailing run of such decisions began (escalations within it do not
+/// break it), or `now` when the last decision said something else.
+pub fn held_since(past: &[Decision], verdict: Verdict, now: DateTime<Utc>) -> DateTime<Utc> {
+    past.iter()
+        .rev()
+        .filter(|d| d.new.verdict != Verdict::Escalate)
+        .take_while(|d| d.new.verdict == verdict)
+        .last()
+        .map_or(now, |d| d.new.decided_at)
 }
 
 /// How many of the incident's actions failed.

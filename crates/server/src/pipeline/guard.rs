@@ -1,9 +1,13 @@
-//! The guard stage: gathers what the safety limits need — silences, the
-//! target's history, its readiness, the pause switch — into a
-//! [`Situation`]; `homeostat_core::guard::check` then judges it.
+//! The guard stage, right before acting: checks the premise — the alert
+//! still fires, and a rollback would undo what the alert is about — and
+//! gathers what the safety limits need — silences, the target's history,
+//! its readiness, the pause switch — into a [`Situation`];
+//! `homeostat_core::guard::check` then judges it.
 
-use homeostat_adapters::alertmanager;
-use homeostat_adapters::executor::Executor;
+use chrono::{DateTime, Utc};
+use homeostat_adapters::alertmanager::{self, AlertState};
+use homeostat_adapters::executor::{Deployed, Executor};
+use homeostat_adapters::prometheus;
 use homeostat_core::action::{Action, Target};
 use homeostat_core::config::ActionsConfig;
 use homeostat_core::decision::Verdict;
@@ -24,13 +28,46 @@ pub struct Sources<'a, E> {
     pub executor: &'a E,
     pub config: &'a ActionsConfig,
     pub paused: bool,
-    pub now: chrono::DateTime<chrono::Utc>,
+    pub now: DateTime<Utc>,
+    /// When this incident's last action was decided, if it was verified
+    /// failed: the next step of its playbook is not held by the cooldown
+    /// that action started.
+    pub failed_step: Option<DateTime<Utc>>,
 }
 
-/// The situation `action` on `target` would act in; a [`Stop`] when it
-/// cannot be told safely (a silence check that failed defers; readiness
-/// that cannot be read refuses an action taking capacity away). `readiness`
-/// is the one the context stage read, if it did.
+/// What Alertmanager (or, without it, Prometheus' `ALERTS`) says of the
+/// incident's alert; active when neither is configured.
+pub(super) async fn alert_state(http: &reqwest::Client, config: &ActionsConfig, incident: &Incident) -> Result<AlertState, String> {
+    if let Some(url) = &config.alertmanager_url {
+        return alertmanager::state(http, url, incident).await;
+    }
+    if let Some(url) = &config.prometheus_url {
+        let firing = prometheus::alert_firing(http, url, &incident.alertname, &incident.labels).await?;
+        return Ok(if firing { AlertState::Active } else { AlertState::Gone });
+    }
+    Ok(AlertState::Active)
+}
+
+/// Why a rollback would not undo what the incident is about, if it would not.
+fn rollback_premise(incident: &Incident, deployed: &Deployed) -> Option<String> {
+    if let Some(implicated) = incident.implicated.as_ref().filter(|i| **i != deployed.what) {
+        return Some(format!(
+            "the implicated {implicated} no longer runs ({} does); a rollback would undo something else",
+            deployed.what
+        ));
+    }
+    let since = deployed.since.filter(|since| *since > incident.starts_at)?;
+    Some(format!(
+        "{} was deployed at {since}, after the alert started ({}): the alert is not about it",
+        deployed.what, incident.starts_at
+    ))
+}
+
+/// The situation `action` on `target` would act in; a [`Stop`] when the
+/// premise is gone or the situation cannot be told safely (a silence check
+/// that failed defers; readiness that cannot be read refuses an action
+/// taking capacity away). `readiness` is the one the context stage read,
+/// if it did.
 pub async fn situation<E: Executor>(
     sources: Sources<'_, E>,
     incident: &Incident,
@@ -46,19 +83,41 @@ pub async fn situation<E: Executor>(
         config,
         paused,
         now,
+        failed_step,
     } = sources;
-    let silenced = match &config.alertmanager_url {
-        None => false,
-        Some(url) => match alertmanager::silenced(http, url, incident).await {
-            Ok(silenced) => silenced,
-            Err(why) => {
-                let reason = format!("cannot tell whether the alert is silenced, so not acting: {why}");
-                return Ok(Err(Stop::new(action, Verdict::Defer, reason)));
-            }
-        },
+    let silenced = match alert_state(http, config, incident).await {
+        Ok(AlertState::Active) => false,
+        Ok(AlertState::Silenced) => true,
+        Ok(AlertState::Gone) => {
+            let reason = "the alert is no longer active (resolved or expired before homeostat acted)";
+            return Ok(Err(Stop::new(action, Verdict::PremiseGone, reason)));
+        }
+        Err(why) => {
+            let reason = format!("cannot tell whether the alert is still active or silenced, so not acting: {why}");
+            return Ok(Err(Stop::new(action, Verdict::Defer, reason)));
+        }
     };
+    if action == Action::Rollback {
+        match executor.deployed(target).await {
+            Ok(deployed) => {
+                if let Some(gone) = deployed.and_then(|d| rollback_premise(incident, &d)) {
+                    return Ok(Err(Stop::new(action, Verdict::PremiseGone, gone)));
+                }
+            }
+            Err(err) => {
+                let reason = format!("a rollback needs to know what runs, and it cannot be read: {err}");
+                return Ok(Err(Stop::new(action, Verdict::Refuse, reason)));
+            }
+        }
+    }
     let since = now - config.guard.budget.window.as_delta();
-    let history = journal.history(target_key.to_owned(), since).await?;
+    // In dry run the would-be actions count, in flight for as long as a
+    // real one could be verifying.
+    let dry_run = config.dry_run.then(|| now - config.verify_timeout.as_delta());
+    let history = journal.history(target_key.to_owned(), since, dry_run).await?;
+    let last_action_on_target = history
+        .last_action_on_target
+        .filter(|last| failed_step.is_none_or(|step| *last > step));
     let readiness = if action.removes_capacity() {
         let read = match readiness {
             Some(read) => read,
@@ -80,7 +139,7 @@ pub async fn situation<E: Executor>(
         paused,
         silenced,
         namespace: target.namespace.clone(),
-        last_action_on_target: history.last_action_on_target,
+        last_action_on_target,
         consecutive_failures: history.consecutive_failures,
         recent_actions: history.recent_actions,
         in_flight: history.in_flight,

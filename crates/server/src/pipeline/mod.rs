@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use homeostat_core::clock::Clock;
 
@@ -36,10 +36,11 @@ pub mod decide;
 pub mod execute;
 pub mod guard;
 pub mod learn;
+mod reconcile;
 mod respond;
 pub mod verify;
 
-pub use respond::Responder;
+pub use respond::{Next, Responder};
 
 /// Switches an operator flips at run time (`POST /api/v1/pause`, `/resume`).
 #[derive(Debug, Default)]
@@ -60,6 +61,13 @@ pub struct Parts {
 /// What happens to each delivery after it is journalled.
 pub trait Processor: Send + Sync + 'static {
     fn process(&self, delivery: &Delivery) -> impl Future<Output = ()> + Send;
+
+    /// What the processor does on its own clock (the reconciler), until
+    /// `stop` turns true. Nothing, by default.
+    fn background(self: Arc<Self>, stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
+        let _ = stop;
+        std::future::ready(())
+    }
 }
 
 /// Records each incident transition in the log. Recovery actions plug in

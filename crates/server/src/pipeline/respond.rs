@@ -1,12 +1,16 @@
-//! The responder: for each firing incident of a delivery, runs the stages
-//! in order — context → decide → guard → execute — and spawns verify →
-//! learn for an action that was done. Refusals and deferrals are recorded
-//! once per incident, not on every repeated delivery.
+//! The responder: each look the reconciler takes at a firing incident runs
+//! the stages in order — context → decide → guard → execute — and spawns
+//! verify → learn for an action that was done. Each look says when the
+//! incident needs the next one. Refusals and deferrals are recorded once
+//! per incident, not on every look.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 
 use serde::Serialize;
 use serde_json::json;
@@ -24,6 +28,7 @@ use homeostat_core::playbook::{Playbook, Rule};
 use homeostat_core::policy::{Choice, Decide, Outcome, PolicyKey, RulePrior, Verification};
 use homeostat_journal::decisions::{Decision, NewDecision};
 use homeostat_journal::{Delivery, Journal};
+use homeostat_core::incident::LATE_DELIVERY_GRACE;
 
 use super::decide::{self, PolicyChoice, Stop};
 use super::execute::{self, Executed};
@@ -47,17 +52,27 @@ struct PolicyView {
     choice: Choice,
 }
 
+/// When an incident needs its next look; `None`: only when a delivery comes.
+pub type Next = Option<DateTime<Utc>>;
+
 pub struct Responder<E> {
     executor: Arc<E>,
-    http: reqwest::Client,
-    journal: Journal,
+    pub(super) http: reqwest::Client,
+    pub(super) journal: Journal,
     playbook: Playbook,
-    config: ActionsConfig,
+    pub(super) config: ActionsConfig,
     controls: Arc<Controls>,
-    metrics: Arc<Metrics>,
-    clock: Arc<dyn Clock>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) clock: Arc<dyn Clock>,
     learner: Arc<tokio::sync::Mutex<Learner>>,
+    /// Wakes the reconciler: a delivery came, or a verification ended.
+    pub(super) wake: Arc<Notify>,
+    /// One lock per target: actions on a target are one at a time.
+    targets: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// Target locks kept before unused ones are dropped.
+const TARGET_LOCKS: usize = 1024;
 
 impl<E: Executor> Responder<E> {
     pub fn new(executor: E, parts: Parts, playbook: Playbook, config: ActionsConfig) -> Self {
@@ -74,6 +89,8 @@ impl<E: Executor> Responder<E> {
                 .build()
                 .unwrap_or_default(),
             learner: Arc::new(tokio::sync::Mutex::new(Learner::new(config.policy.learning.clone()))),
+            wake: Arc::new(Notify::new()),
+            targets: Mutex::new(HashMap::new()),
             journal,
             playbook,
             config,
@@ -132,29 +149,54 @@ impl<E: Executor> Responder<E> {
         (view, readiness)
     }
 
-    async fn respond(&self, incident_id: i64) -> homeostat_journal::Result<()> {
-        let Some(incident) = self.journal.incident(incident_id).await? else {
-            return Ok(());
-        };
-        // Resolved since this delivery was journalled: nothing to do, ever.
-        if incident.status != AlertStatus::Firing {
-            return Ok(());
+    /// The lock that keeps actions on `target_key` one at a time.
+    fn target_lock(&self, target_key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        if targets.len() >= TARGET_LOCKS {
+            targets.retain(|_, lock| Arc::strong_count(lock) > 1);
         }
-        let past = self.journal.decisions(incident_id).await?;
-        if decide::under_way(&past) {
-            return Ok(()); // an action is under way or being verified
+        Arc::clone(targets.entry(target_key.to_owned()).or_default())
+    }
+
+    /// When an action decided at `decided_at` is verified at the latest:
+    /// the look after it, should its verification never report back.
+    fn verified_by(&self, decided_at: DateTime<Utc>) -> DateTime<Utc> {
+        decided_at + self.config.execute_timeout.as_delta() + self.config.verify_timeout.as_delta() + LATE_DELIVERY_GRACE
+    }
+
+    /// Looks at the incident once, as the reconciler does when it is due;
+    /// returns when it needs the next look.
+    pub(super) async fn look(&self, incident_id: i64) -> homeostat_journal::Result<Next> {
+        let Some(mut incident) = self.journal.incident(incident_id).await? else {
+            return Ok(None);
+        };
+        // Resolved since: nothing to do, ever.
+        if incident.status != AlertStatus::Firing {
+            return Ok(None);
         }
         let backend = self.executor.backend();
         let target = Target::from_labels(&incident.labels, &self.config.target_labels);
+        let target_key = if target.is_empty() {
+            "-".into()
+        } else {
+            target.key(backend)
+        };
+        let lock = self.target_lock(&target_key);
+        let _one_at_a_time = lock.lock().await;
+        let past = self.journal.decisions(incident_id).await?;
         let now = self.clock.now();
+        if let Some(last) = decide::under_way(&past) {
+            // Verification reports back when it ends; this is the fallback.
+            let period = self.config.reconcile.period.as_delta();
+            return Ok(Some(self.verified_by(last).max(now + period)));
+        }
+        if past.is_empty() {
+            self.implicate(&mut incident, &target).await?;
+        }
         let mut decision = NewDecision {
             incident_id,
             decided_at: now,
-            target_key: if target.is_empty() {
-                "-".into()
-            } else {
-                target.key(backend)
-            },
+            target_key,
             action: Action::Notify.as_str().into(),
             rule: None,
             attempt: decide::failures(&past) as i64,
@@ -212,6 +254,7 @@ impl<E: Executor> Responder<E> {
             config: &self.config,
             paused: self.controls.paused.load(Ordering::Acquire),
             now,
+            failed_step: decide::failed_step(&past),
         };
         let readiness = consulted.as_mut().and_then(|(_, read)| read.take());
         let situation =
@@ -229,7 +272,10 @@ impl<E: Executor> Responder<E> {
             "readiness": situation.readiness,
         });
         if !verdict.is_allow() {
-            let stop = Stop::new(action, verdict.decided(), verdict.reason());
+            let mut stop = Stop::new(action, verdict.decided(), verdict.reason());
+            if let guard::Verdict::Defer { until, .. } = verdict {
+                stop.until = until;
+            }
             return self.stop(&incident, &past, decision, stop).await;
         }
 
@@ -247,53 +293,113 @@ impl<E: Executor> Responder<E> {
             &operation,
         )
         .await?;
-        if let Executed::Done { id } = executed {
-            let check = Check {
-                incident_id,
-                health: progress.rule.health_query_for(&incident.labels),
-                prometheus: self.config.prometheus_url.clone(),
-                timeout: self.config.verify_timeout.0,
-            };
-            let lesson = consulted.map(|(view, _)| Lesson {
-                key: view.choice.key,
-                features: view.choice.features,
-            });
-            self.spawn_verification(id, incident, action, check, lesson);
+        match executed {
+            Executed::Done { id } => {
+                let check = Check {
+                    incident_id,
+                    health: progress.rule.health_query_for(&incident.labels),
+                    prometheus: self.config.prometheus_url.clone(),
+                    timeout: self.config.verify_timeout.0,
+                    probe: Some((self.config.clone(), incident.clone())),
+                };
+                let lesson = consulted.map(|(view, _)| Lesson {
+                    key: view.choice.key,
+                    features: view.choice.features,
+                });
+                let fallback = self.verified_by(now);
+                self.spawn_verification(id, incident, action, check, lesson, fallback);
+                Ok(Some(fallback))
+            }
+            // The call failed: the next step, at once.
+            Executed::Failed => Ok(Some(self.clock.now())),
+            // Nothing was done, so nothing follows but another delivery.
+            Executed::DryRun => Ok(None),
+        }
+    }
+
+    /// Records what the incident implicates when its rule may roll back:
+    /// what its target runs on the first look, so a rollback later undoes
+    /// that and nothing deployed since.
+    async fn implicate(&self, incident: &mut Incident, target: &Target) -> homeostat_journal::Result<()> {
+        let may_roll_back = self
+            .playbook
+            .rule_for(&incident.labels)
+            .is_some_and(|rule| rule.actions.contains(&Action::Rollback));
+        if !may_roll_back || target.is_empty() {
+            return Ok(());
+        }
+        match self.executor.deployed(target).await {
+            Ok(Some(deployed)) => {
+                self.journal.implicate(incident.id, deployed.what.clone()).await?;
+                incident.implicated.get_or_insert(deployed.what);
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(incident = incident.id, error = %err, "Cannot read what the target runs."),
         }
         Ok(())
     }
 
     /// Records a decision that leads to no action, unless the incident's
     /// last decision already said the same; an escalation also tells a
-    /// human, once per incident.
+    /// human, once per incident. Returns when to look again: a deferral at
+    /// its end, a refusal (or a deferral without one) after a backoff that
+    /// grows with how long it has lasted; a refusal that lasted past
+    /// `actions.reconcile.escalate_after` is also escalated.
     async fn stop(
         &self,
         incident: &Incident,
         past: &[Decision],
         mut decision: NewDecision,
         stop: Stop,
-    ) -> homeostat_journal::Result<()> {
+    ) -> homeostat_journal::Result<Next> {
         let Stop {
             action,
             verdict,
             reason,
+            until,
         } = stop;
+        let now = decision.decided_at;
         decision.action = action.as_str().into();
         if verdict.escalates() {
             tracing::error!(incident = incident.id, rule = decision.rule.as_deref(), %verdict, %reason, "Escalating to a human.");
             self.escalate(incident, past, &reason).await;
         }
+        let held = decide::held_since(past, verdict, now);
+        let settings = &self.config.reconcile;
+        let next = match (verdict, until) {
+            (Verdict::Defer, Some(until)) => Some(until),
+            (Verdict::Defer | Verdict::Refuse, _) => {
+                let lasted = (now - held).max(settings.period.as_delta());
+                Some(now + lasted.min(settings.max_backoff.as_delta()))
+            }
+            _ => None,
+        };
+        if verdict == Verdict::Refuse
+            && now - held >= settings.escalate_after.as_delta()
+            && !past.iter().any(|d| d.new.verdict.escalates())
+        {
+            let why = format!("refused since {held} ({} or longer): {reason}", settings.escalate_after);
+            tracing::error!(incident = incident.id, reason = %why, "Escalating to a human.");
+            self.escalate(incident, past, &why).await;
+            let mut escalation = decision.clone();
+            escalation.verdict = Verdict::Escalate;
+            escalation.reason = why;
+            self.metrics.count_decision(&escalation.action, Verdict::Escalate.as_str());
+            self.journal.record_decision(escalation).await?;
+            return Ok(next);
+        }
         let repeated = past.last().is_some_and(|last| {
             last.new.verdict == verdict && last.new.action == decision.action && last.new.reason == reason
         });
         if repeated {
-            return Ok(());
+            return Ok(next);
         }
         tracing::info!(incident = decision.incident_id, %verdict, %reason, "Not acting.");
         decision.verdict = verdict;
         decision.reason = reason;
         self.metrics.count_decision(&decision.action, verdict.as_str());
-        self.journal.record_decision(decision).await.map(drop)
+        self.journal.record_decision(decision).await?;
+        Ok(next)
     }
 
     /// Tells a human, once per incident: log, metric, and the escalation
@@ -330,8 +436,19 @@ impl<E: Executor> Responder<E> {
 
     /// Verifies the action in the background, records the outcome and, when
     /// the policy chose with context, learns from it.
-    fn spawn_verification(&self, id: i64, incident: Incident, action: Action, check: Check, lesson: Option<Lesson>) {
+    /// Then it wakes the reconciler for the incident, whose next look was
+    /// `fallback` meanwhile.
+    fn spawn_verification(
+        &self,
+        id: i64,
+        incident: Incident,
+        action: Action,
+        check: Check,
+        lesson: Option<Lesson>,
+        fallback: DateTime<Utc>,
+    ) {
         let incident_id = incident.id;
+        let wake = Arc::clone(&self.wake);
         let journal = self.journal.clone();
         let metrics = Arc::clone(&self.metrics);
         let clock = Arc::clone(&self.clock);
@@ -349,6 +466,11 @@ impl<E: Executor> Responder<E> {
             if let Err(err) = journal.record_outcome(id, outcome, clock.now()).await {
                 tracing::error!(decision = id, error = %err, "Cannot record the outcome.");
                 return;
+            }
+            // The next step, if any, at once.
+            match journal.schedule(incident_id, Some(fallback), Some(clock.now())).await {
+                Ok(_) => wake.notify_one(),
+                Err(err) => tracing::error!(incident = incident_id, error = %err, "Cannot schedule the next look."),
             }
             let Some(lesson) = lesson else { return };
             // Harm: more errors after the action than before it.
@@ -372,15 +494,20 @@ impl<E: Executor> Responder<E> {
     }
 }
 
+/// A delivery has already made its incidents due (the journal sets their
+/// next check as it ingests it): the responder wakes the reconciler.
 impl<E: Executor> Processor for Responder<E> {
     async fn process(&self, delivery: &Delivery) {
-        for event in &delivery.events {
-            if !matches!(event.kind, EventKind::Opened | EventKind::Repeated) {
-                continue;
-            }
-            if let Err(err) = self.respond(event.incident_id).await {
-                tracing::error!(incident = event.incident_id, error = %err, "Could not decide on the incident.");
-            }
+        if delivery
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Opened | EventKind::Repeated))
+        {
+            self.wake.notify_one();
         }
+    }
+
+    async fn background(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        super::reconcile::run(self, stop).await;
     }
 }

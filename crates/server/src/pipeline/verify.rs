@@ -3,16 +3,28 @@
 //! success. Still firing, or resolved while the health query never held:
 //! failure ("ran but still firing" is a failure). Resolved but Prometheus
 //! never answered: timeout.
+//!
+//! Resolved means the journal holds the resolution, or Alertmanager (or
+//! Prometheus' `ALERTS`) no longer reports the alert: with Alertmanager's
+//! default `group_interval` (5m) the resolution is delivered long after
+//! the alert ended, later than a verification deadline of 2m.
 
 use std::time::Duration;
 
+use homeostat_adapters::alertmanager::AlertState;
 use homeostat_adapters::prometheus::query_holds;
 use homeostat_core::alert::AlertStatus;
+use homeostat_core::config::ActionsConfig;
 use homeostat_core::decision::Verification;
+use homeostat_core::incident::Incident;
 use homeostat_journal::Journal;
 
-/// How often verification looks at the incident.
+use super::guard::alert_state;
+
+/// How often verification looks at the incident in the journal.
 const VERIFY_POLL: Duration = Duration::from_millis(500);
+/// How often it asks Alertmanager (or Prometheus) whether the alert ended.
+const PROBE_EVERY: u32 = 4;
 
 /// An action to verify.
 #[derive(Clone, Debug)]
@@ -23,6 +35,8 @@ pub struct Check {
     /// Prometheus, for the health query.
     pub prometheus: Option<String>,
     pub timeout: Duration,
+    /// Where to ask whether the incident's alert ended.
+    pub probe: Option<(ActionsConfig, Incident)>,
 }
 
 /// What verification found, and how long it watched.
@@ -40,8 +54,9 @@ pub async fn verify(journal: &Journal, http: &reqwest::Client, check: &Check) ->
     let started = tokio::time::Instant::now();
     let deadline = started + check.timeout;
     let mut last_health: Option<Result<bool, String>> = None;
+    let mut polls = 0u32;
     let verification = loop {
-        let resolved = match journal.incident(check.incident_id).await {
+        let mut resolved = match journal.incident(check.incident_id).await {
             Ok(Some(incident)) => incident.status == AlertStatus::Resolved,
             Ok(None) => false,
             Err(err) => {
@@ -49,6 +64,10 @@ pub async fn verify(journal: &Journal, http: &reqwest::Client, check: &Check) ->
                 false
             }
         };
+        polls += 1;
+        if let (false, Some((config, incident)), 0) = (resolved, &check.probe, polls % PROBE_EVERY) {
+            resolved = alert_state(http, config, incident).await == Ok(AlertState::Gone);
+        }
         if resolved {
             match (&check.health, &check.prometheus) {
                 (Some(query), Some(url)) => {
