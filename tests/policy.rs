@@ -174,7 +174,14 @@ async fn shadow_mode_acts_on_the_playbook_and_records_the_policys_choice() {
             .find(|r| r.decision_id == decision["id"])
     })
     .await;
-    assert_eq!(operation_names(&executor.operations()), ["restart_container"]);
+    // The playbook's next step (recreate) follows the failed restart at
+    // once; the policy is consulted, in shadow, on each.
+    let operations = eventually("the next step", Duration::from_secs(20), || async {
+        let operations = operation_names(&executor.operations());
+        (operations.len() == 2).then_some(operations)
+    })
+    .await;
+    assert_eq!(operations, ["restart_container", "recreate_container"]);
     let metrics = server.metrics().await;
     assert!(
         metrics.contains(
@@ -182,15 +189,14 @@ async fn shadow_mode_acts_on_the_playbook_and_records_the_policys_choice() {
         ),
         "{metrics}"
     );
-    assert!(metrics.contains("homeostat_policy_learned_total 1"), "{metrics}");
     server.stop().await;
 
     let reader = JournalReader::open(&journal).unwrap();
     let stored = reader.policy().unwrap().unwrap();
-    assert_eq!(stored.revision, 2, "imported, then one outcome learned");
+    assert!(stored.revision >= 2, "imported, then outcomes learned");
     let state = PolicyState::from_json(&stored.state).unwrap();
     let restarts = state.keys[0].actions[&Action::Restart];
-    assert_eq!(restarts.n, 7);
+    assert_eq!(restarts.n, 7, "the restart's outcome learned once");
 }
 
 #[tokio::test]

@@ -308,11 +308,16 @@ impl Alertmanager {
              repeat_interval: 1s\nreceivers:\n  - name: homeostat\n    webhook_configs:\n      - url: {webhook_url}\n        \
              send_resolved: true\n{http_config}"
         );
+        Alertmanager::with_config(&config).await
+    }
+
+    /// Starts with `config` as its whole `alertmanager.yml`.
+    pub async fn with_config(config: &str) -> Alertmanager {
         let daemon = Daemon::start(
             "prometheus-alertmanager",
             "prometheus-alertmanager",
             "alertmanager.yml",
-            &config,
+            config,
             stack::alertmanager_args,
         )
         .await;

@@ -30,7 +30,10 @@ const EVERY_STATE: [(&str, &str); 4] = [
 /// The state of the incident's alert (by fingerprint) in Alertmanager at
 /// `url`. An error says which server failed and how.
 pub async fn state(http: &reqwest::Client, url: &str, incident: &Incident) -> Result<AlertState, String> {
-    let filter = format!("alertname=\"{}\"", incident.alertname.replace('\\', "\\\\").replace('"', "\\\""));
+    let filter = format!(
+        "alertname=\"{}\"",
+        incident.alertname.replace('\\', "\\\\").replace('"', "\\\"")
+    );
     let mut query = vec![("filter", filter.as_str())];
     query.extend(EVERY_STATE);
     let alerts = get_json(http, url, "/api/v2/alerts", &query, "Alertmanager").await?;
@@ -41,9 +44,7 @@ pub async fn state(http: &reqwest::Client, url: &str, incident: &Incident) -> Re
         .find(|alert| alert["fingerprint"] == incident.fingerprint.as_str());
     Ok(match found {
         None => AlertState::Gone,
-        Some(alert) if alert["status"]["silencedBy"].as_array().is_some_and(|s| !s.is_empty()) => {
-            AlertState::Silenced
-        }
+        Some(alert) if alert["status"]["silencedBy"].as_array().is_some_and(|s| !s.is_empty()) => AlertState::Silenced,
         Some(_) => AlertState::Active,
     })
 }
@@ -52,7 +53,9 @@ pub async fn state(http: &reqwest::Client, url: &str, incident: &Incident) -> Re
 pub async fn fingerprints(http: &reqwest::Client, url: &str) -> Result<HashSet<String>, String> {
     let alerts = get_json(http, url, "/api/v2/alerts", &EVERY_STATE, "Alertmanager").await?;
     let Some(alerts) = alerts.as_array() else {
-        return Err(format!("Alertmanager at {url} answered /api/v2/alerts with something not a list"));
+        return Err(format!(
+            "Alertmanager at {url} answered /api/v2/alerts with something not a list"
+        ));
     };
     Ok(alerts
         .iter()

@@ -74,24 +74,6 @@ pub async fn query_holds(http: &reqwest::Client, url: &str, query: &str) -> Resu
     Ok(!instant_query(http, url, query).await?.is_empty())
 }
 
-/// Whether Prometheus at `url` has the alert firing: an `ALERTS` series of
-/// its name whose labels are all among `labels` (Alertmanager's copy also
-/// carries Prometheus' external labels, which `ALERTS` lacks).
-pub async fn alert_firing(http: &reqwest::Client, url: &str, alertname: &str, labels: &LabelSet) -> Result<bool, String> {
-    let escaped = alertname.replace('\\', "\\\\").replace('"', "\\\"");
-    let query = format!("ALERTS{{alertname=\"{escaped}\",alertstate=\"firing\"}}");
-    let data = instant_data(http, url, &query)
-        .await
-        .map_err(|e| format!("Prometheus at {url} could not run {query:?}: {e}"))?;
-    let series = data.as_vector().map(Vec::as_slice).unwrap_or_default();
-    Ok(series.iter().any(|s| {
-        s.metric()
-            .iter()
-            .filter(|(name, _)| !matches!(name.as_str(), "__name__" | "alertstate"))
-            .all(|(name, value)| labels.get(name) == Some(value))
-    }))
-}
-
 /// An instant query's sample values (a scalar answer is one sample).
 async fn instant_query(http: &reqwest::Client, url: &str, query: &str) -> Result<Vec<f64>, String> {
     let data = instant_data(http, url, query).await.map_err(|e| match e {

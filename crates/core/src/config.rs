@@ -163,12 +163,18 @@ impl ReconcileConfig {
         let key = |k: &str| format!("actions.reconcile.{k}");
         let (period, max_backoff) = (self.period.0, self.max_backoff.0);
         if period < std::time::Duration::from_secs(1) || period > std::time::Duration::from_secs(600) {
-            return Err((key("period"), format!("must be between 1s and 10m, not {}", self.period)));
+            return Err((
+                key("period"),
+                format!("must be between 1s and 10m, not {}", self.period),
+            ));
         }
         if max_backoff < period || max_backoff > std::time::Duration::from_secs(3600) {
             return Err((
                 key("max_backoff"),
-                format!("must be between period ({}) and 1h, not {}", self.period, self.max_backoff),
+                format!(
+                    "must be between period ({}) and 1h, not {}",
+                    self.period, self.max_backoff
+                ),
             ));
         }
         if self.escalate_after.0 < period {

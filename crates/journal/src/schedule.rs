@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{parse_time, timestamp, JournalError, OpenIncidents, Op, Result, SqliteJournal, Written};
+use super::{parse_time, timestamp, JournalError, Op, OpenIncidents, Result, SqliteJournal, Written};
 
 /// Schema version 4: the schedule, and indexes for the guard's budget and
 /// in-flight queries.
@@ -126,7 +126,9 @@ impl SqliteJournal {
     /// Records what an incident implicates (an image, a revision), unless it
     /// already holds something.
     pub async fn implicate(&self, id: i64, what: String) -> Result<()> {
-        self.schedule_write(ScheduleWrite::Implicate { id, what }).await.map(drop)
+        self.schedule_write(ScheduleWrite::Implicate { id, what })
+            .await
+            .map(drop)
     }
 
     /// Firing incidents whose next check is at or before `now`, soonest first.
@@ -156,7 +158,9 @@ impl SqliteJournal {
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         self.read(|conn| {
             let next: Option<String> = conn
-                .prepare_cached("SELECT min(next_check) FROM incidents WHERE next_check IS NOT NULL AND status = 'firing'")?
+                .prepare_cached(
+                    "SELECT min(next_check) FROM incidents WHERE next_check IS NOT NULL AND status = 'firing'",
+                )?
                 .query_row([], |r| r.get(0))?;
             next.as_deref().map(parse_time).transpose()
         })

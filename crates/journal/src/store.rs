@@ -67,8 +67,12 @@ pub trait Store: Send + Sync + 'static {
     /// The guard's view of the past: of `target_key`, and of every target
     /// since `since`; in dry run (`Some(t)`) would-be actions count too, as
     /// in flight when decided since `t`.
-    async fn history(&self, target_key: String, since: DateTime<Utc>, dry_run: Option<DateTime<Utc>>)
-        -> Result<History>;
+    async fn history(
+        &self,
+        target_key: String,
+        since: DateTime<Utc>,
+        dry_run: Option<DateTime<Utc>>,
+    ) -> Result<History>;
     /// Sets an incident's next check to `next` if it still is `seen` (a
     /// delivery meanwhile wins); whether it was set.
     async fn schedule(&self, id: i64, seen: Option<DateTime<Utc>>, next: Option<DateTime<Utc>>) -> Result<bool>;

@@ -385,7 +385,11 @@ async fn a_stop_mid_action_is_settled_at_start_and_never_repeated() {
     assert_eq!(by_id(unverified).outcome, Some(Verification::Timeout));
     assert_eq!(by_id(deferred).result, None, "only allowed decisions are settled");
     let history = journal
-        .history("docker/container/web".into(), Utc::now() - chrono::Duration::hours(1), None)
+        .history(
+            "docker/container/web".into(),
+            Utc::now() - chrono::Duration::hours(1),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(history.in_flight, 0, "nothing is left in flight after a restart");

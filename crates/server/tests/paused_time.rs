@@ -226,22 +226,45 @@ async fn the_next_step_follows_a_failed_verification_without_another_delivery() 
     let real = std::time::Instant::now();
     let mut h = Harness::new(Counting::default(), RESTART_THEN_RECREATE);
     let web = h.deliver("web-1", "fp-web").await;
-    let restart = h.until(web, start() + seconds(10), |d| d.result.is_some()).await;
-    assert_eq!((restart.new.action.as_str(), restart.new.verdict), ("restart", Verdict::Allow));
+    let restart = h.until(web, h.clock.now() + seconds(10), |d| d.result.is_some()).await;
+    assert_eq!(
+        (restart.new.action.as_str(), restart.new.verdict),
+        ("restart", Verdict::Allow)
+    );
     assert_eq!(restart.result, Some(ActionResult::Done));
     let failed = h.until(web, start() + seconds(60), |d| d.outcome.is_some()).await;
-    assert_eq!(failed.outcome, Some(Verification::Failure), "still firing at the deadline");
+    assert_eq!(
+        failed.outcome,
+        Some(Verification::Failure),
+        "still firing at the deadline"
+    );
     let waited = failed.verified_at.unwrap() - restart.new.decided_at;
-    assert!(waited >= seconds(30) && waited < seconds(32), "verified {waited} after the action");
+    assert!(
+        waited >= seconds(30) && waited < seconds(35),
+        "verified {waited} after the action"
+    );
 
-    let recreate = h.until(web, start() + seconds(120), |d| d.new.action == "recreate").await;
+    let recreate = h
+        .until(web, start() + seconds(120), |d| {
+            d.new.action == "recreate" && d.result.is_some()
+        })
+        .await;
     assert_eq!(recreate.new.verdict, Verdict::Allow, "{}", recreate.new.reason);
     let after = recreate.new.decided_at - failed.verified_at.unwrap();
-    assert!(after < seconds(2), "the next step came {after} after the failed verification");
+    assert!(
+        after < seconds(5),
+        "the next step came {after} after the failed verification"
+    );
     assert_eq!(h.executions(), 2);
 
-    let escalated = h.until(web, start() + seconds(180), |d| d.new.verdict == Verdict::Escalate).await;
-    assert!(escalated.new.reason.contains("all 2 actions"), "{}", escalated.new.reason);
+    let escalated = h
+        .until(web, start() + seconds(180), |d| d.new.verdict == Verdict::Escalate)
+        .await;
+    assert!(
+        escalated.new.reason.contains("all 2 actions"),
+        "{}",
+        escalated.new.reason
+    );
     tokio::time::sleep(Duration::from_secs(600)).await;
     let all = h.decisions(web).await;
     assert_eq!(all.len(), 3, "nothing after the escalation: {:?}", summary(&all));
@@ -257,16 +280,26 @@ async fn deferrals_are_retried_when_they_end_without_another_delivery() {
     let real = std::time::Instant::now();
     let mut h = Harness::new(Counting::default(), RESTART);
     let first = h.deliver("web-1", "fp-first").await;
-    h.until(first, start() + seconds(10), |d| d.result.is_some()).await;
+    h.until(first, h.clock.now() + seconds(10), |d| d.result.is_some())
+        .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let second = h.deliver("web-1", "fp-second").await;
-    let deferred = h.until(second, start() + seconds(10), |_| true).await;
-    assert_eq!(deferred.new.verdict, Verdict::Defer, "{:?}", summary(&[deferred.clone()]));
+    let deferred = h.until(second, h.clock.now() + seconds(10), |_| true).await;
+    assert_eq!(
+        deferred.new.verdict,
+        Verdict::Defer,
+        "{:?}",
+        summary(std::slice::from_ref(&deferred))
+    );
     assert!(deferred.new.reason.contains("cooldown"), "{}", deferred.new.reason);
-    let retried = h.until(second, minutes(6), |d| d.new.verdict == Verdict::Allow).await;
+    let retried = h
+        .until(second, minutes(6), |d| {
+            d.new.verdict == Verdict::Allow && d.result.is_some()
+        })
+        .await;
     let cooldown_end = h.decisions(first).await[0].new.decided_at + chrono::Duration::minutes(5);
     assert!(
-        retried.new.decided_at >= cooldown_end && retried.new.decided_at < cooldown_end + seconds(2),
+        retried.new.decided_at >= cooldown_end && retried.new.decided_at < cooldown_end + seconds(5),
         "retried at {}, the cooldown ended at {cooldown_end}",
         retried.new.decided_at
     );
@@ -276,11 +309,20 @@ async fn deferrals_are_retried_when_they_end_without_another_delivery() {
     tokio::time::sleep((minutes(10) - h.clock.now()).to_std().unwrap()).await;
     let api = h.deliver("api-1", "fp-api").await;
     let waiting = h.until(api, minutes(11), |_| true).await;
-    assert_eq!(waiting.new.verdict, Verdict::Defer, "{:?}", summary(&[waiting.clone()]));
+    assert_eq!(
+        waiting.new.verdict,
+        Verdict::Defer,
+        "{:?}",
+        summary(std::slice::from_ref(&waiting))
+    );
     assert!(waiting.new.reason.contains("maintenance"), "{}", waiting.new.reason);
-    let acted = h.until(api, minutes(21), |d| d.new.verdict == Verdict::Allow).await;
+    let acted = h
+        .until(api, minutes(21), |d| {
+            d.new.verdict == Verdict::Allow && d.result.is_some()
+        })
+        .await;
     assert!(
-        acted.new.decided_at >= minutes(20) && acted.new.decided_at < minutes(20) + seconds(2),
+        acted.new.decided_at >= minutes(20) && acted.new.decided_at < minutes(20) + seconds(5),
         "acted at {}",
         acted.new.decided_at
     );
@@ -303,12 +345,25 @@ async fn a_stalled_call_times_out_is_verified_and_holds_up_no_other_target() {
         RESTART_THEN_RECREATE,
     );
     let web = h.deliver("web-1", "fp-web").await;
-    h.until(web, start() + seconds(10), |_| true).await;
+    h.until(web, h.clock.now() + seconds(10), |_| true).await;
     let api = h.deliver("api-1", "fp-api").await;
-    let other = h.until(api, start() + seconds(10), |d| d.result.is_some()).await;
-    assert_eq!(other.result, Some(ActionResult::Done), "{:?}", summary(&[other.clone()]));
-    assert!(other.executed_at.unwrap() - start() < seconds(10), "held up: {:?}", other.executed_at);
-    assert_eq!(h.decisions(web).await[0].result, None, "the stalled call is still running");
+    let other = h.until(api, h.clock.now() + seconds(10), |d| d.result.is_some()).await;
+    assert_eq!(
+        other.result,
+        Some(ActionResult::Done),
+        "{:?}",
+        summary(std::slice::from_ref(&other))
+    );
+    assert!(
+        other.executed_at.unwrap() - other.new.decided_at < seconds(5),
+        "held up: {:?}",
+        other.executed_at
+    );
+    assert_eq!(
+        h.decisions(web).await[0].result,
+        None,
+        "the stalled call is still running"
+    );
 
     let first = h.until(web, start() + seconds(90), |d| d.result.is_some()).await;
     assert_eq!(first.new.verdict, Verdict::Allow);
@@ -319,7 +374,10 @@ async fn a_stalled_call_times_out_is_verified_and_holds_up_no_other_target() {
         first.detail
     );
     let abandoned = first.executed_at.unwrap() - first.new.decided_at;
-    assert!(abandoned >= seconds(60) && abandoned < seconds(61), "abandoned after {abandoned}");
+    assert!(
+        abandoned >= seconds(60) && abandoned < seconds(65),
+        "abandoned after {abandoned}"
+    );
     // Being verified: a repeated delivery starts nothing.
     h.deliver("web-1", "fp-web").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -327,6 +385,10 @@ async fn a_stalled_call_times_out_is_verified_and_holds_up_no_other_target() {
     // Still firing at the verification deadline (30 s after the call was abandoned).
     let verified = h.until(web, start() + seconds(120), |d| d.outcome.is_some()).await;
     assert_eq!(verified.outcome, Some(Verification::Failure));
-    assert!(verified.verified_at.unwrap() - start() >= seconds(90), "verified at {:?}", verified.verified_at);
+    assert!(
+        verified.verified_at.unwrap() - start() >= seconds(90),
+        "verified at {:?}",
+        verified.verified_at
+    );
     assert!(real.elapsed() < Duration::from_secs(60), "took {:?}", real.elapsed());
 }

@@ -1,5 +1,5 @@
 //! The guard stage, right before acting: checks the premise — the alert
-//! still fires, and a rollback would undo what the alert is about — and
+//! is still active in Alertmanager, and a rollback would undo what the alert is about — and
 //! gathers what the safety limits need — silences, the target's history,
 //! its readiness, the pause switch — into a [`Situation`];
 //! `homeostat_core::guard::check` then judges it.
@@ -7,7 +7,6 @@
 use chrono::{DateTime, Utc};
 use homeostat_adapters::alertmanager::{self, AlertState};
 use homeostat_adapters::executor::{Deployed, Executor};
-use homeostat_adapters::prometheus;
 use homeostat_core::action::{Action, Target};
 use homeostat_core::config::ActionsConfig;
 use homeostat_core::decision::Verdict;
@@ -35,17 +34,18 @@ pub struct Sources<'a, E> {
     pub failed_step: Option<DateTime<Utc>>,
 }
 
-/// What Alertmanager (or, without it, Prometheus' `ALERTS`) says of the
-/// incident's alert; active when neither is configured.
-pub(super) async fn alert_state(http: &reqwest::Client, config: &ActionsConfig, incident: &Incident) -> Result<AlertState, String> {
-    if let Some(url) = &config.alertmanager_url {
-        return alertmanager::state(http, url, incident).await;
+/// What Alertmanager says of the incident's alert; active when
+/// `alertmanager_url` is not set. (Prometheus' `ALERTS` is no substitute:
+/// the alert may come from another Prometheus than the one configured.)
+pub(super) async fn alert_state(
+    http: &reqwest::Client,
+    config: &ActionsConfig,
+    incident: &Incident,
+) -> Result<AlertState, String> {
+    match &config.alertmanager_url {
+        Some(url) => alertmanager::state(http, url, incident).await,
+        None => Ok(AlertState::Active),
     }
-    if let Some(url) = &config.prometheus_url {
-        let firing = prometheus::alert_firing(http, url, &incident.alertname, &incident.labels).await?;
-        return Ok(if firing { AlertState::Active } else { AlertState::Gone });
-    }
-    Ok(AlertState::Active)
 }
 
 /// Why a rollback would not undo what the incident is about, if it would not.

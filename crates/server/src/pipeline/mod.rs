@@ -1,20 +1,22 @@
-//! The pipeline that consumes journalled deliveries.
+//! The pipeline that consumes journalled deliveries, and the reconciler.
 //!
 //! Ingest happens in the webhook handler: the body is decoded
 //! (`homeostat_core::alert::decode`) and journalled, which dedups its alerts
-//! into incidents (`homeostat_core::incident::transition`). Everything after
-//! it runs here, one delivery at a time, in the order the journal committed
-//! them, one module per stage:
+//! into incidents (`homeostat_core::incident::transition`) and makes each
+//! firing one due for a look. [`run`] hands each delivery, in journal
+//! order, to the [`Processor`], which for the [`Responder`] only wakes the
+//! reconciler (`reconcile.rs`). The reconciler looks at every due incident,
+//! one module per stage:
 //!
 //! ```text
-//! delivery ─▶ context ─▶ decide ─▶ guard ─▶ execute ─▶ verify ─▶ learn
-//!             (PromQL,   (playbook, (limits,  (journal   (alert     (policy
-//!              readiness) policy)    silences) first)     resolved?) reward)
+//! due incident ─▶ context ─▶ decide ─▶ guard ─▶ execute ─▶ verify ─▶ learn
+//!                 (PromQL,   (playbook, (premise,  (journal   (alert     (policy
+//!                  readiness) policy)    limits)    first)     ended?)    reward)
 //! ```
 //!
-//! [`Responder`] composes the stages for each firing incident. The
-//! journal's watermark moves past a delivery only after its [`Processor`]
-//! returns, so a crash in between replays it at start-up.
+//! and stores when each needs its next look. The journal's watermark moves
+//! past a delivery only after its [`Processor`] returns, so a crash in
+//! between replays it at start-up; the schedule itself is in the journal.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

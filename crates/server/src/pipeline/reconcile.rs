@@ -115,7 +115,10 @@ async fn look<E: Executor>(responder: &Responder<E>, due: Due) {
             retry(responder)
         }
         Err(_) => {
-            tracing::error!(incident = id, "Looking at the incident panicked; looking again in a period.");
+            tracing::error!(
+                incident = id,
+                "Looking at the incident panicked; looking again in a period."
+            );
             retry(responder)
         }
     };

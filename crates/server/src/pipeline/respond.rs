@@ -23,12 +23,12 @@ use homeostat_core::clock::Clock;
 use homeostat_core::config::{ActionsConfig, PolicyMode};
 use homeostat_core::decision::Verdict;
 use homeostat_core::guard;
+use homeostat_core::incident::LATE_DELIVERY_GRACE;
 use homeostat_core::incident::{EventKind, Incident};
 use homeostat_core::playbook::{Playbook, Rule};
 use homeostat_core::policy::{Choice, Decide, Outcome, PolicyKey, RulePrior, Verification};
 use homeostat_journal::decisions::{Decision, NewDecision};
 use homeostat_journal::{Delivery, Journal};
-use homeostat_core::incident::LATE_DELIVERY_GRACE;
 
 use super::decide::{self, PolicyChoice, Stop};
 use super::execute::{self, Executed};
@@ -161,7 +161,10 @@ impl<E: Executor> Responder<E> {
     /// When an action decided at `decided_at` is verified at the latest:
     /// the look after it, should its verification never report back.
     fn verified_by(&self, decided_at: DateTime<Utc>) -> DateTime<Utc> {
-        decided_at + self.config.execute_timeout.as_delta() + self.config.verify_timeout.as_delta() + LATE_DELIVERY_GRACE
+        decided_at
+            + self.config.execute_timeout.as_delta()
+            + self.config.verify_timeout.as_delta()
+            + LATE_DELIVERY_GRACE
     }
 
     /// Looks at the incident once, as the reconciler does when it is due;
@@ -384,7 +387,8 @@ impl<E: Executor> Responder<E> {
             let mut escalation = decision.clone();
             escalation.verdict = Verdict::Escalate;
             escalation.reason = why;
-            self.metrics.count_decision(&escalation.action, Verdict::Escalate.as_str());
+            self.metrics
+                .count_decision(&escalation.action, Verdict::Escalate.as_str());
             self.journal.record_decision(escalation).await?;
             return Ok(next);
         }

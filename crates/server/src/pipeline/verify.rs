@@ -4,8 +4,8 @@
 //! failure ("ran but still firing" is a failure). Resolved but Prometheus
 //! never answered: timeout.
 //!
-//! Resolved means the journal holds the resolution, or Alertmanager (or
-//! Prometheus' `ALERTS`) no longer reports the alert: with Alertmanager's
+//! Resolved means the journal holds the resolution, or Alertmanager
+//! (`alertmanager_url`) no longer reports the alert: with Alertmanager's
 //! default `group_interval` (5m) the resolution is delivered long after
 //! the alert ended, later than a verification deadline of 2m.
 
@@ -23,7 +23,7 @@ use super::guard::alert_state;
 
 /// How often verification looks at the incident in the journal.
 const VERIFY_POLL: Duration = Duration::from_millis(500);
-/// How often it asks Alertmanager (or Prometheus) whether the alert ended.
+/// How often it asks Alertmanager whether the alert ended (every 2 s).
 const PROBE_EVERY: u32 = 4;
 
 /// An action to verify.

@@ -1,0 +1,231 @@
+//! The reconciler against real Alertmanager and Docker: the next playbook
+//! step with the README's route and Alertmanager's default timings (one
+//! delivery), an alert that is gone before homeostat acts, an incident
+//! Alertmanager forgets, and a rollback whose premise no longer holds.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::docker::{docker, image, until_serving, Service, IMAGE, PREVIOUS};
+use common::{eventually, free_port, test_config, Alertmanager, InProcess};
+use homeostat_adapters::executor::docker::DockerExecutor;
+use homeostat_adapters::executor::{ExecError, Executor};
+use homeostat_core::action::Operation;
+use homeostat_core::config::{ActionsConfig, Credentials};
+use homeostat_core::playbook::Playbook;
+use homeostat_server::pipeline::Responder;
+use serde_json::{json, Value};
+
+/// Acting on Docker with `steps` for every alert; verified within 3 s; a
+/// restart may take the last ready replica (the tests' containers are one).
+fn actions(dir: &Path, steps: &str, alertmanager: Option<&str>) -> ActionsConfig {
+    let playbook = dir.join("playbook.yml");
+    std::fs::write(&playbook, format!("rules:\n  - name: any\n    actions: {steps}\n")).unwrap();
+    let mut actions: ActionsConfig = serde_yaml::from_str(&format!(
+        "backend: docker\ndry_run: false\nplaybook: {}\nverify_timeout: 3s\n\
+         guard:\n  min_ready_replicas: 0\nreconcile:\n  period: 1s\n\
+         docker:\n  stop_timeout_seconds: 1\n",
+        playbook.display()
+    ))
+    .unwrap();
+    actions.alertmanager_url = alertmanager.map(str::to_owned);
+    actions
+}
+
+async fn start(dir: &Path, listen: Option<u16>, actions: ActionsConfig) -> InProcess {
+    let mut config = test_config(dir);
+    if let Some(port) = listen {
+        config.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    }
+    config.actions = Some(actions.clone());
+    let executor = DockerExecutor::connect(actions.docker.clone()).await.unwrap();
+    let playbook = Playbook::load(&actions.playbook).unwrap();
+    InProcess::start_with(config, Credentials::default(), move |parts| {
+        Responder::new(executor, parts, playbook, actions)
+    })
+    .await
+}
+
+async fn decisions(server: &InProcess, incident: i64) -> Vec<Value> {
+    let page = server
+        .get_json(&format!("/api/v1/incidents/{incident}/decisions"))
+        .await;
+    page["decisions"].as_array().unwrap().clone()
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+/// The README's receiver snippet, verbatim, pointed at `homeostat` (its
+/// `your-default-receiver` gets a receiver that sends nowhere).
+fn readme_alertmanager_config(homeostat: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("## Alertmanager receiver").unwrap()..];
+    let snippet = section.split("```yaml\n").nth(1).unwrap().split("```").next().unwrap();
+    assert!(snippet.contains("continue: true"), "{snippet}");
+    snippet.replace("http://127.0.0.1:9095", homeostat) + "  - name: your-default-receiver\n"
+}
+
+/// With the README's route and Alertmanager's default timings, homeostat
+/// hears of the alert once (after `group_wait`, 30 s); the restart fails
+/// verification (Alertmanager still has the alert), and the second step
+/// follows within `verify_timeout` + 5 s with no other delivery.
+#[tokio::test]
+async fn the_next_step_follows_without_a_redelivery_under_default_timings() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("rcdefault");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    let port = free_port();
+    let am = Alertmanager::with_config(&readme_alertmanager_config(&format!("http://127.0.0.1:{port}"))).await;
+    let server = start(
+        dir.path(),
+        Some(port),
+        actions(dir.path(), "[restart, restart]", Some(am.url())),
+    )
+    .await;
+    docker(&["kill", &name]);
+    let now = Utc::now();
+    am.post_alerts(&json!([{
+        "labels": {"alertname": "ServiceDown", "container": name},
+        "startsAt": now.to_rfc3339(),
+        "endsAt": (now + chrono::Duration::minutes(10)).to_rfc3339(),
+        "generatorURL": "http://prometheus.invalid/graph",
+    }]))
+    .await;
+    let incidents = eventually("the delivery after group_wait", Duration::from_secs(60), || async {
+        let page = server.get_json("/api/v1/incidents").await;
+        page["incidents"].as_array().filter(|i| !i.is_empty()).cloned()
+    })
+    .await;
+    let incident = incidents[0]["id"].as_i64().unwrap();
+    let all = eventually("the second step", Duration::from_secs(30), || async {
+        let all = decisions(&server, incident).await;
+        (all.len() >= 2 && all[1]["executed_at"].is_string()).then_some(all)
+    })
+    .await;
+    assert_eq!(
+        (all[0]["action"].as_str(), all[0]["outcome"].as_str()),
+        (Some("restart"), Some("failure")),
+        "{all:?}"
+    );
+    assert_eq!(
+        (all[1]["action"].as_str(), all[1]["verdict"].as_str()),
+        (Some("restart"), Some("allow")),
+        "{all:?}"
+    );
+    let after_action = time(&all[1]["decided_at"]) - time(&all[0]["executed_at"]);
+    assert!(
+        after_action <= chrono::Duration::seconds(3 + 5),
+        "second step {after_action} after the first"
+    );
+    let incident_now = server.get_json(&format!("/api/v1/incidents/{incident}")).await;
+    assert_eq!(incident_now["deliveries"], 1, "no re-delivery came: {incident_now}");
+    server.stop().await;
+}
+
+/// An alert delivered after it stopped being active (here: Alertmanager
+/// never had it) is not acted on: recorded `premise_gone`, escalated once;
+/// Alertmanager does not report it, so its incident closes as vanished, and
+/// a later firing opens a new one.
+#[tokio::test]
+async fn a_stale_alert_is_not_acted_on_and_its_incident_vanishes() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("rcstale");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    let started = docker(&["inspect", "--format", "{{.State.StartedAt}}", &name]);
+    let am = Alertmanager::with_config("route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n").await;
+    let server = start(dir.path(), None, actions(dir.path(), "[restart]", Some(am.url()))).await;
+    let alert = |starts_at: &str| {
+        let mut body = common::notification("firing", &["rc-stale"]);
+        body["alerts"][0]["labels"] = json!({"alertname": "ServiceDown", "container": name});
+        body["alerts"][0]["startsAt"] = json!(starts_at);
+        body
+    };
+    let incident = server.post_alert(&alert("2026-11-28T06:00:00Z")).await;
+    let decision = eventually("a decision", Duration::from_secs(20), || async {
+        decisions(&server, incident).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(decision["verdict"], "premise_gone", "{decision}");
+    assert!(
+        decision["reason"].as_str().unwrap().contains("no longer active"),
+        "{decision}"
+    );
+    let closed = eventually("the incident to vanish", Duration::from_secs(20), || async {
+        let incident = server.get_json(&format!("/api/v1/incidents/{incident}")).await;
+        (incident["status"] == "resolved").then_some(incident)
+    })
+    .await;
+    assert_eq!(closed["vanished"], true, "{closed}");
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.State.StartedAt}}", &name]),
+        started,
+        "restarted"
+    );
+    let all = decisions(&server, incident).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    let metrics = server.metrics().await;
+    assert!(metrics.contains("homeostat_escalations_total 1"), "{metrics}");
+    assert!(metrics.contains("homeostat_incidents_vanished_total 1"), "{metrics}");
+    let again = server.post_alert(&alert("2026-11-28T07:00:00Z")).await;
+    assert_ne!(again, incident, "a new firing is a new incident");
+    server.stop().await;
+}
+
+/// A bad deploy fixed before its alert arrives: the image running now was
+/// deployed after the alert started, so a rollback would undo the fix — it
+/// is not done (`premise_gone`). And a rollback never targets the image it
+/// rolls back from.
+#[tokio::test]
+async fn a_rollback_undoes_only_what_the_alert_is_about() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("rcrollback");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    let docker_executor = DockerExecutor::connect(Default::default()).await.unwrap();
+    docker_executor.deploy(&name, PREVIOUS).await.unwrap();
+    let alert_started = Utc::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    docker_executor.deploy(&name, IMAGE).await.unwrap();
+
+    let server = start(dir.path(), None, actions(dir.path(), "[rollback]", None)).await;
+    let mut body = common::notification("firing", &["rc-rollback"]);
+    body["alerts"][0]["labels"] = json!({
+        "alertname": "BadDeploy",
+        "compose_project": service.project,
+        "compose_service": "web",
+    });
+    body["alerts"][0]["startsAt"] = json!(alert_started.to_rfc3339());
+    let incident = server.post_alert(&body).await;
+    let decision = eventually("a decision", Duration::from_secs(20), || async {
+        decisions(&server, incident).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(decision["verdict"], "premise_gone", "{decision}");
+    assert!(
+        decision["reason"].as_str().unwrap().contains("after the alert started"),
+        "{decision}"
+    );
+    let running = docker(&["inspect", "--format", "{{.Config.Image}}", &service.containers()[0]]);
+    assert_eq!(running, IMAGE);
+    server.stop().await;
+
+    // Deployed again over itself, the previous image is the running one.
+    docker_executor.deploy(&service.containers()[0], IMAGE).await.unwrap();
+    let rollback = Operation::RollbackComposeService {
+        project: service.project.clone(),
+        service: "web".into(),
+    };
+    let err = docker_executor.execute(&rollback).await.unwrap_err();
+    assert!(matches!(err, ExecError::Refused { .. }), "{err}");
+    assert!(err.to_string().contains("the image it runs"), "{err}");
+}
