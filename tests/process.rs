@@ -57,6 +57,7 @@ async fn kill_9_right_after_the_ack_loses_nothing() {
     let journal_config = homeostat_core::config::JournalConfig {
         path: dir.path().join("journal.db"),
         synchronous: homeostat_core::config::Synchronous::Full,
+        ..Default::default()
     };
     let (journal, writer) = homeostat_journal::open(&journal_config, JournalMetrics::default()).unwrap();
     let (queue, pipeline) = tokio::sync::mpsc::channel(1);

@@ -389,6 +389,11 @@ pub struct JournalConfig {
     /// `full` (default) survives power loss; `normal` survives a crash or
     /// `kill -9` of homeostat but may lose the last commits on power loss.
     pub synchronous: Synchronous,
+    /// Deliveries, closed incidents with their decisions, and threshold
+    /// fits older than this are pruned in the background (hourly). Default
+    /// 30d; at least 1h, and at least the guard's budget window and
+    /// cooldown, so the guard never loses what it counts.
+    pub retention: PromDuration,
 }
 
 impl Default for JournalConfig {
@@ -396,6 +401,7 @@ impl Default for JournalConfig {
         JournalConfig {
             path: PathBuf::from("homeostat.db"),
             synchronous: Synchronous::Full,
+            retention: PromDuration(std::time::Duration::from_secs(30 * 86_400)),
         }
     }
 }
@@ -517,6 +523,20 @@ impl Config {
         }
         if self.journal.path.as_os_str().is_empty() {
             return Err(invalid("journal.path", "must name a file".into()));
+        }
+        let retention = self.journal.retention;
+        let guard = self.actions.as_ref().map(|a| &a.guard);
+        let floors = [("1h", PromDuration(std::time::Duration::from_secs(3600)))]
+            .into_iter()
+            .chain(guard.map(|g| ("actions.guard.budget.window", g.budget.window)))
+            .chain(guard.map(|g| ("actions.guard.cooldown", g.cooldown)));
+        for (what, floor) in floors {
+            if retention < floor {
+                return Err(invalid(
+                    "journal.retention",
+                    format!("must be at least {what} ({floor}), not {retention}"),
+                ));
+            }
         }
         let credentials = match &self.auth {
             None => Credentials::default(),
@@ -825,6 +845,15 @@ mod tests {
                 .to_string();
             assert!(err.contains("`server.max_connections`"), "{connections}: {err}");
         }
+        // Shorter than an hour, or than what the guard counts back over.
+        let playbook = concat!(env!("CARGO_MANIFEST_DIR"), "/../../rules/playbook.yml");
+        for text in [
+            "journal:\n  retention: 10m\n".to_owned(),
+            format!("journal:\n  retention: 2h\nactions:\n  backend: docker\n  playbook: {playbook}\n  prometheus_url: http://127.0.0.1:9090\n  guard: {{budget: {{max_actions: 5, window: 3h}}}}\n"),
+        ] {
+            let err = parse(&text).unwrap().validate(Path::new("test.yaml"), &no_env()).unwrap_err().to_string();
+            assert!(err.contains("`journal.retention`"), "{text}: {err}");
+        }
     }
 
     /// Addresses and replica bounds that cannot work are refused at load,
@@ -883,6 +912,13 @@ mod tests {
             ("execute_timeout: 0s", "actions.execute_timeout"),
             // Past what the Docker client waits.
             ("execute_timeout: 5m", "actions.execute_timeout"),
+            ("reconcile: {period: 0s}", "actions.reconcile.period"),
+            (
+                "reconcile: {period: 1m, max_backoff: 30s}",
+                "actions.reconcile.max_backoff",
+            ),
+            ("reconcile: {escalate_after: 1s}", "actions.reconcile.escalate_after"),
+            ("reconcile: {concurrency: 0}", "actions.reconcile.concurrency"),
         ] {
             let prometheus = if setting.starts_with("prometheus_url") {
                 ""

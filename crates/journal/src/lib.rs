@@ -130,6 +130,7 @@ enum Op {
     Threshold(thresholds::ThresholdWrite),
     Policy(policy::PolicyWrite),
     Schedule(schedule::ScheduleWrite),
+    Prune(retention::PruneWrite),
 }
 
 /// A delivery with every value already encoded as SQLite stores it. The
@@ -198,6 +199,7 @@ enum Written {
     Delivery(Delivery),
     Marked,
     Row(i64),
+    Pruned(retention::Pruned),
 }
 
 /// A handle to the journal; cheap to clone. The writer thread stops once
@@ -281,7 +283,7 @@ impl SqliteJournal {
         let op = Op::Ingest(Box::new(IngestWrite::new(message, received_at)), queue_slot);
         match self.write(op).await? {
             Written::Delivery(delivery) => Ok(delivery),
-            Written::Marked | Written::Row(_) => Err(JournalError::Internal(
+            _ => Err(JournalError::Internal(
                 "the writer answered an ingest with a mark".into(),
             )),
         }
@@ -661,6 +663,7 @@ fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<W
         Op::Threshold(write) => thresholds::apply(tx, write).map(Written::Row),
         Op::Policy(write) => policy::apply(tx, write).map(Written::Row),
         Op::Schedule(write) => schedule::apply(tx, open, write).map(Written::Row),
+        Op::Prune(write) => retention::apply(tx, write).map(Written::Pruned),
     }
 }
 
@@ -891,6 +894,7 @@ pub use store::{Journal, Store};
 pub mod decisions;
 pub mod learned;
 pub mod policy;
+pub mod retention;
 pub mod schedule;
 pub mod thresholds;
 

@@ -29,6 +29,7 @@ use tokio::sync::mpsc::OwnedPermit;
 
 use crate::decisions::{Decision, History, NewDecision};
 use crate::policy::{Learned, StoredPolicy};
+use crate::retention::Pruned;
 use crate::schedule::{Due, Firing};
 use crate::thresholds::SpecRound;
 use crate::{Delivery, IncidentPage, IncidentQuery, Result, SqliteJournal};
@@ -89,6 +90,8 @@ pub trait Store: Send + Sync + 'static {
     async fn implicate(&self, id: i64, what: String) -> Result<()>;
     /// Records whether actions are paused, so a restart keeps it.
     async fn set_paused(&self, paused: bool) -> Result<()>;
+    /// Prunes what is older than `cutoff` (see [`crate::retention`]).
+    async fn prune(&self, cutoff: DateTime<Utc>) -> Result<Pruned>;
     /// Whether actions were paused when last recorded.
     async fn paused(&self) -> Result<bool>;
 
@@ -179,6 +182,9 @@ impl Store for SqliteJournal {
     }
     async fn set_paused(&self, paused: bool) -> Result<()> {
         SqliteJournal::set_paused(self, paused).await
+    }
+    async fn prune(&self, cutoff: DateTime<Utc>) -> Result<Pruned> {
+        SqliteJournal::prune(self, cutoff).await
     }
     async fn paused(&self) -> Result<bool> {
         SqliteJournal::paused(self).await

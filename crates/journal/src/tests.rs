@@ -6,6 +6,7 @@ fn config(dir: &tempfile::TempDir) -> JournalConfig {
     JournalConfig {
         path: dir.path().join("journal.db"),
         synchronous: Synchronous::Normal,
+        ..JournalConfig::default()
     }
 }
 
@@ -254,6 +255,7 @@ fn an_unopenable_path_says_which() {
     let config = JournalConfig {
         path: PathBuf::from("/nonexistent-dir/journal.db"),
         synchronous: Synchronous::Full,
+        ..JournalConfig::default()
     };
     let err = crate::open(&config, JournalMetrics::default()).err().unwrap();
     assert!(err.to_string().contains("/nonexistent-dir/journal.db"), "{err}");
@@ -652,4 +654,106 @@ fn a_file_homeostat_did_not_create_is_refused_and_left_alone() {
     assert!(err.to_string().contains("is not an SQLite database"), "{err}");
     let err = policy::JournalReader::open(&text).err().unwrap();
     assert!(err.to_string().contains("is not an SQLite database"), "{err}");
+}
+
+/// Retention prunes what is older than the cutoff — processed deliveries,
+/// resolved incidents with their decisions — and keeps firing incidents,
+/// deliveries not yet processed, and every action the guard's budget counts.
+#[tokio::test]
+async fn retention_prunes_the_old_and_keeps_what_the_guard_counts() {
+    use super::decisions::NewDecision;
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let now = Utc::now();
+    let days = chrono::Duration::days;
+    let minutes = chrono::Duration::minutes;
+    let target = "docker/container/web";
+    let at = |t: DateTime<Utc>| t.to_rfc3339();
+    let ingest = |fp: &'static str, status: AlertStatus, starts: DateTime<Utc>, received: DateTime<Utc>| {
+        let journal = journal.clone();
+        async move {
+            let alert = alert(fp, status, &at(starts), &[("alertname", "ServiceDown")]);
+            let delivery = journal
+                .ingest(message(vec![alert]), received, slot().await)
+                .await
+                .unwrap();
+            (delivery.id, delivery.events[0].incident_id)
+        }
+    };
+    let act = |incident: i64, decided_at: DateTime<Utc>| {
+        let journal = journal.clone();
+        async move {
+            journal
+                .record_decision(NewDecision {
+                    incident_id: incident,
+                    decided_at,
+                    target_key: target.into(),
+                    action: "restart".into(),
+                    rule: None,
+                    attempt: 0,
+                    verdict: Verdict::Allow,
+                    reason: String::new(),
+                    record: serde_json::json!({}),
+                    dry_run: false,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // 40 days ago: an episode acted on and resolved, and one still firing.
+    let (_, old) = ingest("fp-old", AlertStatus::Firing, now - days(40), now - days(40)).await;
+    act(old, now - days(40)).await;
+    ingest(
+        "fp-old",
+        AlertStatus::Resolved,
+        now - days(40),
+        now - days(40) + minutes(1),
+    )
+    .await;
+    let (_, open) = ingest("fp-open", AlertStatus::Firing, now - days(40), now - days(40)).await;
+    // 30 minutes ago: acted on 20 minutes ago, resolved 10 minutes ago.
+    let (_, recent) = ingest("fp-new", AlertStatus::Firing, now - minutes(30), now - minutes(30)).await;
+    act(recent, now - minutes(20)).await;
+    let (processed, _) = ingest("fp-new", AlertStatus::Resolved, now - minutes(30), now - minutes(10)).await;
+    journal.mark_processed(processed).await.unwrap();
+    // Journalled with an old receipt time, not yet processed.
+    ingest("fp-late", AlertStatus::Firing, now - days(40), now - days(40)).await;
+
+    let pruned = journal.prune(now - days(30)).await.unwrap();
+    assert_eq!(
+        pruned,
+        retention::Pruned {
+            deliveries: 3,
+            incidents: 1,
+            decisions: 1,
+            fits: 0,
+            feedback: 0
+        }
+    );
+    assert_eq!(journal.incident(old).await.unwrap(), None);
+    assert!(journal.decisions(old).await.unwrap().is_empty());
+    assert!(
+        journal.incident(open).await.unwrap().is_some(),
+        "a firing incident stays"
+    );
+    assert_eq!(journal.decisions(recent).await.unwrap().len(), 1);
+    assert_eq!(
+        journal.unprocessed().await.unwrap().len(),
+        1,
+        "unprocessed deliveries stay"
+    );
+    let history = journal
+        .history(target.into(), now - chrono::Duration::hours(1), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        history.recent_actions.len(),
+        1,
+        "the budget still counts the recent action"
+    );
+    assert_eq!(
+        journal.prune(now - days(30)).await.unwrap().total(),
+        0,
+        "nothing left to prune"
+    );
 }

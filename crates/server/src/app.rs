@@ -114,6 +114,13 @@ pub async fn serve<P: Processor>(
         Arc::clone(&metrics),
         processor,
     ));
+    let retention = tokio::spawn(crate::retention::run(
+        journal.clone(),
+        Arc::clone(&metrics),
+        Arc::clone(&state.clock),
+        config.journal.retention,
+        stopped.clone(),
+    ));
     let thresholds = scheduler.map(|s| tokio::spawn(s.run(stopped)));
     state.ready.store(true, Ordering::Release);
 
@@ -132,6 +139,8 @@ pub async fn serve<P: Processor>(
             );
         }
     }
+    // A prune step is one transaction: stopping between steps loses nothing.
+    retention.abort();
     // Looks under way finish (their actions are journalled before they run).
     let mut background = background;
     if tokio::time::timeout(drain, &mut background).await.is_err() {

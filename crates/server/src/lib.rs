@@ -5,16 +5,17 @@
 //! Alertmanager ──webhook v4──▶ server ──decode──▶ journal::ingest (group commit)
 //!                                                    │ delivery + incident transitions
 //!                                                    ▼
-//!                                    bounded queue ──▶ pipeline::run ──▶ Processor
-//!                                                        (context → decide → guard →
+//!                                    bounded queue ──▶ pipeline::run ──▶ Processor ──wake──▶ reconciler
+//!                                                        (due incidents: context → decide → guard →
 //!                                                         execute → verify → learn)
 //! ```
 //!
 //! - [`app`]: wires the journal, pipeline, HTTP server and threshold task; stops them in order.
 //! - [`server`]: the HTTP API (webhook, incidents, health, metrics, auth).
-//! - [`pipeline`]: the queue consumer, the [`pipeline::Processor`] seam, and one module per
-//!   stage after ingest (context, decide, guard, execute, verify, learn), composed by
+//! - [`pipeline`]: the queue consumer, the [`pipeline::Processor`] seam, the reconciler, and
+//!   one module per stage (context, decide, guard, execute, verify, learn), composed by
 //!   [`pipeline::Responder`].
+//! - [`retention`]: prunes the journal hourly (`journal.retention`).
 //! - [`clock`]: a clock that follows tokio's (paused) time, for tests.
 //! - [`thresholds`]: the adaptive-threshold refit task.
 //! - [`metrics`]: homeostat's own metrics.
@@ -24,5 +25,6 @@ pub mod app;
 pub mod clock;
 pub mod metrics;
 pub mod pipeline;
+pub mod retention;
 pub mod server;
 pub mod thresholds;

@@ -108,6 +108,8 @@ pub struct Metrics {
     /// Incidents closed because Alertmanager stopped reporting their alert
     /// and its resolution never came.
     pub incidents_vanished: Counter,
+    /// Journal rows removed by retention.
+    pub journal_pruned_rows: Counter,
     /// Seconds from an alert's start (as Alertmanager reports it) to the
     /// action on it starting.
     pub alert_to_action_seconds: Histogram,
@@ -150,6 +152,7 @@ impl Metrics {
             action_outcomes: Family::default(),
             escalations: Counter::default(),
             incidents_vanished: Counter::default(),
+            journal_pruned_rows: Counter::default(),
             alert_to_action_seconds: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
             policy_choices: Family::default(),
             policy_learned: Counter::default(),
@@ -242,6 +245,11 @@ impl Metrics {
             "incidents_vanished",
             "Incidents closed because Alertmanager no longer reported their alert and no resolution came",
             metrics.incidents_vanished.clone(),
+        );
+        registry.register(
+            "journal_pruned_rows",
+            "Journal rows (deliveries, incidents, decisions, fits, feedback) removed by journal.retention",
+            metrics.journal_pruned_rows.clone(),
         );
         registry.register(
             "alert_to_action_seconds",
