@@ -377,3 +377,76 @@ fn a_closed_stdout_is_no_panic() {
         "{stderr}"
     );
 }
+
+/// `kill -9` while a retry is pending: an action deferred by a maintenance
+/// window is taken after the restart, when the window ends, with no new
+/// delivery — once.
+#[tokio::test]
+async fn a_retry_pending_at_kill_9_happens_after_the_restart_once() {
+    use common::docker::{docker, image, until_serving, Service};
+    image().await;
+    let service = Service::new("prkill");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    docker(&["kill", &name]);
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = dir.path().join("playbook.yml");
+    std::fs::write(&playbook, "rules:\n  - name: any\n    actions: [restart]\n").unwrap();
+    let now = chrono::Utc::now();
+    let end = now + chrono::Duration::seconds(15);
+    let extra = format!(
+        "actions:\n  backend: docker\n  dry_run: false\n  playbook: {}\n  verify_timeout: 3s\n  \
+         policy:\n    mode: playbook\n  docker:\n    stop_timeout_seconds: 1\n  guard:\n    min_ready_replicas: 0\n    \
+         maintenance_windows:\n      - start: {}\n        end: {}\n        reason: test window\n",
+        playbook.display(),
+        (now - chrono::Duration::minutes(1)).to_rfc3339(),
+        end.to_rfc3339(),
+    );
+    let config = write_config(dir.path(), &extra);
+    let client = reqwest::Client::new();
+    let decisions = |process: &Process, incident: i64| {
+        let request = client.get(process.url(&format!("/api/v1/incidents/{incident}/decisions")));
+        async move {
+            let page: Value = request.send().await.unwrap().json().await.unwrap();
+            page["decisions"].as_array().unwrap().clone()
+        }
+    };
+
+    let mut first = Process::start(&config);
+    let mut body = notification("firing", &["kill9-retry"]);
+    body["alerts"][0]["labels"] = serde_json::json!({"alertname": "ServiceDown", "container": name});
+    let ack: Value = client
+        .post(first.url("/api/v1/alerts"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let incident = ack["incidents"][0].as_i64().unwrap();
+    let deferred = eventually("the deferral", Duration::from_secs(20), || async {
+        decisions(&first, incident).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(deferred["verdict"], "defer", "{deferred}");
+    assert!(
+        deferred["reason"].as_str().unwrap().contains("maintenance"),
+        "{deferred}"
+    );
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let second = Process::start(&config);
+    let all = eventually("the retry, then its end", Duration::from_secs(60), || async {
+        let all = decisions(&second, incident).await;
+        all.iter().any(|d| d["verdict"] == "escalate").then_some(all)
+    })
+    .await;
+    let allowed: Vec<&Value> = all.iter().filter(|d| d["verdict"] == "allow").collect();
+    assert_eq!(allowed.len(), 1, "{all:#?}");
+    assert_eq!(allowed[0]["result"], "done", "{all:#?}");
+    let decided: chrono::DateTime<chrono::Utc> = allowed[0]["decided_at"].as_str().unwrap().parse().unwrap();
+    assert!(decided >= end, "acted at {decided}, inside the window ending {end}");
+    assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &name]), "true");
+}

@@ -262,6 +262,67 @@ async fn dry_run_records_exactly_what_it_would_do_and_does_nothing() {
     server.stop().await;
 }
 
+/// The first verdict of each of `alerts` (container index, fingerprint),
+/// posted in order to a homeostat acting (or in dry run) on `names` with a
+/// budget of 2 actions.
+async fn first_verdicts(dir: &Path, names: &[String], alerts: &[(usize, &str)], dry_run: bool) -> Vec<String> {
+    let mut config = actions(dir, RESTART, dry_run, "30s");
+    config.guard.budget.max_actions = 2;
+    config.guard.max_concurrent = 10;
+    let server = start(dir, config).await;
+    let mut verdicts = Vec::new();
+    for (index, fingerprint) in alerts {
+        let incident = server.post_alert(&down("firing", fingerprint, &names[*index])).await;
+        let first = eventually("a decision", Duration::from_secs(30), || async {
+            decisions(&server, incident).await.into_iter().next()
+        })
+        .await;
+        verdicts.push(format!(
+            "{} {}",
+            first["verdict"].as_str().unwrap(),
+            first["reason"].as_str().unwrap()
+        ));
+    }
+    server.stop().await;
+    verdicts
+}
+
+/// Dry run counts its would-be actions as acting would count the real
+/// ones (budget, cooldown, in flight): the same alerts get the same
+/// verdicts, for the same reasons, dry or acting.
+#[tokio::test]
+async fn dry_run_and_acting_give_the_same_verdicts() {
+    image().await;
+    let service = Service::new("e2esame");
+    let names: Vec<String> = (1..=3).map(|n| service.run(n, &[])).collect();
+    for name in &names {
+        until_serving(name).await;
+        docker(&["kill", name]);
+    }
+    // Three containers, then a second alert on the first: two allowed (the
+    // budget), the third deferred by the budget, the fourth by the cooldown.
+    let alerts = [(0, "same-a"), (1, "same-b"), (2, "same-c"), (0, "same-a2")];
+    let dry = tempfile::tempdir().unwrap();
+    let dry_verdicts = first_verdicts(dry.path(), &names, &alerts, true).await;
+    let real = tempfile::tempdir().unwrap();
+    let real_verdicts = first_verdicts(real.path(), &names, &alerts, false).await;
+    let kinds: Vec<&str> = real_verdicts.iter().map(|v| v.split(' ').next().unwrap()).collect();
+    assert_eq!(kinds, ["allow", "allow", "defer", "defer"], "{real_verdicts:#?}");
+    // The reasons name times (the budget's window, the cooldown's end): compare their words.
+    let words = |verdicts: &[String]| -> Vec<String> {
+        verdicts
+            .iter()
+            .map(|v| {
+                v.split(' ')
+                    .filter(|w| !w.starts_with("20"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    assert_eq!(words(&dry_verdicts), words(&real_verdicts));
+}
+
 #[tokio::test]
 async fn an_alert_silenced_in_alertmanager_is_not_acted_on() {
     image().await;

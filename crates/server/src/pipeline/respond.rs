@@ -193,6 +193,15 @@ impl<E: Executor> Responder<E> {
             let period = self.config.reconcile.period.as_delta();
             return Ok(Some(self.verified_by(last).max(now + period)));
         }
+        // In dry run a would-be action is "under way" for as long as a real
+        // one could be verifying, so that dry run decides as acting would.
+        let verify = self.config.verify_timeout.as_delta();
+        if past
+            .iter()
+            .any(|d| d.new.dry_run && d.new.verdict == Verdict::Allow && d.new.decided_at + verify > now)
+        {
+            return Ok(None);
+        }
         if past.is_empty() {
             self.implicate(&mut incident, &target).await?;
         }
