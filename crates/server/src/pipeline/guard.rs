@@ -1,8 +1,10 @@
-//! The guard stage, right before acting: checks the premise — the alert
-//! is still active in Alertmanager, and a rollback would undo what the alert is about — and
-//! gathers what the safety limits need — silences, the target's history,
-//! its readiness, the pause switch — into a [`Situation`];
-//! `homeostat_core::guard::check` then judges it.
+//! The guard stage, right before acting: gathers what the safety limits
+//! need — the target's history, its readiness, the pause switch — into a
+//! [`Situation`] that `homeostat_core::guard::check` judges; then, only if
+//! the limits allow the action (so an alert storm deferred by the budget
+//! costs no calls), checks the [`premise`]: the alert is still active in
+//! Alertmanager and not silenced, and a rollback would undo what the alert
+//! is about.
 
 use chrono::{DateTime, Utc};
 use homeostat_adapters::alertmanager::{self, AlertState};
@@ -22,7 +24,6 @@ pub type ReadinessRead = Option<Result<Option<Readiness>, String>>;
 
 /// What the guard stage reads from.
 pub struct Sources<'a, E> {
-    pub http: &'a reqwest::Client,
     pub journal: &'a Journal,
     pub executor: &'a E,
     pub config: &'a ActionsConfig,
@@ -63,21 +64,18 @@ fn rollback_premise(incident: &Incident, deployed: &Deployed) -> Option<String> 
     ))
 }
 
-/// The situation `action` on `target` would act in; a [`Stop`] when the
-/// premise is gone or the situation cannot be told safely (a silence check
-/// that failed defers; readiness that cannot be read refuses an action
-/// taking capacity away). `readiness` is the one the context stage read,
-/// if it did.
+/// The situation `action` on `target` would act in (not silenced: that is
+/// the [`premise`]'s to tell); a [`Stop`] when it cannot be told safely
+/// (readiness that cannot be read refuses an action taking capacity away).
+/// `readiness` is the one the context stage read, if it did.
 pub async fn situation<E: Executor>(
     sources: Sources<'_, E>,
-    incident: &Incident,
     target_key: &str,
     target: &Target,
     action: Action,
     readiness: ReadinessRead,
 ) -> homeostat_journal::Result<Result<Situation, Stop>> {
     let Sources {
-        http,
         journal,
         executor,
         config,
@@ -85,31 +83,6 @@ pub async fn situation<E: Executor>(
         now,
         failed_step,
     } = sources;
-    let silenced = match alert_state(http, config, incident).await {
-        Ok(AlertState::Active) => false,
-        Ok(AlertState::Silenced) => true,
-        Ok(AlertState::Gone) => {
-            let reason = "the alert is no longer active (resolved or expired before homeostat acted)";
-            return Ok(Err(Stop::new(action, Verdict::PremiseGone, reason)));
-        }
-        Err(why) => {
-            let reason = format!("cannot tell whether the alert is still active or silenced, so not acting: {why}");
-            return Ok(Err(Stop::new(action, Verdict::Defer, reason)));
-        }
-    };
-    if action == Action::Rollback {
-        match executor.deployed(target).await {
-            Ok(deployed) => {
-                if let Some(gone) = deployed.and_then(|d| rollback_premise(incident, &d)) {
-                    return Ok(Err(Stop::new(action, Verdict::PremiseGone, gone)));
-                }
-            }
-            Err(err) => {
-                let reason = format!("a rollback needs to know what runs, and it cannot be read: {err}");
-                return Ok(Err(Stop::new(action, Verdict::Refuse, reason)));
-            }
-        }
-    }
     let since = now - config.guard.budget.window.as_delta();
     // In dry run the would-be actions count, in flight for as long as a
     // real one could be verifying.
@@ -137,12 +110,54 @@ pub async fn situation<E: Executor>(
     Ok(Ok(Situation {
         now,
         paused,
-        silenced,
         namespace: target.namespace.clone(),
+        silenced: false,
         last_action_on_target,
         consecutive_failures: history.consecutive_failures,
         recent_actions: history.recent_actions,
         in_flight: history.in_flight,
         readiness,
     }))
+}
+
+/// Right before acting: whether the alert is silenced (for the guard to
+/// judge), or a [`Stop`] when what the action is for no longer holds — the
+/// alert is gone from Alertmanager (`premise_gone`), a rollback would undo
+/// something deployed after the alert started (`premise_gone`) — or cannot
+/// be told (Alertmanager unanswered: deferred; what runs unreadable for a
+/// rollback: refused).
+pub async fn premise<E: Executor>(
+    http: &reqwest::Client,
+    config: &ActionsConfig,
+    executor: &E,
+    incident: &Incident,
+    target: &Target,
+    action: Action,
+) -> Result<bool, Stop> {
+    let silenced = match alert_state(http, config, incident).await {
+        Ok(AlertState::Active) => false,
+        Ok(AlertState::Silenced) => true,
+        Ok(AlertState::Gone) => {
+            let reason = "the alert is no longer active (resolved or expired before homeostat acted)";
+            return Err(Stop::new(action, Verdict::PremiseGone, reason));
+        }
+        Err(why) => {
+            let reason = format!("cannot tell whether the alert is still active or silenced, so not acting: {why}");
+            return Err(Stop::new(action, Verdict::Defer, reason));
+        }
+    };
+    if action == Action::Rollback {
+        match executor.deployed(target).await {
+            Ok(deployed) => {
+                if let Some(gone) = deployed.and_then(|d| rollback_premise(incident, &d)) {
+                    return Err(Stop::new(action, Verdict::PremiseGone, gone));
+                }
+            }
+            Err(err) => {
+                let reason = format!("a rollback needs to know what runs, and it cannot be read: {err}");
+                return Err(Stop::new(action, Verdict::Refuse, reason));
+            }
+        }
+    }
+    Ok(silenced)
 }

@@ -260,7 +260,6 @@ impl<E: Executor> Responder<E> {
         decision.action = action.as_str().into();
 
         let sources = guard_stage::Sources {
-            http: &self.http,
             journal: &self.journal,
             executor: &*self.executor,
             config: &self.config,
@@ -269,12 +268,25 @@ impl<E: Executor> Responder<E> {
             failed_step: decide::failed_step(&past),
         };
         let readiness = consulted.as_mut().and_then(|(_, read)| read.take());
-        let situation =
-            match guard_stage::situation(sources, &incident, &decision.target_key, &target, action, readiness).await? {
+        let mut situation =
+            match guard_stage::situation(sources, &decision.target_key, &target, action, readiness).await? {
                 Ok(situation) => situation,
                 Err(stop) => return self.stop(&incident, &past, decision, stop).await,
             };
-        let verdict = guard::check(&self.config.guard, action, &situation);
+        let mut verdict = guard::check(&self.config.guard, action, &situation);
+        // The premise last, right before acting, and only when it matters.
+        if verdict.is_allow() && action != Action::Notify {
+            let premise =
+                guard_stage::premise(&self.http, &self.config, &*self.executor, &incident, &target, action).await;
+            match premise {
+                Ok(false) => {}
+                Ok(true) => {
+                    situation.silenced = true;
+                    verdict = guard::check(&self.config.guard, action, &situation);
+                }
+                Err(stop) => return self.stop(&incident, &past, decision, stop).await,
+            }
+        }
         decision.record["operation"] = json!(operation);
         decision.record["guard"] = json!({
             "verdict": verdict,
