@@ -5,7 +5,7 @@
 mod common;
 
 use common::docker::{docker, image, serves, until_serving, Service, IMAGE, PREVIOUS};
-use homeostat_adapters::executor::docker::{DockerConfig, DockerExecutor, PREVIOUS_IMAGE_LABEL};
+use homeostat_adapters::executor::docker::{DockerConfig, DockerExecutor, HISTORY_LABEL, PREVIOUS_IMAGE_LABEL};
 use homeostat_adapters::executor::{ExecError, Executor};
 use homeostat_core::action::Operation;
 
@@ -114,10 +114,19 @@ async fn a_compose_service_scales_out_and_in_within_bounds() {
 }
 
 #[tokio::test]
-async fn recreate_keeps_the_configuration_and_rollback_uses_the_previous_image() {
+async fn recreate_keeps_the_configuration_and_rollback_goes_to_the_last_known_good_image() {
     image().await;
     let service = Service::new("roll");
-    let label = format!("{PREVIOUS_IMAGE_LABEL}={PREVIOUS}");
+    // Before the running image: one that ran a second (never known good,
+    // and never pulled: a rollback to it would fail), and before it one
+    // that ran an hour.
+    let now = chrono::Utc::now();
+    let ago = |minutes: i64| (now - chrono::Duration::minutes(minutes)).to_rfc3339();
+    let history = serde_json::json!([
+        {"image": "homeostat-test:ran-a-second", "from": ago(30), "until": (now - chrono::Duration::minutes(30) + chrono::Duration::seconds(1)).to_rfc3339()},
+        {"image": PREVIOUS, "from": ago(90), "until": ago(30)},
+    ]);
+    let label = format!("{HISTORY_LABEL}={history}");
     let name = service.run(1, &["--env", "GREETING=hello", "--label", &label]);
     until_serving(&name).await;
     let executor = executor(1, 5).await;
@@ -152,7 +161,22 @@ async fn recreate_keeps_the_configuration_and_rollback_uses_the_previous_image()
         &name,
     ]);
     assert_eq!(recorded, IMAGE, "the rollback does not record what it replaced");
+    let recorded = docker(&[
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels \"{HISTORY_LABEL}\"}}}}"),
+        &name,
+    ]);
+    let ran: Vec<serde_json::Value> = serde_json::from_str(&recorded).unwrap();
+    assert_eq!(ran.len(), 3, "{recorded}");
+    assert_eq!(ran[0]["image"], IMAGE, "{recorded}");
     until_serving(&name).await;
+
+    // Rolled back at once: nothing ran long enough since to be known good
+    // but what it just left, and a rollback never returns to the image
+    // that runs.
+    let err = executor.execute(&rollback).await.unwrap_err();
+    assert!(err.to_string().contains("nothing known good"), "{err}");
 }
 
 #[tokio::test]

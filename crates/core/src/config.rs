@@ -678,6 +678,10 @@ pub struct DockerConfig {
     pub max_replicas: u32,
     /// Seconds a container gets to stop before it is killed. Default 10.
     pub stop_timeout_seconds: i32,
+    /// An image is known good once it ran this long before homeostat
+    /// replaced it; a rollback goes to the newest known-good image in the
+    /// container's history, never to one that ran shorter. Default 10m.
+    pub known_good_after: PromDuration,
 }
 
 impl DockerConfig {
@@ -720,6 +724,7 @@ impl Default for DockerConfig {
             min_replicas: 1,
             max_replicas: 5,
             stop_timeout_seconds: 10,
+            known_good_after: PromDuration(std::time::Duration::from_secs(600)),
         }
     }
 }

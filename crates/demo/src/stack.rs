@@ -393,7 +393,8 @@ pub fn homeostat_config(dir: &Path, port: u16, prometheus_port: u16, alertmanage
                 "min_ready_replicas": 0,
                 "circuit_breaker_failures": 3,
             },
-            "docker": {"min_replicas": 1, "max_replicas": 3, "stop_timeout_seconds": 3},
+            // 1.0.0 runs for minutes before the bad deploy: known good after 20 s.
+            "docker": {"min_replicas": 1, "max_replicas": 3, "stop_timeout_seconds": 3, "known_good_after": "20s"},
             // The learning policy acts; with nothing learned yet it chooses
             // what the playbook would.
             "policy": {"mode": "learn"},

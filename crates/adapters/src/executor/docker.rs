@@ -32,6 +32,36 @@ pub const PREVIOUS_IMAGE_LABEL: &str = "homeostat.previous-image";
 /// When homeostat deployed the container's image (RFC 3339); kept across a
 /// recreate with the same image.
 pub const DEPLOYED_AT_LABEL: &str = "homeostat.deployed-at";
+/// The images the container ran before, newest first, each with when it
+/// was deployed and replaced (JSON): where a rollback finds the last known
+/// good image.
+pub const HISTORY_LABEL: &str = "homeostat.image-history";
+/// Images kept in [`HISTORY_LABEL`].
+const HISTORY_LENGTH: usize = 8;
+
+/// An image a container ran, and when.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ran {
+    pub image: String,
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub until: chrono::DateTime<chrono::Utc>,
+}
+
+/// The container's image history, newest first (empty when unreadable).
+fn history(container: &ContainerInspectResponse) -> Vec<Ran> {
+    labels_of(container)
+        .get(HISTORY_LABEL)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default()
+}
+
+/// The newest image of `history` that ran `known_good_after` or longer and
+/// is not `current`: what a rollback goes back to.
+pub fn last_known_good<'a>(history: &'a [Ran], current: &str, known_good_after: chrono::Duration) -> Option<&'a Ran> {
+    history
+        .iter()
+        .find(|ran| ran.image != current && ran.until - ran.from >= known_good_after)
+}
 
 pub struct DockerExecutor {
     docker: Docker,
@@ -244,12 +274,25 @@ impl DockerExecutor {
             }
         }
         let mut labels = labels_of(&from);
-        // A new image remembers the one it replaces, so a rollback can be undone the same way.
+        // A new image remembers the ones it replaces and how long each ran,
+        // so a rollback can go back to the last known good.
         if image.is_some() {
+            let now = chrono::Utc::now();
             if let Some(current) = configured_image(old) {
+                let mut ran = history(old);
+                ran.insert(
+                    0,
+                    Ran {
+                        image: current.clone(),
+                        from: deployed_at(old).unwrap_or(now),
+                        until: now,
+                    },
+                );
+                ran.truncate(HISTORY_LENGTH);
+                labels.insert(HISTORY_LABEL.into(), serde_json::to_string(&ran).unwrap_or_default());
                 labels.insert(PREVIOUS_IMAGE_LABEL.into(), current);
             }
-            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let now = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             labels.insert(DEPLOYED_AT_LABEL.into(), now);
         } else if let Some(created) = old.created.clone().filter(|_| !labels.contains_key(DEPLOYED_AT_LABEL)) {
             // Same image: it was deployed when the old container was made.
@@ -347,19 +390,29 @@ impl DockerExecutor {
             )));
         }
         let mut done = Vec::new();
+        let known_good_after = self.config.known_good_after.as_delta();
         for container in &containers {
-            let Some(previous) = labels_of(container).remove(PREVIOUS_IMAGE_LABEL) else {
+            let name = display_name(container);
+            let current = configured_image(container).unwrap_or_default();
+            let ran = history(container);
+            if ran.is_empty() {
                 return Err(refused(format!(
-                    "container {} records no previous image (label {PREVIOUS_IMAGE_LABEL})",
-                    display_name(container)
-                )));
-            };
-            if Some(&previous) == configured_image(container).as_ref() {
-                return Err(refused(format!(
-                    "container {} would roll back to {previous}, the image it runs",
-                    display_name(container)
+                    "container {name} records no earlier image (label {HISTORY_LABEL}): homeostat did not deploy it"
                 )));
             }
+            let Some(good) = last_known_good(&ran, &current, known_good_after) else {
+                let tried: Vec<String> = ran
+                    .iter()
+                    .map(|r| format!("{} ran {}s", r.image, (r.until - r.from).num_seconds()))
+                    .collect();
+                return Err(refused(format!(
+                    "container {name} ran no image other than {current} for {} or longer (known_good_after) \
+                     before it was replaced: {}; nothing known good to roll back to",
+                    self.config.known_good_after,
+                    tried.join(", ")
+                )));
+            };
+            let previous = good.image.clone();
             done.push(self.recreate(container, Some(previous)).await?);
         }
         Ok(done.join("; "))
@@ -574,6 +627,30 @@ fn clone_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_known_good_image_ran_long_enough_and_is_not_the_running_one() {
+        let at = |m: i64| chrono::DateTime::<chrono::Utc>::UNIX_EPOCH + chrono::Duration::minutes(m);
+        let ran = |image: &str, from: i64, until: i64| Ran {
+            image: image.into(),
+            from: at(from),
+            until: at(until),
+        };
+        // Newest first: v3 ran a minute, v2 an hour, v1 a day.
+        let history = [ran("v3", 120, 121), ran("v2", 60, 120), ran("v1", 0, 60)];
+        let ten_minutes = chrono::Duration::minutes(10);
+        assert_eq!(
+            last_known_good(&history, "v4", ten_minutes).map(|r| r.image.as_str()),
+            Some("v2")
+        );
+        // Never the image that runs.
+        assert_eq!(
+            last_known_good(&history, "v2", ten_minutes).map(|r| r.image.as_str()),
+            Some("v1")
+        );
+        assert_eq!(last_known_good(&history, "v4", chrono::Duration::hours(2)), None);
+        assert_eq!(last_known_good(&[], "v4", ten_minutes), None);
+    }
 
     #[test]
     fn what_came_from_the_old_image_is_left_to_the_new_one() {
