@@ -493,10 +493,10 @@ impl<E: Executor> Responder<E> {
                 return;
             }
             // The next step, if any, at once.
-            match journal.schedule(incident_id, Some(fallback), Some(clock.now())).await {
-                Ok(_) => wake.notify_one(),
-                Err(err) => tracing::error!(incident = incident_id, error = %err, "Cannot schedule the next look."),
+            if let Err(err) = due_now(&journal, &*clock, incident_id, fallback).await {
+                tracing::error!(incident = incident_id, error = %err, "Cannot schedule the next look.");
             }
+            wake.notify_one();
             let Some(lesson) = lesson else { return };
             // Harm: more errors after the action than before it.
             let before = lesson.features.error_ratio;
@@ -517,6 +517,31 @@ impl<E: Executor> Responder<E> {
             learn::learn(sources, &mut learner, id, lesson, action, outcome).await;
         });
     }
+}
+
+/// Makes the incident due now, in place of the `fallback` look its action
+/// left. The look that acted stores that fallback only after it spawned
+/// the verification, so a verification over at once may come first: it
+/// tries again for a moment, unless something else made the incident due.
+async fn due_now(
+    journal: &Journal,
+    clock: &dyn Clock,
+    incident_id: i64,
+    fallback: DateTime<Utc>,
+) -> homeostat_journal::Result<()> {
+    for _ in 0..20 {
+        if journal.schedule(incident_id, Some(fallback), Some(clock.now())).await? {
+            return Ok(());
+        }
+        let Some(incident) = journal.incident(incident_id).await? else {
+            return Ok(());
+        };
+        if incident.status != AlertStatus::Firing || incident.next_check.is_some_and(|t| t <= clock.now()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// A delivery has already made its incidents due (the journal sets their
