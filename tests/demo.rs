@@ -59,7 +59,7 @@ fn healed(result: &FaultResult) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_and_hang_are_healed_and_the_control_sees_no_action() {
+async fn crash_hang_kill_and_freeze_are_healed_and_the_control_sees_no_action() {
     common::require_program("prometheus", "prometheus");
     common::require_program("prometheus-alertmanager", "prometheus-alertmanager");
     let say: homeostat_demo::Say = Arc::new(|line: &str| eprintln!("{line}"));
