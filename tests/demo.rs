@@ -1,8 +1,10 @@
 //! End to end, on the demo stack: the services' images are built, run in
 //! Docker, scraped by a real Prometheus whose alerts go through a real
-//! Alertmanager to a homeostat process acting on Docker. A crash and a hang
-//! must be detected, acted on and recovered; the no-fault control must see
-//! no action; and every Grafana panel must return data from that Prometheus.
+//! Alertmanager to a homeostat process acting on Docker. A crash, a hang, a
+//! SIGKILL and a frozen container must be detected, acted on and recovered;
+//! the no-fault control must see no action; every Grafana panel must return
+//! data from that Prometheus; and a fault that is not healed makes the
+//! command fail after clearing it.
 
 mod common;
 
@@ -57,7 +59,7 @@ fn healed(result: &FaultResult) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_and_hang_are_healed_and_the_control_sees_no_action() {
+async fn crash_hang_kill_and_freeze_are_healed_and_the_control_sees_no_action() {
     common::require_program("prometheus", "prometheus");
     common::require_program("prometheus-alertmanager", "prometheus-alertmanager");
     let say: homeostat_demo::Say = Arc::new(|line: &str| eprintln!("{line}"));
@@ -67,7 +69,8 @@ async fn crash_and_hang_are_healed_and_the_control_sees_no_action() {
 
     let mut results = Vec::new();
     let mut failure = None;
-    for fault in [Fault::Crash, Fault::Hang, Fault::None] {
+    let faults = [Fault::Crash, Fault::Hang, Fault::Kill, Fault::Freeze, Fault::None];
+    for fault in faults {
         match demo.run_fault(fault).await {
             Ok(result) => results.push(result),
             Err(e) => {
@@ -76,14 +79,25 @@ async fn crash_and_hang_are_healed_and_the_control_sees_no_action() {
             }
         }
     }
-    let empty = if failure.is_none() {
-        panels_without_data(&demo).await
+    let (empty, report) = if failure.is_none() {
+        (
+            panels_without_data(&demo).await,
+            demo.finish(results.clone()).await.ok(),
+        )
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     demo.stop().await;
 
     assert_eq!(failure, None);
+    // Every decision placed under its fault, each fault judged handled right.
+    let report = report.expect("the decisions could not be read back from homeostat");
+    assert_eq!(report.failure(), None, "{:#?}", report.faults);
+    assert!(
+        report.faults.iter().all(|f| f.cleared.is_empty()),
+        "{:#?}",
+        report.faults
+    );
     healed(&results[0]);
     assert_eq!(results[0].target, "service_b");
     assert!(
@@ -97,7 +111,15 @@ async fn crash_and_hang_are_healed_and_the_control_sees_no_action() {
         "{:#?}",
         results[1]
     );
-    let control = &results[2];
+    for (result, on) in [(&results[2], "service_b"), (&results[3], "service_a")] {
+        healed(result);
+        assert_eq!(result.target, on);
+        assert!(
+            result.alerts.iter().any(|a| a == &format!("ServiceDown ({on})")),
+            "{result:#?}"
+        );
+    }
+    let control = &results[4];
     assert!(control.quiet_before, "{control:#?}");
     assert!(
         control.actions.is_empty() && control.decisions.is_empty(),
@@ -119,6 +141,46 @@ async fn panels_without_data(demo: &Demo) -> Vec<String> {
         }
     }
     empty
+}
+
+/// A fault that cannot heal within its deadline (a memory leak is seen
+/// after ~20 s; the deadline is 5 s): the demo clears it, says so, writes
+/// the report and exits 1 with the reason on one line.
+#[test]
+fn an_unhealed_fault_is_cleared_and_fails_the_command() {
+    common::require_program("prometheus", "prometheus");
+    common::require_program("prometheus-alertmanager", "prometheus-alertmanager");
+    let report = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(common::BIN)
+        .args(["demo", "--faults", "memory-leak", "--fault-timeout", "5s", "--report"])
+        .arg(report.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    let reason: Vec<&str> = stderr.lines().filter(|l| l.starts_with("homeostat demo: ")).collect();
+    assert_eq!(reason.len(), 1, "{stderr}");
+    assert!(
+        reason[0].starts_with("homeostat demo: 1 of 1 faults not handled right: memory-leak ("),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("fault memory-leak was not healed (")
+            && stdout.contains("cleared to known good: service_a: stopped fault leak"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(json[0]["judgement"]["passed"], false, "{json:#}");
+    assert_eq!(json[0]["recover_s"], serde_json::Value::Null, "{json:#}");
+    assert_eq!(
+        json[0]["cleared"],
+        serde_json::json!(["service_a: stopped fault leak"]),
+        "{json:#}"
+    );
 }
 
 #[test]

@@ -11,13 +11,10 @@ use crate::exit;
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Faults to inject, in order: crash, hang, memory-leak, error-burst,
-    /// bad-deploy, dependency-failure, none (the no-fault control).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "crash,hang,memory-leak,error-burst,bad-deploy,dependency-failure,none"
-    )]
+    /// Faults to inject, in order: crash, hang, stale-alert, memory-leak,
+    /// error-burst, dependency-failure, bad-deploy, freeze, kill, none (the
+    /// no-fault control).
+    #[arg(long, value_delimiter = ',', default_values_t = homeostat_demo::Fault::ALL)]
     faults: Vec<homeostat_demo::Fault>,
     /// Write report.json, report.md and timeline.svg here.
     #[arg(long)]
@@ -62,7 +59,14 @@ pub fn run(args: DemoArgs) -> ExitCode {
     options.dry_run = args.dry_run;
     let say: homeostat_demo::Say = std::sync::Arc::new(|line: &str| outln!("{line}"));
     match runtime.block_on(homeostat_demo::run(options, say)) {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(report) => match report.failure() {
+            None => ExitCode::SUCCESS,
+            // The demo ran, and homeostat did not do its job: a failure all the same.
+            Some(failure) => {
+                eprintln!("homeostat demo: {failure}");
+                ExitCode::from(exit::RUNTIME)
+            }
+        },
         Err(homeostat_demo::DemoError::Interrupted) => {
             eprintln!("homeostat demo: interrupted; every container, process and temporary file is removed");
             ExitCode::from(exit::INTERRUPTED)

@@ -14,12 +14,16 @@
 //! [`Demo::start`] builds the images ([`images`]), starts the containers and
 //! processes ([`stack`]) and steady load; [`Demo::run_fault`] injects one
 //! fault and watches detection, decisions, actions and recovery through
-//! homeostat's API and the services' admin ports; [`report`] writes what
-//! happened. [`run`] is the whole command, Ctrl-C included. [`load`] is the
+//! homeostat's API and the services' admin ports, and clears a fault
+//! homeostat did not handle back to the known good state;
+//! [`Demo::finish`] places every decision under its fault and [`judge`]
+//! says whether each was handled right (the command fails if not);
+//! [`report`] writes what happened. [`run`] is the whole command, Ctrl-C included. [`load`] is the
 //! load generator (`homeostat load`).
 #![forbid(unsafe_code)]
 
 pub mod images;
+pub mod judge;
 pub mod load;
 pub mod report;
 pub mod stack;
@@ -38,7 +42,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::load::{MakeRequest, Sample};
-use homeostat_adapters::executor::docker::{DockerConfig, DockerExecutor};
+use bollard::models::ContainerInspectResponse;
+use homeostat_adapters::executor::docker::{DockerConfig, DockerExecutor, PREVIOUS_IMAGE_LABEL};
 use homeostat_core::incident::Incident;
 use homeostat_journal::decisions::Decision;
 use stack::{Containers, Daemon, Service};
@@ -62,6 +67,19 @@ const IGNORED_WHEN_QUIET: [&str; 2] = ["ErrorBudgetBurn", stack::LATENCY_ALERT];
 
 /// How often the demo looks at homeostat, the services and Prometheus.
 const POLL: Duration = Duration::from_millis(250);
+
+/// `ServiceCrashLooping` fires past this many process starts in 5 minutes.
+const CRASH_LOOP_STARTS: u32 = 3;
+
+/// How long the stale alert's bad deploy may take to make `BadDeploy` pending.
+const STALE_ALERT_WAIT: Duration = Duration::from_secs(60);
+
+/// How long the stale alert's bad build keeps failing after `BadDeploy`
+/// turned pending: pending means the 1m error ratio just passed 5%, and
+/// fixed at once it may dip back under before the 5 s of `for:` are over
+/// (the alert then never fires). Two more seconds of errors hold it above
+/// for the rest of the minute, and still leave three before it can fire.
+const STALE_ALERT_FIX_AFTER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -106,27 +124,43 @@ pub enum Fault {
     Crash,
     /// service_a stops answering while its process lives.
     Hang,
+    /// service_b is redeployed with the bad build, which the demo replaces
+    /// by the good one again while `BadDeploy` is pending: the alert still
+    /// fires and arrives after its fault was fixed, and the right action
+    /// is none.
+    StaleAlert,
     /// service_a's memory grows towards its container limit.
     MemoryLeak,
     /// Half of service_a's requests answer 500.
     ErrorBurst,
-    /// service_b is redeployed with a build that answers 5xx while healthy.
-    BadDeploy,
     /// service_a's calls to service_b fail for a while; the right action on
     /// service_a is none.
     DependencyFailure,
+    /// service_b is redeployed with a build that answers 5xx while healthy.
+    BadDeploy,
+    /// service_a's whole container is paused through the Docker API.
+    Freeze,
+    /// service_b's container is sent SIGKILL through the Docker API.
+    Kill,
     /// Nothing: no alert and no action may follow.
     None,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 7] = [
+    /// Every fault, in the default order. Each service gets at most three
+    /// new processes within five minutes (restarts, deploys, rollbacks),
+    /// which `ServiceCrashLooping` would rightly call a crash loop; the
+    /// demo also waits for that room before each fault ([`Fault::new_processes`]).
+    pub const ALL: [Fault; 10] = [
         Fault::Crash,
         Fault::Hang,
+        Fault::StaleAlert,
         Fault::MemoryLeak,
         Fault::ErrorBurst,
-        Fault::BadDeploy,
         Fault::DependencyFailure,
+        Fault::BadDeploy,
+        Fault::Freeze,
+        Fault::Kill,
         Fault::None,
     ];
 
@@ -134,22 +168,39 @@ impl Fault {
         match self {
             Fault::Crash => "crash",
             Fault::Hang => "hang",
+            Fault::StaleAlert => "stale-alert",
             Fault::MemoryLeak => "memory-leak",
             Fault::ErrorBurst => "error-burst",
-            Fault::BadDeploy => "bad-deploy",
             Fault::DependencyFailure => "dependency-failure",
+            Fault::BadDeploy => "bad-deploy",
+            Fault::Freeze => "freeze",
+            Fault::Kill => "kill",
             Fault::None => "none",
         }
     }
 
-    /// The service the fault is injected into. Faults are spread so that no
-    /// service is restarted more than three times in five minutes, which
-    /// `ServiceCrashLooping` would rightly call a crash loop.
+    /// The service the fault is injected into.
     pub fn target(self) -> &'static str {
         match self {
-            Fault::Crash | Fault::BadDeploy => "service_b",
+            Fault::Crash | Fault::BadDeploy | Fault::StaleAlert | Fault::Kill => "service_b",
             _ => "service_a",
         }
+    }
+
+    /// How many new processes of the target the fault and its healing
+    /// start: a restart one, a deploy and its rollback two.
+    pub fn new_processes(self) -> u32 {
+        match self {
+            Fault::BadDeploy | Fault::StaleAlert => 2,
+            Fault::DependencyFailure | Fault::None => 0,
+            _ => 1,
+        }
+    }
+
+    /// Whether the fault takes a moment to show: until the target stops
+    /// answering its admin port, "no fault active" is no recovery.
+    fn shows_late(self) -> bool {
+        matches!(self, Fault::Crash | Fault::Kill | Fault::Freeze)
     }
 
     /// How long the fault may take to heal before the demo clears it itself.
@@ -225,23 +276,62 @@ pub struct FaultResult {
     pub target: &'static str,
     /// Seconds from the demo's start to the injection.
     pub injected_at_s: f64,
+    /// Seconds from the demo's start until the demo moved on: the fault
+    /// healed and the stack quiet again, or the fault cleared.
+    pub ended_at_s: f64,
     /// Seconds from injection until homeostat received an alert on the target.
     pub detect_s: Option<f64>,
     /// Seconds from injection until the fault was gone and service_a answered.
     pub recover_s: Option<f64>,
     /// The actions homeostat took (guard verdict `allow`), in order; in a
-    /// dry run, marked `(dry run)`.
+    /// dry run, marked `(dry run)`; made after the fault's window, `(late)`.
     pub actions: Vec<String>,
     /// Requests sent to service_a from injection to recovery (or the deadline).
     pub requests_total: usize,
     pub requests_failed: usize,
     /// The alerts homeostat received in the episode.
     pub alerts: Vec<String>,
-    /// Every decision: action, target, verdict and reason, result, outcome.
+    /// Every decision made during the fault (or on an incident it opened,
+    /// or after it and before the next, then `late`): action, target,
+    /// verdict and reason, result, outcome.
     pub decisions: Vec<Value>,
     /// Whether the stack was quiet (no alert, every target up) before injection.
     pub quiet_before: bool,
+    /// What the demo did to bring back the known good state after a fault
+    /// homeostat did not heal; empty when it healed.
+    pub cleared: Vec<String>,
+    /// Whether homeostat did the right thing (healed, or rightly left alone).
+    pub judgement: judge::Judgement,
     pub note: Option<String>,
+    /// The fault's window in wall-clock time, for placing decisions.
+    #[serde(skip)]
+    pub window: judge::Window,
+}
+
+impl FaultResult {
+    pub fn new(fault: Fault, injected_at_s: f64, quiet_before: bool) -> FaultResult {
+        FaultResult {
+            fault,
+            target: fault.target(),
+            injected_at_s,
+            ended_at_s: injected_at_s,
+            detect_s: None,
+            recover_s: None,
+            actions: Vec::new(),
+            requests_total: 0,
+            requests_failed: 0,
+            alerts: Vec::new(),
+            decisions: Vec::new(),
+            quiet_before,
+            cleared: Vec::new(),
+            judgement: judge::Judgement {
+                passed: false,
+                why: "not judged yet".into(),
+            },
+            note: (!quiet_before).then(|| "the stack was not quiet before injection".to_owned()),
+            window: judge::Window::default(),
+        }
+    }
 }
 
 /// Something worth a mark on the timeline.
@@ -260,6 +350,8 @@ pub enum EventKind {
     Alert,
     Action,
     Recovered,
+    /// The demo itself fixed or cleared a fault.
+    Cleared,
 }
 
 /// Everything the demo measured.
@@ -270,6 +362,17 @@ pub struct Report {
     pub events: Vec<Event>,
     /// Per second from the start: requests sent and how many failed.
     pub load: Vec<(u64, u64)>,
+    /// homeostat only decided and recorded (the no-healing baseline).
+    pub dry_run: bool,
+}
+
+impl Report {
+    /// Why the demo failed, in one line: a fault not healed (or acted on
+    /// when it should have been left alone), a control that saw an action
+    /// or lost more than 1% of its requests. `None` when every fault went right.
+    pub fn failure(&self) -> Option<String> {
+        judge::failure(&self.faults, self.dry_run)
+    }
 }
 
 /// Where live progress goes (stdout for the command, the test log in tests).
@@ -361,8 +464,19 @@ async fn run_faults(options: Options, say: Say, project: String) -> Result<Repor
             }
         }
     }
-    let report = demo.report(results);
+    let report = match demo.finish(results.clone()).await {
+        Ok(report) => report,
+        Err(e) => {
+            say(&format!(
+                "cannot place homeostat's late decisions ({e}); reporting those seen live"
+            ));
+            demo.report(results)
+        }
+    };
     say(&report::table(&report.faults));
+    if let Some(failure) = report.failure() {
+        say(&format!("FAILED: {failure}"));
+    }
     demo.stop().await;
     Ok(report)
 }
@@ -387,6 +501,11 @@ impl Demo {
                 container: format!("{project}-{name}-1"),
                 port: free_port(),
                 admin_port: free_port(),
+                // service_a calls service_b by its alias on the project's network.
+                env: match name {
+                    "service_a" => vec!["SERVICE_B_URL=http://service_b:8080".to_owned()],
+                    _ => Vec::new(),
+                },
             })
             .collect();
         match Demo::start_in(options, say, executor, containers, services, prometheus, alertmanager).await {
@@ -422,25 +541,13 @@ impl Demo {
                 what: "create a temporary directory".into(),
                 source
             }));
-        let b_url = format!("SERVICE_B_URL=http://{}:8080", services[1].name);
-        attempt!(
-            containers
-                .run(
-                    &services[1],
-                    &images::service_tag("service_b", images::GOOD_VERSION),
-                    vec![]
-                )
-                .await
-        );
-        attempt!(
-            containers
-                .run(
-                    &services[0],
-                    &images::service_tag("service_a", images::GOOD_VERSION),
-                    vec![b_url]
-                )
-                .await
-        );
+        for service in services.iter().rev() {
+            attempt!(
+                containers
+                    .run(service, &images::service_tag(service.name, images::GOOD_VERSION))
+                    .await
+            );
+        }
         say(&format!(
             "started containers {} (:{}) and {} (:{}), admin ports :{} and :{}",
             services[0].container,
@@ -679,19 +786,24 @@ impl Demo {
             .map_err(failed)
     }
 
+    /// Deploys `version` of `service` the way a release would: through the
+    /// executor, which records the image it replaces and when.
+    async fn deploy(&self, service: &Service, version: &str) -> Result<()> {
+        let image = images::service_tag(service.name, version);
+        self.executor
+            .deploy(&service.container, &image)
+            .await
+            .map(drop)
+            .map_err(|e| DemoError::Docker(format!("deploy {image}: {e}")))
+    }
+
     async fn inject(&self, fault: Fault) -> Result<()> {
         let target = self.service(fault.target());
         let (kind, body) = match fault {
             Fault::None => return Ok(()),
-            Fault::BadDeploy => {
-                let image = images::service_tag(target.name, images::BAD_VERSION);
-                return self
-                    .executor
-                    .deploy(&target.container, &image)
-                    .await
-                    .map(drop)
-                    .map_err(|e| DemoError::Docker(format!("deploy {image}: {e}")));
-            }
+            Fault::BadDeploy | Fault::StaleAlert => return self.deploy(target, images::BAD_VERSION).await,
+            Fault::Kill => return self.containers.kill(&target.container).await,
+            Fault::Freeze => return self.containers.pause(&target.container).await,
             Fault::Crash => ("crash", json!({})),
             Fault::Hang => ("hang", json!({})),
             Fault::MemoryLeak => ("leak", json!({"rate_mib_per_second": 4.0})),
@@ -704,9 +816,72 @@ impl Demo {
             .map(drop)
     }
 
-    /// The fault is gone from its target and service_a answers.
+    /// The stale alert's second half: once `BadDeploy` is pending on the
+    /// target (its error ratio is past the threshold and it waits out its
+    /// `for:`), the demo deploys the good build again, as an operator
+    /// would. The alert still fires — the errors stay in its 1m window —
+    /// and reaches homeostat after its fault is gone. Waiting for
+    /// *firing* instead would race homeostat. Returns a note when the
+    /// fix could not come first.
+    async fn fix_before_alert(&mut self, target: &Service) -> Result<Option<String>> {
+        let expr = format!("ALERTS{{alertname=\"BadDeploy\", service=\"{}\"}}", target.name);
+        let deadline = Instant::now() + STALE_ALERT_WAIT;
+        let mut pending = false;
+        while !pending && Instant::now() < deadline {
+            pending = !self.query(&expr).await?.is_empty();
+            if !pending {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        if pending {
+            tokio::time::sleep(STALE_ALERT_FIX_AFTER).await;
+        }
+        let state = match self.query(&expr).await?.first() {
+            Some(alert) => alert["metric"]["alertstate"].as_str().map(str::to_owned),
+            None if pending => Some("gone".to_owned()),
+            None => None,
+        };
+        self.deploy(target, images::GOOD_VERSION).await?;
+        let good = images::service_tag(target.name, images::GOOD_VERSION);
+        let (text, note) = match state.as_deref() {
+            Some("pending") => (
+                format!(
+                    "stale-alert: BadDeploy pending on {}; the demo redeployed {good}",
+                    target.name
+                ),
+                None,
+            ),
+            Some(other) => (
+                format!(
+                    "stale-alert: BadDeploy already {other} on {}; the demo redeployed {good}",
+                    target.name
+                ),
+                Some(format!(
+                    "BadDeploy was already {other} when the demo fixed the fault: homeostat may have acted first"
+                )),
+            ),
+            None => (
+                format!("stale-alert: BadDeploy did not show within {STALE_ALERT_WAIT:?}; the demo redeployed {good}"),
+                Some(format!("BadDeploy did not show within {STALE_ALERT_WAIT:?}")),
+            ),
+        };
+        let at = self.now();
+        self.event(at, EventKind::Cleared, text);
+        Ok(note)
+    }
+
+    /// The target's container runs and is not paused.
+    async fn container_up(&self, service: &Service) -> bool {
+        matches!(self.containers.inspect(&service.container).await, Ok(Some(c)) if is_up(&c))
+    }
+
+    /// The fault is gone from its target (container running, not paused,
+    /// no fault active, the good version) and service_a answers.
     async fn recovered(&self, fault: Fault) -> bool {
         let target = self.service(fault.target());
+        if !self.container_up(target).await {
+            return false;
+        }
         let Ok(state) = self.admin(target, reqwest::Method::GET, "/faults", None).await else {
             return false;
         };
@@ -721,35 +896,143 @@ impl Demo {
                 .is_ok_and(|r| r.status().is_success())
     }
 
-    /// Puts the target back as it was, for a fault homeostat did not heal.
-    async fn clean_up(&self, fault: Fault) -> Result<()> {
-        let target = self.service(fault.target());
-        self.containers.ensure_running(&target.container).await?;
-        if fault == Fault::BadDeploy {
-            let image = images::service_tag(target.name, images::GOOD_VERSION);
-            let _ = self.executor.deploy(&target.container, &image).await;
+    /// Brings every service back to the known good state after a fault
+    /// homeostat did not handle: the good image, on a fresh container when
+    /// it runs another one or remembers one a rollback would go back to
+    /// (which also drops homeostat's deploy labels), unpaused, running, no
+    /// fault active. Says what it did, service by service.
+    async fn clear(&self, fault: Fault) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        let target = fault.target();
+        // The target first: the other is usually only a bystander.
+        let mut services = self.services.clone();
+        services.sort_by_key(|s| s.name != target);
+        for service in &services {
+            let good = images::service_tag(service.name, images::GOOD_VERSION);
+            match self.containers.inspect(&service.container).await? {
+                None => {
+                    self.containers.run(service, &good).await?;
+                    done.push(format!(
+                        "{}: its container was gone, started afresh from {good}",
+                        service.name
+                    ));
+                }
+                Some(container) => {
+                    let config = container.config.clone().unwrap_or_default();
+                    let image = config.image.unwrap_or_default();
+                    let labels = config.labels.unwrap_or_default();
+                    let previous = labels.get(PREVIOUS_IMAGE_LABEL).filter(|p| **p != good);
+                    if image != good || previous.is_some() {
+                        self.containers.remove_one(&service.container).await?;
+                        self.containers.run(service, &good).await?;
+                        let why = match previous {
+                            Some(p) if image == good => format!("it remembered {p} as its previous image"),
+                            _ => format!("it ran {image}"),
+                        };
+                        done.push(format!(
+                            "{}: recreated from {good} with its original labels ({why})",
+                            service.name
+                        ));
+                    } else {
+                        let state = container.state.unwrap_or_default();
+                        if state.paused == Some(true) {
+                            self.containers.unpause(&service.container).await?;
+                            done.push(format!("{}: unpaused", service.name));
+                        }
+                        if state.running != Some(true) {
+                            self.containers.start(&service.container).await?;
+                            done.push(format!("{}: started (it was not running)", service.name));
+                        }
+                    }
+                }
+            }
+            // A container just started takes a moment to answer.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let state = loop {
+                match self.admin(service, reqwest::Method::GET, "/faults", None).await {
+                    Ok(state) => break Some(state),
+                    Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
+                    Err(_) => break None,
+                }
+            };
+            match state {
+                None => done.push(format!("{}: its admin port did not answer within 10 s", service.name)),
+                Some(state) => {
+                    let active: Vec<String> = state["active"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|f| {
+                            f.get("fault")
+                                .unwrap_or(f)
+                                .as_str()
+                                .map_or_else(|| f.to_string(), str::to_owned)
+                        })
+                        .collect();
+                    if !active.is_empty() {
+                        self.admin(service, reqwest::Method::DELETE, "/faults", None).await?;
+                        done.push(format!("{}: stopped fault {}", service.name, active.join(", ")));
+                    }
+                }
+            }
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self
-            .admin(target, reqwest::Method::DELETE, "/faults", None)
-            .await
-            .is_err()
-            && Instant::now() < deadline
-        {
+        if done.is_empty() {
+            done.push("nothing was left to undo".to_owned());
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.recovered(fault).await {
+            if Instant::now() >= deadline {
+                done.push(format!("{target} still not recovered 30 s later"));
+                break;
+            }
             tokio::time::sleep(POLL).await;
         }
-        Ok(())
+        Ok(done)
+    }
+
+    /// Ready for `fault`: the stack is quiet and the target has room for
+    /// the fault's new processes before `ServiceCrashLooping` (more than
+    /// [`CRASH_LOOP_STARTS`] in 5 minutes) would call it a crash loop.
+    async fn ready_for(&self, fault: Fault) -> Result<bool> {
+        if !self.quiet().await? {
+            return Ok(false);
+        }
+        let new = fault.new_processes();
+        if new == 0 {
+            return Ok(true);
+        }
+        let expr = format!(
+            "changes(process_start_time_seconds{{job=\"services-admin\", service=\"{}\"}}[5m])",
+            fault.target()
+        );
+        let starts = self
+            .query(&expr)
+            .await?
+            .iter()
+            .filter_map(|s| s["value"][1].as_str()?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(0);
+        Ok(starts + new <= CRASH_LOOP_STARTS)
     }
 
     /// Injects `fault` and follows it until it is healed and the stack is
-    /// quiet again, or its deadline passes.
+    /// quiet again, or its deadline passes (then clears it).
     pub async fn run_fault(&mut self, fault: Fault) -> Result<FaultResult> {
-        (self.say)(&format!("── {fault}: waiting for quiet (no alert, every target up)"));
+        let room = match fault.new_processes() {
+            0 => String::new(),
+            n => format!(
+                ", room for {n} new process(es) of {} before ServiceCrashLooping",
+                fault.target()
+            ),
+        };
+        (self.say)(&format!(
+            "── {fault}: waiting for quiet (no alert, every target up{room})"
+        ));
         let quiet_deadline = Instant::now() + self.options.quiet_timeout;
-        let mut quiet_before = self.quiet().await?;
+        let mut quiet_before = self.ready_for(fault).await?;
         while !quiet_before && Instant::now() < quiet_deadline {
             tokio::time::sleep(POLL).await;
-            quiet_before = self.quiet().await?;
+            quiet_before = self.ready_for(fault).await?;
         }
         let injected_wall = Utc::now();
         let t0 = self.now();
@@ -759,38 +1042,33 @@ impl Demo {
             _ => format!("{fault}: injected into {}", fault.target()),
         };
         self.event(t0, EventKind::Injected, text);
+        let mut result = FaultResult::new(fault, t0, quiet_before);
+        if fault == Fault::StaleAlert {
+            let target = self.service(fault.target()).clone();
+            if let Some(note) = self.fix_before_alert(&target).await? {
+                result.note = Some(note);
+            }
+        }
 
         let deadline = fault.deadline(&self.options);
-        let mut result = FaultResult {
-            fault,
-            target: fault.target(),
-            injected_at_s: t0,
-            detect_s: None,
-            recover_s: None,
-            actions: Vec::new(),
-            requests_total: 0,
-            requests_failed: 0,
-            alerts: Vec::new(),
-            decisions: Vec::new(),
-            quiet_before,
-            note: (!quiet_before).then(|| "the stack was not quiet before injection".to_owned()),
-        };
         let mut seen: HashSet<i64> = HashSet::new();
         let mut said: BTreeMap<i64, (bool, bool)> = BTreeMap::new();
-        let mut decisions: BTreeMap<i64, Decision> = BTreeMap::new();
+        let mut decisions: BTreeMap<i64, (Decision, DateTime<Utc>)> = BTreeMap::new();
         let mut ended: Option<f64> = None;
-        // A crash takes a moment to happen; until then "no fault active" is no recovery.
-        let mut took_effect = fault != Fault::Crash;
+        let mut took_effect = !fault.shows_late();
         loop {
             let now = self.now();
+            // Incidents opened since the injection, and those still open
+            // from before: a decision on one now is this fault's too.
             let incidents: Vec<Incident> = self
                 .incidents()
                 .await?
                 .into_iter()
-                .filter(|i| i.first_seen >= injected_wall)
+                .filter(|i| i.first_seen >= injected_wall || i.status == homeostat_core::alert::AlertStatus::Firing)
                 .collect();
             for incident in incidents.iter().rev() {
-                if seen.insert(incident.id) {
+                let opened_here = incident.first_seen >= injected_wall;
+                if opened_here && seen.insert(incident.id) {
                     let service = incident.labels.get("service").map_or("-", String::as_str).to_owned();
                     result.alerts.push(format!("{} ({service})", incident.alertname));
                     let at = self.at(incident.first_seen);
@@ -804,13 +1082,16 @@ impl Demo {
                     }
                 }
                 for decision in self.decisions(incident.id).await? {
-                    self.follow(&decision, &mut said);
-                    decisions.insert(decision.id, decision);
+                    if opened_here || decision.new.decided_at >= injected_wall {
+                        self.follow(&decision, &mut said);
+                        decisions.insert(decision.id, (decision, incident.first_seen));
+                    }
                 }
             }
             if !took_effect {
                 let target = self.service(fault.target());
-                took_effect = self.admin(target, reqwest::Method::GET, "/faults", None).await.is_err();
+                took_effect = !self.container_up(target).await
+                    || self.admin(target, reqwest::Method::GET, "/faults", None).await.is_err();
             }
             if fault != Fault::None && took_effect && result.recover_s.is_none() && self.recovered(fault).await {
                 let at = self.now();
@@ -829,30 +1110,88 @@ impl Demo {
             }
             if result.recover_s.is_none() && elapsed >= deadline {
                 ended = Some(now);
-                result.note = Some(format!("not recovered within {deadline:?}; the demo cleared the fault"));
+                result.note = Some(format!("not recovered within {deadline:?}"));
                 self.event(
                     now,
                     EventKind::Recovered,
                     format!("{fault}: NOT recovered within {deadline:?}"),
                 );
-                self.clean_up(fault).await?;
                 break;
             }
-            // After recovery, stay until the alerts resolve, to see every action.
-            if result.recover_s.is_some() && (self.quiet().await? || elapsed >= deadline + self.options.quiet_timeout) {
+            // After recovery, stay until the alerts resolve, to see every
+            // action; no longer than the deadline once homeostat acted on a
+            // fault it should have left alone (it may have broken the
+            // target again: then the stack will not be quiet soon).
+            let acted_wrongly = judge::Expected::of(fault) == judge::Expected::LeaveAlone
+                && decisions.values().any(|(d, _)| {
+                    d.new.verdict == homeostat_core::decision::Verdict::Allow && d.new.action != "notify"
+                });
+            let patience = if acted_wrongly {
+                deadline
+            } else {
+                deadline + self.options.quiet_timeout
+            };
+            if result.recover_s.is_some() && (elapsed >= patience || self.quiet().await?) {
                 break;
             }
             tokio::time::sleep(POLL).await;
         }
         let ended = ended.unwrap_or_else(|| self.now());
-        for decision in decisions.values() {
+        let window = judge::Window {
+            start: injected_wall,
+            end: Utc::now(),
+        };
+        let live: Vec<(Decision, bool)> = decisions.into_values().map(|(d, _)| (d, false)).collect();
+        self.describe(&mut result, &live);
+        {
+            let samples = self.samples.lock().expect("the load lock is never poisoned");
+            let requests: Vec<&Sample> = samples
+                .iter()
+                .filter(|(at, _)| *at >= t0 && *at <= ended)
+                .map(|(_, s)| s)
+                .collect();
+            result.requests_total = requests.len();
+            result.requests_failed = requests.iter().filter(|s| !succeeded(s)).count();
+        }
+        result.judgement = judge::judge(&result);
+        if !result.judgement.passed && fault != Fault::None {
+            let cleared = self.clear(fault).await?;
+            let text = format!(
+                "fault {fault} was not healed ({}); cleared to known good: {}",
+                result.judgement.why,
+                cleared.join("; ")
+            );
+            let at = self.now();
+            self.event(at, EventKind::Cleared, text);
+            result.cleared = cleared;
+        }
+        result.window = judge::Window {
+            end: Utc::now().max(window.end),
+            ..window
+        };
+        result.ended_at_s = round(self.now());
+        Ok(result)
+    }
+
+    /// Fills the result's actions and decisions from `decisions` (each
+    /// with whether it came after the fault's window), in the order made.
+    fn describe(&self, result: &mut FaultResult, decisions: &[(Decision, bool)]) {
+        let mut decisions: Vec<&(Decision, bool)> = decisions.iter().collect();
+        decisions.sort_by_key(|(d, _)| (d.new.decided_at, d.id));
+        result.actions.clear();
+        result.decisions.clear();
+        for (decision, late) in decisions {
+            let late = *late;
             if decision.new.verdict == homeostat_core::decision::Verdict::Allow {
                 let dry_run = if decision.new.dry_run { " (dry run)" } else { "" };
-                result.actions.push(format!("{}{dry_run}", decision.new.action));
+                let late = if late { " (late)" } else { "" };
+                result.actions.push(format!("{}{dry_run}{late}", decision.new.action));
             }
             result.decisions.push(json!({
                 "action": decision.new.action,
                 "target": decision.new.target_key,
+                "decided_at_s": round(self.at(decision.new.decided_at)),
+                "late": late,
                 "verdict": decision.new.verdict,
                 "reason": decision.new.reason,
                 "result": decision.result,
@@ -867,15 +1206,35 @@ impl Demo {
                 })),
             }));
         }
-        let samples = self.samples.lock().expect("the load lock is never poisoned");
-        let window: Vec<&Sample> = samples
-            .iter()
-            .filter(|(at, _)| *at >= t0 && *at <= ended)
-            .map(|(_, s)| s)
-            .collect();
-        result.requests_total = window.len();
-        result.requests_failed = window.iter().filter(|s| !succeeded(s)).count();
-        Ok(result)
+    }
+
+    /// Places every decision homeostat made under the fault it belongs to
+    /// ([`judge::place`]: the fault during which it was made, else the one
+    /// whose incident it is or that came last before it, marked late),
+    /// judges each fault again, and makes the report. A decision made
+    /// after a fault's window (a late retry) only shows here.
+    pub async fn finish(&self, mut results: Vec<FaultResult>) -> Result<Report> {
+        let windows: Vec<judge::Window> = results.iter().map(|r| r.window).collect();
+        let mut placed: Vec<Vec<(Decision, bool)>> = vec![Vec::new(); results.len()];
+        for incident in self.incidents().await? {
+            for decision in self.decisions(incident.id).await? {
+                if let Some(p) = judge::place(&windows, incident.first_seen, decision.new.decided_at) {
+                    placed[p.fault].push((decision, p.late));
+                }
+            }
+        }
+        for (result, decisions) in results.iter_mut().zip(placed) {
+            self.describe(result, &decisions);
+            let judgement = judge::judge(result);
+            if result.judgement.passed && !judgement.passed {
+                (self.say)(&format!(
+                    "{}: judged again with every decision placed: {}",
+                    result.fault, judgement.why
+                ));
+            }
+            result.judgement = judgement;
+        }
+        Ok(self.report(results))
     }
 
     /// Says what became of a decision, once per step.
@@ -920,6 +1279,7 @@ impl Demo {
             faults,
             events: self.events.clone(),
             load,
+            dry_run: self.options.dry_run,
         }
     }
 
@@ -936,6 +1296,14 @@ impl Demo {
     pub async fn stop(self) {
         self.stop_processes().await.remove().await;
     }
+}
+
+/// Running and not paused.
+fn is_up(container: &ContainerInspectResponse) -> bool {
+    container
+        .state
+        .as_ref()
+        .is_some_and(|s| s.running == Some(true) && s.paused != Some(true))
 }
 
 fn succeeded(sample: &Sample) -> bool {

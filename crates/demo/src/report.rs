@@ -32,8 +32,8 @@ fn seconds(value: Option<f64>) -> String {
 /// The per-fault table, as Markdown (it reads as well in a terminal).
 pub fn table(faults: &[FaultResult]) -> String {
     let mut out = String::from(
-        "| fault | target | detected (s) | recovered (s) | actions | requests | failed | availability |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| fault | target | detected (s) | recovered (s) | actions | requests | failed | availability | result |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for f in faults {
         let availability = if f.requests_total == 0 {
@@ -47,9 +47,10 @@ pub fn table(faults: &[FaultResult]) -> String {
         } else {
             f.actions.join(", ")
         };
+        let verdict = if f.judgement.passed { "ok" } else { "FAILED" };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {verdict}: {} |",
             f.fault,
             f.target,
             seconds(f.detect_s),
@@ -57,7 +58,8 @@ pub fn table(faults: &[FaultResult]) -> String {
             actions,
             f.requests_total,
             f.requests_failed,
-            availability
+            availability,
+            f.judgement.why
         );
     }
     out
@@ -71,19 +73,39 @@ fn markdown(report: &Report) -> String {
         SETTINGS
     );
     out.push_str(&table(&report.faults));
+    match report.failure() {
+        Some(failure) => {
+            let _ = writeln!(out, "\n**FAILED**: {failure}");
+        }
+        None => out.push_str("\nEvery fault was handled right.\n"),
+    }
     out.push_str("\n![timeline](timeline.svg)\n\n## Decisions\n\n");
+    out.push_str(
+        "Each decision is listed under the fault during which it was made; one made after its \
+         fault's window (from injection until healed and quiet, or cleared) and before the next \
+         fault's is listed under the fault of its incident, or the last one before it, marked late.\n\n",
+    );
     for f in &report.faults {
         let _ = writeln!(out, "### {}\n", f.fault);
         if let Some(note) = &f.note {
             let _ = writeln!(out, "_{note}_\n");
         }
+        if !f.cleared.is_empty() {
+            let _ = writeln!(
+                out,
+                "_fault {} was not healed; cleared to known good: {}_\n",
+                f.fault,
+                f.cleared.join("; ")
+            );
+        }
         if f.decisions.is_empty() {
             out.push_str("No decision.\n\n");
         }
         for d in &f.decisions {
+            let late = if d["late"] == true { " (late)" } else { "" };
             let _ = writeln!(
                 out,
-                "- {} on `{}`: {} — {}; result {}, outcome {}",
+                "- {}{late} on `{}`: {} — {}; result {}, outcome {}",
                 d["action"].as_str().unwrap_or("?"),
                 d["target"].as_str().unwrap_or("?"),
                 d["verdict"].as_str().unwrap_or("?"),
@@ -142,6 +164,7 @@ fn timeline(report: &Report) -> Result<String, String> {
                 EventKind::Injected => (RED, peak * 1.2),
                 EventKind::Action => (BLUE, peak * 1.1),
                 EventKind::Recovered => (GREEN, peak * 1.15),
+                EventKind::Cleared => (MAGENTA, peak * 1.05),
                 EventKind::Alert => continue,
             };
             chart
@@ -174,20 +197,14 @@ mod tests {
     use crate::{Event, Fault};
 
     fn result(fault: Fault, detect: Option<f64>, recover: Option<f64>, actions: &[&str]) -> FaultResult {
-        FaultResult {
-            fault,
-            target: fault.target(),
-            injected_at_s: 10.0,
-            detect_s: detect,
-            recover_s: recover,
-            actions: actions.iter().map(|a| a.to_string()).collect(),
-            requests_total: 200,
-            requests_failed: 50,
-            alerts: vec![],
-            decisions: vec![],
-            quiet_before: true,
-            note: None,
-        }
+        let mut r = FaultResult::new(fault, 10.0, true);
+        r.detect_s = detect;
+        r.recover_s = recover;
+        r.actions = actions.iter().map(|a| a.to_string()).collect();
+        r.requests_total = 200;
+        r.requests_failed = 50;
+        r.judgement = crate::judge::judge(&r);
+        r
     }
 
     #[test]
@@ -197,11 +214,13 @@ mod tests {
             result(Fault::None, None, None, &[]),
         ]);
         assert!(
-            table.contains("| crash | service_b | 4.2 | 7.0 | restart | 200 | 50 | 75.0% |"),
+            table.contains(
+                "| crash | service_b | 4.2 | 7.0 | restart | 200 | 50 | 75.0% | ok: healed in 7.0 s (restart) |"
+            ),
             "{table}"
         );
         assert!(
-            table.contains("| none | service_a | — | — | none | 200 | 50 | 75.0% |"),
+            table.contains("| none | service_a | — | — | none | 200 | 50 | 75.0% | FAILED: 50 of 200 requests failed"),
             "{table}"
         );
     }
@@ -211,13 +230,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let report = Report {
             started_at: chrono::Utc::now(),
-            faults: vec![result(Fault::Hang, Some(5.0), Some(9.5), &["restart"])],
+            faults: vec![result(Fault::Hang, Some(5.0), Some(9.5), &["restart"]), {
+                let mut kill = result(Fault::Kill, Some(4.0), None, &["restart (late)"]);
+                kill.decisions = vec![serde_json::json!({"action": "restart", "target": "t", "late": true,
+                    "verdict": "allow", "reason": "within every limit"})];
+                kill.cleared = vec!["service_b: started (it was not running)".into()];
+                kill
+            }],
             events: vec![Event {
                 at_s: 10.0,
                 kind: EventKind::Injected,
                 text: "hang: injected into service_a".into(),
             }],
             load: vec![(20, 0), (20, 5), (20, 20)],
+            dry_run: false,
         };
         write(&report, &dir.path().join("out")).unwrap();
         let json: serde_json::Value =
@@ -231,5 +257,16 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.contains("hang"), "{svg}");
         let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
         assert!(md.contains("| hang | service_a | 5.0 | 9.5 | restart |"), "{md}");
+        assert!(
+            md.contains("**FAILED**: 1 of 2 faults not handled right: kill (not recovered despite restart (late))"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- restart (late) on `t`: allow")
+                && md.contains("fault kill was not healed; cleared to known good: service_b: started"),
+            "{md}"
+        );
+        assert_eq!(json[1]["judgement"]["passed"], false);
+        assert_eq!(json[1]["cleared"][0], "service_b: started (it was not running)");
     }
 }

@@ -8,11 +8,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use serde_json::json;
@@ -133,6 +134,8 @@ pub struct Service {
     pub container: String,
     pub port: u16,
     pub admin_port: u16,
+    /// Its environment (the memory limit is added to it).
+    pub env: Vec<String>,
 }
 
 impl Service {
@@ -172,7 +175,7 @@ impl Containers {
 
     /// Starts `service` from `image` with its ports published on loopback
     /// at fixed ports, so a restarted or recreated container keeps them.
-    pub async fn run(&self, service: &Service, image: &str, env: Vec<String>) -> Result<(), DemoError> {
+    pub async fn run(&self, service: &Service, image: &str) -> Result<(), DemoError> {
         let binding = |port: u16| {
             Some(vec![PortBinding {
                 host_ip: Some("127.0.0.1".into()),
@@ -184,7 +187,7 @@ impl Containers {
             (SERVICE_LABEL.to_owned(), service.name.to_owned()),
             (NUMBER_LABEL.to_owned(), "1".to_owned()),
         ]);
-        let mut env = env;
+        let mut env = service.env.clone();
         env.push(format!("MEMORY_LIMIT_BYTES={MEMORY_LIMIT_BYTES}"));
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
@@ -232,21 +235,53 @@ impl Containers {
         Ok(())
     }
 
-    /// Starts `container` if it is not running (after a fault nobody healed).
-    pub async fn ensure_running(&self, container: &str) -> Result<(), DemoError> {
-        let inspected = self
-            .docker
-            .inspect_container(container, None)
-            .await
-            .map_err(|e| DemoError::Docker(format!("inspect {container}: {e}")))?;
-        let running = inspected.state.and_then(|s| s.running).unwrap_or(false);
-        if !running {
-            self.docker
-                .start_container(container, None)
-                .await
-                .map_err(|e| DemoError::Docker(format!("start {container}: {e}")))?;
+    /// The container's state, image and labels; `None` when it is gone.
+    pub async fn inspect(&self, container: &str) -> Result<Option<ContainerInspectResponse>, DemoError> {
+        match self.docker.inspect_container(container, None).await {
+            Ok(inspected) => Ok(Some(inspected)),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(DemoError::Docker(format!("inspect {container}: {e}"))),
         }
-        Ok(())
+    }
+
+    /// Removes `container` (running or not), if it exists.
+    pub async fn remove_one(&self, container: &str) -> Result<(), DemoError> {
+        let force = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(container, Some(force)).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(DemoError::Docker(format!("remove {container}: {e}"))),
+        }
+    }
+
+    /// Sends SIGKILL to `container`, from outside the service.
+    pub async fn kill(&self, container: &str) -> Result<(), DemoError> {
+        let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+        self.docker
+            .kill_container(container, Some(options))
+            .await
+            .map_err(|e| DemoError::Docker(format!("kill {container}: {e}")))
+    }
+
+    /// Freezes every process of `container` (the cgroup freezer).
+    pub async fn pause(&self, container: &str) -> Result<(), DemoError> {
+        self.docker
+            .pause_container(container)
+            .await
+            .map_err(|e| DemoError::Docker(format!("pause {container}: {e}")))
+    }
+
+    pub async fn unpause(&self, container: &str) -> Result<(), DemoError> {
+        self.docker
+            .unpause_container(container)
+            .await
+            .map_err(|e| DemoError::Docker(format!("unpause {container}: {e}")))
+    }
+
+    pub async fn start(&self, container: &str) -> Result<(), DemoError> {
+        self.docker
+            .start_container(container, None)
+            .await
+            .map_err(|e| DemoError::Docker(format!("start {container}: {e}")))
     }
 
     /// Removes every container of the project, then its network.
