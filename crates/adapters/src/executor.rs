@@ -48,6 +48,9 @@ pub struct Deployed {
     /// When it was deployed, if the backend tells: a rollback undoes only
     /// what was deployed before the alert started.
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether what runs is itself known good (it ran long enough before,
+    /// by the backend's history): rolling it back would undo a fix.
+    pub known_good: bool,
 }
 
 /// A backend that performs operations.

@@ -445,9 +445,18 @@ impl Executor for DockerExecutor {
             return Ok(None);
         }
         let since = containers.iter().filter_map(deployed_at).max();
+        // Every container runs an image its own history knows as good.
+        let known_good_after = self.config.known_good_after.as_delta();
+        let known_good = containers.iter().all(|c| {
+            let current = configured_image(c).unwrap_or_default();
+            history(c)
+                .iter()
+                .any(|ran| ran.image == current && ran.until - ran.from >= known_good_after)
+        });
         Ok(Some(Deployed {
             what: images.into_iter().collect::<Vec<_>>().join(","),
             since,
+            known_good,
         }))
     }
 

@@ -320,6 +320,7 @@ impl Executor for KubernetesExecutor {
         Ok(Some(Deployed {
             what: format!("revision {}", revision(&deployment.metadata.annotations)),
             since: None,
+            known_good: false,
         }))
     }
 

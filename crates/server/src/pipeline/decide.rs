@@ -55,6 +55,15 @@ pub fn under_way(past: &[Decision]) -> Option<DateTime<Utc>> {
         .map(|d| d.new.decided_at)
 }
 
+/// When the incident's last action was verified a success, if it was.
+pub fn fixed_at(past: &[Decision]) -> Option<DateTime<Utc>> {
+    past.iter()
+        .rev()
+        .find(|d| acted(d))
+        .filter(|d| d.outcome == Some(Verification::Success))
+        .and_then(|d| d.verified_at)
+}
+
 /// When the incident's last action was decided, if it was verified failed:
 /// its cooldown does not hold back the playbook's next step.
 pub fn failed_step(past: &[Decision]) -> Option<DateTime<Utc>> {

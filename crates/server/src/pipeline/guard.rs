@@ -51,6 +51,14 @@ pub(super) async fn alert_state(
 
 /// Why a rollback would not undo what the incident is about, if it would not.
 fn rollback_premise(incident: &Incident, deployed: &Deployed) -> Option<String> {
+    // Fixed before the alert came (its `startsAt` is when it fired, after
+    // its `for:`, so a fix made while it was pending is not "after" it).
+    if deployed.known_good {
+        return Some(format!(
+            "{} runs and is known good (it ran long enough before): a rollback would undo a fix",
+            deployed.what
+        ));
+    }
     if let Some(implicated) = incident.implicated.as_ref().filter(|i| **i != deployed.what) {
         return Some(format!(
             "the implicated {implicated} no longer runs ({} does); a rollback would undo something else",
@@ -160,4 +168,64 @@ pub async fn premise<E: Executor>(
         }
     }
     Ok(silenced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident(implicated: Option<&str>) -> Incident {
+        let at: DateTime<Utc> = "2026-12-07T08:00:00Z".parse().unwrap();
+        Incident {
+            id: 1,
+            fingerprint: "f".into(),
+            alertname: "BadDeploy".into(),
+            status: homeostat_core::alert::AlertStatus::Firing,
+            labels: Default::default(),
+            annotations: Default::default(),
+            starts_at: at,
+            ends_at: None,
+            generator_url: String::new(),
+            first_seen: at,
+            last_seen: at,
+            resolved_at: None,
+            deliveries: 1,
+            next_check: None,
+            vanished: false,
+            implicated: implicated.map(str::to_owned),
+            last_decision: None,
+        }
+    }
+
+    fn deployed(what: &str, since: &str, known_good: bool) -> Deployed {
+        Deployed {
+            what: what.into(),
+            since: Some(since.parse().unwrap()),
+            known_good,
+        }
+    }
+
+    #[test]
+    fn a_rollback_undoes_only_a_new_image_deployed_before_the_alert() {
+        let bad = deployed("app:2", "2026-12-07T07:59:50Z", false);
+        assert_eq!(rollback_premise(&incident(None), &bad), None);
+        assert_eq!(rollback_premise(&incident(Some("app:2")), &bad), None);
+        // Fixed while the alert was pending: what runs is known good.
+        let fixed = deployed("app:1", "2026-12-07T07:59:58Z", true);
+        assert!(rollback_premise(&incident(None), &fixed)
+            .unwrap()
+            .contains("known good"));
+        // Deployed after the alert fired.
+        let later = deployed("app:3", "2026-12-07T08:00:05Z", false);
+        assert!(rollback_premise(&incident(None), &later)
+            .unwrap()
+            .contains("after the alert started"));
+        // Not what the incident implicated on its first look.
+        assert!(rollback_premise(
+            &incident(Some("app:2")),
+            &deployed("app:3", "2026-12-07T07:00:00Z", false)
+        )
+        .unwrap()
+        .contains("no longer runs"));
+    }
 }

@@ -193,6 +193,14 @@ impl<E: Executor> Responder<E> {
             let period = self.config.reconcile.period.as_delta();
             return Ok(Some(self.verified_by(last).max(now + period)));
         }
+        // Verified fixed: its resolution is on the way (Alertmanager sends
+        // it at its next group_interval; the vanish check closes it sooner).
+        // Not acted on again for a verify_timeout.
+        if let Some(quiet_until) = decide::fixed_at(&past).map(|t| t + self.config.verify_timeout.as_delta()) {
+            if now < quiet_until {
+                return Ok(Some(quiet_until));
+            }
+        }
         // In dry run a would-be action is "under way" for as long as a real
         // one could be verifying, so that dry run decides as acting would.
         let verify = self.config.verify_timeout.as_delta();
