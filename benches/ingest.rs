@@ -12,6 +12,9 @@
 //! cycling through 1,000 groups (5,000 distinct alerts), so homeostat both
 //! opens incidents and updates them.
 
+#[path = "serve.rs"]
+mod serve;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -133,26 +136,7 @@ fn start_homeostat(dir: &std::path::Path, synchronous: &str) -> Target {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_homeostat"))
-        .args(["--log-format", "json", "serve", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(log) = serde_json::from_str::<Value>(&line) {
-                if log["message"] == "Listening." {
-                    let _ = tx.send(log["address"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("homeostat did not start");
+    let (child, addr) = serve::serve(&config, "info");
     Target {
         name: format!("homeostat (journal.synchronous: {synchronous})"),
         child,

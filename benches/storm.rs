@@ -13,8 +13,10 @@
 //! rate, the backlog (acknowledged alerts not yet decided), and how long
 //! after the last acknowledgement the last decision came.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "serve.rs"]
+mod serve;
+
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,33 +74,7 @@ fn start(dir: &std::path::Path) -> Homeostat {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_homeostat"))
-        .args([
-            "--log-format",
-            "json",
-            "--log-level",
-            "warn,homeostat_server::app=info",
-            "serve",
-            "--config",
-        ])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(log) = serde_json::from_str::<Value>(&line) {
-                if log["message"] == "Listening." {
-                    let _ = tx.send(log["address"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("homeostat did not start");
+    let (child, addr) = serve::serve(&config, "warn,homeostat_server::app=info");
     Homeostat { child, addr }
 }
 
