@@ -392,7 +392,8 @@ pub struct JournalConfig {
     /// Deliveries, closed incidents with their decisions, and threshold
     /// fits older than this are pruned in the background (hourly). Default
     /// 30d; at least 1h, and at least the guard's budget window and
-    /// cooldown, so the guard never loses what it counts.
+    /// cooldown, so those never lose what they count (the circuit breaker
+    /// forgets failures older than this).
     pub retention: PromDuration,
 }
 

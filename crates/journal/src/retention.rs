@@ -10,8 +10,9 @@
 //!
 //! A firing incident keeps its whole history however old. Configuration
 //! checks keep the retention longer than the guard's budget window and
-//! cooldown, so nothing the guard counts is ever pruned. SQLite reuses the
-//! freed pages; the file does not shrink.
+//! cooldown, so nothing those count is ever pruned; the circuit breaker
+//! forgets failures older than the retention. SQLite reuses the freed
+//! pages; the file does not shrink.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Transaction};
