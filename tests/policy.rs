@@ -112,10 +112,7 @@ fn down(status: &str, fingerprint: &str) -> Value {
 
 async fn first_decision(server: &InProcess, incident: i64) -> Value {
     eventually("a decision", Duration::from_secs(20), || async {
-        let decisions = server
-            .get_json(&format!("/api/v1/incidents/{incident}/decisions"))
-            .await;
-        decisions["decisions"].as_array().and_then(|d| d.first().cloned())
+        server.decisions(incident).await.into_iter().next()
     })
     .await
 }

@@ -19,16 +19,31 @@ fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     path
 }
 
-async fn incidents(client: &reqwest::Client, process: &Process) -> Vec<Value> {
+/// The list under `key` that `path` answers with.
+async fn list(client: &reqwest::Client, process: &Process, path: &str, key: &str) -> Vec<Value> {
     let page: Value = client
-        .get(process.url("/api/v1/incidents"))
+        .get(process.url(path))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    page["incidents"].as_array().unwrap().clone()
+    page[key].as_array().unwrap().clone()
+}
+
+async fn incidents(client: &reqwest::Client, process: &Process) -> Vec<Value> {
+    list(client, process, "/api/v1/incidents", "incidents").await
+}
+
+async fn decisions(client: &reqwest::Client, process: &Process, incident: i64) -> Vec<Value> {
+    list(
+        client,
+        process,
+        &format!("/api/v1/incidents/{incident}/decisions"),
+        "decisions",
+    )
+    .await
 }
 
 #[tokio::test]
@@ -404,13 +419,6 @@ async fn a_retry_pending_at_kill_9_happens_after_the_restart_once() {
     );
     let config = write_config(dir.path(), &extra);
     let client = reqwest::Client::new();
-    let decisions = |process: &Process, incident: i64| {
-        let request = client.get(process.url(&format!("/api/v1/incidents/{incident}/decisions")));
-        async move {
-            let page: Value = request.send().await.unwrap().json().await.unwrap();
-            page["decisions"].as_array().unwrap().clone()
-        }
-    };
 
     let mut first = Process::start(&config);
     let mut body = notification("firing", &["kill9-retry"]);
@@ -426,7 +434,7 @@ async fn a_retry_pending_at_kill_9_happens_after_the_restart_once() {
         .unwrap();
     let incident = ack["incidents"][0].as_i64().unwrap();
     let deferred = eventually("the deferral", Duration::from_secs(20), || async {
-        decisions(&first, incident).await.into_iter().next()
+        decisions(&client, &first, incident).await.into_iter().next()
     })
     .await;
     assert_eq!(deferred["verdict"], "defer", "{deferred}");
@@ -439,7 +447,7 @@ async fn a_retry_pending_at_kill_9_happens_after_the_restart_once() {
 
     let second = Process::start(&config);
     let all = eventually("the retry, then its end", Duration::from_secs(60), || async {
-        let all = decisions(&second, incident).await;
+        let all = decisions(&client, &second, incident).await;
         all.iter().any(|d| d["verdict"] == "escalate").then_some(all)
     })
     .await;

@@ -49,13 +49,6 @@ async fn start(dir: &Path, listen: Option<u16>, actions: ActionsConfig) -> InPro
     .await
 }
 
-async fn decisions(server: &InProcess, incident: i64) -> Vec<Value> {
-    let page = server
-        .get_json(&format!("/api/v1/incidents/{incident}/decisions"))
-        .await;
-    page["decisions"].as_array().unwrap().clone()
-}
-
 fn time(value: &Value) -> DateTime<Utc> {
     value.as_str().unwrap().parse().unwrap()
 }
@@ -105,7 +98,7 @@ async fn the_next_step_follows_without_a_redelivery_under_default_timings() {
     .await;
     let incident = incidents[0]["id"].as_i64().unwrap();
     let all = eventually("the second step", Duration::from_secs(30), || async {
-        let all = decisions(&server, incident).await;
+        let all = server.decisions(incident).await;
         (all.len() >= 2 && all[1]["executed_at"].is_string()).then_some(all)
     })
     .await;
@@ -151,7 +144,7 @@ async fn a_stale_alert_is_not_acted_on_and_its_incident_vanishes() {
     };
     let incident = server.post_alert(&alert("2026-11-28T06:00:00Z")).await;
     let decision = eventually("a decision", Duration::from_secs(20), || async {
-        decisions(&server, incident).await.into_iter().next()
+        server.decisions(incident).await.into_iter().next()
     })
     .await;
     assert_eq!(decision["verdict"], "premise_gone", "{decision}");
@@ -170,7 +163,7 @@ async fn a_stale_alert_is_not_acted_on_and_its_incident_vanishes() {
         started,
         "restarted"
     );
-    let all = decisions(&server, incident).await;
+    let all = server.decisions(incident).await;
     assert_eq!(all.len(), 1, "{all:?}");
     let metrics = server.metrics().await;
     assert!(metrics.contains("homeostat_escalations_total 1"), "{metrics}");
@@ -207,7 +200,7 @@ async fn a_rollback_undoes_only_what_the_alert_is_about() {
     body["alerts"][0]["startsAt"] = json!(alert_started.to_rfc3339());
     let incident = server.post_alert(&body).await;
     let decision = eventually("a decision", Duration::from_secs(20), || async {
-        decisions(&server, incident).await.into_iter().next()
+        server.decisions(incident).await.into_iter().next()
     })
     .await;
     assert_eq!(decision["verdict"], "premise_gone", "{decision}");

@@ -79,7 +79,8 @@ fn down(status: &str, fingerprint: &str, container: &str) -> Value {
 /// Waits for the incident's first decision with this outcome.
 async fn until_outcome(server: &InProcess, incident: i64, outcome: &str) -> Value {
     eventually(&format!("an outcome {outcome:?}"), Duration::from_secs(30), || async {
-        decisions(server, incident)
+        server
+            .decisions(incident)
             .await
             .into_iter()
             .find(|d| d["outcome"] == outcome)
@@ -99,16 +100,9 @@ async fn barrier(server: &InProcess, tag: &str) {
         ))
         .await;
     eventually("the pipeline to catch up", Duration::from_secs(30), || async {
-        decisions(server, incident).await.into_iter().next().map(|_| ())
+        server.decisions(incident).await.into_iter().next().map(|_| ())
     })
     .await;
-}
-
-async fn decisions(server: &InProcess, incident: i64) -> Vec<Value> {
-    let page = server
-        .get_json(&format!("/api/v1/incidents/{incident}/decisions"))
-        .await;
-    page["decisions"].as_array().unwrap().clone()
 }
 
 #[tokio::test]
@@ -126,7 +120,8 @@ async fn an_alert_restarts_the_right_container_and_the_outcome_is_verified() {
     docker(&["kill", &victim]);
     let incident = server.post_alert(&down("firing", "e2e-ok", &victim)).await;
     let decision = eventually("the restart to be executed", Duration::from_secs(30), || async {
-        decisions(&server, incident)
+        server
+            .decisions(incident)
             .await
             .into_iter()
             .find(|d| d["result"] == "done")
@@ -148,7 +143,8 @@ async fn an_alert_restarts_the_right_container_and_the_outcome_is_verified() {
     // Prometheus sees it up again; Alertmanager sends the resolution.
     server.post_alert(&down("resolved", "e2e-ok", &victim)).await;
     let verified = eventually("the outcome to be recorded", Duration::from_secs(30), || async {
-        decisions(&server, incident)
+        server
+            .decisions(incident)
             .await
             .into_iter()
             .find(|d| !d["outcome"].is_null())
@@ -189,7 +185,7 @@ async fn a_second_alert_on_a_target_in_its_cooldown_is_deferred_once() {
         server.post_alert(&down("firing", "e2e-cool", &name)).await;
     }
     barrier(&server, "cool").await;
-    let all = decisions(&server, incident).await;
+    let all = server.decisions(incident).await;
     let executed = all.iter().filter(|d| d["result"] == "done").count();
     assert_eq!(executed, 0, "{all:?}");
     let deferred = &all[0];
@@ -218,14 +214,15 @@ async fn a_resolved_alert_never_leads_to_an_action() {
     docker(&["kill", &name]);
     let other = server.post_alert(&down("firing", "e2e-res-2", &name)).await;
     eventually("the later incident to be acted on", Duration::from_secs(30), || async {
-        decisions(&server, other)
+        server
+            .decisions(other)
             .await
             .into_iter()
             .find(|d| d["result"] == "done")
     })
     .await;
     assert!(
-        decisions(&server, incident).await.is_empty(),
+        server.decisions(incident).await.is_empty(),
         "a resolved alert was acted on"
     );
     assert_ne!(before, docker(&["inspect", "--format", "{{.State.StartedAt}}", &name]));
@@ -243,7 +240,8 @@ async fn dry_run_records_exactly_what_it_would_do_and_does_nothing() {
     docker(&["kill", &name]);
     let incident = server.post_alert(&down("firing", "e2e-dry", &name)).await;
     let decision = eventually("the dry-run decision", Duration::from_secs(30), || async {
-        decisions(&server, incident)
+        server
+            .decisions(incident)
             .await
             .into_iter()
             .find(|d| !d["result"].is_null())
@@ -274,7 +272,7 @@ async fn first_verdicts(dir: &Path, names: &[String], alerts: &[(usize, &str)], 
     for (index, fingerprint) in alerts {
         let incident = server.post_alert(&down("firing", fingerprint, &names[*index])).await;
         let first = eventually("a decision", Duration::from_secs(30), || async {
-            decisions(&server, incident).await.into_iter().next()
+            server.decisions(incident).await.into_iter().next()
         })
         .await;
         verdicts.push(format!(
@@ -369,7 +367,7 @@ async fn an_alert_silenced_in_alertmanager_is_not_acted_on() {
     docker(&["kill", &name]);
     let incident = server.post_alert(&down("firing", &fingerprint, &name)).await;
     let decision = eventually("the refusal", Duration::from_secs(30), || async {
-        decisions(&server, incident).await.into_iter().next()
+        server.decisions(incident).await.into_iter().next()
     })
     .await;
     assert_eq!(decision["verdict"], "refuse");
@@ -456,7 +454,7 @@ async fn an_exhausted_playbook_escalates_to_the_webhook_once() {
         "all 1 actions of rule \"down\" failed; escalating to a human"
     );
     let all = eventually("the escalation to be recorded", Duration::from_secs(10), || async {
-        let all = decisions(&server, incident).await;
+        let all = server.decisions(incident).await;
         all.iter().any(|d| d["verdict"] == "escalate").then_some(all)
     })
     .await;
@@ -486,7 +484,7 @@ async fn an_unplannable_step_escalates_once_with_what_was_tried() {
     assert_eq!(notice["tried"][0]["action"], "restart", "{notice}");
     assert_eq!(notice["tried"][0]["result"], "done", "{notice}");
     assert_eq!(notice["tried"][0]["outcome"], "failure", "{notice}");
-    let all = decisions(&server, incident).await;
+    let all = server.decisions(incident).await;
     let unplannable: Vec<&Value> = all.iter().filter(|d| d["verdict"] == "unplannable").collect();
     assert_eq!(unplannable.len(), 1, "recorded once: {all:?}");
     assert_eq!(unplannable[0]["action"], "rollback");
@@ -535,7 +533,8 @@ async fn a_resolved_alert_whose_health_query_never_holds_is_a_failure() {
         body["alerts"][0]["labels"]["instance"] = nowhere.to_string().into();
         let incident = server.post_alert(&body).await;
         eventually("the restart", Duration::from_secs(30), || async {
-            decisions(&server, incident)
+            server
+                .decisions(incident)
                 .await
                 .into_iter()
                 .find(|d| d["result"] == "done")
@@ -546,7 +545,8 @@ async fn a_resolved_alert_whose_health_query_never_holds_is_a_failure() {
         body["alerts"][0]["endsAt"] = "2026-11-28T06:10:00Z".into();
         server.post_alert(&body).await;
         let verified = eventually("the outcome", Duration::from_secs(30), || async {
-            decisions(&server, incident)
+            server
+                .decisions(incident)
                 .await
                 .into_iter()
                 .find(|d| !d["outcome"].is_null())
@@ -605,7 +605,7 @@ async fn an_action_interrupted_by_a_crash_is_escalated_not_repeated() {
     let again = server.post_alert(&down("firing", "e2e-crash", &name)).await;
     assert_eq!(again, incident);
     barrier(&server, "crash").await;
-    let all = decisions(&server, incident).await;
+    let all = server.decisions(incident).await;
     assert_eq!(all[0]["result"], "interrupted", "{all:?}");
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(all[1]["verdict"], "escalate");

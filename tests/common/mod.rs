@@ -174,6 +174,12 @@ impl InProcess {
         response.json().await.unwrap()
     }
 
+    /// An incident's decisions, oldest first.
+    pub async fn decisions(&self, incident: i64) -> Vec<Value> {
+        let page = self.get_json(&format!("/api/v1/incidents/{incident}/decisions")).await;
+        page["decisions"].as_array().unwrap().clone()
+    }
+
     /// The `/metrics` exposition.
     pub async fn metrics(&self) -> String {
         self.client

@@ -33,12 +33,8 @@ pub async fn run(
             Err(err) => tracing::error!(error = %err, "Cannot prune the journal; trying again in an hour."),
         }
         tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
-            changed = stop.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-            }
+            () = tokio::time::sleep(EVERY) => {}
+            _ = stop.wait_for(|stopped| *stopped) => break,
         }
     }
 }

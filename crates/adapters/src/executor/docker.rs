@@ -47,6 +47,13 @@ pub struct Ran {
     pub until: chrono::DateTime<chrono::Utc>,
 }
 
+impl Ran {
+    /// Ran `known_good_after` or longer before it was replaced.
+    fn known_good(&self, known_good_after: chrono::Duration) -> bool {
+        self.until - self.from >= known_good_after
+    }
+}
+
 /// The container's image history, newest first (empty when unreadable).
 fn history(container: &ContainerInspectResponse) -> Vec<Ran> {
     labels_of(container)
@@ -60,7 +67,7 @@ fn history(container: &ContainerInspectResponse) -> Vec<Ran> {
 pub fn last_known_good<'a>(history: &'a [Ran], current: &str, known_good_after: chrono::Duration) -> Option<&'a Ran> {
     history
         .iter()
-        .find(|ran| ran.image != current && ran.until - ran.from >= known_good_after)
+        .find(|ran| ran.image != current && ran.known_good(known_good_after))
 }
 
 pub struct DockerExecutor {
@@ -451,7 +458,7 @@ impl Executor for DockerExecutor {
             let current = configured_image(c).unwrap_or_default();
             history(c)
                 .iter()
-                .any(|ran| ran.image == current && ran.until - ran.from >= known_good_after)
+                .any(|ran| ran.image == current && ran.known_good(known_good_after))
         });
         Ok(Some(Deployed {
             what: images.into_iter().collect::<Vec<_>>().join(","),

@@ -42,7 +42,7 @@ mod reconcile;
 mod respond;
 pub mod verify;
 
-pub use respond::{Next, Responder};
+pub use respond::Responder;
 
 /// Switches an operator flips at run time (`POST /api/v1/pause`, `/resume`).
 #[derive(Debug, Default)]

@@ -88,11 +88,7 @@ pub(super) async fn run<E: Executor>(responder: Arc<Responder<E>>, mut stop: wat
                     busy.remove(&id);
                 }
             }
-            changed = stop.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-            }
+            _ = stop.wait_for(|stopped| *stopped) => break,
         }
         while let Some(done) = looks.try_join_next() {
             if let Ok(id) = done {
