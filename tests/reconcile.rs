@@ -9,10 +9,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::docker::{docker, image, until_serving, Service, IMAGE, PREVIOUS};
+use common::docker::{docker, image, until_serving, Service, StallingProxy, IMAGE, PREVIOUS};
 use common::{eventually, free_port, test_config, Alertmanager, InProcess};
 use homeostat_adapters::executor::docker::DockerExecutor;
-use homeostat_adapters::executor::{ExecError, Executor};
+use homeostat_adapters::executor::{Bounded, ExecError, Executor};
 use homeostat_core::action::Operation;
 use homeostat_core::config::{ActionsConfig, Credentials};
 use homeostat_core::playbook::Playbook;
@@ -41,7 +41,8 @@ async fn start(dir: &Path, listen: Option<u16>, actions: ActionsConfig) -> InPro
         config.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
     }
     config.actions = Some(actions.clone());
-    let executor = DockerExecutor::connect(actions.docker.clone()).await.unwrap();
+    // Bounded in time, as `serve` does.
+    let executor = Bounded::new(DockerExecutor::connect(actions.docker.clone()).await.unwrap(), &actions);
     let playbook = Playbook::load(&actions.playbook).unwrap();
     InProcess::start_with(config, Credentials::default(), move |parts| {
         Responder::new(executor, parts, playbook, actions)
@@ -221,4 +222,59 @@ async fn a_rollback_undoes_only_what_the_alert_is_about() {
     let err = docker_executor.execute(&rollback).await.unwrap_err();
     assert!(matches!(err, ExecError::Refused { .. }), "{err}");
     assert!(err.to_string().contains("nothing known good"), "{err}");
+}
+
+/// A Docker API that takes one container's restart and never answers: the
+/// call is abandoned at `execute_timeout` and recorded as timed out, while
+/// an incident on another container is acted on at once meanwhile.
+#[tokio::test]
+async fn a_stalled_docker_call_holds_up_no_other_target() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("rcstall");
+    let stalled = service.run(1, &[]);
+    let other = service.run(2, &[]);
+    until_serving(&stalled).await;
+    until_serving(&other).await;
+    let id = docker(&["inspect", "--format", "{{.Id}}", &stalled]);
+    let proxy = StallingProxy::start(format!("/containers/{id}/restart")).await;
+    let mut actions = actions(dir.path(), "[restart]", None);
+    actions.docker.host = Some(proxy.host.clone());
+    actions.execute_timeout = "11s".parse().unwrap();
+    let server = start(dir.path(), None, actions).await;
+
+    let alert = |fingerprint: &str, container: &str| {
+        let mut body = common::notification("firing", &[fingerprint]);
+        body["alerts"][0]["labels"] = json!({"alertname": "ServiceDown", "container": container});
+        body
+    };
+    let stuck = server.post_alert(&alert("rc-stall", &stalled)).await;
+    eventually("the stalled restart to start", Duration::from_secs(20), || async {
+        server.decisions(stuck).await.into_iter().find(|d| d["verdict"] == "allow")
+    })
+    .await;
+    let posted = Utc::now();
+    let moving = server.post_alert(&alert("rc-other", &other)).await;
+    let done = eventually("the other restart", Duration::from_secs(8), || async {
+        server.decisions(moving).await.into_iter().find(|d| !d["result"].is_null())
+    })
+    .await;
+    assert_eq!(done["result"], "done", "{done}");
+    assert_eq!(done["detail"], format!("restarted container {other}"));
+    assert!(time(&done["executed_at"]) - posted < chrono::Duration::seconds(5), "{done}");
+    let first = server.decisions(stuck).await;
+    assert!(first[0]["result"].is_null(), "the stalled call ended: {first:?}");
+
+    let abandoned = eventually("the stalled call to be abandoned", Duration::from_secs(20), || async {
+        server.decisions(stuck).await.into_iter().find(|d| !d["result"].is_null())
+    })
+    .await;
+    assert_eq!(abandoned["result"], "timed_out", "{abandoned}");
+    assert!(
+        abandoned["detail"].as_str().unwrap().contains("did not answer within 11s"),
+        "{abandoned}"
+    );
+    let after = time(&abandoned["executed_at"]) - time(&abandoned["decided_at"]);
+    assert!(after >= chrono::Duration::seconds(11) && after < chrono::Duration::seconds(14), "{after}");
+    server.stop().await;
 }

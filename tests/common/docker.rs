@@ -134,3 +134,60 @@ pub async fn until_serving(container: &str) {
     )
     .await;
 }
+
+/// A Docker API on a loopback TCP port that passes everything through to the
+/// local engine's socket, except that a connection stops answering for good
+/// once a request on it contains `stall` (say, one container's restart
+/// path): the engine never sees that request, and the client waits.
+pub struct StallingProxy {
+    pub host: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StallingProxy {
+    pub async fn start(stall: String) -> StallingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = format!("tcp://{}", listener.local_addr().unwrap());
+        let stall = std::sync::Arc::new(stall.into_bytes());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(pass_through(client, stall.clone()));
+            }
+        });
+        StallingProxy { host, task }
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pass_through(client: tokio::net::TcpStream, stall: std::sync::Arc<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await else {
+        return;
+    };
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_engine, mut to_engine) = engine.into_split();
+    let responses = tokio::spawn(async move { tokio::io::copy(&mut from_engine, &mut to_client).await });
+    // Requests are scanned across reads: the last bytes of one read are kept
+    // so that `stall` split between two reads is still seen.
+    let mut seen: Vec<u8> = Vec::new();
+    let mut buffer = [0u8; 8192];
+    while let Ok(read @ 1..) = from_client.read(&mut buffer).await {
+        seen.extend_from_slice(&buffer[..read]);
+        if seen.windows(stall.len()).any(|w| w == stall.as_slice()) {
+            // Hold both connections open (a dropped half would tell the
+            // client), passing on nothing more.
+            let _held = (to_engine, responses);
+            return std::future::pending::<()>().await;
+        }
+        if to_engine.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+        let keep = seen.len().saturating_sub(stall.len());
+        seen.drain(..keep);
+    }
+}
