@@ -68,8 +68,9 @@ const IGNORED_WHEN_QUIET: [&str; 2] = ["ErrorBudgetBurn", stack::LATENCY_ALERT];
 /// How often the demo looks at homeostat, the services and Prometheus.
 const POLL: Duration = Duration::from_millis(250);
 
-/// `ServiceCrashLooping` fires past this many process starts in 5 minutes.
-const CRASH_LOOP_STARTS: u32 = 3;
+/// `ServiceCrashLooping` needs the newest process younger than this for
+/// 90 s on end (and more than 3 starts in 5 minutes).
+const CRASH_LOOP_AGE_SECONDS: u32 = 60;
 
 /// How long the stale alert's bad deploy may take to make `BadDeploy` pending.
 const STALE_ALERT_WAIT: Duration = Duration::from_secs(60);
@@ -147,10 +148,10 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Every fault, in the default order. Each service gets at most three
-    /// new processes within five minutes (restarts, deploys, rollbacks),
-    /// which `ServiceCrashLooping` would rightly call a crash loop; the
-    /// demo also waits for that room before each fault ([`Fault::new_processes`]).
+    /// Every fault, in the default order. Before a fault that starts new
+    /// processes (restarts, deploys, rollbacks), the demo waits until the
+    /// target's process is a minute old, so that faults in a row are never
+    /// a crash loop to `ServiceCrashLooping` ([`Fault::new_processes`]).
     pub const ALL: [Fault; 10] = [
         Fault::Crash,
         Fault::Hang,
@@ -990,29 +991,28 @@ impl Demo {
         Ok(done)
     }
 
-    /// Ready for `fault`: the stack is quiet and the target has room for
-    /// the fault's new processes before `ServiceCrashLooping` (more than
-    /// [`CRASH_LOOP_STARTS`] in 5 minutes) would call it a crash loop.
+    /// Ready for `fault`: the stack is quiet and, if the fault starts new
+    /// processes, the target's has lived [`CRASH_LOOP_AGE_SECONDS`]: then
+    /// one fault's starts and its healing end `ServiceCrashLooping`'s
+    /// condition before its `for`, and faults in a row are not a loop.
     async fn ready_for(&self, fault: Fault) -> Result<bool> {
         if !self.quiet().await? {
             return Ok(false);
         }
-        let new = fault.new_processes();
-        if new == 0 {
+        if fault.new_processes() == 0 {
             return Ok(true);
         }
         let expr = format!(
-            "changes(process_start_time_seconds{{job=\"services-admin\", service=\"{}\"}}[5m])",
+            "min(time() - process_start_time_seconds{{job=\"services-admin\", service=\"{}\"}})",
             fault.target()
         );
-        let starts = self
+        let age = self
             .query(&expr)
             .await?
             .iter()
-            .filter_map(|s| s["value"][1].as_str()?.parse::<u32>().ok())
-            .max()
-            .unwrap_or(0);
-        Ok(starts + new <= CRASH_LOOP_STARTS)
+            .filter_map(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+            .next();
+        Ok(age.is_some_and(|age| age >= f64::from(CRASH_LOOP_AGE_SECONDS)))
     }
 
     /// Injects `fault` and follows it until it is healed and the stack is
@@ -1021,7 +1021,7 @@ impl Demo {
         let room = match fault.new_processes() {
             0 => String::new(),
             n => format!(
-                ", room for {n} new process(es) of {} before ServiceCrashLooping",
+                ", {} a minute old before {n} new process(es)",
                 fault.target()
             ),
         };

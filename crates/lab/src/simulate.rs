@@ -211,7 +211,8 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             // The new version dies at start: ServiceDown fires within
-            // seconds; the fourth start in 5 minutes fires ServiceCrashLooping.
+            // seconds; starts going on past the fourth in 5 minutes fire
+            // ServiceCrashLooping.
             // ServiceDown is also what a plain crash fires: only the context
             // (a deploy, restarts) tells them apart.
             features: |r| Features {
