@@ -113,10 +113,11 @@ fn deployment(replicas: i32, revision: &str, image: &str) -> Value {
     })
 }
 
-fn replica_set(name: &str, owner_uid: &str, revision: &str, image: &str) -> Value {
+/// A ReplicaSet of revision `revision`, created `created` (RFC 3339).
+fn replica_set(name: &str, owner_uid: &str, revision: &str, image: &str, created: &str) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "metadata": {"name": name, "namespace": "shop",
+        "metadata": {"name": name, "namespace": "shop", "creationTimestamp": created,
                      "annotations": {"deployment.kubernetes.io/revision": revision},
                      "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "checkout",
                                           "uid": owner_uid, "controller": true}]},
@@ -208,6 +209,7 @@ async fn scaling_patches_replicas_within_bounds() {
     let config = KubernetesConfig {
         min_replicas: 1,
         max_replicas: 3,
+        ..KubernetesConfig::default()
     };
     let scale = |delta| Operation::ScaleDeployment {
         namespace: "shop".into(),
@@ -245,10 +247,10 @@ async fn rollback_takes_the_previous_owned_revision_and_retries_a_conflict() {
     let (executor, mut api) = mocked(KubernetesConfig::default());
     let done = execute(executor, rollback());
     let replica_sets = json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {}, "items": [
-        replica_set("checkout-1", "dep-uid", "1", "shop/checkout:v1"),
-        replica_set("checkout-2", "dep-uid", "2", "shop/checkout:v2"),
-        replica_set("checkout-3", "dep-uid", "3", "shop/checkout:v3"),
-        replica_set("other-9", "other-uid", "2", "shop/other:v9"),
+        replica_set("checkout-1", "dep-uid", "1", "shop/checkout:v1", "2026-01-01T00:00:00Z"),
+        replica_set("checkout-2", "dep-uid", "2", "shop/checkout:v2", "2026-01-02T00:00:00Z"),
+        replica_set("checkout-3", "dep-uid", "3", "shop/checkout:v3", "2026-01-03T00:00:00Z"),
+        replica_set("other-9", "other-uid", "2", "shop/other:v9", "2026-01-02T00:05:00Z"),
     ]});
     for attempt in 0..2 {
         api.expect(
@@ -360,6 +362,87 @@ async fn cordon_and_drain_respects_pod_disruption_budgets() {
     assert!(
         done.contains("drain stopped at shop/db-0") && done.contains("evicted: [shop/web-a]"),
         "{done}"
+    );
+}
+
+/// A rollback goes to the last known good revision: revision 2 ran 30 s
+/// before revision 3 replaced it, so revision 1 (a day) is the one. With
+/// nothing that ran `known_good_after` (10m), it is refused, nothing written.
+#[tokio::test]
+async fn rollback_skips_a_revision_that_ran_too_short_and_refuses_with_nothing_known_good() {
+    let (executor, mut api) = mocked(KubernetesConfig::default());
+    let done = execute(executor, rollback());
+    api.expect(
+        "GET",
+        DEPLOYMENT_PATH,
+        None,
+        200,
+        deployment(2, "3", "shop/checkout:v3"),
+    )
+    .await;
+    let replica_sets = json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {}, "items": [
+        replica_set("checkout-1", "dep-uid", "1", "shop/checkout:v1", "2026-01-01T00:00:00Z"),
+        replica_set("checkout-2", "dep-uid", "2", "shop/checkout:v2", "2026-01-02T00:00:00Z"),
+        replica_set("checkout-3", "dep-uid", "3", "shop/checkout:v3", "2026-01-02T00:00:30Z"),
+    ]});
+    api.expect(
+        "GET",
+        "/apis/apps/v1/namespaces/shop/replicasets",
+        None,
+        200,
+        replica_sets,
+    )
+    .await;
+    let request = api
+        .expect(
+            "PUT",
+            DEPLOYMENT_PATH,
+            None,
+            200,
+            deployment(2, "4", "shop/checkout:v1"),
+        )
+        .await;
+    assert_eq!(
+        request["body"]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "shop/checkout:v1"
+    );
+    assert_eq!(
+        done.await.unwrap().unwrap(),
+        "rolled back deployment shop/checkout from revision 3 to revision 1 (replicaset checkout-1)"
+    );
+
+    // Revision 1 ran 20 s; revision 2 is the current one.
+    let (executor, mut api) = mocked(KubernetesConfig::default());
+    let done = execute(executor, rollback());
+    api.expect(
+        "GET",
+        DEPLOYMENT_PATH,
+        None,
+        200,
+        deployment(2, "2", "shop/checkout:v2"),
+    )
+    .await;
+    let replica_sets = json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {}, "items": [
+        replica_set("checkout-1", "dep-uid", "1", "shop/checkout:v1", "2026-01-01T00:00:00Z"),
+        replica_set("checkout-2", "dep-uid", "2", "shop/checkout:v2", "2026-01-01T00:00:20Z"),
+    ]});
+    api.expect(
+        "GET",
+        "/apis/apps/v1/namespaces/shop/replicasets",
+        None,
+        200,
+        replica_sets,
+    )
+    .await;
+    let err = tokio::time::timeout(Duration::from_secs(5), done)
+        .await
+        .expect("the rollback wrote something")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, ExecError::Refused { .. }), "{err}");
+    assert!(
+        err.to_string().contains("revision 1 ran 20s; nothing known good"),
+        "{err}"
     );
 }
 

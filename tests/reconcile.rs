@@ -250,31 +250,52 @@ async fn a_stalled_docker_call_holds_up_no_other_target() {
     };
     let stuck = server.post_alert(&alert("rc-stall", &stalled)).await;
     eventually("the stalled restart to start", Duration::from_secs(20), || async {
-        server.decisions(stuck).await.into_iter().find(|d| d["verdict"] == "allow")
+        server
+            .decisions(stuck)
+            .await
+            .into_iter()
+            .find(|d| d["verdict"] == "allow")
     })
     .await;
     let posted = Utc::now();
     let moving = server.post_alert(&alert("rc-other", &other)).await;
     let done = eventually("the other restart", Duration::from_secs(8), || async {
-        server.decisions(moving).await.into_iter().find(|d| !d["result"].is_null())
+        server
+            .decisions(moving)
+            .await
+            .into_iter()
+            .find(|d| !d["result"].is_null())
     })
     .await;
     assert_eq!(done["result"], "done", "{done}");
     assert_eq!(done["detail"], format!("restarted container {other}"));
-    assert!(time(&done["executed_at"]) - posted < chrono::Duration::seconds(5), "{done}");
+    assert!(
+        time(&done["executed_at"]) - posted < chrono::Duration::seconds(5),
+        "{done}"
+    );
     let first = server.decisions(stuck).await;
     assert!(first[0]["result"].is_null(), "the stalled call ended: {first:?}");
 
     let abandoned = eventually("the stalled call to be abandoned", Duration::from_secs(20), || async {
-        server.decisions(stuck).await.into_iter().find(|d| !d["result"].is_null())
+        server
+            .decisions(stuck)
+            .await
+            .into_iter()
+            .find(|d| !d["result"].is_null())
     })
     .await;
     assert_eq!(abandoned["result"], "timed_out", "{abandoned}");
     assert!(
-        abandoned["detail"].as_str().unwrap().contains("did not answer within 11s"),
+        abandoned["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 11s"),
         "{abandoned}"
     );
     let after = time(&abandoned["executed_at"]) - time(&abandoned["decided_at"]);
-    assert!(after >= chrono::Duration::seconds(11) && after < chrono::Duration::seconds(14), "{after}");
+    assert!(
+        after >= chrono::Duration::seconds(11) && after < chrono::Duration::seconds(14),
+        "{after}"
+    );
     server.stop().await;
 }

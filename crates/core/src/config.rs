@@ -738,6 +738,11 @@ pub struct KubernetesConfig {
     pub min_replicas: i32,
     /// Scale a deployment no higher than this. Default 10.
     pub max_replicas: i32,
+    /// A revision is known good once it ran this long before the next one
+    /// replaced it (by its ReplicaSets' creation times); a rollback goes to
+    /// the newest known-good revision, never to one that ran shorter.
+    /// Default 10m.
+    pub known_good_after: PromDuration,
 }
 
 impl KubernetesConfig {
@@ -761,6 +766,7 @@ impl Default for KubernetesConfig {
         KubernetesConfig {
             min_replicas: 1,
             max_replicas: 10,
+            known_good_after: PromDuration(std::time::Duration::from_secs(600)),
         }
     }
 }

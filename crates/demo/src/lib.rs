@@ -1020,10 +1020,7 @@ impl Demo {
     pub async fn run_fault(&mut self, fault: Fault) -> Result<FaultResult> {
         let room = match fault.new_processes() {
             0 => String::new(),
-            n => format!(
-                ", {} a minute old before {n} new process(es)",
-                fault.target()
-            ),
+            n => format!(", {} a minute old before {n} new process(es)", fault.target()),
         };
         (self.say)(&format!(
             "── {fault}: waiting for quiet (no alert, every target up{room})"

@@ -192,17 +192,20 @@ impl KubernetesExecutor {
         ))
     }
 
-    /// kubectl's rollout undo: the template of the deployment's ReplicaSet
-    /// with the highest revision below the current one, without its
-    /// pod-template-hash label, replaces the deployment's template.
+    /// kubectl's rollout undo, to the last known good revision: the
+    /// template of the deployment's newest ReplicaSet below the current
+    /// revision that ran `known_good_after` before the next revision's
+    /// ReplicaSet was created, without its pod-template-hash label,
+    /// replaces the deployment's template. Refused when there is none.
     async fn rollback(&self, namespace: &str, name: &str) -> Result<Done, ExecError> {
         let what = format!("deployment {namespace}/{name}");
+        let known_good_after = self.config.known_good_after.as_delta();
         for _ in 0..CONFLICT_ATTEMPTS {
             let mut deployment = self.deployment(namespace, name).await?;
             let current: u64 = revision(&deployment.metadata.annotations);
             let uid = deployment.metadata.uid.clone().unwrap_or_default();
             let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
-            let owned = replica_sets
+            let owned: Vec<ReplicaSet> = replica_sets
                 .list(&ListParams::default())
                 .await
                 .map_err(|e| api_error(e, &format!("replicasets of {what}")))?
@@ -213,11 +216,38 @@ impl KubernetesExecutor {
                         .owner_references
                         .as_ref()
                         .is_some_and(|owners| owners.iter().any(|o| o.uid == uid))
-                });
-            let previous = owned
-                .filter(|rs| revision(&rs.metadata.annotations) < current)
-                .max_by_key(|rs| revision(&rs.metadata.annotations))
-                .ok_or_else(|| refused(format!("{what} has no previous revision to roll back to")))?;
+                })
+                .collect();
+            let earlier = lifetimes(owned, current);
+            if earlier.is_empty() {
+                return Err(refused(format!("{what} has no previous revision to roll back to")));
+            }
+            let Some(previous) = earlier
+                .iter()
+                .find(|(_, ran)| ran.is_some_and(|ran| ran >= known_good_after))
+                .map(|(rs, _)| rs.clone())
+            else {
+                let tried: Vec<String> = earlier
+                    .iter()
+                    .map(|(rs, ran)| match ran {
+                        Some(ran) => format!(
+                            "revision {} ran {}s",
+                            revision(&rs.metadata.annotations),
+                            ran.num_seconds()
+                        ),
+                        None => format!(
+                            "revision {} ran for an unknown time",
+                            revision(&rs.metadata.annotations)
+                        ),
+                    })
+                    .collect();
+                return Err(refused(format!(
+                    "{what}: no revision below {current} ran {} or longer (known_good_after) before the next \
+                     replaced it: {}; nothing known good to roll back to",
+                    self.config.known_good_after,
+                    tried.join(", ")
+                )));
+            };
             let rs_name = previous.metadata.name.clone().unwrap_or_default();
             let from_revision = revision(&previous.metadata.annotations);
             let mut template = previous
@@ -374,6 +404,33 @@ impl Executor for KubernetesExecutor {
             ))),
         }
     }
+}
+
+/// The ReplicaSets of revisions below `current`, newest first, each with
+/// how long its revision ran: from its creation to the creation of the
+/// ReplicaSet of the next revision up. `None` when that cannot be told (a
+/// ReplicaSet reused by an earlier rollback was created before the one it
+/// replaced, so its revision's start is unknown).
+fn lifetimes(mut owned: Vec<ReplicaSet>, current: u64) -> Vec<(ReplicaSet, Option<chrono::Duration>)> {
+    owned.sort_by_key(|rs| std::cmp::Reverse(revision(&rs.metadata.annotations)));
+    let created = |rs: &ReplicaSet| {
+        let time = rs.metadata.creation_timestamp.as_ref()?;
+        chrono::DateTime::<Utc>::from_timestamp_millis(time.0.as_millisecond())
+    };
+    let mut out = Vec::new();
+    let mut next_created = None;
+    for rs in owned {
+        let from = created(&rs);
+        if revision(&rs.metadata.annotations) < current {
+            let ran = match (from, next_created) {
+                (Some(from), Some(until)) if until >= from => Some(until - from),
+                _ => None,
+            };
+            out.push((rs, ran));
+        }
+        next_created = from;
+    }
+    out
 }
 
 fn revision(annotations: &Option<BTreeMap<String, String>>) -> u64 {
