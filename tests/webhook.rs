@@ -9,7 +9,7 @@ use common::{eventually, notification, test_config, InProcess};
 use homeostat_core::config::{Credentials, Secret};
 use homeostat_journal::{Delivery, JournalMetrics};
 use homeostat_server::pipeline::{LogTransitions, Processor};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 /// Holds each delivery until the test releases a permit.
@@ -170,6 +170,7 @@ async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
     let response = server
         .client
         .post(server.url("/api/v1/alerts"))
+        .header("content-type", "application/json")
         .body(big.clone())
         .send()
         .await
@@ -183,6 +184,7 @@ async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
     let response = server
         .client
         .post(server.url("/api/v1/alerts"))
+        .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
         .send()
         .await
@@ -376,7 +378,13 @@ async fn pause_survives_a_restart_until_resumed() {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path());
     let server = InProcess::start(config.clone(), Credentials::default(), LogTransitions).await;
-    let response = server.client.post(server.url("/api/v1/pause")).send().await.unwrap();
+    let response = server
+        .client
+        .post(server.url("/api/v1/pause"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.json::<Value>().await.unwrap()["paused"], true);
     server.stop().await;
 
@@ -391,7 +399,13 @@ async fn pause_survives_a_restart_until_resumed() {
         true,
         "the restart forgot the pause"
     );
-    let response = server.client.post(server.url("/api/v1/resume")).send().await.unwrap();
+    let response = server
+        .client
+        .post(server.url("/api/v1/resume"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.json::<Value>().await.unwrap()["paused"], false);
     assert_eq!(server.get_json("/api/v1/controls").await["paused"], false);
     server.stop().await;
@@ -525,5 +539,74 @@ async fn connections_past_the_cap_wait_until_one_closes() {
         .unwrap()
         .unwrap();
     assert_eq!(status, 200);
+    server.stop().await;
+}
+
+/// What a web page in a browser could send is refused before it acts: a
+/// text/plain POST (415) and a POST from another origin (403); a POST from
+/// the server's own origin is accepted.
+#[tokio::test]
+async fn cross_origin_and_non_json_posts_are_refused_and_act_on_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(test_config(dir.path()), Credentials::default(), LogTransitions).await;
+    let alert = serde_json::to_string(&notification("firing", &["csrf-1"])).unwrap();
+    let plain = server
+        .client
+        .post(server.url("/api/v1/alerts"))
+        .header("content-type", "text/plain")
+        .body(alert.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 415);
+    let foreign = server
+        .client
+        .post(server.url("/api/v1/alerts"))
+        .header("content-type", "application/json")
+        .header("origin", "https://evil.example")
+        .body(alert.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    assert!(foreign.text().await.unwrap().contains("evil.example"));
+    let pause = server
+        .client
+        .post(server.url("/api/v1/pause"))
+        .header("origin", "https://evil.example")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pause.status(), 403);
+    let form = server
+        .client
+        .post(server.url("/api/v1/pause"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 415);
+    assert_eq!(server.get_json("/api/v1/controls").await["paused"], false);
+    assert_eq!(server.get_json("/api/v1/incidents").await["incidents"], json!([]));
+
+    let own = server.url("");
+    let same = server
+        .client
+        .post(server.url("/api/v1/alerts"))
+        .header("content-type", "application/json; charset=utf-8")
+        .header("origin", own)
+        .body(alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 200, "{:?}", same.text().await);
+    assert_eq!(
+        server.get_json("/api/v1/incidents").await["incidents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     server.stop().await;
 }

@@ -129,7 +129,8 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/api/v1/controls", get(controls))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authenticate));
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authenticate))
+        .route_layer(middleware::from_fn(same_origin_json));
     Router::new()
         .merge(protected)
         .route("/healthz", get(|| async { "ok\n" }))
@@ -139,7 +140,11 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        // The path only: a query string may hold what a client should not
+        // have put there (a token), and logs keep it.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+        }))
         .with_state(state)
 }
 
@@ -543,6 +548,52 @@ async fn serve_metrics(State(state): State<Arc<AppState>>) -> Response {
     let depth = state.queue.max_capacity() - state.queue.capacity();
     state.metrics.queue_depth.set(depth as i64);
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], state.metrics.encode()).into_response()
+}
+
+/// Refuses what a web page in a browser could send to homeostat (which
+/// listens on loopback without a token by default): a POST must be
+/// `Content-Type: application/json`, which a cross-site page cannot send
+/// without a CORS preflight homeostat never grants (415 otherwise), and an
+/// `Origin`, when there is one, must be the server's own (403 otherwise).
+/// Alertmanager, curl and the CLI send no `Origin`.
+async fn same_origin_json(request: Request, next: Next) -> Response {
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let own = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && !host.is_empty() && rest == host);
+        if !own {
+            tracing::warn!(origin = ?origin, path = request.uri().path(), "Refused a cross-origin request.");
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                format!(
+                    "Origin {origin:?} is not this server's own (http://{host}): cross-origin requests are refused"
+                ),
+            )
+            .into_response();
+        }
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_json",
+            "a POST must be sent with Content-Type: application/json",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn authenticate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
