@@ -32,6 +32,7 @@ fn actions(dir: &Path, playbook: &str, dry_run: bool, verify: &str) -> ActionsCo
         prometheus_url: None,
         alertmanager_url: None,
         escalation_webhook: None,
+        notifications: Default::default(),
         guard: Default::default(),
         // One look at a time, so that `barrier` orders what it waits for.
         reconcile: homeostat_core::config::ReconcileConfig {

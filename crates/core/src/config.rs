@@ -105,9 +105,14 @@ pub struct ActionsConfig {
     #[serde(default)]
     pub alertmanager_url: Option<String>,
     /// Where to POST a JSON notice when an incident is escalated to a human
-    /// (circuit breaker open, playbook exhausted). Absent: logs and metrics only.
+    /// (circuit breaker open, playbook exhausted): shorthand for a `webhook`
+    /// sink named `escalation_webhook` with `events: [escalation]`.
     #[serde(default)]
     pub escalation_webhook: Option<String>,
+    /// Where escalations and `notify` decisions are sent (Alertmanager,
+    /// Slack-compatible chat, webhooks), each delivery journalled and retried.
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
     #[serde(default)]
     pub guard: GuardConfig,
     /// When open incidents are looked at again, on homeostat's own clock.
@@ -120,6 +125,186 @@ pub struct ActionsConfig {
     pub docker: DockerConfig,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+}
+
+/// `actions.notifications:` — the sinks that tell humans, and how
+/// deliveries to them are retried.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    pub sinks: Vec<SinkConfig>,
+    /// How often a sent notice is looked at again while its incident fires:
+    /// re-sent to Alertmanager sinks (which would otherwise resolve it after
+    /// their `resolve_timeout`, 5m by default), and checked for the incident's
+    /// end, which is then sent to every sink. Default 1m.
+    pub refresh: PromDuration,
+    /// Failed sends of one notice before it is given up (and logged as an
+    /// error). Default 10.
+    pub max_attempts: u32,
+    /// Retries wait 1s, doubling up to this. Default 5m.
+    pub max_backoff: PromDuration,
+    /// homeostat's own URL as people reach it, for links to the incident in
+    /// notices (`<url>/api/v1/incidents/<id>`). Absent: no links.
+    pub external_url: Option<String>,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        NotificationsConfig {
+            sinks: Vec::new(),
+            refresh: PromDuration(std::time::Duration::from_secs(60)),
+            max_attempts: 10,
+            max_backoff: PromDuration(std::time::Duration::from_secs(300)),
+            external_url: None,
+        }
+    }
+}
+
+/// One `actions.notifications.sinks[]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Names the sink in the journal, metrics and logs.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: SinkKind,
+    /// Where to send: Alertmanager's base URL, or the webhook's URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The URL read from a file or the environment instead, for URLs that
+    /// are secrets themselves (a Slack incoming webhook's).
+    #[serde(default)]
+    pub url_secret: Option<SecretSource>,
+    /// Headers whose values are read (at each send, so a rotated secret is
+    /// picked up) from a file or the environment, e.g. `Authorization`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, SecretSource>,
+    /// What the sink gets. Default both.
+    #[serde(default = "all_notice_events")]
+    pub events: Vec<NoticeEvent>,
+}
+
+/// How a sink is spoken to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// Alertmanager's `/api/v2/alerts`: an alert `HomeostatEscalation` or
+    /// `HomeostatNotice` with the incident's labels, so the user's own
+    /// routes reach their people; resolved when the incident resolves.
+    Alertmanager,
+    /// A Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat):
+    /// `{"text": …}`.
+    Slack,
+    /// Any HTTP endpoint: the notice as JSON.
+    Webhook,
+}
+
+/// What a notice is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeEvent {
+    /// homeostat cannot help: a human must.
+    Escalation,
+    /// The playbook's `notify` action: for a human to know, nothing done.
+    Notice,
+}
+
+impl NoticeEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeEvent::Escalation => "escalation",
+            NoticeEvent::Notice => "notice",
+        }
+    }
+}
+
+fn all_notice_events() -> Vec<NoticeEvent> {
+    vec![NoticeEvent::Escalation, NoticeEvent::Notice]
+}
+
+impl SinkConfig {
+    /// The URL to send to, its secret read now.
+    pub fn url(&self, env: &dyn Env) -> Result<String, (String, String)> {
+        match (&self.url, &self.url_secret) {
+            (Some(url), None) => Ok(url.clone()),
+            (None, Some(secret)) => Ok(secret.read("url_secret", env)?.expose().to_owned()),
+            _ => Err(("url".into(), "set exactly one of `url` or `url_secret`".into())),
+        }
+    }
+
+    /// The headers, their values read now.
+    pub fn header_values(&self, env: &dyn Env) -> Result<Vec<(String, Secret)>, (String, String)> {
+        self.headers
+            .iter()
+            .map(|(name, source)| Ok((name.clone(), source.read(&format!("headers.{name}"), env)?)))
+            .collect()
+    }
+}
+
+impl NotificationsConfig {
+    /// The configured sinks, with `escalation_webhook` as a webhook sink.
+    pub fn sinks_with(&self, escalation_webhook: Option<&str>) -> Vec<SinkConfig> {
+        let mut sinks = self.sinks.clone();
+        if let Some(url) = escalation_webhook {
+            sinks.push(SinkConfig {
+                name: "escalation_webhook".into(),
+                kind: SinkKind::Webhook,
+                url: Some(url.to_owned()),
+                url_secret: None,
+                headers: BTreeMap::new(),
+                events: vec![NoticeEvent::Escalation],
+            });
+        }
+        sinks
+    }
+
+    /// Names unique, URLs http(s), secrets readable now, headers only on
+    /// webhooks, durations sane.
+    pub fn validate(&self, escalation_webhook: Option<&str>, env: &dyn Env) -> Result<(), (String, String)> {
+        if self.refresh.0 < std::time::Duration::from_secs(1) {
+            return Err(("actions.notifications.refresh".into(), "must be at least 1s".into()));
+        }
+        if self.max_attempts == 0 {
+            return Err(("actions.notifications.max_attempts".into(), "must be at least 1".into()));
+        }
+        if self.max_backoff.0 < std::time::Duration::from_secs(1) {
+            return Err(("actions.notifications.max_backoff".into(), "must be at least 1s".into()));
+        }
+        if let Some(url) = &self.external_url {
+            check_http_url("actions.notifications.external_url", url)?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, sink) in self.sinks_with(escalation_webhook).iter().enumerate() {
+            let key = format!("actions.notifications.sinks[{i}]");
+            let at = |(sub, message): (String, String)| (format!("{key}.{sub}"), message);
+            if sink.name.is_empty() || !names.insert(sink.name.clone()) {
+                return Err((format!("{key}.name"), format!("{:?} is empty or not unique", sink.name)));
+            }
+            let url = sink.url(env).map_err(at)?;
+            check_http_url(&format!("{key}.url"), &url)?;
+            if sink.kind != SinkKind::Webhook && !sink.headers.is_empty() {
+                return Err((format!("{key}.headers"), "only a `webhook` sink sends headers".into()));
+            }
+            for name in sink.headers.keys() {
+                if !is_header_name(name) {
+                    return Err((format!("{key}.headers"), format!("{name:?} is not a header name")));
+                }
+            }
+            sink.header_values(env).map_err(at)?;
+            if sink.events.is_empty() {
+                return Err((format!("{key}.events"), "lists no event: drop the sink instead".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A header name is an HTTP token: visible ASCII without separators.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
 /// `actions.reconcile:` — the reconciler looks at every open incident when
@@ -620,6 +805,10 @@ impl Config {
             actions.policy.validate().map_err(|(key, m)| invalid(&key, m))?;
             actions.guard.validate().map_err(|(key, m)| invalid(&key, m))?;
             actions.reconcile.validate().map_err(|(key, m)| invalid(&key, m))?;
+            actions
+                .notifications
+                .validate(actions.escalation_webhook.as_deref(), env)
+                .map_err(|(key, m)| invalid(&key, m))?;
         }
         let listen = self.server.listen;
         if credentials.is_empty() && !listen.ip().is_loopback() && !self.server.allow_unauthenticated {
@@ -879,6 +1068,36 @@ mod tests {
             ("escalation_webhook: ftp://x", "actions.escalation_webhook"),
             ("docker: {host: 'ftp://x'}", "actions.docker.host"),
             ("docker: {host: 'unix://'}", "actions.docker.host"),
+            (
+                "notifications: {sinks: [{name: a, type: slack}]}",
+                "actions.notifications.sinks[0].url",
+            ),
+            (
+                "notifications: {sinks: [{name: a, type: webhook, url: 'ftp://x'}]}",
+                "actions.notifications.sinks[0].url",
+            ),
+            (
+                "notifications: {sinks: [{name: a, type: slack, url_secret: {file: /nonexistent/url}}]}",
+                "actions.notifications.sinks[0].url_secret.file",
+            ),
+            (
+                "notifications: {sinks: [{name: a, type: webhook, url: 'http://x', headers: {'Bad Name': {env: X}}}]}",
+                "actions.notifications.sinks[0].headers",
+            ),
+            (
+                "notifications: {sinks: [{name: a, type: slack, url: 'http://x', headers: {Authorization: {env: X}}}]}",
+                "actions.notifications.sinks[0].headers",
+            ),
+            (
+                "notifications: {sinks: [{name: a, type: webhook, url: 'http://x', headers: {Authorization: {env: UNSET}}}]}",
+                "actions.notifications.sinks[0].headers.Authorization.env",
+            ),
+            (
+                "notifications: {sinks: [{name: a, type: slack, url: 'http://x'}, {name: a, type: webhook, url: 'http://y'}]}",
+                "actions.notifications.sinks[1].name",
+            ),
+            ("notifications: {refresh: 0s}", "actions.notifications.refresh"),
+            ("notifications: {max_attempts: 0}", "actions.notifications.max_attempts"),
             (
                 "docker: {min_replicas: 5, max_replicas: 1}",
                 "actions.docker.min_replicas",

@@ -41,7 +41,7 @@ use homeostat_core::incident::{transition, EventKind, Incident, Known, Transitio
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 
 /// The schema this build writes; a newer journal is refused rather than misread.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 /// Most writes grouped into one transaction.
 const MAX_GROUP: usize = 256;
 /// Writes waiting for the writer thread before callers wait for room.
@@ -131,6 +131,7 @@ enum Op {
     Policy(policy::PolicyWrite),
     Schedule(schedule::ScheduleWrite),
     Prune(retention::PruneWrite),
+    Notification(notifications::NotificationWrite),
 }
 
 /// A delivery with every value already encoded as SQLite stores it. The
@@ -570,6 +571,12 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
             schedule = schedule::SCHEMA
         ))?;
     }
+    if version < 5 {
+        conn.execute_batch(&format!(
+            "BEGIN; {notifications} PRAGMA user_version = 5; COMMIT;",
+            notifications = notifications::SCHEMA
+        ))?;
+    }
     Ok(())
 }
 
@@ -664,6 +671,7 @@ fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<W
         Op::Policy(write) => policy::apply(tx, write).map(Written::Row),
         Op::Schedule(write) => schedule::apply(tx, open, write).map(Written::Row),
         Op::Prune(write) => retention::apply(tx, write).map(Written::Pruned),
+        Op::Notification(write) => notifications::apply(tx, write).map(Written::Row),
     }
 }
 
@@ -893,6 +901,7 @@ pub use store::{Journal, Store};
 
 pub mod decisions;
 pub mod learned;
+pub mod notifications;
 pub mod policy;
 pub mod retention;
 pub mod schedule;

@@ -3,8 +3,9 @@
 //! Pruned, oldest first and a bounded number of rows per transaction (so
 //! the writer never stalls deliveries for long):
 //! - deliveries received before the cutoff and already processed;
-//! - incidents resolved before the cutoff, with their decisions and the
-//!   policy's rewards for those decisions (the learned state itself is kept);
+//! - incidents resolved before the cutoff, with their decisions, their
+//!   notifications and the policy's rewards for those decisions (the
+//!   learned state itself is kept);
 //! - threshold fits of series not refitted since the cutoff, and feedback
 //!   steps older than it except each series' latest (its coverage).
 //!
@@ -75,6 +76,8 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &PruneWrite) -> Result<Pruned> 
         .execute([id])?;
         decisions += tx
             .prepare_cached("DELETE FROM decisions WHERE incident_id = ?1")?
+            .execute([id])?;
+        tx.prepare_cached("DELETE FROM notifications WHERE incident_id = ?1")?
             .execute([id])?;
         tx.prepare_cached("DELETE FROM incidents WHERE id = ?1")?
             .execute([id])?;

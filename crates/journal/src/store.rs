@@ -28,6 +28,7 @@ use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, Inc
 use tokio::sync::mpsc::OwnedPermit;
 
 use crate::decisions::{Decision, History, NewDecision};
+use crate::notifications::{Attempt, Notification};
 use crate::policy::{Learned, StoredPolicy};
 use crate::retention::Pruned;
 use crate::schedule::{Due, Firing};
@@ -86,6 +87,24 @@ pub trait Store: Send + Sync + 'static {
     /// Closes, as vanished at `at`, those of `ids` still firing and not
     /// delivered since `unseen_since`; how many it closed.
     async fn vanish(&self, ids: Vec<i64>, unseen_since: DateTime<Utc>, at: DateTime<Utc>) -> Result<usize>;
+
+    /// Queues one notification per sink, due at `at` (the outbox).
+    async fn queue_notifications(
+        &self,
+        incident_id: i64,
+        sinks: Vec<String>,
+        event: &str,
+        body: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Records what an attempt to send a notification did.
+    async fn record_attempt(&self, attempt: Attempt) -> Result<()>;
+    /// Notifications due at or before `now`, soonest first.
+    async fn due_notifications(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Notification>>;
+    /// When the next notification is due.
+    async fn next_notification(&self) -> Result<Option<DateTime<Utc>>>;
+    /// An incident's notifications, oldest first.
+    async fn notifications(&self, incident_id: i64) -> Result<Vec<Notification>>;
     /// Records what an incident implicates (an image, a revision), once.
     async fn implicate(&self, id: i64, what: String) -> Result<()>;
     /// Records whether actions are paused, so a restart keeps it.
@@ -176,6 +195,28 @@ impl Store for SqliteJournal {
     }
     async fn vanish(&self, ids: Vec<i64>, unseen_since: DateTime<Utc>, at: DateTime<Utc>) -> Result<usize> {
         SqliteJournal::vanish(self, ids, unseen_since, at).await
+    }
+    async fn queue_notifications(
+        &self,
+        incident_id: i64,
+        sinks: Vec<String>,
+        event: &str,
+        body: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        SqliteJournal::queue_notifications(self, incident_id, sinks, event, body, at).await
+    }
+    async fn record_attempt(&self, attempt: Attempt) -> Result<()> {
+        SqliteJournal::record_attempt(self, attempt).await
+    }
+    async fn due_notifications(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Notification>> {
+        SqliteJournal::due_notifications(self, now, limit).await
+    }
+    async fn next_notification(&self) -> Result<Option<DateTime<Utc>>> {
+        SqliteJournal::next_notification(self).await
+    }
+    async fn notifications(&self, incident_id: i64) -> Result<Vec<Notification>> {
+        SqliteJournal::notifications(self, incident_id).await
     }
     async fn implicate(&self, id: i64, what: String) -> Result<()> {
         SqliteJournal::implicate(self, id, what).await

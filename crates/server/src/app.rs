@@ -56,6 +56,7 @@ pub async fn serve<P: Processor>(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if journal.paused().await? {
         controls.paused.store(true, Ordering::Release);
+        metrics.paused.set(1);
         tracing::warn!("Actions are paused, as they were at the last stop (POST /api/v1/resume to resume).");
     }
     let scheduler = config

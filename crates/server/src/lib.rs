@@ -24,6 +24,7 @@
 pub mod app;
 pub mod clock;
 pub mod metrics;
+pub mod notifier;
 pub mod pipeline;
 pub mod retention;
 pub mod server;

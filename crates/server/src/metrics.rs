@@ -42,6 +42,13 @@ pub struct OutcomeOfActionLabels {
     pub outcome: String,
 }
 
+/// Notification sends by sink and outcome (`sent`, `resolved`, `retried`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkOutcomeLabels {
+    pub sink: String,
+    pub outcome: &'static str,
+}
+
 /// The learning policy's choices: `mode` shadow or learn; whether it
 /// explored; whether it chose what the playbook did (`true`, `false`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,6 +97,8 @@ pub struct Metrics {
     pub incident_events: Family<KindLabels, Counter>,
     /// Notifications journalled and waiting for the pipeline; set when scraped.
     pub queue_depth: Gauge,
+    /// 1 while actions are paused (`POST /api/v1/pause`).
+    pub paused: Gauge,
     /// Notifications processed by the pipeline.
     pub notifications_processed: Counter,
     /// Notifications found unprocessed in the journal at start-up and processed then.
@@ -110,6 +119,8 @@ pub struct Metrics {
     pub incidents_vanished: Counter,
     /// Journal rows removed by retention.
     pub journal_pruned_rows: Counter,
+    /// Notification sends by sink and outcome.
+    pub notifications_sent: Family<SinkOutcomeLabels, Counter>,
     /// Seconds from an alert's start (as Alertmanager reports it) to the
     /// action on it starting.
     pub alert_to_action_seconds: Histogram,
@@ -144,6 +155,7 @@ impl Metrics {
             webhook_ack_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 14)),
             incident_events: Family::default(),
             queue_depth: Gauge::default(),
+            paused: Gauge::default(),
             notifications_processed: Counter::default(),
             notifications_recovered: Counter::default(),
             journal_commit_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
@@ -152,6 +164,7 @@ impl Metrics {
             action_outcomes: Family::default(),
             escalations: Counter::default(),
             incidents_vanished: Counter::default(),
+            notifications_sent: Family::default(),
             journal_pruned_rows: Counter::default(),
             alert_to_action_seconds: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
             policy_choices: Family::default(),
@@ -195,6 +208,11 @@ impl Metrics {
             "incident_events",
             "Incident transitions by kind",
             metrics.incident_events.clone(),
+        );
+        registry.register(
+            "paused",
+            "1 while actions are paused (POST /api/v1/pause), 0 otherwise",
+            metrics.paused.clone(),
         );
         registry.register(
             "queue_depth",
@@ -245,6 +263,11 @@ impl Metrics {
             "incidents_vanished",
             "Incidents closed because Alertmanager no longer reported their alert and no resolution came",
             metrics.incidents_vanished.clone(),
+        );
+        registry.register(
+            "notification_sends",
+            "Sends of notifications to sinks by outcome: sent, resolved (the incident's end told), retried (failed, tried again later), failed (given up)",
+            metrics.notifications_sent.clone(),
         );
         registry.register(
             "journal_pruned_rows",
@@ -341,6 +364,14 @@ impl Metrics {
             outcome: outcome.to_owned(),
         };
         self.action_outcomes.get_or_create(&labels).inc();
+    }
+
+    pub fn count_notification(&self, sink: &str, outcome: &'static str) {
+        let labels = SinkOutcomeLabels {
+            sink: sink.to_owned(),
+            outcome,
+        };
+        self.notifications_sent.get_or_create(&labels).inc();
     }
 
     pub fn count_request(&self, outcome: &'static str) {

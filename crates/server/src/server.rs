@@ -125,6 +125,7 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/decisions", get(get_decisions))
+        .route("/api/v1/incidents/{id}/notifications", get(get_notifications))
         .route("/api/v1/incidents/{id}/feedback", post(post_feedback))
         .route("/api/v1/controls", get(controls))
         .route("/api/v1/pause", post(pause))
@@ -342,6 +343,12 @@ async fn get_decisions(State(state): State<Arc<AppState>>, Path(id): Path<String
     Ok(Json(json!({ "incident": id, "decisions": decisions })).into_response())
 }
 
+async fn get_notifications(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = incident_of(&state, &id).await?.id;
+    let notifications = state.journal.notifications(id).await.map_err(read_failed)?;
+    Ok(Json(json!({ "incident": id, "notifications": notifications })).into_response())
+}
+
 /// `POST /api/v1/incidents/{id}/feedback` with `{"verdict": "false_alarm" | "true_alarm", "comment": "…"}`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -463,6 +470,7 @@ async fn set_paused(state: &AppState, paused: bool) -> Result<Response, ApiError
     // Journalled first: a pause that a restart forgets is no pause.
     state.journal.set_paused(paused).await.map_err(ApiError::journal)?;
     state.controls.paused.store(paused, Ordering::Release);
+    state.metrics.paused.set(i64::from(paused));
     if paused {
         tracing::warn!("Paused: no action will be taken until POST /api/v1/resume.");
     } else {

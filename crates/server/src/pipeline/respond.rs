@@ -16,10 +16,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use homeostat_adapters::executor::Executor;
-use homeostat_adapters::notify::{self, Escalation, Tried};
+use homeostat_adapters::notify::{Notice, Tried};
 use homeostat_core::action::{Action, Target};
 use homeostat_core::alert::AlertStatus;
 use homeostat_core::clock::Clock;
+use homeostat_core::config::NoticeEvent;
 use homeostat_core::config::{ActionsConfig, PolicyMode};
 use homeostat_core::decision::Verdict;
 use homeostat_core::guard;
@@ -37,6 +38,7 @@ use super::learn::{self, Learner, Lesson};
 use super::verify::{self, Check};
 use super::{context, guard as guard_stage, Controls, Parts, Processor};
 use crate::metrics::Metrics;
+use crate::notifier::Notifier;
 
 /// An action did harm when the error ratio after it exceeds the one before
 /// by more than this (HighErrorRatio's threshold).
@@ -67,6 +69,8 @@ pub struct Responder<E> {
     learner: Arc<tokio::sync::Mutex<Learner>>,
     /// Wakes the reconciler: a delivery came, or a verification ended.
     pub(super) wake: Arc<Notify>,
+    /// Tells humans: escalations and `notify` decisions.
+    notifier: Arc<Notifier>,
     /// One lock per target: actions on a target are one at a time.
     targets: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -90,6 +94,12 @@ impl<E: Executor> Responder<E> {
                 .unwrap_or_default(),
             learner: Arc::new(tokio::sync::Mutex::new(Learner::new(config.policy.learning.clone()))),
             wake: Arc::new(Notify::new()),
+            notifier: Arc::new(Notifier::new(
+                &config,
+                journal.clone(),
+                Arc::clone(&metrics),
+                Arc::clone(&clock),
+            )),
             targets: Mutex::new(HashMap::new()),
             journal,
             playbook,
@@ -428,6 +438,9 @@ impl<E: Executor> Responder<E> {
             return Ok(next);
         }
         tracing::info!(incident = decision.incident_id, %verdict, %reason, "Not acting.");
+        if verdict == Verdict::Notify {
+            self.tell(NoticeEvent::Notice, incident, past, &reason).await;
+        }
         decision.verdict = verdict;
         decision.reason = reason;
         self.metrics.count_decision(&decision.action, verdict.as_str());
@@ -435,36 +448,39 @@ impl<E: Executor> Responder<E> {
         Ok(next)
     }
 
-    /// Tells a human, once per incident: log, metric, and the escalation
-    /// webhook if configured, with what was tried.
+    /// Tells a human, once per incident: log, metric, and every sink that
+    /// takes escalations, with what was tried.
     async fn escalate(&self, incident: &Incident, past: &[Decision], reason: &str) {
         if past.iter().any(|d| d.new.verdict.escalates()) {
             return;
         }
         self.metrics.escalations.inc();
-        let Some(url) = &self.config.escalation_webhook else {
-            return;
-        };
+        self.tell(NoticeEvent::Escalation, incident, past, reason).await;
+    }
+
+    /// Queues a notice about `incident` for the sinks that take `event`.
+    async fn tell(&self, event: NoticeEvent, incident: &Incident, past: &[Decision], reason: &str) {
         let tried = past
             .iter()
             .filter(|d| d.new.verdict == Verdict::Allow)
             .map(|d| Tried {
-                action: &d.new.action,
+                action: d.new.action.clone(),
                 result: d.result,
-                detail: d.detail.as_deref(),
+                detail: d.detail.clone(),
                 outcome: d.outcome,
             })
             .collect();
-        let notice = Escalation {
+        let notice = Notice {
+            event,
             incident: incident.id,
-            alertname: &incident.alertname,
-            labels: &incident.labels,
-            reason,
+            alertname: incident.alertname.clone(),
+            labels: incident.labels.clone(),
+            reason: reason.to_owned(),
             tried,
+            starts_at: incident.starts_at,
+            link: self.notifier.link(incident.id),
         };
-        if let Err(err) = notify::send_escalation(&self.http, url, &notice).await {
-            tracing::error!(incident = incident.id, error = %err, "The escalation webhook failed.");
-        }
+        self.notifier.queue(&notice).await;
     }
 
     /// Verifies the action in the background, records the outcome and, when
@@ -566,6 +582,9 @@ impl<E: Executor> Processor for Responder<E> {
     }
 
     async fn background(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        let notifier = tokio::spawn(Arc::clone(&self.notifier).run(stop.clone()));
         super::reconcile::run(self, stop).await;
+        // It stops at the same signal; what it has not sent stays journalled.
+        let _ = notifier.await;
     }
 }
