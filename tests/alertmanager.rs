@@ -43,6 +43,7 @@ async fn start_homeostat(dir: &std::path::Path) -> InProcess {
     let credentials = Credentials {
         bearer_token: Some(Secret::new(TOKEN)),
         basic: None,
+        tokens: Vec::new(),
     };
     InProcess::start(test_config(dir), credentials, LogTransitions).await
 }

@@ -458,3 +458,137 @@ async fn a_retry_pending_at_kill_9_happens_after_the_restart_once() {
     assert!(decided >= end, "acted at {decided}, inside the window ending {end}");
     assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &name]), "true");
 }
+
+/// Each named token can do exactly what its role allows, over every
+/// endpoint; no or wrong credentials get 401, a role short of the request
+/// 403. Who paused and why is in the audit trail. No token appears in any
+/// log line, at DEBUG, even one a client put in a URL.
+#[tokio::test]
+async fn each_role_does_exactly_what_it_allows_and_no_token_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = [
+        ("am", "alertmanager", "am-s3cret-token"),
+        ("grafana", "viewer", "viewer-s3cret-token"),
+        ("alice", "operator", "operator-s3cret-token"),
+    ];
+    let mut auth = String::from("auth:\n  bearer_token: {file: ADMIN}\n  tokens:\n");
+    std::fs::write(dir.path().join("admin"), "admin-s3cret-token\n").unwrap();
+    auth = auth.replace("ADMIN", &dir.path().join("admin").display().to_string());
+    for (name, role, token) in tokens {
+        let file = dir.path().join(name);
+        std::fs::write(&file, format!("{token}\n")).unwrap();
+        auth.push_str(&format!(
+            "    - {{name: {name}, role: {role}, token: {{file: {}}}}}\n",
+            file.display()
+        ));
+    }
+    let config = write_config(dir.path(), &auth);
+    let process = Process::start_logging(&config, "debug");
+    let client = reqwest::Client::new();
+    let alert = notification("firing", &["roles"]);
+    let send = |method: &str, path: &str, token: Option<&str>| {
+        let mut request = if method == "GET" {
+            client.get(process.url(path))
+        } else {
+            let body = if path == "/api/v1/alerts" {
+                alert.clone()
+            } else if path.ends_with("/feedback") {
+                serde_json::json!({"verdict": "false_alarm"})
+            } else {
+                serde_json::json!({"reason": "role table"})
+            };
+            client.post(process.url(path)).json(&body)
+        };
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // The incident the reads name.
+    assert_eq!(send("POST", "/api/v1/alerts", Some("am-s3cret-token")).await, 200);
+    // (method, path, roles that may)
+    let table: [(&str, &str, &[&str]); 11] = [
+        ("POST", "/api/v1/alerts", &["alertmanager", "admin"]),
+        ("GET", "/api/v1/incidents", &["viewer", "operator", "admin"]),
+        ("GET", "/api/v1/incidents/1", &["viewer", "operator", "admin"]),
+        ("GET", "/api/v1/incidents/1/decisions", &["viewer", "operator", "admin"]),
+        (
+            "GET",
+            "/api/v1/incidents/1/notifications",
+            &["viewer", "operator", "admin"],
+        ),
+        ("GET", "/api/v1/controls", &["viewer", "operator", "admin"]),
+        ("GET", "/api/v1/audit", &["viewer", "operator", "admin"]),
+        ("POST", "/api/v1/pause", &["operator", "admin"]),
+        ("POST", "/api/v1/resume", &["operator", "admin"]),
+        ("POST", "/api/v1/incidents/1/feedback", &["operator", "admin"]),
+        (
+            "GET",
+            "/api/v1/incidents?token=operator-s3cret-token",
+            &["viewer", "operator", "admin"],
+        ),
+    ];
+    let holders = [
+        ("alertmanager", "am-s3cret-token"),
+        ("viewer", "viewer-s3cret-token"),
+        ("operator", "operator-s3cret-token"),
+        ("admin", "admin-s3cret-token"),
+    ];
+    let mut wrong = Vec::new();
+    for (method, path, allowed) in table {
+        for (role, token) in holders {
+            let status = send(method, path, Some(token)).await;
+            let expected_refused = !allowed.contains(&role);
+            if expected_refused != (status == 403) || status == 401 {
+                wrong.push(format!("{method} {path} as {role}: {status}"));
+            }
+        }
+        for token in [None, Some("not-a-token")] {
+            let status = send(method, path, token).await;
+            if status != 401 {
+                wrong.push(format!("{method} {path} with {token:?}: {status}, not 401"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+
+    let viewer = reqwest::Client::builder()
+        .default_headers(
+            [(
+                reqwest::header::AUTHORIZATION,
+                "Bearer viewer-s3cret-token".parse().unwrap(),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap();
+    let entries = list(&viewer, &process, "/api/v1/audit", "audit").await;
+    let by_alice: Vec<&Value> = entries.iter().filter(|e| e["who"] == "alice").collect();
+    assert_eq!(
+        by_alice
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["resume", "pause"],
+        "{entries:?}"
+    );
+    assert_eq!(by_alice[1]["role"], "operator");
+    assert_eq!(by_alice[1]["reason"], "role table");
+    assert!(entries
+        .iter()
+        .any(|e| e["who"] == "bearer_token" && e["role"] == "admin"));
+
+    let log = process.log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|l| l.contains("/api/v1/incidents")),
+        "no request was logged at DEBUG"
+    );
+    for (_, token) in holders {
+        let leaked: Vec<&String> = log
+            .iter()
+            .filter(|l| l.contains(token) || l.contains("s3cret"))
+            .collect();
+        assert!(leaked.is_empty(), "a token in the log: {leaked:?}");
+    }
+}

@@ -205,6 +205,7 @@ async fn credentials_are_demanded_on_the_api_but_not_on_health() {
     let credentials = Credentials {
         bearer_token: Some(Secret::new("t0ken")),
         basic: Some(("am".into(), Secret::new("pw"))),
+        tokens: Vec::new(),
     };
     let server = InProcess::start(test_config(dir.path()), credentials, LogTransitions).await;
     let body = notification("firing", &["auth"]);

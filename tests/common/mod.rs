@@ -205,13 +205,20 @@ impl InProcess {
 pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Every line it logged so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
     /// Starts `homeostat serve --config FILE` and waits for its "Listening." log line.
     pub fn start(config: &Path) -> Process {
+        Process::start_logging(config, "info")
+    }
+
+    /// [`Process::start`] with `--log-level level`.
+    pub fn start_logging(config: &Path, level: &str) -> Process {
         let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "serve", "--config"])
+            .args(["--log-format", "json", "--log-level", level, "serve", "--config"])
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -220,9 +227,12 @@ impl Process {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std_mpsc::channel();
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let lines = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[homeostat] {line}");
+                lines.lock().unwrap().push(line.clone());
                 if let Ok(log) = serde_json::from_str::<Value>(&line) {
                     if log["message"] == "Listening." {
                         let _ = tx.send(log["address"].as_str().unwrap_or_default().to_owned());
@@ -236,6 +246,7 @@ impl Process {
         Process {
             child,
             addr: addr.parse().unwrap(),
+            log,
         }
     }
 

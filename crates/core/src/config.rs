@@ -542,6 +542,45 @@ pub struct AuthConfig {
     /// `Authorization: Basic …` (Alertmanager: `http_config.basic_auth`).
     #[serde(default)]
     pub basic: Option<BasicAuthConfig>,
+    /// Named bearer tokens, each with a role: who did what is journalled
+    /// under the token's name. `bearer_token` and `basic` have role `admin`.
+    #[serde(default)]
+    pub tokens: Vec<NamedToken>,
+}
+
+/// One `auth.tokens[]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToken {
+    /// Who holds it, as the audit trail names them.
+    pub name: String,
+    pub role: Role,
+    pub token: SecretSource,
+}
+
+/// What a caller may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Post alerts (`POST /api/v1/alerts`) and nothing else.
+    Alertmanager,
+    /// Read incidents, decisions, notifications, controls and the audit trail.
+    Viewer,
+    /// What a viewer may, and pause, resume, feedback.
+    Operator,
+    /// Everything: `bearer_token`, `basic`, or no `auth` at all.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Alertmanager => "alertmanager",
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
 }
 
 /// `auth.basic:`
@@ -625,11 +664,13 @@ impl fmt::Debug for Secret {
 pub struct Credentials {
     pub bearer_token: Option<Secret>,
     pub basic: Option<(String, Secret)>,
+    /// Named tokens: (name, role, token).
+    pub tokens: Vec<(String, Role, Secret)>,
 }
 
 impl Credentials {
     pub fn is_empty(&self) -> bool {
-        self.bearer_token.is_none() && self.basic.is_none()
+        self.bearer_token.is_none() && self.basic.is_none() && self.tokens.is_empty()
     }
 }
 
@@ -727,11 +768,32 @@ impl Config {
         let credentials = match &self.auth {
             None => Credentials::default(),
             Some(auth) => {
-                if auth.bearer_token.is_none() && auth.basic.is_none() {
+                if auth.bearer_token.is_none() && auth.basic.is_none() && auth.tokens.is_empty() {
                     return Err(invalid(
                         "auth",
-                        "set `bearer_token` or `basic` (or remove `auth` to disable authentication)".into(),
+                        "set `bearer_token`, `basic` or `tokens` (or remove `auth` to disable authentication)".into(),
                     ));
+                }
+                let mut tokens: Vec<(String, Role, Secret)> = Vec::new();
+                for (i, named) in auth.tokens.iter().enumerate() {
+                    let key = format!("auth.tokens[{i}]");
+                    if named.name.is_empty() || tokens.iter().any(|(name, ..)| *name == named.name) {
+                        return Err(invalid(
+                            &format!("{key}.name"),
+                            format!("{:?} is empty or not unique", named.name),
+                        ));
+                    }
+                    let token = named
+                        .token
+                        .read(&format!("{key}.token"), env)
+                        .map_err(|(key, m)| invalid(&key, m))?;
+                    if tokens.iter().any(|(.., other)| other == &token) {
+                        return Err(invalid(
+                            &format!("{key}.token"),
+                            "is the same token as another entry's: each holder needs their own".into(),
+                        ));
+                    }
+                    tokens.push((named.name.clone(), named.role, token));
                 }
                 let bearer_token = auth
                     .bearer_token
@@ -752,7 +814,11 @@ impl Config {
                         Some((b.username.clone(), password))
                     }
                 };
-                Credentials { bearer_token, basic }
+                Credentials {
+                    bearer_token,
+                    basic,
+                    tokens,
+                }
             }
         };
         // Durations are added to timestamps; beyond ten years that arithmetic
@@ -1250,5 +1316,33 @@ mod tests {
         let empty = parse("auth: {}\n").unwrap();
         let err = empty.validate(Path::new("test.yaml"), &env).unwrap_err().to_string();
         assert!(err.contains("at `auth`"), "{err}");
+
+        // Named tokens: each name and each token once.
+        let env: HashMap<String, String> = [("A", "one"), ("B", "two"), ("C", "one")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let tokens = |entries: &str| parse(&format!("auth:\n  tokens: [{entries}]\n")).unwrap();
+        let ok = tokens("{name: am, role: alertmanager, token: {env: A}}, {name: bob, role: viewer, token: {env: B}}");
+        let credentials = ok.validate(Path::new("test.yaml"), &env).unwrap();
+        assert_eq!(credentials.tokens[1].0, "bob");
+        assert_eq!(credentials.tokens[1].1, Role::Viewer);
+        for (entries, key) in [
+            (
+                "{name: am, role: viewer, token: {env: A}}, {name: am, role: viewer, token: {env: B}}",
+                "`auth.tokens[1].name`",
+            ),
+            (
+                "{name: am, role: viewer, token: {env: A}}, {name: bo, role: operator, token: {env: C}}",
+                "`auth.tokens[1].token`",
+            ),
+            ("{name: am, role: root, token: {env: A}}", "auth.tokens"),
+        ] {
+            let err = match parse(&format!("auth:\n  tokens: [{entries}]\n")) {
+                Ok(config) => config.validate(Path::new("test.yaml"), &env).unwrap_err().to_string(),
+                Err(err) => err.to_string(),
+            };
+            assert!(err.contains(key), "{entries}: {err}");
+        }
     }
 }

@@ -132,6 +132,7 @@ enum Op {
     Schedule(schedule::ScheduleWrite),
     Prune(retention::PruneWrite),
     Notification(notifications::NotificationWrite),
+    Audit(audit::AuditEntry),
 }
 
 /// A delivery with every value already encoded as SQLite stores it. The
@@ -573,8 +574,9 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     }
     if version < 5 {
         conn.execute_batch(&format!(
-            "BEGIN; {notifications} PRAGMA user_version = 5; COMMIT;",
-            notifications = notifications::SCHEMA
+            "BEGIN; {notifications} {audit} PRAGMA user_version = 5; COMMIT;",
+            notifications = notifications::SCHEMA,
+            audit = audit::SCHEMA
         ))?;
     }
     Ok(())
@@ -672,6 +674,7 @@ fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<W
         Op::Schedule(write) => schedule::apply(tx, open, write).map(Written::Row),
         Op::Prune(write) => retention::apply(tx, write).map(Written::Pruned),
         Op::Notification(write) => notifications::apply(tx, write).map(Written::Row),
+        Op::Audit(entry) => audit::apply(tx, entry).map(Written::Row),
     }
 }
 
@@ -896,6 +899,8 @@ fn parse_json(text: &str) -> Result<homeostat_core::alert::LabelSet> {
 }
 
 mod store;
+
+pub mod audit;
 
 pub use store::{Journal, Store};
 

@@ -27,6 +27,7 @@ use homeostat_core::incident::Incident;
 use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, IncidentSummary, ThresholdState};
 use tokio::sync::mpsc::OwnedPermit;
 
+use crate::audit::AuditEntry;
 use crate::decisions::{Decision, History, NewDecision};
 use crate::notifications::{Attempt, Notification};
 use crate::policy::{Learned, StoredPolicy};
@@ -105,6 +106,10 @@ pub trait Store: Send + Sync + 'static {
     async fn next_notification(&self) -> Result<Option<DateTime<Utc>>>;
     /// An incident's notifications, oldest first.
     async fn notifications(&self, incident_id: i64) -> Result<Vec<Notification>>;
+    /// Journals an operator action.
+    async fn record_audit(&self, entry: AuditEntry) -> Result<()>;
+    /// The latest `limit` operator actions, newest first.
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>>;
     /// Records what an incident implicates (an image, a revision), once.
     async fn implicate(&self, id: i64, what: String) -> Result<()>;
     /// Records whether actions are paused, so a restart keeps it.
@@ -217,6 +222,12 @@ impl Store for SqliteJournal {
     }
     async fn notifications(&self, incident_id: i64) -> Result<Vec<Notification>> {
         SqliteJournal::notifications(self, incident_id).await
+    }
+    async fn record_audit(&self, entry: AuditEntry) -> Result<()> {
+        SqliteJournal::record_audit(self, entry).await
+    }
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        SqliteJournal::audit(self, limit).await
     }
     async fn implicate(&self, id: i64, what: String) -> Result<()> {
         SqliteJournal::implicate(self, id, what).await

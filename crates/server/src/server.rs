@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -30,8 +30,9 @@ use crate::pipeline::Controls;
 use homeostat_core::alert::is_label_name;
 use homeostat_core::alert::{self, AlertStatus, DecodeError};
 use homeostat_core::clock::Clock;
-use homeostat_core::config::Credentials;
+use homeostat_core::config::{Credentials, Role};
 use homeostat_core::threshold::{self, FeedbackEvent, FeedbackReason, ThresholdsConfig};
+use homeostat_journal::audit::AuditEntry;
 use homeostat_journal::{Delivery, IncidentQuery, Journal, JournalError};
 
 /// Largest page `GET /api/v1/incidents` returns.
@@ -130,6 +131,7 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/api/v1/controls", get(controls))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
+        .route("/api/v1/audit", get(get_audit))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authenticate))
         .route_layer(middleware::from_fn(same_origin_json));
     Router::new()
@@ -374,6 +376,7 @@ const MAX_COMMENT: usize = 1000;
 /// its series' band one step; journalled with the comment, once per incident.
 async fn post_feedback(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Identity>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -429,9 +432,9 @@ async fn post_feedback(
         reason,
         incident_id: id,
         detail: if comment.is_empty() {
-            format!("{} by a user", reason.as_str())
+            format!("{} by {}", reason.as_str(), who.name)
         } else {
-            format!("{} by a user: {comment}", reason.as_str())
+            format!("{} by {}: {comment}", reason.as_str(), who.name)
         },
     };
     let step = state
@@ -442,6 +445,15 @@ async fn post_feedback(
     if let Some(step) = &step {
         crate::thresholds::count_feedback(&state.metrics, step);
     }
+    audit(
+        &state,
+        &who,
+        "feedback",
+        Some(id.to_string()),
+        Some(format!("{}: {comment}", reason.as_str())),
+    )
+    .await?;
+
     Ok(Json(json!({
         "incident": id,
         "spec": spec.name,
@@ -456,27 +468,89 @@ async fn controls(State(state): State<Arc<AppState>>) -> Response {
     Json(json!({ "paused": state.controls.paused.load(Ordering::Acquire) })).into_response()
 }
 
+/// `POST /api/v1/pause` and `/resume`: an optional `{"reason": "…"}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
 /// Stops all actions (each is deferred, and recorded so) until resumed,
 /// across restarts too.
-async fn pause(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    set_paused(&state, true).await
+async fn pause(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Identity>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    set_paused(&state, &who, true, &body).await
 }
 
-async fn resume(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    set_paused(&state, false).await
+async fn resume(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Identity>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    set_paused(&state, &who, false, &body).await
 }
 
-async fn set_paused(state: &AppState, paused: bool) -> Result<Response, ApiError> {
+async fn set_paused(state: &AppState, who: &Identity, paused: bool, body: &[u8]) -> Result<Response, ApiError> {
+    let body: ControlBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ControlBody::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("invalid body ({e}); expected nothing or {{\"reason\": \"…\"}}"))
+        })?
+    };
+    let action = if paused { "pause" } else { "resume" };
     // Journalled first: a pause that a restart forgets is no pause.
     state.journal.set_paused(paused).await.map_err(ApiError::journal)?;
+    audit(state, who, action, None, body.reason.clone()).await?;
     state.controls.paused.store(paused, Ordering::Release);
     state.metrics.paused.set(i64::from(paused));
+    let reason = body.reason.as_deref().unwrap_or("none given");
     if paused {
-        tracing::warn!("Paused: no action will be taken until POST /api/v1/resume.");
+        tracing::warn!(who = %who.name, reason, "Paused: no action will be taken until POST /api/v1/resume.");
     } else {
-        tracing::warn!("Resumed: actions are allowed again.");
+        tracing::warn!(who = %who.name, reason, "Resumed: actions are allowed again.");
     }
     Ok(Json(json!({ "paused": paused })).into_response())
+}
+
+/// Journals an operator action with who did it.
+async fn audit(
+    state: &AppState,
+    who: &Identity,
+    action: &str,
+    subject: Option<String>,
+    reason: Option<String>,
+) -> Result<(), ApiError> {
+    let entry = AuditEntry {
+        at: state.clock.now(),
+        who: who.name.clone(),
+        role: who.role.as_str().into(),
+        action: action.into(),
+        subject,
+        reason,
+    };
+    state.journal.record_audit(entry).await.map_err(ApiError::journal)
+}
+
+/// `GET /api/v1/audit?limit=N`: operator actions, newest first.
+async fn get_audit(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let limit = match params.iter().find(|(k, _)| k == "limit") {
+        None => DEFAULT_PAGE,
+        Some((_, v)) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1 to {MAX_PAGE}, got {v:?}")))?,
+    };
+    let entries = state.journal.audit(limit).await.map_err(read_failed)?;
+    Ok(Json(json!({ "audit": entries })).into_response())
 }
 
 fn read_failed(err: JournalError) -> ApiError {
@@ -604,61 +678,128 @@ async fn same_origin_json(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-async fn authenticate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    if state.credentials.is_empty() || authorized(&state.credentials, request.headers()) {
-        return next.run(request).await;
-    }
-    if request.uri().path() == WEBHOOK_PATH {
-        state.metrics.count_request("unauthorized");
-    }
-    let mut response = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or wrong credentials in the Authorization header",
-    )
-    .into_response();
-    let challenge = if state.credentials.basic.is_some() {
-        "Basic realm=\"homeostat\""
-    } else {
-        "Bearer realm=\"homeostat\""
-    };
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-    response
+/// Who made a request, as the audit trail names them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub role: Role,
 }
 
-/// Whether the `Authorization` header satisfies one configured credential.
+impl Identity {
+    /// Everyone, when no `auth` is configured (homeostat on loopback).
+    fn anonymous() -> Identity {
+        Identity {
+            name: "anonymous".into(),
+            role: Role::Admin,
+        }
+    }
+}
+
+/// What a request needs its caller's role to allow.
+fn permits(role: Role, method: &axum::http::Method, path: &str) -> Result<(), &'static str> {
+    let (needs, allowed) = if *method == axum::http::Method::POST && path == WEBHOOK_PATH {
+        ("post alerts", matches!(role, Role::Alertmanager | Role::Admin))
+    } else if *method == axum::http::Method::GET {
+        ("read", matches!(role, Role::Viewer | Role::Operator | Role::Admin))
+    } else {
+        ("operate", matches!(role, Role::Operator | Role::Admin))
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(needs)
+    }
+}
+
+/// 401 without valid credentials; 403 when the caller's role does not
+/// allow the request. The caller's [`Identity`] goes to the handler.
+async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let identity = if state.credentials.is_empty() {
+        Some(Identity::anonymous())
+    } else {
+        identify(&state.credentials, request.headers())
+    };
+    let webhook = request.uri().path() == WEBHOOK_PATH;
+    let Some(identity) = identity else {
+        if webhook {
+            state.metrics.count_request("unauthorized");
+        }
+        let mut response = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong credentials in the Authorization header",
+        )
+        .into_response();
+        let challenge = if state.credentials.basic.is_some() {
+            "Basic realm=\"homeostat\""
+        } else {
+            "Bearer realm=\"homeostat\""
+        };
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        return response;
+    };
+    if let Err(needs) = permits(identity.role, request.method(), request.uri().path()) {
+        if webhook {
+            state.metrics.count_request("forbidden");
+        }
+        tracing::warn!(who = %identity.name, role = identity.role.as_str(), path = request.uri().path(), "Refused a request the role does not allow.");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{:?} has role {}, which may not {needs}",
+                identity.name,
+                identity.role.as_str()
+            ),
+        )
+        .into_response();
+    }
+    request.extensions_mut().insert(identity);
+    next.run(request).await
+}
+
+/// The holder of the credential the `Authorization` header carries.
 /// Secrets are compared in constant time.
-fn authorized(credentials: &Credentials, headers: &HeaderMap) -> bool {
-    let Some((scheme, value)) = headers
+fn identify(credentials: &Credentials, headers: &HeaderMap) -> Option<Identity> {
+    let (scheme, value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-    else {
-        return false;
-    };
+        .and_then(|v| v.split_once(' '))?;
     let value = value.trim();
+    let admin = |name: &str| Identity {
+        name: name.to_owned(),
+        role: Role::Admin,
+    };
     if scheme.eq_ignore_ascii_case("bearer") {
+        // Every token compared, always, so timing does not tell which matched.
+        let mut found = None;
         if let Some(token) = &credentials.bearer_token {
-            return secret_eq(value, token.expose());
+            if secret_eq(value, token.expose()) {
+                found = Some(admin("bearer_token"));
+            }
         }
+        for (name, role, token) in &credentials.tokens {
+            if secret_eq(value, token.expose()) {
+                found = Some(Identity {
+                    name: name.clone(),
+                    role: *role,
+                });
+            }
+        }
+        return found;
     }
     if scheme.eq_ignore_ascii_case("basic") {
-        if let Some((username, password)) = &credentials.basic {
-            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(value) else {
-                return false;
-            };
-            let Some((user, pass)) = std::str::from_utf8(&decoded).ok().and_then(|s| s.split_once(':')) else {
-                return false;
-            };
-            // Both compared, always, so timing does not tell which one was wrong.
-            let user_ok = secret_eq(user, username);
-            let pass_ok = secret_eq(pass, password.expose());
-            return user_ok & pass_ok;
-        }
+        let (username, password) = credentials.basic.as_ref()?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(value).ok()?;
+        let (user, pass) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        // Both compared, always, so timing does not tell which one was wrong.
+        let user_ok = secret_eq(user, username);
+        let pass_ok = secret_eq(pass, password.expose());
+        return (user_ok & pass_ok).then(|| admin(username));
     }
-    false
+    None
 }
 
 /// Compares digests in constant time, so neither the content nor the
@@ -685,7 +826,20 @@ mod tests {
         let credentials = Credentials {
             bearer_token: Some(Secret::new("tok")),
             basic: Some(("am".into(), Secret::new("pw:with:colons"))),
+            tokens: vec![("grafana".into(), Role::Viewer, Secret::new("view"))],
         };
+        let authorized = |c: &Credentials, h: &HeaderMap| identify(c, h).is_some();
+        assert_eq!(
+            identify(&credentials, &headers("Bearer view")),
+            Some(Identity {
+                name: "grafana".into(),
+                role: Role::Viewer
+            })
+        );
+        assert_eq!(
+            identify(&credentials, &headers("Bearer tok")).unwrap().role,
+            Role::Admin
+        );
         assert!(authorized(&credentials, &headers("Bearer tok")));
         assert!(authorized(&credentials, &headers("bearer tok")));
         assert!(!authorized(&credentials, &headers("Bearer tok2")));
@@ -700,6 +854,7 @@ mod tests {
         let bearer_only = Credentials {
             bearer_token: Some(Secret::new("tok")),
             basic: None,
+            tokens: Vec::new(),
         };
         assert!(!authorized(&bearer_only, &headers(&format!("Basic {basic}"))));
     }
