@@ -128,6 +128,17 @@ enum Command {
     /// Adaptive alert thresholds: show them, render rule files, fit one query.
     #[command(subcommand)]
     Thresholds(cmd::thresholds::ThresholdsCommand),
+    /// List a running homeostat's incidents (needs role viewer).
+    Incidents(cmd::operate::IncidentsArgs),
+    /// One incident's timeline: deliveries, decisions, what the actions did,
+    /// how they were verified, and who was notified (needs role viewer).
+    Incident(cmd::operate::IncidentArgs),
+    /// Stop all actions until `resume`, journalled with who and why (needs role operator).
+    Pause(cmd::operate::ControlArgs),
+    /// Allow actions again after `pause` (needs role operator).
+    Resume(cmd::operate::ControlArgs),
+    /// Who paused, resumed or gave feedback, and why (needs role viewer).
+    Audit(cmd::operate::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -151,6 +162,11 @@ fn main() -> ExitCode {
         #[cfg(feature = "lab")]
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Thresholds(command) => cmd::thresholds::run(command),
+        Command::Incidents(args) => cmd::operate::incidents(args),
+        Command::Incident(args) => cmd::operate::incident(args),
+        Command::Pause(args) => cmd::operate::control(args, true),
+        Command::Resume(args) => cmd::operate::control(args, false),
+        Command::Audit(args) => cmd::operate::audit(args),
     }
 }
 

@@ -592,3 +592,118 @@ async fn each_role_does_exactly_what_it_allows_and_no_token_is_logged() {
         assert!(leaked.is_empty(), "a token in the log: {leaked:?}");
     }
 }
+
+/// The operator CLI against a running homeostat: incidents (table and
+/// JSON), one incident's timeline, pause and resume with a reason (then in
+/// the audit trail), a role that may not pause, and a server not there.
+#[tokio::test]
+async fn the_operator_cli_lists_explains_pauses_and_says_why_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = dir.path().join("playbook.yml");
+    std::fs::write(&playbook, "rules:\n  - name: tell\n    actions: [notify]\n").unwrap();
+    std::fs::write(dir.path().join("op"), "op-token\n").unwrap();
+    std::fs::write(dir.path().join("view"), "view-token\n").unwrap();
+    std::fs::write(dir.path().join("am"), "am-token\n").unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "auth:\n  tokens:\n    - {{name: ops, role: operator, token: {{file: {d}/op}}}}\n    \
+             - {{name: dash, role: viewer, token: {{file: {d}/view}}}}\n    \
+             - {{name: am, role: alertmanager, token: {{file: {d}/am}}}}\n\
+             actions:\n  backend: docker\n  playbook: {}\n",
+            playbook.display(),
+            d = dir.path().display()
+        ),
+    );
+    let process = Process::start(&config);
+    let url = process.url("");
+    let cli = |args: &[&str], token: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env("HOMEOSTAT_URL", &url)
+            .env_remove("HOMEOSTAT_TOKEN");
+        if let Some(token) = token {
+            command.env("HOMEOSTAT_TOKEN", token);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let client = reqwest::Client::new();
+    let response = client
+        .post(process.url("/api/v1/alerts"))
+        .bearer_auth("op-token")
+        .json(&notification("firing", &["cli-1"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "an operator may not post alerts");
+    let response = client
+        .post(process.url("/api/v1/alerts"))
+        .bearer_auth("am-token")
+        .json(&notification("firing", &["cli-1"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let incident = eventually("the notify decision", Duration::from_secs(20), || async {
+        let (code, out, _) = cli(&["incidents", "--json"], Some("view-token"));
+        assert_eq!(code, Some(0));
+        let page: Value = serde_json::from_str(&out).unwrap();
+        let id = page["incidents"][0]["id"].as_i64()?;
+        let (_, timeline, _) = cli(&["incident", &id.to_string()], Some("view-token"));
+        timeline.contains("decided notify").then_some((id, timeline))
+    })
+    .await;
+    let (id, timeline) = incident;
+    assert!(
+        timeline.starts_with(&format!("incident {id} — ServiceDown — firing")),
+        "{timeline}"
+    );
+    assert!(timeline.contains("first delivered to homeostat"), "{timeline}");
+    assert!(timeline.contains("decided notify — notify"), "{timeline}");
+    let (code, table, _) = cli(&["incidents", "--status", "firing"], Some("view-token"));
+    assert_eq!(code, Some(0));
+    assert!(table.lines().nth(1).unwrap().contains("ServiceDown"), "{table}");
+    let (code, out, _) = cli(&["incident", &id.to_string(), "--json"], Some("view-token"));
+    assert_eq!(code, Some(0));
+    let all: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(all["decisions"][0]["verdict"], "notify", "{all}");
+
+    let (code, _, err) = cli(&["pause", "--reason", "dashboards only"], Some("view-token"));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("403") && err.contains("role"), "{err}");
+    let (code, _, err) = cli(&["incidents"], None);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("401") && err.contains("HOMEOSTAT_TOKEN"), "{err}");
+
+    let (code, out, err) = cli(&["pause", "--reason", "deploy freeze"], Some("op-token"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("paused"), "{out}");
+    let (code, out, err) = cli(&["resume"], Some("op-token"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("resumed"), "{out}");
+    let (code, out, err) = cli(&["audit", "--json"], Some("view-token"));
+    assert_eq!(code, Some(0), "{err}");
+    let audit: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(audit["audit"][1]["who"], "ops");
+    assert_eq!(audit["audit"][1]["action"], "pause");
+    assert_eq!(audit["audit"][1]["reason"], "deploy freeze");
+    assert_eq!(audit["audit"][0]["action"], "resume");
+    let (code, out, _) = cli(&["audit"], Some("view-token"));
+    assert_eq!(code, Some(0));
+    assert!(out.lines().nth(2).unwrap().contains("deploy freeze"), "{out}");
+
+    drop(process);
+    let (code, _, err) = cli(&["incidents"], Some("view-token"));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("cannot reach homeostat") && err.contains("HOMEOSTAT_URL"),
+        "{err}"
+    );
+}

@@ -21,11 +21,23 @@ pub fn run(args: CheckConfigArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let auth = match (&credentials.bearer_token, &credentials.basic) {
-        (None, None) => "none".to_owned(),
-        (Some(_), None) => "bearer token".to_owned(),
-        (None, Some((user, _))) => format!("basic ({user})"),
-        (Some(_), Some((user, _))) => format!("bearer token or basic ({user})"),
+    let mut auth: Vec<String> = Vec::new();
+    if credentials.bearer_token.is_some() {
+        auth.push("bearer token (admin)".into());
+    }
+    if let Some((user, _)) = &credentials.basic {
+        auth.push(format!("basic ({user}, admin)"));
+    }
+    auth.extend(
+        credentials
+            .tokens
+            .iter()
+            .map(|(name, role, _)| format!("token {name} ({})", role.as_str())),
+    );
+    let auth = if auth.is_empty() {
+        "none".to_owned()
+    } else {
+        auth.join(", ")
     };
     let actions = match &config.actions {
         None => "none (incidents are recorded, nothing is acted on)".to_owned(),

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod eval;
 #[cfg(feature = "demo")]
 pub mod load;
+pub mod operate;
 pub mod policy;
 pub mod serve;
 #[cfg(feature = "lab")]
