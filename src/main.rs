@@ -137,7 +137,11 @@ enum Command {
     Pause(cmd::operate::ControlArgs),
     /// Allow actions again after `pause` (needs role operator).
     Resume(cmd::operate::ControlArgs),
-    /// Who paused, resumed or gave feedback, and why (needs role viewer).
+    /// Let an incident's proposed action go ahead (needs role operator).
+    Approve(cmd::operate::AnswerArgs),
+    /// Refuse an incident's proposed action; it is escalated (needs role operator).
+    Reject(cmd::operate::AnswerArgs),
+    /// Who paused, resumed, approved, rejected or gave feedback, and why (needs role viewer).
     Audit(cmd::operate::AuditArgs),
 }
 
@@ -166,6 +170,8 @@ fn main() -> ExitCode {
         Command::Incident(args) => cmd::operate::incident(args),
         Command::Pause(args) => cmd::operate::control(args, true),
         Command::Resume(args) => cmd::operate::control(args, false),
+        Command::Approve(args) => cmd::operate::answer(args, true),
+        Command::Reject(args) => cmd::operate::answer(args, false),
         Command::Audit(args) => cmd::operate::audit(args),
     }
 }

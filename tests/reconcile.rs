@@ -299,3 +299,146 @@ async fn a_stalled_docker_call_holds_up_no_other_target() {
     );
     server.stop().await;
 }
+
+/// A rule whose restart needs approval: homeostat proposes, does nothing,
+/// and acts once on approval; reject and no answer escalate, act on
+/// nothing, and propose nothing again; an approval after the alert was
+/// silenced meanwhile does not act (the premise is checked again).
+#[tokio::test]
+async fn a_proposed_action_waits_for_its_approval() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("rcapprove");
+    let names: Vec<String> = (1..=4).map(|n| service.run(n, &[])).collect();
+    for name in &names {
+        until_serving(name).await;
+        docker(&["kill", name]);
+    }
+    let am = Alertmanager::with_config("route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n").await;
+    // Each alert active in Alertmanager, so that the premise holds; homeostat
+    // hears of it with Alertmanager's own fingerprint.
+    let mut fingerprints = Vec::new();
+    for name in &names {
+        am.post_alerts(&json!([{ "labels": {"alertname": "ServiceDown", "container": name} }]))
+            .await;
+    }
+    for name in &names {
+        let fingerprint = eventually("the alert in Alertmanager", Duration::from_secs(20), || async {
+            am.alerts().await?.into_iter().find_map(|a| {
+                (a["labels"]["container"] == name.as_str()).then(|| a["fingerprint"].as_str().unwrap().to_owned())
+            })
+        })
+        .await;
+        fingerprints.push(fingerprint);
+    }
+    let mut actions = actions(dir.path(), "[restart]\n    needs_approval: [restart]", Some(am.url()));
+    actions.approval_timeout = "4s".parse().unwrap();
+    let server = start(dir.path(), None, actions).await;
+    let mut incidents = Vec::new();
+    for (name, fingerprint) in names.iter().zip(&fingerprints) {
+        let mut body = common::notification("firing", &[fingerprint]);
+        body["alerts"][0]["labels"] = json!({"alertname": "ServiceDown", "container": name});
+        incidents.push(server.post_alert(&body).await);
+    }
+    for &incident in &incidents {
+        let proposed = eventually("a proposal", Duration::from_secs(20), || async {
+            server
+                .decisions(incident)
+                .await
+                .into_iter()
+                .find(|d| d["verdict"] == "proposed")
+        })
+        .await;
+        assert_eq!(proposed["action"], "restart", "{proposed}");
+        assert_eq!(proposed["record"]["operation"]["operation"], "restart_container");
+        assert!(proposed["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("homeostat approve {incident}")));
+    }
+    let answer = |incident: i64, verb: &'static str| {
+        let request = server
+            .client
+            .post(server.url(&format!("/api/v1/incidents/{incident}/{verb}")))
+            .json(&json!({"reason": format!("test {verb}")}));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // 0: approved, restarted once. 1: rejected. 2: never answered.
+    // 3: silenced, then approved.
+    am.silence("container", &names[3]).await;
+    assert_eq!(answer(incidents[0], "approve").await, 200);
+    assert_eq!(answer(incidents[0], "approve").await, 409, "answered twice");
+    assert_eq!(answer(incidents[1], "reject").await, 200);
+    assert_eq!(answer(incidents[3], "approve").await, 200);
+
+    let done = eventually("the approved restart", Duration::from_secs(20), || async {
+        server
+            .decisions(incidents[0])
+            .await
+            .into_iter()
+            .find(|d| d["result"] == "done")
+    })
+    .await;
+    assert_eq!(done["reason"], "within every limit; approved");
+    until_serving(&names[0]).await;
+    let verdicts = |all: Vec<Value>| {
+        all.iter()
+            .map(|d| d["verdict"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let rejected = eventually("the rejection's escalation", Duration::from_secs(20), || async {
+        let all = server.decisions(incidents[1]).await;
+        all.iter().any(|d| d["verdict"] == "escalate").then_some(all)
+    })
+    .await;
+    assert_eq!(verdicts(rejected.clone()), ["proposed", "escalate"]);
+    assert!(
+        rejected[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rejected restart: test reject"),
+        "{rejected:?}"
+    );
+    let expired = eventually("the expired proposal's escalation", Duration::from_secs(20), || async {
+        let all = server.decisions(incidents[2]).await;
+        all.iter().any(|d| d["verdict"] == "escalate").then_some(all)
+    })
+    .await;
+    assert_eq!(verdicts(expired.clone()), ["proposed", "escalate"]);
+    assert!(expired[1]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no one approved restart within 4s"));
+    let silenced = eventually("the silenced one's refusal", Duration::from_secs(20), || async {
+        let all = server.decisions(incidents[3]).await;
+        (all.len() >= 2).then_some(all)
+    })
+    .await;
+    assert_eq!(verdicts(silenced.clone()), ["proposed", "refuse"], "{silenced:?}");
+
+    // Delivered again: neither acted on nor proposed again.
+    for (name, fingerprint) in names.iter().zip(&fingerprints).skip(1).take(2) {
+        let mut body = common::notification("firing", &[fingerprint]);
+        body["alerts"][0]["labels"] = json!({"alertname": "ServiceDown", "container": name});
+        server.post_alert(&body).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(server.decisions(incidents[1]).await.len(), 2);
+    assert_eq!(server.decisions(incidents[2]).await.len(), 2);
+    for name in &names[1..] {
+        assert_eq!(
+            docker(&["inspect", "--format", "{{.State.Running}}", name]),
+            "false",
+            "{name} acted on"
+        );
+    }
+    let audit = server.get_json("/api/v1/audit").await;
+    let actions: Vec<&str> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["approve", "reject", "approve"], "{audit}");
+    server.stop().await;
+}

@@ -28,6 +28,7 @@ fn actions(dir: &Path, playbook: &str, dry_run: bool, verify: &str) -> ActionsCo
         target_labels: Default::default(),
         verify_timeout: verify.parse().unwrap(),
         execute_timeout: "1m".parse().unwrap(),
+        approval_timeout: "15m".parse().unwrap(),
         drain_on_cordon: false,
         prometheus_url: None,
         alertmanager_url: None,
@@ -333,30 +334,9 @@ async fn an_alert_silenced_in_alertmanager_is_not_acted_on() {
     let am = Alertmanager::start("http://127.0.0.1:9/", "").await;
     let labels = json!({"alertname": "ServiceDown", "container": name});
     am.post_alerts(&json!([{ "labels": labels }])).await;
-    let client = reqwest::Client::new();
-    let now = chrono::Utc::now();
-    let silence = json!({
-        "matchers": [{"name": "alertname", "value": "ServiceDown", "isRegex": false, "isEqual": true}],
-        "startsAt": now.to_rfc3339(), "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
-        "createdBy": "test", "comment": "planned maintenance",
-    });
-    let created = client
-        .post(format!("{}/api/v2/silences", am.url()))
-        .json(&silence)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 200);
+    am.silence("alertname", "ServiceDown").await;
     let fingerprint = eventually("Alertmanager to silence the alert", Duration::from_secs(20), || async {
-        let alerts: Value = client
-            .get(format!("{}/api/v2/alerts", am.url()))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let alert = alerts.as_array()?.first()?.clone();
+        let alert = am.alerts().await?.first()?.clone();
         let silenced = alert["status"]["silencedBy"].as_array().is_some_and(|s| !s.is_empty());
         silenced.then(|| alert["fingerprint"].as_str().unwrap().to_owned())
     })

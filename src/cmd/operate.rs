@@ -1,8 +1,8 @@
 //! The operator's commands against a running homeostat, over its HTTP API:
-//! `incidents`, `incident ID`, `pause`, `resume`, `audit`. Where it is and
-//! the token come from flags or the environment (`HOMEOSTAT_URL`,
-//! `HOMEOSTAT_TOKEN` or `--token-file`); the token is never taken on the
-//! command line, where other users' `ps` would show it.
+//! `incidents`, `incident ID`, `pause`, `resume`, `approve ID`, `reject ID`,
+//! `audit`. Where it is and the token come from flags or the environment
+//! (`HOMEOSTAT_URL`, `HOMEOSTAT_TOKEN` or `--token-file`); the token is
+//! never taken on the command line, where other users' `ps` would show it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +57,17 @@ pub struct IncidentArgs {
 pub struct ControlArgs {
     #[command(flatten)]
     server: Server,
+    /// Why, for the audit trail.
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+#[derive(Args)]
+pub struct AnswerArgs {
+    #[command(flatten)]
+    server: Server,
+    /// The incident whose proposed action is answered.
+    id: i64,
     /// Why, for the audit trail.
     #[arg(long)]
     reason: Option<String>,
@@ -326,6 +337,21 @@ pub fn control(args: ControlArgs, pause: bool) -> ExitCode {
             "paused: no action will be taken until `homeostat resume`".to_owned()
         } else {
             "resumed: actions are allowed again".to_owned()
+        })
+    })
+}
+
+pub fn answer(args: AnswerArgs, approve: bool) -> ExitCode {
+    let AnswerArgs { server, id, reason } = args;
+    run_with(&server, async move |api| {
+        let verb = if approve { "approve" } else { "reject" };
+        let body = serde_json::json!({ "reason": reason });
+        let path = format!("/api/v1/incidents/{id}/{verb}");
+        api.call(reqwest::Method::POST, &path, Some(body)).await?;
+        Ok(if approve {
+            format!("approved: incident {id}'s action goes ahead if the guard and its premise still allow it")
+        } else {
+            format!("rejected: nothing is done on incident {id}, which is escalated")
         })
     })
 }

@@ -348,6 +348,35 @@ impl Alertmanager {
         self.daemon.url()
     }
 
+    /// The alerts Alertmanager holds (`GET /api/v2/alerts`); `None` while it
+    /// cannot answer.
+    pub async fn alerts(&self) -> Option<Vec<Value>> {
+        let alerts: Value = reqwest::get(format!("{}/api/v2/alerts", self.daemon.url()))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        alerts.as_array().cloned()
+    }
+
+    /// Silences alerts whose label `name` is `value`, for an hour.
+    pub async fn silence(&self, name: &str, value: &str) {
+        let now = chrono::Utc::now();
+        let silence = serde_json::json!({
+            "matchers": [{"name": name, "value": value, "isRegex": false, "isEqual": true}],
+            "startsAt": now.to_rfc3339(), "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
+            "createdBy": "test", "comment": "planned maintenance",
+        });
+        let created = reqwest::Client::new()
+            .post(format!("{}/api/v2/silences", self.daemon.url()))
+            .json(&silence)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 200, "{}", created.text().await.unwrap_or_default());
+    }
+
     /// Posts alerts to Alertmanager's `/api/v2/alerts`.
     pub async fn post_alerts(&self, alerts: &Value) {
         let response = reqwest::Client::new()

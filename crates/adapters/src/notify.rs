@@ -60,6 +60,7 @@ pub fn alertname(event: NoticeEvent) -> &'static str {
     match event {
         NoticeEvent::Escalation => "HomeostatEscalation",
         NoticeEvent::Notice => "HomeostatNotice",
+        NoticeEvent::Approval => "HomeostatApprovalNeeded",
     }
 }
 
@@ -148,6 +149,7 @@ fn summary(notice: &Notice) -> String {
     let what = match notice.event {
         NoticeEvent::Escalation => "homeostat cannot fix",
         NoticeEvent::Notice => "homeostat notice for",
+        NoticeEvent::Approval => "homeostat asks approval for",
     };
     let target = ["service", "container", "deployment", "pod", "instance"]
         .iter()
@@ -182,6 +184,7 @@ fn chat_text(notice: &Notice, phase: Phase) -> String {
             match notice.event {
                 NoticeEvent::Escalation => ":rotating_light:",
                 NoticeEvent::Notice => ":information_source:",
+                NoticeEvent::Approval => ":raised_hand:",
             },
             summary(notice),
             notice.reason,

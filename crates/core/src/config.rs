@@ -94,6 +94,10 @@ pub struct ActionsConfig {
     /// Default 1m; at most 2m on Docker, whose client gives up at 2m.
     #[serde(default = "default_execute_timeout")]
     pub execute_timeout: PromDuration,
+    /// How long a proposed action (a playbook rule's `needs_approval`)
+    /// waits for `homeostat approve`; then it is escalated. Default 15m.
+    #[serde(default = "default_approval_timeout")]
+    pub approval_timeout: PromDuration,
     /// Evict a cordoned node's pods (respecting PodDisruptionBudgets). Default false.
     #[serde(default)]
     pub drain_on_cordon: bool,
@@ -179,7 +183,7 @@ pub struct SinkConfig {
     /// picked up) from a file or the environment, e.g. `Authorization`.
     #[serde(default)]
     pub headers: BTreeMap<String, SecretSource>,
-    /// What the sink gets. Default both.
+    /// What the sink gets. Default all: escalation, notice, approval.
     #[serde(default = "all_notice_events")]
     pub events: Vec<NoticeEvent>,
 }
@@ -207,6 +211,8 @@ pub enum NoticeEvent {
     Escalation,
     /// The playbook's `notify` action: for a human to know, nothing done.
     Notice,
+    /// An action waits for a human's approval (`homeostat approve ID`).
+    Approval,
 }
 
 impl NoticeEvent {
@@ -214,12 +220,13 @@ impl NoticeEvent {
         match self {
             NoticeEvent::Escalation => "escalation",
             NoticeEvent::Notice => "notice",
+            NoticeEvent::Approval => "approval",
         }
     }
 }
 
 fn all_notice_events() -> Vec<NoticeEvent> {
-    vec![NoticeEvent::Escalation, NoticeEvent::Notice]
+    vec![NoticeEvent::Escalation, NoticeEvent::Notice, NoticeEvent::Approval]
 }
 
 impl SinkConfig {
@@ -482,6 +489,10 @@ fn yes() -> bool {
 
 fn default_playbook() -> PathBuf {
     PathBuf::from("rules/playbook.yml")
+}
+
+fn default_approval_timeout() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(900))
 }
 
 fn default_execute_timeout() -> PromDuration {
@@ -830,6 +841,7 @@ impl Config {
         ];
         if let Some(actions) = &self.actions {
             durations.push(("actions.verify_timeout", actions.verify_timeout));
+            durations.push(("actions.approval_timeout", actions.approval_timeout));
             durations.push(("actions.guard.cooldown", actions.guard.cooldown));
             durations.push(("actions.guard.budget.window", actions.guard.budget.window));
         }
@@ -855,6 +867,9 @@ impl Config {
             }
             if actions.verify_timeout.0.is_zero() {
                 return Err(invalid("actions.verify_timeout", "must be longer than 0s".into()));
+            }
+            if actions.approval_timeout.0.is_zero() {
+                return Err(invalid("actions.approval_timeout", "must be longer than 0s".into()));
             }
             actions.check_execute_timeout().map_err(|(key, m)| invalid(&key, m))?;
             for (key, url) in [

@@ -36,6 +36,10 @@ pub enum Verdict {
     /// alert is no longer active, or the implicated image or revision no
     /// longer runs. Nothing is done.
     PremiseGone,
+    /// The action needs a human's approval: proposed with its exact
+    /// operation, nothing done until approved (`actions.approval_timeout`).
+    #[serde(rename = "proposed")]
+    Propose,
 }
 
 impl Verdict {
@@ -52,7 +56,7 @@ impl Verdict {
         )
     }
 
-    pub const ALL: [Verdict; 9] = [
+    pub const ALL: [Verdict; 10] = [
         Verdict::Allow,
         Verdict::Defer,
         Verdict::Refuse,
@@ -62,6 +66,7 @@ impl Verdict {
         Verdict::NoTarget,
         Verdict::Unplannable,
         Verdict::PremiseGone,
+        Verdict::Propose,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +80,7 @@ impl Verdict {
             Verdict::NoTarget => "no_target",
             Verdict::Unplannable => "unplannable",
             Verdict::PremiseGone => "premise_gone",
+            Verdict::Propose => "proposed",
         }
     }
 }
@@ -210,6 +216,7 @@ mod tests {
                 "no_target",
                 "unplannable",
                 "premise_gone",
+                "proposed",
             ],
         );
         check(

@@ -45,6 +45,13 @@ pub struct RuleFile {
     /// `actions.prometheus_url`.
     #[serde(default)]
     pub health_query: Option<String>,
+    /// Actions of this rule that a human must approve first: homeostat
+    /// proposes the exact operation, notifies, and acts only on
+    /// `homeostat approve` within `actions.approval_timeout` (the guard
+    /// and the premise checked again then); a rejection or no answer
+    /// escalates.
+    #[serde(default)]
+    pub needs_approval: Vec<Action>,
 }
 
 /// A label matcher, with Alertmanager's semantics: regexes are anchored, and
@@ -129,6 +136,7 @@ pub struct Rule {
     pub matchers: Vec<Matcher>,
     pub actions: Vec<Action>,
     pub health_query: Option<String>,
+    pub needs_approval: Vec<Action>,
 }
 
 /// A validated playbook.
@@ -204,11 +212,18 @@ impl Playbook {
             if rule.health_query.as_deref().is_some_and(|q| q.trim().is_empty()) {
                 return Err(error(format!("rules[{i}].health_query"), "must not be empty".into()));
             }
+            if let Some(j) = rule.needs_approval.iter().position(|a| !rule.actions.contains(a)) {
+                return Err(error(
+                    format!("rules[{i}].needs_approval[{j}]"),
+                    format!("{} is not one of the rule's actions", rule.needs_approval[j]),
+                ));
+            }
             rules.push(Rule {
                 name: rule.name,
                 matchers,
                 actions: rule.actions,
                 health_query: rule.health_query,
+                needs_approval: rule.needs_approval,
             });
         }
         Ok(Playbook { rules })
@@ -407,6 +422,11 @@ mod tests {
                 "rules:\n  - name: a\n    action: [notify]\n",
                 "rules[0].action",
                 "unknown field `action`",
+            ),
+            (
+                "rules:\n  - name: a\n    actions: [restart]\n    needs_approval: [restart, rollback]\n",
+                "rules[0].needs_approval[1]",
+                "rollback is not one of the rule's actions",
             ),
         ];
         for (text, key, message) in cases {

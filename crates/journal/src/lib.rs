@@ -133,6 +133,7 @@ enum Op {
     Prune(retention::PruneWrite),
     Notification(notifications::NotificationWrite),
     Audit(audit::AuditEntry),
+    Answer(approvals::AnswerWrite),
 }
 
 /// A delivery with every value already encoded as SQLite stores it. The
@@ -574,9 +575,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     }
     if version < 5 {
         conn.execute_batch(&format!(
-            "BEGIN; {notifications} {audit} PRAGMA user_version = 5; COMMIT;",
+            "BEGIN; {notifications} {audit} {approvals} PRAGMA user_version = 5; COMMIT;",
             notifications = notifications::SCHEMA,
-            audit = audit::SCHEMA
+            audit = audit::SCHEMA,
+            approvals = approvals::SCHEMA
         ))?;
     }
     Ok(())
@@ -675,6 +677,7 @@ fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<W
         Op::Prune(write) => retention::apply(tx, write).map(Written::Pruned),
         Op::Notification(write) => notifications::apply(tx, write).map(Written::Row),
         Op::Audit(entry) => audit::apply(tx, entry).map(Written::Row),
+        Op::Answer(write) => approvals::apply(tx, write).map(|proposal| Written::Row(proposal.unwrap_or(0))),
     }
 }
 
@@ -900,6 +903,7 @@ fn parse_json(text: &str) -> Result<homeostat_core::alert::LabelSet> {
 
 mod store;
 
+pub mod approvals;
 pub mod audit;
 
 pub use store::{Journal, Store};

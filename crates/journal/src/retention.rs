@@ -79,6 +79,8 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &PruneWrite) -> Result<Pruned> 
             .execute([id])?;
         tx.prepare_cached("DELETE FROM notifications WHERE incident_id = ?1")?
             .execute([id])?;
+        tx.prepare_cached("DELETE FROM approvals WHERE incident_id = ?1")?
+            .execute([id])?;
         tx.prepare_cached("DELETE FROM incidents WHERE id = ?1")?
             .execute([id])?;
     }

@@ -27,6 +27,7 @@ use homeostat_core::incident::Incident;
 use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, IncidentSummary, ThresholdState};
 use tokio::sync::mpsc::OwnedPermit;
 
+use crate::approvals::Answer;
 use crate::audit::AuditEntry;
 use crate::decisions::{Decision, History, NewDecision};
 use crate::notifications::{Attempt, Notification};
@@ -110,6 +111,12 @@ pub trait Store: Send + Sync + 'static {
     async fn record_audit(&self, entry: AuditEntry) -> Result<()>;
     /// The latest `limit` operator actions, newest first.
     async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+    /// Answers the incident's open proposal (approve or reject), with
+    /// `audit`, and makes the incident due; the proposal's decision id, or
+    /// `None` when it has no open proposal.
+    async fn answer(&self, incident_id: i64, approved: bool, audit: AuditEntry) -> Result<Option<i64>>;
+    /// The answer to a proposal, if there is one.
+    async fn approval(&self, proposal_id: i64) -> Result<Option<Answer>>;
     /// Records what an incident implicates (an image, a revision), once.
     async fn implicate(&self, id: i64, what: String) -> Result<()>;
     /// Records whether actions are paused, so a restart keeps it.
@@ -228,6 +235,12 @@ impl Store for SqliteJournal {
     }
     async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
         SqliteJournal::audit(self, limit).await
+    }
+    async fn answer(&self, incident_id: i64, approved: bool, audit: AuditEntry) -> Result<Option<i64>> {
+        SqliteJournal::answer(self, incident_id, approved, audit).await
+    }
+    async fn approval(&self, proposal_id: i64) -> Result<Option<Answer>> {
+        SqliteJournal::approval(self, proposal_id).await
     }
     async fn implicate(&self, id: i64, what: String) -> Result<()> {
         SqliteJournal::implicate(self, id, what).await

@@ -128,6 +128,8 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/api/v1/incidents/{id}/decisions", get(get_decisions))
         .route("/api/v1/incidents/{id}/notifications", get(get_notifications))
         .route("/api/v1/incidents/{id}/feedback", post(post_feedback))
+        .route("/api/v1/incidents/{id}/approve", post(approve))
+        .route("/api/v1/incidents/{id}/reject", post(reject))
         .route("/api/v1/controls", get(controls))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
@@ -495,13 +497,7 @@ async fn resume(
 }
 
 async fn set_paused(state: &AppState, who: &Identity, paused: bool, body: &[u8]) -> Result<Response, ApiError> {
-    let body: ControlBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ControlBody::default()
-    } else {
-        serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("invalid body ({e}); expected nothing or {{\"reason\": \"…\"}}"))
-        })?
-    };
+    let body = control_body(body)?;
     let action = if paused { "pause" } else { "resume" };
     // Journalled first: a pause that a restart forgets is no pause.
     state.journal.set_paused(paused).await.map_err(ApiError::journal)?;
@@ -517,6 +513,76 @@ async fn set_paused(state: &AppState, who: &Identity, paused: bool, body: &[u8])
     Ok(Json(json!({ "paused": paused })).into_response())
 }
 
+/// Approves the incident's proposed action: it goes ahead at once if the
+/// guard and the premise still allow it.
+async fn approve(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Identity>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    answer(&state, &who, &id, true, &body).await
+}
+
+/// Rejects the incident's proposed action: nothing is done, and the
+/// incident is escalated.
+async fn reject(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Identity>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    answer(&state, &who, &id, false, &body).await
+}
+
+async fn answer(state: &AppState, who: &Identity, id: &str, approved: bool, body: &[u8]) -> Result<Response, ApiError> {
+    let id = incident_of(state, id).await?.id;
+    let body = control_body(body)?;
+    let action = if approved { "approve" } else { "reject" };
+    let entry = audit_entry(state, who, action, Some(id.to_string()), body.reason);
+    let Some(proposal) = state
+        .journal
+        .answer(id, approved, entry)
+        .await
+        .map_err(ApiError::journal)?
+    else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_proposal",
+            format!("incident {id} has no proposed action waiting for an answer (it may have expired, been answered, or resolved)"),
+        ));
+    };
+    state.controls.wake.notify_one();
+    tracing::warn!(incident = id, proposal, who = %who.name, action, "A proposed action was answered.");
+    Ok(Json(json!({ "incident": id, "proposal": proposal, "approved": approved })).into_response())
+}
+
+/// An optional `{"reason": "…"}` body.
+fn control_body(body: &[u8]) -> Result<ControlBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ControlBody::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid body ({e}); expected nothing or {{\"reason\": \"…\"}}")))
+}
+
+fn audit_entry(
+    state: &AppState,
+    who: &Identity,
+    action: &str,
+    subject: Option<String>,
+    reason: Option<String>,
+) -> AuditEntry {
+    AuditEntry {
+        at: state.clock.now(),
+        who: who.name.clone(),
+        role: who.role.as_str().into(),
+        action: action.into(),
+        subject,
+        reason,
+    }
+}
+
 /// Journals an operator action with who did it.
 async fn audit(
     state: &AppState,
@@ -525,14 +591,7 @@ async fn audit(
     subject: Option<String>,
     reason: Option<String>,
 ) -> Result<(), ApiError> {
-    let entry = AuditEntry {
-        at: state.clock.now(),
-        who: who.name.clone(),
-        role: who.role.as_str().into(),
-        action: action.into(),
-        subject,
-        reason,
-    };
+    let entry = audit_entry(state, who, action, subject, reason);
     state.journal.record_audit(entry).await.map_err(ApiError::journal)
 }
 

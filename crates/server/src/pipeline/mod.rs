@@ -44,10 +44,12 @@ pub mod verify;
 
 pub use respond::Responder;
 
-/// Switches an operator flips at run time (`POST /api/v1/pause`, `/resume`).
+/// Switches an operator flips at run time (`POST /api/v1/pause`, `/resume`),
+/// and the reconciler's wake-up (an approval, a verification that ended).
 #[derive(Debug, Default)]
 pub struct Controls {
     pub paused: AtomicBool,
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// What a processor may need, made by [`crate::app::serve`].

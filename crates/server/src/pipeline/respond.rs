@@ -57,6 +57,18 @@ struct PolicyView {
 /// When an incident needs its next look; `None`: only when a delivery comes.
 pub type Next = Option<DateTime<Utc>>;
 
+/// Where an incident's latest proposal stands.
+enum Answered {
+    /// No proposal open or answered (or its approval was acted on).
+    None,
+    /// Approved: the action may go ahead once the guard and premise allow it.
+    Approved(Action),
+    /// No answer yet; it expires then.
+    Waiting(DateTime<Utc>),
+    /// Rejected, or expired: escalated, and not proposed again.
+    Declined(Stop),
+}
+
 pub struct Responder<E> {
     executor: Arc<E>,
     pub(super) http: reqwest::Client,
@@ -93,7 +105,7 @@ impl<E: Executor> Responder<E> {
                 .build()
                 .unwrap_or_default(),
             learner: Arc::new(tokio::sync::Mutex::new(Learner::new(config.policy.learning.clone()))),
-            wake: Arc::new(Notify::new()),
+            wake: Arc::clone(&controls.wake),
             notifier: Arc::new(Notifier::new(
                 &config,
                 journal.clone(),
@@ -235,6 +247,15 @@ impl<E: Executor> Responder<E> {
             record: json!({ "target": target, "labels": incident.labels }),
             dry_run: self.config.dry_run,
         };
+        // A proposal waits for a human's answer; a rejection, or no answer
+        // within approval_timeout, escalates; an approval lets its action
+        // through below, past the guard and the premise checked again.
+        let approved = match self.answered(&past, now).await? {
+            Answered::None => None,
+            Answered::Approved(action) => Some(action),
+            Answered::Waiting(until) => return Ok(Some(until)),
+            Answered::Declined(stop) => return self.stop(&incident, &past, decision, stop).await,
+        };
         let progress = match decide::progress(&past, &self.playbook, &incident.labels) {
             Ok(progress) => progress,
             Err(stop) => return self.stop(&incident, &past, decision, stop).await,
@@ -321,8 +342,14 @@ impl<E: Executor> Responder<E> {
             return self.stop(&incident, &past, decision, stop).await;
         }
 
+        if progress.rule.needs_approval.contains(&action) && approved != Some(action) {
+            return self.propose(&incident, &past, decision, action).await;
+        }
         decision.verdict = Verdict::Allow;
-        decision.reason = "within every limit".into();
+        decision.reason = match approved {
+            Some(_) => "within every limit; approved".into(),
+            None => "within every limit".into(),
+        };
         let since_alert = (self.clock.now() - incident.starts_at).to_std().unwrap_or_default();
         self.metrics.alert_to_action_seconds.observe(since_alert.as_secs_f64());
         let executed = execute::execute(
@@ -357,6 +384,77 @@ impl<E: Executor> Responder<E> {
             // Nothing was done, so nothing follows but another delivery.
             Executed::DryRun => Ok(None),
         }
+    }
+
+    /// Where the incident's latest proposal stands.
+    async fn answered(&self, past: &[Decision], now: DateTime<Utc>) -> homeostat_journal::Result<Answered> {
+        let Some(at) = past.iter().rposition(|d| d.new.verdict == Verdict::Propose) else {
+            return Ok(Answered::None);
+        };
+        let (proposal, after) = (&past[at], &past[at + 1..]);
+        let Some(action) = Action::parse(&proposal.new.action) else {
+            return Ok(Answered::None);
+        };
+        // Acted on since (or dry-run acted): the approval is spent.
+        if after.iter().any(|d| d.new.verdict == Verdict::Allow) {
+            return Ok(Answered::None);
+        }
+        // Declined before: escalated once, and not proposed again.
+        if let Some(escalated) = after.iter().find(|d| d.new.verdict == Verdict::Escalate) {
+            return Ok(Answered::Declined(Stop::new(
+                action,
+                Verdict::Escalate,
+                escalated.new.reason.clone(),
+            )));
+        }
+        let timeout = self.config.approval_timeout;
+        Ok(match self.journal.approval(proposal.id).await? {
+            Some(answer) if answer.approved => Answered::Approved(action),
+            Some(answer) => Answered::Declined(Stop::new(
+                action,
+                Verdict::Escalate,
+                format!(
+                    "{} rejected {action}{}; escalating to a human",
+                    answer.who,
+                    answer.reason.map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+            )),
+            None if now < proposal.new.decided_at + timeout.as_delta() => {
+                Answered::Waiting(proposal.new.decided_at + timeout.as_delta())
+            }
+            None => Answered::Declined(Stop::new(
+                action,
+                Verdict::Escalate,
+                format!("no one approved {action} within {timeout} (actions.approval_timeout); escalating to a human"),
+            )),
+        })
+    }
+
+    /// Records `action` as proposed, with its exact operation in the
+    /// decision, and asks the sinks for an approval.
+    async fn propose(
+        &self,
+        incident: &Incident,
+        past: &[Decision],
+        mut decision: NewDecision,
+        action: Action,
+    ) -> homeostat_journal::Result<Next> {
+        let timeout = self.config.approval_timeout;
+        let until = decision.decided_at + timeout.as_delta();
+        decision.verdict = Verdict::Propose;
+        decision.reason = format!(
+            "{action} needs approval: `homeostat approve {}` (or `reject`) before {}; the guard and the premise are \
+             checked again then",
+            incident.id,
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        tracing::warn!(incident = incident.id, %action, %timeout, "Waiting for approval.");
+        let operation = decision.record["operation"].to_string();
+        self.metrics.count_decision(action.as_str(), Verdict::Propose.as_str());
+        let reason = format!("{} (operation: {operation})", decision.reason);
+        self.journal.record_decision(decision).await?;
+        self.tell(NoticeEvent::Approval, incident, past, &reason).await;
+        Ok(Some(until))
     }
 
     /// Records what the incident implicates when its rule may roll back:
