@@ -618,7 +618,7 @@ pub struct SecretSource {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalConfig {
-    /// Database file; relative paths are relative to the working directory.
+    /// Database file; a relative path is relative to the config file's directory.
     /// Default `homeostat.db`.
     pub path: PathBuf,
     /// `full` (default) survives power loss; `normal` survives a crash or
@@ -705,12 +705,54 @@ pub enum ConfigError {
 
 impl Config {
     /// Reads and parses `path`. Call [`Config::validate`] before using it.
+    /// Relative paths in it (journal, playbook, rules_dir, secret files)
+    /// are relative to the file's directory, as Prometheus' are; an empty
+    /// file (every default) keeps them relative to the working directory.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(path, &text)
+        let mut config = Config::parse(path, &text)?;
+        if !text.trim().is_empty() {
+            let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            config.anchor_paths(base);
+        }
+        Ok(config)
+    }
+
+    /// Makes every relative path in the config relative to `base`.
+    pub fn anchor_paths(&mut self, base: &Path) {
+        let anchor = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        let anchor_secret = |secret: &mut SecretSource| {
+            if let Some(file) = secret.file.as_mut() {
+                anchor(file);
+            }
+        };
+        anchor(&mut self.journal.path);
+        if let Some(auth) = self.auth.as_mut() {
+            auth.bearer_token.iter_mut().for_each(anchor_secret);
+            auth.basic.iter_mut().for_each(|b| anchor_secret(&mut b.password));
+            auth.tokens.iter_mut().for_each(|t| anchor_secret(&mut t.token));
+        }
+        if let Some(actions) = self.actions.as_mut() {
+            anchor(&mut actions.playbook);
+            for sink in &mut actions.notifications.sinks {
+                sink.url_secret.iter_mut().for_each(anchor_secret);
+                sink.headers.values_mut().for_each(anchor_secret);
+            }
+        }
+        if let Some(thresholds) = self.thresholds.as_mut() {
+            anchor(&mut thresholds.rules_dir);
+            // A bare program name is looked up on PATH, not anchored.
+            if let Some(promtool) = thresholds.promtool.as_mut().filter(|p| p.components().count() > 1) {
+                anchor(promtool);
+            }
+        }
     }
 
     /// Parses YAML text; `path` only labels errors.
