@@ -32,7 +32,11 @@ fn relative_paths_are_relative_to_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let nested = dir.path().join("etc");
     std::fs::create_dir(&nested).unwrap();
-    std::fs::write(nested.join("playbook.yml"), "rules:\n  - {name: a, actions: [notify]}\n").unwrap();
+    std::fs::write(
+        nested.join("playbook.yml"),
+        "rules:\n  - {name: a, actions: [notify]}\n",
+    )
+    .unwrap();
     let file = nested.join("homeostat.yaml");
     std::fs::write(
         &file,

@@ -507,7 +507,7 @@ async fn each_role_does_exactly_what_it_allows_and_no_token_is_logged() {
     // The incident the reads name.
     assert_eq!(send("POST", "/api/v1/alerts", Some("am-s3cret-token")).await, 200);
     // (method, path, roles that may)
-    let table: [(&str, &str, &[&str]); 11] = [
+    let table: [(&str, &str, &[&str]); 12] = [
         ("POST", "/api/v1/alerts", &["alertmanager", "admin"]),
         ("GET", "/api/v1/incidents", &["viewer", "operator", "admin"]),
         ("GET", "/api/v1/incidents/1", &["viewer", "operator", "admin"]),
@@ -522,6 +522,7 @@ async fn each_role_does_exactly_what_it_allows_and_no_token_is_logged() {
         ("POST", "/api/v1/pause", &["operator", "admin"]),
         ("POST", "/api/v1/resume", &["operator", "admin"]),
         ("POST", "/api/v1/incidents/1/feedback", &["operator", "admin"]),
+        ("POST", "/-/reload", &["operator", "admin"]),
         (
             "GET",
             "/api/v1/incidents?token=operator-s3cret-token",
@@ -706,4 +707,88 @@ async fn the_operator_cli_lists_explains_pauses_and_says_why_it_cannot() {
         err.contains("cannot reach homeostat") && err.contains("HOMEOSTAT_URL"),
         "{err}"
     );
+}
+
+/// A reload (POST /-/reload, or SIGHUP) puts an edited playbook in effect;
+/// a playbook that does not validate is refused, saying why, and the
+/// running one stays.
+#[tokio::test]
+async fn a_reload_changes_the_playbook_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = dir.path().join("playbook.yml");
+    let rule = |name: &str| format!("rules:\n  - name: {name}\n    actions: [notify]\n");
+    std::fs::write(&playbook, rule("first")).unwrap();
+    let config = write_config(dir.path(), "actions:\n  backend: docker\n  playbook: playbook.yml\n");
+    let process = Process::start(&config);
+    let client = reqwest::Client::new();
+    let rule_of = |fingerprint: &'static str| {
+        let client = client.clone();
+        let url = process.url("/api/v1/alerts");
+        let base = process.url("");
+        async move {
+            let response = client
+                .post(url)
+                .json(&notification("firing", &[fingerprint]))
+                .send()
+                .await
+                .unwrap();
+            let ack: Value = response.json().await.unwrap();
+            let incident = ack["incidents"][0].as_i64().unwrap();
+            eventually("a decision", Duration::from_secs(20), || async {
+                let page: Value = client
+                    .get(format!("{base}/api/v1/incidents/{incident}/decisions"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                page["decisions"][0]["rule"].as_str().map(str::to_owned)
+            })
+            .await
+        }
+    };
+    assert_eq!(rule_of("reload-1").await, "first");
+    std::fs::write(&playbook, rule("second")).unwrap();
+    let reloaded = client
+        .post(process.url("/-/reload"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200);
+    let done: Value = reloaded.json().await.unwrap();
+    assert_eq!(done["playbook_rules"], 1);
+    assert_eq!(done["restart_needed"], serde_json::json!([]));
+    assert_eq!(rule_of("reload-2").await, "second");
+
+    std::fs::write(&playbook, "rules:\n  - name: broken\n    actions: [reboot]\n").unwrap();
+    let refused = client
+        .post(process.url("/-/reload"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let why: Value = refused.json().await.unwrap();
+    assert!(why["error"].as_str().unwrap().contains("rules[0].actions[0]"), "{why}");
+    assert_eq!(rule_of("reload-3").await, "second", "the refused playbook took effect");
+
+    // SIGHUP, with the server section changed too: that waits for a restart.
+    std::fs::write(&playbook, rule("third")).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("listen: 127.0.0.1:0", "listen: 127.0.0.1:1")).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    eventually("the SIGHUP reload", Duration::from_secs(20), || async {
+        let log = process.log.lock().unwrap().clone();
+        log.iter()
+            .find(|l| l.contains("Reloaded the playbook") && l.contains("server"))
+            .cloned()
+    })
+    .await;
+    assert_eq!(rule_of("reload-4").await, "third");
 }

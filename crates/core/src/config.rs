@@ -65,6 +65,9 @@ pub struct Config {
     /// Adaptive alert thresholds. Absent: no rules are generated.
     #[serde(default)]
     pub thresholds: Option<ThresholdsConfig>,
+    /// The file it was loaded from ([`Config::load`]), which a reload reads again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `actions:` — how incidents are acted on.
@@ -714,8 +717,12 @@ impl Config {
             source,
         })?;
         let mut config = Config::parse(path, &text)?;
+        config.source = Some(path.to_owned());
         if !text.trim().is_empty() {
-            let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let base = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             config.anchor_paths(base);
         }
         Ok(config)

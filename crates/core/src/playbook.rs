@@ -140,7 +140,7 @@ pub struct Rule {
 }
 
 /// A validated playbook.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Playbook {
     pub rules: Vec<Rule>,
 }

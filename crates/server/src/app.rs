@@ -66,6 +66,7 @@ pub async fn serve<P: Processor>(
         .transpose()
         .map_err(AppError::Thresholds)?;
     let state = Arc::new(AppState {
+        config: config.clone(),
         journal: journal.clone(),
         queue,
         metrics: Arc::clone(&metrics),
@@ -123,6 +124,7 @@ pub async fn serve<P: Processor>(
         stopped.clone(),
     ));
     let thresholds = scheduler.map(|s| tokio::spawn(s.run(stopped)));
+    let hangups = tokio::spawn(crate::reload::on_hangup(Arc::clone(&state)));
     state.ready.store(true, Ordering::Release);
 
     server.await.map_err(|e| AppError::Serve(std::io::Error::other(e)))?;
@@ -142,6 +144,9 @@ pub async fn serve<P: Processor>(
     }
     // A prune step is one transaction: stopping between steps loses nothing.
     retention.abort();
+    // It holds the state (and so the queue's sender): gone before the drain.
+    hangups.abort();
+    let _ = hangups.await;
     // Looks under way finish (their actions are journalled before they run).
     let mut background = background;
     if tokio::time::timeout(drain, &mut background).await.is_err() {

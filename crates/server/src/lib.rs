@@ -26,6 +26,7 @@ pub mod clock;
 pub mod metrics;
 pub mod notifier;
 pub mod pipeline;
+pub mod reload;
 pub mod retention;
 pub mod server;
 pub mod thresholds;

@@ -42,6 +42,8 @@ const WEBHOOK_PATH: &str = "/api/v1/alerts";
 
 /// What every handler shares.
 pub struct AppState {
+    /// The configuration running, as loaded.
+    pub config: homeostat_core::config::Config,
     pub journal: Journal,
     pub queue: mpsc::Sender<Delivery>,
     pub metrics: Arc<Metrics>,
@@ -134,6 +136,7 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/api/v1/audit", get(get_audit))
+        .route("/-/reload", post(post_reload))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authenticate))
         .route_layer(middleware::from_fn(same_origin_json));
     Router::new()
@@ -555,6 +558,22 @@ async fn answer(state: &AppState, who: &Identity, id: &str, approved: bool, body
     state.controls.wake.notify_one();
     tracing::warn!(incident = id, proposal, who = %who.name, action, "A proposed action was answered.");
     Ok(Json(json!({ "incident": id, "proposal": proposal, "approved": approved })).into_response())
+}
+
+/// Reads the config file again and puts its playbook in effect; 400 with
+/// the reason when it does not validate (the running one stays).
+async fn post_reload(State(state): State<Arc<AppState>>, Extension(who): Extension<Identity>) -> Response {
+    let result = crate::reload::reload(&state);
+    crate::reload::log(&result);
+    match result {
+        Ok(done) => {
+            if let Err(err) = audit(&state, &who, "reload", None, None).await {
+                return err.into_response();
+            }
+            Json(done).into_response()
+        }
+        Err(why) => ApiError::new(StatusCode::BAD_REQUEST, "reload_refused", why).into_response(),
+    }
 }
 
 /// An optional `{"reason": "…"}` body.

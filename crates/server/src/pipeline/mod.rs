@@ -28,6 +28,7 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 
 use homeostat_core::clock::Clock;
+use homeostat_core::playbook::Playbook;
 
 use crate::metrics::Metrics;
 use homeostat_core::incident::EventKind;
@@ -50,6 +51,20 @@ pub use respond::Responder;
 pub struct Controls {
     pub paused: AtomicBool,
     pub wake: Arc<tokio::sync::Notify>,
+    /// The playbook in effect; a reload swaps it.
+    pub playbook: std::sync::RwLock<Arc<Playbook>>,
+}
+
+impl Controls {
+    /// The playbook in effect now.
+    pub fn playbook(&self) -> Arc<Playbook> {
+        Arc::clone(&self.playbook.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts `playbook` in effect for every look from now on.
+    pub fn set_playbook(&self, playbook: Playbook) {
+        *self.playbook.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(playbook);
+    }
 }
 
 /// What a processor may need, made by [`crate::app::serve`].

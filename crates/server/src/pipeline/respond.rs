@@ -73,7 +73,6 @@ pub struct Responder<E> {
     executor: Arc<E>,
     pub(super) http: reqwest::Client,
     pub(super) journal: Journal,
-    playbook: Playbook,
     pub(super) config: ActionsConfig,
     controls: Arc<Controls>,
     pub(super) metrics: Arc<Metrics>,
@@ -98,6 +97,7 @@ impl<E: Executor> Responder<E> {
             controls,
             clock,
         } = parts;
+        controls.set_playbook(playbook);
         Responder {
             executor: Arc::new(executor),
             http: reqwest::Client::builder()
@@ -114,7 +114,6 @@ impl<E: Executor> Responder<E> {
             )),
             targets: Mutex::new(HashMap::new()),
             journal,
-            playbook,
             config,
             controls,
             metrics,
@@ -256,7 +255,8 @@ impl<E: Executor> Responder<E> {
             Answered::Waiting(until) => return Ok(Some(until)),
             Answered::Declined(stop) => return self.stop(&incident, &past, decision, stop).await,
         };
-        let progress = match decide::progress(&past, &self.playbook, &incident.labels) {
+        let playbook = self.controls.playbook();
+        let progress = match decide::progress(&past, &playbook, &incident.labels) {
             Ok(progress) => progress,
             Err(stop) => return self.stop(&incident, &past, decision, stop).await,
         };
@@ -462,7 +462,8 @@ impl<E: Executor> Responder<E> {
     /// that and nothing deployed since.
     async fn implicate(&self, incident: &mut Incident, target: &Target) -> homeostat_journal::Result<()> {
         let may_roll_back = self
-            .playbook
+            .controls
+            .playbook()
             .rule_for(&incident.labels)
             .is_some_and(|rule| rule.actions.contains(&Action::Rollback));
         if !may_roll_back || target.is_empty() {
