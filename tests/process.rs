@@ -172,6 +172,29 @@ fn exit_codes_say_what_went_wrong() {
         "{text}"
     );
 
+    // A value its own type rejects (a duration) is named at its own line.
+    std::fs::write(&bad, "server:\n  listen: 127.0.0.1:0\n  drain_timeout: 30x\n").unwrap();
+    let (code, text) = run(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("server.drain_timeout") && text.contains("line 3"),
+        "{text}"
+    );
+
+    // Every URL it is given is tried; one not reachable is said, not fatal.
+    let playbook = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/playbook.yml");
+    let nowhere = format!("http://127.0.0.1:{}", common::free_port());
+    let urls = write_config(
+        dir.path(),
+        &format!("actions:\n  backend: docker\n  playbook: {playbook}\n  alertmanager_url: {nowhere}\n"),
+    );
+    let (code, text) = run(&["check-config", urls.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("actions.alertmanager_url: {nowhere}: NOT REACHABLE")),
+        "{text}"
+    );
+
     let (code, text) = run(&["check-config", "/nonexistent/homeostat.yaml"]);
     assert_eq!(code, Some(3), "{text}");
     assert!(
@@ -791,4 +814,31 @@ async fn a_reload_changes_the_playbook_and_a_bad_one_is_refused() {
     })
     .await;
     assert_eq!(rule_of("reload-4").await, "third");
+}
+
+/// Text logs written to a file or a pipe carry no ANSI colour codes.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "text", "serve", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let listening = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .take(50)
+        .find(|l| l.contains("Listening"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = listening.expect("no Listening line");
+    assert!(line.contains("INFO"), "{line}");
+    assert!(!line.contains('\u{1b}'), "colour codes in {line:?}");
 }

@@ -61,8 +61,9 @@ pub fn run(args: CheckConfigArgs) -> ExitCode {
             t.rules_dir.display()
         ),
     };
-    let checked = match crate::runtime() {
-        Ok(runtime) => runtime.block_on(preflight::check(&config, PREFLIGHT_TIMEOUT)),
+    let (checked, reached) = match crate::runtime() {
+        Ok(runtime) => runtime
+            .block_on(async { tokio::join!(preflight::check(&config, PREFLIGHT_TIMEOUT), reach_every_url(&config)) }),
         Err(code) => return code,
     };
     let (mut rejected, mut unchecked) = (Vec::new(), String::new());
@@ -81,7 +82,7 @@ pub fn run(args: CheckConfigArgs) -> ExitCode {
     }
     let accepted = checked.iter().filter(|(_, v)| *v == Verdict::Accepted).count();
     outln!(
-        "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}\n  thresholds: {thresholds}\n  PromQL: {} of {} queries accepted by Prometheus{unchecked}",
+        "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}\n  thresholds: {thresholds}\n  PromQL: {} of {} queries accepted by Prometheus{unchecked}{reached}",
         file.display(),
         config.server.listen,
         config.journal.path.display(),
@@ -89,4 +90,47 @@ pub fn run(args: CheckConfigArgs) -> ExitCode {
         checked.len(),
     );
     ExitCode::SUCCESS
+}
+
+/// Tries every URL the config gives that can be asked without side effects
+/// (Prometheus and Alertmanager answer `/-/ready`); chat and webhook sinks
+/// are not posted to, which would send a message. One line per URL.
+async fn reach_every_url(config: &homeostat_core::config::Config) -> String {
+    use homeostat_core::config::{ProcessEnv, SinkKind};
+    let mut urls: Vec<(String, String)> = Vec::new();
+    if let Some(actions) = &config.actions {
+        for (key, url) in [
+            ("actions.prometheus_url", &actions.prometheus_url),
+            ("actions.alertmanager_url", &actions.alertmanager_url),
+        ] {
+            if let Some(url) = url {
+                urls.push((key.into(), url.clone()));
+            }
+        }
+        for (i, sink) in actions.notifications.sinks.iter().enumerate() {
+            if sink.kind == SinkKind::Alertmanager {
+                if let Ok(url) = sink.url(&ProcessEnv) {
+                    urls.push((format!("actions.notifications.sinks[{i}] ({})", sink.name), url));
+                }
+            }
+        }
+    }
+    if let Some(thresholds) = &config.thresholds {
+        urls.push(("thresholds.prometheus_url".into(), thresholds.prometheus_url.clone()));
+    }
+    let http = reqwest::Client::builder()
+        .timeout(PREFLIGHT_TIMEOUT)
+        .build()
+        .unwrap_or_default();
+    let mut out = String::new();
+    for (key, url) in urls {
+        let ready = format!("{}/-/ready", url.trim_end_matches('/'));
+        let verdict = match http.get(&ready).send().await {
+            Ok(r) if r.status().is_success() => "ready".to_owned(),
+            Ok(r) => format!("answered {} (not ready)", r.status()),
+            Err(e) => format!("NOT REACHABLE: {e}"),
+        };
+        out.push_str(&format!("\n  {key}: {url}: {verdict}"));
+    }
+    out
 }

@@ -98,9 +98,21 @@ impl fmt::Display for PromDuration {
 }
 
 impl<'de> Deserialize<'de> for PromDuration {
+    /// Parsed inside the visitor, so that a bad value's error carries the
+    /// value's own position (serde_yaml marks errors raised while it reads
+    /// the scalar; one raised after would point at the enclosing mapping).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = PromDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Prometheus duration such as 30s, 5m or 1h30m")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<PromDuration, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
     }
 }
 

@@ -502,7 +502,6 @@ impl<E: Executor> Responder<E> {
         let now = decision.decided_at;
         decision.action = action.as_str().into();
         if verdict.escalates() {
-            tracing::error!(incident = incident.id, rule = decision.rule.as_deref(), %verdict, %reason, "Escalating to a human.");
             self.escalate(incident, past, &reason).await;
         }
         let held = decide::held_since(past, verdict, now);
@@ -520,7 +519,6 @@ impl<E: Executor> Responder<E> {
             && !past.iter().any(|d| d.new.verdict.escalates())
         {
             let why = format!("refused since {held} ({} or longer): {reason}", settings.escalate_after);
-            tracing::error!(incident = incident.id, reason = %why, "Escalating to a human.");
             self.escalate(incident, past, &why).await;
             let mut escalation = decision.clone();
             escalation.verdict = Verdict::Escalate;
@@ -549,10 +547,12 @@ impl<E: Executor> Responder<E> {
 
     /// Tells a human, once per incident: log, metric, and every sink that
     /// takes escalations, with what was tried.
+    /// Logged once too: repeated deliveries of an escalated incident say nothing.
     async fn escalate(&self, incident: &Incident, past: &[Decision], reason: &str) {
         if past.iter().any(|d| d.new.verdict.escalates()) {
             return;
         }
+        tracing::error!(incident = incident.id, alertname = %incident.alertname, %reason, "Escalating to a human.");
         self.metrics.escalations.inc();
         self.tell(NoticeEvent::Escalation, incident, past, reason).await;
     }
