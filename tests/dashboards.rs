@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::dashboards::{dashboards, has_number, panel_queries};
+use common::dashboards::{annotation_queries, dashboards, has_number, panel_queries};
 use common::{eventually, notification, test_config, InProcess, Prometheus};
 use homeostat_core::config::Credentials;
 use homeostat_server::pipeline::LogTransitions;
@@ -21,7 +21,8 @@ use homeostat_server::pipeline::LogTransitions;
 /// Metrics a homeostat that only receives webhooks never exports: those of
 /// acting on an incident (no `actions:` section here) and of adaptive
 /// thresholds (no `thresholds:` section). The demo test checks their panels.
-const NEEDS_MORE_THAN_WEBHOOKS: [&str; 4] = [
+const NEEDS_MORE_THAN_WEBHOOKS: [&str; 5] = [
+    "ALERTS{",
     "homeostat_decisions_total",
     "homeostat_action_outcomes_total",
     "homeostat_alert_to_action_seconds",
@@ -104,7 +105,7 @@ async fn every_panel_query_is_valid_and_the_ingest_panels_return_data() {
     // Every query of every dashboard parses and runs (a syntax error or a
     // type error fails the query), whether or not its metrics exist here.
     let queries = panel_queries();
-    for (_, _, expr) in &queries {
+    for (_, _, expr) in queries.iter().chain(&annotation_queries()) {
         prometheus.query(expr).await;
     }
 

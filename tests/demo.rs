@@ -130,10 +130,15 @@ async fn crash_hang_kill_and_freeze_are_healed_and_the_control_sees_no_action() 
     assert!(empty.is_empty(), "panels without data: {empty:#?}");
 }
 
-/// Every panel query of every dashboard that returns no series.
+/// Every panel query of every dashboard that returns no series, but for
+/// the table of what fires now, rightly empty after the quiet control.
 async fn panels_without_data(demo: &Demo) -> Vec<String> {
     let mut empty = Vec::new();
+    let now_only = |expr: &str| expr.starts_with("ALERTS{alertstate=\"firing\"}");
     for (file, title, expr) in common::dashboards::panel_queries() {
+        if now_only(&expr) {
+            continue;
+        }
         let response = common::instant_query(demo.prometheus_url(), &expr).await;
         let series = response["data"]["result"].as_array().map_or(0, Vec::len);
         if response["status"] != "success" || series == 0 {

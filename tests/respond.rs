@@ -165,6 +165,10 @@ async fn an_alert_restarts_the_right_container_and_the_outcome_is_verified() {
         metrics.contains("homeostat_decisions_total{action=\"restart\",verdict=\"allow\"} 1"),
         "{metrics}"
     );
+    // The dashboards' annotation of the action on its target.
+    let annotation =
+        format!("homeostat_target_actions_total{{target=\"docker/container/{victim}\",action=\"restart\"}} 1");
+    assert!(metrics.contains(&annotation), "{metrics}");
     server.stop().await;
 }
 

@@ -30,6 +30,20 @@ pub fn resolve_variables(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m").replace("$__range", "1h")
 }
 
+/// Every (dashboard file, annotation name, expr): what marks actions and
+/// alerts on the panels, empty whenever nothing happened lately.
+pub fn annotation_queries() -> Vec<(String, String, String)> {
+    let mut queries = Vec::new();
+    for (file, dashboard) in dashboards() {
+        for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+            let name = annotation["name"].as_str().unwrap().to_owned();
+            let expr = resolve_variables(annotation["expr"].as_str().unwrap());
+            queries.push((file.clone(), name, expr));
+        }
+    }
+    queries
+}
+
 /// Every (dashboard file, panel title, expr) of every dashboard, with
 /// Grafana's interval variables resolved.
 pub fn panel_queries() -> Vec<(String, String, String)> {

@@ -42,6 +42,13 @@ pub struct OutcomeOfActionLabels {
     pub outcome: String,
 }
 
+/// Actions executed by target (the decision's target key) and action.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetActionLabels {
+    pub target: String,
+    pub action: String,
+}
+
 /// Notification sends by sink and outcome (`sent`, `resolved`, `retried`, `failed`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkOutcomeLabels {
@@ -121,6 +128,9 @@ pub struct Metrics {
     pub journal_pruned_rows: Counter,
     /// Notification sends by sink and outcome.
     pub notifications_sent: Family<SinkOutcomeLabels, Counter>,
+    /// Actions executed (not dry run) by target and action: the dashboards'
+    /// annotations. One series per target acted on.
+    pub target_actions: Family<TargetActionLabels, Counter>,
     /// Seconds from an alert's start (as Alertmanager reports it) to the
     /// action on it starting.
     pub alert_to_action_seconds: Histogram,
@@ -165,6 +175,7 @@ impl Metrics {
             escalations: Counter::default(),
             incidents_vanished: Counter::default(),
             notifications_sent: Family::default(),
+            target_actions: Family::default(),
             journal_pruned_rows: Counter::default(),
             alert_to_action_seconds: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
             policy_choices: Family::default(),
@@ -268,6 +279,11 @@ impl Metrics {
             "notification_sends",
             "Sends of notifications to sinks by outcome: sent, resolved (the incident's end told), retried (failed, tried again later), failed (given up)",
             metrics.notifications_sent.clone(),
+        );
+        registry.register(
+            "target_actions",
+            "Actions executed on each target (decision target key) by action, for dashboard annotations",
+            metrics.target_actions.clone(),
         );
         registry.register(
             "journal_pruned_rows",

@@ -36,8 +36,16 @@ pub async fn execute<E: Executor>(
     operation: &Operation,
 ) -> homeostat_journal::Result<Executed> {
     let (incident_id, dry_run) = (decision.incident_id, decision.dry_run);
+    let target = decision.target_key.clone();
     let id = journal.record_decision(decision).await?;
     metrics.count_decision(action.as_str(), "allow");
+    if !dry_run {
+        let labels = crate::metrics::TargetActionLabels {
+            target,
+            action: action.as_str().into(),
+        };
+        metrics.target_actions.get_or_create(&labels).inc();
+    }
     tracing::info!(incident = incident_id, %action, dry_run, "Acting.");
     match executor.execute(operation).await {
         Ok(done) if dry_run => {
