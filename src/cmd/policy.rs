@@ -30,6 +30,7 @@ pub enum PolicyCommand {
     Import {
         #[command(flatten)]
         args: PolicyArgs,
+        /// The JSON file `policy export` wrote.
         file: PathBuf,
     },
     /// Off-policy evaluation (inverse propensity scoring) of the learned
