@@ -385,7 +385,8 @@ pub fn prometheus_config(
 }
 
 /// Alertmanager's configuration: every alert to homeostat's webhook after
-/// 1 s, repeated every 30 s while firing (the next playbook step's chance).
+/// 1 s, repeated every 30 s while firing (the next playbook step's chance),
+/// but homeostat's own (`Homeostat*`), which are for people and go nowhere here.
 pub fn alertmanager_config(homeostat_port: u16) -> String {
     let config = json!({
         "route": {
@@ -394,14 +395,18 @@ pub fn alertmanager_config(homeostat_port: u16) -> String {
             "group_wait": "1s",
             "group_interval": "1s",
             "repeat_interval": "30s",
+            "routes": [{"receiver": "people", "matchers": ["alertname=~\"Homeostat.*\""]}],
         },
-        "receivers": [{
-            "name": "homeostat",
-            "webhook_configs": [{
-                "url": format!("http://127.0.0.1:{homeostat_port}/api/v1/alerts"),
-                "send_resolved": true,
-            }]
-        }]
+        "receivers": [
+            {
+                "name": "homeostat",
+                "webhook_configs": [{
+                    "url": format!("http://127.0.0.1:{homeostat_port}/api/v1/alerts"),
+                    "send_resolved": true,
+                }]
+            },
+            {"name": "people"},
+        ]
     });
     serde_yaml::to_string(&config).expect("a JSON value always serializes")
 }
