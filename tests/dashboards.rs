@@ -21,12 +21,13 @@ use homeostat_server::pipeline::LogTransitions;
 /// Metrics a homeostat that only receives webhooks never exports: those of
 /// acting on an incident (no `actions:` section here) and of adaptive
 /// thresholds (no `thresholds:` section). The demo test checks their panels.
-const NEEDS_MORE_THAN_WEBHOOKS: [&str; 5] = [
+const NEEDS_MORE_THAN_WEBHOOKS: [&str; 6] = [
     "ALERTS{",
     "homeostat_decisions_total",
     "homeostat_action_outcomes_total",
     "homeostat_alert_to_action_seconds",
     "homeostat_threshold_",
+    "homeostat:threshold_observed",
 ];
 
 #[test]

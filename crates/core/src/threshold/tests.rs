@@ -147,11 +147,19 @@ fn one_rule_per_series_and_side_with_the_series_labels() {
 
     let yaml = render(&s, &fitted(&[("a", 0.1, 0.5)]), Utc::now());
     let parsed: RuleFile = serde_yaml::from_str(&yaml).unwrap();
-    assert_eq!(parsed.groups.len(), 1);
+    assert_eq!(parsed.groups.1.rules.len(), 2);
+    // The series themselves, recorded with the spec's name for the dashboards.
+    let observed = &parsed.groups.0.rules[0];
+    assert_eq!(observed.record, OBSERVED);
+    assert_eq!(
+        observed.expr,
+        format!("label_replace({}, \"threshold_spec\", \"latency\", \"\", \"\")", s.expr)
+    );
     for key in [
         "groups:",
         "name:",
         "rules:",
+        "record:",
         "alert:",
         "expr:",
         "for:",
