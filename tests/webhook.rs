@@ -588,6 +588,26 @@ async fn cross_origin_and_non_json_posts_are_refused_and_act_on_nothing() {
         .await
         .unwrap();
     assert_eq!(form.status(), 415);
+    // DNS rebinding: a page whose own name now points at 127.0.0.1 sends
+    // its own name as Host and Origin; without `auth` that is refused too.
+    let rebound = server
+        .client
+        .post(server.url("/api/v1/pause"))
+        .header("host", "evil.example:9095")
+        .header("origin", "http://evil.example:9095")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    let read = server
+        .client
+        .get(server.url("/api/v1/incidents"))
+        .header("host", "evil.example:9095")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 403);
     assert_eq!(server.get_json("/api/v1/controls").await["paused"], false);
     assert_eq!(server.get_json("/api/v1/incidents").await["incidents"], json!([]));
 

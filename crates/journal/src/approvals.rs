@@ -35,6 +35,8 @@ pub(super) struct AnswerWrite {
     pub incident_id: i64,
     pub approved: bool,
     pub audit: AuditEntry,
+    /// Proposals made before this have expired (`approval_timeout` ago).
+    pub proposed_after: DateTime<Utc>,
 }
 
 /// The proposal answered, or `None` when the incident has no open one.
@@ -44,10 +46,12 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &AnswerWrite) -> Result<Option<
             "SELECT d.id FROM decisions d JOIN incidents i ON i.id = d.incident_id
              WHERE d.incident_id = ?1 AND i.status = 'firing'
                AND d.id = (SELECT max(id) FROM decisions WHERE incident_id = ?1)
-               AND d.verdict = 'proposed'
+               AND d.verdict = 'proposed' AND d.decided_at > ?2
                AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.proposal_id = d.id)",
         )?
-        .query_row([write.incident_id], |r| r.get(0))
+        .query_row(params![write.incident_id, timestamp(write.proposed_after)], |r| {
+            r.get(0)
+        })
         .optional()?;
     let Some(proposal) = open else {
         return Ok(None);
@@ -71,14 +75,22 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &AnswerWrite) -> Result<Option<
 }
 
 impl SqliteJournal {
-    /// Answers the incident's open proposal, journalling `audit` with it
-    /// and making the incident due; the proposal's decision id, or `None`
-    /// when there is no open proposal.
-    pub async fn answer(&self, incident_id: i64, approved: bool, audit: AuditEntry) -> Result<Option<i64>> {
+    /// Answers the incident's open proposal (made after `proposed_after`:
+    /// older ones expired), journalling `audit` with it and making the
+    /// incident due; the proposal's decision id, or `None` when there is no
+    /// open proposal.
+    pub async fn answer(
+        &self,
+        incident_id: i64,
+        approved: bool,
+        audit: AuditEntry,
+        proposed_after: DateTime<Utc>,
+    ) -> Result<Option<i64>> {
         let write = AnswerWrite {
             incident_id,
             approved,
             audit,
+            proposed_after,
         };
         match self.write(Op::Answer(write)).await? {
             Written::Row(id) if id > 0 => Ok(Some(id)),

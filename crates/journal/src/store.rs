@@ -111,10 +111,16 @@ pub trait Store: Send + Sync + 'static {
     async fn record_audit(&self, entry: AuditEntry) -> Result<()>;
     /// The latest `limit` operator actions, newest first.
     async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>>;
-    /// Answers the incident's open proposal (approve or reject), with
-    /// `audit`, and makes the incident due; the proposal's decision id, or
-    /// `None` when it has no open proposal.
-    async fn answer(&self, incident_id: i64, approved: bool, audit: AuditEntry) -> Result<Option<i64>>;
+    /// Answers the incident's open proposal (approve or reject; made after
+    /// `proposed_after`), with `audit`, and makes the incident due; the
+    /// proposal's decision id, or `None` when it has no open proposal.
+    async fn answer(
+        &self,
+        incident_id: i64,
+        approved: bool,
+        audit: AuditEntry,
+        proposed_after: DateTime<Utc>,
+    ) -> Result<Option<i64>>;
     /// The answer to a proposal, if there is one.
     async fn approval(&self, proposal_id: i64) -> Result<Option<Answer>>;
     /// Records what an incident implicates (an image, a revision), once.
@@ -236,8 +242,14 @@ impl Store for SqliteJournal {
     async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
         SqliteJournal::audit(self, limit).await
     }
-    async fn answer(&self, incident_id: i64, approved: bool, audit: AuditEntry) -> Result<Option<i64>> {
-        SqliteJournal::answer(self, incident_id, approved, audit).await
+    async fn answer(
+        &self,
+        incident_id: i64,
+        approved: bool,
+        audit: AuditEntry,
+        proposed_after: DateTime<Utc>,
+    ) -> Result<Option<i64>> {
+        SqliteJournal::answer(self, incident_id, approved, audit, proposed_after).await
     }
     async fn approval(&self, proposal_id: i64) -> Result<Option<Answer>> {
         SqliteJournal::approval(self, proposal_id).await

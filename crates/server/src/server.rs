@@ -543,12 +543,15 @@ async fn answer(state: &AppState, who: &Identity, id: &str, approved: bool, body
     let body = control_body(body)?;
     let action = if approved { "approve" } else { "reject" };
     let entry = audit_entry(state, who, action, Some(id.to_string()), body.reason);
-    let Some(proposal) = state
-        .journal
-        .answer(id, approved, entry)
-        .await
-        .map_err(ApiError::journal)?
-    else {
+    // Proposals older than the approval timeout have expired.
+    let timeout = state
+        .config
+        .actions
+        .as_ref()
+        .map_or(chrono::Duration::zero(), |a| a.approval_timeout.as_delta());
+    let proposed_after = entry.at - timeout;
+    let answered = state.journal.answer(id, approved, entry, proposed_after).await;
+    let Some(proposal) = answered.map_err(ApiError::journal)? else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "no_proposal",
@@ -793,6 +796,24 @@ fn permits(role: Role, method: &axum::http::Method, path: &str) -> Result<(), &'
 /// allow the request. The caller's [`Identity`] goes to the handler.
 async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
     let identity = if state.credentials.is_empty() {
+        // Anyone on loopback may, but not a web page whose name was re-pointed
+        // at 127.0.0.1 (DNS rebinding): its requests name its own host.
+        if state.config.server.listen.ip().is_loopback() && !loopback_host(request.headers()) {
+            let host = request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "foreign_host",
+                format!(
+                    "Host {host:?} is not a loopback name: without `auth`, homeostat answers only requests \
+                     to 127.0.0.1, [::1] or localhost"
+                ),
+            )
+            .into_response();
+        }
         Some(Identity::anonymous())
     } else {
         identify(&state.credentials, request.headers())
@@ -836,6 +857,19 @@ async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, 
     }
     request.extensions_mut().insert(identity);
     next.run(request).await
+}
+
+/// Whether the `Host` header names a loopback address or `localhost`.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    // Strip the port: `[::1]:9095`, `127.0.0.1:9095`, `localhost`.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The holder of the credential the `Authorization` header carries.
@@ -897,6 +931,35 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_str(authorization).unwrap());
         h
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        let host = |h: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_str(h).unwrap());
+            loopback_host(&headers)
+        };
+        for ok in [
+            "127.0.0.1:9095",
+            "127.1.2.3",
+            "localhost:9095",
+            "LOCALHOST",
+            "[::1]:9095",
+            "[::1]",
+        ] {
+            assert!(host(ok), "{ok}");
+        }
+        for foreign in [
+            "evil.example:9095",
+            "10.0.0.1:9095",
+            "homeostat",
+            "[2001:db8::1]:9095",
+            "localhost.evil.example",
+        ] {
+            assert!(!host(foreign), "{foreign}");
+        }
+        assert!(!loopback_host(&HeaderMap::new()));
     }
 
     #[test]

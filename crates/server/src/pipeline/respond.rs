@@ -61,8 +61,9 @@ pub type Next = Option<DateTime<Utc>>;
 enum Answered {
     /// No proposal open or answered (or its approval was acted on).
     None,
-    /// Approved: the action may go ahead once the guard and premise allow it.
-    Approved(Action),
+    /// Approved: this action with this operation may go ahead once the
+    /// guard and premise allow it.
+    Approved(Action, serde_json::Value),
     /// No answer yet; it expires then.
     Waiting(DateTime<Utc>),
     /// Rejected, or expired: escalated, and not proposed again.
@@ -251,7 +252,7 @@ impl<E: Executor> Responder<E> {
         // through below, past the guard and the premise checked again.
         let approved = match self.answered(&past, now).await? {
             Answered::None => None,
-            Answered::Approved(action) => Some(action),
+            Answered::Approved(action, operation) => Some((action, operation)),
             Answered::Waiting(until) => return Ok(Some(until)),
             Answered::Declined(stop) => return self.stop(&incident, &past, decision, stop).await,
         };
@@ -342,13 +343,19 @@ impl<E: Executor> Responder<E> {
             return self.stop(&incident, &past, decision, stop).await;
         }
 
-        if progress.rule.needs_approval.contains(&action) && approved != Some(action) {
+        // Approved is this action and this exact operation: anything else
+        // (another known-good revision by now, say) is proposed anew.
+        let is_approved = approved
+            .as_ref()
+            .is_some_and(|(a, op)| *a == action && *op == decision.record["operation"]);
+        if progress.rule.needs_approval.contains(&action) && !is_approved {
             return self.propose(&incident, &past, decision, action).await;
         }
         decision.verdict = Verdict::Allow;
-        decision.reason = match approved {
-            Some(_) => "within every limit; approved".into(),
-            None => "within every limit".into(),
+        decision.reason = if is_approved {
+            "within every limit; approved".into()
+        } else {
+            "within every limit".into()
         };
         let since_alert = (self.clock.now() - incident.starts_at).to_std().unwrap_or_default();
         self.metrics.alert_to_action_seconds.observe(since_alert.as_secs_f64());
@@ -386,7 +393,9 @@ impl<E: Executor> Responder<E> {
         }
     }
 
-    /// Where the incident's latest proposal stands.
+    /// Where the incident's latest proposal stands. An answer counts only
+    /// within `approval_timeout` of the proposal, and an approval only for
+    /// `approval_timeout` after it was given (a deferral meanwhile, say).
     async fn answered(&self, past: &[Decision], now: DateTime<Utc>) -> homeostat_journal::Result<Answered> {
         let Some(at) = past.iter().rposition(|d| d.new.verdict == Verdict::Propose) else {
             return Ok(Answered::None);
@@ -399,34 +408,39 @@ impl<E: Executor> Responder<E> {
         if after.iter().any(|d| d.new.verdict == Verdict::Allow) {
             return Ok(Answered::None);
         }
-        // Declined before: escalated once, and not proposed again.
-        if let Some(escalated) = after.iter().find(|d| d.new.verdict == Verdict::Escalate) {
-            return Ok(Answered::Declined(Stop::new(
-                action,
-                Verdict::Escalate,
-                escalated.new.reason.clone(),
-            )));
-        }
         let timeout = self.config.approval_timeout;
+        let until = proposal.new.decided_at + timeout.as_delta();
+        let declined = |why: String| Answered::Declined(Stop::new(action, Verdict::Escalate, why));
         Ok(match self.journal.approval(proposal.id).await? {
-            Some(answer) if answer.approved => Answered::Approved(action),
-            Some(answer) => Answered::Declined(Stop::new(
-                action,
-                Verdict::Escalate,
-                format!(
-                    "{} rejected {action}{}; escalating to a human",
-                    answer.who,
-                    answer.reason.map(|r| format!(": {r}")).unwrap_or_default()
-                ),
-            )),
-            None if now < proposal.new.decided_at + timeout.as_delta() => {
-                Answered::Waiting(proposal.new.decided_at + timeout.as_delta())
+            Some(answer) if answer.approved && answer.at < until => {
+                if now < answer.at + timeout.as_delta() {
+                    Answered::Approved(action, proposal.new.record["operation"].clone())
+                } else {
+                    declined(format!(
+                        "{} approved {action} at {}, but it could not be done within {timeout} \
+                         (actions.approval_timeout); escalating to a human",
+                        answer.who,
+                        answer.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ))
+                }
             }
-            None => Answered::Declined(Stop::new(
-                action,
-                Verdict::Escalate,
-                format!("no one approved {action} within {timeout} (actions.approval_timeout); escalating to a human"),
+            Some(answer) if answer.approved => declined(format!(
+                "{} approved {action} after the proposal expired; escalating to a human",
+                answer.who
             )),
+            Some(answer) => declined(format!(
+                "{} rejected {action}{}; escalating to a human",
+                answer.who,
+                answer.reason.map(|r| format!(": {r}")).unwrap_or_default()
+            )),
+            None => match after.iter().find(|d| d.new.verdict == Verdict::Escalate) {
+                // Expired before: escalated once, and not proposed again.
+                Some(escalated) => declined(escalated.new.reason.clone()),
+                None if now < until => Answered::Waiting(until),
+                None => declined(format!(
+                    "no one approved {action} within {timeout} (actions.approval_timeout); escalating to a human"
+                )),
+            },
         })
     }
 
