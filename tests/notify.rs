@@ -247,8 +247,14 @@ async fn chat_and_webhook_sinks_are_retried_after_a_500_and_journalled() {
     for sink in ["chat", "pager"] {
         let n = by_sink(sink);
         assert_eq!(n["status"], "sent", "{n}");
-        assert_eq!(n["attempts"], 1, "{n}");
+        // Delivered: no failure in a row now, the last one on record.
+        assert_eq!(n["attempts"], 0, "{n}");
         assert!(n["last_error"].as_str().unwrap().contains("500"), "{n}");
+    }
+    let metrics = server.metrics().await;
+    for sink in ["chat", "pager"] {
+        let retried = format!("homeostat_notification_sends_total{{sink=\"{sink}\",outcome=\"retried\"}} 1");
+        assert!(metrics.contains(&retried), "{metrics}");
     }
     let gone = by_sink("gone");
     assert_eq!(gone["status"], "failed", "{gone}");
@@ -260,7 +266,6 @@ async fn chat_and_webhook_sinks_are_retried_after_a_500_and_journalled() {
             .contains("cannot reach sink \"gone\""),
         "{gone}"
     );
-    let metrics = server.metrics().await;
     assert!(
         metrics.contains("homeostat_notification_sends_total{sink=\"gone\",outcome=\"failed\"} 1"),
         "{metrics}"

@@ -409,7 +409,11 @@ async fn a_proposed_action_waits_for_its_approval() {
         .as_str()
         .unwrap()
         .contains("no one approved restart within 4s"));
-    assert_eq!(answer(incidents[2], "approve").await, 409, "an expired proposal was approved");
+    assert_eq!(
+        answer(incidents[2], "approve").await,
+        409,
+        "an expired proposal was approved"
+    );
     let silenced = eventually("the silenced one's refusal", Duration::from_secs(20), || async {
         let all = server.decisions(incidents[3]).await;
         (all.len() >= 2).then_some(all)

@@ -26,7 +26,7 @@ pub(super) const SCHEMA: &str = "
         body TEXT NOT NULL,
         created_at TEXT NOT NULL,
         status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'resolved', 'failed')),
-        -- Failed attempts in a row.
+        -- Failed attempts in a row (0 again after a success).
         attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt TEXT,
         last_error TEXT,

@@ -6,16 +6,18 @@
 //! Then, for each notification:
 //! - pending: sent; on success it is `sent` and looked at again after
 //!   `refresh`; on failure retried after 1s, doubling up to `max_backoff`,
-//!   and given up (`failed`, logged as an error) after `max_attempts`;
+//!   and given up (`failed`, logged as an error) after `max_attempts`
+//!   failures in a row;
 //! - sent, incident still firing: Alertmanager sinks get the alert again
 //!   (it would end after their `resolve_timeout` otherwise), others nothing;
+//!   a sent notification is never given up: its refresh or its end is
+//!   retried, at most `max_backoff` apart, for as long as it is due;
 //! - sent, incident ended: every sink is told (Alertmanager: the alert's
 //!   `endsAt`), and the notification is `resolved`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 
 use homeostat_adapters::notify::{self, Notice, Phase};
@@ -97,19 +99,26 @@ impl Notifier {
             return;
         }
         loop {
-            let now = self.clock.now();
-            match self.journal.due_notifications(now, BATCH).await {
+            let mut journalled = true;
+            match self.journal.due_notifications(self.clock.now(), BATCH).await {
                 Ok(due) => {
                     for notification in due {
-                        self.attempt(notification, now).await;
+                        if *stop.borrow() {
+                            return;
+                        }
+                        journalled &= self.attempt(notification).await;
                     }
                 }
                 Err(err) => tracing::warn!(error = %err, "Cannot read due notifications."),
             }
             let next = self.journal.next_notification().await.ok().flatten();
-            let wait = next.map_or(IDLE, |next| {
+            let mut wait = next.map_or(IDLE, |next| {
                 (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO).min(IDLE)
             });
+            // An attempt the journal did not take stays due: not again at once.
+            if !journalled {
+                wait = wait.max(Duration::from_secs(1));
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notified() => {}
@@ -118,9 +127,12 @@ impl Notifier {
         }
     }
 
-    async fn attempt(&self, notification: Notification, now: DateTime<Utc>) {
+    /// Sends one notification as it stands and journals what became of it;
+    /// whether the journal took that.
+    async fn attempt(&self, notification: Notification) -> bool {
+        let now = self.clock.now();
         let refresh = self.config.refresh.as_delta();
-        // Failed attempts and the last error stay on record after a success.
+        // The last error stays on record after a success.
         let settled = |status, next_attempt, error: Option<String>| Attempt {
             id: notification.id,
             status,
@@ -142,27 +154,19 @@ impl Notifier {
             }
         };
         let (incident, resolved_at) = notification.incident;
+        // An Alertmanager alert lasts four refreshes unless sent again.
+        let firing = Phase::Firing {
+            until: now + refresh * 4,
+        };
         // What to send, and where the notification stands once it went.
         let (phase, then, next) = match (notification.status, incident) {
-            (NotificationStatus::Pending, AlertStatus::Firing) => (
-                Some(Phase::Firing {
-                    until: now + refresh * 4,
-                }),
-                NotificationStatus::Sent,
-                Some(now + refresh),
-            ),
+            (NotificationStatus::Pending, AlertStatus::Firing) => {
+                (Some(firing), NotificationStatus::Sent, Some(now + refresh))
+            }
             // Ended before it was sent: told it happened, then that it ended.
-            (NotificationStatus::Pending, AlertStatus::Resolved) => (
-                Some(Phase::Firing {
-                    until: now + refresh * 4,
-                }),
-                NotificationStatus::Sent,
-                Some(now),
-            ),
+            (NotificationStatus::Pending, AlertStatus::Resolved) => (Some(firing), NotificationStatus::Sent, Some(now)),
             (NotificationStatus::Sent, AlertStatus::Firing) => (
-                (sink.kind == SinkKind::Alertmanager).then_some(Phase::Firing {
-                    until: now + refresh * 4,
-                }),
+                (sink.kind == SinkKind::Alertmanager).then_some(firing),
                 NotificationStatus::Sent,
                 Some(now + refresh),
             ),
@@ -189,13 +193,17 @@ impl Notifier {
                 tracing::info!(incident = notification.incident_id, sink = %sink.name, event = %notification.event, outcome, "Notified.");
                 let mut attempt = settled(then, next, None);
                 attempt.delivered = true;
-                self.record(attempt).await;
+                attempt.attempts = 0;
+                self.record(attempt).await
             }
             Err(why) => {
                 let attempts = notification.attempts + 1;
                 let mut attempt = settled(notification.status, None, Some(why.clone()));
                 attempt.attempts = attempts;
-                if attempts >= self.config.max_attempts {
+                // Only a notice never delivered is given up: one the sink has
+                // (an Alertmanager alert to refresh, an end to tell) is retried
+                // at most max_backoff apart for as long as its incident lasts.
+                if notification.status == NotificationStatus::Pending && attempts >= self.config.max_attempts {
                     attempt.status = NotificationStatus::Failed;
                     self.metrics.count_notification(&sink.name, "failed");
                     tracing::error!(incident = notification.incident_id, sink = %sink.name, attempts, error = %why, "Gave up a notification.");
@@ -205,14 +213,18 @@ impl Notifier {
                     self.metrics.count_notification(&sink.name, "retried");
                     tracing::warn!(incident = notification.incident_id, sink = %sink.name, attempts, retry_in = ?backoff, error = %why, "A notification failed; retrying.");
                 }
-                self.record(attempt).await;
+                self.record(attempt).await
             }
         }
     }
 
-    async fn record(&self, attempt: Attempt) {
-        if let Err(err) = self.journal.record_attempt(attempt).await {
-            tracing::error!(error = %err, "Cannot journal a notification attempt.");
+    async fn record(&self, attempt: Attempt) -> bool {
+        match self.journal.record_attempt(attempt).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(error = %err, "Cannot journal a notification attempt.");
+                false
+            }
         }
     }
 }
