@@ -800,7 +800,11 @@ async fn a_reload_changes_the_playbook_and_a_bad_one_is_refused() {
     // SIGHUP, with the server section changed too: that waits for a restart.
     std::fs::write(&playbook, rule("third")).unwrap();
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("listen: 127.0.0.1:0", "listen: 127.0.0.1:1")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("listen: 127.0.0.1:0", "listen: 127.0.0.1:0\n  max_connections: 10"),
+    )
+    .unwrap();
     let hup = Command::new("kill")
         .args(["-HUP", &process.child.id().to_string()])
         .status()

@@ -191,14 +191,17 @@ pub fn incidents(args: IncidentsArgs) -> ExitCode {
         json,
     } = args;
     run_with(&server, async move |api| {
-        let mut query = vec![format!("limit={limit}")];
-        if let Some(status) = status {
-            query.push(format!("status={status}"));
+        // Encoded as a URL's query: an alert name may hold any character.
+        let mut url = reqwest::Url::parse("http://homeostat/api/v1/incidents").map_err(|e| e.to_string())?;
+        url.query_pairs_mut().append_pair("limit", &limit.to_string());
+        for (key, value) in [("status", status), ("alertname", alertname)] {
+            if let Some(value) = value {
+                url.query_pairs_mut().append_pair(key, &value);
+            }
         }
-        if let Some(alertname) = alertname {
-            query.push(format!("alertname={alertname}"));
-        }
-        let page = api.get(&format!("/api/v1/incidents?{}", query.join("&"))).await?;
+        let page = api
+            .get(&format!("{}?{}", url.path(), url.query().unwrap_or("")))
+            .await?;
         Ok(super::json_or_table(json, &page, incident_table))
     })
 }

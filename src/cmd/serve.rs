@@ -51,6 +51,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(exit::STARTUP);
             }
         };
+        // From now on a SIGHUP is not fatal (tokio keeps its handler for the
+        // process' life); those before the server listens for them are dropped.
+        drop(homeostat_server::reload::listen());
         // Listen for signals from now on, not from the first time the server polls for them.
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

@@ -145,8 +145,8 @@ pub struct NotificationsConfig {
     /// their `resolve_timeout`, 5m by default), and checked for the incident's
     /// end, which is then sent to every sink. Default 1m.
     pub refresh: PromDuration,
-    /// Failed sends of one notice before it is given up (and logged as an
-    /// error). Default 10.
+    /// Failed sends in a row of a notice not yet delivered before it is
+    /// given up (and logged as an error). Default 10.
     pub max_attempts: u32,
     /// Retries wait 1s, doubling up to this. Default 5m.
     pub max_backoff: PromDuration,
@@ -580,7 +580,7 @@ pub enum Role {
     Alertmanager,
     /// Read incidents, decisions, notifications, controls and the audit trail.
     Viewer,
-    /// What a viewer may, and pause, resume, feedback.
+    /// What a viewer may, and pause, resume, approve, reject, feedback, reload.
     Operator,
     /// Everything: `bearer_token`, `basic`, or no `auth` at all.
     Admin,
@@ -874,6 +874,12 @@ impl Config {
                         Some((b.username.clone(), password))
                     }
                 };
+                if let Some(i) = tokens.iter().position(|(.., t)| Some(t) == bearer_token.as_ref()) {
+                    return Err(invalid(
+                        &format!("auth.tokens[{i}].token"),
+                        "is the same token as auth.bearer_token (role admin): each holder needs their own".into(),
+                    ));
+                }
                 Credentials {
                     bearer_token,
                     basic,
@@ -1391,6 +1397,15 @@ mod tests {
         let credentials = ok.validate(Path::new("test.yaml"), &env).unwrap();
         assert_eq!(credentials.tokens[1].0, "bob");
         assert_eq!(credentials.tokens[1].1, Role::Viewer);
+        let shared = parse("auth:\n  bearer_token: {env: B}\n  tokens: [{name: bob, role: viewer, token: {env: B}}]\n")
+            .unwrap()
+            .validate(Path::new("test.yaml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shared.contains("`auth.tokens[0].token`") && shared.contains("bearer_token"),
+            "{shared}"
+        );
         for (entries, key) in [
             (
                 "{name: am, role: viewer, token: {env: A}}, {name: am, role: viewer, token: {env: B}}",

@@ -68,7 +68,7 @@ const IGNORED_WHEN_QUIET: [&str; 2] = ["ErrorBudgetBurn", stack::LATENCY_ALERT];
 /// How often the demo looks at homeostat, the services and Prometheus.
 const POLL: Duration = Duration::from_millis(250);
 
-/// `ServiceCrashLooping` needs the newest process younger than this for
+/// `ServiceCrashLooping` needs a start within every this many seconds for
 /// 90 s on end (and more than 3 starts in 5 minutes).
 const CRASH_LOOP_AGE_SECONDS: u32 = 60;
 

@@ -158,6 +158,19 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &NotificationWrite) -> Result<i
 const COLUMNS: &str = "n.id, n.incident_id, n.sink, n.event, n.body, n.created_at, n.status, n.attempts,
      n.next_attempt, n.last_error, n.sent_at, n.resolved_at, i.status, i.resolved_at";
 
+/// The notifications (with their incident's state) `condition` picks.
+fn select(conn: &rusqlite::Connection, condition: &str, params: impl rusqlite::Params) -> Result<Vec<Notification>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM notifications n JOIN incidents i ON i.id = n.incident_id WHERE {condition}"
+    ))?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(notification(row)?);
+    }
+    Ok(out)
+}
+
 fn notification(row: &Row<'_>) -> Result<Notification> {
     let time = |i: usize| -> Result<Option<DateTime<Utc>>> {
         row.get::<_, Option<String>>(i)?.as_deref().map(parse_time).transpose()
@@ -230,17 +243,11 @@ impl SqliteJournal {
     /// Notifications due at or before `now`, soonest first.
     pub async fn due_notifications(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Notification>> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM notifications n JOIN incidents i ON i.id = n.incident_id
-                 WHERE n.next_attempt IS NOT NULL AND n.next_attempt <= ?1
-                 ORDER BY n.next_attempt LIMIT ?2"
-            ))?;
-            let mut rows = stmt.query(params![timestamp(now), limit as i64])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                out.push(notification(row)?);
-            }
-            Ok(out)
+            select(
+                conn,
+                "n.next_attempt IS NOT NULL AND n.next_attempt <= ?1 ORDER BY n.next_attempt LIMIT ?2",
+                params![timestamp(now), limit as i64],
+            )
         })
         .await
     }
@@ -258,18 +265,7 @@ impl SqliteJournal {
 
     /// An incident's notifications, oldest first.
     pub async fn notifications(&self, incident_id: i64) -> Result<Vec<Notification>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM notifications n JOIN incidents i ON i.id = n.incident_id
-                 WHERE n.incident_id = ?1 ORDER BY n.id"
-            ))?;
-            let mut rows = stmt.query([incident_id])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                out.push(notification(row)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |conn| select(conn, "n.incident_id = ?1 ORDER BY n.id", params![incident_id]))
+            .await
     }
 }

@@ -42,6 +42,8 @@ pub async fn serve<P: Processor>(
     shutdown: impl Future<Output = ()> + Send + 'static,
     make_processor: impl FnOnce(Parts) -> P,
 ) -> Result<()> {
+    // Before anything slow (the journal's replay): SIGHUP must not stop it.
+    let hangups = crate::reload::listen();
     let metrics = Arc::new(Metrics::new(config.server.queue_capacity));
     let journal_metrics = JournalMetrics {
         commit_seconds: Some(metrics.journal_commit_seconds.clone()),
@@ -124,7 +126,7 @@ pub async fn serve<P: Processor>(
         stopped.clone(),
     ));
     let thresholds = scheduler.map(|s| tokio::spawn(s.run(stopped)));
-    let hangups = tokio::spawn(crate::reload::on_hangup(Arc::clone(&state)));
+    let hangups = tokio::spawn(crate::reload::on_hangup(Arc::clone(&state), hangups));
     state.ready.store(true, Ordering::Release);
 
     server.await.map_err(|e| AppError::Serve(std::io::Error::other(e)))?;

@@ -27,7 +27,10 @@ pub fn reload(state: &AppState) -> Result<Reloaded, String> {
     let Some(path) = &running.source else {
         return Err("homeostat was started without a config file: there is nothing to reload".into());
     };
-    let fresh = Config::load(path).map_err(|e| e.to_string())?;
+    let mut fresh = Config::load(path).map_err(|e| e.to_string())?;
+    // What the command line set (`--listen`, `--allow-unauthenticated`) stays.
+    fresh.server.listen = running.server.listen;
+    fresh.server.allow_unauthenticated = running.server.allow_unauthenticated;
     fresh.validate(path, &ProcessEnv).map_err(|e| e.to_string())?;
     let (Some(now), Some(then)) = (&fresh.actions, &running.actions) else {
         return Err(format!(
@@ -58,21 +61,36 @@ pub fn reload(state: &AppState) -> Result<Reloaded, String> {
     })
 }
 
+/// `SIGHUP`s from now on: until this is called, a `SIGHUP` stops the
+/// process (its default), so `serve` calls it before anything slow.
+#[cfg(unix)]
+pub type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+pub type Hangups = ();
+
+#[cfg(unix)]
+pub fn listen() -> Hangups {
+    use tokio::signal::unix::{signal, SignalKind};
+    let hangups = signal(SignalKind::hangup()).ok();
+    if hangups.is_none() {
+        tracing::warn!("Cannot listen for SIGHUP; reload with POST /-/reload.");
+    }
+    hangups
+}
+
+#[cfg(not(unix))]
+pub fn listen() -> Hangups {}
+
 /// Reloads on every `SIGHUP`, logging what it did or why it refused.
-pub async fn on_hangup(state: Arc<AppState>) {
+pub async fn on_hangup(state: Arc<AppState>, hangups: Hangups) {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("Cannot listen for SIGHUP; reload with POST /-/reload.");
-            return;
-        };
+    if let Some(mut hangups) = hangups {
         while hangups.recv().await.is_some() {
             log(&reload(&state));
         }
     }
     #[cfg(not(unix))]
-    let _ = state;
+    let _ = (state, hangups);
 }
 
 /// Logs a reload's outcome.

@@ -502,9 +502,10 @@ async fn resume(
 async fn set_paused(state: &AppState, who: &Identity, paused: bool, body: &[u8]) -> Result<Response, ApiError> {
     let body = control_body(body)?;
     let action = if paused { "pause" } else { "resume" };
-    // Journalled first: a pause that a restart forgets is no pause.
-    state.journal.set_paused(paused).await.map_err(ApiError::journal)?;
+    // Who asked is journalled before anything changes; then the pause
+    // itself, before it takes effect: a pause a restart forgets is no pause.
     audit(state, who, action, None, body.reason.clone()).await?;
+    state.journal.set_paused(paused).await.map_err(ApiError::journal)?;
     state.controls.paused.store(paused, Ordering::Release);
     state.metrics.paused.set(i64::from(paused));
     let reason = body.reason.as_deref().unwrap_or("none given");
