@@ -424,7 +424,7 @@ async fn a_stalled_upload_gets_408_and_is_not_journalled() {
     let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     // Promises 500 bytes, sends one, then stalls.
     stream
-        .write_all(b"POST /api/v1/alerts HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{")
+        .write_all(b"POST /api/v1/alerts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{")
         .await
         .unwrap();
     let mut answer = vec![0; 1024];
@@ -458,7 +458,7 @@ async fn stalled_clients_neither_keep_connections_nor_hold_a_stop() {
     // Half a request's headers, then nothing: the server hangs up.
     let mut headers = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     headers
-        .write_all(b"POST /api/v1/alerts HTTP/1.1\r\nHost: test\r\n")
+        .write_all(b"POST /api/v1/alerts HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
     // Read until the server closes (it may answer 408 first).
@@ -475,7 +475,7 @@ async fn stalled_clients_neither_keep_connections_nor_hold_a_stop() {
     // An upload stalling for longer than everything else: the stop does not wait for it.
     let mut upload = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     upload
-        .write_all(b"POST /api/v1/alerts HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+        .write_all(b"POST /api/v1/alerts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
         .await
         .unwrap();
     let dribble = tokio::spawn(async move {
