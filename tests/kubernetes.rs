@@ -135,6 +135,21 @@ fn pod(name: &str, ready: bool, created: &str) -> Value {
     })
 }
 
+/// Plays the two reads a rollback makes: the deployment at `revision`
+/// running `image`, then the namespace's ReplicaSets.
+async fn rollback_reads(api: &mut ApiServer, revision: &str, image: &str, replica_sets: Value) {
+    api.expect("GET", DEPLOYMENT_PATH, None, 200, deployment(2, revision, image))
+        .await;
+    api.expect(
+        "GET",
+        "/apis/apps/v1/namespaces/shop/replicasets",
+        None,
+        200,
+        replica_sets,
+    )
+    .await;
+}
+
 fn rollout_restart() -> Operation {
     Operation::RolloutRestart {
         namespace: "shop".into(),
@@ -253,22 +268,7 @@ async fn rollback_takes_the_previous_owned_revision_and_retries_a_conflict() {
         replica_set("other-9", "other-uid", "2", "shop/other:v9", "2026-01-02T00:05:00Z"),
     ]});
     for attempt in 0..2 {
-        api.expect(
-            "GET",
-            DEPLOYMENT_PATH,
-            None,
-            200,
-            deployment(2, "3", "shop/checkout:v3"),
-        )
-        .await;
-        api.expect(
-            "GET",
-            "/apis/apps/v1/namespaces/shop/replicasets",
-            None,
-            200,
-            replica_sets.clone(),
-        )
-        .await;
+        rollback_reads(&mut api, "3", "shop/checkout:v3", replica_sets.clone()).await;
         let (code, answer) = if attempt == 0 {
             (
                 409,
@@ -372,27 +372,12 @@ async fn cordon_and_drain_respects_pod_disruption_budgets() {
 async fn rollback_skips_a_revision_that_ran_too_short_and_refuses_with_nothing_known_good() {
     let (executor, mut api) = mocked(KubernetesConfig::default());
     let done = execute(executor, rollback());
-    api.expect(
-        "GET",
-        DEPLOYMENT_PATH,
-        None,
-        200,
-        deployment(2, "3", "shop/checkout:v3"),
-    )
-    .await;
     let replica_sets = json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {}, "items": [
         replica_set("checkout-1", "dep-uid", "1", "shop/checkout:v1", "2026-01-01T00:00:00Z"),
         replica_set("checkout-2", "dep-uid", "2", "shop/checkout:v2", "2026-01-02T00:00:00Z"),
         replica_set("checkout-3", "dep-uid", "3", "shop/checkout:v3", "2026-01-02T00:00:30Z"),
     ]});
-    api.expect(
-        "GET",
-        "/apis/apps/v1/namespaces/shop/replicasets",
-        None,
-        200,
-        replica_sets,
-    )
-    .await;
+    rollback_reads(&mut api, "3", "shop/checkout:v3", replica_sets).await;
     let request = api
         .expect(
             "PUT",
@@ -414,26 +399,11 @@ async fn rollback_skips_a_revision_that_ran_too_short_and_refuses_with_nothing_k
     // Revision 1 ran 20 s; revision 2 is the current one.
     let (executor, mut api) = mocked(KubernetesConfig::default());
     let done = execute(executor, rollback());
-    api.expect(
-        "GET",
-        DEPLOYMENT_PATH,
-        None,
-        200,
-        deployment(2, "2", "shop/checkout:v2"),
-    )
-    .await;
     let replica_sets = json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {}, "items": [
         replica_set("checkout-1", "dep-uid", "1", "shop/checkout:v1", "2026-01-01T00:00:00Z"),
         replica_set("checkout-2", "dep-uid", "2", "shop/checkout:v2", "2026-01-01T00:00:20Z"),
     ]});
-    api.expect(
-        "GET",
-        "/apis/apps/v1/namespaces/shop/replicasets",
-        None,
-        200,
-        replica_sets,
-    )
-    .await;
+    rollback_reads(&mut api, "2", "shop/checkout:v2", replica_sets).await;
     let err = tokio::time::timeout(Duration::from_secs(5), done)
         .await
         .expect("the rollback wrote something")
