@@ -772,28 +772,25 @@ async fn a_reload_changes_the_playbook_and_a_bad_one_is_refused() {
         }
     };
     assert_eq!(rule_of("reload-1").await, "first");
+    let reload = || async {
+        let response = client
+            .post(process.url("/-/reload"))
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json::<Value>().await.unwrap())
+    };
     std::fs::write(&playbook, rule("second")).unwrap();
-    let reloaded = client
-        .post(process.url("/-/reload"))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reloaded.status(), 200);
-    let done: Value = reloaded.json().await.unwrap();
+    let (status, done) = reload().await;
+    assert_eq!(status, 200);
     assert_eq!(done["playbook_rules"], 1);
     assert_eq!(done["restart_needed"], serde_json::json!([]));
     assert_eq!(rule_of("reload-2").await, "second");
 
     std::fs::write(&playbook, "rules:\n  - name: broken\n    actions: [reboot]\n").unwrap();
-    let refused = client
-        .post(process.url("/-/reload"))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 400);
-    let why: Value = refused.json().await.unwrap();
+    let (status, why) = reload().await;
+    assert_eq!(status, 400);
     assert!(why["error"].as_str().unwrap().contains("rules[0].actions[0]"), "{why}");
     assert_eq!(rule_of("reload-3").await, "second", "the refused playbook took effect");
 

@@ -114,9 +114,16 @@ impl Api {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+    /// `query` is encoded as a URL's query (an alert name may hold any character).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let url = format!("{}{path}", self.url);
-        let mut request = self.http.request(method, &url);
+        let mut request = self.http.request(method, &url).query(query);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -147,8 +154,8 @@ impl Api {
         Err(format!("{url}: {status}: {why}{hint}"))
     }
 
-    async fn get(&self, path: &str) -> Result<Value, String> {
-        self.call(reqwest::Method::GET, path, None).await
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, String> {
+        self.call(reqwest::Method::GET, path, query, None).await
     }
 }
 
@@ -191,17 +198,11 @@ pub fn incidents(args: IncidentsArgs) -> ExitCode {
         json,
     } = args;
     run_with(&server, async move |api| {
-        // Encoded as a URL's query: an alert name may hold any character.
-        let mut url = reqwest::Url::parse("http://homeostat/api/v1/incidents").map_err(|e| e.to_string())?;
-        url.query_pairs_mut().append_pair("limit", &limit.to_string());
-        for (key, value) in [("status", status), ("alertname", alertname)] {
-            if let Some(value) = value {
-                url.query_pairs_mut().append_pair(key, &value);
-            }
-        }
-        let page = api
-            .get(&format!("{}?{}", url.path(), url.query().unwrap_or("")))
-            .await?;
+        let limit = limit.to_string();
+        let mut query = vec![("limit", limit.as_str())];
+        query.extend(status.as_deref().map(|s| ("status", s)));
+        query.extend(alertname.as_deref().map(|a| ("alertname", a)));
+        let page = api.get("/api/v1/incidents", &query).await?;
         Ok(super::json_or_table(json, &page, incident_table))
     })
 }
@@ -238,9 +239,9 @@ fn incident_table(page: &Value) -> String {
 pub fn incident(args: IncidentArgs) -> ExitCode {
     let IncidentArgs { server, id, json } = args;
     run_with(&server, async move |api| {
-        let incident = api.get(&format!("/api/v1/incidents/{id}")).await?;
-        let decisions = api.get(&format!("/api/v1/incidents/{id}/decisions")).await?;
-        let notifications = api.get(&format!("/api/v1/incidents/{id}/notifications")).await?;
+        let incident = api.get(&format!("/api/v1/incidents/{id}"), &[]).await?;
+        let decisions = api.get(&format!("/api/v1/incidents/{id}/decisions"), &[]).await?;
+        let notifications = api.get(&format!("/api/v1/incidents/{id}/notifications"), &[]).await?;
         let decisions = decisions["decisions"].as_array().cloned().unwrap_or_default();
         let notifications = notifications["notifications"].as_array().cloned().unwrap_or_default();
         if json {
@@ -335,7 +336,7 @@ pub fn control(args: ControlArgs, pause: bool) -> ExitCode {
     run_with(&server, async move |api| {
         let path = if pause { "/api/v1/pause" } else { "/api/v1/resume" };
         let body = serde_json::json!({ "reason": reason });
-        let answer = api.call(reqwest::Method::POST, path, Some(body)).await?;
+        let answer = api.call(reqwest::Method::POST, path, &[], Some(body)).await?;
         Ok(if answer["paused"] == true {
             "paused: no action will be taken until `homeostat resume`".to_owned()
         } else {
@@ -350,7 +351,7 @@ pub fn answer(args: AnswerArgs, approve: bool) -> ExitCode {
         let verb = if approve { "approve" } else { "reject" };
         let body = serde_json::json!({ "reason": reason });
         let path = format!("/api/v1/incidents/{id}/{verb}");
-        api.call(reqwest::Method::POST, &path, Some(body)).await?;
+        api.call(reqwest::Method::POST, &path, &[], Some(body)).await?;
         Ok(if approve {
             format!("approved: incident {id}'s action goes ahead if the guard and its premise still allow it")
         } else {
@@ -362,7 +363,7 @@ pub fn answer(args: AnswerArgs, approve: bool) -> ExitCode {
 pub fn audit(args: AuditArgs) -> ExitCode {
     let AuditArgs { server, limit, json } = args;
     run_with(&server, async move |api| {
-        let page = api.get(&format!("/api/v1/audit?limit={limit}")).await?;
+        let page = api.get("/api/v1/audit", &[("limit", &limit.to_string())]).await?;
         Ok(super::json_or_table(json, &page, audit_table))
     })
 }

@@ -50,6 +50,8 @@ pub use respond::Responder;
 #[derive(Debug, Default)]
 pub struct Controls {
     pub paused: AtomicBool,
+    /// Wakes the reconciler: a delivery came, a verification ended, a
+    /// proposal was answered.
     pub wake: Arc<tokio::sync::Notify>,
     /// The playbook in effect; a reload swaps it.
     pub playbook: std::sync::RwLock<Arc<Playbook>>,

@@ -81,7 +81,7 @@ pub(super) async fn run<E: Executor>(responder: Arc<Responder<E>>, mut stop: wat
             (until - now).to_std().unwrap_or_default()
         };
         tokio::select! {
-            _ = responder.wake.notified() => {}
+            _ = responder.controls.wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             Some(done) = looks.join_next(), if !looks.is_empty() => {
                 if let Ok(id) = done {

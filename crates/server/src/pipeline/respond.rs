@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
 
 use serde::Serialize;
 use serde_json::json;
@@ -75,12 +74,10 @@ pub struct Responder<E> {
     pub(super) http: reqwest::Client,
     pub(super) journal: Journal,
     pub(super) config: ActionsConfig,
-    controls: Arc<Controls>,
+    pub(super) controls: Arc<Controls>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) clock: Arc<dyn Clock>,
     learner: Arc<tokio::sync::Mutex<Learner>>,
-    /// Wakes the reconciler: a delivery came, or a verification ended.
-    pub(super) wake: Arc<Notify>,
     /// Tells humans: escalations and `notify` decisions.
     notifier: Arc<Notifier>,
     /// One lock per target: actions on a target are one at a time.
@@ -106,7 +103,6 @@ impl<E: Executor> Responder<E> {
                 .build()
                 .unwrap_or_default(),
             learner: Arc::new(tokio::sync::Mutex::new(Learner::new(config.policy.learning.clone()))),
-            wake: Arc::clone(&controls.wake),
             notifier: Arc::new(Notifier::new(
                 &config,
                 journal.clone(),
@@ -610,7 +606,7 @@ impl<E: Executor> Responder<E> {
         fallback: DateTime<Utc>,
     ) {
         let incident_id = incident.id;
-        let wake = Arc::clone(&self.wake);
+        let wake = Arc::clone(&self.controls.wake);
         let journal = self.journal.clone();
         let metrics = Arc::clone(&self.metrics);
         let clock = Arc::clone(&self.clock);
@@ -690,7 +686,7 @@ impl<E: Executor> Processor for Responder<E> {
             .iter()
             .any(|e| matches!(e.kind, EventKind::Opened | EventKind::Repeated))
         {
-            self.wake.notify_one();
+            self.controls.wake.notify_one();
         }
     }
 
