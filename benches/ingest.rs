@@ -1,7 +1,11 @@
 //! Webhook ingest benchmark: homeostat against a bare axum handler that only
 //! parses the same JSON, in the same run, each in its own process.
 //!
-//! `cargo bench --bench ingest [-- --rate 2000 --seconds 10 --concurrency 32,128 --targets bare,full,normal]`
+//! `cargo bench --bench ingest [-- --rate 2000 --seconds 10 --concurrency 32,128 --targets bare,full,normal,postgres]`
+//!
+//! `postgres` is homeostat on a PostgreSQL journal (`journal.url`), on a
+//! local PostgreSQL 15 server the bench starts with its default durability
+//! (every commit synced, as `full` syncs SQLite's).
 //!
 //! For each target: idle RSS after start-up; an open-loop run at `--rate`
 //! requests/s with homeostat's own load generator (latency from each
@@ -45,7 +49,7 @@ struct Options {
     seconds: u64,
     /// wrk connection counts to try; the best one is the maximum throughput.
     concurrency: Vec<usize>,
-    /// Which of `bare`, `full`, `normal` to measure; the first is the baseline.
+    /// Which of `bare`, `full`, `normal`, `postgres` to measure; the first is the baseline.
     targets: Vec<String>,
 }
 
@@ -55,7 +59,7 @@ impl Options {
             rate: 2000.0,
             seconds: 10,
             concurrency: vec![32, 128],
-            targets: vec!["bare".into(), "full".into(), "normal".into()],
+            targets: vec!["bare".into(), "full".into(), "normal".into(), "postgres".into()],
         };
         let args: Vec<String> = std::env::args().collect();
         for pair in args.windows(2) {
@@ -126,19 +130,13 @@ fn start_bare() -> Target {
     }
 }
 
-fn start_homeostat(dir: &std::path::Path, synchronous: &str) -> Target {
-    let config = dir.join(format!("homeostat-{synchronous}.yaml"));
-    std::fs::write(
-        &config,
-        format!(
-            "server:\n  listen: 127.0.0.1:0\njournal:\n  path: {}\n  synchronous: {synchronous}\n",
-            dir.join(format!("journal-{synchronous}.db")).display()
-        ),
-    )
-    .unwrap();
+/// homeostat with `journal` as its config's journal section, named `name`.
+fn start_homeostat(dir: &std::path::Path, name: &str, journal: String) -> Target {
+    let config = dir.join(format!("homeostat-{name}.yaml"));
+    std::fs::write(&config, format!("server:\n  listen: 127.0.0.1:0\njournal:\n{journal}")).unwrap();
     let (child, addr) = serve::serve(&config, "info");
     Target {
-        name: format!("homeostat (journal.synchronous: {synchronous})"),
+        name: format!("homeostat ({name})"),
         child,
         addr,
     }
@@ -321,8 +319,19 @@ async fn run(options: Options) {
     for name in &options.targets {
         let target = match name.as_str() {
             "bare" => start_bare(),
-            "full" | "normal" => start_homeostat(dir.path(), name),
-            other => panic!("unknown target {other:?}: use bare, full or normal"),
+            "full" | "normal" => start_homeostat(
+                dir.path(),
+                &format!("SQLite, journal.synchronous: {name}"),
+                format!(
+                    "  path: {}\n  synchronous: {name}\n",
+                    dir.path().join(format!("journal-{name}.db")).display()
+                ),
+            ),
+            "postgres" => {
+                let url = homeostat_journal::pg_server::durable_database().await;
+                start_homeostat(dir.path(), "PostgreSQL 15, local", format!("  url: {url}\n"))
+            }
+            other => panic!("unknown target {other:?}: use bare, full, normal or postgres"),
         };
         eprintln!("measuring {} at {}", target.name, target.addr);
         rows.push(measure(&target, &options, &payloads, &script).await);

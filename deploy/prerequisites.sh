@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need and a fresh Debian machine lacks:
-# Prometheus (with promtool) and Alertmanager, from Debian's packages. Checks
+# Prometheus (with promtool) and Alertmanager, from Debian's packages, and
+# PostgreSQL's server binaries (postgresql-15: the tests start their own
+# server; the package's own cluster is not used). Checks
 # that Docker Engine runs (it is not installed here: the machines this
 # project targets run it already).
 set -euo pipefail
@@ -8,6 +10,7 @@ set -euo pipefail
 missing=()
 command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v promtool >/dev/null || missing+=(prometheus)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql-15)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

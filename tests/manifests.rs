@@ -1,6 +1,10 @@
-//! deploy/kubernetes: every manifest parses into its Kubernetes type, the
-//! Deployment is locked down, and the RBAC rules grant exactly the API
-//! calls the Kubernetes executor makes, nothing broader.
+//! deploy/kubernetes: every manifest (the monitoring component's too)
+//! parses into its Kubernetes type, the Deployment is locked down and runs
+//! the config kustomize generates, which acts in dry run with the playbook
+//! and tokens the pod mounts; the RBAC rules grant exactly the API calls the
+//! Kubernetes executor makes, nothing broader; the NetworkPolicy lets
+//! through what the config reaches; the ServiceMonitor scrapes the job
+//! homeostat's own rules watch, and the PrometheusRule holds those rules.
 //!
 //! deploy/kubernetes/demo: the demo services' manifests parse, probe the
 //! right ports, and agree with the Prometheus scrape snippet the rules rely on.
@@ -19,8 +23,12 @@ use homeostat_adapters::executor::kubernetes::API_CALLS;
 use homeostat_core::action::Backend;
 use homeostat_core::config::Config;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, PersistentVolumeClaim, PodSpec, Service, ServiceAccount, Volume,
+};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPort};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -46,7 +54,8 @@ fn read_yaml(path: &Path) -> Value {
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Every document of every resource the kustomization in `dir` lists.
+/// Every document of every resource the kustomization in `dir` lists, and
+/// the ConfigMaps its generator makes.
 fn documents_in(dir: &Path) -> Vec<(String, Value)> {
     let kustomization = read_yaml(&dir.join("kustomization.yaml"));
     let mut documents = Vec::new();
@@ -57,12 +66,47 @@ fn documents_in(dir: &Path) -> Vec<(String, Value)> {
             documents.push((file.to_owned(), Value::deserialize(document).unwrap()));
         }
     }
+    let generators = kustomization["configMapGenerator"].as_sequence();
+    for generator in generators.map(|g| g.as_slice()).unwrap_or_default() {
+        let data = generator["files"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|file| {
+                let file = file.as_str().unwrap();
+                (file.to_owned(), std::fs::read_to_string(dir.join(file)).unwrap())
+            })
+            .collect();
+        let map = ConfigMap {
+            metadata: ObjectMeta {
+                name: generator["name"].as_str().map(str::to_owned),
+                ..ObjectMeta::default()
+            },
+            data: Some(data),
+            ..ConfigMap::default()
+        };
+        documents.push(("configMapGenerator".to_owned(), serde_yaml::to_value(map).unwrap()));
+    }
     documents
 }
 
-/// Every document of deploy/kubernetes.
+/// Every document of deploy/kubernetes, with its monitoring component.
 fn documents() -> Vec<(String, Value)> {
-    documents_in(&dir())
+    let base = read_yaml(&dir().join("kustomization.yaml"));
+    assert!(
+        base["components"].is_null(),
+        "the monitoring component is off by default"
+    );
+    let text = std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap();
+    assert!(
+        text.contains("\n# components: [monitoring]\n"),
+        "the line that switches it on"
+    );
+    let component = read_yaml(&dir().join("monitoring/kustomization.yaml"));
+    assert_eq!(component["kind"].as_str(), Some("Component"));
+    let mut documents = documents_in(&dir());
+    documents.extend(documents_in(&dir().join("monitoring")));
+    documents
 }
 
 fn parse<T: serde::de::DeserializeOwned>(file: &str, document: &Value) -> T {
@@ -86,11 +130,22 @@ fn every_manifest_is_a_valid_object_of_its_kind() {
             "PersistentVolumeClaim" => drop(parse::<PersistentVolumeClaim>(&file, &document)),
             "Deployment" => drop(parse::<Deployment>(&file, &document)),
             "Service" => drop(parse::<Service>(&file, &document)),
+            "NetworkPolicy" => drop(parse::<NetworkPolicy>(&file, &document)),
+            // The Prometheus Operator's kinds, which k8s-openapi does not
+            // have: checked field by field below.
+            "ServiceMonitor" | "PrometheusRule" => {
+                assert_eq!(
+                    document["apiVersion"].as_str(),
+                    Some("monitoring.coreos.com/v1"),
+                    "{file}"
+                );
+                drop(parse::<ObjectMeta>(&file, &document["metadata"]));
+            }
             other => panic!("{file}: unexpected kind {other}"),
         }
         kinds.insert(kind);
     }
-    assert_eq!(kinds.len(), 8, "{kinds:?}");
+    assert_eq!(kinds.len(), 11, "{kinds:?}");
 }
 
 fn one<T: serde::de::DeserializeOwned>(kind: &str) -> T {
@@ -138,16 +193,35 @@ fn rbac_grants_exactly_what_the_executor_calls() {
     );
 }
 
+/// The Deployment's pod and its one container.
+fn pod() -> (PodSpec, Container) {
+    let deployment: Deployment = one("Deployment");
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let container = pod.containers[0].clone();
+    (pod, container)
+}
+
+/// Where the container mounts the volume of `pod` that `is_it` picks.
+fn mount_of(pod: &PodSpec, container: &Container, is_it: impl Fn(&Volume) -> bool) -> PathBuf {
+    let volume = pod.volumes.iter().flatten().find(|v| is_it(v)).expect("no such volume");
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == volume.name)
+        .unwrap_or_else(|| panic!("volume {} is not mounted", volume.name));
+    PathBuf::from(&mount.mount_path)
+}
+
 #[test]
 fn the_deployment_runs_locked_down_with_probes_and_limits() {
     let deployment: Deployment = one("Deployment");
     let spec = deployment.spec.unwrap();
     assert_eq!(spec.replicas, Some(1), "one writer for the SQLite journal");
     assert_eq!(spec.strategy.and_then(|s| s.type_).as_deref(), Some("Recreate"));
-    let pod = spec.template.spec.unwrap();
+    let (pod, container) = pod();
     assert_eq!(pod.service_account_name.as_deref(), Some("homeostat"));
     assert_eq!(pod.security_context.and_then(|s| s.run_as_non_root), Some(true));
-    let container = &pod.containers[0];
     let security = container.security_context.clone().unwrap();
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert_eq!(security.allow_privilege_escalation, Some(false));
@@ -163,21 +237,161 @@ fn the_deployment_runs_locked_down_with_probes_and_limits() {
     assert!(mounts
         .iter()
         .any(|m| m.mount_path == "/var/lib/homeostat" && m.read_only != Some(true)));
+    assert!(mounts
+        .iter()
+        .all(|m| m.mount_path == "/var/lib/homeostat" || m.read_only == Some(true)));
+}
+
+/// The config the pod runs, as it reads it: the file its `--config` names,
+/// from the generated ConfigMap mounted there, with paths anchored as the
+/// pod sees them.
+fn pod_config() -> (PathBuf, Config, BTreeMap<String, String>) {
+    let map: ConfigMap = one("ConfigMap");
+    let (pod, container) = pod();
+    let args = container.args.clone().unwrap();
+    let config_path = PathBuf::from(&args[args.iter().position(|a| a == "--config").unwrap() + 1]);
+    let name = map.metadata.name.clone();
+    let mounted = mount_of(&pod, &container, |v| {
+        v.config_map.as_ref().map(|c| &c.name) == name.as_ref()
+    });
+    assert_eq!(
+        config_path.parent(),
+        Some(mounted.as_path()),
+        "--config is not in the ConfigMap's mount"
+    );
+    let data = map.data.unwrap();
+    let key = config_path.file_name().unwrap().to_str().unwrap();
+    let mut config = Config::parse(&config_path, &data[key]).unwrap();
+    config.anchor_paths(&mounted);
+    (config_path, config, data)
 }
 
 #[test]
-fn the_configmap_holds_a_valid_config() {
-    let map: ConfigMap = one("ConfigMap");
-    let text = &map.data.unwrap()["homeostat.yaml"];
-    let path = Path::new("deploy/kubernetes/configmap.yaml");
-    let config = Config::parse(path, text).unwrap();
-    let env = std::collections::HashMap::from([("HOMEOSTAT_WEBHOOK_TOKEN".to_owned(), "t".to_owned())]);
-    let credentials = config.validate(path, &env).unwrap();
+fn the_config_acts_in_dry_run_with_the_playbook_and_tokens_the_pod_mounts() {
+    let (path, mut config, data) = pod_config();
+    let (pod, container) = pod();
+    let actions = config.actions.as_mut().expect("the config acts");
+    assert_eq!(actions.backend, Backend::Kubernetes);
+    assert!(actions.dry_run, "it starts in dry run");
+    // The playbook is the ConfigMap's, which is the repository's.
+    assert_eq!(actions.playbook.parent(), path.parent());
+    let playbook = &data[actions.playbook.file_name().unwrap().to_str().unwrap()];
+    let rules = std::fs::read_to_string(root().join("rules/playbook.yml")).unwrap();
     assert!(
-        credentials.bearer_token.is_some(),
-        "listening on 0.0.0.0 must demand a token"
+        *playbook == rules,
+        "deploy/kubernetes/playbook.yml differs from rules/playbook.yml: copy it over"
+    );
+    actions.playbook = dir().join("playbook.yml");
+    assert!(
+        actions.guard.deny_namespaces.contains(&"homeostat".to_owned()),
+        "never acts on itself"
     );
     assert!(config.journal.path.starts_with("/var/lib/homeostat"));
+
+    // Every token is a file of the Secret the pod mounts, under its key.
+    let auth = config.auth.as_mut().expect("listening on 0.0.0.0 needs tokens");
+    let secret = mount_of(&pod, &container, |v| {
+        v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("homeostat-tokens")
+    });
+    let tokens = tempfile::tempdir().unwrap();
+    let mut keys = Vec::new();
+    for named in &mut auth.tokens {
+        let file = named.token.file.clone().expect("tokens are files");
+        assert_eq!(file.parent(), Some(secret.as_path()), "{}", file.display());
+        let key = file.file_name().unwrap().to_str().unwrap().to_owned();
+        std::fs::write(tokens.path().join(&key), format!("token-of-{key}")).unwrap();
+        named.token.file = Some(tokens.path().join(&key));
+        keys.push(key);
+    }
+    assert_eq!(keys, ["alertmanager", "operator"]);
+    let kustomization = std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap();
+    for key in &keys {
+        assert!(
+            kustomization.contains(&format!("--from-literal={key}=")),
+            "how to make {key}"
+        );
+    }
+    let credentials = config.validate(&path, &std::collections::HashMap::<String, String>::new());
+    assert_eq!(credentials.unwrap_or_else(|e| panic!("{e}")).tokens.len(), 2);
+}
+
+#[test]
+fn the_network_policy_lets_through_what_the_config_reaches() {
+    let (_, config, _) = pod_config();
+    let (_, container) = pod();
+    let policy: NetworkPolicy = one("NetworkPolicy");
+    let spec = policy.spec.unwrap();
+    let deployment: Deployment = one("Deployment");
+    let labels = deployment.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    for (k, v) in spec.pod_selector.clone().unwrap().match_labels.unwrap() {
+        assert_eq!(labels.get(&k), Some(&v), "the policy does not select homeostat's pod");
+    }
+    let ports = |rules: Vec<Vec<NetworkPolicyPort>>| -> BTreeSet<String> {
+        rules
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.port)
+            .map(|p| match p {
+                IntOrString::Int(n) => n.to_string(),
+                IntOrString::String(s) => s,
+            })
+            .collect()
+    };
+    let ingress = ports(spec.ingress.unwrap().into_iter().map(|r| r.ports.unwrap()).collect());
+    let http = container
+        .ports
+        .unwrap()
+        .into_iter()
+        .find(|p| p.container_port == 9095)
+        .unwrap();
+    assert_eq!(ingress, BTreeSet::from([http.name.unwrap()]));
+    assert_eq!(config.server.listen.port(), 9095);
+    let egress = ports(spec.egress.unwrap().into_iter().map(|r| r.ports.unwrap()).collect());
+    let actions = config.actions.unwrap();
+    for url in [&actions.prometheus_url, &actions.alertmanager_url] {
+        let url = reqwest::Url::parse(url.as_deref().unwrap()).unwrap();
+        let port = url.port_or_known_default().unwrap().to_string();
+        assert!(egress.contains(&port), "{url}: port {port} is not let out");
+    }
+    for port in ["53", "443"] {
+        assert!(egress.contains(port), "port {port} is not let out");
+    }
+}
+
+#[test]
+fn the_service_monitor_scrapes_the_job_homeostats_rules_watch_and_the_rule_is_the_rules_file() {
+    let service: Service = one("Service");
+    let monitor: Value = one("ServiceMonitor");
+    let labels = service.metadata.labels.clone().unwrap();
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_mapping().unwrap() {
+        assert_eq!(labels.get(k.as_str().unwrap()).map(String::as_str), v.as_str());
+    }
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    let ports = service.spec.unwrap().ports.unwrap();
+    assert!(ports.iter().any(|p| p.name.as_deref() == endpoint["port"].as_str()));
+    assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
+
+    // The operator names the job after the Service; the rules watch that job.
+    let rules = read_yaml(&root().join("rules/homeostat.rules.yml"));
+    let job = format!("up{{job=\"{}\"}}", service.metadata.name.unwrap());
+    let down = rules["groups"][0]["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|r| r["alert"] == "HomeostatDown")
+        .unwrap();
+    assert!(down["expr"].as_str().unwrap().contains(&job), "{:?}", down["expr"]);
+    let rule: Value = one("PrometheusRule");
+    assert!(
+        rule["spec"]["groups"] == rules["groups"],
+        "monitoring/prometheusrule.yaml differs from rules/homeostat.rules.yml"
+    );
+    for object in [&monitor, &rule] {
+        assert_eq!(
+            object["metadata"]["labels"]["release"].as_str(),
+            Some("kube-prometheus-stack")
+        );
+    }
 }
 
 // ---- deploy/kubernetes/demo ----

@@ -149,6 +149,88 @@ async fn sigterm_stops_cleanly_with_exit_code_0() {
     assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
 }
 
+/// A second homeostat pointed at a running one's journal exits with a start-up
+/// failure naming the journal and the first process, and the first goes on.
+#[tokio::test]
+async fn a_second_homeostat_on_the_same_journal_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let first = Process::start(&config);
+    let (code, text) = run(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(4), "{text}");
+    assert!(
+        text.contains("journal.db is in use by another homeostat process")
+            && text.contains(&format!("pid {}", first.child.id())),
+        "{text}"
+    );
+    let client = reqwest::Client::new();
+    let response = client
+        .post(first.url("/api/v1/alerts"))
+        .json(&notification("firing", &["after-the-second"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(incidents(&client, &first).await.len(), 1);
+}
+
+/// On a PostgreSQL journal (`journal.url`, password from a file): what was
+/// acknowledged survives a `kill -9`, a resolution after the restart closes
+/// its incident, a second homeostat on the same database is refused, and
+/// the commands that read SQLite files say they cannot read it.
+#[tokio::test]
+async fn a_postgresql_journal_keeps_what_it_acknowledged_and_has_one_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = homeostat_journal::pg_server::database().await;
+    let password = dir.path().join("pg-password");
+    std::fs::write(&password, "not-needed-under-trust\n").unwrap();
+    let config = dir.path().join("homeostat.yaml");
+    std::fs::write(
+        &config,
+        format!("server:\n  listen: 127.0.0.1:0\njournal:\n  url: {url}\n  password: {{file: pg-password}}\n"),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let post = |process: &Process, status: &'static str, fingerprints: Vec<String>| {
+        let request = client.post(process.url("/api/v1/alerts"));
+        async move {
+            let fingerprints: Vec<&str> = fingerprints.iter().map(String::as_str).collect();
+            let response = request.json(&notification(status, &fingerprints)).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    };
+    let fingerprints: Vec<String> = (0..5).map(|i| format!("pg{i}")).collect();
+    let mut first = Process::start(&config);
+    for fp in &fingerprints {
+        post(&first, "firing", vec![fp.clone()]).await;
+    }
+    let (code, text) = run(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(4), "{text}");
+    assert!(text.contains("in use by another homeostat process"), "{text}");
+    assert!(
+        !text.contains("not-needed-under-trust"),
+        "the password was printed: {text}"
+    );
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let second = Process::start(&config);
+    let listed = incidents(&client, &second).await;
+    assert_eq!(listed.len(), 5, "{listed:?}");
+    assert!(listed.iter().all(|i| i["status"] == "firing"));
+    post(&second, "resolved", vec!["pg3".to_owned()]).await;
+    let listed = incidents(&client, &second).await;
+    let resolved: Vec<&Value> = listed.iter().filter(|i| i["status"] == "resolved").collect();
+    assert_eq!(resolved.len(), 1, "{listed:?}");
+    assert_eq!(resolved[0]["fingerprint"], "pg3");
+
+    for args in [["policy", "show", "--config"], ["thresholds", "show", "--config"]] {
+        let (code, text) = run(&[&args[..], &[config.to_str().unwrap()]].concat());
+        assert_eq!(code, Some(3), "{args:?}: {text}");
+        assert!(text.contains("this config's journal is PostgreSQL"), "{args:?}: {text}");
+    }
+}
+
 fn run(args: &[&str]) -> (Option<i32>, String) {
     let output = Command::new(BIN).args(args).output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs first what the tests need and a
-# fresh Debian machine lacks: Prometheus (promtool) and Alertmanager
-# (deploy/prerequisites.sh). The Docker tests use the running Docker Engine;
-# no image is pulled.
+# fresh Debian machine lacks: Prometheus (promtool), Alertmanager and
+# PostgreSQL's server binaries (deploy/prerequisites.sh). The Docker tests
+# use the running Docker Engine; no image is pulled.
 # Extra arguments go to `cargo test`, e.g. `tests/run.sh --test alertmanager`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

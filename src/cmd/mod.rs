@@ -25,3 +25,19 @@ pub fn json_or_table<T: serde::Serialize>(json: bool, summary: &T, table: impl F
         table(summary)
     }
 }
+
+/// Commands that read the journal's file directly (beside a running
+/// homeostat, without its API) read SQLite journals only; with a
+/// PostgreSQL journal (`journal.url`) they say so instead of reading a file
+/// that is not the journal.
+pub fn refuse_postgres_journal(
+    journal: &homeostat_core::config::JournalConfig,
+    command: &str,
+) -> Option<std::process::ExitCode> {
+    journal.url.as_ref()?;
+    eprintln!(
+        "homeostat {command}: reads an SQLite journal file, and this config's journal is PostgreSQL (journal.url); \
+         use the HTTP API of the homeostat that writes it (homeostat incidents, homeostat incident ID)"
+    );
+    Some(std::process::ExitCode::from(crate::exit::CONFIG))
+}

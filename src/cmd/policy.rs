@@ -73,6 +73,9 @@ pub fn run(command: PolicyCommand) -> ExitCode {
         );
         return ExitCode::from(exit::CONFIG);
     }
+    if let Some(code) = super::refuse_postgres_journal(&config.journal, "policy") {
+        return code;
+    }
     let learning = settings.learning;
     let journal = &config.journal.path;
     let reader = || JournalReader::open(journal).map_err(learned::LearnedError::from);

@@ -118,7 +118,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
         };
         match served {
             Ok(()) => ExitCode::SUCCESS,
-            Err(err @ homeostat_server::app::AppError::Journal(_)) => {
+            Err(
+                err @ (homeostat_server::app::AppError::Journal(_)
+                | homeostat_server::app::AppError::JournalPassword(_)),
+            ) => {
                 eprintln!("homeostat: {err}");
                 ExitCode::from(exit::STARTUP)
             }

@@ -73,6 +73,9 @@ pub fn run(command: ThresholdsCommand) -> ExitCode {
                 Ok(loaded) => loaded,
                 Err(code) => return code,
             };
+            if let Some(code) = super::refuse_postgres_journal(&config.journal, "thresholds show") {
+                return code;
+            }
             let path = &config.journal.path;
             if !path.exists() {
                 eprintln!(
@@ -113,6 +116,9 @@ pub fn run(command: ThresholdsCommand) -> ExitCode {
             // them. Unlike `serve`, which logs and fits at the configured
             // coverages, a journal that cannot be read is an error here: a
             // render checked in CI must not silently differ from what runs.
+            if let Some(code) = super::refuse_postgres_journal(&config.journal, "thresholds render") {
+                return code;
+            }
             let journal = &config.journal.path;
             let coverages = match journal.try_exists() {
                 Ok(false) => HashMap::new(),

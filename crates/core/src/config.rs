@@ -617,13 +617,19 @@ pub struct SecretSource {
     pub env: Option<String>,
 }
 
-/// `journal:` — the SQLite database.
+/// `journal:` — the SQLite database, or a PostgreSQL one (`url`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalConfig {
     /// Database file; a relative path is relative to the config file's directory.
-    /// Default `homeostat.db`.
+    /// Default `homeostat.db`. Not used when `url` is set.
     pub path: PathBuf,
+    /// A PostgreSQL database instead of the SQLite file:
+    /// `postgres://user@host:port/database` (libpq's URL form), without its
+    /// password, which comes from `password`.
+    pub url: Option<String>,
+    /// The PostgreSQL password, from a file or the environment.
+    pub password: Option<SecretSource>,
     /// `full` (default) survives power loss; `normal` survives a crash or
     /// `kill -9` of homeostat but may lose the last commits on power loss.
     pub synchronous: Synchronous,
@@ -635,10 +641,27 @@ pub struct JournalConfig {
     pub retention: PromDuration,
 }
 
+impl JournalConfig {
+    /// The PostgreSQL password, read from `journal.password`; `None` when
+    /// there is none. An error names the key and says what is wrong.
+    pub fn read_password(&self, env: &dyn Env) -> std::result::Result<Option<Secret>, (String, String)> {
+        match (&self.password, &self.url) {
+            (None, _) => Ok(None),
+            (Some(_), None) => Err((
+                "journal.password".to_owned(),
+                "is for a PostgreSQL journal: set journal.url too".to_owned(),
+            )),
+            (Some(password), Some(_)) => password.read("journal.password", env).map(Some),
+        }
+    }
+}
+
 impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
             path: PathBuf::from("homeostat.db"),
+            url: None,
+            password: None,
             synchronous: Synchronous::Full,
             retention: PromDuration(std::time::Duration::from_secs(30 * 86_400)),
         }
@@ -741,6 +764,7 @@ impl Config {
             }
         };
         anchor(&mut self.journal.path);
+        self.journal.password.iter_mut().for_each(anchor_secret);
         if let Some(auth) = self.auth.as_mut() {
             auth.bearer_token.iter_mut().for_each(anchor_secret);
             auth.basic.iter_mut().for_each(|b| anchor_secret(&mut b.password));
@@ -811,6 +835,28 @@ impl Config {
         if self.journal.path.as_os_str().is_empty() {
             return Err(invalid("journal.path", "must name a file".into()));
         }
+        if let Some(url) = &self.journal.url {
+            let Some((_, rest)) = url
+                .split_once("://")
+                .filter(|(scheme, _)| ["postgres", "postgresql"].contains(scheme))
+            else {
+                return Err(invalid(
+                    "journal.url",
+                    format!("{url:?} is not a PostgreSQL URL (postgres://user@host:port/database)"),
+                ));
+            };
+            let authority = rest.split(['/', '?']).next().unwrap_or_default();
+            if authority
+                .rsplit_once('@')
+                .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+            {
+                return Err(invalid(
+                    "journal.url",
+                    "holds a password: put it in journal.password (file or env) instead".into(),
+                ));
+            }
+        }
+        self.journal.read_password(env).map_err(|(key, m)| invalid(&key, m))?;
         let retention = self.journal.retention;
         let guard = self.actions.as_ref().map(|a| &a.guard);
         let floors = [("1h", PromDuration(std::time::Duration::from_secs(3600)))]
@@ -1191,6 +1237,38 @@ mod tests {
             let err = parse(&text).unwrap().validate(Path::new("test.yaml"), &no_env()).unwrap_err().to_string();
             assert!(err.contains("`journal.retention`"), "{text}: {err}");
         }
+    }
+
+    /// A PostgreSQL journal: its URL is PostgreSQL's and carries no
+    /// password; the password is read from where `journal.password` says,
+    /// and only for a URL.
+    #[test]
+    fn a_postgresql_journal_takes_its_password_apart_from_its_url() {
+        let validate = |text: &str, env: &HashMap<String, String>| {
+            parse(text)
+                .unwrap()
+                .validate(Path::new("test.yaml"), env)
+                .map_err(|e| e.to_string())
+        };
+        for (journal, expected) in [
+            ("url: mysql://db/x", "is not a PostgreSQL URL"),
+            ("url: postgres://homeostat:secret@db:5432/x", "holds a password"),
+            ("password: {env: PGPASS}", "set journal.url too"),
+            (
+                "url: postgres://homeostat@db/x\n  password: {env: PGPASS}",
+                "PGPASS is not set",
+            ),
+        ] {
+            let err = validate(&format!("journal:\n  {journal}\n"), &no_env()).unwrap_err();
+            assert!(err.contains("`journal.") && err.contains(expected), "{journal}: {err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+        let text = "journal:\n  url: postgresql://homeostat@db/x?sslmode=disable\n  password: {env: PGPASS}\n";
+        let env = HashMap::from([("PGPASS".to_owned(), "s3cret".to_owned())]);
+        validate(text, &env).unwrap();
+        let config = parse(text).unwrap();
+        let password = config.journal.read_password(&env).unwrap().unwrap();
+        assert_eq!(password.expose(), "s3cret");
     }
 
     /// Addresses and replica bounds that cannot work are refused at load,

@@ -1316,12 +1316,23 @@ fn round(seconds: f64) -> f64 {
     (seconds * 10.0).round() / 10.0
 }
 
-/// A free loopback port, by asking the kernel for one.
+/// A free loopback port, by asking the kernel for one, and never one this
+/// process handed out before: the port is free only until Docker or a
+/// process binds it, and two demos in one process (the tests run several)
+/// could otherwise be given the same port and collide.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0);
+        if port == 0 || given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Steady open-loop load on `url`; every outcome lands in `samples` with

@@ -180,8 +180,8 @@ pub(super) fn reconcile(conn: &Connection) -> Result<usize> {
     Ok(interrupted + unverified)
 }
 
-const COLUMNS: &str = "id, incident_id, decided_at, target_key, action, rule, attempt, verdict, reason, record, \
-                       dry_run, executed_at, result, detail, outcome, verified_at";
+pub(crate) const COLUMNS: &str = "id, incident_id, decided_at, target_key, action, rule, attempt, verdict, reason, \
+                                  record, dry_run, executed_at, result, detail, outcome, verified_at";
 
 fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Decision>> {
     let times: [Option<String>; 2] = [row.get(11)?, row.get(15)?];
@@ -218,7 +218,7 @@ fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Decision>> {
 }
 
 /// A state as the journal stores it: a word of [`homeostat_core::decision`].
-fn stored<T: std::str::FromStr<Err = homeostat_core::decision::UnknownState>>(word: &str) -> Result<T> {
+pub(crate) fn stored<T: std::str::FromStr<Err = homeostat_core::decision::UnknownState>>(word: &str) -> Result<T> {
     word.parse()
         .map_err(|e: homeostat_core::decision::UnknownState| JournalError::Corrupt(format!("decision: {e}")))
 }

@@ -42,6 +42,9 @@ pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 
 /// The schema this build writes; a newer journal is refused rather than misread.
 const SCHEMA_VERSION: i64 = 5;
+/// SQLite's `application_id` of a homeostat journal ("hmst"), written when
+/// the journal is created: the marker that tells it from anyone else's file.
+const APPLICATION_ID: i64 = 0x686d_7374;
 /// Most writes grouped into one transaction.
 const MAX_GROUP: usize = 256;
 /// Writes waiting for the writer thread before callers wait for room.
@@ -68,8 +71,31 @@ pub enum JournalError {
         path.display()
     )]
     Foreign { path: PathBuf, what: String },
+    #[error(
+        "journal {p} is damaged: {detail}. Stop homeostat and keep a copy of the file; then either recover \
+         what SQLite can read (`sqlite3 {p} .recover | sqlite3 recovered.db`, and point journal.path at \
+         recovered.db) or move the file aside, and homeostat starts a new, empty journal",
+        p = path.display()
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
+        "journal {} is in use by another homeostat process{holder}; only one process may write a journal: \
+         stop the other one, or give this one its own journal.path",
+        path.display()
+    )]
+    InUse { path: PathBuf, holder: String },
+    #[error("cannot lock journal {}: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("journal database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("journal database {database}: {what}")]
+    Database { database: String, what: String },
+    #[error("journal database error: {}", postgres_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("journal holds a value it cannot read back: {0}")]
     Corrupt(String),
     #[error("invalid query: {0}")]
@@ -78,6 +104,14 @@ pub enum JournalError {
     Internal(String),
     #[error("the journal writer has stopped")]
     Closed,
+}
+
+/// What PostgreSQL said, where tokio-postgres' own message is only "db error".
+fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => db.to_string(),
+        None => error.to_string(),
+    }
 }
 
 /// One incident transition caused by a delivery, as the pipeline receives it.
@@ -213,12 +247,13 @@ pub struct SqliteJournal {
     reader: Arc<Mutex<Connection>>,
 }
 
-/// The writer thread; [`JournalWriter::join`] waits for it to close the database.
-pub struct JournalWriter(JoinHandle<()>);
+/// The SQLite journal's writer thread (none on PostgreSQL);
+/// [`JournalWriter::join`] waits for it to close the database.
+pub struct JournalWriter(Option<JoinHandle<()>>);
 
 impl JournalWriter {
     pub fn join(self) {
-        if self.0.join().is_err() {
+        if self.0.is_some_and(|thread| thread.join().is_err()) {
             tracing::error!("The journal writer thread panicked.");
         }
     }
@@ -240,12 +275,14 @@ impl SqliteJournal {
             source,
         };
         let writer = Connection::open(path).map_err(open_err)?;
-        // Migrated (or refused, if something else's database) before WAL
-        // mode is switched on: a foreign file is left as it was.
         writer
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
-        migrate(&writer, path)?;
+        // Someone else's database is refused before a single write, WAL
+        // mode and the lock file included: it is left as it was.
+        identify(&writer, path)?;
+        let lock = lock(path)?;
+        upgrade(&writer, path)?;
         configure(&writer, config.synchronous).map_err(open_err)?;
         let interrupted = decisions::reconcile(&writer)?;
         if interrupted > 0 {
@@ -264,13 +301,17 @@ impl SqliteJournal {
         let (writes, rx) = mpsc::channel(WRITE_QUEUE);
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || run_writer(writer, rx, metrics))
+            .spawn(move || {
+                run_writer(writer, rx, metrics);
+                // Released only once the database is closed.
+                drop(lock);
+            })
             .map_err(|e| JournalError::Internal(format!("cannot start the journal writer thread: {e}")))?;
         let journal = SqliteJournal {
             writes,
             reader: Arc::new(Mutex::new(reader)),
         };
-        Ok((journal, JournalWriter(thread)))
+        Ok((journal, JournalWriter(Some(thread))))
     }
 
     /// Journals a delivery and applies it to the incidents. Returns once it
@@ -424,16 +465,30 @@ fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()
     Ok(())
 }
 
-/// Opens (creating if needed) the journal the configuration names and
-/// starts its writer; the handle is shared by everything that records.
+/// Opens (creating if needed) the SQLite journal the configuration names
+/// and starts its writer; the handle is shared by everything that records.
 pub fn open(config: &JournalConfig, metrics: JournalMetrics) -> Result<(Journal, JournalWriter)> {
     let (journal, writer) = SqliteJournal::open(config, metrics)?;
     Ok((Arc::new(journal), writer))
 }
 
+/// Opens the journal the configuration names: the PostgreSQL database of
+/// `journal.url` (with `password`, read from `journal.password`), else the
+/// SQLite file of `journal.path`.
+pub async fn connect(
+    config: &JournalConfig,
+    password: Option<&str>,
+    metrics: JournalMetrics,
+) -> Result<(Journal, JournalWriter)> {
+    match config.url {
+        Some(_) => Ok((Arc::new(PgJournal::open(config, password).await?), JournalWriter(None))),
+        None => open(config, metrics),
+    }
+}
+
 /// The journal at `path` opened read-only, for commands that read it beside
-/// a running homeostat, and its schema version; an error when it is missing
-/// or newer than this homeostat understands.
+/// a running homeostat, and its schema version; an error when it is missing,
+/// not homeostat's, or newer than this homeostat understands.
 pub(crate) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
     let open_err = |source| JournalError::Open {
         path: path.to_owned(),
@@ -444,7 +499,7 @@ pub(crate) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
     }
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
-    let version = schema_version(&conn, path)?;
+    let version = identify(&conn, path)?;
     if version == 0 {
         // `serve` sets a version when it creates the journal.
         return Err(JournalError::Foreign {
@@ -455,12 +510,17 @@ pub(crate) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
     Ok((conn, version))
 }
 
-/// A file SQLite cannot read as a database is not a journal.
-fn foreign(path: &Path, error: rusqlite::Error) -> JournalError {
+/// An SQLite error while reading what the file at `path` is: a file SQLite
+/// cannot read as a database is not a journal; a malformed one is damaged.
+fn unreadable(path: &Path, error: rusqlite::Error) -> JournalError {
     match error.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase) => JournalError::Foreign {
             path: path.to_owned(),
             what: "it is not an SQLite database".into(),
+        },
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => JournalError::Damaged {
+            path: path.to_owned(),
+            detail: error.to_string(),
         },
         _ => JournalError::Open {
             path: path.to_owned(),
@@ -469,46 +529,136 @@ fn foreign(path: &Path, error: rusqlite::Error) -> JournalError {
     }
 }
 
-/// Refuses to add homeostat's tables to an SQLite database something else
-/// created (journal.path pointing at the wrong file).
-fn check_not_foreign(conn: &Connection, path: &Path, version: i64) -> Result<()> {
-    if version != 0 {
-        return Ok(());
-    }
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name LIMIT 5")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    if tables.is_empty() {
-        return Ok(());
-    }
-    Err(JournalError::Foreign {
+/// What the database at `path` is, read without writing to it: new and
+/// empty (version 0), or a homeostat journal at a schema version this build
+/// understands. Anything else is refused, so homeostat never adds its tables
+/// to another application's database.
+fn identify(conn: &Connection, path: &Path) -> Result<i64> {
+    let read = |sql: &str| {
+        conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .map_err(|e| unreadable(path, e))
+    };
+    let application_id = read("PRAGMA application_id")?;
+    let version = read("PRAGMA user_version")?;
+    let foreign = |what: String| JournalError::Foreign {
         path: path.to_owned(),
-        what: format!("it already holds other tables ({})", tables.join(", ")),
+        what,
+    };
+    if application_id == APPLICATION_ID {
+        if version > SCHEMA_VERSION {
+            return Err(JournalError::SchemaTooNew {
+                path: path.to_owned(),
+                found: version,
+            });
+        }
+        return Ok(version);
+    }
+    if application_id != 0 {
+        return Err(foreign(format!(
+            "it belongs to another application (SQLite application_id {application_id:#x})"
+        )));
+    }
+    let tables = table_names(conn).map_err(|e| unreadable(path, e))?;
+    if version == 0 && tables.is_empty() {
+        return Ok(0);
+    }
+    // A journal from before the marker: homeostat's tables at its version, and nothing else.
+    if (1..=SCHEMA_VERSION).contains(&version) && tables == tables_at(version)? {
+        return Ok(version);
+    }
+    let shown = tables.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    let more = if tables.len() > 5 { ", …" } else { "" };
+    Err(foreign(if version == 0 {
+        format!("it already holds other tables ({shown}{more})")
+    } else {
+        format!("it has user_version {version} but not homeostat's tables (it holds {shown}{more})")
+    }))
+}
+
+/// The database's own tables, by name.
+fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )?
+    .query_map([], |r| r.get(0))?
+    .collect()
+}
+
+/// The tables of a homeostat journal at schema `version`, from the migrations themselves.
+fn tables_at(version: i64) -> Result<Vec<String>> {
+    let conn = Connection::open_in_memory()?;
+    migrate(&conn, 0, version)?;
+    Ok(table_names(&conn)?)
+}
+
+/// Refuses a journal whose pages SQLite cannot read back (a truncated copy,
+/// a failing disk), before anything is accepted into it.
+fn check_integrity(conn: &Connection, path: &Path) -> Result<()> {
+    let problems = conn
+        .prepare("PRAGMA quick_check(5)")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(|e| unreadable(path, e))?;
+    if problems == ["ok"] {
+        return Ok(());
+    }
+    Err(JournalError::Damaged {
+        path: path.to_owned(),
+        detail: format!("the integrity check found: {}", problems.join("; ")),
     })
 }
 
-/// The journal's schema version; an error for a file that is not an SQLite
-/// database, or a schema newer than this homeostat understands.
-fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| foreign(path, e))?;
-    if version > SCHEMA_VERSION {
-        return Err(JournalError::SchemaTooNew {
-            path: path.to_owned(),
-            found: version,
-        });
+/// The exclusive right to write the journal at `path`, held for as long as
+/// the returned file is open: an `flock` on `<journal>.lock`, which the
+/// kernel also releases when the process dies, so a crash never leaves the
+/// journal locked.
+fn lock(path: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let failed = |source| JournalError::Lock {
+        path: lock_path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Who holds it, for the error the next one gets.
+            file.set_len(0).map_err(failed)?;
+            file.rewind().map_err(failed)?;
+            write!(file, "{}", std::process::id()).map_err(failed)?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let holder = match pid.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid}, which holds {})", lock_path.display()),
+            };
+            Err(JournalError::InUse {
+                path: path.to_owned(),
+                holder,
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
     }
-    Ok(version)
 }
 
-fn migrate(conn: &Connection, path: &Path) -> Result<()> {
-    let version = schema_version(conn, path)?;
-    check_not_foreign(conn, path, version)?;
-    if version < 1 {
-        conn.execute_batch(&format!(
-            "BEGIN;
+/// The SQL of each schema version, oldest first: version N is the first N applied in turn.
+fn migrations() -> [String; SCHEMA_VERSION as usize] {
+    [
+        format!(
+            "
              CREATE TABLE deliveries (
                  id INTEGER PRIMARY KEY,
                  received_at TEXT NOT NULL,
@@ -549,37 +699,31 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
              CREATE INDEX incidents_episode ON incidents (fingerprint, starts_at);
              CREATE INDEX incidents_status ON incidents (status, id);
              CREATE INDEX incidents_alertname ON incidents (alertname, id);
-             {decisions}
-             PRAGMA user_version = 1;
-             COMMIT;",
+             {decisions}",
             decisions = decisions::SCHEMA
-        ))?;
-    }
-    if version < 2 {
-        conn.execute_batch(&format!(
-            "BEGIN; {thresholds} PRAGMA user_version = 2; COMMIT;",
-            thresholds = thresholds::SCHEMA
-        ))?;
-    }
-    if version < 3 {
-        conn.execute_batch(&format!(
-            "BEGIN; {policy} PRAGMA user_version = 3; COMMIT;",
-            policy = policy::SCHEMA
-        ))?;
-    }
-    if version < 4 {
-        conn.execute_batch(&format!(
-            "BEGIN; {schedule} PRAGMA user_version = 4; COMMIT;",
-            schedule = schedule::SCHEMA
-        ))?;
-    }
-    if version < 5 {
-        conn.execute_batch(&format!(
-            "BEGIN; {notifications} {audit} {approvals} PRAGMA user_version = 5; COMMIT;",
-            notifications = notifications::SCHEMA,
-            audit = audit::SCHEMA,
-            approvals = approvals::SCHEMA
-        ))?;
+        ),
+        thresholds::SCHEMA.to_owned(),
+        policy::SCHEMA.to_owned(),
+        schedule::SCHEMA.to_owned(),
+        [notifications::SCHEMA, audit::SCHEMA, approvals::SCHEMA].join("\n"),
+    ]
+}
+
+/// Brings the journal at `path` to this build's schema once it has made
+/// sure the file is homeostat's (read again here: whoever wrote it last may
+/// have moved it on) and intact, and marks it as homeostat's.
+pub(crate) fn upgrade(conn: &Connection, path: &Path) -> Result<()> {
+    let version = identify(conn, path)?;
+    check_integrity(conn, path)?;
+    migrate(conn, version, SCHEMA_VERSION)?;
+    conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+    Ok(())
+}
+
+/// Brings the schema from version `from` to `to`, one committed step per version.
+fn migrate(conn: &Connection, from: i64, to: i64) -> rusqlite::Result<()> {
+    for (version, sql) in (1..=to).zip(migrations()).skip(usize::try_from(from).unwrap_or(0)) {
+        conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {version}; COMMIT;"))?;
     }
     Ok(())
 }
@@ -838,48 +982,87 @@ const INCIDENT_COLUMNS: &str = "id, fingerprint, alertname, status, labels, anno
                                                     'result', d.result, 'outcome', d.outcome) \
                                  FROM decisions d WHERE d.incident_id = incidents.id ORDER BY d.id DESC LIMIT 1)";
 
-/// Reads a row of [`INCIDENT_COLUMNS`]. The outer result is SQLite's, the
-/// inner one says whether the stored text could be understood.
-fn read_incident(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident>> {
-    let status: String = row.get(3)?;
-    let labels: String = row.get(4)?;
-    let annotations: String = row.get(5)?;
-    let texts = [row.get::<_, String>(6)?, row.get(9)?, row.get(10)?];
-    let optional = [row.get::<_, Option<String>>(7)?, row.get(11)?, row.get(13)?];
-    let last_decision: Option<String> = row.get(16)?;
-    let incident = (|| {
-        let status = match status.as_str() {
+/// A row of [`INCIDENT_COLUMNS`] as stored, whichever database it came from.
+struct IncidentRow {
+    id: i64,
+    fingerprint: String,
+    alertname: String,
+    status: String,
+    labels: String,
+    annotations: String,
+    starts_at: String,
+    ends_at: Option<String>,
+    generator_url: String,
+    first_seen: String,
+    last_seen: String,
+    resolved_at: Option<String>,
+    deliveries: i64,
+    next_check: Option<String>,
+    vanished: bool,
+    implicated: Option<String>,
+    /// JSON: the latest decision's id, action, verdict, result and outcome.
+    last_decision: Option<String>,
+}
+
+impl IncidentRow {
+    /// The incident, or what in the stored text could not be understood.
+    fn decode(self) -> Result<Incident> {
+        let status = match self.status.as_str() {
             "firing" => AlertStatus::Firing,
             "resolved" => AlertStatus::Resolved,
             other => return Err(JournalError::Corrupt(format!("unknown incident status {other:?}"))),
         };
-        let [starts_at, first_seen, last_seen] = texts.map(|t| parse_time(&t));
-        let [ends_at, resolved_at, next_check] = optional.map(|t| t.as_deref().map(parse_time).transpose());
+        let optional = |t: Option<String>| t.as_deref().map(parse_time).transpose();
         Ok(Incident {
-            id: row.get(0)?,
-            fingerprint: row.get(1)?,
-            alertname: row.get(2)?,
+            id: self.id,
+            fingerprint: self.fingerprint,
+            alertname: self.alertname,
             status,
-            labels: parse_json(&labels)?,
-            annotations: parse_json(&annotations)?,
-            starts_at: starts_at?,
-            ends_at: ends_at?,
-            generator_url: row.get(8)?,
-            first_seen: first_seen?,
-            last_seen: last_seen?,
-            resolved_at: resolved_at?,
-            deliveries: row.get(12)?,
-            next_check: next_check?,
-            vanished: row.get(14)?,
-            implicated: row.get(15)?,
-            last_decision: last_decision
+            labels: parse_json(&self.labels)?,
+            annotations: parse_json(&self.annotations)?,
+            starts_at: parse_time(&self.starts_at)?,
+            ends_at: optional(self.ends_at)?,
+            generator_url: self.generator_url,
+            first_seen: parse_time(&self.first_seen)?,
+            last_seen: parse_time(&self.last_seen)?,
+            resolved_at: optional(self.resolved_at)?,
+            deliveries: self.deliveries,
+            next_check: optional(self.next_check)?,
+            vanished: self.vanished,
+            implicated: self.implicated,
+            last_decision: self
+                .last_decision
                 .as_deref()
                 .map(serde_json::from_str)
                 .transpose()
                 .map_err(|e| JournalError::Corrupt(format!("last decision: {e}")))?,
         })
-    })();
-    Ok(incident)
+    }
+}
+
+/// Reads a row of [`INCIDENT_COLUMNS`]. The outer result is SQLite's, the
+/// inner one says whether the stored text could be understood.
+fn read_incident(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident>> {
+    Ok(IncidentRow {
+        id: row.get(0)?,
+        fingerprint: row.get(1)?,
+        alertname: row.get(2)?,
+        status: row.get(3)?,
+        labels: row.get(4)?,
+        annotations: row.get(5)?,
+        starts_at: row.get(6)?,
+        ends_at: row.get(7)?,
+        generator_url: row.get(8)?,
+        first_seen: row.get(9)?,
+        last_seen: row.get(10)?,
+        resolved_at: row.get(11)?,
+        deliveries: row.get(12)?,
+        next_check: row.get(13)?,
+        vanished: row.get(14)?,
+        implicated: row.get(15)?,
+        last_decision: row.get(16)?,
+    }
+    .decode())
 }
 
 /// Timestamps are stored as fixed-width RFC 3339 UTC text, so text order is time order.
@@ -916,5 +1099,10 @@ pub mod retention;
 pub mod schedule;
 pub mod thresholds;
 
+mod postgres;
+pub use postgres::PgJournal;
+
+#[cfg(any(test, feature = "test-postgres"))]
+pub mod pg_server;
 #[cfg(test)]
 mod tests;

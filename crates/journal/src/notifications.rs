@@ -48,7 +48,7 @@ pub enum NotificationStatus {
 }
 
 impl NotificationStatus {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             NotificationStatus::Pending => "pending",
             NotificationStatus::Sent => "sent",
@@ -57,7 +57,7 @@ impl NotificationStatus {
         }
     }
 
-    fn parse(text: &str) -> Result<NotificationStatus> {
+    pub(crate) fn parse(text: &str) -> Result<NotificationStatus> {
         Ok(match text {
             "pending" => NotificationStatus::Pending,
             "sent" => NotificationStatus::Sent,
@@ -155,7 +155,7 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &NotificationWrite) -> Result<i
     }
 }
 
-const COLUMNS: &str = "n.id, n.incident_id, n.sink, n.event, n.body, n.created_at, n.status, n.attempts,
+pub(crate) const COLUMNS: &str = "n.id, n.incident_id, n.sink, n.event, n.body, n.created_at, n.status, n.attempts,
      n.next_attempt, n.last_error, n.sent_at, n.resolved_at, i.status, i.resolved_at";
 
 /// The notifications (with their incident's state) `condition` picks.

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use serde::Serialize;
 
 use super::decisions::{self, Decision};
-use super::{migrate, parse_time, timestamp, JournalError, Op, Result, SqliteJournal, Written};
+use super::{parse_time, timestamp, upgrade, JournalError, Op, Result, SqliteJournal, Written};
 
 pub(super) const SCHEMA: &str = "
     CREATE TABLE policy (
@@ -124,15 +124,18 @@ fn stored(conn: &Connection) -> Result<Option<StoredPolicy>> {
             ))
         })
         .optional()?;
-    row.map(|(revision, state, updated_at, source)| {
-        Ok(StoredPolicy {
-            revision,
-            state,
-            updated_at: parse_time(&updated_at)?,
-            source,
-        })
+    row.map(|(revision, state, updated_at, source)| stored_policy(revision, state, &updated_at, source))
+        .transpose()
+}
+
+/// The learned state from its stored columns.
+pub(crate) fn stored_policy(revision: i64, state: String, updated_at: &str, source: String) -> Result<StoredPolicy> {
+    Ok(StoredPolicy {
+        revision,
+        state,
+        updated_at: parse_time(updated_at)?,
+        source,
     })
-    .transpose()
 }
 
 fn revision(conn: &Connection) -> Result<i64> {
@@ -251,7 +254,7 @@ pub fn import(path: &std::path::Path, state: &str, source: &str) -> Result<i64> 
     };
     let mut conn = Connection::open(path).map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
-    migrate(&conn, path)?;
+    upgrade(&conn, path)?;
     // Immediate: a running homeostat's commit between this read and write
     // would otherwise fail the import instead of waiting for the lock.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -36,7 +36,7 @@ impl Pruned {
         self.deliveries + self.incidents + self.decisions + self.fits + self.feedback
     }
 
-    fn add(&mut self, other: Pruned) {
+    pub(crate) fn add(&mut self, other: Pruned) {
         self.deliveries += other.deliveries;
         self.incidents += other.incidents;
         self.decisions += other.decisions;
@@ -104,7 +104,7 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &PruneWrite) -> Result<Pruned> 
 }
 
 /// Rows removed per transaction.
-const PRUNE_STEP: usize = 2000;
+pub(crate) const PRUNE_STEP: usize = 2000;
 
 impl SqliteJournal {
     /// Prunes what is older than `cutoff`, a bounded step per transaction,

@@ -1,6 +1,88 @@
 use super::*;
+use crate::decisions::NewDecision;
 use homeostat_core::alert::LabelSet;
 use homeostat_core::decision::{ActionResult, Verdict, Verification};
+
+/// Which database a test of both runs on.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A journal of a test's own, in an SQLite file or a PostgreSQL database
+/// (on the server [`crate::pg_server`] starts); opened again as a restart does.
+struct TestDb {
+    dir: tempfile::TempDir,
+    url: Option<String>,
+}
+
+impl TestDb {
+    async fn new(backend: Backend) -> TestDb {
+        let url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(crate::pg_server::database().await),
+        };
+        TestDb {
+            dir: tempfile::tempdir().unwrap(),
+            url,
+        }
+    }
+
+    fn config(&self) -> JournalConfig {
+        JournalConfig {
+            url: self.url.clone(),
+            ..config(&self.dir)
+        }
+    }
+
+    /// The SQLite file, when it is one.
+    fn path(&self) -> Option<PathBuf> {
+        self.url.is_none().then(|| self.config().path)
+    }
+
+    async fn open(&self) -> (Journal, JournalWriter) {
+        crate::connect(&self.config(), None, JournalMetrics::default())
+            .await
+            .unwrap()
+    }
+}
+
+/// Runs each of the tests named on both databases: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Backend::Postgres).await
+            })*
+        }
+    };
+}
+
+on_both!(
+    one_incident_per_episode_through_its_whole_life,
+    a_resolution_seen_first_is_recorded_closed,
+    unprocessed_deliveries_survive_reopening,
+    filters_and_pages,
+    concurrent_deliveries_all_land_and_reach_the_queue_in_journal_order,
+    a_late_resolution_of_an_earlier_episode_does_not_close_the_current_one,
+    a_stop_mid_action_is_settled_at_start_and_never_repeated,
+    threshold_feedback_is_stepped_once_per_incident_and_survives_reopening,
+    a_resolved_escalation_closes_the_circuit_breaker,
+    retention_prunes_the_old_and_keeps_what_the_guard_counts,
+    the_schedule_keeps_a_newer_next_check_and_vanish_closes_only_the_unseen,
+    the_outbox_hands_out_what_is_due_soonest_first_and_backs_off_failures,
+    a_proposal_is_answered_once_with_its_audit_entry_and_made_due,
+    the_pause_survives_reopening,
+    the_learned_policy_saves_only_on_its_base_revision_and_survives_reopening,
+);
 
 fn config(dir: &tempfile::TempDir) -> JournalConfig {
     JournalConfig {
@@ -56,6 +138,36 @@ async fn deliver(journal: &Journal, alert: Alert) -> IncidentEvent {
     delivery.events.into_iter().next().unwrap()
 }
 
+/// A time of the test's own, to the millisecond (as the journal stores it).
+fn at(time: &str) -> DateTime<Utc> {
+    time.parse().unwrap()
+}
+
+/// `alert` delivered at `received_at`.
+async fn deliver_at(journal: &Journal, alert: Alert, received_at: &str) -> IncidentEvent {
+    let delivery = journal
+        .ingest(message(vec![alert]), at(received_at), slot().await)
+        .await
+        .unwrap();
+    delivery.events.into_iter().next().unwrap()
+}
+
+/// A restart of one container decided now for `incident`, with `verdict`.
+fn new_decision(incident: i64, verdict: &str) -> NewDecision {
+    NewDecision {
+        incident_id: incident,
+        decided_at: Utc::now(),
+        target_key: "docker/container/web".into(),
+        action: "restart".into(),
+        rule: Some("down".into()),
+        attempt: 0,
+        verdict: verdict.parse().unwrap(),
+        reason: "within every limit".into(),
+        record: serde_json::json!({}),
+        dry_run: false,
+    }
+}
+
 fn query(limit: usize) -> IncidentQuery {
     IncidentQuery {
         limit,
@@ -63,10 +175,9 @@ fn query(limit: usize) -> IncidentQuery {
     }
 }
 
-#[tokio::test]
-async fn one_incident_per_episode_through_its_whole_life() {
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, _writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+async fn one_incident_per_episode_through_its_whole_life(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (journal, _writer) = db.open().await;
     let labels = [("alertname", "ServiceDown"), ("service", "b")];
 
     let opened = deliver(&journal, alert("fp1", AlertStatus::Firing, T0, &labels)).await;
@@ -101,10 +212,9 @@ async fn one_incident_per_episode_through_its_whole_life() {
     assert_ne!(next.incident_id, opened.incident_id);
 }
 
-#[tokio::test]
-async fn a_resolution_seen_first_is_recorded_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, _writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+async fn a_resolution_seen_first_is_recorded_closed(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (journal, _writer) = db.open().await;
     let event = deliver(&journal, alert("fp9", AlertStatus::Resolved, T0, &[])).await;
     assert_eq!(event.kind, EventKind::Resolved);
     let incident = journal.incident(event.incident_id).await.unwrap().unwrap();
@@ -112,10 +222,9 @@ async fn a_resolution_seen_first_is_recorded_closed() {
     assert_eq!(incident.alertname, "");
 }
 
-#[tokio::test]
-async fn unprocessed_deliveries_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+async fn unprocessed_deliveries_survive_reopening(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (journal, writer) = db.open().await;
     let first = journal
         .ingest(
             message(vec![alert("a", AlertStatus::Firing, T0, &[])]),
@@ -139,7 +248,7 @@ async fn unprocessed_deliveries_survive_reopening() {
     drop(journal);
     writer.join();
 
-    let (journal, _writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let (journal, _writer) = db.open().await;
     let pending = journal.unprocessed().await.unwrap();
     assert_eq!(pending, vec![second.clone()]);
     assert_eq!(pending[0].events.len(), 2);
@@ -147,10 +256,9 @@ async fn unprocessed_deliveries_survive_reopening() {
     assert!(journal.unprocessed().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn filters_and_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, _writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+async fn filters_and_pages(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (journal, _writer) = db.open().await;
     for i in 0..5 {
         let service = if i % 2 == 0 { "a" } else { "b" };
         let name = if i < 3 { "High" } else { "Low" };
@@ -203,10 +311,9 @@ async fn filters_and_pages() {
     assert_eq!(high_a.incidents.iter().map(|i| i.id).collect::<Vec<_>>(), vec![3, 1]);
 }
 
-#[tokio::test]
-async fn concurrent_deliveries_all_land_and_reach_the_queue_in_journal_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, _writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+async fn concurrent_deliveries_all_land_and_reach_the_queue_in_journal_order(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (journal, _writer) = db.open().await;
     let (queue, mut pipeline) = mpsc::channel(1000);
     let tasks: Vec<_> = (0..200)
         .map(|i| {
@@ -244,7 +351,9 @@ fn a_newer_schema_is_refused() {
     let config = config(&dir);
     Connection::open(&config.path)
         .unwrap()
-        .execute_batch("PRAGMA user_version = 99")
+        .execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 99"
+        ))
         .unwrap();
     let err = crate::open(&config, JournalMetrics::default()).err().unwrap();
     assert!(err.to_string().contains("schema version 99"), "{err}");
@@ -267,10 +376,9 @@ fn label_names_follow_prometheus() {
     assert!(!is_label_name("") && !is_label_name("1x") && !is_label_name("a\"b") && !is_label_name("a-b"));
 }
 
-#[tokio::test]
-async fn a_late_resolution_of_an_earlier_episode_does_not_close_the_current_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, _writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+async fn a_late_resolution_of_an_earlier_episode_does_not_close_the_current_one(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (journal, _writer) = db.open().await;
     let first = deliver(&journal, alert("fp", AlertStatus::Firing, T0, &[])).await;
     deliver(&journal, alert("fp", AlertStatus::Resolved, T0, &[])).await;
     let second = deliver(&journal, alert("fp", AlertStatus::Firing, T1, &[])).await;
@@ -347,26 +455,13 @@ async fn one_failing_write_fails_alone_and_the_rest_of_its_group_lands() {
     assert_eq!(journal.incidents(query(100)).await.unwrap().incidents.len(), 39);
 }
 
-#[tokio::test]
-async fn a_stop_mid_action_is_settled_at_start_and_never_repeated() {
-    use super::decisions::NewDecision;
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+async fn a_stop_mid_action_is_settled_at_start_and_never_repeated(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (journal, writer) = db.open().await;
     let incident = deliver(&journal, alert("fp", AlertStatus::Firing, T0, &[]))
         .await
         .incident_id;
-    let decision = |verdict: &str| NewDecision {
-        incident_id: incident,
-        decided_at: Utc::now(),
-        target_key: "docker/container/web".into(),
-        action: "restart".into(),
-        rule: Some("down".into()),
-        attempt: 0,
-        verdict: verdict.parse().unwrap(),
-        reason: "within every limit".into(),
-        record: serde_json::json!({}),
-        dry_run: false,
-    };
+    let decision = |verdict: &str| new_decision(incident, verdict);
     // Recorded, then the process died before the executor answered.
     let unconfirmed = journal.record_decision(decision("allow")).await.unwrap();
     // Executed, then the process died while verifying.
@@ -379,7 +474,7 @@ async fn a_stop_mid_action_is_settled_at_start_and_never_repeated() {
     drop(journal);
     writer.join();
 
-    let (journal, _writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let (journal, _writer) = db.open().await;
     let all = journal.decisions(incident).await.unwrap();
     let by_id = |id| all.iter().find(|d| d.id == id).unwrap();
     assert_eq!(by_id(unconfirmed).result, Some(ActionResult::Interrupted));
@@ -401,12 +496,11 @@ async fn a_stop_mid_action_is_settled_at_start_and_never_repeated() {
 /// Feedback on adaptive thresholds: found from incidents, one bounded step
 /// per incident and reason, and the coverage it leaves survives a restart;
 /// a failed rule update keeps the time of the last good one.
-#[tokio::test]
-async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening() {
+async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(backend: Backend) {
     use homeostat_core::threshold::{feedback_events, series_key, FeedbackConfig, SeriesFit, ThresholdSpec};
     use thresholds::SpecRound;
 
-    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend).await;
     let spec: ThresholdSpec = serde_yaml::from_str(
         "{name: latency, expr: x, alert: LatencyAboveBand, coverage: 0.99, slo_alerts: [LatencySLO], for: 1m}",
     )
@@ -426,7 +520,7 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
         alert.annotations.insert("homeostat_series".into(), series_key(&a));
         alert
     };
-    let (journal, writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let (journal, writer) = db.open().await;
     // A false alarm: resolved, nothing done. An alarm acted on. An SLO alert
     // two hours later, with the adaptive alert silent: a miss.
     deliver(&journal, adaptive("f1", AlertStatus::Firing, T0)).await;
@@ -528,28 +622,31 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
         .record_round(vec![round(Err("promtool said no".into()))])
         .await
         .unwrap();
+    let state = journal.threshold_state().await.unwrap();
     drop(journal);
     writer.join();
 
-    let state = thresholds::read_state_at(&config(&dir).path).unwrap();
     assert_eq!(state.feedback.len(), 4, "{:#?}", state.feedback);
     assert_eq!(state.feedback[0].reason, "marked_true", "newest first");
     let update = &state.updates[0];
     assert!(!update.ok && update.detail == "promtool said no", "{update:?}");
     assert!(update.last_good_at.is_some_and(|t| t <= update.at), "{update:?}");
     assert_eq!(state.fits[0].fit["upper"], 2.0);
-    // `thresholds render` reads the same coverages without opening for writing.
-    let read_only = thresholds::read_coverages_at(&config(&dir).path).unwrap();
-    assert_eq!(read_only.len(), 2, "{read_only:?}");
-    assert!(
-        (read_only["latency"][&series_key(&a)] - 0.99).abs() < 1e-12,
-        "{read_only:?}"
-    );
-    assert!(
-        (read_only["errors"][&series_key(&a)] - 0.995).abs() < 1e-12,
-        "{read_only:?}"
-    );
-    let (journal, writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+    if let Some(path) = db.path() {
+        // `thresholds show` and `render` read the file without opening it for writing.
+        assert_eq!(thresholds::read_state_at(&path).unwrap(), state);
+        let read_only = thresholds::read_coverages_at(&path).unwrap();
+        assert_eq!(read_only.len(), 2, "{read_only:?}");
+        assert!(
+            (read_only["latency"][&series_key(&a)] - 0.99).abs() < 1e-12,
+            "{read_only:?}"
+        );
+        assert!(
+            (read_only["errors"][&series_key(&a)] - 0.995).abs() < 1e-12,
+            "{read_only:?}"
+        );
+    }
+    let (journal, writer) = db.open().await;
     let now = journal.coverages("latency".into()).await.unwrap();
     assert_eq!(now.len(), 1);
     assert!((now[&series_key(&a)] - 0.99).abs() < 1e-12, "{now:?}");
@@ -559,11 +656,10 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
 
 /// The circuit breaker counts failures across incidents on a target, and
 /// closes when an incident escalated to a human resolves.
-#[tokio::test]
-async fn a_resolved_escalation_closes_the_circuit_breaker() {
+async fn a_resolved_escalation_closes_the_circuit_breaker(backend: Backend) {
     use super::decisions::NewDecision;
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, _writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let db = TestDb::new(backend).await;
+    let (journal, _writer) = db.open().await;
     let target = "docker/container/web";
     let failures = || async {
         let since = Utc::now() - chrono::Duration::hours(1);
@@ -622,26 +718,50 @@ async fn a_resolved_escalation_closes_the_circuit_breaker() {
 }
 
 /// `journal.path` pointing at something else's file: refused, and the file
-/// left as it was; the read-only commands refuse it too.
+/// left as it was, whatever its `user_version` (another application's
+/// migrations count too); the read-only commands and `policy import` refuse
+/// it too.
 #[test]
 fn a_file_homeostat_did_not_create_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let other = dir.path().join("other.db");
-    rusqlite::Connection::open(&other)
-        .unwrap()
-        .execute_batch("CREATE TABLE foo (x); INSERT INTO foo VALUES (1);")
-        .unwrap();
-    let before = std::fs::read(&other).unwrap();
     let mut config = config(&dir);
-    config.path = other.clone();
-    let err = crate::open(&config, JournalMetrics::default()).err().unwrap();
-    assert!(
-        matches!(&err, JournalError::Foreign { what, .. } if what.contains("other tables (foo)")),
-        "{err}"
-    );
-    assert_eq!(std::fs::read(&other).unwrap(), before, "the foreign file was changed");
-    let err = thresholds::read_state_at(&other).unwrap_err();
-    assert!(err.to_string().contains("not a homeostat journal"), "{err}");
+    for (name, header, what) in [
+        ("v0.db", "", "other tables (foo)"),
+        (
+            "v1.db",
+            "PRAGMA user_version = 1;",
+            "user_version 1 but not homeostat's tables (it holds foo)",
+        ),
+        ("v2.db", "PRAGMA user_version = 2;", "user_version 2"),
+        ("v5.db", "PRAGMA user_version = 5;", "user_version 5"),
+        (
+            "app.db",
+            "PRAGMA application_id = 42;",
+            "another application (SQLite application_id 0x2a)",
+        ),
+    ] {
+        let other = dir.path().join(name);
+        rusqlite::Connection::open(&other)
+            .unwrap()
+            .execute_batch(&format!("{header} CREATE TABLE foo (x); INSERT INTO foo VALUES (1);"))
+            .unwrap();
+        let before = std::fs::read(&other).unwrap();
+        config.path = other.clone();
+        let err = crate::open(&config, JournalMetrics::default()).err().unwrap();
+        assert!(
+            matches!(&err, JournalError::Foreign { what: found, .. } if found.contains(what)),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains(&*other.to_string_lossy()), "{err}");
+        let err = policy::import(&other, "{}", "test").unwrap_err();
+        assert!(err.to_string().contains("not a homeostat journal"), "{name}: {err}");
+        let err = thresholds::read_state_at(&other).unwrap_err();
+        assert!(err.to_string().contains("not a homeostat journal"), "{name}: {err}");
+        assert_eq!(std::fs::read(&other).unwrap(), before, "{name} was changed");
+        let mut lock = other.into_os_string();
+        lock.push(".lock");
+        assert!(!PathBuf::from(lock).exists(), "{name}: a lock file was left beside it");
+    }
 
     let text = dir.path().join("notes.txt");
     std::fs::write(
@@ -659,11 +779,10 @@ fn a_file_homeostat_did_not_create_is_refused_and_left_alone() {
 /// Retention prunes what is older than the cutoff — processed deliveries,
 /// resolved incidents with their decisions — and keeps firing incidents,
 /// deliveries not yet processed, and every action the guard's budget counts.
-#[tokio::test]
-async fn retention_prunes_the_old_and_keeps_what_the_guard_counts() {
+async fn retention_prunes_the_old_and_keeps_what_the_guard_counts(backend: Backend) {
     use super::decisions::NewDecision;
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, _writer) = crate::open(&config(&dir), JournalMetrics::default()).unwrap();
+    let db = TestDb::new(backend).await;
+    let (journal, _writer) = db.open().await;
     let now = Utc::now();
     let days = chrono::Duration::days;
     let minutes = chrono::Duration::minutes;
@@ -756,4 +875,840 @@ async fn retention_prunes_the_old_and_keeps_what_the_guard_counts() {
         0,
         "nothing left to prune"
     );
+}
+
+/// A journal an older homeostat created, before journals carried the
+/// marker: its own tables at its version are recognised, migrated, and marked.
+#[tokio::test]
+async fn a_journal_from_before_the_marker_is_recognised_and_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&dir);
+    migrate(&Connection::open(&config.path).unwrap(), 0, 3).unwrap();
+    let (journal, writer) = crate::open(&config, JournalMetrics::default()).unwrap();
+    deliver(&journal, alert("old", AlertStatus::Firing, T0, &[])).await;
+    drop(journal);
+    writer.join();
+    let conn = Connection::open(&config.path).unwrap();
+    let header = |pragma: &str| {
+        conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert_eq!(header("application_id"), APPLICATION_ID);
+    assert_eq!(header("user_version"), SCHEMA_VERSION);
+}
+
+/// A journal made for this test: `n` deliveries, closed cleanly.
+async fn filled_journal(config: &JournalConfig, n: usize) {
+    let (journal, writer) = crate::open(config, JournalMetrics::default()).unwrap();
+    for i in 0..n {
+        let labels = [("payload", "x".repeat(200))];
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        deliver(&journal, alert(&format!("f{i}"), AlertStatus::Firing, T0, &labels)).await;
+    }
+    drop(journal);
+    writer.join();
+}
+
+/// A truncated journal and one with a page overwritten are refused at
+/// start, saying what to do, instead of starting "ready" and failing reads.
+#[tokio::test]
+async fn a_damaged_journal_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&dir);
+    filled_journal(&config, 300).await;
+    let good = std::fs::read(&config.path).unwrap();
+    assert!(
+        good.len() > 40 * 4096,
+        "too small a journal to damage: {} bytes",
+        good.len()
+    );
+
+    let truncated = good[..good.len() / 2].to_vec();
+    let mut overwritten = good.clone();
+    overwritten[20 * 4096..21 * 4096].fill(0xA5);
+    for (what, bytes) in [("truncated", truncated), ("overwritten", overwritten)] {
+        std::fs::write(&config.path, &bytes).unwrap();
+        let err = crate::open(&config, JournalMetrics::default()).err().unwrap();
+        assert!(matches!(err, JournalError::Damaged { .. }), "{what}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&*config.path.to_string_lossy())
+                && text.contains(".recover")
+                && text.contains("move the file aside"),
+            "{what}: {text}"
+        );
+        assert_eq!(
+            std::fs::read(&config.path).unwrap(),
+            bytes,
+            "{what}: the damaged journal was written to"
+        );
+    }
+    std::fs::write(&config.path, &good).unwrap();
+    let (journal, _writer) = crate::open(&config, JournalMetrics::default()).unwrap();
+    assert_eq!(journal.incidents(query(1000)).await.unwrap().incidents.len(), 300);
+}
+
+/// Only one homeostat writes a journal: a second is refused, names the
+/// first, and changes nothing (the first's running action stays running);
+/// once the first has closed the journal, it can be opened again.
+#[tokio::test]
+async fn a_second_writer_on_the_same_journal_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&dir);
+    let (journal, writer) = crate::open(&config, JournalMetrics::default()).unwrap();
+    let incident = deliver(&journal, alert("busy", AlertStatus::Firing, T0, &[]))
+        .await
+        .incident_id;
+    let decision = journal.record_decision(new_decision(incident, "allow")).await.unwrap();
+
+    let err = crate::open(&config, JournalMetrics::default()).err().unwrap();
+    let text = err.to_string();
+    assert!(matches!(err, JournalError::InUse { .. }), "{text}");
+    assert!(
+        text.contains("in use by another homeostat process")
+            && text.contains(&format!("pid {}", std::process::id()))
+            && text.contains(&*config.path.to_string_lossy()),
+        "{text}"
+    );
+    let recorded = journal.decisions(incident).await.unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].id, decision);
+    assert_eq!(
+        recorded[0].result, None,
+        "the second open marked the first one's action"
+    );
+    deliver(&journal, alert("still-writing", AlertStatus::Firing, T0, &[])).await;
+
+    drop(journal);
+    writer.join();
+    let (journal, _writer) = crate::open(&config, JournalMetrics::default()).unwrap();
+    assert_eq!(journal.incidents(query(10)).await.unwrap().incidents.len(), 2);
+}
+
+/// On PostgreSQL as on SQLite, one homeostat writes a journal: a second on
+/// the same database is refused (after waiting a few seconds for the lock),
+/// naming where the first connects from, and changes nothing (the first's
+/// running action stays running); once the first has closed the journal,
+/// it opens again and settles that action.
+#[tokio::test]
+async fn a_second_writer_on_the_same_database_is_refused() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (journal, _writer) = db.open().await;
+    let incident = deliver(&journal, alert("busy", AlertStatus::Firing, T0, &[]))
+        .await
+        .incident_id;
+    journal.record_decision(new_decision(incident, "allow")).await.unwrap();
+
+    let err = crate::connect(&db.config(), None, JournalMetrics::default())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("in use by another homeostat process (connected from 127.0.0.1 since"),
+        "{err}"
+    );
+    assert_eq!(journal.decisions(incident).await.unwrap()[0].result, None);
+
+    // Opening waits out the moment the server takes to see the first close.
+    drop(journal);
+    let (journal, _writer) = db.open().await;
+    let decisions = journal.decisions(incident).await.unwrap();
+    assert_eq!(
+        decisions[0].result,
+        Some(ActionResult::Interrupted),
+        "settled by the next writer"
+    );
+}
+
+/// `schedule` sets a next check only over the one it saw (a delivery
+/// meanwhile, or another look, wins); `due` and `next_due` see firing
+/// incidents only, soonest first; `implicate` keeps the first; `vanish`
+/// closes only those still firing and not delivered since its cutoff.
+async fn the_schedule_keeps_a_newer_next_check_and_vanish_closes_only_the_unseen(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (journal, _writer) = db.open().await;
+    let firing = |fp: &str| alert(fp, AlertStatus::Firing, T0, &[]);
+    let a = deliver_at(&journal, firing("a"), "2026-11-28T06:01:00Z")
+        .await
+        .incident_id;
+    let b = deliver_at(&journal, firing("b"), "2026-11-28T06:02:00Z")
+        .await
+        .incident_id;
+    let c = deliver_at(&journal, firing("c"), "2026-11-28T06:03:00Z")
+        .await
+        .incident_id;
+    let next_check = |id| {
+        let journal = journal.clone();
+        async move { journal.incident(id).await.unwrap().unwrap().next_check }
+    };
+    assert_eq!(
+        next_check(a).await,
+        Some(at("2026-11-28T06:01:00Z")),
+        "a delivery makes it due"
+    );
+
+    let seen_a = Some(at("2026-11-28T06:01:00Z"));
+    assert!(journal
+        .schedule(a, seen_a, Some(at("2026-11-28T09:00:00Z")))
+        .await
+        .unwrap());
+    assert!(
+        !journal
+            .schedule(a, seen_a, Some(at("2026-11-28T08:00:00Z")))
+            .await
+            .unwrap(),
+        "a second look from the same state loses"
+    );
+    assert_eq!(next_check(a).await, Some(at("2026-11-28T09:00:00Z")));
+    // Cleared, then set again from "nothing due".
+    assert!(journal
+        .schedule(c, Some(at("2026-11-28T06:03:00Z")), None)
+        .await
+        .unwrap());
+    assert_eq!(next_check(c).await, None);
+    assert!(journal
+        .schedule(c, None, Some(at("2026-11-28T08:00:00Z")))
+        .await
+        .unwrap());
+    assert!(!journal
+        .schedule(c, None, Some(at("2026-11-28T07:00:00Z")))
+        .await
+        .unwrap());
+    // A delivery between the reconciler's read and its write wins.
+    deliver_at(&journal, firing("b"), "2026-11-28T06:04:00Z").await;
+    let seen_b = Some(at("2026-11-28T06:02:00Z"));
+    assert!(!journal
+        .schedule(b, seen_b, Some(at("2026-11-28T10:00:00Z")))
+        .await
+        .unwrap());
+    assert_eq!(next_check(b).await, Some(at("2026-11-28T06:04:00Z")));
+
+    let due = |now: &str, limit| {
+        let (journal, now) = (journal.clone(), at(now));
+        async move {
+            let due = journal.due(now, limit).await.unwrap();
+            due.iter()
+                .map(|d| (d.incident_id, d.next_check.to_rfc3339()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let (b_at, c_at, a_at) = (
+        (b, "2026-11-28T06:04:00+00:00".to_owned()),
+        (c, "2026-11-28T08:00:00+00:00".to_owned()),
+        (a, "2026-11-28T09:00:00+00:00".to_owned()),
+    );
+    assert_eq!(due("2026-11-28T06:03:59Z", 10).await, vec![]);
+    assert_eq!(
+        due("2026-11-28T06:04:00Z", 10).await,
+        vec![b_at.clone()],
+        "at or before now"
+    );
+    assert_eq!(due("2026-11-28T08:30:00Z", 10).await, vec![b_at.clone(), c_at.clone()]);
+    assert_eq!(
+        due("2026-11-28T12:00:00Z", 10).await,
+        vec![b_at.clone(), c_at.clone(), a_at.clone()]
+    );
+    assert_eq!(due("2026-11-28T12:00:00Z", 2).await, vec![b_at.clone(), c_at.clone()]);
+    assert_eq!(journal.next_due().await.unwrap(), Some(at("2026-11-28T06:04:00Z")));
+    // A resolved incident is never due, nor scheduled again.
+    deliver_at(
+        &journal,
+        alert("b", AlertStatus::Resolved, T0, &[]),
+        "2026-11-28T06:05:00Z",
+    )
+    .await;
+    assert_eq!(due("2026-11-28T12:00:00Z", 10).await, vec![c_at.clone(), a_at.clone()]);
+    assert_eq!(journal.next_due().await.unwrap(), Some(at("2026-11-28T08:00:00Z")));
+    assert!(!journal
+        .schedule(b, None, Some(at("2026-11-28T07:00:00Z")))
+        .await
+        .unwrap());
+    assert_eq!(next_check(b).await, None);
+
+    let mut open = journal.firing().await.unwrap();
+    open.sort_by_key(|f| f.incident_id);
+    assert_eq!(
+        open,
+        vec![
+            schedule::Firing {
+                incident_id: a,
+                fingerprint: "a".into(),
+                last_seen: at("2026-11-28T06:01:00Z"),
+            },
+            schedule::Firing {
+                incident_id: c,
+                fingerprint: "c".into(),
+                last_seen: at("2026-11-28T06:03:00Z"),
+            },
+        ]
+    );
+
+    journal.implicate(a, "registry/web@sha256:1".into()).await.unwrap();
+    journal.implicate(a, "registry/web@sha256:2".into()).await.unwrap();
+    let implicated = journal.incident(a).await.unwrap().unwrap().implicated;
+    assert_eq!(
+        implicated.as_deref(),
+        Some("registry/web@sha256:1"),
+        "the first is kept"
+    );
+
+    // c is delivered again after the cutoff, b is resolved, 4242 does not exist.
+    deliver_at(&journal, firing("c"), "2026-11-28T06:10:00Z").await;
+    let cutoff = at("2026-11-28T06:06:00Z");
+    let closed = journal
+        .vanish(vec![a, b, c, 4242], cutoff, at("2026-11-28T06:30:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(closed, 1);
+    let gone = journal.incident(a).await.unwrap().unwrap();
+    assert_eq!(
+        (gone.status, gone.vanished, gone.resolved_at, gone.next_check),
+        (AlertStatus::Resolved, true, Some(at("2026-11-28T06:30:00Z")), None)
+    );
+    let kept = journal.incident(c).await.unwrap().unwrap();
+    assert_eq!((kept.status, kept.vanished), (AlertStatus::Firing, false));
+    let resolved = journal.incident(b).await.unwrap().unwrap();
+    assert!(!resolved.vanished, "a resolved incident is not vanished");
+    assert_eq!(
+        journal
+            .firing()
+            .await
+            .unwrap()
+            .iter()
+            .map(|f| f.incident_id)
+            .collect::<Vec<_>>(),
+        vec![c]
+    );
+    assert_eq!(journal.next_due().await.unwrap(), Some(at("2026-11-28T06:10:00Z")));
+    assert_eq!(
+        journal
+            .vanish(vec![a], cutoff, at("2026-11-28T06:31:00Z"))
+            .await
+            .unwrap(),
+        0,
+        "closed once"
+    );
+    // The fingerprint is free again: it firing later is a new incident.
+    let back = deliver_at(&journal, firing("a"), "2026-11-28T06:40:00Z").await;
+    assert_eq!(back.kind, EventKind::Opened);
+    assert!(back.incident_id > c, "{back:?}");
+}
+
+/// The outbox: one notification per sink, kept across a reopen; only due
+/// ones are handed out, soonest first; a failed attempt backs off, a
+/// success records `sent_at` once, and a resolved or failed one is no
+/// longer due.
+async fn the_outbox_hands_out_what_is_due_soonest_first_and_backs_off_failures(backend: Backend) {
+    use notifications::{Attempt, Notification, NotificationStatus};
+
+    let db = TestDb::new(backend).await;
+    let (journal, writer) = db.open().await;
+    let x = deliver_at(
+        &journal,
+        alert("x", AlertStatus::Firing, T0, &[]),
+        "2026-11-28T06:00:00Z",
+    )
+    .await
+    .incident_id;
+    let y = deliver_at(
+        &journal,
+        alert("y", AlertStatus::Firing, T0, &[]),
+        "2026-11-28T06:00:00Z",
+    )
+    .await
+    .incident_id;
+    let escalated = serde_json::json!({"incident": x, "summary": "web is down"});
+    let sinks = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    journal
+        .queue_notifications(
+            x,
+            sinks(&["slack", "email"]),
+            "escalated",
+            &escalated,
+            at("2026-11-28T07:00:00Z"),
+        )
+        .await
+        .unwrap();
+    journal
+        .queue_notifications(
+            y,
+            sinks(&["slack"]),
+            "notify",
+            &serde_json::json!({}),
+            at("2026-11-28T06:30:00Z"),
+        )
+        .await
+        .unwrap();
+    journal
+        .queue_notifications(y, vec![], "notify", &serde_json::json!({}), at("2026-11-28T06:00:00Z"))
+        .await
+        .unwrap();
+    drop(journal);
+    writer.join();
+
+    let (journal, _writer) = db.open().await;
+    let queued = journal.notifications(x).await.unwrap();
+    assert_eq!(queued.len(), 2, "{queued:#?}");
+    let (x_slack, x_email) = (queued[0].id, queued[1].id);
+    assert_eq!(
+        queued[0],
+        Notification {
+            id: x_slack,
+            incident_id: x,
+            sink: "slack".into(),
+            event: "escalated".into(),
+            body: escalated.clone(),
+            created_at: at("2026-11-28T07:00:00Z"),
+            status: NotificationStatus::Pending,
+            attempts: 0,
+            next_attempt: Some(at("2026-11-28T07:00:00Z")),
+            last_error: None,
+            sent_at: None,
+            resolved_at: None,
+            incident: (AlertStatus::Firing, None),
+        }
+    );
+    assert_eq!((queued[1].sink.as_str(), queued[1].body.clone()), ("email", escalated));
+    let y_queued = journal.notifications(y).await.unwrap();
+    assert_eq!(y_queued.len(), 1, "no sinks, nothing queued: {y_queued:#?}");
+    let y_slack = y_queued[0].id;
+
+    let due = |now: &str, limit| {
+        let (journal, now) = (journal.clone(), at(now));
+        async move {
+            let due = journal.due_notifications(now, limit).await.unwrap();
+            due.iter().map(|n| n.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        journal.next_notification().await.unwrap(),
+        Some(at("2026-11-28T06:30:00Z"))
+    );
+    assert_eq!(due("2026-11-28T06:29:59Z", 10).await, Vec::<i64>::new());
+    assert_eq!(due("2026-11-28T06:59:59Z", 10).await, vec![y_slack]);
+
+    let attempt = |id, status, attempts, next: Option<&str>, error: Option<&str>, time: &str, delivered| Attempt {
+        id,
+        status,
+        attempts,
+        next_attempt: next.map(at),
+        error: error.map(str::to_owned),
+        at: at(time),
+        delivered,
+    };
+    // y's goes out; sent, it is looked at again at 08:00 (a refresh).
+    journal
+        .record_attempt(attempt(
+            y_slack,
+            NotificationStatus::Sent,
+            0,
+            Some("2026-11-28T08:00:00Z"),
+            None,
+            "2026-11-28T06:31:00Z",
+            true,
+        ))
+        .await
+        .unwrap();
+    // x's slack fails: it backs off to 07:05; email is still due at 07:00.
+    journal
+        .record_attempt(attempt(
+            x_slack,
+            NotificationStatus::Pending,
+            1,
+            Some("2026-11-28T07:05:00Z"),
+            Some("connection refused"),
+            "2026-11-28T07:00:00Z",
+            false,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(due("2026-11-28T07:01:00Z", 10).await, vec![x_email]);
+    assert_eq!(due("2026-11-28T07:05:00Z", 10).await, vec![x_email, x_slack]);
+    assert_eq!(due("2026-11-28T08:00:00Z", 10).await, vec![x_email, x_slack, y_slack]);
+    assert_eq!(due("2026-11-28T08:00:00Z", 2).await, vec![x_email, x_slack]);
+    assert_eq!(
+        journal.next_notification().await.unwrap(),
+        Some(at("2026-11-28T07:00:00Z"))
+    );
+    let backed_off = &journal.notifications(x).await.unwrap()[0];
+    assert_eq!(
+        (
+            backed_off.status,
+            backed_off.attempts,
+            backed_off.last_error.as_deref(),
+            backed_off.sent_at
+        ),
+        (NotificationStatus::Pending, 1, Some("connection refused"), None)
+    );
+
+    // The retry succeeds, and a later refresh does not move `sent_at`.
+    journal
+        .record_attempt(attempt(
+            x_slack,
+            NotificationStatus::Sent,
+            0,
+            None,
+            None,
+            "2026-11-28T07:05:00Z",
+            true,
+        ))
+        .await
+        .unwrap();
+    journal
+        .record_attempt(attempt(
+            x_slack,
+            NotificationStatus::Sent,
+            0,
+            None,
+            None,
+            "2026-11-28T07:30:00Z",
+            true,
+        ))
+        .await
+        .unwrap();
+    // Email gives up.
+    journal
+        .record_attempt(attempt(
+            x_email,
+            NotificationStatus::Failed,
+            5,
+            None,
+            Some("gave up"),
+            "2026-11-28T07:10:00Z",
+            false,
+        ))
+        .await
+        .unwrap();
+    // y's incident ends and its sink is told.
+    deliver_at(
+        &journal,
+        alert("y", AlertStatus::Resolved, T0, &[]),
+        "2026-11-28T07:50:00Z",
+    )
+    .await;
+    journal
+        .record_attempt(attempt(
+            y_slack,
+            NotificationStatus::Resolved,
+            0,
+            None,
+            None,
+            "2026-11-28T08:00:00Z",
+            true,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(due("2026-11-29T00:00:00Z", 10).await, Vec::<i64>::new());
+    assert_eq!(journal.next_notification().await.unwrap(), None);
+
+    let view = |n: &Notification| {
+        (
+            n.id,
+            n.status,
+            n.attempts,
+            n.next_attempt,
+            n.last_error.clone(),
+            n.sent_at,
+            n.resolved_at,
+            n.incident,
+        )
+    };
+    let x_now: Vec<_> = journal.notifications(x).await.unwrap().iter().map(view).collect();
+    assert_eq!(
+        x_now,
+        vec![
+            (
+                x_slack,
+                NotificationStatus::Sent,
+                0,
+                None,
+                None,
+                Some(at("2026-11-28T07:05:00Z")),
+                None,
+                (AlertStatus::Firing, None)
+            ),
+            (
+                x_email,
+                NotificationStatus::Failed,
+                5,
+                None,
+                Some("gave up".into()),
+                None,
+                None,
+                (AlertStatus::Firing, None)
+            ),
+        ]
+    );
+    let y_now: Vec<_> = journal.notifications(y).await.unwrap().iter().map(view).collect();
+    assert_eq!(
+        y_now,
+        vec![(
+            y_slack,
+            NotificationStatus::Resolved,
+            0,
+            None,
+            None,
+            Some(at("2026-11-28T06:31:00Z")),
+            Some(at("2026-11-28T08:00:00Z")),
+            (AlertStatus::Resolved, Some(at("2026-11-28T07:50:00Z"))),
+        )]
+    );
+}
+
+/// `answer` answers only the incident's latest, unexpired, unanswered
+/// proposal, once: the answer, its audit entry and the incident's next
+/// look (the answer's time) land together, and a second answer changes
+/// nothing. `audit` lists operator actions newest first.
+async fn a_proposal_is_answered_once_with_its_audit_entry_and_made_due(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (journal, _writer) = db.open().await;
+    let incident = deliver_at(
+        &journal,
+        alert("p", AlertStatus::Firing, T0, &[]),
+        "2026-11-28T06:01:00Z",
+    )
+    .await
+    .incident_id;
+    // Waiting for a human: nothing due.
+    assert!(journal
+        .schedule(incident, Some(at("2026-11-28T06:01:00Z")), None)
+        .await
+        .unwrap());
+    let entry = |time: &str, who: &str, action: &str, reason: &str| audit::AuditEntry {
+        at: at(time),
+        who: who.into(),
+        role: "operator".into(),
+        action: action.into(),
+        subject: Some(incident.to_string()),
+        reason: Some(reason.into()),
+    };
+    let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
+
+    let early = entry("2026-11-28T06:50:00Z", "alice", "approve", "too early");
+    assert_eq!(
+        journal.answer(incident, true, early, an_hour_ago).await.unwrap(),
+        None,
+        "no proposal yet"
+    );
+    assert_eq!(
+        journal.audit(10).await.unwrap(),
+        vec![],
+        "a refused answer is not audited"
+    );
+
+    let proposal = journal
+        .record_decision(new_decision(incident, "proposed"))
+        .await
+        .unwrap();
+    let expired = entry("2026-11-28T06:55:00Z", "alice", "approve", "expired");
+    assert_eq!(
+        journal
+            .answer(incident, true, expired, Utc::now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        None,
+        "a proposal made before `proposed_after` has expired"
+    );
+    let pause = audit::AuditEntry {
+        subject: None,
+        ..entry("2026-11-28T07:00:00Z", "carol", "pause", "maintenance")
+    };
+    journal.record_audit(pause.clone()).await.unwrap();
+
+    let reject = entry("2026-11-28T07:10:00Z", "alice", "reject", "not during the sale");
+    assert_eq!(
+        journal
+            .answer(incident, false, reject.clone(), an_hour_ago)
+            .await
+            .unwrap(),
+        Some(proposal)
+    );
+    let answered = approvals::Answer {
+        approved: false,
+        who: "alice".into(),
+        at: at("2026-11-28T07:10:00Z"),
+        reason: Some("not during the sale".into()),
+    };
+    assert_eq!(journal.approval(proposal).await.unwrap(), Some(answered.clone()));
+    let now_due = journal.incident(incident).await.unwrap().unwrap().next_check;
+    assert_eq!(
+        now_due,
+        Some(at("2026-11-28T07:10:00Z")),
+        "the answer makes the incident due"
+    );
+
+    // Bob's approval comes second: refused, and neither answer nor audit changes.
+    let late = entry("2026-11-28T07:11:00Z", "bob", "approve", "go");
+    assert_eq!(journal.answer(incident, true, late, an_hour_ago).await.unwrap(), None);
+    assert_eq!(journal.approval(proposal).await.unwrap(), Some(answered));
+    assert_eq!(journal.audit(10).await.unwrap(), vec![reject.clone(), pause]);
+    assert_eq!(journal.audit(1).await.unwrap(), vec![reject]);
+
+    // A proposal that is no longer the incident's latest decision is not open.
+    let superseded = journal
+        .record_decision(new_decision(incident, "proposed"))
+        .await
+        .unwrap();
+    journal.record_decision(new_decision(incident, "defer")).await.unwrap();
+    let approve = entry("2026-11-28T07:20:00Z", "bob", "approve", "go");
+    assert_eq!(
+        journal.answer(incident, true, approve, an_hour_ago).await.unwrap(),
+        None
+    );
+    assert_eq!(journal.approval(superseded).await.unwrap(), None);
+    // A new one is, to one of several operators answering at once.
+    let second = journal
+        .record_decision(new_decision(incident, "proposed"))
+        .await
+        .unwrap();
+    let answers: Vec<_> = (0..8)
+        .map(|i| {
+            let journal = journal.clone();
+            let entry = entry("2026-11-28T07:20:00Z", &format!("op{i}"), "approve", "go");
+            tokio::spawn(async move { (i, journal.answer(incident, true, entry, an_hour_ago).await.unwrap()) })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for task in answers {
+        let (i, answered) = task.await.unwrap();
+        if let Some(id) = answered {
+            taken.push((i, id));
+        }
+    }
+    assert_eq!(taken.len(), 1, "answered once: {taken:?}");
+    assert_eq!(taken[0].1, second);
+    let winner = journal.approval(second).await.unwrap().unwrap();
+    assert_eq!((winner.approved, winner.who), (true, format!("op{}", taken[0].0)));
+    // A resolved incident's proposal is not open.
+    let third = journal
+        .record_decision(new_decision(incident, "proposed"))
+        .await
+        .unwrap();
+    deliver_at(
+        &journal,
+        alert("p", AlertStatus::Resolved, T0, &[]),
+        "2026-11-28T07:30:00Z",
+    )
+    .await;
+    let after = entry("2026-11-28T07:40:00Z", "bob", "approve", "go");
+    assert_eq!(journal.answer(incident, true, after, an_hour_ago).await.unwrap(), None);
+    assert_eq!(journal.approval(third).await.unwrap(), None);
+    assert_eq!(journal.audit(10).await.unwrap().len(), 3);
+}
+
+/// The pause switch is journalled: it survives a reopen, either way.
+async fn the_pause_survives_reopening(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (journal, writer) = db.open().await;
+    assert!(!journal.paused().await.unwrap(), "a new journal is not paused");
+    journal.set_paused(true).await.unwrap();
+    assert!(journal.paused().await.unwrap());
+    drop(journal);
+    writer.join();
+
+    let (journal, writer) = db.open().await;
+    assert!(journal.paused().await.unwrap(), "still paused after a reopen");
+    journal.set_paused(false).await.unwrap();
+    assert!(!journal.paused().await.unwrap());
+    drop(journal);
+    writer.join();
+
+    let (journal, _writer) = db.open().await;
+    assert!(!journal.paused().await.unwrap(), "still resumed after a reopen");
+}
+
+/// `record_learned` saves only on top of the stored revision (`None`, with
+/// nothing saved, when its base is stale or ahead), each save one revision
+/// up; the state survives a reopen.
+async fn the_learned_policy_saves_only_on_its_base_revision_and_survives_reopening(backend: Backend) {
+    use policy::{Learned, Reward};
+
+    let db = TestDb::new(backend).await;
+    let (journal, writer) = db.open().await;
+    assert_eq!(journal.policy().await.unwrap(), None);
+    assert_eq!(journal.policy_revision().await.unwrap(), 0);
+    let learned = |decision_id: i64, base_revision: i64, state: &str| Learned {
+        reward: Reward {
+            decision_id,
+            at: at("2026-11-28T07:00:00Z"),
+            policy_key: "ServiceDown/restart".into(),
+            action: "restart".into(),
+            reward: 1.0,
+            outcome: serde_json::json!({"outcome": "success"}),
+        },
+        base_revision,
+        state: state.into(),
+    };
+    let before = Utc::now() - chrono::Duration::seconds(1);
+
+    assert_eq!(
+        journal.record_learned(learned(1, 0, r#"{"n":1}"#)).await.unwrap(),
+        Some(1)
+    );
+    // Another writer learned from the same base: refused.
+    assert_eq!(
+        journal.record_learned(learned(2, 0, r#"{"n":"lost"}"#)).await.unwrap(),
+        None
+    );
+    let stored = journal.policy().await.unwrap().unwrap();
+    assert_eq!(
+        (stored.revision, stored.state.as_str(), stored.source.as_str()),
+        (1, r#"{"n":1}"#, "learned")
+    );
+    assert!(
+        before <= stored.updated_at && stored.updated_at <= Utc::now(),
+        "{stored:?}"
+    );
+    // Reloaded, it learns again on top.
+    assert_eq!(
+        journal.record_learned(learned(2, 1, r#"{"n":2}"#)).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        journal.record_learned(learned(3, 7, r#"{"n":"ahead"}"#)).await.unwrap(),
+        None,
+        "a base ahead is refused too"
+    );
+    assert_eq!(journal.policy_revision().await.unwrap(), 2);
+    if let Some(path) = db.path() {
+        // Only the saved rewards were kept (SQLite's reader can tell).
+        let rewards = policy::JournalReader::open(&path).unwrap().rewards().unwrap();
+        assert_eq!(rewards.iter().map(|r| r.decision_id).collect::<Vec<_>>(), vec![1, 2]);
+    }
+    drop(journal);
+    writer.join();
+
+    let (journal, _writer) = db.open().await;
+    assert_eq!(journal.policy_revision().await.unwrap(), 2);
+    let stored = journal.policy().await.unwrap().unwrap();
+    assert_eq!((stored.revision, stored.state.as_str()), (2, r#"{"n":2}"#));
+    assert_eq!(
+        journal.record_learned(learned(4, 1, r#"{"n":"stale"}"#)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        journal.record_learned(learned(4, 2, r#"{"n":3}"#)).await.unwrap(),
+        Some(3)
+    );
+    // Writers learning on the same base at once: one saves, the rest are refused.
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let journal = journal.clone();
+            let state = format!(r#"{{"writer":{i}}}"#);
+            let learned = learned(10 + i, 3, &state);
+            tokio::spawn(async move { (state, journal.record_learned(learned).await.unwrap()) })
+        })
+        .collect();
+    let mut saved = Vec::new();
+    for task in writers {
+        let (state, revision) = task.await.unwrap();
+        if let Some(revision) = revision {
+            saved.push((state, revision));
+        }
+    }
+    assert_eq!(saved.len(), 1, "one save per base: {saved:?}");
+    assert_eq!(saved[0].1, 4);
+    let stored = journal.policy().await.unwrap().unwrap();
+    assert_eq!((stored.revision, stored.state), (4, saved[0].0.clone()));
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{parse_json, parse_time, timestamp, JournalError, Op, Result, SqliteJournal, Written};
 use homeostat_core::threshold::{
-    step_coverage, FeedbackConfig, FeedbackEvent, FeedbackReason, IncidentSummary, SeriesFit, SeriesSkipped,
+    step_coverage, Adjust, FeedbackConfig, FeedbackEvent, FeedbackReason, IncidentSummary, SeriesFit, SeriesSkipped,
 };
 pub use homeostat_core::threshold::{FeedbackStep, RecordedFit, SpecUpdate, ThresholdState};
 
@@ -107,9 +107,7 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &ThresholdWrite) -> Result<i64>
                     return Ok(0);
                 }
             }
-            let before = before.unwrap_or(*default_coverage);
-            let adjust = event.reason.adjust();
-            let after = step_coverage(before, adjust, bounds);
+            let (before, adjust, after) = next_step(before, *default_coverage, event.reason, bounds);
             let inserted = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO threshold_feedback
@@ -158,7 +156,21 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &ThresholdWrite) -> Result<i64>
     }
 }
 
-fn encode(value: &impl Serialize) -> Result<String> {
+/// The step a feedback `reason` takes from the series' latest coverage
+/// (`default_coverage` when it has none): coverage before, adjustment, coverage after.
+pub(crate) fn next_step(
+    latest: Option<f64>,
+    default_coverage: f64,
+    reason: FeedbackReason,
+    bounds: &FeedbackConfig,
+) -> (f64, Adjust, f64) {
+    let before = latest.unwrap_or(default_coverage);
+    let adjust = reason.adjust();
+    (before, adjust, step_coverage(before, adjust, bounds))
+}
+
+/// A fit or a skipped series as stored.
+pub(crate) fn encode(value: &impl Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| JournalError::Internal(format!("cannot encode a fit: {e}")))
 }
 
@@ -239,15 +251,15 @@ impl SqliteJournal {
                 })?;
                 for row in rows {
                     let (id, alertname, labels, annotations, starts_at, resolved_at, acted) = row?;
-                    out.push(IncidentSummary {
+                    out.push(incident_summary(
                         id,
                         alertname,
-                        labels: parse_json(&labels)?,
-                        annotations: parse_json(&annotations)?,
-                        starts_at: parse_time(&starts_at)?,
-                        ended_at: resolved_at.as_deref().map(parse_time).transpose()?,
+                        &labels,
+                        &annotations,
+                        &starts_at,
+                        resolved_at.as_deref(),
                         acted,
-                    });
+                    )?);
                 }
             }
             Ok(out)
@@ -259,6 +271,27 @@ impl SqliteJournal {
     pub async fn threshold_state(&self) -> Result<ThresholdState> {
         self.read(read_state).await
     }
+}
+
+/// An incident summary from its stored columns.
+pub(crate) fn incident_summary(
+    id: i64,
+    alertname: String,
+    labels: &str,
+    annotations: &str,
+    starts_at: &str,
+    ended_at: Option<&str>,
+    acted: bool,
+) -> Result<IncidentSummary> {
+    Ok(IncidentSummary {
+        id,
+        alertname,
+        labels: parse_json(labels)?,
+        annotations: parse_json(annotations)?,
+        starts_at: parse_time(starts_at)?,
+        ended_at: ended_at.map(parse_time).transpose()?,
+        acted,
+    })
 }
 
 /// What `thresholds show` prints, read from the journal file at `path`
@@ -313,7 +346,34 @@ fn latest_coverages(conn: &Connection, spec: Option<&str>) -> Result<HashMap<Str
 }
 
 /// How many feedback steps `thresholds show` lists.
-const SHOWN_STEPS: i64 = 50;
+pub(crate) const SHOWN_STEPS: i64 = 50;
+
+/// A spec's latest rule update from its stored columns.
+pub(crate) fn spec_update(
+    spec: String,
+    at: &str,
+    ok: bool,
+    detail: String,
+    last_good_at: Option<&str>,
+) -> Result<SpecUpdate> {
+    Ok(SpecUpdate {
+        spec,
+        at: parse_time(at)?,
+        ok,
+        detail,
+        last_good_at: last_good_at.map(parse_time).transpose()?,
+    })
+}
+
+/// A series' latest fit from its stored columns.
+pub(crate) fn recorded_fit(spec: String, series: String, fitted_at: &str, fit: &str) -> Result<RecordedFit> {
+    Ok(RecordedFit {
+        spec,
+        series,
+        fitted_at: parse_time(fitted_at)?,
+        fit: serde_json::from_str(fit).map_err(|e| JournalError::Corrupt(format!("threshold fit: {e}")))?,
+    })
+}
 
 fn read_state(conn: &Connection) -> Result<ThresholdState> {
     let updates = conn
@@ -329,13 +389,7 @@ fn read_state(conn: &Connection) -> Result<ThresholdState> {
         })?
         .map(|row| {
             let (spec, at, ok, detail, last_good_at) = row?;
-            Ok(SpecUpdate {
-                spec,
-                at: parse_time(&at)?,
-                ok,
-                detail,
-                last_good_at: last_good_at.as_deref().map(parse_time).transpose()?,
-            })
+            spec_update(spec, &at, ok, detail, last_good_at.as_deref())
         })
         .collect::<Result<Vec<_>>>()?;
     let fits = conn
@@ -350,12 +404,7 @@ fn read_state(conn: &Connection) -> Result<ThresholdState> {
         })?
         .map(|row| {
             let (spec, series, fitted_at, fit) = row?;
-            Ok(RecordedFit {
-                spec,
-                series,
-                fitted_at: parse_time(&fitted_at)?,
-                fit: serde_json::from_str(&fit).map_err(|e| JournalError::Corrupt(format!("threshold fit: {e}")))?,
-            })
+            recorded_fit(spec, series, &fitted_at, &fit)
         })
         .collect::<Result<Vec<_>>>()?;
     let sql = format!("SELECT {FEEDBACK_COLUMNS} FROM threshold_feedback ORDER BY id DESC LIMIT ?1");
@@ -372,7 +421,7 @@ fn read_state(conn: &Connection) -> Result<ThresholdState> {
     })
 }
 
-const FEEDBACK_COLUMNS: &str =
+pub(crate) const FEEDBACK_COLUMNS: &str =
     "id, at, spec, series, reason, adjust, incident_id, coverage_before, coverage_after, detail";
 
 fn read_step(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<FeedbackStep>> {

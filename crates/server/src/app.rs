@@ -30,6 +30,8 @@ pub enum AppError {
     Serve(#[source] std::io::Error),
     #[error("cannot start adaptive thresholds: {0} (thresholds.prometheus_url)")]
     Thresholds(String),
+    #[error("cannot read the journal's password: {0}")]
+    JournalPassword(String),
 }
 
 /// Runs homeostat until `shutdown` completes, then drains the queue (up to
@@ -49,7 +51,12 @@ pub async fn serve<P: Processor>(
         commit_seconds: Some(metrics.journal_commit_seconds.clone()),
         batch_size: Some(metrics.journal_batch_size.clone()),
     };
-    let (journal, writer) = homeostat_journal::open(&config.journal, journal_metrics)?;
+    let password = config
+        .journal
+        .read_password(&homeostat_core::config::ProcessEnv)
+        .map_err(|(key, message)| AppError::JournalPassword(format!("{key}: {message}")))?;
+    let password = password.as_ref().map(|p| p.expose());
+    let (journal, writer) = homeostat_journal::connect(&config.journal, password, journal_metrics).await?;
     let (queue, queue_rx) = mpsc::channel(config.server.queue_capacity);
     // Read before the webhook opens, so nothing new can be both replayed and queued.
     let pending = journal.unprocessed().await?;

@@ -1,0 +1,232 @@
+//! Decisions, what the executor did, their verification, and the pause switch
+//! (the SQLite journal's `decisions.rs`, on PostgreSQL).
+
+use chrono::{DateTime, Utc};
+use homeostat_core::decision::{ActionResult, Verification};
+use tokio_postgres::Row;
+
+use super::PgJournal;
+use crate::decisions::{stored, Decision, History, NewDecision, COLUMNS};
+use crate::{parse_time, timestamp, JournalError, Result};
+
+pub(super) async fn record_decision(j: &PgJournal, decision: NewDecision) -> Result<i64> {
+    let client = j.client().await?;
+    let insert = client
+        .prepare_cached(
+            "INSERT INTO decisions (incident_id, decided_at, target_key, action, rule, attempt, verdict, reason,
+                                    record, dry_run)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             RETURNING id",
+        )
+        .await?;
+    let d = &decision;
+    let row = client
+        .query_one(
+            &insert,
+            &[
+                &d.incident_id,
+                &timestamp(d.decided_at),
+                &d.target_key,
+                &d.action,
+                &d.rule,
+                &d.attempt,
+                &d.verdict.as_str(),
+                &d.reason,
+                &d.record.to_string(),
+                &d.dry_run,
+            ],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+pub(super) async fn record_result(
+    j: &PgJournal,
+    id: i64,
+    result: ActionResult,
+    detail: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let client = j.client().await?;
+    let update = client
+        .prepare_cached("UPDATE decisions SET executed_at = $2, result = $3, detail = $4 WHERE id = $1")
+        .await?;
+    client
+        .execute(&update, &[&id, &timestamp(at), &result.as_str(), &detail])
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn record_outcome(j: &PgJournal, id: i64, outcome: Verification, at: DateTime<Utc>) -> Result<()> {
+    let client = j.client().await?;
+    let update = client
+        .prepare_cached("UPDATE decisions SET verified_at = $2, outcome = $3 WHERE id = $1")
+        .await?;
+    client
+        .execute(&update, &[&id, &timestamp(at), &outcome.as_str()])
+        .await?;
+    Ok(())
+}
+
+/// Reads a row of [`COLUMNS`].
+fn read(row: &Row) -> Result<Decision> {
+    let record: &str = row.try_get(9)?;
+    Ok(Decision {
+        id: row.try_get(0)?,
+        new: NewDecision {
+            incident_id: row.try_get(1)?,
+            decided_at: parse_time(row.try_get(2)?)?,
+            target_key: row.try_get(3)?,
+            action: row.try_get(4)?,
+            rule: row.try_get(5)?,
+            attempt: row.try_get(6)?,
+            verdict: stored(row.try_get(7)?)?,
+            reason: row.try_get(8)?,
+            record: serde_json::from_str(record)
+                .map_err(|e| JournalError::Corrupt(format!("decision record {record:?}: {e}")))?,
+            dry_run: row.try_get(10)?,
+        },
+        executed_at: time(row, 11)?,
+        result: row.try_get::<_, Option<&str>>(12)?.map(stored).transpose()?,
+        detail: row.try_get(13)?,
+        outcome: row.try_get::<_, Option<&str>>(14)?.map(stored).transpose()?,
+        verified_at: time(row, 15)?,
+    })
+}
+
+/// A column holding a timestamp or NULL.
+fn time(row: &Row, column: usize) -> Result<Option<DateTime<Utc>>> {
+    row.try_get::<_, Option<&str>>(column)?.map(parse_time).transpose()
+}
+
+pub(super) async fn decisions(j: &PgJournal, incident_id: i64) -> Result<Vec<Decision>> {
+    let client = j.client().await?;
+    let sql = format!("SELECT {COLUMNS} FROM decisions WHERE incident_id = $1 ORDER BY id");
+    let select = client.prepare_cached(&sql).await?;
+    client.query(&select, &[&incident_id]).await?.iter().map(read).collect()
+}
+
+/// The guard's view of the past, as [`crate::SqliteJournal::history`] tells it.
+pub(super) async fn history(
+    j: &PgJournal,
+    target_key: String,
+    since: DateTime<Utc>,
+    dry_run: Option<DateTime<Utc>>,
+) -> Result<History> {
+    let client = j.client().await?;
+    let mut history = History::default();
+    let counts_dry = dry_run.is_some();
+    let last = client
+        .prepare_cached(
+            "SELECT max(decided_at) FROM decisions
+             WHERE target_key = $1 AND verdict = 'allow' AND action <> 'notify' AND (NOT dry_run OR $2)",
+        )
+        .await?;
+    history.last_action_on_target = time(&client.query_one(&last, &[&target_key, &counts_dry]).await?, 0)?;
+    // Newest first: failed outcomes count until a success, or until an
+    // escalation whose incident's alert has since resolved.
+    let past = client
+        .prepare_cached(
+            "SELECT d.outcome, d.verdict = 'escalate' AND i.status = 'resolved'
+             FROM decisions d JOIN incidents i ON i.id = d.incident_id
+             WHERE d.target_key = $1 AND (d.outcome IS NOT NULL OR d.verdict = 'escalate')
+             ORDER BY d.id DESC",
+        )
+        .await?;
+    let past = client
+        .query(&past, &[&target_key])
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get::<_, Option<String>>(0)?, r.try_get::<_, bool>(1)?)))
+        .collect::<Result<Vec<_>>>()?;
+    history.consecutive_failures = past
+        .iter()
+        .take_while(|(outcome, handled)| !handled && outcome.as_deref() != Some("success"))
+        .filter(|(outcome, _)| outcome.is_some())
+        .count() as u32;
+    let recent = client
+        .prepare_cached(
+            "SELECT decided_at FROM decisions
+             WHERE decided_at >= $1 AND verdict = 'allow' AND action <> 'notify' AND (NOT dry_run OR $2)",
+        )
+        .await?;
+    history.recent_actions = client
+        .query(&recent, &[&timestamp(since), &counts_dry])
+        .await?
+        .iter()
+        .map(|r| parse_time(r.try_get(0)?))
+        .collect::<Result<_>>()?;
+    let in_flight = client
+        .prepare_cached(
+            "SELECT count(*) FROM decisions
+             WHERE verdict = 'allow' AND action <> 'notify' AND outcome IS NULL
+               AND ((NOT dry_run AND (result IS NULL OR result IN ('done', 'timed_out')))
+                    OR (dry_run AND decided_at >= $1))",
+        )
+        .await?;
+    let in_flight: i64 = client
+        .query_one(&in_flight, &[&dry_run.map(timestamp)])
+        .await?
+        .try_get(0)?;
+    history.in_flight = u32::try_from(in_flight)
+        .map_err(|_| JournalError::Internal(format!("{in_flight} actions in flight do not fit a u32")))?;
+    Ok(history)
+}
+
+pub(super) async fn set_paused(j: &PgJournal, paused: bool) -> Result<()> {
+    let client = j.client().await?;
+    let upsert = client
+        .prepare_cached(
+            "INSERT INTO controls (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .await?;
+    client.execute(&upsert, &[&"paused", &paused.to_string()]).await?;
+    Ok(())
+}
+
+pub(super) async fn paused(j: &PgJournal) -> Result<bool> {
+    let client = j.client().await?;
+    let select = client
+        .prepare_cached("SELECT value FROM controls WHERE name = 'paused'")
+        .await?;
+    let value: Option<String> = client
+        .query_opt(&select, &[])
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    Ok(value.as_deref() == Some("true"))
+}
+
+/// At open: decisions without a result marked interrupted, executed ones
+/// without an outcome timed out (as `crate::decisions::reconcile`); how many.
+pub(super) async fn reconcile(j: &PgJournal) -> Result<usize> {
+    let now = timestamp(Utc::now());
+    let mut client = j.client().await?;
+    let tx = client.transaction().await?;
+    let interrupted = tx
+        .execute(
+            "UPDATE decisions SET result = 'interrupted', executed_at = $1,
+                    detail = 'homeostat stopped before this action was confirmed; it was not repeated'
+             WHERE verdict = 'allow' AND result IS NULL",
+            &[&now],
+        )
+        .await?;
+    let unverified = tx
+        .execute(
+            "UPDATE decisions SET outcome = 'timeout', verified_at = $1
+             WHERE result IN ('done', 'timed_out') AND outcome IS NULL",
+            &[&now],
+        )
+        .await?;
+    // Their incidents are due for a look at once: the next step, or an escalation.
+    tx.execute(
+        "UPDATE incidents SET next_check = $1
+         WHERE status = 'firing'
+           AND id IN (SELECT incident_id FROM decisions WHERE executed_at = $1 OR verified_at = $1)",
+        &[&now],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(usize::try_from(interrupted + unverified).unwrap_or(usize::MAX))
+}

@@ -1,0 +1,292 @@
+//! Deliveries and the incidents they open, repeat and resolve (the SQLite
+//! journal's ingest and incident reads in `lib.rs`, on PostgreSQL).
+
+use chrono::{DateTime, Utc};
+use homeostat_core::alert::{is_label_name, AlertStatus, WebhookMessage};
+use homeostat_core::incident::{transition, EventKind, Incident, Known, Transition};
+use tokio::sync::mpsc::OwnedPermit;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Transaction};
+
+use super::{PgJournal, INGEST_LOCK};
+use crate::{
+    parse_time, AlertWrite, Delivery, IncidentEvent, IncidentPage, IncidentQuery, IncidentRow, IngestWrite,
+    JournalError, Result,
+};
+
+/// The SQLite journal's `INCIDENT_COLUMNS`, in PostgreSQL's words.
+const INCIDENT_COLUMNS: &str = "id, fingerprint, alertname, status, labels, annotations, starts_at, ends_at, \
+                                generator_url, first_seen, last_seen, resolved_at, deliveries, \
+                                next_check, vanished, implicated, \
+                                (SELECT json_build_object('id', d.id, 'action', d.action, 'verdict', d.verdict, \
+                                                          'result', d.result, 'outcome', d.outcome)::text \
+                                 FROM decisions d WHERE d.incident_id = incidents.id ORDER BY d.id DESC LIMIT 1)";
+
+fn read_incident(row: &Row) -> Result<Incident> {
+    IncidentRow {
+        id: row.try_get(0)?,
+        fingerprint: row.try_get(1)?,
+        alertname: row.try_get(2)?,
+        status: row.try_get(3)?,
+        labels: row.try_get(4)?,
+        annotations: row.try_get(5)?,
+        starts_at: row.try_get(6)?,
+        ends_at: row.try_get(7)?,
+        generator_url: row.try_get(8)?,
+        first_seen: row.try_get(9)?,
+        last_seen: row.try_get(10)?,
+        resolved_at: row.try_get(11)?,
+        deliveries: row.try_get(12)?,
+        next_check: row.try_get(13)?,
+        vanished: row.try_get(14)?,
+        implicated: row.try_get(15)?,
+        last_decision: row.try_get(16)?,
+    }
+    .decode()
+}
+
+/// Journals a delivery and applies it to the incidents in one transaction,
+/// then hands it to the pipeline through `queue_slot`. Ingests are one at a
+/// time (across processes by an advisory lock, within this one by a mutex
+/// held until the delivery is queued), so ids, commits and the queue agree.
+pub(super) async fn ingest(
+    j: &PgJournal,
+    message: WebhookMessage,
+    received_at: DateTime<Utc>,
+    queue_slot: OwnedPermit<Delivery>,
+) -> Result<Delivery> {
+    let delivery = IngestWrite::new(message, received_at);
+    let _in_order = j.ingest.lock().await;
+    let mut client = j.client().await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INGEST_LOCK]).await?;
+    let mut events = Vec::with_capacity(delivery.alerts.len());
+    for alert in &delivery.alerts {
+        let step = transition(
+            alert.status,
+            alert.starts_at_time,
+            delivery.received_at_time,
+            known(&tx, alert).await?,
+        );
+        let incident_id = apply(&tx, alert, step, &delivery.received_at).await?;
+        events.push(IncidentEvent {
+            incident_id,
+            kind: step.event_kind(),
+            fingerprint: alert.fingerprint.clone(),
+            alertname: alert.alertname.clone(),
+        });
+    }
+    let compact: Vec<(i64, EventKind)> = events.iter().map(|e| (e.incident_id, e.kind)).collect();
+    let compact =
+        serde_json::to_string(&compact).map_err(|e| JournalError::Internal(format!("cannot encode events: {e}")))?;
+    let alerts = delivery.alerts.len() as i64;
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO deliveries (received_at, receiver, group_key, status, alerts, truncated_alerts, external_url,
+                                     group_labels, common_labels, common_annotations, events)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            &[
+                &delivery.received_at,
+                &delivery.receiver,
+                &delivery.group_key,
+                &delivery.status.as_str(),
+                &alerts,
+                &delivery.truncated_alerts,
+                &delivery.external_url,
+                &delivery.group_labels,
+                &delivery.common_labels,
+                &delivery.common_annotations,
+                &compact,
+            ],
+        )
+        .await?
+        .get(0);
+    tx.commit().await?;
+    let delivery = Delivery { id, events };
+    queue_slot.send(delivery.clone());
+    Ok(delivery)
+}
+
+/// What the journal knows of the alert's fingerprint. The open incident is
+/// locked, so a vanish or schedule write in between waits for this delivery.
+async fn known(tx: &Transaction<'_>, alert: &AlertWrite) -> Result<Known> {
+    let mut known = Known::default();
+    let open = tx
+        .query_opt(
+            "SELECT id, starts_at FROM incidents WHERE fingerprint = $1 AND status = 'firing' FOR UPDATE",
+            &[&alert.fingerprint],
+        )
+        .await?;
+    if let Some(row) = open {
+        known.open = Some((row.try_get(0)?, parse_time(row.try_get(1)?)?));
+    }
+    let older = |(_, open_starts_at): (i64, DateTime<Utc>)| alert.starts_at_time < open_starts_at;
+    if known
+        .open
+        .is_none_or(|o| alert.status == AlertStatus::Resolved && older(o))
+    {
+        let rows = tx
+            .query(
+                "SELECT id, resolved_at FROM incidents
+                 WHERE fingerprint = $1 AND starts_at = $2 AND status = 'resolved'
+                 ORDER BY id DESC LIMIT 1",
+                &[&alert.fingerprint, &alert.starts_at],
+            )
+            .await?;
+        if let Some(row) = rows.first() {
+            let resolved_at: Option<String> = row.try_get(1)?;
+            let resolved_at = resolved_at.as_deref().map(parse_time).transpose()?.unwrap_or_default();
+            known.resolved_episode = Some((row.try_get(0)?, resolved_at));
+        }
+    }
+    Ok(known)
+}
+
+/// Writes one transition; returns the incident's id.
+async fn apply(tx: &Transaction<'_>, alert: &AlertWrite, step: Transition, now: &String) -> Result<i64> {
+    match step {
+        Transition::Open | Transition::OpenResolved => {
+            let resolved = step == Transition::OpenResolved;
+            let row = tx
+                .query_one(
+                    "INSERT INTO incidents (fingerprint, alertname, status, labels, annotations, starts_at, ends_at,
+                                            generator_url, first_seen, last_seen, resolved_at, deliveries, next_check)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, 1, $11) RETURNING id",
+                    &[
+                        &alert.fingerprint,
+                        &alert.alertname,
+                        &if resolved { "resolved" } else { "firing" },
+                        &alert.labels,
+                        &alert.annotations,
+                        &alert.starts_at,
+                        &alert.ends_at,
+                        &alert.generator_url,
+                        now,
+                        &resolved.then_some(now),
+                        &(!resolved).then_some(now),
+                    ],
+                )
+                .await?;
+            Ok(row.try_get(0)?)
+        }
+        // The labels cannot have changed: the fingerprint is their hash. A
+        // repeat wakes the reconciler for the incident, as the first did.
+        Transition::Repeat(id) => {
+            tx.execute(
+                "UPDATE incidents SET annotations = $2, generator_url = $3, last_seen = $4,
+                                      deliveries = deliveries + 1, next_check = $4
+                 WHERE id = $1",
+                &[&id, &alert.annotations, &alert.generator_url, now],
+            )
+            .await?;
+            Ok(id)
+        }
+        Transition::Resolve(id) => {
+            tx.execute(
+                "UPDATE incidents SET status = 'resolved', ends_at = $2, resolved_at = $3, last_seen = $3,
+                                      deliveries = deliveries + 1, next_check = NULL
+                 WHERE id = $1",
+                &[&id, &alert.ends_at, now],
+            )
+            .await?;
+            Ok(id)
+        }
+        Transition::Stale(id) => {
+            tx.execute(
+                "UPDATE incidents SET last_seen = $2, deliveries = deliveries + 1 WHERE id = $1",
+                &[&id, now],
+            )
+            .await?;
+            Ok(id)
+        }
+    }
+}
+
+pub(super) async fn mark_processed(j: &PgJournal, through: i64) -> Result<()> {
+    j.client()
+        .await?
+        .execute(
+            "UPDATE pipeline SET processed_through = GREATEST(processed_through, $1)",
+            &[&through],
+        )
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn unprocessed(j: &PgJournal) -> Result<Vec<Delivery>> {
+    let client = j.client().await?;
+    let rows = client
+        .query(
+            "SELECT d.id, d.events FROM deliveries d, pipeline p WHERE d.id > p.processed_through ORDER BY d.id",
+            &[],
+        )
+        .await?;
+    let incident = client
+        .prepare_cached("SELECT fingerprint, alertname FROM incidents WHERE id = $1")
+        .await?;
+    let mut deliveries = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.try_get(0)?;
+        let compact: Vec<(i64, EventKind)> = serde_json::from_str(row.try_get(1)?)
+            .map_err(|e| JournalError::Corrupt(format!("delivery {id} has unreadable events: {e}")))?;
+        let mut events = Vec::with_capacity(compact.len());
+        for (incident_id, kind) in compact {
+            let found = client.query_one(&incident, &[&incident_id]).await?;
+            events.push(IncidentEvent {
+                incident_id,
+                kind,
+                fingerprint: found.try_get(0)?,
+                alertname: found.try_get(1)?,
+            });
+        }
+        deliveries.push(Delivery { id, events });
+    }
+    Ok(deliveries)
+}
+
+pub(super) async fn incidents(j: &PgJournal, query: IncidentQuery) -> Result<IncidentPage> {
+    let mut sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE true");
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+        args.push(value);
+        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
+    };
+    if let Some(status) = query.status {
+        arg(&mut sql, " AND status = ?", Box::new(status.as_str().to_owned()));
+    }
+    if let Some(alertname) = query.alertname {
+        arg(&mut sql, " AND alertname = ?", Box::new(alertname));
+    }
+    for (name, value) in query.labels {
+        if !is_label_name(&name) {
+            return Err(JournalError::InvalidQuery(format!("invalid label name {name:?}")));
+        }
+        arg(&mut sql, " AND (labels::jsonb ->> ?", Box::new(name));
+        arg(&mut sql, ") = ?", Box::new(value));
+    }
+    if let Some(before) = query.before {
+        arg(&mut sql, " AND id < ?", Box::new(before));
+    }
+    let limit = query.limit.max(1);
+    arg(
+        &mut sql,
+        " ORDER BY id DESC LIMIT ?",
+        Box::new(i64::try_from(limit + 1).unwrap_or(i64::MAX)),
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+    let rows = j.client().await?.query(&sql, &params).await?;
+    let mut incidents = rows.iter().map(read_incident).collect::<Result<Vec<_>>>()?;
+    let next_cursor = if incidents.len() > limit {
+        incidents.truncate(limit);
+        incidents.last().map(|i| i.id)
+    } else {
+        None
+    };
+    Ok(IncidentPage { incidents, next_cursor })
+}
+
+pub(super) async fn incident(j: &PgJournal, id: i64) -> Result<Option<Incident>> {
+    let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1");
+    let row = j.client().await?.query_opt(&sql, &[&id]).await?;
+    row.as_ref().map(read_incident).transpose()
+}

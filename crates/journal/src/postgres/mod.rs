@@ -1,0 +1,419 @@
+//! The journal on PostgreSQL (`journal.url`), for homeostat beside a
+//! database it does not embed: the same tables, values and guarantees as
+//! [`crate::SqliteJournal`] (see [`crate::Store`]), through a pool of
+//! connections (deadpool-postgres over tokio-postgres).
+//!
+//! - Each operation is one transaction of its own; PostgreSQL, not a writer
+//!   thread, orders concurrent writes.
+//! - Deliveries are journalled one at a time (a transaction-scoped advisory
+//!   lock across processes, a mutex within this one), so delivery ids are
+//!   in commit order and reach the pipeline queue in journal order.
+//! - The schema is created by versioned migrations run under an advisory
+//!   lock; a database holding anything but homeostat's journal, or a schema
+//!   newer than this build, is refused before a single write.
+//!
+//! The modules beside this file hold each table family's SQL, as the SQLite
+//! modules of the same names do for SQLite.
+
+mod approvals;
+mod audit;
+mod decisions;
+mod incidents;
+mod notifications;
+mod policy;
+mod retention;
+mod schedule;
+mod thresholds;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use homeostat_core::alert::WebhookMessage;
+use homeostat_core::config::JournalConfig;
+use homeostat_core::decision::{ActionResult, Verification};
+use homeostat_core::incident::Incident;
+use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, IncidentSummary, ThresholdState};
+use tokio::sync::mpsc::OwnedPermit;
+use tokio_postgres::NoTls;
+
+use crate::approvals::Answer;
+use crate::audit::AuditEntry;
+use crate::decisions::{Decision, History, NewDecision};
+use crate::notifications::{Attempt, Notification};
+use crate::policy::{Learned, StoredPolicy};
+use crate::retention::Pruned;
+use crate::schedule::{Due, Firing};
+use crate::thresholds::SpecRound;
+use crate::{timestamp, Delivery, IncidentPage, IncidentQuery, JournalError, Result, Store};
+
+/// The schema this build writes; a newer one is refused rather than misread.
+const SCHEMA_VERSION: i32 = 1;
+/// The SQL of each schema version, oldest first.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [include_str!("schema.sql")];
+/// Advisory lock keys (PostgreSQL's one namespace of 64-bit keys), "hmst" and a purpose.
+const MIGRATION_LOCK: i64 = 0x686d_7374_0001;
+const INGEST_LOCK: i64 = 0x686d_7374_0002;
+/// Held for as long as a homeostat has the journal open: one writer at a time.
+const WRITER_LOCK: i64 = 0x686d_7374_0003;
+/// How long opening waits for another homeostat's writer lock.
+const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Connections in the pool.
+const POOL_SIZE: usize = 16;
+
+/// A handle to the journal in a PostgreSQL database; cheap to share.
+pub struct PgJournal {
+    pool: Pool,
+    /// The session holding the writer lock; closing it (dropping the
+    /// journal, or the process dying) releases the lock.
+    _writer: tokio_postgres::Client,
+    /// The database as errors name it (the URL without its password).
+    database: String,
+    /// Orders this process' ingests: commit order is queue order.
+    ingest: tokio::sync::Mutex<()>,
+}
+
+impl PgJournal {
+    /// Connects to the database `config.url` names (with `password`, when
+    /// the URL has none), takes the writer lock (another homeostat holding
+    /// it is an error), creates or migrates homeostat's schema, and marks
+    /// actions left under way by a previous run as interrupted.
+    pub async fn open(config: &JournalConfig, password: Option<&str>) -> Result<PgJournal> {
+        let url = config.url.as_deref().unwrap_or_default();
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|e| JournalError::Database {
+            database: redact(url),
+            what: format!("journal.url is not a PostgreSQL URL: {e}"),
+        })?;
+        if let Some(password) = password {
+            pg.password(password);
+        }
+        pg.application_name("homeostat");
+        pg.connect_timeout(std::time::Duration::from_secs(10));
+        let writer = writer_lock(&pg, &redact(url)).await?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| JournalError::Internal(format!("cannot build the journal's connection pool: {e}")))?;
+        let journal = PgJournal {
+            pool,
+            _writer: writer,
+            database: redact(url),
+            ingest: tokio::sync::Mutex::new(()),
+        };
+        journal.migrate().await?;
+        let interrupted = decisions::reconcile(&journal).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                decisions = interrupted,
+                "Actions were under way when homeostat last stopped: unconfirmed ones marked interrupted (not repeated), unverified ones timed out."
+            );
+        }
+        Ok(journal)
+    }
+
+    /// A connection from the pool.
+    pub(crate) async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|e| JournalError::Database {
+            database: self.database.clone(),
+            what: format!("cannot connect: {e}"),
+        })
+    }
+
+    /// Creates or migrates the schema, under an advisory lock so that two
+    /// processes starting together migrate once.
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let migrated = self.migrate_locked(&mut client).await;
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        migrated?;
+        unlocked?;
+        Ok(())
+    }
+
+    async fn migrate_locked(&self, client: &mut Object) -> Result<()> {
+        let refuse = |what: String| JournalError::Database {
+            database: self.database.clone(),
+            what,
+        };
+        let ours: bool = client
+            .query_one("SELECT to_regclass('homeostat_journal') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        let version: i32 = if ours {
+            client
+                .query_one("SELECT schema_version FROM homeostat_journal", &[])
+                .await?
+                .get(0)
+        } else {
+            let tables: Vec<String> = client
+                .query(
+                    "SELECT table_name::text FROM information_schema.tables
+                     WHERE table_schema = current_schema() ORDER BY table_name LIMIT 6",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if !tables.is_empty() {
+                let more = if tables.len() > 5 { ", …" } else { "" };
+                let shown = tables.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+                return Err(refuse(format!(
+                    "it is not a homeostat journal: its schema already holds other tables ({shown}{more}); \
+                     give homeostat a database (or a user whose search_path is a schema) of its own"
+                )));
+            }
+            0
+        };
+        if version > SCHEMA_VERSION {
+            return Err(refuse(format!(
+                "its journal has schema version {version}, newer than this homeostat understands \
+                 ({SCHEMA_VERSION}); upgrade homeostat"
+            )));
+        }
+        for (to, sql) in (1..).zip(MIGRATIONS).skip(usize::try_from(version).unwrap_or(0)) {
+            let tx = client.transaction().await?;
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO homeostat_journal (id, schema_version, created_at) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO UPDATE SET schema_version = excluded.schema_version",
+                &[&to, &timestamp(Utc::now())],
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A session of its own holding [`WRITER_LOCK`], so that one homeostat at a
+/// time writes the journal (as the SQLite journal's lock file does); an
+/// error naming where the holder connects from when another has it.
+async fn writer_lock(pg: &tokio_postgres::Config, database: &str) -> Result<tokio_postgres::Client> {
+    let unreachable = |e: tokio_postgres::Error| JournalError::Database {
+        database: database.to_owned(),
+        what: format!("cannot connect: {}", crate::postgres_message(&e)),
+    };
+    let (session, connection) = pg.connect(NoTls).await.map_err(unreachable)?;
+    let watched = database.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(
+                database = watched,
+                error = %e,
+                "Lost the session holding the journal's writer lock; another homeostat may take the journal."
+            );
+        }
+    });
+    // A homeostat that just stopped may hold it for a moment longer, until
+    // the server has seen its session end.
+    let deadline = tokio::time::Instant::now() + WRITER_WAIT;
+    loop {
+        let locked: bool = session
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+            .await?
+            .get(0);
+        if locked {
+            return Ok(session);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // pg_locks shows a 64-bit key as its high and low 32 bits.
+    let holder = session
+        .query_opt(
+            "SELECT coalesce(host(a.client_addr), 'the local socket'), a.backend_start::text
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid",
+            &[&(WRITER_LOCK >> 32), &(WRITER_LOCK & 0xffff_ffff)],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|row| {
+            format!(
+                " (connected from {} since {})",
+                row.get::<_, String>(0),
+                row.get::<_, String>(1)
+            )
+        })
+        .unwrap_or_default();
+    Err(JournalError::Database {
+        database: database.to_owned(),
+        what: format!(
+            "in use by another homeostat process{holder}; one process writes a journal: \
+             stop the other one, or give this one a database of its own"
+        ),
+    })
+}
+
+/// `url` without its password, for messages and logs.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[async_trait]
+impl Store for PgJournal {
+    async fn ingest(
+        &self,
+        message: WebhookMessage,
+        received_at: DateTime<Utc>,
+        queue_slot: OwnedPermit<Delivery>,
+    ) -> Result<Delivery> {
+        incidents::ingest(self, message, received_at, queue_slot).await
+    }
+    async fn mark_processed(&self, through: i64) -> Result<()> {
+        incidents::mark_processed(self, through).await
+    }
+    async fn unprocessed(&self) -> Result<Vec<Delivery>> {
+        incidents::unprocessed(self).await
+    }
+    async fn incidents(&self, query: IncidentQuery) -> Result<IncidentPage> {
+        incidents::incidents(self, query).await
+    }
+    async fn incident(&self, id: i64) -> Result<Option<Incident>> {
+        incidents::incident(self, id).await
+    }
+    async fn record_decision(&self, decision: NewDecision) -> Result<i64> {
+        decisions::record_decision(self, decision).await
+    }
+    async fn record_result(&self, id: i64, result: ActionResult, detail: &str, at: DateTime<Utc>) -> Result<()> {
+        decisions::record_result(self, id, result, detail, at).await
+    }
+    async fn record_outcome(&self, id: i64, outcome: Verification, at: DateTime<Utc>) -> Result<()> {
+        decisions::record_outcome(self, id, outcome, at).await
+    }
+    async fn decisions(&self, incident_id: i64) -> Result<Vec<Decision>> {
+        decisions::decisions(self, incident_id).await
+    }
+    async fn history(
+        &self,
+        target_key: String,
+        since: DateTime<Utc>,
+        dry_run: Option<DateTime<Utc>>,
+    ) -> Result<History> {
+        decisions::history(self, target_key, since, dry_run).await
+    }
+    async fn schedule(&self, id: i64, seen: Option<DateTime<Utc>>, next: Option<DateTime<Utc>>) -> Result<bool> {
+        schedule::schedule(self, id, seen, next).await
+    }
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>> {
+        schedule::due(self, now, limit).await
+    }
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        schedule::next_due(self).await
+    }
+    async fn firing(&self) -> Result<Vec<Firing>> {
+        schedule::firing(self).await
+    }
+    async fn vanish(&self, ids: Vec<i64>, unseen_since: DateTime<Utc>, at: DateTime<Utc>) -> Result<usize> {
+        schedule::vanish(self, ids, unseen_since, at).await
+    }
+    async fn queue_notifications(
+        &self,
+        incident_id: i64,
+        sinks: Vec<String>,
+        event: &str,
+        body: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        notifications::queue_notifications(self, incident_id, sinks, event, body, at).await
+    }
+    async fn record_attempt(&self, attempt: Attempt) -> Result<()> {
+        notifications::record_attempt(self, attempt).await
+    }
+    async fn due_notifications(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Notification>> {
+        notifications::due_notifications(self, now, limit).await
+    }
+    async fn next_notification(&self) -> Result<Option<DateTime<Utc>>> {
+        notifications::next_notification(self).await
+    }
+    async fn notifications(&self, incident_id: i64) -> Result<Vec<Notification>> {
+        notifications::notifications(self, incident_id).await
+    }
+    async fn record_audit(&self, entry: AuditEntry) -> Result<()> {
+        audit::record_audit(self, entry).await
+    }
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        audit::audit(self, limit).await
+    }
+    async fn answer(
+        &self,
+        incident_id: i64,
+        approved: bool,
+        audit: AuditEntry,
+        proposed_after: DateTime<Utc>,
+    ) -> Result<Option<i64>> {
+        approvals::answer(self, incident_id, approved, audit, proposed_after).await
+    }
+    async fn approval(&self, proposal_id: i64) -> Result<Option<Answer>> {
+        approvals::approval(self, proposal_id).await
+    }
+    async fn implicate(&self, id: i64, what: String) -> Result<()> {
+        schedule::implicate(self, id, what).await
+    }
+    async fn set_paused(&self, paused: bool) -> Result<()> {
+        decisions::set_paused(self, paused).await
+    }
+    async fn prune(&self, cutoff: DateTime<Utc>) -> Result<Pruned> {
+        retention::prune(self, cutoff).await
+    }
+    async fn paused(&self) -> Result<bool> {
+        decisions::paused(self).await
+    }
+    async fn policy(&self) -> Result<Option<StoredPolicy>> {
+        policy::policy(self).await
+    }
+    async fn policy_revision(&self) -> Result<i64> {
+        policy::policy_revision(self).await
+    }
+    async fn record_learned(&self, learned: Learned) -> Result<Option<i64>> {
+        policy::record_learned(self, learned).await
+    }
+    async fn record_feedback(
+        &self,
+        event: FeedbackEvent,
+        default_coverage: f64,
+        bounds: FeedbackConfig,
+    ) -> Result<Option<FeedbackStep>> {
+        thresholds::record_feedback(self, event, default_coverage, bounds).await
+    }
+    async fn record_round(&self, rounds: Vec<SpecRound>) -> Result<()> {
+        thresholds::record_round(self, rounds).await
+    }
+    async fn coverages(&self, spec: String) -> Result<HashMap<String, f64>> {
+        thresholds::coverages(self, spec).await
+    }
+    async fn incident_summaries(&self, alertnames: Vec<String>, since: DateTime<Utc>) -> Result<Vec<IncidentSummary>> {
+        thresholds::incident_summaries(self, alertnames, since).await
+    }
+    async fn threshold_state(&self) -> Result<ThresholdState> {
+        thresholds::threshold_state(self).await
+    }
+}
