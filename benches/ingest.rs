@@ -329,7 +329,10 @@ async fn run(options: Options) {
             ),
             "postgres" => {
                 let url = homeostat_journal::pg_server::durable_database().await;
-                start_homeostat(dir.path(), "PostgreSQL 15, local", format!("  url: {url}\n"))
+                let password = dir.path().join("pg-password");
+                std::fs::write(&password, homeostat_journal::pg_server::PASSWORD).unwrap();
+                let journal = format!("  url: {url}\n  password: {{file: {}}}\n", password.display());
+                start_homeostat(dir.path(), "PostgreSQL 15, local", journal)
             }
             other => panic!("unknown target {other:?}: use bare, full, normal or postgres"),
         };

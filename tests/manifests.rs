@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PersistentVolumeClaim, PodSpec, Service, ServiceAccount, Volume,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPort};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
@@ -156,11 +156,10 @@ fn one<T: serde::de::DeserializeOwned>(kind: &str) -> T {
     parse(&file, &document)
 }
 
-#[test]
-fn rbac_grants_exactly_what_the_executor_calls() {
-    let role: ClusterRole = one("ClusterRole");
+/// What `rules` grant, as (API group, resource, verb); no wildcards, names or URLs.
+fn granted(rules: Vec<PolicyRule>) -> BTreeSet<(String, String, String)> {
     let mut granted = BTreeSet::new();
-    for rule in role.rules.unwrap_or_default() {
+    for rule in rules {
         for group in rule.api_groups.clone().unwrap_or_default() {
             for resource in rule.resources.clone().unwrap_or_default() {
                 for verb in &rule.verbs {
@@ -171,10 +170,22 @@ fn rbac_grants_exactly_what_the_executor_calls() {
         }
         assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
     }
-    let needed: BTreeSet<(String, String, String)> = API_CALLS
+    granted
+}
+
+/// The executor's API calls, as [`granted`] lists them.
+fn needed() -> BTreeSet<(String, String, String)> {
+    API_CALLS
         .iter()
         .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn rbac_grants_exactly_what_the_executor_calls() {
+    let role: ClusterRole = one("ClusterRole");
+    let granted = granted(role.rules.clone().unwrap_or_default());
+    let needed = needed();
     let missing: Vec<_> = needed.difference(&granted).collect();
     let extra: Vec<_> = granted.difference(&needed).collect();
     assert!(
@@ -190,6 +201,87 @@ fn rbac_grants_exactly_what_the_executor_calls() {
     assert_eq!(
         (subject.kind.as_str(), &subject.name),
         ("ServiceAccount", account.metadata.name.as_ref().unwrap())
+    );
+}
+
+/// The namespaced component: a Role (in a namespace homeostat acts in) with
+/// the namespaced calls and a ClusterRole with the cluster-scoped one, bound
+/// to homeostat's service account, together exactly the executor's calls;
+/// and it deletes the cluster-wide role and its binding.
+#[test]
+fn the_namespaced_rbac_grants_exactly_what_the_executor_calls_and_replaces_the_cluster_role() {
+    let component = dir().join("namespaced");
+    let documents = documents_in(&component);
+    let find = |kind: &str| {
+        documents
+            .iter()
+            .find(|(_, d)| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let (file, role) = find("Role");
+    let role: Role = parse(file, role);
+    let (file, nodes) = find("ClusterRole");
+    let nodes: ClusterRole = parse(file, nodes);
+    let in_namespace = granted(role.rules.clone().unwrap_or_default());
+    let cluster_wide = granted(nodes.rules.clone().unwrap_or_default());
+    assert!(
+        cluster_wide.iter().all(|(_, resource, _)| resource == "nodes"),
+        "{cluster_wide:?}"
+    );
+    assert!(
+        in_namespace.iter().all(|(_, resource, _)| resource != "nodes"),
+        "{in_namespace:?}"
+    );
+    let all: BTreeSet<_> = in_namespace.union(&cluster_wide).cloned().collect();
+    assert_eq!(all, needed());
+    assert_ne!(
+        role.metadata.namespace.as_deref(),
+        Some("homeostat"),
+        "a namespace homeostat acts in"
+    );
+
+    let (file, binding) = find("RoleBinding");
+    let binding: RoleBinding = parse(file, binding);
+    assert_eq!(binding.metadata.namespace, role.metadata.namespace);
+    assert_eq!(
+        (binding.role_ref.kind.as_str(), &binding.role_ref.name),
+        ("Role", role.metadata.name.as_ref().unwrap())
+    );
+    let (file, node_binding) = find("ClusterRoleBinding");
+    let node_binding: ClusterRoleBinding = parse(file, node_binding);
+    assert_eq!(node_binding.role_ref.name, nodes.metadata.name.clone().unwrap());
+    let account: ServiceAccount = one("ServiceAccount");
+    for subjects in [binding.subjects.unwrap(), node_binding.subjects.unwrap()] {
+        assert_eq!(subjects[0].name, account.metadata.name.clone().unwrap());
+        assert_eq!(subjects[0].namespace, account.metadata.namespace);
+    }
+
+    // The cluster-wide role and its binding are deleted by name.
+    let base_role: ClusterRole = one("ClusterRole");
+    let base_binding: ClusterRoleBinding = one("ClusterRoleBinding");
+    let kustomization = read_yaml(&component.join("kustomization.yaml"));
+    let deleted: BTreeSet<(String, String)> = kustomization["patches"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| serde_yaml::from_str::<Value>(p["patch"].as_str().unwrap()).unwrap())
+        .inspect(|patch| assert_eq!(patch["$patch"].as_str(), Some("delete"), "{patch:?}"))
+        .map(|patch| {
+            let field = |f: &str| patch[f].as_str().unwrap().to_owned();
+            (field("kind"), patch["metadata"]["name"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        deleted,
+        BTreeSet::from([
+            ("ClusterRole".to_owned(), base_role.metadata.name.unwrap()),
+            ("ClusterRoleBinding".to_owned(), base_binding.metadata.name.unwrap()),
+        ])
+    );
+    let text = std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap();
+    assert!(
+        text.contains("\n# components: [namespaced]\n"),
+        "the line that switches it on"
     );
 }
 
@@ -232,6 +324,8 @@ fn the_deployment_runs_locked_down_with_probes_and_limits() {
         |probe: &Option<k8s_openapi::api::core::v1::Probe>| probe.clone().and_then(|p| p.http_get).and_then(|h| h.path);
     assert_eq!(path(&container.readiness_probe).as_deref(), Some("/readyz"));
     assert_eq!(path(&container.liveness_probe).as_deref(), Some("/healthz"));
+    // A slow start (the journal's integrity check) is not a failed liveness probe.
+    assert_eq!(path(&container.startup_probe).as_deref(), Some("/healthz"));
     // The journal lives on the volume, the only writable path.
     let mounts = container.volume_mounts.clone().unwrap();
     assert!(mounts

@@ -85,7 +85,7 @@ pub fn run(args: CheckConfigArgs) -> ExitCode {
         "{}: OK\n  listen: {}\n  auth: {auth}\n  journal: {}\n  actions: {actions}\n  thresholds: {thresholds}\n  PromQL: {} of {} queries accepted by Prometheus{unchecked}{reached}",
         file.display(),
         config.server.listen,
-        config.journal.path.display(),
+        config.journal.describe(),
         accepted,
         checked.len(),
     );

@@ -642,6 +642,25 @@ pub struct JournalConfig {
 }
 
 impl JournalConfig {
+    /// The journal as messages and logs name it: the PostgreSQL URL without
+    /// its password (nor its query, which may hold one), or the SQLite file.
+    pub fn describe(&self) -> String {
+        let Some(url) = &self.url else {
+            return self.path.display().to_string();
+        };
+        let url = url.split('?').next().unwrap_or_default();
+        match url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{user}@{host}")
+                }
+                None => url.to_owned(),
+            },
+            None => "(journal.url)".to_owned(),
+        }
+    }
+
     /// The PostgreSQL password, read from `journal.password`; `None` when
     /// there is none. An error names the key and says what is wrong.
     pub fn read_password(&self, env: &dyn Env) -> std::result::Result<Option<Secret>, (String, String)> {
@@ -836,20 +855,23 @@ impl Config {
             return Err(invalid("journal.path", "must name a file".into()));
         }
         if let Some(url) = &self.journal.url {
+            // Nothing of the URL is repeated here: it may hold a password.
             let Some((_, rest)) = url
                 .split_once("://")
                 .filter(|(scheme, _)| ["postgres", "postgresql"].contains(scheme))
             else {
                 return Err(invalid(
                     "journal.url",
-                    format!("{url:?} is not a PostgreSQL URL (postgres://user@host:port/database)"),
+                    "is not a PostgreSQL URL (postgres://user@host:port/database)".into(),
                 ));
             };
-            let authority = rest.split(['/', '?']).next().unwrap_or_default();
-            if authority
+            let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let authority = address.split('/').next().unwrap_or_default();
+            let in_userinfo = authority
                 .rsplit_once('@')
-                .is_some_and(|(userinfo, _)| userinfo.contains(':'))
-            {
+                .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+            let in_query = query.split('&').any(|pair| pair.split('=').next() == Some("password"));
+            if in_userinfo || in_query {
                 return Err(invalid(
                     "journal.url",
                     "holds a password: put it in journal.password (file or env) instead".into(),
@@ -1252,7 +1274,13 @@ mod tests {
         };
         for (journal, expected) in [
             ("url: mysql://db/x", "is not a PostgreSQL URL"),
+            ("url: postgresql+psycopg://u:secret@db/x", "is not a PostgreSQL URL"),
+            ("url: host=db password=secret", "is not a PostgreSQL URL"),
             ("url: postgres://homeostat:secret@db:5432/x", "holds a password"),
+            (
+                "url: postgres://homeostat@db/x?sslmode=disable&password=secret",
+                "holds a password",
+            ),
             ("password: {env: PGPASS}", "set journal.url too"),
             (
                 "url: postgres://homeostat@db/x\n  password: {env: PGPASS}",
@@ -1269,6 +1297,20 @@ mod tests {
         let config = parse(text).unwrap();
         let password = config.journal.read_password(&env).unwrap().unwrap();
         assert_eq!(password.expose(), "s3cret");
+        // Messages name the database without a password, wherever the URL holds one.
+        for (url, described) in [
+            ("postgres://u:pw@db:5432/x", "postgres://u@db:5432/x"),
+            ("postgres://u@db/x?sslmode=disable&password=pw", "postgres://u@db/x"),
+            ("postgresql://db/x", "postgresql://db/x"),
+            ("host=db password=pw", "(journal.url)"),
+        ] {
+            let journal = JournalConfig {
+                url: Some(url.to_owned()),
+                ..JournalConfig::default()
+            };
+            assert_eq!(journal.describe(), described);
+        }
+        assert_eq!(JournalConfig::default().describe(), "homeostat.db");
     }
 
     /// Addresses and replica bounds that cannot work are refused at load,

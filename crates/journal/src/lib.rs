@@ -72,9 +72,9 @@ pub enum JournalError {
     )]
     Foreign { path: PathBuf, what: String },
     #[error(
-        "journal {p} is damaged: {detail}. Stop homeostat and keep a copy of the file; then either recover \
-         what SQLite can read (`sqlite3 {p} .recover | sqlite3 recovered.db`, and point journal.path at \
-         recovered.db) or move the file aside, and homeostat starts a new, empty journal",
+        "journal {p} is damaged: {detail}. Stop homeostat, move the file aside (keep it: \
+         `sqlite3 {p} .recover` salvages what is readable, for reading) and start homeostat again: \
+         it starts a new, empty journal",
         p = path.display()
     )]
     Damaged { path: PathBuf, detail: String },
@@ -296,6 +296,7 @@ impl SqliteJournal {
                 .map_err(open_err)?;
         reader
             .busy_timeout(std::time::Duration::from_secs(5))
+            .and_then(|()| temp_in_memory(&reader))
             .map_err(open_err)?;
 
         let (writes, rx) = mpsc::channel(WRITE_QUEUE);
@@ -462,7 +463,13 @@ fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()
         Synchronous::Full => "FULL",
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
-    Ok(())
+    temp_in_memory(conn)
+}
+
+/// Sorts and statement journals in memory: the container image has no
+/// writable temporary directory (a read-only root file system).
+fn temp_in_memory(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "temp_store", "MEMORY")
 }
 
 /// Opens (creating if needed) the SQLite journal the configuration names

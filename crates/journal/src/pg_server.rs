@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The running server: its base URL and the shell that keeps it alive
-/// while the shell's standard input, a pipe from this process, is open.
+/// The running server: its port and the shell that keeps it alive while
+/// the shell's standard input, a pipe from this process, is open.
 struct Server {
-    /// `postgres://homeostat@127.0.0.1:PORT`
-    base: String,
-    _shell: std::process::Child,
+    port: u16,
+    /// The one that runs the server, and any whose server found its port
+    /// taken (each removes the directory only when this process ends).
+    _shells: Vec<std::process::Child>,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
@@ -68,6 +69,10 @@ fn as_postgres() -> &'static str {
     }
 }
 
+/// The password of the servers' `homeostat` user: connections over TCP
+/// must give it (scram-sha-256), so a journal that drops its password fails.
+pub const PASSWORD: &str = "homeostat-test-password";
+
 fn start(durable: bool) -> Server {
     let bin = bin_dir();
     let dir = tempfile::Builder::new()
@@ -77,65 +82,90 @@ fn start(durable: bool) -> Server {
         .keep();
     let dir_str = dir.to_str().expect("a UTF-8 temporary path").to_owned();
     let user = as_postgres();
+    std::fs::write(dir.join("pwfile"), PASSWORD).expect("the password file");
     if !user.is_empty() {
-        let status = Command::new("chown").args(["postgres:", &dir_str]).status();
+        let status = Command::new("chown").args(["-R", "postgres:", &dir_str]).status();
         assert!(status.is_ok_and(|s| s.success()), "chown postgres {dir_str} failed");
     }
     let bin = bin.to_str().expect("a UTF-8 path");
-    let run = |script: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("{user}{bin}/{script}")])
-            .output()
-            .expect("sh runs")
-    };
-    let output = run(&format!(
-        "initdb -D {dir_str}/data -A trust -U homeostat -E UTF8 --locale=C --no-sync"
-    ));
+    let output = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "{user}{bin}/initdb -D {dir_str}/data -U homeostat --pwfile={dir_str}/pwfile \
+                 --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C --no-sync"
+            ),
+        ])
+        .output()
+        .expect("sh runs");
     assert!(
         output.status.success(),
         "initdb failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    // Stopped, and its directory removed, once standard input closes.
-    let script = format!(
-        "{user}{bin}/postgres -D {dir_str}/data -p {port} -k {dir_str} -c listen_addresses=127.0.0.1 \
-         -c max_connections=400 {unsafe_speed} \
-         >{dir_str}/log 2>&1 & pid=$!; cat >/dev/null; kill -INT $pid; wait $pid; rm -rf {dir_str}",
-        unsafe_speed = if durable {
-            ""
-        } else {
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    // The port is free when asked for, and may be taken before the server
+    // binds it: then the server exits, and another port is tried.
+    let mut shells = Vec::new();
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        // Stopped, and its directory removed, once standard input closes.
+        let script = format!(
+            "{user}{bin}/postgres -D {dir_str}/data -p {port} -k {dir_str} -c listen_addresses=127.0.0.1 \
+             -c max_connections=400 {unsafe_speed} \
+             >{dir_str}/log 2>&1 & pid=$!; cat >/dev/null; kill -INT $pid; wait $pid; rm -rf {dir_str}",
+            unsafe_speed = if durable {
+                ""
+            } else {
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            }
+        );
+        let mut shell = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh runs");
+        let started = ready(&dir, port, &mut shell);
+        shells.push(shell);
+        if started {
+            return Server { port, _shells: shells };
         }
-    );
-    let shell = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sh runs");
+    }
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    panic!("PostgreSQL did not start on any of 5 ports:\n{log}")
+}
+
+/// Whether the server the shell started accepts connections on `port`,
+/// by its own account (postmaster.pid: the port on line 4, "ready" on
+/// line 8); false once it has exited. Panics after 30 s.
+fn ready(dir: &std::path::Path, port: u16, shell: &mut std::process::Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        let log = std::fs::read_to_string(format!("{dir_str}/log")).unwrap_or_default();
+    loop {
+        let pid_file = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap_or_default();
+        let lines: Vec<&str> = pid_file.lines().map(str::trim).collect();
+        if lines.get(3) == Some(&port.to_string().as_str()) && lines.get(7) == Some(&"ready") {
+            return true;
+        }
+        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        if log.contains("could not bind") || shell.try_wait().ok().flatten().is_some() {
+            return false;
+        }
         assert!(Instant::now() < deadline, "PostgreSQL did not start in 30 s:\n{log}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server {
-        base: format!("postgres://homeostat@127.0.0.1:{port}"),
-        _shell: shell,
-    }
 }
 
-/// The URL of a new, empty database of its own on the tests' server.
+/// The URL (without the password, [`PASSWORD`]) of a new, empty database
+/// of its own on the tests' server.
 pub async fn database() -> String {
     create(SERVER.get_or_init(|| start(false))).await
 }
 
-/// The URL of a new, empty database on a server that syncs every commit.
+/// The same on a server that syncs every commit.
 pub async fn durable_database() -> String {
     create(DURABLE.get_or_init(|| start(true))).await
 }
@@ -143,18 +173,15 @@ pub async fn durable_database() -> String {
 async fn create(server: &Server) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let name = format!("test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (client, connection) = loop {
-        // The port opens a moment before the server takes connections.
-        match tokio_postgres::connect(&format!("{}/postgres", server.base), tokio_postgres::NoTls).await {
-            Ok(connected) => break connected,
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(error = %e, "PostgreSQL not ready yet");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("cannot connect to the test PostgreSQL: {e}"),
-        }
-    };
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(server.port)
+        .user("homeostat")
+        .password(PASSWORD)
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("a connection to the test PostgreSQL");
     let connection = tokio::spawn(connection);
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -162,5 +189,5 @@ async fn create(server: &Server) -> String {
         .expect("CREATE DATABASE");
     drop(client);
     let _ = connection.await;
-    format!("{}/{name}", server.base)
+    format!("postgres://homeostat@127.0.0.1:{}/{name}", server.port)
 }

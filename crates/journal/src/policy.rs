@@ -12,7 +12,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use serde::Serialize;
 
 use super::decisions::{self, Decision};
-use super::{parse_time, timestamp, upgrade, JournalError, Op, Result, SqliteJournal, Written};
+use super::{
+    identify, lock, parse_time, timestamp, upgrade, JournalError, Op, Result, SqliteJournal, Written, SCHEMA_VERSION,
+};
 
 pub(super) const SCHEMA: &str = "
     CREATE TABLE policy (
@@ -254,7 +256,25 @@ pub fn import(path: &std::path::Path, state: &str, source: &str) -> Result<i64> 
     };
     let mut conn = Connection::open(path).map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
-    upgrade(&conn, path)?;
+    // Beside a running homeostat (which holds the journal's lock) the row is
+    // only added, to a journal that homeostat has already brought to this
+    // build's schema; otherwise the import creates or upgrades it itself.
+    let version = identify(&conn, path)?;
+    let _lock = match lock(path) {
+        Ok(lock) => {
+            upgrade(&conn, path)?;
+            Some(lock)
+        }
+        Err(JournalError::InUse { .. }) if version == SCHEMA_VERSION => None,
+        Err(JournalError::InUse { .. }) => {
+            return Err(JournalError::Internal(format!(
+                "{} is in use by a homeostat whose journal has schema version {version}, not this build's \
+                 {SCHEMA_VERSION}: import with the homeostat that serves it, or stop it first",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     // Immediate: a running homeostat's commit between this read and write
     // would otherwise fail the import instead of waiting for the lock.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

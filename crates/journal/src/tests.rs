@@ -36,13 +36,26 @@ impl TestDb {
         }
     }
 
+    /// The PostgreSQL password, when it is PostgreSQL.
+    fn password(&self) -> Option<&'static str> {
+        self.url.as_ref().map(|_| crate::pg_server::PASSWORD)
+    }
+
     /// The SQLite file, when it is one.
     fn path(&self) -> Option<PathBuf> {
         self.url.is_none().then(|| self.config().path)
     }
 
+    /// Why opening fails (a test that expects it to).
+    async fn refused(&self) -> String {
+        match crate::connect(&self.config(), self.password(), JournalMetrics::default()).await {
+            Ok(_) => panic!("the journal opened"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     async fn open(&self) -> (Journal, JournalWriter) {
-        crate::connect(&self.config(), None, JournalMetrics::default())
+        crate::connect(&self.config(), self.password(), JournalMetrics::default())
             .await
             .unwrap()
     }
@@ -999,11 +1012,7 @@ async fn a_second_writer_on_the_same_database_is_refused() {
         .incident_id;
     journal.record_decision(new_decision(incident, "allow")).await.unwrap();
 
-    let err = crate::connect(&db.config(), None, JournalMetrics::default())
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let err = db.refused().await;
     assert!(
         err.contains("in use by another homeostat process (connected from 127.0.0.1 since"),
         "{err}"
@@ -1711,4 +1720,57 @@ async fn the_learned_policy_saves_only_on_its_base_revision_and_survives_reopeni
     assert_eq!(saved[0].1, 4);
     let stored = journal.policy().await.unwrap().unwrap();
     assert_eq!((stored.revision, stored.state), (4, saved[0].0.clone()));
+}
+
+/// A raw session on a test database, as another application would have.
+async fn raw_session(url: &str) -> tokio_postgres::Client {
+    let mut config: tokio_postgres::Config = url.parse().unwrap();
+    config.password(crate::pg_server::PASSWORD);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// A PostgreSQL database holding another application's tables is refused
+/// before homeostat creates anything in it, and a journal whose schema is
+/// newer than this build is refused rather than misread.
+#[tokio::test]
+async fn a_database_homeostat_did_not_create_or_cannot_read_is_refused() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let url = db.url.clone().unwrap();
+    let other = raw_session(&url).await;
+    other
+        .batch_execute("CREATE TABLE orders (id int); CREATE VIEW recent AS SELECT * FROM orders;")
+        .await
+        .unwrap();
+    let err = db.refused().await;
+    assert!(
+        err.contains("not a homeostat journal") && err.contains("(orders, recent)"),
+        "{err}"
+    );
+    let tables: i64 = other
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = current_schema() AND c.relkind = 'r'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 1, "homeostat created tables beside another application's");
+
+    let db = TestDb::new(Backend::Postgres).await;
+    let (journal, writer) = db.open().await;
+    drop(journal);
+    writer.join();
+    raw_session(db.url.as_deref().unwrap())
+        .await
+        .batch_execute("UPDATE homeostat_journal SET schema_version = 99")
+        .await
+        .unwrap();
+    let err = db.refused().await;
+    assert!(
+        err.contains("schema version 99, newer than this homeostat understands"),
+        "{err}"
+    );
 }

@@ -107,7 +107,7 @@ pub async fn serve<P: Processor>(
             tracing::info!("Shutting down: no new connections; draining the queue.");
         },
     ));
-    tracing::info!(%address, journal = %config.journal.path.display(), "Listening.");
+    tracing::info!(%address, journal = %config.journal.describe(), "Listening.");
 
     // In journal order: what a crash left unprocessed comes before anything
     // new, which waits in the queue meanwhile; /readyz says 503 until then.

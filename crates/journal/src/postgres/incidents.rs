@@ -1,14 +1,18 @@
 //! Deliveries and the incidents they open, repeat and resolve (the SQLite
 //! journal's ingest and incident reads in `lib.rs`, on PostgreSQL).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use homeostat_core::alert::{is_label_name, AlertStatus, WebhookMessage};
 use homeostat_core::incident::{transition, EventKind, Incident, Known, Transition};
-use tokio::sync::mpsc::OwnedPermit;
+use tokio::sync::mpsc::{self, OwnedPermit};
+use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Row;
 
-use super::{PgJournal, INGEST_LOCK};
+use super::{Db, PgJournal, INGEST_LOCK};
 use crate::{
     parse_time, AlertWrite, Delivery, IncidentEvent, IncidentPage, IncidentQuery, IncidentRow, IngestWrite,
     JournalError, Result,
@@ -45,30 +49,131 @@ fn read_incident(row: &Row) -> Result<Incident> {
     .decode()
 }
 
-/// Journals a delivery and applies it to the incidents in one transaction,
-/// then hands it to the pipeline through `queue_slot`. Ingests are one at a
-/// time (across processes by an advisory lock, within this one by a mutex
-/// held until the delivery is queued), so ids, commits and the queue agree.
+/// Most deliveries journalled in one transaction.
+const MAX_GROUP: usize = 256;
+/// Deliveries waiting for the ingest task before callers wait for room.
+const QUEUE: usize = 4096;
+
+/// A delivery for the ingest task: its rows, the pipeline queue slot it
+/// goes to once committed, and where to answer.
+pub(super) struct Pending {
+    write: IngestWrite,
+    slot: OwnedPermit<Delivery>,
+    reply: oneshot::Sender<Result<Delivery>>,
+}
+
+/// Journals a delivery and applies it to the incidents; returns once it is
+/// committed, by when the ingest task has put it in the pipeline queue.
 pub(super) async fn ingest(
     j: &PgJournal,
     message: WebhookMessage,
     received_at: DateTime<Utc>,
     queue_slot: OwnedPermit<Delivery>,
 ) -> Result<Delivery> {
-    let delivery = IngestWrite::new(message, received_at);
-    let _in_order = j.ingest.lock().await;
-    let mut client = j.client().await?;
+    let (reply, answer) = oneshot::channel();
+    let pending = Pending {
+        write: IngestWrite::new(message, received_at),
+        slot: queue_slot,
+        reply,
+    };
+    j.ingest.send(pending).await.map_err(|_| JournalError::Closed)?;
+    answer.await.map_err(|_| JournalError::Closed)?
+}
+
+/// Starts the task that journals deliveries: whatever has queued up is
+/// committed in one transaction (one sync for many deliveries in a storm),
+/// then each goes to the pipeline queue and its caller is answered. Should
+/// the group fail, each delivery is tried alone, so one bad delivery fails
+/// alone. It ends when the journal is dropped.
+pub(super) fn spawn_ingester(db: Db) -> mpsc::Sender<Pending> {
+    let (sender, mut receiver) = mpsc::channel::<Pending>(QUEUE);
+    tokio::spawn(async move {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while receiver.recv_many(&mut group, MAX_GROUP).await > 0 {
+            let writes: Vec<&IngestWrite> = group.iter().map(|p| &p.write).collect();
+            match commit(&db, &writes).await {
+                Ok(deliveries) => {
+                    for (pending, delivery) in group.drain(..).zip(deliveries) {
+                        pending.committed(Ok(delivery));
+                    }
+                }
+                Err(e) if group.len() == 1 => group.remove(0).committed(Err(e)),
+                Err(_) => {
+                    for pending in group.drain(..) {
+                        let alone = commit(&db, &[&pending.write]).await.map(|mut d| d.remove(0));
+                        pending.committed(alone);
+                    }
+                }
+            }
+        }
+    });
+    sender
+}
+
+impl Pending {
+    /// After the commit: queue the delivery for the pipeline, then answer the caller.
+    fn committed(self, result: Result<Delivery>) {
+        if let Ok(delivery) = &result {
+            self.slot.send(delivery.clone());
+        }
+        // A caller that gave up waiting is not an error here.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Journals `deliveries` in one transaction, in order.
+async fn commit(db: &Db, deliveries: &[&IngestWrite]) -> Result<Vec<Delivery>> {
+    let mut client = db.client().await?;
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INGEST_LOCK]).await?;
+    // The open incidents of every alert, read once for the whole group and
+    // locked in id order as `vanish` locks them, so the two cannot deadlock.
+    let fingerprints: Vec<&str> = deliveries
+        .iter()
+        .flat_map(|d| &d.alerts)
+        .map(|a| a.fingerprint.as_str())
+        .collect();
+    let select = tx
+        .prepare_cached(
+            "SELECT id, fingerprint, starts_at FROM incidents
+             WHERE fingerprint = ANY($1) AND status = 'firing' ORDER BY id FOR UPDATE",
+        )
+        .await?;
+    let mut open = OpenIncidents::new();
+    for row in tx.query(&select, &[&fingerprints]).await? {
+        open.insert(row.try_get(1)?, (row.try_get(0)?, parse_time(row.try_get(2)?)?));
+    }
+    let mut committed = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        committed.push(journal(&tx, &mut open, delivery).await?);
+    }
+    tx.commit().await?;
+    Ok(committed)
+}
+
+/// Each firing incident of the group's fingerprints: its id and start.
+type OpenIncidents = HashMap<String, (i64, DateTime<Utc>)>;
+
+/// One delivery's transitions and its row, within `tx`; `open` follows them.
+async fn journal(tx: &Transaction<'_>, open: &mut OpenIncidents, delivery: &IngestWrite) -> Result<Delivery> {
     let mut events = Vec::with_capacity(delivery.alerts.len());
     for alert in &delivery.alerts {
         let step = transition(
             alert.status,
             alert.starts_at_time,
             delivery.received_at_time,
-            known(&tx, alert).await?,
+            known(tx, open, alert).await?,
         );
-        let incident_id = apply(&tx, alert, step, &delivery.received_at).await?;
+        let incident_id = apply(tx, alert, step, &delivery.received_at).await?;
+        match step {
+            Transition::Open => {
+                open.insert(alert.fingerprint.clone(), (incident_id, alert.starts_at_time));
+            }
+            Transition::Resolve(_) => {
+                open.remove(&alert.fingerprint);
+            }
+            Transition::Repeat(_) | Transition::OpenResolved | Transition::Stale(_) => {}
+        }
         events.push(IncidentEvent {
             incident_id,
             kind: step.event_kind(),
@@ -80,11 +185,16 @@ pub(super) async fn ingest(
     let compact =
         serde_json::to_string(&compact).map_err(|e| JournalError::Internal(format!("cannot encode events: {e}")))?;
     let alerts = delivery.alerts.len() as i64;
-    let id: i64 = tx
-        .query_one(
+    let insert = tx
+        .prepare_cached(
             "INSERT INTO deliveries (received_at, receiver, group_key, status, alerts, truncated_alerts, external_url,
                                      group_labels, common_labels, common_annotations, events)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        )
+        .await?;
+    let id: i64 = tx
+        .query_one(
+            &insert,
             &[
                 &delivery.received_at,
                 &delivery.receiver,
@@ -101,39 +211,28 @@ pub(super) async fn ingest(
         )
         .await?
         .get(0);
-    tx.commit().await?;
-    let delivery = Delivery { id, events };
-    queue_slot.send(delivery.clone());
-    Ok(delivery)
+    Ok(Delivery { id, events })
 }
 
-/// What the journal knows of the alert's fingerprint. The open incident is
-/// locked, so a vanish or schedule write in between waits for this delivery.
-async fn known(tx: &Transaction<'_>, alert: &AlertWrite) -> Result<Known> {
-    let mut known = Known::default();
-    let open = tx
-        .query_opt(
-            "SELECT id, starts_at FROM incidents WHERE fingerprint = $1 AND status = 'firing' FOR UPDATE",
-            &[&alert.fingerprint],
-        )
-        .await?;
-    if let Some(row) = open {
-        known.open = Some((row.try_get(0)?, parse_time(row.try_get(1)?)?));
-    }
+/// What the journal knows of the alert's fingerprint.
+async fn known(tx: &Transaction<'_>, open: &OpenIncidents, alert: &AlertWrite) -> Result<Known> {
+    let mut known = Known {
+        open: open.get(&alert.fingerprint).copied(),
+        ..Known::default()
+    };
     let older = |(_, open_starts_at): (i64, DateTime<Utc>)| alert.starts_at_time < open_starts_at;
     if known
         .open
         .is_none_or(|o| alert.status == AlertStatus::Resolved && older(o))
     {
-        let rows = tx
-            .query(
+        let episode = tx
+            .prepare_cached(
                 "SELECT id, resolved_at FROM incidents
                  WHERE fingerprint = $1 AND starts_at = $2 AND status = 'resolved'
                  ORDER BY id DESC LIMIT 1",
-                &[&alert.fingerprint, &alert.starts_at],
             )
             .await?;
-        if let Some(row) = rows.first() {
+        if let Some(row) = tx.query_opt(&episode, &[&alert.fingerprint, &alert.starts_at]).await? {
             let resolved_at: Option<String> = row.try_get(1)?;
             let resolved_at = resolved_at.as_deref().map(parse_time).transpose()?.unwrap_or_default();
             known.resolved_episode = Some((row.try_get(0)?, resolved_at));
@@ -147,11 +246,16 @@ async fn apply(tx: &Transaction<'_>, alert: &AlertWrite, step: Transition, now: 
     match step {
         Transition::Open | Transition::OpenResolved => {
             let resolved = step == Transition::OpenResolved;
-            let row = tx
-                .query_one(
+            let insert = tx
+                .prepare_cached(
                     "INSERT INTO incidents (fingerprint, alertname, status, labels, annotations, starts_at, ends_at,
                                             generator_url, first_seen, last_seen, resolved_at, deliveries, next_check)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, 1, $11) RETURNING id",
+                )
+                .await?;
+            let row = tx
+                .query_one(
+                    &insert,
                     &[
                         &alert.fingerprint,
                         &alert.alertname,
@@ -173,9 +277,12 @@ async fn apply(tx: &Transaction<'_>, alert: &AlertWrite, step: Transition, now: 
         // repeat wakes the reconciler for the incident, as the first did.
         Transition::Repeat(id) => {
             tx.execute(
-                "UPDATE incidents SET annotations = $2, generator_url = $3, last_seen = $4,
+                &tx.prepare_cached(
+                    "UPDATE incidents SET annotations = $2, generator_url = $3, last_seen = $4,
                                       deliveries = deliveries + 1, next_check = $4
                  WHERE id = $1",
+                )
+                .await?,
                 &[&id, &alert.annotations, &alert.generator_url, now],
             )
             .await?;
@@ -183,9 +290,12 @@ async fn apply(tx: &Transaction<'_>, alert: &AlertWrite, step: Transition, now: 
         }
         Transition::Resolve(id) => {
             tx.execute(
-                "UPDATE incidents SET status = 'resolved', ends_at = $2, resolved_at = $3, last_seen = $3,
+                &tx.prepare_cached(
+                    "UPDATE incidents SET status = 'resolved', ends_at = $2, resolved_at = $3, last_seen = $3,
                                       deliveries = deliveries + 1, next_check = NULL
                  WHERE id = $1",
+                )
+                .await?,
                 &[&id, &alert.ends_at, now],
             )
             .await?;
@@ -193,7 +303,8 @@ async fn apply(tx: &Transaction<'_>, alert: &AlertWrite, step: Transition, now: 
         }
         Transition::Stale(id) => {
             tx.execute(
-                "UPDATE incidents SET last_seen = $2, deliveries = deliveries + 1 WHERE id = $1",
+                &tx.prepare_cached("UPDATE incidents SET last_seen = $2, deliveries = deliveries + 1 WHERE id = $1")
+                    .await?,
                 &[&id, now],
             )
             .await?;

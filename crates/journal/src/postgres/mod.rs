@@ -3,14 +3,23 @@
 //! [`crate::SqliteJournal`] (see [`crate::Store`]), through a pool of
 //! connections (deadpool-postgres over tokio-postgres).
 //!
+//! - One homeostat writes a journal: a session of its own holds an advisory
+//!   lock for the journal's life, and if that session ends (a database
+//!   restart, a network cut), nothing more is read or written through this
+//!   handle: another homeostat may have the journal by then.
 //! - Each operation is one transaction of its own; PostgreSQL, not a writer
 //!   thread, orders concurrent writes.
-//! - Deliveries are journalled one at a time (a transaction-scoped advisory
-//!   lock across processes, a mutex within this one), so delivery ids are
-//!   in commit order and reach the pipeline queue in journal order.
-//! - The schema is created by versioned migrations run under an advisory
-//!   lock; a database holding anything but homeostat's journal, or a schema
-//!   newer than this build, is refused before a single write.
+//! - Deliveries are journalled by one task, which commits whatever has
+//!   queued up in one transaction (group commit, as the SQLite writer
+//!   does) and then queues them for the pipeline: delivery ids are in
+//!   commit order and reach the queue in journal order, and a webhook that
+//!   gives up cannot leave a committed delivery out of the queue.
+//! - The schema is created by versioned migrations; a database holding
+//!   anything but homeostat's journal, or a schema newer than this build,
+//!   is refused before a single write.
+//! - Migrations and ingests also take advisory locks of their own. The
+//!   writer lock makes them redundant with one homeostat; they keep both
+//!   safe when several processes open one database.
 //!
 //! The modules beside this file hold each table family's SQL, as the SQLite
 //! modules of the same names do for SQLite.
@@ -26,6 +35,8 @@ mod schedule;
 mod thresholds;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -35,7 +46,7 @@ use homeostat_core::config::JournalConfig;
 use homeostat_core::decision::{ActionResult, Verification};
 use homeostat_core::incident::Incident;
 use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, IncidentSummary, ThresholdState};
-use tokio::sync::mpsc::OwnedPermit;
+use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio_postgres::NoTls;
 
 use crate::approvals::Answer;
@@ -62,16 +73,46 @@ const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Connections in the pool.
 const POOL_SIZE: usize = 16;
 
-/// A handle to the journal in a PostgreSQL database; cheap to share.
+/// A handle to the journal in a PostgreSQL database.
 pub struct PgJournal {
-    pool: Pool,
+    db: Db,
+    /// The task that journals deliveries, several to a transaction.
+    ingest: mpsc::Sender<incidents::Pending>,
     /// The session holding the writer lock; closing it (dropping the
     /// journal, or the process dying) releases the lock.
     _writer: tokio_postgres::Client,
+}
+
+/// The pool, and whether it may still be used; shared with the ingest task.
+#[derive(Clone)]
+struct Db {
+    pool: Pool,
+    /// Set when the writer lock's session has ended: the lock may be someone else's.
+    lock_lost: Arc<AtomicBool>,
     /// The database as errors name it (the URL without its password).
-    database: String,
-    /// Orders this process' ingests: commit order is queue order.
-    ingest: tokio::sync::Mutex<()>,
+    database: Arc<str>,
+}
+
+impl Db {
+    /// A connection from the pool, while this homeostat holds the writer lock.
+    async fn client(&self) -> Result<Object> {
+        let refused = |what: String| JournalError::Database {
+            database: self.database.to_string(),
+            what,
+        };
+        if self.lock_lost.load(Ordering::Acquire) {
+            return Err(refused(
+                "the session holding homeostat's writer lock ended (a database restart, a network cut, \
+                 or it was terminated), and another homeostat may write the journal now: nothing more is \
+                 written; restart homeostat"
+                    .into(),
+            ));
+        }
+        self.pool
+            .get()
+            .await
+            .map_err(|e| refused(format!("cannot connect: {e}")))
+    }
 }
 
 impl PgJournal {
@@ -82,7 +123,7 @@ impl PgJournal {
     pub async fn open(config: &JournalConfig, password: Option<&str>) -> Result<PgJournal> {
         let url = config.url.as_deref().unwrap_or_default();
         let mut pg: tokio_postgres::Config = url.parse().map_err(|e| JournalError::Database {
-            database: redact(url),
+            database: config.describe(),
             what: format!("journal.url is not a PostgreSQL URL: {e}"),
         })?;
         if let Some(password) = password {
@@ -90,7 +131,10 @@ impl PgJournal {
         }
         pg.application_name("homeostat");
         pg.connect_timeout(std::time::Duration::from_secs(10));
-        let writer = writer_lock(&pg, &redact(url)).await?;
+        // A cut connection is noticed in about a minute, not TCP's two hours.
+        pg.keepalives_idle(std::time::Duration::from_secs(30));
+        let lock_lost = Arc::new(AtomicBool::new(false));
+        let writer = writer_lock(&pg, &config.describe(), Arc::clone(&lock_lost)).await?;
         let manager = Manager::from_config(
             pg,
             NoTls,
@@ -102,11 +146,15 @@ impl PgJournal {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| JournalError::Internal(format!("cannot build the journal's connection pool: {e}")))?;
-        let journal = PgJournal {
+        let db = Db {
             pool,
+            lock_lost,
+            database: config.describe().into(),
+        };
+        let journal = PgJournal {
+            ingest: incidents::spawn_ingester(db.clone()),
+            db,
             _writer: writer,
-            database: redact(url),
-            ingest: tokio::sync::Mutex::new(()),
         };
         journal.migrate().await?;
         let interrupted = decisions::reconcile(&journal).await?;
@@ -119,12 +167,9 @@ impl PgJournal {
         Ok(journal)
     }
 
-    /// A connection from the pool.
+    /// A connection from the pool, while this homeostat holds the writer lock.
     pub(crate) async fn client(&self) -> Result<Object> {
-        self.pool.get().await.map_err(|e| JournalError::Database {
-            database: self.database.clone(),
-            what: format!("cannot connect: {e}"),
-        })
+        self.db.client().await
     }
 
     /// Creates or migrates the schema, under an advisory lock so that two
@@ -145,11 +190,15 @@ impl PgJournal {
 
     async fn migrate_locked(&self, client: &mut Object) -> Result<()> {
         let refuse = |what: String| JournalError::Database {
-            database: self.database.clone(),
+            database: self.db.database.to_string(),
             what,
         };
+        // In the schema homeostat creates its tables in, whatever this role may see of it.
         let ours: bool = client
-            .query_one("SELECT to_regclass('homeostat_journal') IS NOT NULL", &[])
+            .query_one(
+                "SELECT to_regclass(quote_ident(current_schema()) || '.homeostat_journal') IS NOT NULL",
+                &[],
+            )
             .await?
             .get(0);
         let version: i32 = if ours {
@@ -160,8 +209,9 @@ impl PgJournal {
         } else {
             let tables: Vec<String> = client
                 .query(
-                    "SELECT table_name::text FROM information_schema.tables
-                     WHERE table_schema = current_schema() ORDER BY table_name LIMIT 6",
+                    "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                     ORDER BY c.relname LIMIT 6",
                     &[],
                 )
                 .await?
@@ -202,7 +252,11 @@ impl PgJournal {
 /// A session of its own holding [`WRITER_LOCK`], so that one homeostat at a
 /// time writes the journal (as the SQLite journal's lock file does); an
 /// error naming where the holder connects from when another has it.
-async fn writer_lock(pg: &tokio_postgres::Config, database: &str) -> Result<tokio_postgres::Client> {
+async fn writer_lock(
+    pg: &tokio_postgres::Config,
+    database: &str,
+    lost: Arc<AtomicBool>,
+) -> Result<tokio_postgres::Client> {
     let unreachable = |e: tokio_postgres::Error| JournalError::Database {
         database: database.to_owned(),
         what: format!("cannot connect: {}", crate::postgres_message(&e)),
@@ -210,11 +264,13 @@ async fn writer_lock(pg: &tokio_postgres::Config, database: &str) -> Result<toki
     let (session, connection) = pg.connect(NoTls).await.map_err(unreachable)?;
     let watched = database.to_owned();
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
+        let ended = connection.await;
+        lost.store(true, Ordering::Release);
+        if let Err(e) = ended {
             tracing::error!(
                 database = watched,
                 error = %e,
-                "Lost the session holding the journal's writer lock; another homeostat may take the journal."
+                "Lost the session holding the journal's writer lock: nothing more is written to the journal; restart homeostat."
             );
         }
     });
@@ -237,7 +293,8 @@ async fn writer_lock(pg: &tokio_postgres::Config, database: &str) -> Result<toki
     // pg_locks shows a 64-bit key as its high and low 32 bits.
     let holder = session
         .query_opt(
-            "SELECT coalesce(host(a.client_addr), 'the local socket'), a.backend_start::text
+            "SELECT coalesce(host(a.client_addr), 'a local socket (or an address this user may not see)'),
+                    a.backend_start::text
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -262,20 +319,6 @@ async fn writer_lock(pg: &tokio_postgres::Config, database: &str) -> Result<toki
              stop the other one, or give this one a database of its own"
         ),
     })
-}
-
-/// `url` without its password, for messages and logs.
-fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or_default();
-                format!("{scheme}://{user}@{host}")
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 #[async_trait]

@@ -95,8 +95,10 @@ pub(super) async fn vanish(
     let client = j.client().await?;
     let stmt = client
         .prepare_cached(
-            "UPDATE incidents SET status = 'resolved', vanished = TRUE, resolved_at = $3, next_check = NULL
-             WHERE id = ANY($1) AND status = 'firing' AND last_seen < $2",
+            // Locked in id order, as ingest locks them, so the two cannot deadlock.
+            "WITH locked AS (SELECT id FROM incidents WHERE id = ANY($1) AND status = 'firing' ORDER BY id FOR UPDATE)
+             UPDATE incidents i SET status = 'resolved', vanished = TRUE, resolved_at = $3, next_check = NULL
+             FROM locked WHERE i.id = locked.id AND i.status = 'firing' AND i.last_seen < $2",
         )
         .await?;
     let closed = client
