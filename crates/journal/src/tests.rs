@@ -95,6 +95,7 @@ on_both!(
     a_proposal_is_answered_once_with_its_audit_entry_and_made_due,
     the_pause_survives_reopening,
     the_learned_policy_saves_only_on_its_base_revision_and_survives_reopening,
+    a_whole_episode_in_one_group_commit_lands_in_order,
 );
 
 fn config(dir: &tempfile::TempDir) -> JournalConfig {
@@ -1773,4 +1774,69 @@ async fn a_database_homeostat_did_not_create_or_cannot_read_is_refused() {
         err.contains("schema version 99, newer than this homeostat understands"),
         "{err}"
     );
+}
+
+/// Deliveries that arrive together are committed together (group commit);
+/// within the group each still sees the ones before it: an episode opened,
+/// resolved and fired again, then a late repeat of the first resolution,
+/// give the same incidents as one at a time would.
+async fn a_whole_episode_in_one_group_commit_lands_in_order(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (journal, _writer) = db.open().await;
+    let steps = |fp: String| {
+        [
+            alert(&fp, AlertStatus::Firing, T0, &[]),
+            alert(&fp, AlertStatus::Resolved, T0, &[]),
+            alert(&fp, AlertStatus::Firing, T1, &[]),
+            alert(&fp, AlertStatus::Resolved, T0, &[]),
+        ]
+    };
+    // Sent in this order, without waiting: they queue up for one commit.
+    let mut all = Vec::new();
+    for step in 0..4 {
+        for i in 0..20 {
+            all.push(steps(format!("g{i}"))[step].clone());
+        }
+    }
+    let deliveries = futures_util::future::join_all(all.into_iter().map(|alert| {
+        let journal = journal.clone();
+        async move {
+            let delivery = journal
+                .ingest(message(vec![alert]), Utc::now(), slot().await)
+                .await
+                .unwrap();
+            delivery.events[0].clone()
+        }
+    }))
+    .await;
+    let kinds: Vec<EventKind> = deliveries.iter().map(|e| e.kind).collect();
+    let expected: Vec<EventKind> = [
+        EventKind::Opened,
+        EventKind::Resolved,
+        EventKind::Opened,
+        EventKind::Stale,
+    ]
+    .into_iter()
+    .flat_map(|kind| std::iter::repeat_n(kind, 20))
+    .collect();
+    assert_eq!(kinds, expected);
+    for i in 0..20 {
+        let first = deliveries[i].incident_id;
+        let second = deliveries[40 + i].incident_id;
+        assert_ne!(first, second, "g{i}: the new episode is a new incident");
+        assert_eq!(
+            deliveries[20 + i].incident_id,
+            first,
+            "g{i}: the resolution closed the first"
+        );
+        assert_eq!(
+            deliveries[60 + i].incident_id,
+            first,
+            "g{i}: the late repeat is of the first"
+        );
+        let first = journal.incident(first).await.unwrap().unwrap();
+        let second = journal.incident(second).await.unwrap().unwrap();
+        assert_eq!((first.status, first.deliveries), (AlertStatus::Resolved, 3), "g{i}");
+        assert_eq!((second.status, second.deliveries), (AlertStatus::Firing, 1), "g{i}");
+    }
 }

@@ -5,17 +5,17 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
+use futures_util::future::BoxFuture;
 use homeostat_core::alert::{is_label_name, AlertStatus, WebhookMessage};
 use homeostat_core::incident::{transition, EventKind, Incident, Known, Transition};
 use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Statement};
 
 use super::{Db, PgJournal, INGEST_LOCK};
 use crate::{
-    parse_time, AlertWrite, Delivery, IncidentEvent, IncidentPage, IncidentQuery, IncidentRow, IngestWrite,
-    JournalError, Result,
+    parse_time, Delivery, IncidentEvent, IncidentPage, IncidentQuery, IncidentRow, IngestWrite, JournalError, Result,
 };
 
 /// The SQLite journal's `INCIDENT_COLUMNS`, in PostgreSQL's words.
@@ -126,6 +126,7 @@ async fn commit(db: &Db, deliveries: &[&IngestWrite]) -> Result<Vec<Delivery>> {
     let mut client = db.client().await?;
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INGEST_LOCK]).await?;
+    let statements = Statements::prepare(&tx).await?;
     // The open incidents of every alert, read once for the whole group and
     // locked in id order as `vanish` locks them, so the two cannot deadlock.
     let fingerprints: Vec<&str> = deliveries
@@ -133,47 +134,200 @@ async fn commit(db: &Db, deliveries: &[&IngestWrite]) -> Result<Vec<Delivery>> {
         .flat_map(|d| &d.alerts)
         .map(|a| a.fingerprint.as_str())
         .collect();
-    let select = tx
-        .prepare_cached(
-            "SELECT id, fingerprint, starts_at FROM incidents
-             WHERE fingerprint = ANY($1) AND status = 'firing' ORDER BY id FOR UPDATE",
-        )
-        .await?;
     let mut open = OpenIncidents::new();
-    for row in tx.query(&select, &[&fingerprints]).await? {
+    for row in tx.query(&statements.open, &[&fingerprints]).await? {
         open.insert(row.try_get(1)?, (row.try_get(0)?, parse_time(row.try_get(2)?)?));
     }
+    let mut deferred = Deferred {
+        tx: &tx,
+        pending: Vec::new(),
+    };
     let mut committed = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
-        committed.push(journal(&tx, &mut open, delivery).await?);
+        committed.push(journal(&statements, &mut deferred, &mut open, delivery).await?);
     }
+    deferred.flush().await?;
+    drop(deferred);
     tx.commit().await?;
     Ok(committed)
+}
+
+/// The ingest path's statements, prepared once per connection.
+struct Statements {
+    open: Statement,
+    episode: Statement,
+    insert_incident: Statement,
+    repeat: Statement,
+    resolve: Statement,
+    stale: Statement,
+    insert_delivery: Statement,
+}
+
+impl Statements {
+    async fn prepare(tx: &Transaction<'_>) -> Result<Statements> {
+        Ok(Statements {
+            open: tx
+                .prepare_cached(
+                    "SELECT id, fingerprint, starts_at FROM incidents
+                     WHERE fingerprint = ANY($1) AND status = 'firing' ORDER BY id FOR UPDATE",
+                )
+                .await?,
+            episode: tx
+                .prepare_cached(
+                    "SELECT id, resolved_at FROM incidents
+                     WHERE fingerprint = $1 AND starts_at = $2 AND status = 'resolved'
+                     ORDER BY id DESC LIMIT 1",
+                )
+                .await?,
+            insert_incident: tx
+                .prepare_cached(
+                    "INSERT INTO incidents (fingerprint, alertname, status, labels, annotations, starts_at, ends_at,
+                                            generator_url, first_seen, last_seen, resolved_at, deliveries, next_check)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, 1, $11) RETURNING id",
+                )
+                .await?,
+            // The labels cannot have changed: the fingerprint is their hash. A
+            // repeat wakes the reconciler for the incident, as the first did.
+            repeat: tx
+                .prepare_cached(
+                    "UPDATE incidents SET annotations = $2, generator_url = $3, last_seen = $4,
+                                          deliveries = deliveries + 1, next_check = $4
+                     WHERE id = $1",
+                )
+                .await?,
+            resolve: tx
+                .prepare_cached(
+                    "UPDATE incidents SET status = 'resolved', ends_at = $2, resolved_at = $3, last_seen = $3,
+                                          deliveries = deliveries + 1, next_check = NULL
+                     WHERE id = $1",
+                )
+                .await?,
+            stale: tx
+                .prepare_cached("UPDATE incidents SET last_seen = $2, deliveries = deliveries + 1 WHERE id = $1")
+                .await?,
+            insert_delivery: tx
+                .prepare_cached(
+                    "INSERT INTO deliveries (received_at, receiver, group_key, status, alerts, truncated_alerts,
+                                             external_url, group_labels, common_labels, common_annotations, events)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                )
+                .await?,
+        })
+    }
+}
+
+/// Parameters a deferred statement owns or borrows from the group.
+type Params<'a> = Vec<Box<dyn ToSql + Sync + Send + 'a>>;
+
+/// Updates whose results nothing waits for, sent together (pipelined on the
+/// connection) when the group ends, or before a statement that must see
+/// their effect: an episode looked up, which is also what comes before any
+/// incident is opened (a resolution of the same fingerprint may be pending,
+/// and only one incident per fingerprint may fire).
+struct Deferred<'a> {
+    tx: &'a Transaction<'a>,
+    pending: Vec<BoxFuture<'a, std::result::Result<u64, tokio_postgres::Error>>>,
+}
+
+impl<'a> Deferred<'a> {
+    fn push(&mut self, statement: &'a Statement, params: Params<'a>) {
+        self.pending.push(Box::pin(self.tx.execute_raw(statement, params)));
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        futures_util::future::try_join_all(self.pending.drain(..)).await?;
+        Ok(())
+    }
 }
 
 /// Each firing incident of the group's fingerprints: its id and start.
 type OpenIncidents = HashMap<String, (i64, DateTime<Utc>)>;
 
-/// One delivery's transitions and its row, within `tx`; `open` follows them.
-async fn journal(tx: &Transaction<'_>, open: &mut OpenIncidents, delivery: &IngestWrite) -> Result<Delivery> {
+/// One delivery's transitions and its row; `open` follows them.
+async fn journal<'a>(
+    statements: &'a Statements,
+    deferred: &mut Deferred<'a>,
+    open: &mut OpenIncidents,
+    delivery: &'a IngestWrite,
+) -> Result<Delivery> {
+    let now = &delivery.received_at;
     let mut events = Vec::with_capacity(delivery.alerts.len());
     for alert in &delivery.alerts {
-        let step = transition(
-            alert.status,
-            alert.starts_at_time,
-            delivery.received_at_time,
-            known(tx, open, alert).await?,
-        );
-        let incident_id = apply(tx, alert, step, &delivery.received_at).await?;
-        match step {
-            Transition::Open => {
-                open.insert(alert.fingerprint.clone(), (incident_id, alert.starts_at_time));
+        let mut known = Known {
+            open: open.get(&alert.fingerprint).copied(),
+            ..Known::default()
+        };
+        // The episode matters when nothing is open, or for a resolution of
+        // an episode older than the open one; not on the hot path of repeats.
+        let older = |(_, open_starts_at): (i64, DateTime<Utc>)| alert.starts_at_time < open_starts_at;
+        if known
+            .open
+            .is_none_or(|o| alert.status == AlertStatus::Resolved && older(o))
+        {
+            deferred.flush().await?;
+            let row = deferred
+                .tx
+                .query_opt(&statements.episode, &[&alert.fingerprint, &alert.starts_at])
+                .await?;
+            if let Some(row) = row {
+                let resolved_at: Option<String> = row.try_get(1)?;
+                let resolved_at = resolved_at.as_deref().map(parse_time).transpose()?.unwrap_or_default();
+                known.resolved_episode = Some((row.try_get(0)?, resolved_at));
             }
-            Transition::Resolve(_) => {
-                open.remove(&alert.fingerprint);
-            }
-            Transition::Repeat(_) | Transition::OpenResolved | Transition::Stale(_) => {}
         }
+        let step = transition(alert.status, alert.starts_at_time, delivery.received_at_time, known);
+        let incident_id = match step {
+            Transition::Open | Transition::OpenResolved => {
+                let resolved = step == Transition::OpenResolved;
+                let status = if resolved { "resolved" } else { "firing" };
+                let row = deferred
+                    .tx
+                    .query_one(
+                        &statements.insert_incident,
+                        &[
+                            &alert.fingerprint,
+                            &alert.alertname,
+                            &status,
+                            &alert.labels,
+                            &alert.annotations,
+                            &alert.starts_at,
+                            &alert.ends_at,
+                            &alert.generator_url,
+                            now,
+                            &resolved.then_some(now),
+                            &(!resolved).then_some(now),
+                        ],
+                    )
+                    .await?;
+                let id: i64 = row.try_get(0)?;
+                if !resolved {
+                    open.insert(alert.fingerprint.clone(), (id, alert.starts_at_time));
+                }
+                id
+            }
+            Transition::Repeat(id) => {
+                let params: Params<'a> = vec![
+                    Box::new(id),
+                    Box::new(&alert.annotations),
+                    Box::new(&alert.generator_url),
+                    Box::new(now),
+                ];
+                deferred.push(&statements.repeat, params);
+                id
+            }
+            Transition::Resolve(id) => {
+                deferred.push(
+                    &statements.resolve,
+                    vec![Box::new(id), Box::new(&alert.ends_at), Box::new(now)],
+                );
+                open.remove(&alert.fingerprint);
+                id
+            }
+            Transition::Stale(id) => {
+                deferred.push(&statements.stale, vec![Box::new(id), Box::new(now)]);
+                id
+            }
+        };
         events.push(IncidentEvent {
             incident_id,
             kind: step.event_kind(),
@@ -181,20 +335,15 @@ async fn journal(tx: &Transaction<'_>, open: &mut OpenIncidents, delivery: &Inge
             alertname: alert.alertname.clone(),
         });
     }
+    // Stored compactly as [[incident_id, kind], …]; the rest is in `incidents`.
     let compact: Vec<(i64, EventKind)> = events.iter().map(|e| (e.incident_id, e.kind)).collect();
     let compact =
         serde_json::to_string(&compact).map_err(|e| JournalError::Internal(format!("cannot encode events: {e}")))?;
     let alerts = delivery.alerts.len() as i64;
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO deliveries (received_at, receiver, group_key, status, alerts, truncated_alerts, external_url,
-                                     group_labels, common_labels, common_annotations, events)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-        )
-        .await?;
-    let id: i64 = tx
+    let id: i64 = deferred
+        .tx
         .query_one(
-            &insert,
+            &statements.insert_delivery,
             &[
                 &delivery.received_at,
                 &delivery.receiver,
@@ -212,105 +361,6 @@ async fn journal(tx: &Transaction<'_>, open: &mut OpenIncidents, delivery: &Inge
         .await?
         .get(0);
     Ok(Delivery { id, events })
-}
-
-/// What the journal knows of the alert's fingerprint.
-async fn known(tx: &Transaction<'_>, open: &OpenIncidents, alert: &AlertWrite) -> Result<Known> {
-    let mut known = Known {
-        open: open.get(&alert.fingerprint).copied(),
-        ..Known::default()
-    };
-    let older = |(_, open_starts_at): (i64, DateTime<Utc>)| alert.starts_at_time < open_starts_at;
-    if known
-        .open
-        .is_none_or(|o| alert.status == AlertStatus::Resolved && older(o))
-    {
-        let episode = tx
-            .prepare_cached(
-                "SELECT id, resolved_at FROM incidents
-                 WHERE fingerprint = $1 AND starts_at = $2 AND status = 'resolved'
-                 ORDER BY id DESC LIMIT 1",
-            )
-            .await?;
-        if let Some(row) = tx.query_opt(&episode, &[&alert.fingerprint, &alert.starts_at]).await? {
-            let resolved_at: Option<String> = row.try_get(1)?;
-            let resolved_at = resolved_at.as_deref().map(parse_time).transpose()?.unwrap_or_default();
-            known.resolved_episode = Some((row.try_get(0)?, resolved_at));
-        }
-    }
-    Ok(known)
-}
-
-/// Writes one transition; returns the incident's id.
-async fn apply(tx: &Transaction<'_>, alert: &AlertWrite, step: Transition, now: &String) -> Result<i64> {
-    match step {
-        Transition::Open | Transition::OpenResolved => {
-            let resolved = step == Transition::OpenResolved;
-            let insert = tx
-                .prepare_cached(
-                    "INSERT INTO incidents (fingerprint, alertname, status, labels, annotations, starts_at, ends_at,
-                                            generator_url, first_seen, last_seen, resolved_at, deliveries, next_check)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, 1, $11) RETURNING id",
-                )
-                .await?;
-            let row = tx
-                .query_one(
-                    &insert,
-                    &[
-                        &alert.fingerprint,
-                        &alert.alertname,
-                        &if resolved { "resolved" } else { "firing" },
-                        &alert.labels,
-                        &alert.annotations,
-                        &alert.starts_at,
-                        &alert.ends_at,
-                        &alert.generator_url,
-                        now,
-                        &resolved.then_some(now),
-                        &(!resolved).then_some(now),
-                    ],
-                )
-                .await?;
-            Ok(row.try_get(0)?)
-        }
-        // The labels cannot have changed: the fingerprint is their hash. A
-        // repeat wakes the reconciler for the incident, as the first did.
-        Transition::Repeat(id) => {
-            tx.execute(
-                &tx.prepare_cached(
-                    "UPDATE incidents SET annotations = $2, generator_url = $3, last_seen = $4,
-                                      deliveries = deliveries + 1, next_check = $4
-                 WHERE id = $1",
-                )
-                .await?,
-                &[&id, &alert.annotations, &alert.generator_url, now],
-            )
-            .await?;
-            Ok(id)
-        }
-        Transition::Resolve(id) => {
-            tx.execute(
-                &tx.prepare_cached(
-                    "UPDATE incidents SET status = 'resolved', ends_at = $2, resolved_at = $3, last_seen = $3,
-                                      deliveries = deliveries + 1, next_check = NULL
-                 WHERE id = $1",
-                )
-                .await?,
-                &[&id, &alert.ends_at, now],
-            )
-            .await?;
-            Ok(id)
-        }
-        Transition::Stale(id) => {
-            tx.execute(
-                &tx.prepare_cached("UPDATE incidents SET last_seen = $2, deliveries = deliveries + 1 WHERE id = $1")
-                    .await?,
-                &[&id, now],
-            )
-            .await?;
-            Ok(id)
-        }
-    }
 }
 
 pub(super) async fn mark_processed(j: &PgJournal, through: i64) -> Result<()> {
