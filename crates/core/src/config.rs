@@ -648,17 +648,17 @@ impl JournalConfig {
         let Some(url) = &self.url else {
             return self.path.display().to_string();
         };
-        let url = url.split('?').next().unwrap_or_default();
-        match url.split_once("://") {
-            Some((scheme, rest)) => match rest.rsplit_once('@') {
-                Some((userinfo, host)) => {
-                    let user = userinfo.split(':').next().unwrap_or_default();
-                    format!("{scheme}://{user}@{host}")
-                }
-                None => url.to_owned(),
-            },
-            None => "(journal.url)".to_owned(),
-        }
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return "(journal.url)".to_owned();
+        };
+        // The user information ends at the last `@`, wherever `?` and `/`
+        // stand: a password may hold them. Only then is the query dropped.
+        let (user, address) = match rest.rsplit_once('@') {
+            Some((userinfo, address)) => (format!("{}@", userinfo.split(':').next().unwrap_or_default()), address),
+            None => (String::new(), rest),
+        };
+        let address = address.split('?').next().unwrap_or_default();
+        format!("{scheme}://{user}{address}")
     }
 
     /// The PostgreSQL password, read from `journal.password`; `None` when
@@ -865,12 +865,16 @@ impl Config {
                     "is not a PostgreSQL URL (postgres://user@host:port/database)".into(),
                 ));
             };
-            let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
-            let authority = address.split('/').next().unwrap_or_default();
-            let in_userinfo = authority
-                .rsplit_once('@')
-                .is_some_and(|(userinfo, _)| userinfo.contains(':'));
-            let in_query = query.split('&').any(|pair| pair.split('=').next() == Some("password"));
+            // The user information ends at the last `@`, wherever `?` and
+            // `/` stand: a password may hold them.
+            let (userinfo, address) = rest.rsplit_once('@').unwrap_or(("", rest));
+            let in_userinfo = userinfo.contains(':');
+            let query = address.split_once('?').map_or("", |(_, query)| query);
+            let in_query = query.split('&').any(|pair| {
+                pair.split('=')
+                    .next()
+                    .is_some_and(|key| key.eq_ignore_ascii_case("password"))
+            });
             if in_userinfo || in_query {
                 return Err(invalid(
                     "journal.url",
@@ -1277,6 +1281,7 @@ mod tests {
             ("url: postgresql+psycopg://u:secret@db/x", "is not a PostgreSQL URL"),
             ("url: host=db password=secret", "is not a PostgreSQL URL"),
             ("url: postgres://homeostat:secret@db:5432/x", "holds a password"),
+            ("url: postgres://homeostat:se?cr/et@db/x", "holds a password"),
             (
                 "url: postgres://homeostat@db/x?sslmode=disable&password=secret",
                 "holds a password",
@@ -1301,6 +1306,7 @@ mod tests {
         for (url, described) in [
             ("postgres://u:pw@db:5432/x", "postgres://u@db:5432/x"),
             ("postgres://u@db/x?sslmode=disable&password=pw", "postgres://u@db/x"),
+            ("postgres://u:pa?ss/wd@db/x", "postgres://u@db/x"),
             ("postgresql://db/x", "postgresql://db/x"),
             ("host=db password=pw", "(journal.url)"),
         ] {

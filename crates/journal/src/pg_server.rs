@@ -115,34 +115,42 @@ fn start(durable: bool) -> Server {
         let script = format!(
             "{user}{bin}/postgres -D {dir_str}/data -p {port} -k {dir_str} -c listen_addresses=127.0.0.1 \
              -c max_connections=400 {unsafe_speed} \
-             >{dir_str}/log 2>&1 & pid=$!; cat >/dev/null; kill -INT $pid; wait $pid; rm -rf {dir_str}",
+             >{dir_str}/log.{port} 2>&1 & pid=$!; cat >/dev/null; kill -INT $pid; wait $pid; rm -rf {dir_str}",
             unsafe_speed = if durable {
                 ""
             } else {
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             }
         );
-        let mut shell = Command::new("sh")
+        let shell = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("sh runs");
-        let started = ready(&dir, port, &mut shell);
+        let started = ready(&dir, port);
         shells.push(shell);
         if started {
             return Server { port, _shells: shells };
         }
+        // The next server starts once this one has left the data directory.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while dir.join("data/postmaster.pid").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not exit after failing to bind"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
-    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-    panic!("PostgreSQL did not start on any of 5 ports:\n{log}")
+    panic!("PostgreSQL did not start on any of 5 ports (logs in {dir_str})")
 }
 
-/// Whether the server the shell started accepts connections on `port`,
-/// by its own account (postmaster.pid: the port on line 4, "ready" on
-/// line 8); false once it has exited. Panics after 30 s.
-fn ready(dir: &std::path::Path, port: u16, shell: &mut std::process::Child) -> bool {
+/// Whether the server started on `port` accepts connections, by its own
+/// account (postmaster.pid: the port on line 4, "ready" on line 8); false
+/// when it could not bind the port. Panics after 30 s.
+fn ready(dir: &std::path::Path, port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let pid_file = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap_or_default();
@@ -150,8 +158,8 @@ fn ready(dir: &std::path::Path, port: u16, shell: &mut std::process::Child) -> b
         if lines.get(3) == Some(&port.to_string().as_str()) && lines.get(7) == Some(&"ready") {
             return true;
         }
-        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-        if log.contains("could not bind") || shell.try_wait().ok().flatten().is_some() {
+        let log = std::fs::read_to_string(dir.join(format!("log.{port}"))).unwrap_or_default();
+        if log.contains("could not bind") || log.contains("could not create any TCP/IP sockets") {
             return false;
         }
         assert!(Instant::now() < deadline, "PostgreSQL did not start in 30 s:\n{log}");

@@ -1840,3 +1840,61 @@ async fn a_whole_episode_in_one_group_commit_lands_in_order(backend: Backend) {
         assert_eq!((second.status, second.deliveries), (AlertStatus::Firing, 1), "g{i}");
     }
 }
+
+/// When the session holding the PostgreSQL writer lock ends (terminated
+/// here, as a database restart or a network cut would end it), the journal
+/// refuses every write from then on, saying why: another homeostat may hold
+/// the lock by then.
+#[tokio::test]
+async fn a_journal_that_lost_its_writer_lock_writes_nothing_more() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (journal, _writer) = db.open().await;
+    let incident = deliver(&journal, alert("before", AlertStatus::Firing, T0, &[]))
+        .await
+        .incident_id;
+    let admin = raw_session(db.url.as_deref().unwrap()).await;
+    let terminated: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objid = $1::bigint::oid
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&(crate::postgres::WRITER_LOCK & 0xffff_ffff)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(terminated, 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refused = loop {
+        match journal
+            .ingest(
+                message(vec![alert("after", AlertStatus::Firing, T0, &[])]),
+                Utc::now(),
+                slot().await,
+            )
+            .await
+        {
+            Err(e) => break e.to_string(),
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Ok(_) => panic!("still journalling 10 s after its writer lock's session ended"),
+        }
+    };
+    assert!(
+        refused.contains("the session holding homeostat's writer lock ended"),
+        "{refused}"
+    );
+    let err = journal
+        .record_decision(new_decision(incident, "allow"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nothing more is written; restart homeostat"), "{err}");
+    let decisions: i64 = admin
+        .query_one("SELECT count(*) FROM decisions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(decisions, 0);
+}

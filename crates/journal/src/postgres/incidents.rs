@@ -83,9 +83,14 @@ pub(super) async fn ingest(
 /// Starts the task that journals deliveries: whatever has queued up is
 /// committed in one transaction (one sync for many deliveries in a storm),
 /// then each goes to the pipeline queue and its caller is answered. Should
-/// the group fail, each delivery is tried alone, so one bad delivery fails
-/// alone. It ends when the journal is dropped.
-pub(super) fn spawn_ingester(db: Db) -> mpsc::Sender<Pending> {
+/// the server reject the group (so it was rolled back), each delivery is
+/// tried alone, so one bad delivery fails alone; should the outcome be
+/// unknown (the connection lost during the commit), the journal stops
+/// taking writes, so nothing journalled after it can move the pipeline's
+/// watermark past a delivery that may be committed but is not queued (a
+/// restart processes it). The task holds `writer`, the session holding the
+/// writer lock, until the journal is dropped and the last group committed.
+pub(super) fn spawn_ingester(db: Db, writer: tokio_postgres::Client) -> mpsc::Sender<Pending> {
     let (sender, mut receiver) = mpsc::channel::<Pending>(QUEUE);
     tokio::spawn(async move {
         let mut group = Vec::with_capacity(MAX_GROUP);
@@ -98,16 +103,36 @@ pub(super) fn spawn_ingester(db: Db) -> mpsc::Sender<Pending> {
                     }
                 }
                 Err(e) if group.len() == 1 => group.remove(0).committed(Err(e)),
-                Err(_) => {
+                Err(e) if rejected(&e) => {
+                    tracing::warn!(error = %e, deliveries = group.len(), "A group of deliveries was refused; journalling each alone.");
                     for pending in group.drain(..) {
                         let alone = commit(&db, &[&pending.write]).await.map(|mut d| d.remove(0));
                         pending.committed(alone);
                     }
                 }
+                Err(e) => {
+                    let why = e.to_string();
+                    for pending in group.drain(..) {
+                        pending.committed(Err(JournalError::Internal(why.clone())));
+                    }
+                }
             }
         }
+        drop(writer);
     });
     sender
+}
+
+/// Whether the group failed for something in it, so that each delivery
+/// alone may fare better: the server refused a statement (and rolled the
+/// transaction back), or a value could not be encoded. Not when the
+/// database cannot be reached, or the journal stopped taking writes.
+fn rejected(error: &JournalError) -> bool {
+    match error {
+        JournalError::Postgres(e) => e.as_db_error().is_some(),
+        JournalError::Internal(_) | JournalError::Corrupt(_) => true,
+        _ => false,
+    }
 }
 
 impl Pending {
@@ -148,7 +173,17 @@ async fn commit(db: &Db, deliveries: &[&IngestWrite]) -> Result<Vec<Delivery>> {
     }
     deferred.flush().await?;
     drop(deferred);
-    tx.commit().await?;
+    // Not after the writer lock's session ended: the lock may be someone else's.
+    db.check()?;
+    if let Err(e) = tx.commit().await {
+        if e.as_db_error().is_none() {
+            db.stop(format!(
+                "the outcome of a commit is unknown (its connection failed: {e}); what it held is processed \
+                 at the next start if it was committed"
+            ));
+        }
+        return Err(e.into());
+    }
     Ok(committed)
 }
 
@@ -230,6 +265,9 @@ struct Deferred<'a> {
 }
 
 impl<'a> Deferred<'a> {
+    /// Queues an update; it is sent at the next flush, in the order queued
+    /// (tokio-postgres sends a request when its future is first polled, and
+    /// `try_join_all` first polls them in order).
     fn push(&mut self, statement: &'a Statement, params: Params<'a>) {
         self.pending.push(Box::pin(self.tx.execute_raw(statement, params)));
     }

@@ -6,7 +6,8 @@
 //! - One homeostat writes a journal: a session of its own holds an advisory
 //!   lock for the journal's life, and if that session ends (a database
 //!   restart, a network cut), nothing more is read or written through this
-//!   handle: another homeostat may have the journal by then.
+//!   handle: another homeostat may have the journal by then. The same holds
+//!   after a commit whose outcome is unknown (its connection lost).
 //! - Each operation is one transaction of its own; PostgreSQL, not a writer
 //!   thread, orders concurrent writes.
 //! - Deliveries are journalled by one task, which commits whatever has
@@ -35,8 +36,7 @@ mod schedule;
 mod thresholds;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -67,7 +67,7 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [include_str!("schema.sql")]
 const MIGRATION_LOCK: i64 = 0x686d_7374_0001;
 const INGEST_LOCK: i64 = 0x686d_7374_0002;
 /// Held for as long as a homeostat has the journal open: one writer at a time.
-const WRITER_LOCK: i64 = 0x686d_7374_0003;
+pub(crate) const WRITER_LOCK: i64 = 0x686d_7374_0003;
 /// How long opening waits for another homeostat's writer lock.
 const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Connections in the pool.
@@ -76,42 +76,48 @@ const POOL_SIZE: usize = 16;
 /// A handle to the journal in a PostgreSQL database.
 pub struct PgJournal {
     db: Db,
-    /// The task that journals deliveries, several to a transaction.
+    /// The task that journals deliveries, several to a transaction. It also
+    /// owns the session holding the writer lock, so the lock is released
+    /// (the journal dropped, or the process dying) only after its last commit.
     ingest: mpsc::Sender<incidents::Pending>,
-    /// The session holding the writer lock; closing it (dropping the
-    /// journal, or the process dying) releases the lock.
-    _writer: tokio_postgres::Client,
 }
 
 /// The pool, and whether it may still be used; shared with the ingest task.
 #[derive(Clone)]
 struct Db {
     pool: Pool,
-    /// Set when the writer lock's session has ended: the lock may be someone else's.
-    lock_lost: Arc<AtomicBool>,
+    /// Why nothing more may be written, once something says so: the writer
+    /// lock's session ended (the lock may be someone else's), or a commit's
+    /// outcome is unknown (what follows would break journal order).
+    stopped: Arc<OnceLock<String>>,
     /// The database as errors name it (the URL without its password).
     database: Arc<str>,
 }
 
 impl Db {
-    /// A connection from the pool, while this homeostat holds the writer lock.
-    async fn client(&self) -> Result<Object> {
-        let refused = |what: String| JournalError::Database {
-            database: self.database.to_string(),
-            what,
-        };
-        if self.lock_lost.load(Ordering::Acquire) {
-            return Err(refused(
-                "the session holding homeostat's writer lock ended (a database restart, a network cut, \
-                 or it was terminated), and another homeostat may write the journal now: nothing more is \
-                 written; restart homeostat"
-                    .into(),
-            ));
+    /// Refuses everything from now on, saying why.
+    fn stop(&self, why: String) {
+        let _ = self.stopped.set(why);
+    }
+
+    /// An error when the journal may no longer be written.
+    fn check(&self) -> Result<()> {
+        match self.stopped.get() {
+            Some(why) => Err(JournalError::Database {
+                database: self.database.to_string(),
+                what: format!("{why}: nothing more is written; restart homeostat"),
+            }),
+            None => Ok(()),
         }
-        self.pool
-            .get()
-            .await
-            .map_err(|e| refused(format!("cannot connect: {e}")))
+    }
+
+    /// A connection from the pool, while the journal may be written.
+    async fn client(&self) -> Result<Object> {
+        self.check()?;
+        self.pool.get().await.map_err(|e| JournalError::Database {
+            database: self.database.to_string(),
+            what: format!("cannot connect: {e}"),
+        })
     }
 }
 
@@ -131,10 +137,14 @@ impl PgJournal {
         }
         pg.application_name("homeostat");
         pg.connect_timeout(std::time::Duration::from_secs(10));
-        // A cut connection is noticed in about a minute, not TCP's two hours.
+        // A cut connection is noticed in about a minute, not TCP's hours.
         pg.keepalives_idle(std::time::Duration::from_secs(30));
-        let lock_lost = Arc::new(AtomicBool::new(false));
-        let writer = writer_lock(&pg, &config.describe(), Arc::clone(&lock_lost)).await?;
+        pg.keepalives_interval(std::time::Duration::from_secs(10));
+        pg.keepalives_retries(3);
+        // A stuck lock or statement fails its request instead of stalling the journal.
+        pg.options("-c lock_timeout=30s -c statement_timeout=120s");
+        let stopped = Arc::new(OnceLock::new());
+        let writer = writer_lock(&pg, &config.describe(), Arc::clone(&stopped)).await?;
         let manager = Manager::from_config(
             pg,
             NoTls,
@@ -144,17 +154,18 @@ impl PgJournal {
         );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| JournalError::Internal(format!("cannot build the journal's connection pool: {e}")))?;
         let db = Db {
             pool,
-            lock_lost,
+            stopped,
             database: config.describe().into(),
         };
         let journal = PgJournal {
-            ingest: incidents::spawn_ingester(db.clone()),
+            ingest: incidents::spawn_ingester(db.clone(), writer),
             db,
-            _writer: writer,
         };
         journal.migrate().await?;
         let interrupted = decisions::reconcile(&journal).await?;
@@ -167,7 +178,7 @@ impl PgJournal {
         Ok(journal)
     }
 
-    /// A connection from the pool, while this homeostat holds the writer lock.
+    /// A connection from the pool, while the journal may be written.
     pub(crate) async fn client(&self) -> Result<Object> {
         self.db.client().await
     }
@@ -255,7 +266,7 @@ impl PgJournal {
 async fn writer_lock(
     pg: &tokio_postgres::Config,
     database: &str,
-    lost: Arc<AtomicBool>,
+    stopped: Arc<OnceLock<String>>,
 ) -> Result<tokio_postgres::Client> {
     let unreachable = |e: tokio_postgres::Error| JournalError::Database {
         database: database.to_owned(),
@@ -265,7 +276,11 @@ async fn writer_lock(
     let watched = database.to_owned();
     tokio::spawn(async move {
         let ended = connection.await;
-        lost.store(true, Ordering::Release);
+        let _ = stopped.set(
+            "the session holding homeostat's writer lock ended (a database restart, a network cut, or it was \
+             terminated), and another homeostat may write the journal now"
+                .to_owned(),
+        );
         if let Err(e) = ended {
             tracing::error!(
                 database = watched,
@@ -277,6 +292,13 @@ async fn writer_lock(
     // A homeostat that just stopped may hold it for a moment longer, until
     // the server has seen its session end.
     let deadline = tokio::time::Instant::now() + WRITER_WAIT;
+    // The server notices a dead homeostat in about a minute too, and never
+    // ends this idle session itself.
+    session
+        .batch_execute("SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3")
+        .await?;
+    // PostgreSQL 14 and later; older servers have no such timeout to switch off.
+    let _ = session.batch_execute("SET idle_session_timeout = 0").await;
     loop {
         let locked: bool = session
             .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
