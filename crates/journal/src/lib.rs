@@ -3,8 +3,11 @@
 //! the adaptive thresholds' state.
 //!
 //! - [`Store`] (`store.rs`): every read and write the service makes, as a trait; the service
-//!   holds a [`Journal`] (`Arc<dyn Store>`) made by [`open`].
-//! - [`SqliteJournal`] (this file): the embedded implementation, SQLite in WAL mode.
+//!   holds a [`Journal`] (`Arc<dyn Store>`) made by [`connect`].
+//! - [`SqliteJournal`] (this file): the embedded implementation, SQLite in WAL mode. It
+//!   writes only a file it created (its `application_id`), checks its integrity at
+//!   start, and one process at a time holds it (`<journal>.lock`).
+//! - [`PgJournal`] (`postgres/`): the same tables on PostgreSQL (`journal.url`).
 //! - [`decisions`], [`policy`], [`thresholds`]: each table family's records and SQL.
 //! - [`learned`]: what the policy learned and why it decided, read from a journal file
 //!   (`homeostat policy …`).

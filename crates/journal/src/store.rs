@@ -1,8 +1,8 @@
 //! The storage trait: every read and write the service makes of its journal.
 //!
 //! [`SqliteJournal`] implements it on one SQLite file, the embedded default;
-//! another database implements the same trait (a PostgreSQL one is planned),
-//! and [`crate::open`] picks the implementation from the configuration. The
+//! [`crate::PgJournal`] on a PostgreSQL database (`journal.url`);
+//! [`crate::connect`] picks the implementation from the configuration. The
 //! service holds a [`Journal`], a shared handle to whichever it is.
 //!
 //! What an implementation owes its callers, whatever the database:
