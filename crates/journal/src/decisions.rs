@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use homeostat_core::decision::{ActionResult, Verdict, Verification};
 
-use super::{parse_time, timestamp, JournalError, Op, Result, SqliteJournal, Written};
+use super::{parse_time, timestamp, Columns, JournalError, Op, Result, SqliteJournal, Written};
 
 /// A decision as it is first recorded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -183,42 +183,35 @@ pub(super) fn reconcile(conn: &Connection) -> Result<usize> {
 pub(crate) const COLUMNS: &str = "id, incident_id, decided_at, target_key, action, rule, attempt, verdict, reason, \
                                   record, dry_run, executed_at, result, detail, outcome, verified_at";
 
-fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Decision>> {
-    let times: [Option<String>; 2] = [row.get(11)?, row.get(15)?];
-    let decided_at: String = row.get(2)?;
-    let record: String = row.get(9)?;
-    let verdict: String = row.get(7)?;
-    let result: Option<String> = row.get(12)?;
-    let outcome: Option<String> = row.get(14)?;
-    let decision = (|| {
-        let [executed_at, verified_at] = times.map(|t| t.as_deref().map(parse_time).transpose());
-        Ok(Decision {
-            id: row.get(0)?,
-            new: NewDecision {
-                incident_id: row.get(1)?,
-                decided_at: parse_time(&decided_at)?,
-                target_key: row.get(3)?,
-                action: row.get(4)?,
-                rule: row.get(5)?,
-                attempt: row.get(6)?,
-                verdict: stored(&verdict)?,
-                reason: row.get(8)?,
-                record: serde_json::from_str(&record)
-                    .map_err(|e| JournalError::Corrupt(format!("decision record {record:?}: {e}")))?,
-                dry_run: row.get(10)?,
-            },
-            executed_at: executed_at?,
-            result: result.as_deref().map(stored).transpose()?,
-            detail: row.get(13)?,
-            outcome: outcome.as_deref().map(stored).transpose()?,
-            verified_at: verified_at?,
-        })
-    })();
-    Ok(decision)
+/// Reads a row of [`COLUMNS`] (either database's).
+pub(crate) fn read(row: &impl Columns) -> Result<Decision> {
+    let record: String = row.column(9)?;
+    let word = |index: usize| row.column::<Option<String>>(index);
+    Ok(Decision {
+        id: row.column(0)?,
+        new: NewDecision {
+            incident_id: row.column(1)?,
+            decided_at: parse_time(&row.column::<String>(2)?)?,
+            target_key: row.column(3)?,
+            action: row.column(4)?,
+            rule: row.column(5)?,
+            attempt: row.column(6)?,
+            verdict: stored(&row.column::<String>(7)?)?,
+            reason: row.column(8)?,
+            record: serde_json::from_str(&record)
+                .map_err(|e| JournalError::Corrupt(format!("decision record {record:?}: {e}")))?,
+            dry_run: row.column(10)?,
+        },
+        executed_at: row.time(11)?,
+        result: word(12)?.as_deref().map(stored).transpose()?,
+        detail: row.column(13)?,
+        outcome: word(14)?.as_deref().map(stored).transpose()?,
+        verified_at: row.time(15)?,
+    })
 }
 
 /// A state as the journal stores it: a word of [`homeostat_core::decision`].
-pub(crate) fn stored<T: std::str::FromStr<Err = homeostat_core::decision::UnknownState>>(word: &str) -> Result<T> {
+fn stored<T: std::str::FromStr<Err = homeostat_core::decision::UnknownState>>(word: &str) -> Result<T> {
     word.parse()
         .map_err(|e: homeostat_core::decision::UnknownState| JournalError::Corrupt(format!("decision: {e}")))
 }
@@ -227,7 +220,7 @@ pub(crate) fn stored<T: std::str::FromStr<Err = homeostat_core::decision::Unknow
 pub(super) fn of_incident(conn: &Connection, incident_id: i64) -> Result<Vec<Decision>> {
     let sql = format!("SELECT {COLUMNS} FROM decisions WHERE incident_id = ?1 ORDER BY id");
     conn.prepare_cached(&sql)?
-        .query_map([incident_id], read)?
+        .query_map([incident_id], |row| Ok(read(row)))?
         .collect::<rusqlite::Result<Vec<_>>>()?
         .into_iter()
         .collect()
@@ -237,7 +230,7 @@ pub(super) fn of_incident(conn: &Connection, incident_id: i64) -> Result<Vec<Dec
 pub(super) fn with_policy(conn: &Connection) -> Result<Vec<Decision>> {
     let sql = format!("SELECT {COLUMNS} FROM decisions WHERE json_extract(record, '$.policy') IS NOT NULL ORDER BY id");
     conn.prepare_cached(&sql)?
-        .query_map([], read)?
+        .query_map([], |row| Ok(read(row)))?
         .collect::<rusqlite::Result<Vec<_>>>()?
         .into_iter()
         .collect()

@@ -361,9 +361,7 @@ impl SqliteJournal {
             let mut deliveries = Vec::new();
             for row in rows {
                 let (id, events) = row?;
-                let compact: Vec<(i64, EventKind)> = serde_json::from_str(&events)
-                    .map_err(|e| JournalError::Corrupt(format!("delivery {id} has unreadable events: {e}")))?;
-                let events = compact
+                let events = decode_events(id, &events)?
                     .into_iter()
                     .map(|(incident_id, kind)| {
                         let (fingerprint, alertname) =
@@ -413,7 +411,7 @@ impl SqliteJournal {
             args.push(i64::try_from(limit + 1).unwrap_or(i64::MAX).into());
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut incidents = stmt
-                .query_map(rusqlite::params_from_iter(args), read_incident)?
+                .query_map(rusqlite::params_from_iter(args), |row| Ok(read_incident(row)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?
                 .into_iter()
                 .collect::<Result<Vec<_>>>()?;
@@ -433,7 +431,7 @@ impl SqliteJournal {
         self.read(move |conn| {
             let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?");
             conn.prepare_cached(&sql)?
-                .query_row([id], read_incident)
+                .query_row([id], |row| Ok(read_incident(row)))
                 .optional()?
                 .transpose()
         })
@@ -738,6 +736,18 @@ fn migrate(conn: &Connection, from: i64, to: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A delivery's transitions as `deliveries.events` stores them, compactly:
+/// `[[incident_id, kind], …]`; the rest is in `incidents`.
+fn encode_events(events: &[IncidentEvent]) -> Result<String> {
+    let compact: Vec<(i64, EventKind)> = events.iter().map(|e| (e.incident_id, e.kind)).collect();
+    serde_json::to_string(&compact).map_err(|e| JournalError::Internal(format!("cannot encode events: {e}")))
+}
+
+/// Delivery `id`'s stored transitions, as [`encode_events`] wrote them.
+fn decode_events(id: i64, text: &str) -> Result<Vec<(i64, EventKind)>> {
+    serde_json::from_str(text).map_err(|e| JournalError::Corrupt(format!("delivery {id} has unreadable events: {e}")))
+}
+
 /// The writer's memory of which incident is open for a fingerprint, so a
 /// repeated delivery (most deliveries, during a storm) needs no lookup. It
 /// is filled from the database on a miss and emptied whenever a transaction
@@ -862,10 +872,7 @@ fn ingest(tx: &Transaction<'_>, open: &mut OpenIncidents, delivery: &IngestWrite
             alertname: alert.alertname.clone(),
         });
     }
-    // Stored compactly as [[incident_id, kind], …]; the rest is in `incidents`.
-    let compact: Vec<(i64, EventKind)> = events.iter().map(|e| (e.incident_id, e.kind)).collect();
-    let compact =
-        serde_json::to_string(&compact).map_err(|e| JournalError::Internal(format!("cannot encode events: {e}")))?;
+    let compact = encode_events(&events)?;
     tx.prepare_cached(
         "INSERT INTO deliveries (received_at, receiver, group_key, status, alerts, truncated_alerts, external_url,
                                  group_labels, common_labels, common_annotations, events)
@@ -992,87 +999,69 @@ const INCIDENT_COLUMNS: &str = "id, fingerprint, alertname, status, labels, anno
                                                     'result', d.result, 'outcome', d.outcome) \
                                  FROM decisions d WHERE d.incident_id = incidents.id ORDER BY d.id DESC LIMIT 1)";
 
-/// A row of [`INCIDENT_COLUMNS`] as stored, whichever database it came from.
-struct IncidentRow {
-    id: i64,
-    fingerprint: String,
-    alertname: String,
-    status: String,
-    labels: String,
-    annotations: String,
-    starts_at: String,
-    ends_at: Option<String>,
-    generator_url: String,
-    first_seen: String,
-    last_seen: String,
-    resolved_at: Option<String>,
-    deliveries: i64,
-    next_check: Option<String>,
-    vanished: bool,
-    implicated: Option<String>,
-    /// JSON: the latest decision's id, action, verdict, result and outcome.
-    last_decision: Option<String>,
-}
+/// A result row of either database, read by column index, so that each
+/// record is decoded by one function whichever database holds it.
+pub(crate) trait Columns {
+    fn column<T: Column>(&self, index: usize) -> Result<T>;
 
-impl IncidentRow {
-    /// The incident, or what in the stored text could not be understood.
-    fn decode(self) -> Result<Incident> {
-        let status = match self.status.as_str() {
-            "firing" => AlertStatus::Firing,
-            "resolved" => AlertStatus::Resolved,
-            other => return Err(JournalError::Corrupt(format!("unknown incident status {other:?}"))),
-        };
-        let optional = |t: Option<String>| t.as_deref().map(parse_time).transpose();
-        Ok(Incident {
-            id: self.id,
-            fingerprint: self.fingerprint,
-            alertname: self.alertname,
-            status,
-            labels: parse_json(&self.labels)?,
-            annotations: parse_json(&self.annotations)?,
-            starts_at: parse_time(&self.starts_at)?,
-            ends_at: optional(self.ends_at)?,
-            generator_url: self.generator_url,
-            first_seen: parse_time(&self.first_seen)?,
-            last_seen: parse_time(&self.last_seen)?,
-            resolved_at: optional(self.resolved_at)?,
-            deliveries: self.deliveries,
-            next_check: optional(self.next_check)?,
-            vanished: self.vanished,
-            implicated: self.implicated,
-            last_decision: self
-                .last_decision
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| JournalError::Corrupt(format!("last decision: {e}")))?,
-        })
+    /// A column holding a timestamp, or NULL.
+    fn time(&self, index: usize) -> Result<Option<DateTime<Utc>>> {
+        self.column::<Option<String>>(index)?
+            .as_deref()
+            .map(parse_time)
+            .transpose()
     }
 }
 
-/// Reads a row of [`INCIDENT_COLUMNS`]. The outer result is SQLite's, the
-/// inner one says whether the stored text could be understood.
-fn read_incident(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident>> {
-    Ok(IncidentRow {
-        id: row.get(0)?,
-        fingerprint: row.get(1)?,
-        alertname: row.get(2)?,
-        status: row.get(3)?,
-        labels: row.get(4)?,
-        annotations: row.get(5)?,
-        starts_at: row.get(6)?,
-        ends_at: row.get(7)?,
-        generator_url: row.get(8)?,
-        first_seen: row.get(9)?,
-        last_seen: row.get(10)?,
-        resolved_at: row.get(11)?,
-        deliveries: row.get(12)?,
-        next_check: row.get(13)?,
-        vanished: row.get(14)?,
-        implicated: row.get(15)?,
-        last_decision: row.get(16)?,
+/// A value both databases can hand back.
+pub(crate) trait Column: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a> {}
+
+impl<T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a>> Column for T {}
+
+impl Columns for rusqlite::Row<'_> {
+    fn column<T: Column>(&self, index: usize) -> Result<T> {
+        Ok(self.get(index)?)
     }
-    .decode())
+}
+
+impl Columns for tokio_postgres::Row {
+    fn column<T: Column>(&self, index: usize) -> Result<T> {
+        Ok(self.try_get(index)?)
+    }
+}
+
+/// Reads a row of [`INCIDENT_COLUMNS`] (either database's).
+fn read_incident(row: &impl Columns) -> Result<Incident> {
+    let status = match row.column::<String>(3)?.as_str() {
+        "firing" => AlertStatus::Firing,
+        "resolved" => AlertStatus::Resolved,
+        other => return Err(JournalError::Corrupt(format!("unknown incident status {other:?}"))),
+    };
+    let required = |index: usize| parse_time(&row.column::<String>(index)?);
+    let last_decision: Option<String> = row.column(16)?;
+    Ok(Incident {
+        id: row.column(0)?,
+        fingerprint: row.column(1)?,
+        alertname: row.column(2)?,
+        status,
+        labels: parse_json(&row.column::<String>(4)?)?,
+        annotations: parse_json(&row.column::<String>(5)?)?,
+        starts_at: required(6)?,
+        ends_at: row.time(7)?,
+        generator_url: row.column(8)?,
+        first_seen: required(9)?,
+        last_seen: required(10)?,
+        resolved_at: row.time(11)?,
+        deliveries: row.column(12)?,
+        next_check: row.time(13)?,
+        vanished: row.column(14)?,
+        implicated: row.column(15)?,
+        last_decision: last_decision
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| JournalError::Corrupt(format!("last decision: {e}")))?,
+    })
 }
 
 /// Timestamps are stored as fixed-width RFC 3339 UTC text, so text order is time order.

@@ -10,10 +10,10 @@
 
 use chrono::{DateTime, Utc};
 use homeostat_core::alert::AlertStatus;
-use rusqlite::{params, Row, Transaction};
+use rusqlite::{params, Transaction};
 use serde::Serialize;
 
-use super::{parse_time, timestamp, JournalError, Op, Result, SqliteJournal, Written};
+use super::{parse_time, timestamp, Columns, JournalError, Op, Result, SqliteJournal, Written};
 
 /// Schema version 5: the outbox.
 pub(super) const SCHEMA: &str = "
@@ -57,7 +57,7 @@ impl NotificationStatus {
         }
     }
 
-    pub(crate) fn parse(text: &str) -> Result<NotificationStatus> {
+    fn parse(text: &str) -> Result<NotificationStatus> {
         Ok(match text {
             "pending" => NotificationStatus::Pending,
             "sent" => NotificationStatus::Sent,
@@ -171,32 +171,32 @@ fn select(conn: &rusqlite::Connection, condition: &str, params: impl rusqlite::P
     Ok(out)
 }
 
-fn notification(row: &Row<'_>) -> Result<Notification> {
-    let time = |i: usize| -> Result<Option<DateTime<Utc>>> {
-        row.get::<_, Option<String>>(i)?.as_deref().map(parse_time).transpose()
-    };
-    let body: String = row.get(4)?;
-    let incident_status: String = row.get(12)?;
+/// Reads a row of [`COLUMNS`] (either database's).
+pub(crate) fn notification(row: &impl Columns) -> Result<Notification> {
+    let body: String = row.column(4)?;
+    let attempts: i64 = row.column(7)?;
+    let incident_status: String = row.column(12)?;
     Ok(Notification {
-        id: row.get(0)?,
-        incident_id: row.get(1)?,
-        sink: row.get(2)?,
-        event: row.get(3)?,
+        id: row.column(0)?,
+        incident_id: row.column(1)?,
+        sink: row.column(2)?,
+        event: row.column(3)?,
         body: serde_json::from_str(&body).map_err(|e| JournalError::Corrupt(format!("notification body: {e}")))?,
-        created_at: parse_time(&row.get::<_, String>(5)?)?,
-        status: NotificationStatus::parse(&row.get::<_, String>(6)?)?,
-        attempts: row.get(7)?,
-        next_attempt: time(8)?,
-        last_error: row.get(9)?,
-        sent_at: time(10)?,
-        resolved_at: time(11)?,
+        created_at: parse_time(&row.column::<String>(5)?)?,
+        status: NotificationStatus::parse(&row.column::<String>(6)?)?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| JournalError::Corrupt(format!("notification attempts {attempts}")))?,
+        next_attempt: row.time(8)?,
+        last_error: row.column(9)?,
+        sent_at: row.time(10)?,
+        resolved_at: row.time(11)?,
         incident: (
             if incident_status == "firing" {
                 AlertStatus::Firing
             } else {
                 AlertStatus::Resolved
             },
-            time(13)?,
+            row.time(13)?,
         ),
     })
 }

@@ -3,11 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use homeostat_core::decision::{ActionResult, Verification};
-use tokio_postgres::Row;
 
 use super::PgJournal;
-use crate::decisions::{stored, Decision, History, NewDecision, COLUMNS};
-use crate::{parse_time, timestamp, JournalError, Result};
+use crate::decisions::{read, Decision, History, NewDecision, COLUMNS};
+use crate::{parse_time, timestamp, Columns, JournalError, Result};
 
 pub(super) async fn record_decision(j: &PgJournal, decision: NewDecision) -> Result<i64> {
     let client = j.client().await?;
@@ -68,37 +67,6 @@ pub(super) async fn record_outcome(j: &PgJournal, id: i64, outcome: Verification
     Ok(())
 }
 
-/// Reads a row of [`COLUMNS`].
-fn read(row: &Row) -> Result<Decision> {
-    let record: &str = row.try_get(9)?;
-    Ok(Decision {
-        id: row.try_get(0)?,
-        new: NewDecision {
-            incident_id: row.try_get(1)?,
-            decided_at: parse_time(row.try_get(2)?)?,
-            target_key: row.try_get(3)?,
-            action: row.try_get(4)?,
-            rule: row.try_get(5)?,
-            attempt: row.try_get(6)?,
-            verdict: stored(row.try_get(7)?)?,
-            reason: row.try_get(8)?,
-            record: serde_json::from_str(record)
-                .map_err(|e| JournalError::Corrupt(format!("decision record {record:?}: {e}")))?,
-            dry_run: row.try_get(10)?,
-        },
-        executed_at: time(row, 11)?,
-        result: row.try_get::<_, Option<&str>>(12)?.map(stored).transpose()?,
-        detail: row.try_get(13)?,
-        outcome: row.try_get::<_, Option<&str>>(14)?.map(stored).transpose()?,
-        verified_at: time(row, 15)?,
-    })
-}
-
-/// A column holding a timestamp or NULL.
-fn time(row: &Row, column: usize) -> Result<Option<DateTime<Utc>>> {
-    row.try_get::<_, Option<&str>>(column)?.map(parse_time).transpose()
-}
-
 pub(super) async fn decisions(j: &PgJournal, incident_id: i64) -> Result<Vec<Decision>> {
     let client = j.client().await?;
     let sql = format!("SELECT {COLUMNS} FROM decisions WHERE incident_id = $1 ORDER BY id");
@@ -122,7 +90,7 @@ pub(super) async fn history(
              WHERE target_key = $1 AND verdict = 'allow' AND action <> 'notify' AND (NOT dry_run OR $2)",
         )
         .await?;
-    history.last_action_on_target = time(&client.query_one(&last, &[&target_key, &counts_dry]).await?, 0)?;
+    history.last_action_on_target = client.query_one(&last, &[&target_key, &counts_dry]).await?.time(0)?;
     // Newest first: failed outcomes count until a success, or until an
     // escalation whose incident's alert has since resolved.
     let past = client

@@ -7,15 +7,16 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use futures_util::future::BoxFuture;
 use homeostat_core::alert::{is_label_name, AlertStatus, WebhookMessage};
-use homeostat_core::incident::{transition, EventKind, Incident, Known, Transition};
+use homeostat_core::incident::{transition, Incident, Known, Transition};
 use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Statement};
+use tokio_postgres::Statement;
 
 use super::{Db, PgJournal, INGEST_LOCK};
 use crate::{
-    parse_time, Delivery, IncidentEvent, IncidentPage, IncidentQuery, IncidentRow, IngestWrite, JournalError, Result,
+    decode_events, encode_events, parse_time, read_incident, Delivery, IncidentEvent, IncidentPage, IncidentQuery,
+    IngestWrite, JournalError, Result,
 };
 
 /// The SQLite journal's `INCIDENT_COLUMNS`, in PostgreSQL's words.
@@ -25,29 +26,6 @@ const INCIDENT_COLUMNS: &str = "id, fingerprint, alertname, status, labels, anno
                                 (SELECT json_build_object('id', d.id, 'action', d.action, 'verdict', d.verdict, \
                                                           'result', d.result, 'outcome', d.outcome)::text \
                                  FROM decisions d WHERE d.incident_id = incidents.id ORDER BY d.id DESC LIMIT 1)";
-
-fn read_incident(row: &Row) -> Result<Incident> {
-    IncidentRow {
-        id: row.try_get(0)?,
-        fingerprint: row.try_get(1)?,
-        alertname: row.try_get(2)?,
-        status: row.try_get(3)?,
-        labels: row.try_get(4)?,
-        annotations: row.try_get(5)?,
-        starts_at: row.try_get(6)?,
-        ends_at: row.try_get(7)?,
-        generator_url: row.try_get(8)?,
-        first_seen: row.try_get(9)?,
-        last_seen: row.try_get(10)?,
-        resolved_at: row.try_get(11)?,
-        deliveries: row.try_get(12)?,
-        next_check: row.try_get(13)?,
-        vanished: row.try_get(14)?,
-        implicated: row.try_get(15)?,
-        last_decision: row.try_get(16)?,
-    }
-    .decode()
-}
 
 /// Most deliveries journalled in one transaction.
 const MAX_GROUP: usize = 256;
@@ -373,10 +351,7 @@ async fn journal<'a>(
             alertname: alert.alertname.clone(),
         });
     }
-    // Stored compactly as [[incident_id, kind], …]; the rest is in `incidents`.
-    let compact: Vec<(i64, EventKind)> = events.iter().map(|e| (e.incident_id, e.kind)).collect();
-    let compact =
-        serde_json::to_string(&compact).map_err(|e| JournalError::Internal(format!("cannot encode events: {e}")))?;
+    let compact = encode_events(&events)?;
     let alerts = delivery.alerts.len() as i64;
     let id: i64 = deferred
         .tx
@@ -426,8 +401,7 @@ pub(super) async fn unprocessed(j: &PgJournal) -> Result<Vec<Delivery>> {
     let mut deliveries = Vec::with_capacity(rows.len());
     for row in rows {
         let id: i64 = row.try_get(0)?;
-        let compact: Vec<(i64, EventKind)> = serde_json::from_str(row.try_get(1)?)
-            .map_err(|e| JournalError::Corrupt(format!("delivery {id} has unreadable events: {e}")))?;
+        let compact = decode_events(id, row.try_get(1)?)?;
         let mut events = Vec::with_capacity(compact.len());
         for (incident_id, kind) in compact {
             let found = client.query_one(&incident, &[&incident_id]).await?;

@@ -1,13 +1,11 @@
 //! The notification outbox (the SQLite journal's `notifications.rs`, on PostgreSQL).
 
 use chrono::{DateTime, Utc};
-use homeostat_core::alert::AlertStatus;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
 
 use super::PgJournal;
-use crate::notifications::{Attempt, Notification, NotificationStatus, COLUMNS};
-use crate::{parse_time, timestamp, JournalError, Result};
+use crate::notifications::{notification, Attempt, Notification, NotificationStatus, COLUMNS};
+use crate::{parse_time, timestamp, Result};
 
 /// Queues one notification per sink, due at `at`.
 pub(super) async fn queue_notifications(
@@ -102,35 +100,4 @@ async fn select(j: &PgJournal, condition: &str, params: &[&(dyn ToSql + Sync)]) 
         ))
         .await?;
     client.query(&stmt, params).await?.iter().map(notification).collect()
-}
-
-fn notification(row: &Row) -> Result<Notification> {
-    let time =
-        |i: usize| -> Result<Option<DateTime<Utc>>> { row.try_get::<_, Option<&str>>(i)?.map(parse_time).transpose() };
-    let body: &str = row.try_get(4)?;
-    let attempts: i64 = row.try_get(7)?;
-    let incident_status: &str = row.try_get(12)?;
-    Ok(Notification {
-        id: row.try_get(0)?,
-        incident_id: row.try_get(1)?,
-        sink: row.try_get(2)?,
-        event: row.try_get(3)?,
-        body: serde_json::from_str(body).map_err(|e| JournalError::Corrupt(format!("notification body: {e}")))?,
-        created_at: parse_time(row.try_get(5)?)?,
-        status: NotificationStatus::parse(row.try_get(6)?)?,
-        attempts: u32::try_from(attempts)
-            .map_err(|_| JournalError::Corrupt(format!("notification attempts {attempts}")))?,
-        next_attempt: time(8)?,
-        last_error: row.try_get(9)?,
-        sent_at: time(10)?,
-        resolved_at: time(11)?,
-        incident: (
-            if incident_status == "firing" {
-                AlertStatus::Firing
-            } else {
-                AlertStatus::Resolved
-            },
-            time(13)?,
-        ),
-    })
 }
