@@ -1,9 +1,12 @@
-//! deploy/kubernetes: every manifest (the monitoring component's too)
-//! parses into its Kubernetes type, the Deployment is locked down and runs
-//! the config kustomize generates, which acts in dry run with the playbook
-//! and tokens the pod mounts; the RBAC rules grant exactly the API calls the
-//! Kubernetes executor makes, nothing broader; the NetworkPolicy lets
-//! through what the config reaches; the ServiceMonitor scrapes the job
+//! deploy/kubernetes, as `kubectl kustomize` renders it: every object (the
+//! components' too) parses into its Kubernetes type; the base runs two
+//! replicas on the PostgreSQL journal, rolling, spread over nodes, with a
+//! disruption budget, locked down, on the config kustomize generates, which
+//! acts in dry run with the playbook, tokens and journal password the pod
+//! mounts; the sqlite component makes that one replica on a volume, with
+//! the same config but for the journal; the RBAC rules grant exactly the API
+//! calls the Kubernetes executor makes, nothing broader; the NetworkPolicy
+//! lets through what the config reaches; the ServiceMonitor scrapes the job
 //! homeostat's own rules watch, and the PrometheusRule holds those rules.
 //!
 //! deploy/kubernetes/demo: the demo services' manifests parse, probe the
@@ -18,17 +21,19 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 use homeostat_adapters::executor::kubernetes::API_CALLS;
 use homeostat_core::action::Backend;
-use homeostat_core::config::Config;
+use homeostat_core::config::{Config, Credentials};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PersistentVolumeClaim, PodSpec, Service, ServiceAccount, Volume,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPort};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -90,7 +95,63 @@ fn documents_in(dir: &Path) -> Vec<(String, Value)> {
     documents
 }
 
-/// Every document of deploy/kubernetes, with its monitoring component.
+/// Objects, each labelled for messages with its file or `Kind/name`.
+type Documents = Vec<(String, Value)>;
+
+/// deploy/kubernetes with `components` switched on, as `kubectl kustomize`
+/// renders it (once per set of components).
+fn rendered(components: &[&str]) -> Documents {
+    static RENDERED: Mutex<BTreeMap<Vec<String>, Documents>> = Mutex::new(BTreeMap::new());
+    let key = components.iter().map(|c| (*c).to_owned()).collect();
+    let mut rendered = RENDERED.lock().unwrap_or_else(|e| e.into_inner());
+    rendered.entry(key).or_insert_with(|| render(components)).clone()
+}
+
+fn render(components: &[&str]) -> Documents {
+    let (program, verb) = [("kubectl", "kustomize"), ("kustomize", "build")]
+        .into_iter()
+        .find_map(|(program, verb)| {
+            homeostat_demo::stack::find_program(&[program], program)
+                .ok()
+                .map(|p| (p, verb))
+        })
+        .expect("neither kubectl nor kustomize is on PATH: these tests render deploy/kubernetes with it");
+    // An overlay of the base with the components on. kustomize takes no
+    // absolute path there: it names them relative to itself.
+    let overlay = tempfile::tempdir().unwrap();
+    let here = overlay.path().canonicalize().unwrap();
+    let up = "../".repeat(here.components().count() - 1);
+    let base = format!(
+        "{up}{}",
+        dir().canonicalize().unwrap().strip_prefix("/").unwrap().display()
+    );
+    let mut kustomization = serde_yaml::Mapping::new();
+    kustomization.insert("apiVersion".into(), "kustomize.config.k8s.io/v1beta1".into());
+    kustomization.insert("kind".into(), "Kustomization".into());
+    kustomization.insert("resources".into(), Value::Sequence(vec![base.as_str().into()]));
+    let components = components.iter().map(|c| format!("{base}/{c}").into()).collect();
+    kustomization.insert("components".into(), Value::Sequence(components));
+    let text = serde_yaml::to_string(&kustomization).unwrap();
+    std::fs::write(here.join("kustomization.yaml"), text).unwrap();
+    let output = Command::new(&program).arg(verb).arg(&here).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{} {verb} failed:\n{}",
+        program.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| {
+            let document = Value::deserialize(document).unwrap();
+            let kind = document["kind"].as_str().unwrap_or("(no kind)");
+            let name = document["metadata"]["name"].as_str().unwrap_or("(no name)");
+            (format!("{kind}/{name}"), document)
+        })
+        .collect()
+}
+
+/// deploy/kubernetes with its monitoring component, as rendered.
 fn documents() -> Vec<(String, Value)> {
     let base = read_yaml(&dir().join("kustomization.yaml"));
     assert!(
@@ -104,9 +165,7 @@ fn documents() -> Vec<(String, Value)> {
     );
     let component = read_yaml(&dir().join("monitoring/kustomization.yaml"));
     assert_eq!(component["kind"].as_str(), Some("Component"));
-    let mut documents = documents_in(&dir());
-    documents.extend(documents_in(&dir().join("monitoring")));
-    documents
+    rendered(&["monitoring"])
 }
 
 fn parse<T: serde::de::DeserializeOwned>(file: &str, document: &Value) -> T {
@@ -116,7 +175,13 @@ fn parse<T: serde::de::DeserializeOwned>(file: &str, document: &Value) -> T {
 #[test]
 fn every_manifest_is_a_valid_object_of_its_kind() {
     let mut kinds = BTreeSet::new();
-    for (file, document) in documents() {
+    // With the monitoring component; with the sqlite one; with all three.
+    let renderings = [
+        documents(),
+        rendered(&["sqlite"]),
+        rendered(&["monitoring", "namespaced", "sqlite"]),
+    ];
+    for (file, document) in renderings.into_iter().flatten() {
         let kind = document["kind"]
             .as_str()
             .unwrap_or_else(|| panic!("{file}: no kind"))
@@ -126,6 +191,9 @@ fn every_manifest_is_a_valid_object_of_its_kind() {
             "ServiceAccount" => drop(parse::<ServiceAccount>(&file, &document)),
             "ClusterRole" => drop(parse::<ClusterRole>(&file, &document)),
             "ClusterRoleBinding" => drop(parse::<ClusterRoleBinding>(&file, &document)),
+            "Role" => drop(parse::<Role>(&file, &document)),
+            "RoleBinding" => drop(parse::<RoleBinding>(&file, &document)),
+            "PodDisruptionBudget" => drop(parse::<PodDisruptionBudget>(&file, &document)),
             "ConfigMap" => drop(parse::<ConfigMap>(&file, &document)),
             "PersistentVolumeClaim" => drop(parse::<PersistentVolumeClaim>(&file, &document)),
             "Deployment" => drop(parse::<Deployment>(&file, &document)),
@@ -145,15 +213,19 @@ fn every_manifest_is_a_valid_object_of_its_kind() {
         }
         kinds.insert(kind);
     }
-    assert_eq!(kinds.len(), 11, "{kinds:?}");
+    assert_eq!(kinds.len(), 14, "{kinds:?}");
 }
 
+/// The one object of `kind` in [`documents`].
 fn one<T: serde::de::DeserializeOwned>(kind: &str) -> T {
-    let (file, document) = documents()
-        .into_iter()
-        .find(|(_, d)| d["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind}"));
-    parse(&file, &document)
+    one_in(&documents(), kind)
+}
+
+fn one_in<T: serde::de::DeserializeOwned>(documents: &[(String, Value)], kind: &str) -> T {
+    let mut of_kind = documents.iter().filter(|(_, d)| d["kind"] == kind);
+    let (file, document) = of_kind.next().unwrap_or_else(|| panic!("no {kind}"));
+    assert!(of_kind.next().is_none(), "more than one {kind}");
+    parse(file, document)
 }
 
 /// What `rules` grant, as (API group, resource, verb); no wildcards, names or URLs.
@@ -285,11 +357,18 @@ fn the_namespaced_rbac_grants_exactly_what_the_executor_calls_and_replaces_the_c
     );
 }
 
-/// The Deployment's pod and its one container.
+/// The Deployment's pod and its one container, in [`documents`].
 fn pod() -> (PodSpec, Container) {
-    let deployment: Deployment = one("Deployment");
+    pod_in(&documents())
+}
+
+fn pod_in(documents: &[(String, Value)]) -> (PodSpec, Container) {
+    let deployment: Deployment = one_in(documents, "Deployment");
     let pod = deployment.spec.unwrap().template.spec.unwrap();
-    let container = pod.containers[0].clone();
+    let [container] = &pod.containers[..] else {
+        panic!("one container expected")
+    };
+    let container = container.clone();
     (pod, container)
 }
 
@@ -309,8 +388,18 @@ fn mount_of(pod: &PodSpec, container: &Container, is_it: impl Fn(&Volume) -> boo
 fn the_deployment_runs_locked_down_with_probes_and_limits() {
     let deployment: Deployment = one("Deployment");
     let spec = deployment.spec.unwrap();
-    assert_eq!(spec.replicas, Some(1), "one writer for the SQLite journal");
-    assert_eq!(spec.strategy.and_then(|s| s.type_).as_deref(), Some("Recreate"));
+    assert_eq!(
+        spec.replicas,
+        Some(2),
+        "a leader and a follower on the PostgreSQL journal"
+    );
+    let strategy = spec.strategy.unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    // A rollout starts a new pod before it stops an old one: two pods take
+    // webhooks throughout, and one is always there to take the lease.
+    let rolling = strategy.rolling_update.unwrap();
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
     let (pod, container) = pod();
     assert_eq!(pod.service_account_name.as_deref(), Some("homeostat"));
     assert_eq!(pod.security_context.and_then(|s| s.run_as_non_root), Some(true));
@@ -326,22 +415,68 @@ fn the_deployment_runs_locked_down_with_probes_and_limits() {
     assert_eq!(path(&container.liveness_probe).as_deref(), Some("/healthz"));
     // A slow start (the journal's integrity check) is not a failed liveness probe.
     assert_eq!(path(&container.startup_probe).as_deref(), Some("/healthz"));
-    // The journal lives on the volume, the only writable path.
+    // The journal is in PostgreSQL: nothing is written in the pod.
     let mounts = container.volume_mounts.clone().unwrap();
-    assert!(mounts
-        .iter()
-        .any(|m| m.mount_path == "/var/lib/homeostat" && m.read_only != Some(true)));
-    assert!(mounts
-        .iter()
-        .all(|m| m.mount_path == "/var/lib/homeostat" || m.read_only == Some(true)));
+    assert!(mounts.iter().all(|m| m.read_only == Some(true)), "{mounts:?}");
+    let volumes = pod.volumes.clone().unwrap();
+    for mount in &mounts {
+        assert!(volumes.iter().any(|v| v.name == mount.name), "no volume for {mount:?}");
+    }
+}
+
+/// Whether `selector` (labels only) selects a pod with `labels`.
+fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    assert!(selector.match_expressions.is_none(), "{selector:?}");
+    let wanted = selector.match_labels.clone().unwrap_or_default();
+    !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A drain leaves one replica running, to take the lease; the scheduler
+/// puts the replicas on different nodes where it can.
+#[test]
+fn the_replicas_spread_over_nodes_and_a_drain_leaves_one_running() {
+    let deployment: Deployment = one("Deployment");
+    let spec = deployment.spec.unwrap();
+    let labels = spec.template.metadata.clone().unwrap().labels.unwrap();
+    let budget: PodDisruptionBudget = one("PodDisruptionBudget");
+    assert_eq!(budget.metadata.namespace, deployment.metadata.namespace);
+    let budget = budget.spec.unwrap();
+    assert!(
+        selects(budget.selector.as_ref().unwrap(), &labels),
+        "the budget does not select homeostat's pods"
+    );
+    assert_eq!(budget.min_available, Some(IntOrString::Int(1)));
+    assert!(budget.max_unavailable.is_none());
+
+    let anti = spec.template.spec.unwrap().affinity.and_then(|a| a.pod_anti_affinity);
+    let anti = anti.expect("no podAntiAffinity");
+    assert!(
+        anti.required_during_scheduling_ignored_during_execution.is_none(),
+        "preferred only: a one-node cluster runs both replicas too"
+    );
+    let preferred = anti
+        .preferred_during_scheduling_ignored_during_execution
+        .unwrap_or_default();
+    assert!(
+        preferred.iter().any(|term| {
+            let term = &term.pod_affinity_term;
+            term.topology_key == "kubernetes.io/hostname"
+                && term.label_selector.as_ref().is_some_and(|s| selects(s, &labels))
+        }),
+        "{preferred:?}"
+    );
 }
 
 /// The config the pod runs, as it reads it: the file its `--config` names,
 /// from the generated ConfigMap mounted there, with paths anchored as the
 /// pod sees them.
 fn pod_config() -> (PathBuf, Config, BTreeMap<String, String>) {
-    let map: ConfigMap = one("ConfigMap");
-    let (pod, container) = pod();
+    pod_config_in(&documents())
+}
+
+fn pod_config_in(documents: &[(String, Value)]) -> (PathBuf, Config, BTreeMap<String, String>) {
+    let map: ConfigMap = one_in(documents, "ConfigMap");
+    let (pod, container) = pod_in(documents);
     let args = container.args.clone().unwrap();
     let config_path = PathBuf::from(&args[args.iter().position(|a| a == "--config").unwrap() + 1]);
     let name = map.metadata.name.clone();
@@ -360,11 +495,48 @@ fn pod_config() -> (PathBuf, Config, BTreeMap<String, String>) {
     (config_path, config, data)
 }
 
-#[test]
-fn the_config_acts_in_dry_run_with_the_playbook_and_tokens_the_pod_mounts() {
-    let (path, mut config, data) = pod_config();
-    let (pod, container) = pod();
+/// Validates `config` as the pod runs it: each secret file it names is a
+/// key of a Secret the pod mounts there (the tokens of `homeostat-tokens`,
+/// the journal's password of `homeostat-postgres`), here a file holding
+/// something, and the playbook is the repository's copy. Returns the
+/// credentials and the keys read, by Secret.
+fn validate_as_the_pod(
+    path: &Path,
+    mut config: Config,
+    documents: &[(String, Value)],
+) -> (Credentials, BTreeMap<&'static str, Vec<String>>) {
+    let (pod, container) = pod_in(documents);
+    let secrets = tempfile::tempdir().unwrap();
+    let mut keys: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut from = |file: &mut PathBuf, secret: &'static str| {
+        let mounted = mount_of(&pod, &container, |v| {
+            v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(secret)
+        });
+        assert_eq!(file.parent(), Some(mounted.as_path()), "{}", file.display());
+        let key = file.file_name().unwrap().to_str().unwrap().to_owned();
+        let copy = secrets.path().join(format!("{secret}-{key}"));
+        std::fs::write(&copy, format!("{key}-of-{secret}")).unwrap();
+        *file = copy;
+        keys.entry(secret).or_default().push(key);
+    };
+    let auth = config.auth.as_mut().expect("listening on 0.0.0.0 needs tokens");
+    for named in &mut auth.tokens {
+        from(named.token.file.as_mut().expect("tokens are files"), "homeostat-tokens");
+    }
+    if let Some(password) = config.journal.password.as_mut() {
+        let file = password.file.as_mut().expect("journal.password is a file");
+        from(file, "homeostat-postgres");
+    }
     let actions = config.actions.as_mut().expect("the config acts");
+    actions.playbook = dir().join(actions.playbook.file_name().unwrap());
+    let credentials = config.validate(path, &std::collections::HashMap::<String, String>::new());
+    (credentials.unwrap_or_else(|e| panic!("{e}")), keys)
+}
+
+#[test]
+fn the_config_acts_in_dry_run_with_the_playbook_tokens_and_journal_password_the_pod_mounts() {
+    let (path, config, data) = pod_config();
+    let actions = config.actions.as_ref().expect("the config acts");
     assert_eq!(actions.backend, Backend::Kubernetes);
     assert!(actions.dry_run, "it starts in dry run");
     // The playbook is the ConfigMap's, which is the repository's.
@@ -375,38 +547,46 @@ fn the_config_acts_in_dry_run_with_the_playbook_and_tokens_the_pod_mounts() {
         *playbook == rules,
         "deploy/kubernetes/playbook.yml differs from rules/playbook.yml: copy it over"
     );
-    actions.playbook = dir().join("playbook.yml");
     assert!(
         actions.guard.deny_namespaces.contains(&"homeostat".to_owned()),
         "never acts on itself"
     );
-    assert!(config.journal.path.starts_with("/var/lib/homeostat"));
 
-    // Every token is a file of the Secret the pod mounts, under its key.
-    let auth = config.auth.as_mut().expect("listening on 0.0.0.0 needs tokens");
-    let secret = mount_of(&pod, &container, |v| {
-        v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("homeostat-tokens")
-    });
-    let tokens = tempfile::tempdir().unwrap();
-    let mut keys = Vec::new();
-    for named in &mut auth.tokens {
-        let file = named.token.file.clone().expect("tokens are files");
-        assert_eq!(file.parent(), Some(secret.as_path()), "{}", file.display());
-        let key = file.file_name().unwrap().to_str().unwrap().to_owned();
-        std::fs::write(tokens.path().join(&key), format!("token-of-{key}")).unwrap();
-        named.token.file = Some(tokens.path().join(&key));
-        keys.push(key);
-    }
-    assert_eq!(keys, ["alertmanager", "operator"]);
+    // The journal is PostgreSQL's, named by a URL without a password.
+    let url = reqwest::Url::parse(config.journal.url.as_deref().expect("journal.url")).unwrap();
+    assert_eq!(
+        (url.scheme(), url.username(), url.password()),
+        ("postgres", "homeostat", None)
+    );
+    assert_eq!(url.path(), "/homeostat");
+
+    // Every token and the password are files of the Secrets the pod
+    // mounts, under their keys, and the kustomization says how to make them.
+    let (credentials, keys) = validate_as_the_pod(&path, config, &documents());
+    assert_eq!(credentials.tokens.len(), 2);
+    assert_eq!(
+        keys,
+        BTreeMap::from([
+            ("homeostat-postgres", vec!["password".to_owned()]),
+            (
+                "homeostat-tokens",
+                vec!["alertmanager".to_owned(), "operator".to_owned()]
+            ),
+        ])
+    );
     let kustomization = std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap();
-    for key in &keys {
+    for (secret, keys) in &keys {
         assert!(
-            kustomization.contains(&format!("--from-literal={key}=")),
-            "how to make {key}"
+            kustomization.contains(&format!("create secret generic {secret} ")),
+            "how to make {secret}"
         );
+        for key in keys {
+            assert!(
+                kustomization.contains(&format!("--from-literal={key}=")),
+                "how to make {key}"
+            );
+        }
     }
-    let credentials = config.validate(&path, &std::collections::HashMap::<String, String>::new());
-    assert_eq!(credentials.unwrap_or_else(|e| panic!("{e}")).tokens.len(), 2);
 }
 
 #[test]
@@ -440,7 +620,7 @@ fn the_network_policy_lets_through_what_the_config_reaches() {
         .unwrap();
     assert_eq!(ingress, BTreeSet::from([http.name.unwrap()]));
     assert_eq!(config.server.listen.port(), 9095);
-    let egress = ports(spec.egress.unwrap().into_iter().map(|r| r.ports.unwrap()).collect());
+    let egress = egress_ports(&documents());
     let actions = config.actions.unwrap();
     for url in [&actions.prometheus_url, &actions.alertmanager_url] {
         let url = reqwest::Url::parse(url.as_deref().unwrap()).unwrap();
@@ -450,6 +630,104 @@ fn the_network_policy_lets_through_what_the_config_reaches() {
     for port in ["53", "443"] {
         assert!(egress.contains(port), "port {port} is not let out");
     }
+    let journal = reqwest::Url::parse(config.journal.url.as_deref().unwrap()).unwrap();
+    let port = journal.port().unwrap_or(5432).to_string();
+    assert_eq!(port, "5432");
+    assert!(egress.contains(&port), "the journal's port {port} is not let out");
+}
+
+/// The egress rules' ports of the NetworkPolicy in `documents`.
+fn egress_ports(documents: &[(String, Value)]) -> BTreeSet<String> {
+    let policy: NetworkPolicy = one_in(documents, "NetworkPolicy");
+    let egress = policy.spec.unwrap().egress.unwrap();
+    egress
+        .into_iter()
+        .flat_map(|rule| rule.ports.unwrap())
+        .filter_map(|p| p.port)
+        .map(|p| match p {
+            IntOrString::Int(n) => n.to_string(),
+            IntOrString::String(s) => s,
+        })
+        .collect()
+}
+
+/// The sqlite component: one replica, Recreate, the journal on the
+/// PersistentVolumeClaim it adds, no disruption budget (with one replica it
+/// would block every node drain), nothing of PostgreSQL, and the base's
+/// config but for the journal.
+#[test]
+fn the_sqlite_component_runs_one_replica_on_its_volume_with_the_bases_config() {
+    let component = read_yaml(&dir().join("sqlite/kustomization.yaml"));
+    assert_eq!(component["kind"].as_str(), Some("Component"));
+    let text = std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap();
+    assert!(
+        text.contains("\n# components: [sqlite]\n"),
+        "the line that switches it on"
+    );
+    let documents = rendered(&["sqlite"]);
+    let deployment: Deployment = one_in(&documents, "Deployment");
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.replicas, Some(1), "one writer for the SQLite journal");
+    let strategy = spec.strategy.unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("Recreate"));
+    assert!(strategy.rolling_update.is_none(), "refused beside Recreate");
+    assert!(
+        documents.iter().all(|(_, d)| d["kind"] != "PodDisruptionBudget"),
+        "a budget of one pod with one replica blocks every node drain"
+    );
+
+    // The journal is in the claim's volume, the only writable mount.
+    let (path, config, data) = pod_config_in(&documents);
+    let (pod, container) = pod_in(&documents);
+    assert!(config.journal.url.is_none() && config.journal.password.is_none());
+    let claim: PersistentVolumeClaim = one_in(&documents, "PersistentVolumeClaim");
+    let volume = mount_of(&pod, &container, |v| {
+        v.persistent_volume_claim.as_ref().map(|c| &c.claim_name) == claim.metadata.name.as_ref()
+    });
+    assert_eq!(config.journal.path.parent(), Some(volume.as_path()));
+    let mounts = container.volume_mounts.clone().unwrap();
+    for mount in &mounts {
+        let writable = mount.read_only != Some(true);
+        assert_eq!(writable, Path::new(&mount.mount_path) == volume, "{mount:?}");
+    }
+    // Nothing of PostgreSQL: its Secret (which need not exist), its port.
+    let (_, keys) = validate_as_the_pod(&path, config.clone(), &documents);
+    assert_eq!(keys.into_keys().collect::<Vec<_>>(), ["homeostat-tokens"]);
+    let volumes = pod.volumes.clone().unwrap();
+    for mount in &mounts {
+        assert!(volumes.iter().any(|v| v.name == mount.name), "no volume for {mount:?}");
+    }
+    assert!(
+        volumes
+            .iter()
+            .all(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) != Some("homeostat-postgres")),
+        "{volumes:?}"
+    );
+    let egress = egress_ports(&documents);
+    assert!(!egress.contains("5432") && egress.contains("443"), "{egress:?}");
+
+    // The component's homeostat.yaml, which is the base's but for the
+    // journal, beside the base's playbook.
+    let key = path.file_name().unwrap().to_str().unwrap();
+    let own = std::fs::read_to_string(dir().join("sqlite").join(key)).unwrap();
+    assert!(data[key] == own, "the ConfigMap does not hold sqlite/{key}");
+    let (_, base_config, base_data) = pod_config();
+    assert_eq!(data.keys().collect::<Vec<_>>(), base_data.keys().collect::<Vec<_>>());
+    assert!(data["playbook.yml"] == base_data["playbook.yml"]);
+    let without_journal = |text: &str| {
+        let mut config: Value = serde_yaml::from_str(text).unwrap();
+        config
+            .as_mapping_mut()
+            .unwrap()
+            .remove("journal")
+            .expect("a journal section");
+        config
+    };
+    assert!(
+        without_journal(&data[key]) == without_journal(&base_data[key]),
+        "sqlite/{key} differs from {key} beyond the journal: copy it over"
+    );
+    assert!(config.actions.unwrap().dry_run && base_config.actions.unwrap().dry_run);
 }
 
 #[test]

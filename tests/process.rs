@@ -174,18 +174,42 @@ async fn a_second_homeostat_on_the_same_journal_is_refused() {
     assert_eq!(incidents(&client, &first).await.len(), 1);
 }
 
-/// On a PostgreSQL journal (`journal.url`, password from a file): what was
-/// acknowledged survives a `kill -9`, a resolution after the restart closes
-/// its incident, a second homeostat on the same database is refused, and
-/// the commands that read SQLite files say they cannot read it.
+/// Whether `process` says it leads (`homeostat_leader`), 10 s at most
+/// waiting for it to say `wanted`.
+async fn leads(client: &reqwest::Client, process: &Process, wanted: bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = client
+            .get(process.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let leads = text.lines().any(|l| l == "homeostat_leader 1");
+        if leads == wanted || std::time::Instant::now() >= deadline {
+            return leads;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// On a PostgreSQL journal (`journal.url`, password from a file): a second
+/// homeostat on the same database follows and journals deliveries too;
+/// what was acknowledged survives a `kill -9` of the leader, the follower
+/// takes over, a resolution after that closes its incident, and the
+/// commands that read SQLite files say they cannot read it.
 #[tokio::test]
-async fn a_postgresql_journal_keeps_what_it_acknowledged_and_has_one_writer() {
+async fn a_postgresql_journal_keeps_what_it_acknowledged_and_survives_its_leader() {
     let dir = tempfile::tempdir().unwrap();
     let url = homeostat_journal::pg_server::database().await;
     let config = dir.path().join("homeostat.yaml");
     std::fs::write(
         &config,
-        format!("server:\n  listen: 127.0.0.1:0\njournal:\n  url: {url}\n  password: {{file: pg-password}}\n"),
+        format!(
+            "server:\n  listen: 127.0.0.1:0\njournal:\n  url: {url}\n  password: {{file: pg-password}}\n  lease: 1s\n"
+        ),
     )
     .unwrap();
     // The server checks the password: a wrong one is a start-up failure that does not show it.
@@ -207,16 +231,22 @@ async fn a_postgresql_journal_keeps_what_it_acknowledged_and_has_one_writer() {
     };
     let fingerprints: Vec<String> = (0..5).map(|i| format!("pg{i}")).collect();
     let mut first = Process::start(&config);
-    for fp in &fingerprints {
-        post(&first, "firing", vec![fp.clone()]).await;
+    assert!(leads(&client, &first, true).await, "alone, it leads");
+    let second = Process::start(&config);
+    assert!(!leads(&client, &second, false).await, "the second follows");
+    for (i, fp) in fingerprints.iter().enumerate() {
+        let to = if i % 2 == 0 { &first } else { &second };
+        post(to, "firing", vec![fp.clone()]).await;
     }
-    let (code, text) = run(&["serve", "--config", config.to_str().unwrap()]);
-    assert_eq!(code, Some(4), "{text}");
-    assert!(text.contains("in use by another homeostat process"), "{text}");
+    assert_eq!(
+        incidents(&client, &first).await.len(),
+        5,
+        "both journal into one database"
+    );
     first.child.kill().unwrap();
     first.child.wait().unwrap();
 
-    let second = Process::start(&config);
+    assert!(leads(&client, &second, true).await, "the follower took over");
     let listed = incidents(&client, &second).await;
     assert_eq!(listed.len(), 5, "{listed:?}");
     assert!(listed.iter().all(|i| i["status"] == "firing"));

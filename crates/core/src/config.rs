@@ -639,6 +639,12 @@ pub struct JournalConfig {
     /// cooldown, so those never lose what they count (the circuit breaker
     /// forgets failures older than this).
     pub retention: PromDuration,
+    /// PostgreSQL only: how long the leader's lease lasts unrenewed (it is
+    /// renewed every third of it). Replicas on one database elect one
+    /// leader, which alone acts; another takes over this long after the
+    /// leader stops renewing (at once when it stops cleanly). Default 15s;
+    /// 1s to 5m.
+    pub lease: PromDuration,
 }
 
 impl JournalConfig {
@@ -683,6 +689,7 @@ impl Default for JournalConfig {
             password: None,
             synchronous: Synchronous::Full,
             retention: PromDuration(std::time::Duration::from_secs(30 * 86_400)),
+            lease: PromDuration(std::time::Duration::from_secs(15)),
         }
     }
 }
@@ -883,6 +890,13 @@ impl Config {
             }
         }
         self.journal.read_password(env).map_err(|(key, m)| invalid(&key, m))?;
+        let lease = self.journal.lease.0;
+        if lease < std::time::Duration::from_secs(1) || lease > std::time::Duration::from_secs(300) {
+            return Err(invalid(
+                "journal.lease",
+                format!("must be from 1s to 5m, not {}", self.journal.lease),
+            ));
+        }
         let retention = self.journal.retention;
         let guard = self.actions.as_ref().map(|a| &a.guard);
         let floors = [("1h", PromDuration(std::time::Duration::from_secs(3600)))]

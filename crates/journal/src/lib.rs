@@ -107,6 +107,14 @@ pub enum JournalError {
     Internal(String),
     #[error("the journal writer has stopped")]
     Closed,
+    /// Only the leader decides and acts, and this process does not lead
+    /// (or no longer does): nothing was written.
+    #[error("journal database {database}: {what}: this homeostat {why}; another replica acts")]
+    NotLeading {
+        database: String,
+        what: String,
+        why: String,
+    },
 }
 
 /// What PostgreSQL said, where tokio-postgres' own message is only "db error".
@@ -1083,6 +1091,7 @@ fn parse_json(text: &str) -> Result<homeostat_core::alert::LabelSet> {
     serde_json::from_str(text).map_err(|e| JournalError::Corrupt(format!("bad label set {text:?}: {e}")))
 }
 
+pub mod leadership;
 mod store;
 
 pub mod approvals;

@@ -13,6 +13,9 @@
 //! - `record_decision` commits before the executor is called, so a crash in
 //!   between leaves a decision without a result (marked interrupted at the
 //!   next open, never repeated).
+//! - On a database several replicas share, only the leader's
+//!   `record_decision`, `record_result` and `record_outcome` are written
+//!   (the others get [`crate::JournalError::NotLeading`]).
 //! - `record_learned` saves only on top of `base_revision` (`None` when the
 //!   stored state moved on), so two writers never lose each other's lessons.
 
@@ -26,10 +29,12 @@ use homeostat_core::decision::{ActionResult, Verification};
 use homeostat_core::incident::Incident;
 use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, IncidentSummary, ThresholdState};
 use tokio::sync::mpsc::OwnedPermit;
+use tokio::sync::Notify;
 
 use crate::approvals::Answer;
 use crate::audit::AuditEntry;
 use crate::decisions::{Decision, History, NewDecision};
+use crate::leadership::Leadership;
 use crate::notifications::{Attempt, Notification};
 use crate::policy::{Learned, StoredPolicy};
 use crate::retention::Pruned;
@@ -155,6 +160,20 @@ pub trait Store: Send + Sync + 'static {
     async fn incident_summaries(&self, alertnames: Vec<String>, since: DateTime<Utc>) -> Result<Vec<IncidentSummary>>;
     /// Everything `homeostat thresholds show` prints.
     async fn threshold_state(&self) -> Result<ThresholdState>;
+
+    /// Whether this process leads, and so acts (see [`crate::leadership`]).
+    /// By default it alone writes the journal, and leads.
+    fn leadership(&self) -> Leadership {
+        Leadership::sole()
+    }
+    /// Woken when another process commits something the leader should
+    /// look at (a delivery, an answer, a pause); `None` when no other
+    /// process writes the journal.
+    fn changed_elsewhere(&self) -> Option<Arc<Notify>> {
+        None
+    }
+    /// At a clean stop, once nothing acts: lets another process lead at once.
+    async fn step_down(&self) {}
 }
 
 #[async_trait]

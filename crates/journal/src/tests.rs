@@ -1,5 +1,6 @@
 use super::*;
 use crate::decisions::NewDecision;
+use crate::leadership::Term;
 use homeostat_core::alert::LabelSet;
 use homeostat_core::decision::{ActionResult, Verdict, Verification};
 
@@ -32,6 +33,8 @@ impl TestDb {
     fn config(&self) -> JournalConfig {
         JournalConfig {
             url: self.url.clone(),
+            // A restart after a "crash" (a dropped journal) leads again soon.
+            lease: homeostat_core::duration::PromDuration(std::time::Duration::from_secs(1)),
             ..config(&self.dir)
         }
     }
@@ -54,10 +57,14 @@ impl TestDb {
         }
     }
 
+    /// Opens the journal, as its leader (on PostgreSQL, once the lease of
+    /// a journal dropped before has expired).
     async fn open(&self) -> (Journal, JournalWriter) {
-        crate::connect(&self.config(), self.password(), JournalMetrics::default())
+        let (journal, writer) = crate::connect(&self.config(), self.password(), JournalMetrics::default())
             .await
-            .unwrap()
+            .unwrap();
+        until_term(&journal, |t| t != Term::Following).await;
+        (journal, writer)
     }
 }
 
@@ -999,36 +1006,132 @@ async fn a_second_writer_on_the_same_journal_is_refused() {
     assert_eq!(journal.incidents(query(10)).await.unwrap().incidents.len(), 2);
 }
 
-/// On PostgreSQL as on SQLite, one homeostat writes a journal: a second on
-/// the same database is refused (after waiting a few seconds for the lock),
-/// naming where the first connects from, and changes nothing (the first's
-/// running action stays running); once the first has closed the journal,
-/// it opens again and settles that action.
+/// Opens the PostgreSQL journal of `db` with a lease of `lease`, as one replica.
+async fn replica(db: &TestDb, lease: std::time::Duration) -> Journal {
+    let config = JournalConfig {
+        lease: homeostat_core::duration::PromDuration(lease),
+        ..db.config()
+    };
+    crate::connect(&config, db.password(), JournalMetrics::default())
+        .await
+        .unwrap()
+        .0
+}
+
+/// Waits (10 s at most) until `journal`'s leadership is as `wanted` says.
+async fn until_term(journal: &Journal, wanted: impl Fn(Term) -> bool) -> Term {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let term = journal.leadership().term();
+        if wanted(term) {
+            return term;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {term:?} after 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Several replicas share a PostgreSQL journal: each journals what it
+/// receives, one leads. A follower cannot record a decision; once another
+/// replica has taken the lease (as when the leader was paused past it),
+/// the deposed leader can record neither a result nor an outcome, and it
+/// stops acting at its next renewal.
 #[tokio::test]
-async fn a_second_writer_on_the_same_database_is_refused() {
+async fn replicas_elect_one_leader_and_a_deposed_one_writes_nothing() {
     let db = TestDb::new(Backend::Postgres).await;
-    let (journal, _writer) = db.open().await;
-    let incident = deliver(&journal, alert("busy", AlertStatus::Firing, T0, &[]))
+    let lease = std::time::Duration::from_secs(2);
+    let leader = replica(&db, lease).await;
+    assert_eq!(leader.leadership().term(), Term::Leading(1), "alone, it leads at once");
+    let follower = replica(&db, lease).await;
+    assert_eq!(follower.leadership().term(), Term::Following);
+    assert!(!follower.leadership().may_act());
+
+    // Both journal deliveries, into the same incidents.
+    let incident = deliver(&follower, alert("shared", AlertStatus::Firing, T0, &[]))
         .await
         .incident_id;
-    journal.record_decision(new_decision(incident, "allow")).await.unwrap();
+    let repeat = deliver(&leader, alert("shared", AlertStatus::Firing, T0, &[])).await;
+    assert_eq!((repeat.kind, repeat.incident_id), (EventKind::Repeated, incident));
 
-    let err = db.refused().await;
-    assert!(
-        err.contains("in use by another homeostat process (connected from 127.0.0.1 since"),
-        "{err}"
-    );
-    assert_eq!(journal.decisions(incident).await.unwrap()[0].result, None);
+    let err = follower
+        .record_decision(new_decision(incident, "allow"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JournalError::NotLeading { .. }), "{err}");
+    let decision = leader.record_decision(new_decision(incident, "allow")).await.unwrap();
 
-    // Opening waits out the moment the server takes to see the first close.
-    drop(journal);
-    let (journal, _writer) = db.open().await;
-    let decisions = journal.decisions(incident).await.unwrap();
+    // Another replica takes over, as if the leader had been paused past its lease.
+    let admin = raw_session(db.url.as_deref().unwrap()).await;
+    admin
+        .execute(
+            "UPDATE leader SET term = term + 1, holder = 'another replica',
+                    expires_at = clock_timestamp() + interval '1 hour'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = leader
+        .record_result(decision, ActionResult::Done, "restarted", Utc::now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JournalError::NotLeading { .. }), "{err}");
+    let err = leader
+        .record_outcome(decision, Verification::Success, Utc::now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JournalError::NotLeading { .. }), "{err}");
+    assert!(leader.record_decision(new_decision(incident, "allow")).await.is_err());
+    let recorded = leader.decisions(incident).await.unwrap();
+    assert_eq!(recorded.len(), 1, "nothing recorded after the takeover");
+    assert_eq!((recorded[0].result, recorded[0].outcome), (None, None));
+    until_term(&leader, |t| t == Term::Following).await;
+    assert!(!leader.leadership().may_act());
     assert_eq!(
-        decisions[0].result,
-        Some(ActionResult::Interrupted),
-        "settled by the next writer"
+        follower.leadership().term(),
+        Term::Following,
+        "the lease is taken for an hour"
     );
+}
+
+/// When the leader dies (its journal dropped without a release, as `kill
+/// -9` leaves it), a follower takes over once the lease has expired, and
+/// settles the action the dead leader left without a result: interrupted,
+/// never repeated. A leader that stops cleanly releases the lease, and the
+/// next replica leads at once.
+#[tokio::test]
+async fn a_follower_takes_over_a_dead_leader_and_settles_its_action() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let lease = std::time::Duration::from_secs(1);
+    let leader = replica(&db, lease).await;
+    let incident = deliver(&leader, alert("busy", AlertStatus::Firing, T0, &[]))
+        .await
+        .incident_id;
+    let decision = leader.record_decision(new_decision(incident, "allow")).await.unwrap();
+    let follower = replica(&db, lease).await;
+    assert_eq!(follower.leadership().term(), Term::Following);
+
+    let died = std::time::Instant::now();
+    drop(leader);
+    let term = until_term(&follower, |t| t != Term::Following).await;
+    assert_eq!(term, Term::Leading(2));
+    let failover = died.elapsed();
+    assert!(
+        failover >= std::time::Duration::from_millis(500),
+        "took over after {failover:?}, before the lease could have expired"
+    );
+    assert!(follower.leadership().may_act());
+    let settled = &follower.decisions(incident).await.unwrap()[0];
+    assert_eq!(
+        (settled.id, settled.result),
+        (decision, Some(ActionResult::Interrupted))
+    );
+    assert!(settled.detail.as_deref().unwrap_or_default().contains("not repeated"));
+
+    // A clean stop: the next replica leads at once, in the next term.
+    follower.step_down().await;
+    assert_eq!(follower.leadership().term(), Term::Following);
+    let next = replica(&db, std::time::Duration::from_secs(60)).await;
+    assert_eq!(next.leadership().term(), Term::Leading(3));
 }
 
 /// `schedule` sets a next check only over the one it saw (a delivery
@@ -1839,62 +1942,4 @@ async fn a_whole_episode_in_one_group_commit_lands_in_order(backend: Backend) {
         assert_eq!((first.status, first.deliveries), (AlertStatus::Resolved, 3), "g{i}");
         assert_eq!((second.status, second.deliveries), (AlertStatus::Firing, 1), "g{i}");
     }
-}
-
-/// When the session holding the PostgreSQL writer lock ends (terminated
-/// here, as a database restart or a network cut would end it), the journal
-/// refuses every write from then on, saying why: another homeostat may hold
-/// the lock by then.
-#[tokio::test]
-async fn a_journal_that_lost_its_writer_lock_writes_nothing_more() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let (journal, _writer) = db.open().await;
-    let incident = deliver(&journal, alert("before", AlertStatus::Firing, T0, &[]))
-        .await
-        .incident_id;
-    let admin = raw_session(db.url.as_deref().unwrap()).await;
-    let terminated: i64 = admin
-        .query_one(
-            "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objid = $1::bigint::oid
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[&(crate::postgres::WRITER_LOCK & 0xffff_ffff)],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(terminated, 1);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let refused = loop {
-        match journal
-            .ingest(
-                message(vec![alert("after", AlertStatus::Firing, T0, &[])]),
-                Utc::now(),
-                slot().await,
-            )
-            .await
-        {
-            Err(e) => break e.to_string(),
-            Ok(_) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Ok(_) => panic!("still journalling 10 s after its writer lock's session ended"),
-        }
-    };
-    assert!(
-        refused.contains("the session holding homeostat's writer lock ended"),
-        "{refused}"
-    );
-    let err = journal
-        .record_decision(new_decision(incident, "allow"))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("nothing more is written; restart homeostat"), "{err}");
-    let decisions: i64 = admin
-        .query_one("SELECT count(*) FROM decisions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(decisions, 0);
 }

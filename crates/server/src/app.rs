@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::leader::Terms;
 use crate::metrics::Metrics;
 use crate::pipeline::Controls;
 use crate::pipeline::{self, Parts, Processor};
@@ -111,6 +112,7 @@ pub async fn serve<P: Processor>(
 
     // In journal order: what a crash left unprocessed comes before anything
     // new, which waits in the queue meanwhile; /readyz says 503 until then.
+    let processor_wake = Arc::clone(&controls.wake);
     let processor = Arc::new(make_processor(Parts {
         journal: journal.clone(),
         metrics: Arc::clone(&metrics),
@@ -118,21 +120,59 @@ pub async fn serve<P: Processor>(
         clock,
     }));
     pipeline::replay(pending, &journal, &metrics, &processor).await?;
-    let background = tokio::spawn(Arc::clone(&processor).background(stopped.clone()));
+    // What acts runs only while this replica leads (always, on SQLite).
+    let leadership = journal.leadership();
+    let reporter = tokio::spawn(crate::leader::report(leadership.clone(), Arc::clone(&metrics)));
+    let relay = journal.changed_elsewhere().map(|changed| {
+        let wake = Arc::clone(&processor_wake);
+        tokio::spawn(async move {
+            loop {
+                changed.notified().await;
+                wake.notify_one();
+            }
+        })
+    });
+    let background = {
+        let (processor, mut terms) = (Arc::clone(&processor), Terms::new(leadership.clone(), stopped.clone()));
+        tokio::spawn(async move {
+            while let Some(stop) = terms.next().await {
+                Arc::clone(&processor).background(stop).await;
+            }
+        })
+    };
     let worker = tokio::spawn(pipeline::run(
         queue_rx,
         journal.clone(),
         Arc::clone(&metrics),
         processor,
     ));
-    let retention = tokio::spawn(crate::retention::run(
-        journal.clone(),
-        Arc::clone(&metrics),
-        Arc::clone(&state.clock),
-        config.journal.retention,
-        stopped.clone(),
-    ));
-    let thresholds = scheduler.map(|s| tokio::spawn(s.run(stopped)));
+    let retention = {
+        let (journal, metrics, clock) = (journal.clone(), Arc::clone(&metrics), Arc::clone(&state.clock));
+        let (retention, mut terms) = (
+            config.journal.retention,
+            Terms::new(leadership.clone(), stopped.clone()),
+        );
+        tokio::spawn(async move {
+            while let Some(stop) = terms.next().await {
+                crate::retention::run(
+                    journal.clone(),
+                    Arc::clone(&metrics),
+                    Arc::clone(&clock),
+                    retention,
+                    stop,
+                )
+                .await;
+            }
+        })
+    };
+    let thresholds = scheduler.map(|mut scheduler| {
+        let mut terms = Terms::new(leadership, stopped);
+        tokio::spawn(async move {
+            while let Some(stop) = terms.next().await {
+                scheduler.run(stop).await;
+            }
+        })
+    });
     let hangups = tokio::spawn(crate::reload::on_hangup(Arc::clone(&state), hangups));
     state.ready.store(true, Ordering::Release);
 
@@ -164,6 +204,12 @@ pub async fn serve<P: Processor>(
             timeout = %config.server.drain_timeout,
             "Incidents were still being acted on after the drain timeout; abandoned (the next start settles them)."
         );
+    }
+    // Nothing acts any more: another replica may lead at once.
+    journal.step_down().await;
+    reporter.abort();
+    if let Some(relay) = relay {
+        relay.abort();
     }
     // The router and its state are gone: the queue closes once the worker has emptied it.
     drop(state);

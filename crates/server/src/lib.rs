@@ -23,6 +23,7 @@
 
 pub mod app;
 pub mod clock;
+pub mod leader;
 pub mod metrics;
 pub mod notifier;
 pub mod pipeline;

@@ -106,6 +106,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// 1 while actions are paused (`POST /api/v1/pause`).
     pub paused: Gauge,
+    /// 1 while this replica leads (and so acts), 0 while another does.
+    pub leader: Gauge,
     /// Notifications processed by the pipeline.
     pub notifications_processed: Counter,
     /// Notifications found unprocessed in the journal at start-up and processed then.
@@ -166,6 +168,7 @@ impl Metrics {
             incident_events: Family::default(),
             queue_depth: Gauge::default(),
             paused: Gauge::default(),
+            leader: Gauge::default(),
             notifications_processed: Counter::default(),
             notifications_recovered: Counter::default(),
             journal_commit_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
@@ -219,6 +222,11 @@ impl Metrics {
             "incident_events",
             "Incident transitions by kind",
             metrics.incident_events.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica leads, and so acts; 0 while another replica does",
+            metrics.leader.clone(),
         );
         registry.register(
             "paused",

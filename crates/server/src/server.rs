@@ -33,6 +33,7 @@ use homeostat_core::clock::Clock;
 use homeostat_core::config::{Credentials, Role};
 use homeostat_core::threshold::{self, FeedbackEvent, FeedbackReason, ThresholdsConfig};
 use homeostat_journal::audit::AuditEntry;
+use homeostat_journal::leadership::Term;
 use homeostat_journal::{Delivery, IncidentQuery, Journal, JournalError};
 
 /// Largest page `GET /api/v1/incidents` returns.
@@ -470,7 +471,17 @@ async fn post_feedback(
 }
 
 async fn controls(State(state): State<Arc<AppState>>) -> Response {
-    Json(json!({ "paused": state.controls.paused.load(Ordering::Acquire) })).into_response()
+    let term = match state.journal.leadership().term() {
+        Term::Leading(term) => Some(term),
+        Term::Following => None,
+    };
+    Json(json!({
+        "paused": state.controls.paused.load(Ordering::Acquire),
+        // Whether this replica acts, and in which term of the lease.
+        "leader": term.is_some(),
+        "term": term,
+    }))
+    .into_response()
 }
 
 /// `POST /api/v1/pause` and `/resume`: an optional `{"reason": "…"}`.

@@ -66,7 +66,7 @@ impl Scheduler {
     /// directory it never checked. So a stop can wait for one round (about
     /// 25 s for 1,000 week-long specs on 2 cores; seconds for a few), which
     /// `serve` bounds by `server.drain_timeout`.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(&mut self, mut stop: watch::Receiver<bool>) {
         let configured: Vec<&str> = self.config.specs.iter().map(|s| s.name.as_str()).collect();
         for removed in self.writer.remove_stale(&configured) {
             tracing::info!(file = %removed.display(), "Removed the rules of a threshold spec no longer configured.");

@@ -53,6 +53,8 @@ pub(super) async fn answer(
         .prepare_cached("UPDATE incidents SET next_check = $2 WHERE id = $1")
         .await?;
     tx.execute(&due, &[&incident_id, &at]).await?;
+    tx.execute("SELECT pg_notify($1, '')", &[&super::lease::CHANNEL])
+        .await?;
     tx.commit().await?;
     Ok(Some(proposal))
 }

@@ -4,25 +4,38 @@
 use chrono::{DateTime, Utc};
 use homeostat_core::decision::{ActionResult, Verification};
 
+use tokio_postgres::Transaction;
+
 use super::PgJournal;
 use crate::decisions::{read, Decision, History, NewDecision, COLUMNS};
 use crate::{parse_time, timestamp, Columns, JournalError, Result};
 
+/// The lease row, locked for the statement's transaction, while `$1` is its
+/// current, unexpired term: a statement that selects `FROM lease` writes
+/// nothing for a deposed leader, and no takeover can commit before it does.
+const FENCE: &str = "WITH lease AS (
+    SELECT term FROM leader WHERE id = 1 AND term = $1 AND expires_at > clock_timestamp() FOR SHARE)";
+
 pub(super) async fn record_decision(j: &PgJournal, decision: NewDecision) -> Result<i64> {
+    let term = j.term()?;
     let client = j.client().await?;
     let insert = client
-        .prepare_cached(
-            "INSERT INTO decisions (incident_id, decided_at, target_key, action, rule, attempt, verdict, reason,
+        .prepare_cached(&format!(
+            "{FENCE}
+             INSERT INTO decisions (incident_id, decided_at, target_key, action, rule, attempt, verdict, reason,
                                     record, dry_run)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             RETURNING id",
-        )
+             SELECT $2::bigint, $3::text, $4::text, $5::text, $6::text, $7::bigint, $8::text, $9::text,
+                    $10::text, $11::boolean
+             FROM lease
+             RETURNING id"
+        ))
         .await?;
     let d = &decision;
     let row = client
-        .query_one(
+        .query_opt(
             &insert,
             &[
+                &term,
                 &d.incident_id,
                 &timestamp(d.decided_at),
                 &d.target_key,
@@ -36,7 +49,10 @@ pub(super) async fn record_decision(j: &PgJournal, decision: NewDecision) -> Res
             ],
         )
         .await?;
-    Ok(row.try_get(0)?)
+    match row {
+        Some(row) => Ok(row.try_get(0)?),
+        None => Err(j.deposed(term, "the decision was not recorded")),
+    }
 }
 
 pub(super) async fn record_result(
@@ -46,25 +62,45 @@ pub(super) async fn record_result(
     detail: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    let client = j.client().await?;
-    let update = client
-        .prepare_cached("UPDATE decisions SET executed_at = $2, result = $3, detail = $4 WHERE id = $1")
-        .await?;
-    client
-        .execute(&update, &[&id, &timestamp(at), &result.as_str(), &detail])
-        .await?;
-    Ok(())
+    fenced_update(
+        j,
+        "UPDATE decisions SET executed_at = $3, result = $4, detail = $5 FROM lease WHERE id = $2",
+        id,
+        &[&timestamp(at), &result.as_str(), &detail],
+        "its result was not recorded",
+    )
+    .await
 }
 
 pub(super) async fn record_outcome(j: &PgJournal, id: i64, outcome: Verification, at: DateTime<Utc>) -> Result<()> {
+    fenced_update(
+        j,
+        "UPDATE decisions SET verified_at = $3, outcome = $4 FROM lease WHERE id = $2",
+        id,
+        &[&timestamp(at), &outcome.as_str()],
+        "its outcome was not recorded",
+    )
+    .await
+}
+
+/// Runs `update` of decision `id` (`$2`, with `values` from `$3`) behind
+/// [`FENCE`]; an error saying `what` when this process no longer leads.
+async fn fenced_update(
+    j: &PgJournal,
+    update: &str,
+    id: i64,
+    values: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    what: &str,
+) -> Result<()> {
+    let term = j.term()?;
     let client = j.client().await?;
-    let update = client
-        .prepare_cached("UPDATE decisions SET verified_at = $2, outcome = $3 WHERE id = $1")
-        .await?;
-    client
-        .execute(&update, &[&id, &timestamp(at), &outcome.as_str()])
-        .await?;
-    Ok(())
+    let update = client.prepare_cached(&format!("{FENCE} {update}")).await?;
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&term, &id];
+    params.extend_from_slice(values);
+    match client.execute(&update, &params).await? {
+        0 => Err(j.deposed(term, &format!("decision {id}: {what}"))),
+        _ => Ok(()),
+    }
 }
 
 pub(super) async fn decisions(j: &PgJournal, incident_id: i64) -> Result<Vec<Decision>> {
@@ -145,11 +181,14 @@ pub(super) async fn set_paused(j: &PgJournal, paused: bool) -> Result<()> {
     let client = j.client().await?;
     let upsert = client
         .prepare_cached(
-            "INSERT INTO controls (name, value) VALUES ($1, $2)
+            "WITH changed AS (SELECT pg_notify($3, ''))
+             INSERT INTO controls (name, value) SELECT $1, $2 FROM changed
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         )
         .await?;
-    client.execute(&upsert, &[&"paused", &paused.to_string()]).await?;
+    client
+        .execute(&upsert, &[&"paused", &paused.to_string(), &super::lease::CHANNEL])
+        .await?;
     Ok(())
 }
 
@@ -166,16 +205,17 @@ pub(super) async fn paused(j: &PgJournal) -> Result<bool> {
     Ok(value.as_deref() == Some("true"))
 }
 
-/// At open: decisions without a result marked interrupted, executed ones
-/// without an outcome timed out (as `crate::decisions::reconcile`); how many.
-pub(super) async fn reconcile(j: &PgJournal) -> Result<usize> {
+/// What a new leader settles first, in the transaction that took the lease:
+/// decisions without a result marked interrupted, executed ones without an
+/// outcome timed out (as `crate::decisions::reconcile` at a SQLite
+/// journal's open); how many.
+pub(super) async fn settle(tx: &Transaction<'_>) -> Result<u64> {
     let now = timestamp(Utc::now());
-    let mut client = j.client().await?;
-    let tx = client.transaction().await?;
     let interrupted = tx
         .execute(
             "UPDATE decisions SET result = 'interrupted', executed_at = $1,
-                    detail = 'homeostat stopped before this action was confirmed; it was not repeated'
+                    detail = 'the homeostat that decided this stopped leading before the action was confirmed; \
+                              it was not repeated'
              WHERE verdict = 'allow' AND result IS NULL",
             &[&now],
         )
@@ -195,6 +235,5 @@ pub(super) async fn reconcile(j: &PgJournal) -> Result<usize> {
         &[&now],
     )
     .await?;
-    tx.commit().await?;
-    Ok(usize::try_from(interrupted + unverified).unwrap_or(usize::MAX))
+    Ok(interrupted + unverified)
 }

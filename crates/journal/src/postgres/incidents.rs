@@ -66,9 +66,8 @@ pub(super) async fn ingest(
 /// unknown (the connection lost during the commit), the journal stops
 /// taking writes, so nothing journalled after it can move the pipeline's
 /// watermark past a delivery that may be committed but is not queued (a
-/// restart processes it). The task holds `writer`, the session holding the
-/// writer lock, until the journal is dropped and the last group committed.
-pub(super) fn spawn_ingester(db: Db, writer: tokio_postgres::Client) -> mpsc::Sender<Pending> {
+/// restart processes it).
+pub(super) fn spawn_ingester(db: Db) -> mpsc::Sender<Pending> {
     let (sender, mut receiver) = mpsc::channel::<Pending>(QUEUE);
     tokio::spawn(async move {
         let mut group = Vec::with_capacity(MAX_GROUP);
@@ -96,7 +95,6 @@ pub(super) fn spawn_ingester(db: Db, writer: tokio_postgres::Client) -> mpsc::Se
                 }
             }
         }
-        drop(writer);
     });
     sender
 }
@@ -151,8 +149,9 @@ async fn commit(db: &Db, deliveries: &[&IngestWrite]) -> Result<Vec<Delivery>> {
     }
     deferred.flush().await?;
     drop(deferred);
-    // Not after the writer lock's session ended: the lock may be someone else's.
-    db.check()?;
+    // The leader, whichever replica it is, looks at once.
+    tx.execute("SELECT pg_notify($1, '')", &[&super::lease::CHANNEL])
+        .await?;
     if let Err(e) = tx.commit().await {
         if e.as_db_error().is_none() {
             db.stop(format!(

@@ -3,11 +3,13 @@
 //! [`crate::SqliteJournal`] (see [`crate::Store`]), through a pool of
 //! connections (deadpool-postgres over tokio-postgres).
 //!
-//! - One homeostat writes a journal: a session of its own holds an advisory
-//!   lock for the journal's life, and if that session ends (a database
-//!   restart, a network cut), nothing more is read or written through this
-//!   handle: another homeostat may have the journal by then. The same holds
-//!   after a commit whose outcome is unknown (its connection lost).
+//! - Several homeostat replicas may share a database: each journals the
+//!   deliveries it receives and answers reads, and a lease elects the one
+//!   that acts (`lease.rs`, [`crate::leadership`]). Decisions, results and
+//!   outcomes are written only in the leader's current term (the fencing
+//!   token), checked in the statement that writes them.
+//! - After a commit whose outcome is unknown (its connection lost), nothing
+//!   more is read or written through this handle.
 //! - Each operation is one transaction of its own; PostgreSQL, not a writer
 //!   thread, orders concurrent writes.
 //! - Deliveries are journalled by one task, which commits whatever has
@@ -18,9 +20,8 @@
 //! - The schema is created by versioned migrations; a database holding
 //!   anything but homeostat's journal, or a schema newer than this build,
 //!   is refused before a single write.
-//! - Migrations and ingests also take advisory locks of their own. The
-//!   writer lock makes them redundant with one homeostat; they keep both
-//!   safe when several processes open one database.
+//! - Migrations and ingests take advisory locks of their own, so that
+//!   replicas migrate once and journal deliveries one group at a time.
 //!
 //! The modules beside this file hold each table family's SQL, as the SQLite
 //! modules of the same names do for SQLite.
@@ -29,6 +30,7 @@ mod approvals;
 mod audit;
 mod decisions;
 mod incidents;
+mod lease;
 mod notifications;
 mod policy;
 mod retention;
@@ -47,11 +49,13 @@ use homeostat_core::decision::{ActionResult, Verification};
 use homeostat_core::incident::Incident;
 use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, IncidentSummary, ThresholdState};
 use tokio::sync::mpsc::{self, OwnedPermit};
+use tokio::sync::Notify;
 use tokio_postgres::NoTls;
 
 use crate::approvals::Answer;
 use crate::audit::AuditEntry;
 use crate::decisions::{Decision, History, NewDecision};
+use crate::leadership::{Leadership, Term};
 use crate::notifications::{Attempt, Notification};
 use crate::policy::{Learned, StoredPolicy};
 use crate::retention::Pruned;
@@ -60,34 +64,29 @@ use crate::thresholds::SpecRound;
 use crate::{timestamp, Delivery, IncidentPage, IncidentQuery, JournalError, Result, Store};
 
 /// The schema this build writes; a newer one is refused rather than misread.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 /// The SQL of each schema version, oldest first.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [include_str!("schema.sql")];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [include_str!("schema.sql"), include_str!("lease.sql")];
 /// Advisory lock keys (PostgreSQL's one namespace of 64-bit keys), "hmst" and a purpose.
 const MIGRATION_LOCK: i64 = 0x686d_7374_0001;
 const INGEST_LOCK: i64 = 0x686d_7374_0002;
-/// Held for as long as a homeostat has the journal open: one writer at a time.
-pub(crate) const WRITER_LOCK: i64 = 0x686d_7374_0003;
-/// How long opening waits for another homeostat's writer lock.
-const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Connections in the pool.
 const POOL_SIZE: usize = 16;
 
 /// A handle to the journal in a PostgreSQL database.
 pub struct PgJournal {
     db: Db,
-    /// The task that journals deliveries, several to a transaction. It also
-    /// owns the session holding the writer lock, so the lock is released
-    /// (the journal dropped, or the process dying) only after its last commit.
+    /// The task that journals deliveries, several to a transaction.
     ingest: mpsc::Sender<incidents::Pending>,
+    /// Whether this process leads, kept by the lease task.
+    lease: lease::Lease,
 }
 
 /// The pool, and whether it may still be used; shared with the ingest task.
 #[derive(Clone)]
 struct Db {
     pool: Pool,
-    /// Why nothing more may be written, once something says so: the writer
-    /// lock's session ended (the lock may be someone else's), or a commit's
+    /// Why nothing more may be written, once something says so: a commit's
     /// outcome is unknown (what follows would break journal order).
     stopped: Arc<OnceLock<String>>,
     /// The database as errors name it (the URL without its password).
@@ -116,16 +115,20 @@ impl Db {
         self.check()?;
         self.pool.get().await.map_err(|e| JournalError::Database {
             database: self.database.to_string(),
-            what: format!("cannot connect: {e}"),
+            what: match e {
+                deadpool_postgres::PoolError::Backend(e) => format!("cannot connect: {}", crate::postgres_message(&e)),
+                e => format!("cannot connect: {e}"),
+            },
         })
     }
 }
 
 impl PgJournal {
     /// Connects to the database `config.url` names (with `password`, when
-    /// the URL has none), takes the writer lock (another homeostat holding
-    /// it is an error), creates or migrates homeostat's schema, and marks
-    /// actions left under way by a previous run as interrupted.
+    /// the URL has none), creates or migrates homeostat's schema, and joins
+    /// the election of the replica that acts: alone on the database (or
+    /// after a clean stop) it leads at once, settling what the last leader
+    /// left under way.
     pub async fn open(config: &JournalConfig, password: Option<&str>) -> Result<PgJournal> {
         let url = config.url.as_deref().unwrap_or_default();
         let mut pg: tokio_postgres::Config = url.parse().map_err(|e| JournalError::Database {
@@ -143,10 +146,9 @@ impl PgJournal {
         pg.keepalives_retries(3);
         // A stuck lock or statement fails its request instead of stalling the journal.
         pg.options("-c lock_timeout=30s -c statement_timeout=120s");
-        let stopped = Arc::new(OnceLock::new());
-        let writer = writer_lock(&pg, &config.describe(), Arc::clone(&stopped)).await?;
+        let database: Arc<str> = config.describe().into();
         let manager = Manager::from_config(
-            pg,
+            pg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -160,187 +162,119 @@ impl PgJournal {
             .map_err(|e| JournalError::Internal(format!("cannot build the journal's connection pool: {e}")))?;
         let db = Db {
             pool,
-            stopped,
-            database: config.describe().into(),
+            stopped: Arc::new(OnceLock::new()),
+            database: Arc::clone(&database),
         };
-        let journal = PgJournal {
-            ingest: incidents::spawn_ingester(db.clone(), writer),
+        migrate(&db).await?;
+        Ok(PgJournal {
+            ingest: incidents::spawn_ingester(db.clone()),
+            lease: lease::Lease::start(pg, database, config.lease.0).await?,
             db,
-        };
-        journal.migrate().await?;
-        let interrupted = decisions::reconcile(&journal).await?;
-        if interrupted > 0 {
-            tracing::warn!(
-                decisions = interrupted,
-                "Actions were under way when homeostat last stopped: unconfirmed ones marked interrupted (not repeated), unverified ones timed out."
-            );
+        })
+    }
+
+    /// This process' term, while it leads; else an error.
+    fn term(&self) -> Result<i64> {
+        match self.lease.leadership.term() {
+            Term::Leading(term) => Ok(term),
+            Term::Following => Err(JournalError::NotLeading {
+                database: self.db.database.to_string(),
+                what: "nothing was written".into(),
+                why: "does not lead".into(),
+            }),
         }
-        Ok(journal)
+    }
+
+    /// The error for a fenced write refused in `term`: another replica
+    /// took the lease, or it lapsed.
+    fn deposed(&self, term: i64, what: &str) -> JournalError {
+        JournalError::NotLeading {
+            database: self.db.database.to_string(),
+            what: what.into(),
+            why: format!("no longer leads: its lease (term {term}) expired or another replica took it"),
+        }
     }
 
     /// A connection from the pool, while the journal may be written.
     pub(crate) async fn client(&self) -> Result<Object> {
         self.db.client().await
     }
+}
 
-    /// Creates or migrates the schema, under an advisory lock so that two
-    /// processes starting together migrate once.
-    async fn migrate(&self) -> Result<()> {
-        let mut client = self.client().await?;
+/// Creates or migrates the schema, under an advisory lock so that two
+/// processes starting together migrate once.
+async fn migrate(db: &Db) -> Result<()> {
+    let mut client = db.client().await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let migrated = migrate_locked(db, &mut client).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    migrated?;
+    unlocked?;
+    Ok(())
+}
+
+async fn migrate_locked(db: &Db, client: &mut Object) -> Result<()> {
+    let refuse = |what: String| JournalError::Database {
+        database: db.database.to_string(),
+        what,
+    };
+    // In the schema homeostat creates its tables in, whatever this role may see of it.
+    let ours: bool = client
+        .query_one(
+            "SELECT to_regclass(quote_ident(current_schema()) || '.homeostat_journal') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    let version: i32 = if ours {
         client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
-        let migrated = self.migrate_locked(&mut client).await;
-        let unlocked = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-            .await;
-        migrated?;
-        unlocked?;
-        Ok(())
-    }
-
-    async fn migrate_locked(&self, client: &mut Object) -> Result<()> {
-        let refuse = |what: String| JournalError::Database {
-            database: self.db.database.to_string(),
-            what,
-        };
-        // In the schema homeostat creates its tables in, whatever this role may see of it.
-        let ours: bool = client
-            .query_one(
-                "SELECT to_regclass(quote_ident(current_schema()) || '.homeostat_journal') IS NOT NULL",
+            .query_one("SELECT schema_version FROM homeostat_journal", &[])
+            .await?
+            .get(0)
+    } else {
+        let tables: Vec<String> = client
+            .query(
+                "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                     ORDER BY c.relname LIMIT 6",
                 &[],
             )
             .await?
-            .get(0);
-        let version: i32 = if ours {
-            client
-                .query_one("SELECT schema_version FROM homeostat_journal", &[])
-                .await?
-                .get(0)
-        } else {
-            let tables: Vec<String> = client
-                .query(
-                    "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-                     ORDER BY c.relname LIMIT 6",
-                    &[],
-                )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            if !tables.is_empty() {
-                let more = if tables.len() > 5 { ", …" } else { "" };
-                let shown = tables.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-                return Err(refuse(format!(
-                    "it is not a homeostat journal: its schema already holds other tables ({shown}{more}); \
-                     give homeostat a database (or a user whose search_path is a schema) of its own"
-                )));
-            }
-            0
-        };
-        if version > SCHEMA_VERSION {
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !tables.is_empty() {
+            let more = if tables.len() > 5 { ", …" } else { "" };
+            let shown = tables.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
             return Err(refuse(format!(
-                "its journal has schema version {version}, newer than this homeostat understands \
-                 ({SCHEMA_VERSION}); upgrade homeostat"
+                "it is not a homeostat journal: its schema already holds other tables ({shown}{more}); \
+                     give homeostat a database (or a user whose search_path is a schema) of its own"
             )));
         }
-        for (to, sql) in (1..).zip(MIGRATIONS).skip(usize::try_from(version).unwrap_or(0)) {
-            let tx = client.transaction().await?;
-            tx.batch_execute(sql).await?;
-            tx.execute(
-                "INSERT INTO homeostat_journal (id, schema_version, created_at) VALUES (1, $1, $2)
-                 ON CONFLICT (id) DO UPDATE SET schema_version = excluded.schema_version",
-                &[&to, &timestamp(Utc::now())],
-            )
-            .await?;
-            tx.commit().await?;
-        }
-        Ok(())
-    }
-}
-
-/// A session of its own holding [`WRITER_LOCK`], so that one homeostat at a
-/// time writes the journal (as the SQLite journal's lock file does); an
-/// error naming where the holder connects from when another has it.
-async fn writer_lock(
-    pg: &tokio_postgres::Config,
-    database: &str,
-    stopped: Arc<OnceLock<String>>,
-) -> Result<tokio_postgres::Client> {
-    let unreachable = |e: tokio_postgres::Error| JournalError::Database {
-        database: database.to_owned(),
-        what: format!("cannot connect: {}", crate::postgres_message(&e)),
+        0
     };
-    let (session, connection) = pg.connect(NoTls).await.map_err(unreachable)?;
-    let watched = database.to_owned();
-    tokio::spawn(async move {
-        let ended = connection.await;
-        let _ = stopped.set(
-            "the session holding homeostat's writer lock ended (a database restart, a network cut, or it was \
-             terminated), and another homeostat may write the journal now"
-                .to_owned(),
-        );
-        if let Err(e) = ended {
-            tracing::error!(
-                database = watched,
-                error = %e,
-                "Lost the session holding the journal's writer lock: nothing more is written to the journal; restart homeostat."
-            );
-        }
-    });
-    // A homeostat that just stopped may hold it for a moment longer, until
-    // the server has seen its session end.
-    let deadline = tokio::time::Instant::now() + WRITER_WAIT;
-    // The server notices a dead homeostat in about a minute too, and never
-    // ends this idle session itself.
-    session
-        .batch_execute("SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3")
-        .await?;
-    // PostgreSQL 14 and later; older servers have no such timeout to switch off.
-    let _ = session.batch_execute("SET idle_session_timeout = 0").await;
-    loop {
-        let locked: bool = session
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
-            .await?
-            .get(0);
-        if locked {
-            return Ok(session);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    if version > SCHEMA_VERSION {
+        return Err(refuse(format!(
+            "its journal has schema version {version}, newer than this homeostat understands \
+                 ({SCHEMA_VERSION}); upgrade homeostat"
+        )));
     }
-    // pg_locks shows a 64-bit key as its high and low 32 bits.
-    let holder = session
-        .query_opt(
-            "SELECT coalesce(host(a.client_addr), 'a local socket (or an address this user may not see)'),
-                    a.backend_start::text
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-               AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid",
-            &[&(WRITER_LOCK >> 32), &(WRITER_LOCK & 0xffff_ffff)],
+    for (to, sql) in (1..).zip(MIGRATIONS).skip(usize::try_from(version).unwrap_or(0)) {
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO homeostat_journal (id, schema_version, created_at) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO UPDATE SET schema_version = excluded.schema_version",
+            &[&to, &timestamp(Utc::now())],
         )
-        .await
-        .ok()
-        .flatten()
-        .map(|row| {
-            format!(
-                " (connected from {} since {})",
-                row.get::<_, String>(0),
-                row.get::<_, String>(1)
-            )
-        })
-        .unwrap_or_default();
-    Err(JournalError::Database {
-        database: database.to_owned(),
-        what: format!(
-            "in use by another homeostat process{holder}; one process writes a journal: \
-             stop the other one, or give this one a database of its own"
-        ),
-    })
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -480,5 +414,14 @@ impl Store for PgJournal {
     }
     async fn threshold_state(&self) -> Result<ThresholdState> {
         thresholds::threshold_state(self).await
+    }
+    fn leadership(&self) -> Leadership {
+        self.lease.leadership.clone()
+    }
+    fn changed_elsewhere(&self) -> Option<Arc<Notify>> {
+        Some(Arc::clone(&self.lease.changed))
+    }
+    async fn step_down(&self) {
+        self.lease.release().await;
     }
 }

@@ -1,6 +1,9 @@
 //! The execute stage: the decision is journalled before the executor is
 //! called and the result after it, so a crash in between leaves a decision
 //! without a result, which the next start marks interrupted (never repeated).
+//! On a database several replicas share, the executor is called only while
+//! this replica's lease surely holds; the journal refuses a deposed
+//! leader's decision, result and outcome.
 
 use homeostat_adapters::executor::{ExecError, Executor};
 use homeostat_core::action::{Action, Operation};
@@ -45,6 +48,17 @@ pub async fn execute<E: Executor>(
             action: action.as_str().into(),
         };
         metrics.target_actions.get_or_create(&labels).inc();
+    }
+    // Right before acting: should this replica's lease have run out since
+    // it was recorded (a pause, a stall), another may lead by now.
+    if !journal.leadership().may_act() {
+        let why = "not executed: this homeostat's lease may have run out before the action could start, \
+                   and another replica may lead";
+        tracing::error!(incident = incident_id, %action, "Not acting: {why}.");
+        journal
+            .record_result(id, ActionResult::Interrupted, why, clock.now())
+            .await?;
+        return Ok(Executed::Failed);
     }
     tracing::info!(incident = incident_id, %action, dry_run, "Acting.");
     match executor.execute(operation).await {

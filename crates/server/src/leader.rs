@@ -1,0 +1,74 @@
+//! What only the leader runs. Every replica journals the deliveries it
+//! receives and answers the API; the reconciler (and with it the notifier),
+//! retention and threshold refits run only in the terms this process leads
+//! (see `homeostat_journal::leadership`), and stop when a term ends. On
+//! SQLite the one process leads for good.
+
+use std::sync::Arc;
+
+use homeostat_journal::leadership::Leadership;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// The terms this process leads, one after another.
+pub struct Terms {
+    leadership: Leadership,
+    stop: watch::Receiver<bool>,
+    /// The term handed out last.
+    last: Option<i64>,
+}
+
+impl Terms {
+    /// The terms of `leadership`, until `stop` turns true.
+    pub fn new(leadership: Leadership, stop: watch::Receiver<bool>) -> Terms {
+        Terms {
+            leadership,
+            stop,
+            last: None,
+        }
+    }
+
+    /// Waits for the next term this process leads (never the same one
+    /// twice) and returns the stop signal of what runs in it: true once
+    /// the term ends or the process stops. `None` once the process stops.
+    pub async fn next(&mut self) -> Option<watch::Receiver<bool>> {
+        let stopped = |s: &bool| *s;
+        if let Some(last) = self.last {
+            tokio::select! {
+                _ = self.leadership.ended(last) => {}
+                _ = self.stop.wait_for(stopped) => return None,
+            }
+        }
+        let term = tokio::select! {
+            term = self.leadership.leading() => term,
+            _ = self.stop.wait_for(stopped) => return None,
+        };
+        if *self.stop.borrow() {
+            return None;
+        }
+        self.last = Some(term);
+        let (end, ended) = watch::channel(false);
+        let (mut leadership, mut stop) = (self.leadership.clone(), self.stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = leadership.ended(term) => {}
+                _ = stop.wait_for(stopped) => {}
+                // What ran in the term is over.
+                _ = end.closed() => return,
+            }
+            let _ = end.send(true);
+        });
+        Some(ended)
+    }
+}
+
+/// Keeps `homeostat_leader` at 1 while this process leads, 0 while it follows.
+pub async fn report(mut leadership: Leadership, metrics: Arc<Metrics>) {
+    loop {
+        let term = leadership.leading().await;
+        metrics.leader.set(1);
+        leadership.ended(term).await;
+        metrics.leader.set(0);
+    }
+}
