@@ -315,9 +315,9 @@ impl Restarts {
     }
 }
 
-/// The replicas' config in `dir`: the journal at `url` with a short lease,
-/// restarts of containers on Docker, for real.
-fn write_config(dir: &Path, url: &str) -> PathBuf {
+/// The replicas' config in `dir`: the journal at `url` with a lease of
+/// `lease`, restarts of containers on Docker, for real.
+fn write_config(dir: &Path, url: &str, lease: Duration) -> PathBuf {
     std::fs::write(dir.join("pg-password"), homeostat_journal::pg_server::PASSWORD).unwrap();
     std::fs::write(
         dir.join("playbook.yml"),
@@ -334,7 +334,7 @@ fn write_config(dir: &Path, url: &str) -> PathBuf {
              guard:\n    cooldown: 1s\n    budget: {{max_actions: 1000, window: 1h}}\n    max_concurrent: {CONTAINERS}\n    \
              min_ready_replicas: 0\n    circuit_breaker_failures: 1000\n  \
              docker:\n    stop_timeout_seconds: 1\n",
-            LEASE.as_secs()
+            lease.as_secs()
         ),
     )
     .unwrap();
@@ -350,7 +350,7 @@ async fn two_replicas_lose_nothing_and_repeat_nothing_while_the_leader_is_killed
 
     let dir = tempfile::tempdir().unwrap();
     let url = homeostat_journal::pg_server::database().await;
-    let config = write_config(dir.path(), &url);
+    let config = write_config(dir.path(), &url, LEASE);
     let replicas = Arc::new(Replicas::start(&config));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -488,65 +488,71 @@ async fn transactions(admin: &tokio_postgres::Client) -> i64 {
 }
 
 /// The benchmark's other figures (docs/BENCHMARKS.md): the transactions
-/// per second one idle replica more costs the database, and the baseline
-/// for failover: one replica alone, started again at once after `kill -9`
-/// (as a supervisor would), until it leads again.
+/// per second each idle replica costs the database, with the test's lease
+/// and the default one, and the baseline for failover: one replica alone,
+/// started again at once after `kill -9` (as a supervisor would), until it
+/// leads again.
 #[tokio::test]
 #[ignore = "a benchmark: cargo test --test ha -- --ignored --nocapture"]
 async fn benchmark_replica_cost_and_single_replica_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = homeostat_journal::pg_server::database().await;
-    let config = write_config(dir.path(), &url);
-    let mut pg: tokio_postgres::Config = url.parse().unwrap();
-    pg.password(homeostat_journal::pg_server::PASSWORD);
-    let (admin, connection) = pg.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
     let window = Duration::from_secs(30);
     let rate = |before: i64, after: i64| (after - before) as f64 / window.as_secs_f64();
-    let before = transactions(&admin).await;
-    tokio::time::sleep(window).await;
-    eprintln!(
-        "0 replicas: {:.2} transactions/s (the measurement itself)",
-        rate(before, transactions(&admin).await)
-    );
-    let mut processes = Vec::new();
-    for n in 1..=3 {
-        processes.push(Process::start(&config));
-        tokio::time::sleep(Duration::from_secs(3)).await;
+    for lease in [LEASE, Duration::from_secs(15)] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = homeostat_journal::pg_server::database().await;
+        let config = write_config(dir.path(), &url, lease);
+        let mut pg: tokio_postgres::Config = url.parse().unwrap();
+        pg.password(homeostat_journal::pg_server::PASSWORD);
+        let (admin, connection) = pg.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
         let before = transactions(&admin).await;
         tokio::time::sleep(window).await;
         eprintln!(
-            "{n} idle replicas: {:.2} transactions/s",
+            "lease {lease:?}, 0 replicas: {:.2} transactions/s (the measurement itself)",
             rate(before, transactions(&admin).await)
         );
-    }
-    processes.truncate(1);
-    let client = reqwest::Client::new();
-    let leads = |url: String| {
-        let client = client.clone();
-        async move {
-            let text = client.get(&url).send().await.ok()?.text().await.ok()?;
-            text.lines().any(|l| l == "homeostat_leader 1").then_some(())
+        let mut processes = Vec::new();
+        for n in 1..=3 {
+            processes.push(Process::start(&config));
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let before = transactions(&admin).await;
+            tokio::time::sleep(window).await;
+            eprintln!(
+                "lease {lease:?}, {n} idle replicas: {:.2} transactions/s",
+                rate(before, transactions(&admin).await)
+            );
         }
-    };
-    common::eventually("the one replica to lead", Duration::from_secs(30), || {
-        leads(processes[0].url("/metrics"))
-    })
-    .await;
-    let mut restarts = Vec::new();
-    for _ in 0..10 {
-        let killed = Instant::now();
-        signal(processes[0].child.id(), "-KILL");
-        let _ = processes[0].child.wait();
-        processes[0] = Process::start(&config);
-        common::eventually("the restarted replica to lead", Duration::from_secs(30), || {
+        if lease != LEASE {
+            continue;
+        }
+        processes.truncate(1);
+        let client = reqwest::Client::new();
+        let leads = |url: String| {
+            let client = client.clone();
+            async move {
+                let text = client.get(&url).send().await.ok()?.text().await.ok()?;
+                text.lines().any(|l| l == "homeostat_leader 1").then_some(())
+            }
+        };
+        common::eventually("the one replica to lead", Duration::from_secs(30), || {
             leads(processes[0].url("/metrics"))
         })
         .await;
-        restarts.push(killed.elapsed());
+        let mut restarts = Vec::new();
+        for _ in 0..10 {
+            let killed = Instant::now();
+            signal(processes[0].child.id(), "-KILL");
+            let _ = processes[0].child.wait();
+            processes[0] = Process::start(&config);
+            common::eventually("the restarted replica to lead", Duration::from_secs(30), || {
+                leads(processes[0].url("/metrics"))
+            })
+            .await;
+            restarts.push(killed.elapsed());
+        }
+        eprintln!(
+            "lease {lease:?}: one replica restarted at once after kill -9, until it leads: {}",
+            summary(restarts)
+        );
     }
-    eprintln!(
-        "one replica restarted at once after kill -9, until it leads: {}",
-        summary(restarts)
-    );
 }

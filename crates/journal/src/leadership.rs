@@ -14,8 +14,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+
+/// What other replicas on the journal say through it.
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    /// Something for the leader to look at was committed (a delivery, an answer).
+    pub due: Arc<Notify>,
+    /// Actions were paused or resumed.
+    pub paused: Arc<Notify>,
+}
 
 /// Whether this process leads, and in which term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -29,12 +29,11 @@ use homeostat_core::decision::{ActionResult, Verification};
 use homeostat_core::incident::Incident;
 use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, IncidentSummary, ThresholdState};
 use tokio::sync::mpsc::OwnedPermit;
-use tokio::sync::Notify;
 
 use crate::approvals::Answer;
 use crate::audit::AuditEntry;
 use crate::decisions::{Decision, History, NewDecision};
-use crate::leadership::Leadership;
+use crate::leadership::{Changes, Leadership};
 use crate::notifications::{Attempt, Notification};
 use crate::policy::{Learned, StoredPolicy};
 use crate::retention::Pruned;
@@ -166,10 +165,10 @@ pub trait Store: Send + Sync + 'static {
     fn leadership(&self) -> Leadership {
         Leadership::sole()
     }
-    /// Woken when another process commits something the leader should
-    /// look at (a delivery, an answer, a pause); `None` when no other
-    /// process writes the journal.
-    fn changed_elsewhere(&self) -> Option<Arc<Notify>> {
+    /// What any process on the journal commits that the others should
+    /// know of at once (see [`Changes`]); `None` when no other process
+    /// writes the journal.
+    fn changes(&self) -> Option<Changes> {
         None
     }
     /// At a clean stop, once nothing acts: lets another process lead at once.

@@ -1080,6 +1080,18 @@ async fn replicas_elect_one_leader_and_a_deposed_one_writes_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(err, JournalError::NotLeading { .. }), "{err}");
+    let err = leader
+        .queue_notifications(
+            incident,
+            vec!["pager".into()],
+            "escalation",
+            &serde_json::json!({}),
+            Utc::now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JournalError::NotLeading { .. }), "{err}");
+    assert!(leader.notifications(incident).await.unwrap().is_empty());
     assert!(leader.record_decision(new_decision(incident, "allow")).await.is_err());
     let recorded = leader.decisions(incident).await.unwrap();
     assert_eq!(recorded.len(), 1, "nothing recorded after the takeover");

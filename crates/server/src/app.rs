@@ -112,7 +112,7 @@ pub async fn serve<P: Processor>(
 
     // In journal order: what a crash left unprocessed comes before anything
     // new, which waits in the queue meanwhile; /readyz says 503 until then.
-    let processor_wake = Arc::clone(&controls.wake);
+    let shared_controls = Arc::clone(&controls);
     let processor = Arc::new(make_processor(Parts {
         journal: journal.clone(),
         metrics: Arc::clone(&metrics),
@@ -123,14 +123,13 @@ pub async fn serve<P: Processor>(
     // What acts runs only while this replica leads (always, on SQLite).
     let leadership = journal.leadership();
     let reporter = tokio::spawn(crate::leader::report(leadership.clone(), Arc::clone(&metrics)));
-    let relay = journal.changed_elsewhere().map(|changed| {
-        let wake = Arc::clone(&processor_wake);
-        tokio::spawn(async move {
-            loop {
-                changed.notified().await;
-                wake.notify_one();
-            }
-        })
+    let relay = journal.changes().map(|changes| {
+        tokio::spawn(crate::leader::relay(
+            changes,
+            journal.clone(),
+            Arc::clone(&shared_controls),
+            Arc::clone(&metrics),
+        ))
     });
     let background = {
         let (processor, mut terms) = (Arc::clone(&processor), Terms::new(leadership.clone(), stopped.clone()));

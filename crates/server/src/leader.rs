@@ -4,12 +4,15 @@
 //! (see `homeostat_journal::leadership`), and stop when a term ends. On
 //! SQLite the one process leads for good.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use homeostat_journal::leadership::Leadership;
+use homeostat_journal::leadership::{Changes, Leadership};
+use homeostat_journal::Journal;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::pipeline::Controls;
 
 /// The terms this process leads, one after another.
 pub struct Terms {
@@ -70,5 +73,30 @@ pub async fn report(mut leadership: Leadership, metrics: Arc<Metrics>) {
         metrics.leader.set(1);
         leadership.ended(term).await;
         metrics.leader.set(0);
+    }
+}
+
+/// Brings what other replicas commit to this one: the leader's reconciler
+/// is woken, and every replica takes the pause switch from the journal (so
+/// each reports it, and the leader acts on it).
+pub async fn relay(changes: Changes, journal: Journal, controls: Arc<Controls>, metrics: Arc<Metrics>) {
+    // Only a change read from the journal is taken: a read that raced this
+    // replica's own pause cannot undo it.
+    let mut seen = controls.paused.load(Ordering::Acquire);
+    loop {
+        tokio::select! {
+            () = changes.due.notified() => controls.wake.notify_one(),
+            () = changes.paused.notified() => match journal.paused().await {
+                Ok(paused) if paused != seen => {
+                    seen = paused;
+                    controls.paused.store(paused, Ordering::Release);
+                    metrics.paused.set(i64::from(paused));
+                    tracing::warn!(paused, "Actions were paused or resumed, through one of the replicas.");
+                    controls.wake.notify_one();
+                }
+                Ok(_) => {}
+                Err(err) => tracing::error!(error = %err, "Cannot read whether actions are paused."),
+            },
+        }
     }
 }

@@ -103,7 +103,8 @@ impl Notifier {
             match self.journal.due_notifications(self.clock.now(), BATCH).await {
                 Ok(due) => {
                     for notification in due {
-                        if *stop.borrow() {
+                        // Nor once this replica's lease may have run out: the next leader sends.
+                        if *stop.borrow() || !self.journal.leadership().may_act() {
                             return;
                         }
                         journalled &= self.attempt(notification).await;

@@ -10,11 +10,9 @@ use super::PgJournal;
 use crate::decisions::{read, Decision, History, NewDecision, COLUMNS};
 use crate::{parse_time, timestamp, Columns, JournalError, Result};
 
-/// The lease row, locked for the statement's transaction, while `$1` is its
-/// current, unexpired term: a statement that selects `FROM lease` writes
-/// nothing for a deposed leader, and no takeover can commit before it does.
-const FENCE: &str = "WITH lease AS (
-    SELECT term FROM leader WHERE id = 1 AND term = $1 AND expires_at > clock_timestamp() FOR SHARE)";
+/// [`super::LEASE_HELD`] before a statement that selects `FROM lease`: it
+/// writes nothing for a deposed leader, and no takeover can commit before it does.
+const FENCE: &str = concat!("WITH lease AS (", lease_held!(), ")");
 
 pub(super) async fn record_decision(j: &PgJournal, decision: NewDecision) -> Result<i64> {
     let term = j.term()?;
@@ -64,7 +62,7 @@ pub(super) async fn record_result(
 ) -> Result<()> {
     fenced_update(
         j,
-        "UPDATE decisions SET executed_at = $3, result = $4, detail = $5 FROM lease WHERE id = $2",
+        "UPDATE decisions SET executed_at = $3, result = $4, detail = $5 FROM lease WHERE id = $2 AND result IS NULL",
         id,
         &[&timestamp(at), &result.as_str(), &detail],
         "its result was not recorded",
@@ -75,7 +73,7 @@ pub(super) async fn record_result(
 pub(super) async fn record_outcome(j: &PgJournal, id: i64, outcome: Verification, at: DateTime<Utc>) -> Result<()> {
     fenced_update(
         j,
-        "UPDATE decisions SET verified_at = $3, outcome = $4 FROM lease WHERE id = $2",
+        "UPDATE decisions SET verified_at = $3, outcome = $4 FROM lease WHERE id = $2 AND outcome IS NULL",
         id,
         &[&timestamp(at), &outcome.as_str()],
         "its outcome was not recorded",
@@ -84,7 +82,9 @@ pub(super) async fn record_outcome(j: &PgJournal, id: i64, outcome: Verification
 }
 
 /// Runs `update` of decision `id` (`$2`, with `values` from `$3`) behind
-/// [`FENCE`]; an error saying `what` when this process no longer leads.
+/// [`FENCE`]; an error saying `what` when this process no longer leads, or
+/// when a takeover settled the decision meanwhile (even one of this
+/// process, should it have lost its lease and taken it again).
 async fn fenced_update(
     j: &PgJournal,
     update: &str,
@@ -98,6 +98,16 @@ async fn fenced_update(
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&term, &id];
     params.extend_from_slice(values);
     match client.execute(&update, &params).await? {
+        0 if client
+            .query_opt(lease_held!(), &[&term])
+            .await
+            .is_ok_and(|held| held.is_some()) =>
+        {
+            Err(JournalError::Database {
+                database: j.db.database.to_string(),
+                what: format!("decision {id}: {what}: a takeover had settled it"),
+            })
+        }
         0 => Err(j.deposed(term, &format!("decision {id}: {what}"))),
         _ => Ok(()),
     }
@@ -181,13 +191,21 @@ pub(super) async fn set_paused(j: &PgJournal, paused: bool) -> Result<()> {
     let client = j.client().await?;
     let upsert = client
         .prepare_cached(
-            "WITH changed AS (SELECT pg_notify($3, ''))
+            "WITH changed AS (SELECT pg_notify($3, $4))
              INSERT INTO controls (name, value) SELECT $1, $2 FROM changed
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         )
         .await?;
     client
-        .execute(&upsert, &[&"paused", &paused.to_string(), &super::lease::CHANNEL])
+        .execute(
+            &upsert,
+            &[
+                &"paused",
+                &paused.to_string(),
+                &super::lease::CHANNEL,
+                &super::lease::PAUSED,
+            ],
+        )
         .await?;
     Ok(())
 }
@@ -210,6 +228,10 @@ pub(super) async fn paused(j: &PgJournal) -> Result<bool> {
 /// outcome timed out (as `crate::decisions::reconcile` at a SQLite
 /// journal's open); how many.
 pub(super) async fn settle(tx: &Transaction<'_>) -> Result<u64> {
+    // After the deliveries being journalled: the incidents are then updated
+    // by one transaction at a time, whatever order each takes them in.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&super::INGEST_LOCK])
+        .await?;
     let now = timestamp(Utc::now());
     let interrupted = tx
         .execute(

@@ -62,11 +62,11 @@ pub(super) async fn ingest(
 /// committed in one transaction (one sync for many deliveries in a storm),
 /// then each goes to the pipeline queue and its caller is answered. Should
 /// the server reject the group (so it was rolled back), each delivery is
-/// tried alone, so one bad delivery fails alone; should the outcome be
-/// unknown (the connection lost during the commit), the journal stops
-/// taking writes, so nothing journalled after it can move the pipeline's
-/// watermark past a delivery that may be committed but is not queued (a
-/// restart processes it).
+/// tried alone, so one bad delivery fails alone. Should the outcome be
+/// unknown (the connection lost during the commit), the webhook fails and
+/// Alertmanager sends the delivery again: if it was committed, the repeat
+/// only repeats its alerts. What the leader acts on is the incidents' next
+/// check, written in the same transaction, not this queue.
 pub(super) fn spawn_ingester(db: Db) -> mpsc::Sender<Pending> {
     let (sender, mut receiver) = mpsc::channel::<Pending>(QUEUE);
     tokio::spawn(async move {
@@ -102,7 +102,7 @@ pub(super) fn spawn_ingester(db: Db) -> mpsc::Sender<Pending> {
 /// Whether the group failed for something in it, so that each delivery
 /// alone may fare better: the server refused a statement (and rolled the
 /// transaction back), or a value could not be encoded. Not when the
-/// database cannot be reached, or the journal stopped taking writes.
+/// database cannot be reached (nor when a commit's outcome is unknown).
 fn rejected(error: &JournalError) -> bool {
     match error {
         JournalError::Postgres(e) => e.as_db_error().is_some(),
@@ -152,15 +152,7 @@ async fn commit(db: &Db, deliveries: &[&IngestWrite]) -> Result<Vec<Delivery>> {
     // The leader, whichever replica it is, looks at once.
     tx.execute("SELECT pg_notify($1, '')", &[&super::lease::CHANNEL])
         .await?;
-    if let Err(e) = tx.commit().await {
-        if e.as_db_error().is_none() {
-            db.stop(format!(
-                "the outcome of a commit is unknown (its connection failed: {e}); what it held is processed \
-                 at the next start if it was committed"
-            ));
-        }
-        return Err(e.into());
-    }
+    tx.commit().await?;
     Ok(committed)
 }
 

@@ -8,8 +8,6 @@
 //!   that acts (`lease.rs`, [`crate::leadership`]). Decisions, results and
 //!   outcomes are written only in the leader's current term (the fencing
 //!   token), checked in the statement that writes them.
-//! - After a commit whose outcome is unknown (its connection lost), nothing
-//!   more is read or written through this handle.
 //! - Each operation is one transaction of its own; PostgreSQL, not a writer
 //!   thread, orders concurrent writes.
 //! - Deliveries are journalled by one task, which commits whatever has
@@ -26,6 +24,14 @@
 //! The modules beside this file hold each table family's SQL, as the SQLite
 //! modules of the same names do for SQLite.
 
+/// The lease row while `$1` is its current, unexpired term, locked for the
+/// transaction (see [`crate::leadership`]): what a fenced write checks.
+macro_rules! lease_held {
+    () => {
+        "SELECT term FROM leader WHERE id = 1 AND term = $1 AND expires_at > clock_timestamp() FOR SHARE"
+    };
+}
+
 mod approvals;
 mod audit;
 mod decisions;
@@ -38,7 +44,7 @@ mod schedule;
 mod thresholds;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -49,13 +55,12 @@ use homeostat_core::decision::{ActionResult, Verification};
 use homeostat_core::incident::Incident;
 use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, IncidentSummary, ThresholdState};
 use tokio::sync::mpsc::{self, OwnedPermit};
-use tokio::sync::Notify;
 use tokio_postgres::NoTls;
 
 use crate::approvals::Answer;
 use crate::audit::AuditEntry;
 use crate::decisions::{Decision, History, NewDecision};
-use crate::leadership::{Leadership, Term};
+use crate::leadership::{Changes, Leadership, Term};
 use crate::notifications::{Attempt, Notification};
 use crate::policy::{Learned, StoredPolicy};
 use crate::retention::Pruned;
@@ -82,37 +87,17 @@ pub struct PgJournal {
     lease: lease::Lease,
 }
 
-/// The pool, and whether it may still be used; shared with the ingest task.
+/// The pool, shared with the ingest task.
 #[derive(Clone)]
 struct Db {
     pool: Pool,
-    /// Why nothing more may be written, once something says so: a commit's
-    /// outcome is unknown (what follows would break journal order).
-    stopped: Arc<OnceLock<String>>,
     /// The database as errors name it (the URL without its password).
     database: Arc<str>,
 }
 
 impl Db {
-    /// Refuses everything from now on, saying why.
-    fn stop(&self, why: String) {
-        let _ = self.stopped.set(why);
-    }
-
-    /// An error when the journal may no longer be written.
-    fn check(&self) -> Result<()> {
-        match self.stopped.get() {
-            Some(why) => Err(JournalError::Database {
-                database: self.database.to_string(),
-                what: format!("{why}: nothing more is written; restart homeostat"),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// A connection from the pool, while the journal may be written.
+    /// A connection from the pool.
     async fn client(&self) -> Result<Object> {
-        self.check()?;
         self.pool.get().await.map_err(|e| JournalError::Database {
             database: self.database.to_string(),
             what: match e {
@@ -144,8 +129,15 @@ impl PgJournal {
         pg.keepalives_idle(std::time::Duration::from_secs(30));
         pg.keepalives_interval(std::time::Duration::from_secs(10));
         pg.keepalives_retries(3);
-        // A stuck lock or statement fails its request instead of stalling the journal.
-        pg.options("-c lock_timeout=30s -c statement_timeout=120s");
+        // Nor does a request sent into a cut wait for TCP's retransmissions (about 15 minutes).
+        pg.tcp_user_timeout(std::time::Duration::from_secs(30));
+        // A stuck lock or statement fails its request instead of stalling the
+        // journal; and a replica that stops mid-transaction (paused, cut off)
+        // has its locks freed soon, or every replica's ingest would wait on it.
+        let idle = config.lease.0.min(std::time::Duration::from_secs(5)).as_millis();
+        pg.options(format!(
+            "-c lock_timeout=30s -c statement_timeout=120s -c idle_in_transaction_session_timeout={idle}ms"
+        ));
         let database: Arc<str> = config.describe().into();
         let manager = Manager::from_config(
             pg.clone(),
@@ -162,7 +154,6 @@ impl PgJournal {
             .map_err(|e| JournalError::Internal(format!("cannot build the journal's connection pool: {e}")))?;
         let db = Db {
             pool,
-            stopped: Arc::new(OnceLock::new()),
             database: Arc::clone(&database),
         };
         migrate(&db).await?;
@@ -185,6 +176,16 @@ impl PgJournal {
         }
     }
 
+    /// Fences the rest of `tx`: an error unless this process leads in the
+    /// lease's current, unexpired term, which then stays so until `tx` ends.
+    async fn fence(&self, tx: &tokio_postgres::Transaction<'_>, what: &str) -> Result<()> {
+        let term = self.term()?;
+        match tx.query_opt(lease_held!(), &[&term]).await? {
+            Some(_) => Ok(()),
+            None => Err(self.deposed(term, what)),
+        }
+    }
+
     /// The error for a fenced write refused in `term`: another replica
     /// took the lease, or it lapsed.
     fn deposed(&self, term: i64, what: &str) -> JournalError {
@@ -195,7 +196,7 @@ impl PgJournal {
         }
     }
 
-    /// A connection from the pool, while the journal may be written.
+    /// A connection from the pool.
     pub(crate) async fn client(&self) -> Result<Object> {
         self.db.client().await
     }
@@ -418,8 +419,8 @@ impl Store for PgJournal {
     fn leadership(&self) -> Leadership {
         self.lease.leadership.clone()
     }
-    fn changed_elsewhere(&self) -> Option<Arc<Notify>> {
-        Some(Arc::clone(&self.lease.changed))
+    fn changes(&self) -> Option<Changes> {
+        Some(self.lease.changes.clone())
     }
     async fn step_down(&self) {
         self.lease.release().await;

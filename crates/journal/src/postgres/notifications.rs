@@ -23,6 +23,8 @@ pub(super) async fn queue_notifications(
     let at = timestamp(at);
     let mut client = j.client().await?;
     let tx = client.transaction().await?;
+    // Only the leader tells: a deposed one's notice would repeat the new one's.
+    j.fence(&tx, "the notification was not queued").await?;
     let stmt = tx
         .prepare_cached(
             "INSERT INTO notifications (incident_id, sink, event, body, created_at, status, next_attempt)

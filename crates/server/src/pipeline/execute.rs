@@ -10,7 +10,7 @@ use homeostat_core::action::{Action, Operation};
 use homeostat_core::clock::Clock;
 use homeostat_core::decision::{ActionResult, Verification};
 use homeostat_journal::decisions::NewDecision;
-use homeostat_journal::Journal;
+use homeostat_journal::{Journal, JournalError};
 
 use crate::metrics::Metrics;
 
@@ -40,6 +40,13 @@ pub async fn execute<E: Executor>(
 ) -> homeostat_journal::Result<Executed> {
     let (incident_id, dry_run) = (decision.incident_id, decision.dry_run);
     let target = decision.target_key.clone();
+    if !journal.leadership().may_act() {
+        return Err(JournalError::NotLeading {
+            database: "the journal".into(),
+            what: "the action was not decided".into(),
+            why: "does not lead, or its lease may have run out".into(),
+        });
+    }
     let id = journal.record_decision(decision).await?;
     metrics.count_decision(action.as_str(), "allow");
     if !dry_run {

@@ -15,7 +15,6 @@
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -42,7 +41,6 @@ pub(super) async fn run<E: Executor>(responder: Arc<Responder<E>>, mut stop: wat
     let mut next_vanish_check = responder.clock.now();
     tracing::info!(period = %settings.period, concurrency = settings.concurrency, "Reconciling open incidents.");
     while !*stop.borrow() {
-        follow_pause(&responder).await;
         let now = responder.clock.now();
         if now >= next_vanish_check {
             vanish(&responder, now).await;
@@ -101,20 +99,6 @@ pub(super) async fn run<E: Executor>(responder: Arc<Responder<E>>, mut stop: wat
     while looks.join_next().await.is_some() {}
 }
 
-/// Takes the pause switch from the journal: another replica may have
-/// flipped it (each wakes the leader when it does).
-async fn follow_pause<E: Executor>(responder: &Responder<E>) {
-    match responder.journal.paused().await {
-        Ok(paused) => {
-            if responder.controls.paused.swap(paused, Ordering::AcqRel) != paused {
-                responder.metrics.paused.set(i64::from(paused));
-                tracing::warn!(paused, "Actions were paused or resumed through another replica.");
-            }
-        }
-        Err(err) => tracing::error!(error = %err, "Cannot read whether actions are paused."),
-    }
-}
-
 /// Looks at one due incident and stores when it needs the next look,
 /// unless a delivery changed that meanwhile.
 async fn look<E: Executor>(responder: &Responder<E>, due: Due) {
@@ -145,6 +129,9 @@ async fn vanish<E: Executor>(responder: &Responder<E>, now: DateTime<Utc>) {
     let Some(url) = &responder.config.alertmanager_url else {
         return;
     };
+    if !responder.journal.leadership().may_act() {
+        return;
+    }
     let firing = match responder.journal.firing().await {
         Ok(firing) if !firing.is_empty() => firing,
         Ok(_) => return,

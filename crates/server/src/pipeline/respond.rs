@@ -82,6 +82,10 @@ pub struct Responder<E> {
     notifier: Arc<Notifier>,
     /// One lock per target: actions on a target are one at a time.
     targets: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The verifications under way: a term ends (a clean stop included)
+    /// once they have recorded their outcomes, so the next leader does not
+    /// find them unverified.
+    verifications: tokio_util::task::TaskTracker,
 }
 
 /// Target locks kept before unused ones are dropped.
@@ -110,6 +114,7 @@ impl<E: Executor> Responder<E> {
                 Arc::clone(&clock),
             )),
             targets: Mutex::new(HashMap::new()),
+            verifications: tokio_util::task::TaskTracker::new(),
             journal,
             config,
             controls,
@@ -613,7 +618,7 @@ impl<E: Executor> Responder<E> {
         let http = self.http.clone();
         let learner = Arc::clone(&self.learner);
         let config = self.config.clone();
-        tokio::spawn(async move {
+        self.verifications.spawn(async move {
             let verified = verify::verify(&journal, &http, &check).await;
             let outcome = verified.verification;
             if let Some(why) = &verified.health_error {
@@ -692,8 +697,13 @@ impl<E: Executor> Processor for Responder<E> {
 
     async fn background(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         let notifier = tokio::spawn(Arc::clone(&self.notifier).run(stop.clone()));
-        super::reconcile::run(self, stop).await;
+        super::reconcile::run(Arc::clone(&self), stop).await;
         // It stops at the same signal; what it has not sent stays journalled.
         let _ = notifier.await;
+        // Verifications end by their own deadline (`serve` bounds a stop by
+        // its drain timeout); then the next term may verify again.
+        self.verifications.close();
+        self.verifications.wait().await;
+        self.verifications.reopen();
     }
 }
