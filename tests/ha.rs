@@ -1,5 +1,6 @@
-//! Two homeostat replicas on one PostgreSQL journal, acting on throwaway
-//! Docker containers, while the leader is killed (`kill -9`) or paused
+//! Two homeostat replicas on one PostgreSQL journal, fed by two clustered
+//! Alertmanagers that each send to both, acting on throwaway Docker
+//! containers, while the leader is killed (`kill -9`) or paused
 //! (`SIGSTOP` past its lease, then resumed) at random moments: no incident
 //! lost, no action repeated, every interrupted action escalated once, and
 //! each failover within the lease.
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::docker::{image, Service};
-use common::Process;
+use common::{Alertmanager, Process};
 use serde_json::{json, Value};
 
 /// The lease of the test's replicas: failover within about this.
@@ -31,17 +32,19 @@ fn disruptions() -> usize {
         .unwrap_or(8)
 }
 
-/// The two replicas; a killed one is started again, on a new port.
+/// The two replicas, each on a port of its own; a killed one is started
+/// again on its port (where Alertmanager sends).
 struct Replicas {
-    config: PathBuf,
+    configs: [PathBuf; 2],
     processes: Mutex<[Option<Process>; 2]>,
 }
 
 impl Replicas {
-    fn start(config: &Path) -> Replicas {
+    fn start(configs: [PathBuf; 2]) -> Replicas {
+        let processes = [Some(Process::start(&configs[0])), Some(Process::start(&configs[1]))];
         Replicas {
-            config: config.to_owned(),
-            processes: Mutex::new([Some(Process::start(config)), Some(Process::start(config))]),
+            configs,
+            processes: Mutex::new(processes),
         }
     }
 
@@ -100,49 +103,21 @@ async fn get(client: &reqwest::Client, replicas: &Replicas, path: &str) -> Value
     }
 }
 
-/// Posts a notification to every replica, as two Alertmanager peers would,
-/// until at least one has acknowledged it (as Alertmanager retries).
-async fn post(client: &reqwest::Client, replicas: &Replicas, body: &Value) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut acknowledged = false;
-        for url in replicas.urls() {
-            let response = client.post(format!("{url}/api/v1/alerts")).json(body).send().await;
-            acknowledged |= response.is_ok_and(|r| r.status().is_success());
-        }
-        if acknowledged {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no replica acknowledged a notification for 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// Sends the alert of incident `case` on `container` to both
+/// Alertmanagers, as Prometheus does: firing, or resolved now.
+async fn send(alertmanagers: &[Alertmanager; 2], container: &str, case: &str, starts_at: &str, resolved: bool) {
+    let mut alert = json!({
+        "labels": {"alertname": "ContainerDown", "container": container, "case": case},
+        "annotations": {},
+        "startsAt": starts_at,
+        "generatorURL": "http://prometheus.invalid/graph",
+    });
+    if resolved {
+        alert["endsAt"] = chrono::Utc::now().to_rfc3339().into();
     }
-}
-
-/// The notification of incident `case` on `container`.
-fn notification(container: &str, case: &str, status: &str, starts_at: &str) -> Value {
-    json!({
-        "version": "4",
-        "groupKey": format!("{{}}:{{case=\"{case}\"}}"),
-        "truncatedAlerts": 0,
-        "status": status,
-        "receiver": "homeostat",
-        "groupLabels": {"case": case},
-        "commonLabels": {"alertname": "ContainerDown"},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager.invalid",
-        "alerts": [{
-            "status": status,
-            "labels": {"alertname": "ContainerDown", "container": container, "case": case},
-            "annotations": {},
-            "startsAt": starts_at,
-            "endsAt": if status == "firing" { "0001-01-01T00:00:00Z".to_owned() } else { chrono::Utc::now().to_rfc3339() },
-            "generatorURL": "http://prometheus.invalid/graph",
-            "fingerprint": case,
-        }],
-    })
+    for alertmanager in alertmanagers {
+        alertmanager.post_alerts(&json!([alert])).await;
+    }
 }
 
 /// The incident of `case`, once journalled.
@@ -176,16 +151,17 @@ fn settled(decisions: &[Value]) -> Option<&'static str> {
 /// Runs the incidents of one container, one after another: fire, wait
 /// until the leader has acted (or escalated), resolve, wait for the
 /// resolution to be journalled.
-async fn run_container(client: reqwest::Client, replicas: Arc<Replicas>, container: String, index: usize) {
+async fn run_container(
+    client: reqwest::Client,
+    replicas: Arc<Replicas>,
+    alertmanagers: Arc<[Alertmanager; 2]>,
+    container: String,
+    index: usize,
+) {
     for j in 0..INCIDENTS {
         let case = format!("c{index}i{j}");
         let starts_at = chrono::Utc::now().to_rfc3339();
-        post(
-            &client,
-            &replicas,
-            &notification(&container, &case, "firing", &starts_at),
-        )
-        .await;
+        send(&alertmanagers, &container, &case, &starts_at, false).await;
         let id = common::eventually(&format!("{case} to be journalled"), Duration::from_secs(30), || async {
             incident(&client, &replicas, &case)
                 .await
@@ -197,12 +173,7 @@ async fn run_container(client: reqwest::Client, replicas: Arc<Replicas>, contain
             settled(&decisions(&client, &replicas, id).await)
         })
         .await;
-        post(
-            &client,
-            &replicas,
-            &notification(&container, &case, "resolved", &starts_at),
-        )
-        .await;
+        send(&alertmanagers, &container, &case, &starts_at, true).await;
         common::eventually(&format!("{case} to be resolved"), Duration::from_secs(30), || async {
             incident(&client, &replicas, &case)
                 .await
@@ -248,7 +219,7 @@ async fn disrupt(client: reqwest::Client, replicas: Arc<Replicas>) -> Vec<(&'sta
         .await;
         failovers.push((if kill { "kill -9" } else { "SIGSTOP" }, disrupted.elapsed()));
         if kill {
-            let config = replicas.config.clone();
+            let config = replicas.configs[index].clone();
             let restarted = tokio::task::spawn_blocking(move || Process::start(&config))
                 .await
                 .unwrap();
@@ -315,20 +286,20 @@ impl Restarts {
     }
 }
 
-/// The replicas' config in `dir`: the journal at `url` with a lease of
-/// `lease`, restarts of containers on Docker, for real.
-fn write_config(dir: &Path, url: &str, lease: Duration) -> PathBuf {
+/// A replica's config in `dir`, listening on `port`: the journal at `url`
+/// with a lease of `lease`, restarts of containers on Docker, for real.
+fn write_config(dir: &Path, url: &str, lease: Duration, port: u16) -> PathBuf {
     std::fs::write(dir.join("pg-password"), homeostat_journal::pg_server::PASSWORD).unwrap();
     std::fs::write(
         dir.join("playbook.yml"),
         "rules:\n  - name: down\n    matchers: ['alertname=\"ContainerDown\"']\n    actions: [restart]\n",
     )
     .unwrap();
-    let config = dir.join("homeostat.yaml");
+    let config = dir.join(format!("homeostat-{port}.yaml"));
     std::fs::write(
         &config,
         format!(
-            "server:\n  listen: 127.0.0.1:0\n\
+            "server:\n  listen: 127.0.0.1:{port}\n\
              journal:\n  url: {url}\n  password: {{file: pg-password}}\n  lease: {}s\n\
              actions:\n  backend: docker\n  dry_run: false\n  playbook: playbook.yml\n  verify_timeout: 30s\n  \
              guard:\n    cooldown: 1s\n    budget: {{max_actions: 1000, window: 1h}}\n    max_concurrent: {CONTAINERS}\n    \
@@ -350,8 +321,22 @@ async fn two_replicas_lose_nothing_and_repeat_nothing_while_the_leader_is_killed
 
     let dir = tempfile::tempdir().unwrap();
     let url = homeostat_journal::pg_server::database().await;
-    let config = write_config(dir.path(), &url, LEASE);
-    let replicas = Arc::new(Replicas::start(&config));
+    let ports = [common::free_port(), common::free_port()];
+    let replicas = Arc::new(Replicas::start(
+        ports.map(|port| write_config(dir.path(), &url, LEASE, port)),
+    ));
+    // Two clustered Alertmanagers, each sending to both replicas.
+    let receivers: String = ports
+        .iter()
+        .map(|port| format!("      - url: http://127.0.0.1:{port}/api/v1/alerts\n        send_resolved: true\n"))
+        .collect();
+    let alertmanagers = Arc::new(
+        Alertmanager::clustered_pair(&format!(
+            "route:\n  receiver: homeostat\n  group_by: ['case']\n  group_wait: 100ms\n  group_interval: 1s\n  \
+             repeat_interval: 1h\nreceivers:\n  - name: homeostat\n    webhook_configs:\n{receivers}"
+        ))
+        .await,
+    );
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -364,6 +349,7 @@ async fn two_replicas_lose_nothing_and_repeat_nothing_while_the_leader_is_killed
         runs.push(tokio::spawn(run_container(
             client.clone(),
             Arc::clone(&replicas),
+            Arc::clone(&alertmanagers),
             container.clone(),
             index,
         )));
@@ -500,7 +486,7 @@ async fn benchmark_replica_cost_and_single_replica_restart() {
     for lease in [LEASE, Duration::from_secs(15)] {
         let dir = tempfile::tempdir().unwrap();
         let url = homeostat_journal::pg_server::database().await;
-        let config = write_config(dir.path(), &url, lease);
+        let config = write_config(dir.path(), &url, lease, 0);
         let mut pg: tokio_postgres::Config = url.parse().unwrap();
         pg.password(homeostat_journal::pg_server::PASSWORD);
         let (admin, connection) = pg.connect(tokio_postgres::NoTls).await.unwrap();

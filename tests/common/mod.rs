@@ -344,6 +344,50 @@ impl Alertmanager {
         }
     }
 
+    /// Two Alertmanagers with `config`, clustered with each other (gossip on
+    /// loopback), as an HA pair runs: what one has notified, the other does
+    /// not notify again.
+    pub async fn clustered_pair(config: &str) -> [Alertmanager; 2] {
+        let path = require_program("prometheus-alertmanager", "prometheus-alertmanager");
+        let gossip = [free_port(), free_port()];
+        let start = |i: usize| {
+            let path = path.clone();
+            async move {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
+                let port = free_port();
+                let mut args = stack::alertmanager_args(dir.path(), port);
+                args.retain(|a| !a.starts_with("--cluster.listen-address"));
+                args.extend([
+                    format!("--cluster.listen-address=127.0.0.1:{}", gossip[i]),
+                    format!("--cluster.advertise-address=127.0.0.1:{}", gossip[i]),
+                    format!("--cluster.peer=127.0.0.1:{}", gossip[1 - i]),
+                    // The second in line waits this long for the first's notification.
+                    "--cluster.peer-timeout=1s".into(),
+                    "--cluster.pushpull-interval=5s".into(),
+                ]);
+                let log = dir.path().join("alertmanager.log");
+                let inner = stack::Daemon::start(
+                    "prometheus-alertmanager",
+                    &path,
+                    &args,
+                    port,
+                    "/-/ready",
+                    Duration::from_secs(60),
+                    log,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+                Alertmanager {
+                    external_url: inner.url.clone(),
+                    daemon: Daemon { inner, _dir: dir },
+                }
+            }
+        };
+        let (first, second) = tokio::join!(start(0), start(1));
+        [first, second]
+    }
+
     pub fn url(&self) -> &str {
         self.daemon.url()
     }
