@@ -68,15 +68,11 @@ impl Replicas {
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| Some(*i) != except)
-                .filter_map(|(i, p)| p.as_ref().map(|p| (i, p.url("/metrics"), p.child.id())))
+                .filter_map(|(i, p)| p.as_ref().map(|p| (i, p.url(""), p.child.id())))
                 .collect()
         };
         for (i, url, pid) in candidates {
-            let Ok(response) = client.get(&url).send().await else {
-                continue;
-            };
-            let Ok(text) = response.text().await else { continue };
-            if text.lines().any(|l| l == "homeostat_leader 1") {
+            if common::leads(client, &url).await == Some(true) {
                 return Some((i, pid));
             }
         }
@@ -229,15 +225,7 @@ async fn disrupt(client: reqwest::Client, replicas: Arc<Replicas>) -> Vec<(&'sta
             tokio::time::sleep(LEASE * 2).await;
             signal(pid, "-CONT");
             // Resumed past its lease, it follows: it neither records nor acts.
-            let metrics = replicas.processes.lock().unwrap()[index]
-                .as_ref()
-                .unwrap()
-                .url("/metrics");
-            common::eventually("the resumed replica to follow", Duration::from_secs(10), || async {
-                let text = client.get(&metrics).send().await.ok()?.text().await.ok()?;
-                text.lines().any(|l| l == "homeostat_leader 0").then_some(())
-            })
-            .await;
+            common::until_leads(&client, &replicas.url(index), false).await;
         }
     }
     failovers
@@ -408,9 +396,11 @@ async fn two_replicas_lose_nothing_and_repeat_nothing_while_the_leader_is_killed
         );
     }
     eprintln!(
-        "HA run: {} incidents in {:.0} s; {done} restarts confirmed, {interrupted} interrupted, {escalated} escalated",
+        "HA run: {} incidents in {:.0} s; {done} restarts confirmed, {interrupted} interrupted, {escalated} escalated; \
+         Docker restarted the containers {} times",
         CONTAINERS * INCIDENTS,
         elapsed.as_secs_f64(),
+        counted.values().sum::<usize>(),
     );
     for kind in ["kill -9", "SIGSTOP"] {
         let times: Vec<Duration> = failovers.iter().filter(|(k, _)| *k == kind).map(|(_, d)| *d).collect();
@@ -513,27 +503,14 @@ async fn benchmark_replica_cost_and_single_replica_restart() {
         }
         processes.truncate(1);
         let client = reqwest::Client::new();
-        let leads = |url: String| {
-            let client = client.clone();
-            async move {
-                let text = client.get(&url).send().await.ok()?.text().await.ok()?;
-                text.lines().any(|l| l == "homeostat_leader 1").then_some(())
-            }
-        };
-        common::eventually("the one replica to lead", Duration::from_secs(30), || {
-            leads(processes[0].url("/metrics"))
-        })
-        .await;
+        common::until_leads(&client, &processes[0].url(""), true).await;
         let mut restarts = Vec::new();
         for _ in 0..10 {
             let killed = Instant::now();
             signal(processes[0].child.id(), "-KILL");
             let _ = processes[0].child.wait();
             processes[0] = Process::start(&config);
-            common::eventually("the restarted replica to lead", Duration::from_secs(30), || {
-                leads(processes[0].url("/metrics"))
-            })
-            .await;
+            common::until_leads(&client, &processes[0].url(""), true).await;
             restarts.push(killed.elapsed());
         }
         eprintln!(

@@ -15,43 +15,37 @@
 //! own rules; the chart's copies of the playbook and the rules are the
 //! repository's.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use common::k8s::{
+    alert_rule, all_in, assert_monitors, base_dir, egress_ports, granted, keys_by_secret, labelled, mount_of, needed,
+    one_document, one_in, parse, pod_config_in, pod_in, read_yaml, root, secret_mounted_at, stand_in_for_secrets,
+    volume_secret, Documents,
+};
 use gtmpl::{Context, Func, FuncError, Template, Value as Tv};
-use homeostat_adapters::executor::kubernetes::API_CALLS;
 use homeostat_core::action::Backend;
 use homeostat_core::config::Config;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service, ServiceAccount, Volume};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use sha2::{Digest, Sha256};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn chart_dir() -> PathBuf {
     root().join("deploy/helm/homeostat")
 }
 
-fn base_dir() -> PathBuf {
-    root().join("deploy/kubernetes")
-}
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn read_yaml(path: &Path) -> Value {
-    serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Every document of a YAML file.
@@ -518,7 +512,7 @@ fn chart_object() -> Tv {
 /// <overrides>` renders.
 struct Rendered {
     /// Every object, labelled `Kind/name`.
-    documents: Vec<(String, Value)>,
+    documents: Documents,
     /// Each template file's output, by its name in the chart.
     outputs: BTreeMap<String, String>,
     notes: String,
@@ -585,9 +579,7 @@ fn render_as(release: &str, namespace: &str, overrides: &str) -> Result<Rendered
             if document.is_null() {
                 continue;
             }
-            let kind = document["kind"].as_str().unwrap_or("(no kind)");
-            let object = document["metadata"]["name"].as_str().unwrap_or("(no name)");
-            documents.push((format!("{kind}/{object}"), document));
+            documents.push(labelled(document));
         }
         outputs.insert(name.clone(), output);
     }
@@ -604,31 +596,19 @@ fn render(overrides: &str) -> Rendered {
     render_as("homeostat", "homeostat", overrides).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(label: &str, document: &Value) -> T {
-    serde_yaml::from_value(document.clone()).unwrap_or_else(|e| panic!("{label}: {e}"))
-}
-
+/// Every object of `kind`.
 fn all_of<T: serde::de::DeserializeOwned>(rendered: &Rendered, kind: &str) -> Vec<T> {
-    rendered
-        .documents
-        .iter()
-        .filter(|(_, d)| d["kind"] == kind)
-        .map(|(label, d)| parse(label, d))
-        .collect()
+    all_in(&rendered.documents, kind)
 }
 
 /// The one object of `kind`.
 fn one<T: serde::de::DeserializeOwned>(rendered: &Rendered, kind: &str) -> T {
-    let mut all = all_of(rendered, kind);
-    assert_eq!(all.len(), 1, "one {kind} expected");
-    all.remove(0)
+    one_in(&rendered.documents, kind)
 }
 
+/// The one object of `kind`, as rendered.
 fn raw<'a>(rendered: &'a Rendered, kind: &str) -> &'a Value {
-    let mut of_kind = rendered.documents.iter().filter(|(_, d)| d["kind"] == kind);
-    let (_, document) = of_kind.next().unwrap_or_else(|| panic!("no {kind}"));
-    assert!(of_kind.next().is_none(), "more than one {kind}");
-    document
+    &one_document(&rendered.documents, kind).1
 }
 
 fn kinds(rendered: &Rendered) -> BTreeSet<String> {
@@ -639,65 +619,16 @@ fn kinds(rendered: &Rendered) -> BTreeSet<String> {
         .collect()
 }
 
+/// The Deployment's pod and its one container.
 fn pod_of(rendered: &Rendered) -> (PodSpec, Container) {
-    let deployment: Deployment = one(rendered, "Deployment");
-    let pod = deployment.spec.unwrap().template.spec.unwrap();
-    let [container] = &pod.containers[..] else {
-        panic!("one container expected")
-    };
-    let container = container.clone();
-    (pod, container)
-}
-
-/// Where the container mounts the volume of `pod` that `is_it` picks.
-fn mount_of(pod: &PodSpec, container: &Container, is_it: impl Fn(&Volume) -> bool) -> PathBuf {
-    let volume = pod.volumes.iter().flatten().find(|v| is_it(v)).expect("no such volume");
-    let mount = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| m.name == volume.name)
-        .unwrap_or_else(|| panic!("volume {} is not mounted", volume.name));
-    PathBuf::from(&mount.mount_path)
-}
-
-/// The Secret the pod mounts at `dir`.
-fn secret_mounted_at(pod: &PodSpec, container: &Container, dir: &Path) -> String {
-    let mount = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| Path::new(&m.mount_path) == dir)
-        .unwrap_or_else(|| panic!("nothing is mounted at {}", dir.display()));
-    let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).unwrap();
-    volume
-        .secret
-        .as_ref()
-        .and_then(|s| s.secret_name.clone())
-        .unwrap_or_else(|| panic!("{} is not a Secret's volume", dir.display()))
+    pod_in(&rendered.documents)
 }
 
 /// The config as the pod reads it: the file `--config` names, from the
 /// ConfigMap mounted there, with its paths anchored as the pod sees them;
 /// and the ConfigMap's data.
 fn pod_config(rendered: &Rendered) -> (PathBuf, Config, BTreeMap<String, String>) {
-    let map: ConfigMap = one(rendered, "ConfigMap");
-    let (pod, container) = pod_of(rendered);
-    let args = container.args.clone().unwrap();
-    let config_path = PathBuf::from(&args[args.iter().position(|a| a == "--config").unwrap() + 1]);
-    let mounted = mount_of(&pod, &container, |v| {
-        v.config_map.as_ref().map(|c| &c.name) == map.metadata.name.as_ref()
-    });
-    assert_eq!(
-        config_path.parent(),
-        Some(mounted.as_path()),
-        "--config is not in the ConfigMap's mount"
-    );
-    let data = map.data.unwrap();
-    let key = config_path.file_name().unwrap().to_str().unwrap();
-    let mut config = Config::parse(&config_path, &data[key]).unwrap_or_else(|e| panic!("{e}"));
-    config.anchor_paths(&mounted);
-    (config_path, config, data)
+    pod_config_in(&rendered.documents)
 }
 
 /// Validates the config as the pod runs it: each secret file it names is
@@ -707,22 +638,9 @@ fn validate_as_the_pod(rendered: &Rendered) -> BTreeMap<String, Vec<String>> {
     let (path, mut config, data) = pod_config(rendered);
     let (pod, container) = pod_of(rendered);
     let secrets = tempfile::tempdir().unwrap();
-    let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut from = |file: &mut PathBuf| {
-        let secret = secret_mounted_at(&pod, &container, file.parent().unwrap());
-        let key = file.file_name().unwrap().to_str().unwrap().to_owned();
-        let copy = secrets.path().join(format!("{secret}-{key}"));
-        std::fs::write(&copy, format!("{key}-of-{secret}")).unwrap();
-        *file = copy;
-        keys.entry(secret).or_default().push(key);
-    };
-    let auth = config.auth.as_mut().expect("listening on 0.0.0.0 needs tokens");
-    for named in &mut auth.tokens {
-        from(named.token.file.as_mut().expect("tokens are files"));
-    }
-    if let Some(password) = config.journal.password.as_mut() {
-        from(password.file.as_mut().expect("journal.password is a file"));
-    }
+    let keys = stand_in_for_secrets(&mut config, secrets.path(), |file, _| {
+        secret_mounted_at(&pod, &container, file.parent().unwrap())
+    });
     let actions = config.actions.as_mut().expect("the config acts");
     assert_eq!(
         actions.playbook.parent(),
@@ -741,30 +659,6 @@ fn validate_as_the_pod(rendered: &Rendered) -> BTreeMap<String, Vec<String>> {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(credentials.tokens.len(), 2);
     keys
-}
-
-/// What `rules` grant, as (API group, resource, verb); no wildcards, names or URLs.
-fn granted(rules: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
-    let mut granted = BTreeSet::new();
-    for rule in rules {
-        assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
-        for group in rule.api_groups.iter().flatten() {
-            for resource in rule.resources.iter().flatten() {
-                for verb in &rule.verbs {
-                    assert!(group != "*" && resource != "*" && verb != "*", "wildcard in {rule:?}");
-                    granted.insert((group.clone(), resource.clone(), verb.clone()));
-                }
-            }
-        }
-    }
-    granted
-}
-
-fn needed() -> BTreeSet<(String, String, String)> {
-    API_CALLS
-        .iter()
-        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
-        .collect()
 }
 
 // ---- the functions ----
@@ -1259,12 +1153,9 @@ fn the_config_validates_as_the_pod_runs_it_and_follows_the_values() {
     let keys = validate_as_the_pod(&rendered);
     assert_eq!(
         keys,
-        BTreeMap::from([
-            ("homeostat-postgres".to_owned(), vec!["password".to_owned()]),
-            (
-                "homeostat-tokens".to_owned(),
-                vec!["alertmanager".to_owned(), "operator".to_owned()]
-            ),
+        keys_by_secret(&[
+            ("homeostat-postgres", &["password"]),
+            ("homeostat-tokens", &["alertmanager", "operator"]),
         ])
     );
     let (_, config, _) = pod_config(&rendered);
@@ -1302,13 +1193,7 @@ playbook: |
     let keys = validate_as_the_pod(&rendered);
     assert_eq!(
         keys,
-        BTreeMap::from([
-            ("my-db".to_owned(), vec!["pg-pass".to_owned()]),
-            (
-                "my-tokens".to_owned(),
-                vec!["alertmanager".to_owned(), "operator".to_owned()]
-            ),
-        ])
+        keys_by_secret(&[("my-db", &["pg-pass"]), ("my-tokens", &["alertmanager", "operator"])])
     );
     let (_, config, data) = pod_config(&rendered);
     let (pod, container) = pod_of(&rendered);
@@ -1319,9 +1204,7 @@ playbook: |
         Some("postgres://healer@db.example.com:5433/healing")
     );
     // The password is the key of the Secret's volume, where it is mounted.
-    let mounted = mount_of(&pod, &container, |v| {
-        v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("my-db")
-    });
+    let mounted = mount_of(&pod, &container, |v| volume_secret(v) == Some("my-db"));
     assert_eq!(
         config.journal.password.as_ref().unwrap().file.as_deref(),
         Some(mounted.join("pg-pass").as_path())
@@ -1513,19 +1396,8 @@ fn the_network_policy_lets_through_what_the_config_reaches() {
     let rendered = render("networkPolicy: {monitoringNamespace: observability}");
     let (_, config, _) = pod_config(&rendered);
     let policy: NetworkPolicy = one(&rendered, "NetworkPolicy");
+    let egress = egress_ports(&policy);
     let spec = policy.spec.unwrap();
-    let port = |p: &IntOrString| match p {
-        IntOrString::Int(n) => n.to_string(),
-        IntOrString::String(s) => s.clone(),
-    };
-    let egress: BTreeSet<String> = spec
-        .egress
-        .clone()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r.ports.clone().unwrap())
-        .filter_map(|p| p.port.as_ref().map(port))
-        .collect();
     let actions = config.actions.unwrap();
     for url in [&actions.prometheus_url, &actions.alertmanager_url, &config.journal.url] {
         let url = reqwest::Url::parse(url.as_deref().unwrap()).unwrap();
@@ -1568,23 +1440,12 @@ fn monitoring_adds_a_service_monitor_of_the_rules_job_and_the_rules() {
     let service: Service = one(&rendered, "Service");
     assert_eq!(service.metadata.name.as_deref(), Some("selfheal-homeostat"));
     let monitor = raw(&rendered, "ServiceMonitor");
-    let labels = service.metadata.labels.clone().unwrap();
-    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_mapping().unwrap() {
-        assert_eq!(labels.get(k.as_str().unwrap()).map(String::as_str), v.as_str());
-    }
-    let endpoint = &monitor["spec"]["endpoints"][0];
-    let ports = service.spec.unwrap().ports.unwrap();
-    assert!(ports.iter().any(|p| p.name.as_deref() == endpoint["port"].as_str()));
-    assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
+    assert_monitors(monitor, &service);
     // The operator names the job after the Service's label jobLabel names.
+    let labels = service.metadata.labels.unwrap();
     let job = &labels[monitor["spec"]["jobLabel"].as_str().expect("jobLabel")];
     let rules = read_yaml(&root().join("rules/homeostat.rules.yml"));
-    let down = rules["groups"][0]["rules"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|r| r["alert"] == "HomeostatDown")
-        .unwrap();
+    let down = alert_rule(&rules, "HomeostatDown");
     assert!(
         down["expr"].as_str().unwrap().contains(&format!("up{{job=\"{job}\"}}")),
         "{:?}",

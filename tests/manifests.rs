@@ -23,28 +23,24 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use homeostat_adapters::executor::kubernetes::API_CALLS;
+use common::k8s::{
+    alert_rule, assert_monitors, base_dir, egress_ports, granted, keys_by_secret, labelled, mount_of, needed, one_in,
+    parse, pod_config_in, pod_in, port_text, read_yaml, root, stand_in_for_secrets, volume_secret, Documents,
+    SecretFile,
+};
 use homeostat_core::action::Backend;
 use homeostat_core::config::{Config, Credentials};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, PersistentVolumeClaim, PodSpec, Service, ServiceAccount, Volume,
+    ConfigMap, Container, Namespace, PersistentVolumeClaim, PodSpec, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPort};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use serde_yaml::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn dir() -> PathBuf {
-    root().join("deploy/kubernetes")
-}
 
 fn demo_dir() -> PathBuf {
     root().join("deploy/kubernetes/demo")
@@ -52,11 +48,6 @@ fn demo_dir() -> PathBuf {
 
 fn compose_dir() -> PathBuf {
     root().join("deploy/compose")
-}
-
-fn read_yaml(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Every document of every resource the kustomization in `dir` lists, and
@@ -95,9 +86,6 @@ fn documents_in(dir: &Path) -> Vec<(String, Value)> {
     documents
 }
 
-/// Objects, each labelled for messages with its file or `Kind/name`.
-type Documents = Vec<(String, Value)>;
-
 /// deploy/kubernetes with `components` switched on, as `kubectl kustomize`
 /// renders it (once per set of components).
 fn rendered(components: &[&str]) -> Documents {
@@ -123,7 +111,7 @@ fn render(components: &[&str]) -> Documents {
     let up = "../".repeat(here.components().count() - 1);
     let base = format!(
         "{up}{}",
-        dir().canonicalize().unwrap().strip_prefix("/").unwrap().display()
+        base_dir().canonicalize().unwrap().strip_prefix("/").unwrap().display()
     );
     let mut kustomization = serde_yaml::Mapping::new();
     kustomization.insert("apiVersion".into(), "kustomize.config.k8s.io/v1beta1".into());
@@ -142,34 +130,25 @@ fn render(components: &[&str]) -> Documents {
     );
     let text = String::from_utf8(output.stdout).unwrap();
     serde_yaml::Deserializer::from_str(&text)
-        .map(|document| {
-            let document = Value::deserialize(document).unwrap();
-            let kind = document["kind"].as_str().unwrap_or("(no kind)");
-            let name = document["metadata"]["name"].as_str().unwrap_or("(no name)");
-            (format!("{kind}/{name}"), document)
-        })
+        .map(|document| labelled(Value::deserialize(document).unwrap()))
         .collect()
 }
 
 /// deploy/kubernetes with its monitoring component, as rendered.
 fn documents() -> Vec<(String, Value)> {
-    let base = read_yaml(&dir().join("kustomization.yaml"));
+    let base = read_yaml(&base_dir().join("kustomization.yaml"));
     assert!(
         base["components"].is_null(),
         "the monitoring component is off by default"
     );
-    let text = std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap();
+    let text = std::fs::read_to_string(base_dir().join("kustomization.yaml")).unwrap();
     assert!(
         text.contains("\n# components: [monitoring]\n"),
         "the line that switches it on"
     );
-    let component = read_yaml(&dir().join("monitoring/kustomization.yaml"));
+    let component = read_yaml(&base_dir().join("monitoring/kustomization.yaml"));
     assert_eq!(component["kind"].as_str(), Some("Component"));
     rendered(&["monitoring"])
-}
-
-fn parse<T: serde::de::DeserializeOwned>(file: &str, document: &Value) -> T {
-    serde_yaml::from_value(document.clone()).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 #[test]
@@ -221,42 +200,10 @@ fn one<T: serde::de::DeserializeOwned>(kind: &str) -> T {
     one_in(&documents(), kind)
 }
 
-fn one_in<T: serde::de::DeserializeOwned>(documents: &[(String, Value)], kind: &str) -> T {
-    let mut of_kind = documents.iter().filter(|(_, d)| d["kind"] == kind);
-    let (file, document) = of_kind.next().unwrap_or_else(|| panic!("no {kind}"));
-    assert!(of_kind.next().is_none(), "more than one {kind}");
-    parse(file, document)
-}
-
-/// What `rules` grant, as (API group, resource, verb); no wildcards, names or URLs.
-fn granted(rules: Vec<PolicyRule>) -> BTreeSet<(String, String, String)> {
-    let mut granted = BTreeSet::new();
-    for rule in rules {
-        for group in rule.api_groups.clone().unwrap_or_default() {
-            for resource in rule.resources.clone().unwrap_or_default() {
-                for verb in &rule.verbs {
-                    assert!(group != "*" && resource != "*" && verb != "*", "wildcard in {rule:?}");
-                    granted.insert((group.clone(), resource.clone(), verb.clone()));
-                }
-            }
-        }
-        assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
-    }
-    granted
-}
-
-/// The executor's API calls, as [`granted`] lists them.
-fn needed() -> BTreeSet<(String, String, String)> {
-    API_CALLS
-        .iter()
-        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
-        .collect()
-}
-
 #[test]
 fn rbac_grants_exactly_what_the_executor_calls() {
     let role: ClusterRole = one("ClusterRole");
-    let granted = granted(role.rules.clone().unwrap_or_default());
+    let granted = granted(role.rules.as_deref().unwrap_or_default());
     let needed = needed();
     let missing: Vec<_> = needed.difference(&granted).collect();
     let extra: Vec<_> = granted.difference(&needed).collect();
@@ -282,7 +229,7 @@ fn rbac_grants_exactly_what_the_executor_calls() {
 /// and it deletes the cluster-wide role and its binding.
 #[test]
 fn the_namespaced_rbac_grants_exactly_what_the_executor_calls_and_replaces_the_cluster_role() {
-    let component = dir().join("namespaced");
+    let component = base_dir().join("namespaced");
     let documents = documents_in(&component);
     let find = |kind: &str| {
         documents
@@ -294,8 +241,8 @@ fn the_namespaced_rbac_grants_exactly_what_the_executor_calls_and_replaces_the_c
     let role: Role = parse(file, role);
     let (file, nodes) = find("ClusterRole");
     let nodes: ClusterRole = parse(file, nodes);
-    let in_namespace = granted(role.rules.clone().unwrap_or_default());
-    let cluster_wide = granted(nodes.rules.clone().unwrap_or_default());
+    let in_namespace = granted(role.rules.as_deref().unwrap_or_default());
+    let cluster_wide = granted(nodes.rules.as_deref().unwrap_or_default());
     assert!(
         cluster_wide.iter().all(|(_, resource, _)| resource == "nodes"),
         "{cluster_wide:?}"
@@ -350,7 +297,7 @@ fn the_namespaced_rbac_grants_exactly_what_the_executor_calls_and_replaces_the_c
             ("ClusterRoleBinding".to_owned(), base_binding.metadata.name.unwrap()),
         ])
     );
-    let text = std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap();
+    let text = std::fs::read_to_string(base_dir().join("kustomization.yaml")).unwrap();
     assert!(
         text.contains("\n# components: [namespaced]\n"),
         "the line that switches it on"
@@ -360,28 +307,6 @@ fn the_namespaced_rbac_grants_exactly_what_the_executor_calls_and_replaces_the_c
 /// The Deployment's pod and its one container, in [`documents`].
 fn pod() -> (PodSpec, Container) {
     pod_in(&documents())
-}
-
-fn pod_in(documents: &[(String, Value)]) -> (PodSpec, Container) {
-    let deployment: Deployment = one_in(documents, "Deployment");
-    let pod = deployment.spec.unwrap().template.spec.unwrap();
-    let [container] = &pod.containers[..] else {
-        panic!("one container expected")
-    };
-    let container = container.clone();
-    (pod, container)
-}
-
-/// Where the container mounts the volume of `pod` that `is_it` picks.
-fn mount_of(pod: &PodSpec, container: &Container, is_it: impl Fn(&Volume) -> bool) -> PathBuf {
-    let volume = pod.volumes.iter().flatten().find(|v| is_it(v)).expect("no such volume");
-    let mount = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| m.name == volume.name)
-        .unwrap_or_else(|| panic!("volume {} is not mounted", volume.name));
-    PathBuf::from(&mount.mount_path)
 }
 
 #[test]
@@ -474,27 +399,6 @@ fn pod_config() -> (PathBuf, Config, BTreeMap<String, String>) {
     pod_config_in(&documents())
 }
 
-fn pod_config_in(documents: &[(String, Value)]) -> (PathBuf, Config, BTreeMap<String, String>) {
-    let map: ConfigMap = one_in(documents, "ConfigMap");
-    let (pod, container) = pod_in(documents);
-    let args = container.args.clone().unwrap();
-    let config_path = PathBuf::from(&args[args.iter().position(|a| a == "--config").unwrap() + 1]);
-    let name = map.metadata.name.clone();
-    let mounted = mount_of(&pod, &container, |v| {
-        v.config_map.as_ref().map(|c| &c.name) == name.as_ref()
-    });
-    assert_eq!(
-        config_path.parent(),
-        Some(mounted.as_path()),
-        "--config is not in the ConfigMap's mount"
-    );
-    let data = map.data.unwrap();
-    let key = config_path.file_name().unwrap().to_str().unwrap();
-    let mut config = Config::parse(&config_path, &data[key]).unwrap();
-    config.anchor_paths(&mounted);
-    (config_path, config, data)
-}
-
 /// Validates `config` as the pod runs it: each secret file it names is a
 /// key of a Secret the pod mounts there (the tokens of `homeostat-tokens`,
 /// the journal's password of `homeostat-postgres`), here a file holding
@@ -504,31 +408,20 @@ fn validate_as_the_pod(
     path: &Path,
     mut config: Config,
     documents: &[(String, Value)],
-) -> (Credentials, BTreeMap<&'static str, Vec<String>>) {
+) -> (Credentials, BTreeMap<String, Vec<String>>) {
     let (pod, container) = pod_in(documents);
     let secrets = tempfile::tempdir().unwrap();
-    let mut keys: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    let mut from = |file: &mut PathBuf, secret: &'static str| {
-        let mounted = mount_of(&pod, &container, |v| {
-            v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(secret)
-        });
+    let keys = stand_in_for_secrets(&mut config, secrets.path(), |file, what| {
+        let secret = match what {
+            SecretFile::Token => "homeostat-tokens",
+            SecretFile::JournalPassword => "homeostat-postgres",
+        };
+        let mounted = mount_of(&pod, &container, |v| volume_secret(v) == Some(secret));
         assert_eq!(file.parent(), Some(mounted.as_path()), "{}", file.display());
-        let key = file.file_name().unwrap().to_str().unwrap().to_owned();
-        let copy = secrets.path().join(format!("{secret}-{key}"));
-        std::fs::write(&copy, format!("{key}-of-{secret}")).unwrap();
-        *file = copy;
-        keys.entry(secret).or_default().push(key);
-    };
-    let auth = config.auth.as_mut().expect("listening on 0.0.0.0 needs tokens");
-    for named in &mut auth.tokens {
-        from(named.token.file.as_mut().expect("tokens are files"), "homeostat-tokens");
-    }
-    if let Some(password) = config.journal.password.as_mut() {
-        let file = password.file.as_mut().expect("journal.password is a file");
-        from(file, "homeostat-postgres");
-    }
+        secret.to_owned()
+    });
     let actions = config.actions.as_mut().expect("the config acts");
-    actions.playbook = dir().join(actions.playbook.file_name().unwrap());
+    actions.playbook = base_dir().join(actions.playbook.file_name().unwrap());
     let credentials = config.validate(path, &std::collections::HashMap::<String, String>::new());
     (credentials.unwrap_or_else(|e| panic!("{e}")), keys)
 }
@@ -566,15 +459,12 @@ fn the_config_acts_in_dry_run_with_the_playbook_tokens_and_journal_password_the_
     assert_eq!(credentials.tokens.len(), 2);
     assert_eq!(
         keys,
-        BTreeMap::from([
-            ("homeostat-postgres", vec!["password".to_owned()]),
-            (
-                "homeostat-tokens",
-                vec!["alertmanager".to_owned(), "operator".to_owned()]
-            ),
+        keys_by_secret(&[
+            ("homeostat-postgres", &["password"]),
+            ("homeostat-tokens", &["alertmanager", "operator"]),
         ])
     );
-    let kustomization = std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap();
+    let kustomization = std::fs::read_to_string(base_dir().join("kustomization.yaml")).unwrap();
     for (secret, keys) in &keys {
         assert!(
             kustomization.contains(&format!("create secret generic {secret} ")),
@@ -604,11 +494,7 @@ fn the_network_policy_lets_through_what_the_config_reaches() {
         rules
             .into_iter()
             .flatten()
-            .filter_map(|p| p.port)
-            .map(|p| match p {
-                IntOrString::Int(n) => n.to_string(),
-                IntOrString::String(s) => s,
-            })
+            .filter_map(|p| p.port.as_ref().map(port_text))
             .collect()
     };
     let ingress = ports(spec.ingress.unwrap().into_iter().map(|r| r.ports.unwrap()).collect());
@@ -620,7 +506,7 @@ fn the_network_policy_lets_through_what_the_config_reaches() {
         .unwrap();
     assert_eq!(ingress, BTreeSet::from([http.name.unwrap()]));
     assert_eq!(config.server.listen.port(), 9095);
-    let egress = egress_ports(&documents());
+    let egress = egress_ports(&one("NetworkPolicy"));
     let actions = config.actions.unwrap();
     for url in [&actions.prometheus_url, &actions.alertmanager_url] {
         let url = reqwest::Url::parse(url.as_deref().unwrap()).unwrap();
@@ -636,30 +522,15 @@ fn the_network_policy_lets_through_what_the_config_reaches() {
     assert!(egress.contains(&port), "the journal's port {port} is not let out");
 }
 
-/// The egress rules' ports of the NetworkPolicy in `documents`.
-fn egress_ports(documents: &[(String, Value)]) -> BTreeSet<String> {
-    let policy: NetworkPolicy = one_in(documents, "NetworkPolicy");
-    let egress = policy.spec.unwrap().egress.unwrap();
-    egress
-        .into_iter()
-        .flat_map(|rule| rule.ports.unwrap())
-        .filter_map(|p| p.port)
-        .map(|p| match p {
-            IntOrString::Int(n) => n.to_string(),
-            IntOrString::String(s) => s,
-        })
-        .collect()
-}
-
 /// The sqlite component: one replica, Recreate, the journal on the
 /// PersistentVolumeClaim it adds, no disruption budget (with one replica it
 /// would block every node drain), nothing of PostgreSQL, and the base's
 /// config but for the journal.
 #[test]
 fn the_sqlite_component_runs_one_replica_on_its_volume_with_the_bases_config() {
-    let component = read_yaml(&dir().join("sqlite/kustomization.yaml"));
+    let component = read_yaml(&base_dir().join("sqlite/kustomization.yaml"));
     assert_eq!(component["kind"].as_str(), Some("Component"));
-    let text = std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap();
+    let text = std::fs::read_to_string(base_dir().join("kustomization.yaml")).unwrap();
     assert!(
         text.contains("\n# components: [sqlite]\n"),
         "the line that switches it on"
@@ -698,18 +569,16 @@ fn the_sqlite_component_runs_one_replica_on_its_volume_with_the_bases_config() {
         assert!(volumes.iter().any(|v| v.name == mount.name), "no volume for {mount:?}");
     }
     assert!(
-        volumes
-            .iter()
-            .all(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) != Some("homeostat-postgres")),
+        volumes.iter().all(|v| volume_secret(v) != Some("homeostat-postgres")),
         "{volumes:?}"
     );
-    let egress = egress_ports(&documents);
+    let egress = egress_ports(&one_in(&documents, "NetworkPolicy"));
     assert!(!egress.contains("5432") && egress.contains("443"), "{egress:?}");
 
     // The component's homeostat.yaml, which is the base's but for the
     // journal, beside the base's playbook.
     let key = path.file_name().unwrap().to_str().unwrap();
-    let own = std::fs::read_to_string(dir().join("sqlite").join(key)).unwrap();
+    let own = std::fs::read_to_string(base_dir().join("sqlite").join(key)).unwrap();
     assert!(data[key] == own, "the ConfigMap does not hold sqlite/{key}");
     let (_, base_config, base_data) = pod_config();
     assert_eq!(data.keys().collect::<Vec<_>>(), base_data.keys().collect::<Vec<_>>());
@@ -734,24 +603,12 @@ fn the_sqlite_component_runs_one_replica_on_its_volume_with_the_bases_config() {
 fn the_service_monitor_scrapes_the_job_homeostats_rules_watch_and_the_rule_is_the_rules_file() {
     let service: Service = one("Service");
     let monitor: Value = one("ServiceMonitor");
-    let labels = service.metadata.labels.clone().unwrap();
-    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_mapping().unwrap() {
-        assert_eq!(labels.get(k.as_str().unwrap()).map(String::as_str), v.as_str());
-    }
-    let endpoint = &monitor["spec"]["endpoints"][0];
-    let ports = service.spec.unwrap().ports.unwrap();
-    assert!(ports.iter().any(|p| p.name.as_deref() == endpoint["port"].as_str()));
-    assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
+    assert_monitors(&monitor, &service);
 
     // The operator names the job after the Service; the rules watch that job.
     let rules = read_yaml(&root().join("rules/homeostat.rules.yml"));
     let job = format!("up{{job=\"{}\"}}", service.metadata.name.unwrap());
-    let down = rules["groups"][0]["rules"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|r| r["alert"] == "HomeostatDown")
-        .unwrap();
+    let down = alert_rule(&rules, "HomeostatDown");
     assert!(down["expr"].as_str().unwrap().contains(&job), "{:?}", down["expr"]);
     let rule: Value = one("PrometheusRule");
     assert!(

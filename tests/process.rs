@@ -174,27 +174,6 @@ async fn a_second_homeostat_on_the_same_journal_is_refused() {
     assert_eq!(incidents(&client, &first).await.len(), 1);
 }
 
-/// Whether `process` says it leads (`homeostat_leader`), 10 s at most
-/// waiting for it to say `wanted`.
-async fn leads(client: &reqwest::Client, process: &Process, wanted: bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let text = client
-            .get(process.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let leads = text.lines().any(|l| l == "homeostat_leader 1");
-        if leads == wanted || std::time::Instant::now() >= deadline {
-            return leads;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 /// On a PostgreSQL journal (`journal.url`, password from a file): a second
 /// homeostat on the same database follows and journals deliveries too;
 /// what was acknowledged survives a `kill -9` of the leader, the follower
@@ -231,9 +210,10 @@ async fn a_postgresql_journal_keeps_what_it_acknowledged_and_survives_its_leader
     };
     let fingerprints: Vec<String> = (0..5).map(|i| format!("pg{i}")).collect();
     let mut first = Process::start(&config);
-    assert!(leads(&client, &first, true).await, "alone, it leads");
+    // Alone, it leads; the second follows.
+    common::until_leads(&client, &first.url(""), true).await;
     let second = Process::start(&config);
-    assert!(!leads(&client, &second, false).await, "the second follows");
+    common::until_leads(&client, &second.url(""), false).await;
     for (i, fp) in fingerprints.iter().enumerate() {
         let to = if i % 2 == 0 { &first } else { &second };
         post(to, "firing", vec![fp.clone()]).await;
@@ -246,7 +226,8 @@ async fn a_postgresql_journal_keeps_what_it_acknowledged_and_survives_its_leader
     first.child.kill().unwrap();
     first.child.wait().unwrap();
 
-    assert!(leads(&client, &second, true).await, "the follower took over");
+    // The follower takes over.
+    common::until_leads(&client, &second.url(""), true).await;
     let listed = incidents(&client, &second).await;
     assert_eq!(listed.len(), 5, "{listed:?}");
     assert!(listed.iter().all(|i| i["status"] == "firing"));

@@ -4,6 +4,7 @@
 
 pub mod dashboards;
 pub mod docker;
+pub mod k8s;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -20,6 +21,29 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_homeostat");
+
+/// Whether the homeostat at `base` (its URL) says it leads its journal
+/// (`homeostat_leader`); `None` while it does not answer.
+pub async fn leads(client: &reqwest::Client, base: &str) -> Option<bool> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(text.lines().any(|l| l == "homeostat_leader 1"))
+}
+
+/// Waits (10 s at most) until the homeostat at `base` leads, or follows.
+pub async fn until_leads(client: &reqwest::Client, base: &str, wanted: bool) {
+    let what = if wanted { "to lead" } else { "to follow" };
+    eventually(&format!("{base} {what}"), Duration::from_secs(10), || async {
+        (leads(client, base).await? == wanted).then_some(())
+    })
+    .await;
+}
 
 /// Polls `check` until it returns `Some`, failing the test after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::leader::Terms;
+use crate::leader::in_each_term;
 use crate::metrics::Metrics;
 use crate::pipeline::Controls;
 use crate::pipeline::{self, Parts, Processor};
@@ -132,11 +132,9 @@ pub async fn serve<P: Processor>(
         ))
     });
     let background = {
-        let (processor, mut terms) = (Arc::clone(&processor), Terms::new(leadership.clone(), stopped.clone()));
-        tokio::spawn(async move {
-            while let Some(stop) = terms.next().await {
-                Arc::clone(&processor).background(stop).await;
-            }
+        let processor = Arc::clone(&processor);
+        in_each_term(leadership.clone(), stopped.clone(), move |stop| {
+            Arc::clone(&processor).background(stop)
         })
     };
     let worker = tokio::spawn(pipeline::run(
@@ -147,29 +145,22 @@ pub async fn serve<P: Processor>(
     ));
     let retention = {
         let (journal, metrics, clock) = (journal.clone(), Arc::clone(&metrics), Arc::clone(&state.clock));
-        let (retention, mut terms) = (
-            config.journal.retention,
-            Terms::new(leadership.clone(), stopped.clone()),
-        );
-        tokio::spawn(async move {
-            while let Some(stop) = terms.next().await {
-                crate::retention::run(
-                    journal.clone(),
-                    Arc::clone(&metrics),
-                    Arc::clone(&clock),
-                    retention,
-                    stop,
-                )
-                .await;
-            }
+        let retention = config.journal.retention;
+        in_each_term(leadership.clone(), stopped.clone(), move |stop| {
+            crate::retention::run(
+                journal.clone(),
+                Arc::clone(&metrics),
+                Arc::clone(&clock),
+                retention,
+                stop,
+            )
         })
     };
-    let thresholds = scheduler.map(|mut scheduler| {
-        let mut terms = Terms::new(leadership, stopped);
-        tokio::spawn(async move {
-            while let Some(stop) = terms.next().await {
-                scheduler.run(stop).await;
-            }
+    let thresholds = scheduler.map(|scheduler| {
+        let scheduler = Arc::new(tokio::sync::Mutex::new(scheduler));
+        in_each_term(leadership, stopped, move |stop| {
+            let scheduler = Arc::clone(&scheduler);
+            async move { scheduler.lock().await.run(stop).await }
         })
     });
     let hangups = tokio::spawn(crate::reload::on_hangup(Arc::clone(&state), hangups));

@@ -4,18 +4,35 @@
 //! (see `homeostat_journal::leadership`), and stop when a term ends. On
 //! SQLite the one process leads for good.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use homeostat_journal::leadership::{Changes, Leadership};
 use homeostat_journal::Journal;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 use crate::pipeline::Controls;
 
+/// Runs `task` anew in each term this process leads, until `stop`; the
+/// task gets its term's stop signal.
+pub fn in_each_term<F, Fut>(leadership: Leadership, stop: watch::Receiver<bool>, mut task: F) -> JoinHandle<()>
+where
+    F: FnMut(watch::Receiver<bool>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut terms = Terms::new(leadership, stop);
+    tokio::spawn(async move {
+        while let Some(stop) = terms.next().await {
+            task(stop).await;
+        }
+    })
+}
+
 /// The terms this process leads, one after another.
-pub struct Terms {
+struct Terms {
     leadership: Leadership,
     stop: watch::Receiver<bool>,
     /// The term handed out last.
@@ -24,7 +41,7 @@ pub struct Terms {
 
 impl Terms {
     /// The terms of `leadership`, until `stop` turns true.
-    pub fn new(leadership: Leadership, stop: watch::Receiver<bool>) -> Terms {
+    fn new(leadership: Leadership, stop: watch::Receiver<bool>) -> Terms {
         Terms {
             leadership,
             stop,
@@ -35,7 +52,7 @@ impl Terms {
     /// Waits for the next term this process leads (never the same one
     /// twice) and returns the stop signal of what runs in it: true once
     /// the term ends or the process stops. `None` once the process stops.
-    pub async fn next(&mut self) -> Option<watch::Receiver<bool>> {
+    async fn next(&mut self) -> Option<watch::Receiver<bool>> {
         let stopped = |s: &bool| *s;
         if let Some(last) = self.last {
             tokio::select! {
