@@ -14,8 +14,9 @@
 //!   between leaves a decision without a result (marked interrupted at the
 //!   next open, never repeated).
 //! - On a database several replicas share, only the leader's
-//!   `record_decision`, `record_result` and `record_outcome` are written
-//!   (the others get [`crate::JournalError::NotLeading`]).
+//!   `record_decision`, `record_result`, `record_outcome` and
+//!   `queue_notifications` are written (the others get
+//!   [`crate::JournalError::NotLeading`]).
 //! - `record_learned` saves only on top of `base_revision` (`None` when the
 //!   stored state moved on), so two writers never lose each other's lessons.
 

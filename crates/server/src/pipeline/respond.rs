@@ -28,6 +28,7 @@ use homeostat_core::incident::{EventKind, Incident};
 use homeostat_core::playbook::{Playbook, Rule};
 use homeostat_core::policy::{Choice, Decide, Outcome, PolicyKey, RulePrior, Verification};
 use homeostat_journal::decisions::{Decision, NewDecision};
+use homeostat_journal::leadership::Term;
 use homeostat_journal::{Delivery, Journal};
 
 use super::decide::{self, PolicyChoice, Stop};
@@ -82,9 +83,7 @@ pub struct Responder<E> {
     notifier: Arc<Notifier>,
     /// One lock per target: actions on a target are one at a time.
     targets: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// The verifications under way: a term ends (a clean stop included)
-    /// once they have recorded their outcomes, so the next leader does not
-    /// find them unverified.
+    /// The verifications under way: a clean stop waits for them.
     verifications: tokio_util::task::TaskTracker,
 }
 
@@ -700,10 +699,18 @@ impl<E: Executor> Processor for Responder<E> {
         super::reconcile::run(Arc::clone(&self), stop).await;
         // It stops at the same signal; what it has not sent stays journalled.
         let _ = notifier.await;
-        // Verifications end by their own deadline (`serve` bounds a stop by
-        // its drain timeout); then the next term may verify again.
+        // At a clean stop, verifications end by their own deadline first
+        // (`serve` bounds the stop by its drain timeout), so the next leader
+        // does not find them unverified. A deposed leader does not wait: its
+        // verifications can record nothing, and it may lead again meanwhile.
         self.verifications.close();
-        self.verifications.wait().await;
+        let mut leadership = self.journal.leadership();
+        if let Term::Leading(term) = leadership.term() {
+            tokio::select! {
+                () = self.verifications.wait() => {}
+                () = leadership.ended(term) => {}
+            }
+        }
         self.verifications.reopen();
     }
 }
