@@ -19,6 +19,7 @@
 //! - [`context`]: the PromQL context queries a decision uses, and what they found.
 //! - [`guard`]: the safety limits every action must pass.
 //! - [`decision`]: the verdicts, call results and verified outcomes the journal persists.
+//! - [`detect`]: the streaming anomaly detector (new extremes, adaptive resonance).
 //! - [`forecast`]: seasonal forecasts with bands (augurs MSTL + AutoETS).
 //! - [`threshold`]: adaptive alert thresholds: history → band → rule files, and feedback.
 //! - [`clock`]: where "now" comes from, injected so tests can drive it.
@@ -31,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod decision;
+pub mod detect;
 pub mod duration;
 pub mod forecast;
 pub mod guard;

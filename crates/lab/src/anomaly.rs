@@ -56,9 +56,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use homeostat_core::detect::Extremes;
 use homeostat_core::forecast::{self, Band};
 
-pub mod art;
+pub use homeostat_core::detect::art;
 pub mod sequence;
 
 use art::{ArtConfig, ArtScorer};
@@ -270,55 +271,6 @@ impl NaiveBlend {
     }
 }
 
-/// New extremes: the range of the values so far, and the points left
-/// before the next alarm.
-struct Extremes {
-    range: Option<(f64, f64)>,
-    tolerance: f64,
-    rest: usize,
-    resting: usize,
-}
-
-impl Extremes {
-    fn new(tolerance: f64, rest: usize) -> Extremes {
-        Extremes {
-            range: None,
-            // NaN or negative: an infinite margin, nothing is beyond it.
-            tolerance: if tolerance >= 0.0 { tolerance } else { f64::INFINITY },
-            rest,
-            resting: 0,
-        }
-    }
-
-    /// 1 when `value` lies beyond the range of the values before it by more
-    /// than `tolerance` of its width, unless this rule alarmed in the last
-    /// `rest` finite points; otherwise 0. The range takes the value in
-    /// either way. Non-finite values are neither scored nor taken in, and a
-    /// range of zero width (all values so far equal) has no extremes yet.
-    fn push(&mut self, value: f64) -> f64 {
-        if !value.is_finite() {
-            return 0.0;
-        }
-        let Some((low, high)) = self.range else {
-            self.range = Some((value, value));
-            return 0.0;
-        };
-        self.range = Some((low.min(value), high.max(value)));
-        if self.resting > 0 {
-            self.resting -= 1;
-            return 0.0;
-        }
-        // Halves: the width of two finite values may not be finite.
-        let margin = self.tolerance * (high / 2.0 - low / 2.0) * 2.0;
-        if high > low && (value > high + margin || value < low - margin) {
-            self.resting = self.rest;
-            1.0
-        } else {
-            0.0
-        }
-    }
-}
-
 /// The score of a tail probability: `u/(u + 5)` with `u = −log10(tail)`, so
 /// 0.5 is a one-in-100,000 event, 0.75 one in 10^15. It rises without ever
 /// reaching 1, so that rarer still scores higher (no plateau at a cap for
@@ -477,49 +429,6 @@ mod tests {
             assert!(scored.point.iter().all(|p| p.is_nan()));
         }
         assert!(only(&[]).score.iter().all(|s| *s == 0.0));
-    }
-
-    fn push_all(extremes: &mut Extremes, values: &[f64]) -> Vec<f64> {
-        values.iter().map(|v| extremes.push(*v)).collect()
-    }
-
-    /// Beyond the range by more than the tolerance: an alarm, then none
-    /// for `rest` finite points, while the range keeps growing.
-    #[test]
-    fn new_extremes_alarm_then_rest() {
-        let mut extremes = Extremes::new(0.05, 3);
-        let pushed = push_all(
-            &mut extremes,
-            &[0.0, 10.0, 10.4, -0.6, 20.0, f64::NAN, 30.0, 40.0, 41.0, 50.0],
-        );
-        // 0 and 10: no width yet. 10.4: within 5% of 0..10. -0.6: beyond
-        // 0..10.4 by more than 0.52. 20, 30, 40: resting (NaN does not
-        // count), but taken in: 41 is within 2.03 of -0.6..40. 50: beyond
-        // -0.6..41 by more than 2.08.
-        assert_eq!(pushed, [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
-        assert_eq!(extremes.range, Some((-0.6, 50.0)));
-        // Beyond means strictly beyond: with no tolerance, a repeated maximum is not.
-        let mut extremes = Extremes::new(0.0, 0);
-        assert_eq!(push_all(&mut extremes, &[0.0, 1.0, 1.0, 2.0]), [0.0, 0.0, 0.0, 1.0]);
-    }
-
-    #[test]
-    fn new_extremes_off_or_at_the_limits_of_f64() {
-        for tolerance in [f64::NAN, -0.1, f64::INFINITY] {
-            let mut extremes = Extremes::new(tolerance, 3);
-            let pushed = push_all(&mut extremes, &[0.0, 1.0, 100.0, -100.0]);
-            assert_eq!(pushed, [0.0; 4], "tolerance {tolerance}");
-        }
-        // A width beyond f64 still gives a finite margin (0.06·MAX, then
-        // 0.075·MAX), and with no rest, extremes in a row all alarm.
-        let mut extremes = Extremes::new(0.05, 0);
-        let max = f64::MAX;
-        let pushed = push_all(
-            &mut extremes,
-            &[-0.6 * max, 0.6 * max, 0.9 * max, -0.9 * max, f64::INFINITY, f64::NAN],
-        );
-        assert_eq!(pushed, [0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
-        assert_eq!(extremes.range, Some((-0.9 * max, 0.9 * max)));
     }
 
     /// Early in a series only the new-extremes rule can score (no band is

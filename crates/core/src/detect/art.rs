@@ -130,6 +130,33 @@ impl ArtScorer {
         self.rebuilds
     }
 
+    /// A scorer that goes on from the range and values another one kept
+    /// ([`ArtScorer::state`]): the detector is rebuilt from them at the next
+    /// value. Values without a range, or not finite, are dropped.
+    pub fn resume(config: ArtConfig, range: Option<(f64, f64)>, history: Vec<f64>) -> ArtScorer {
+        let mut scorer = ArtScorer::new(config);
+        let valid = range.filter(|(low, high)| low.is_finite() && high.is_finite() && low <= high);
+        if valid.is_some() {
+            scorer.range = valid;
+            let keep = history.len().saturating_sub(scorer.config.history);
+            scorer.history = history.into_iter().skip(keep).filter(|v| v.is_finite()).collect();
+        }
+        scorer
+    }
+
+    /// The range and the values a scorer needs to go on ([`ArtScorer::resume`]).
+    pub fn state(&self) -> (Option<(f64, f64)>, &VecDeque<f64>) {
+        (self.range, &self.history)
+    }
+
+    /// Whether the detector is still in its learning period (it scores 0).
+    pub fn learning(&self) -> bool {
+        match &self.detector {
+            Some(detector) => detector.steps <= detector.learning_steps,
+            None => self.history.len() < self.config.learning,
+        }
+    }
+
     /// The categories the current detector has learned.
     pub fn categories(&self) -> usize {
         self.detector.as_ref().map_or(0, |d| d.art.weights.len())
