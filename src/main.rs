@@ -28,7 +28,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Exit codes, documented in the README.
 mod exit {
     pub const RUNTIME: u8 = 1;
-    // 2 is clap's, for usage errors.
+    /// Usage errors: clap's code, also for arguments checked after parsing.
+    pub const USAGE: u8 = 2;
     pub const CONFIG: u8 = 3;
     pub const STARTUP: u8 = 4;
     /// `homeostat demo` stopped by Ctrl-C (128 + SIGINT, as shells report it).
@@ -128,6 +129,9 @@ enum Command {
     /// Adaptive alert thresholds: show them, render rule files, fit one query.
     #[command(subcommand)]
     Thresholds(cmd::thresholds::ThresholdsCommand),
+    /// Anomaly scores: the live series' scores now, or one query scored over its history.
+    #[command(subcommand)]
+    Anomaly(cmd::anomaly::AnomalyCommand),
     /// List a running homeostat's incidents (needs role viewer).
     Incidents(cmd::operate::IncidentsArgs),
     /// One incident's timeline: deliveries, decisions, what the actions did,
@@ -166,6 +170,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "lab")]
         Command::Simulate(args) => cmd::simulate::run(args),
         Command::Thresholds(command) => cmd::thresholds::run(command),
+        Command::Anomaly(command) => cmd::anomaly::run(command),
         Command::Incidents(args) => cmd::operate::incidents(args),
         Command::Incident(args) => cmd::operate::incident(args),
         Command::Pause(args) => cmd::operate::control(args, true),

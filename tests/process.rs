@@ -625,7 +625,7 @@ async fn each_role_does_exactly_what_it_allows_and_no_token_is_logged() {
     // The incident the reads name.
     assert_eq!(send("POST", "/api/v1/alerts", Some("am-s3cret-token")).await, 200);
     // (method, path, roles that may)
-    let table: [(&str, &str, &[&str]); 12] = [
+    let table: [(&str, &str, &[&str]); 13] = [
         ("POST", "/api/v1/alerts", &["alertmanager", "admin"]),
         ("GET", "/api/v1/incidents", &["viewer", "operator", "admin"]),
         ("GET", "/api/v1/incidents/1", &["viewer", "operator", "admin"]),
@@ -637,6 +637,7 @@ async fn each_role_does_exactly_what_it_allows_and_no_token_is_logged() {
         ),
         ("GET", "/api/v1/controls", &["viewer", "operator", "admin"]),
         ("GET", "/api/v1/audit", &["viewer", "operator", "admin"]),
+        ("GET", "/api/v1/anomaly", &["viewer", "operator", "admin"]),
         ("POST", "/api/v1/pause", &["operator", "admin"]),
         ("POST", "/api/v1/resume", &["operator", "admin"]),
         ("POST", "/api/v1/incidents/1/feedback", &["operator", "admin"]),

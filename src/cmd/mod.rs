@@ -2,6 +2,7 @@
 //! the process' exit code. The lab's commands (`eval`, `simulate`) are built
 //! with the `lab` feature, the demo's (`demo`, `images`, `load`) with `demo`.
 
+pub mod anomaly;
 pub mod args;
 pub mod check_config;
 #[cfg(feature = "demo")]

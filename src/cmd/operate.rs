@@ -86,7 +86,7 @@ pub struct AuditArgs {
 }
 
 /// The API, as this command's caller.
-struct Api {
+pub(super) struct Api {
     http: reqwest::Client,
     url: String,
     token: Option<String>,
@@ -154,13 +154,13 @@ impl Api {
         Err(format!("{url}: {status}: {why}{hint}"))
     }
 
-    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, String> {
+    pub(super) async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, String> {
         self.call(reqwest::Method::GET, path, query, None).await
     }
 }
 
 /// Runs `work` on a runtime; its error is printed and exit code 1.
-fn run_with(server: &Server, work: impl AsyncFnOnce(Api) -> Result<String, String>) -> ExitCode {
+pub(super) fn run_with(server: &Server, work: impl AsyncFnOnce(Api) -> Result<String, String>) -> ExitCode {
     let runtime = match crate::runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,

@@ -476,10 +476,30 @@ impl Prometheus {
         rule_files: &[PathBuf],
         history: Option<&str>,
     ) -> Prometheus {
+        Prometheus::start_alerting(targets, rule_files, history, None).await
+    }
+
+    /// [`Prometheus::start_with_history`], its alerts sent to the
+    /// Alertmanager at `alertmanager` (`http://host:port`). A query looks
+    /// back 2 s for a series' latest sample, not 5 minutes: the seconds
+    /// between the backfilled history's end and the first scrape hold no
+    /// points, instead of the history's last value repeated.
+    pub async fn start_alerting(
+        targets: &[SocketAddr],
+        rule_files: &[PathBuf],
+        history: Option<&str>,
+        alertmanager: Option<&str>,
+    ) -> Prometheus {
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let rules: Vec<String> = rule_files.iter().map(|p| format!("  - '{}'\n", p.display())).collect();
+        let alerting = alertmanager.map_or(String::new(), |url| {
+            format!(
+                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\n",
+                url.trim_start_matches("http://")
+            )
+        });
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{}scrape_configs:\n  - job_name: homeostat\n    \
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{alerting}rule_files:\n{}scrape_configs:\n  - job_name: homeostat\n    \
              static_configs:\n      - targets: [{}]\n",
             rules.concat(),
             targets.join(", ")
@@ -506,7 +526,15 @@ impl Prometheus {
             "prometheus",
             "prometheus.yml",
             &config,
-            stack::prometheus_args,
+            if alertmanager.is_some() {
+                |dir: &Path, port: u16| {
+                    let mut args = stack::prometheus_args(dir, port);
+                    args.push("--query.lookback-delta=2s".into());
+                    args
+                }
+            } else {
+                stack::prometheus_args
+            },
             backfill,
         )
         .await;

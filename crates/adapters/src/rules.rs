@@ -589,11 +589,17 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The `promtool` rule files are checked with: the configured one, else
 /// the one on `PATH`; `None` when checking is off or none is found.
 pub fn promtool(config: &ThresholdsConfig) -> Option<std::path::PathBuf> {
-    if !config.check_rules {
+    promtool_for(config.check_rules, config.promtool.as_deref())
+}
+
+/// The `promtool` to check with: `configured`, else the one on `PATH`;
+/// `None` when `check` is off or none is found.
+pub fn promtool_for(check: bool, configured: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    if !check {
         return None;
     }
-    if let Some(path) = &config.promtool {
-        return Some(path.clone());
+    if let Some(path) = configured {
+        return Some(path.to_owned());
     }
     match which::which("promtool") {
         Ok(path) => Some(path),

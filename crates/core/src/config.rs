@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::action::{Backend, TargetLabels};
+use crate::detect::spec::AnomalyConfig;
 use crate::duration::PromDuration;
 use crate::guard::GuardConfig;
 use crate::threshold::ThresholdsConfig;
@@ -65,6 +66,10 @@ pub struct Config {
     /// Adaptive alert thresholds. Absent: no rules are generated.
     #[serde(default)]
     pub thresholds: Option<ThresholdsConfig>,
+    /// Live series scored by the streaming anomaly detector, exported as
+    /// metrics and generated alerts. Absent: nothing is scored.
+    #[serde(default)]
+    pub anomaly: Option<AnomalyConfig>,
     /// The file it was loaded from ([`Config::load`]), which a reload reads again.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -803,12 +808,15 @@ impl Config {
                 sink.headers.values_mut().for_each(anchor_secret);
             }
         }
+        // A bare program name is looked up on PATH, not anchored.
+        let program = |p: &mut Option<PathBuf>| p.as_mut().filter(|p| p.components().count() > 1).map(&anchor);
         if let Some(thresholds) = self.thresholds.as_mut() {
             anchor(&mut thresholds.rules_dir);
-            // A bare program name is looked up on PATH, not anchored.
-            if let Some(promtool) = thresholds.promtool.as_mut().filter(|p| p.components().count() > 1) {
-                anchor(promtool);
-            }
+            program(&mut thresholds.promtool);
+        }
+        if let Some(anomaly) = self.anomaly.as_mut() {
+            anchor(&mut anomaly.rules_dir);
+            program(&mut anomaly.promtool);
         }
     }
 
@@ -985,6 +993,9 @@ impl Config {
             durations.push(("actions.approval_timeout", actions.approval_timeout));
             durations.push(("actions.guard.cooldown", actions.guard.cooldown));
             durations.push(("actions.guard.budget.window", actions.guard.budget.window));
+        }
+        if let Some(anomaly) = &self.anomaly {
+            anomaly.validate().map_err(|(key, m)| invalid(&key, m))?;
         }
         if let Some(thresholds) = &self.thresholds {
             thresholds.validate().map_err(|(key, m)| invalid(&key, m))?;

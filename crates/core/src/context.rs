@@ -89,6 +89,8 @@ impl Context {
             memory_exhaustion_seconds: self.get("memory_exhaustion_seconds"),
             recent_deploy: self.get("recent_deploy").map(|v| v > 0.5),
             ready_ratio: self.get("ready_ratio"),
+            // Not a query: the anomaly task's own scores (set by `serve`).
+            anomaly_score: None,
         }
     }
 }

@@ -171,6 +171,10 @@ pub struct Features {
     pub recent_deploy: Option<bool>,
     /// Ready replicas divided by desired replicas (0–1).
     pub ready_ratio: Option<f64>,
+    /// The anomaly detector's held score (0–1) of the live series about the
+    /// incident (`anomaly:` specs in `serve`; the highest when several are);
+    /// `None` when no scored series concerns it.
+    pub anomaly_score: Option<f64>,
 }
 
 /// The window [`Features::recent_deploy`] looks back over, as the
@@ -190,9 +194,12 @@ pub mod thresholds {
     pub const MEMORY_EXHAUSTION_SECONDS: f64 = 600.0;
     /// Any replica not ready.
     pub const READY_RATIO: f64 = 1.0;
+    /// The detector's threshold fixed before it was measured on NAB (each
+    /// anomaly spec's default).
+    pub const ANOMALY_SCORE: f64 = 0.5;
 }
 
-/// A coarse context bucket: six facts, each yes, no or unknown (PromQL
+/// A coarse context bucket: seven facts, each yes, no or unknown (PromQL
 /// did not answer), so few buckets exist per key and most alerts see one
 /// or two. An unknown fact matches either answer: a decision in a context
 /// with unknowns draws on every bucket it could be (see [`Context::matches`]).
@@ -205,6 +212,9 @@ pub struct Context {
     /// Never unknown: no forecast of exhaustion counts as none.
     pub exhausting: Option<bool>,
     pub degraded: Option<bool>,
+    /// Never unknown: no scored series counts as none anomalous (so what was
+    /// learned before anomaly scores existed is about the usual case).
+    pub anomalous: Option<bool>,
 }
 
 impl Features {
@@ -220,12 +230,13 @@ impl Features {
                     .is_some_and(|s| s <= thresholds::MEMORY_EXHAUSTION_SECONDS),
             ),
             degraded: self.ready_ratio.map(|r| r < thresholds::READY_RATIO),
+            anomalous: Some(self.anomaly_score.is_some_and(|s| s >= thresholds::ANOMALY_SCORE)),
         }
     }
 }
 
 impl Context {
-    fn facts(&self) -> [(Option<bool>, &'static str); 6] {
+    fn facts(&self) -> [(Option<bool>, &'static str); 7] {
         [
             (self.deploy, "deploy"),
             (self.restarting, "restarting"),
@@ -233,6 +244,7 @@ impl Context {
             (self.slow, "slow"),
             (self.exhausting, "exhausting"),
             (self.degraded, "degraded"),
+            (self.anomalous, "anomalous"),
         ]
     }
 
@@ -281,6 +293,7 @@ impl std::str::FromStr for Context {
             slow: Some(false),
             exhausting: Some(false),
             degraded: Some(false),
+            anomalous: Some(false),
         };
         if text == "steady" {
             return Ok(c);
@@ -297,9 +310,10 @@ impl std::str::FromStr for Context {
                 "slow" => &mut c.slow,
                 "exhausting" => &mut c.exhausting,
                 "degraded" => &mut c.degraded,
+                "anomalous" => &mut c.anomalous,
                 other => {
                     return Err(format!(
-                        "{other:?} is not a context fact (deploy, restarting, erroring, slow, exhausting, degraded)"
+                        "{other:?} is not a context fact (deploy, restarting, erroring, slow, exhausting, degraded, anomalous)"
                     ))
                 }
             };

@@ -44,7 +44,7 @@ use homeostat_core::incident::{transition, EventKind, Incident, Known, Transitio
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 
 /// The schema this build writes; a newer journal is refused rather than misread.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 /// SQLite's `application_id` of a homeostat journal ("hmst"), written when
 /// the journal is created: the marker that tells it from anyone else's file.
 const APPLICATION_ID: i64 = 0x686d_7374;
@@ -179,6 +179,7 @@ enum Op {
     Notification(notifications::NotificationWrite),
     Audit(audit::AuditEntry),
     Answer(approvals::AnswerWrite),
+    Anomaly(anomaly::AnomalyWrite),
 }
 
 /// A delivery with every value already encoded as SQLite stores it. The
@@ -722,6 +723,7 @@ fn migrations() -> [String; SCHEMA_VERSION as usize] {
         policy::SCHEMA.to_owned(),
         schedule::SCHEMA.to_owned(),
         [notifications::SCHEMA, audit::SCHEMA, approvals::SCHEMA].join("\n"),
+        anomaly::SCHEMA.to_owned(),
     ]
 }
 
@@ -849,6 +851,7 @@ fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<W
         Op::Prune(write) => retention::apply(tx, write).map(Written::Pruned),
         Op::Notification(write) => notifications::apply(tx, write).map(Written::Row),
         Op::Audit(entry) => audit::apply(tx, entry).map(Written::Row),
+        Op::Anomaly(write) => anomaly::apply(tx, write).map(Written::Row),
         Op::Answer(write) => approvals::apply(tx, write).map(|proposal| Written::Row(proposal.unwrap_or(0))),
     }
 }
@@ -1094,6 +1097,7 @@ fn parse_json(text: &str) -> Result<homeostat_core::alert::LabelSet> {
 pub mod leadership;
 mod store;
 
+pub mod anomaly;
 pub mod approvals;
 pub mod audit;
 

@@ -31,6 +31,7 @@ use homeostat_core::incident::Incident;
 use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, IncidentSummary, ThresholdState};
 use tokio::sync::mpsc::OwnedPermit;
 
+use crate::anomaly::AnomalyState;
 use crate::approvals::Answer;
 use crate::audit::AuditEntry;
 use crate::decisions::{Decision, History, NewDecision};
@@ -160,6 +161,10 @@ pub trait Store: Send + Sync + 'static {
     async fn incident_summaries(&self, alertnames: Vec<String>, since: DateTime<Utc>) -> Result<Vec<IncidentSummary>>;
     /// Everything `homeostat thresholds show` prints.
     async fn threshold_state(&self) -> Result<ThresholdState>;
+    /// Journals the anomaly detectors' states; drops those of specs not in `specs`.
+    async fn save_anomaly(&self, states: Vec<AnomalyState>, specs: Vec<String>) -> Result<()>;
+    /// Every journalled anomaly detector state.
+    async fn anomaly_states(&self) -> Result<Vec<AnomalyState>>;
 
     /// Whether this process leads, and so acts (see [`crate::leadership`]).
     /// By default it alone writes the journal, and leads.
@@ -313,5 +318,11 @@ impl Store for SqliteJournal {
     }
     async fn threshold_state(&self) -> Result<ThresholdState> {
         SqliteJournal::threshold_state(self).await
+    }
+    async fn save_anomaly(&self, states: Vec<AnomalyState>, specs: Vec<String>) -> Result<()> {
+        SqliteJournal::save_anomaly(self, states, specs).await
+    }
+    async fn anomaly_states(&self) -> Result<Vec<AnomalyState>> {
+        SqliteJournal::anomaly_states(self).await
     }
 }

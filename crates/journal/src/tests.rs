@@ -103,6 +103,7 @@ on_both!(
     the_pause_survives_reopening,
     the_learned_policy_saves_only_on_its_base_revision_and_survives_reopening,
     a_whole_episode_in_one_group_commit_lands_in_order,
+    anomaly_detectors_resume_from_their_last_save,
 );
 
 fn config(dir: &tempfile::TempDir) -> JournalConfig {
@@ -1741,6 +1742,60 @@ async fn the_pause_survives_reopening(backend: Backend) {
 
     let (journal, _writer) = db.open().await;
     assert!(!journal.paused().await.unwrap(), "still resumed after a reopen");
+}
+
+/// The anomaly detectors' states are upserted per spec and series, survive
+/// a reopen, and those of specs no longer configured are dropped.
+async fn anomaly_detectors_resume_from_their_last_save(backend: Backend) {
+    use anomaly::AnomalyState;
+    use homeostat_core::detect::Snapshot;
+    let state = |spec: &str, service: &str, last_point: i64, history: Vec<f64>| AnomalyState {
+        spec: spec.into(),
+        labels: [("service".to_owned(), service.to_owned())].into_iter().collect(),
+        last_point,
+        saved_at: at("2026-12-07T10:00:00Z"),
+        snapshot: Snapshot {
+            points: history.len() as u64,
+            extremes_range: Some((0.5, 2.0)),
+            extremes_resting: 3,
+            art_range: Some((0.0, 2.5)),
+            history,
+        },
+    };
+    let db = TestDb::new(backend).await;
+    let (journal, writer) = db.open().await;
+    assert!(journal.anomaly_states().await.unwrap().is_empty());
+    let specs = vec!["latency".to_owned(), "errors".to_owned()];
+    journal
+        .save_anomaly(
+            vec![
+                state("latency", "a", 100, vec![1.0, 2.0]),
+                state("latency", "b", 100, vec![0.5]),
+                state("errors", "a", 90, vec![]),
+            ],
+            specs.clone(),
+        )
+        .await
+        .unwrap();
+    journal
+        .save_anomaly(vec![state("latency", "a", 115, vec![1.0, 2.0, 1.5])], specs)
+        .await
+        .unwrap();
+    drop(journal);
+    writer.join();
+
+    let (journal, _writer) = db.open().await;
+    let saved = journal.anomaly_states().await.unwrap();
+    assert_eq!(saved.len(), 3);
+    let a = saved
+        .iter()
+        .find(|s| s.spec == "latency" && s.labels["service"] == "a")
+        .unwrap();
+    assert_eq!(*a, state("latency", "a", 115, vec![1.0, 2.0, 1.5]));
+    // A save that no longer lists a spec drops its detectors.
+    journal.save_anomaly(vec![], vec!["errors".to_owned()]).await.unwrap();
+    let saved = journal.anomaly_states().await.unwrap();
+    assert_eq!(saved.iter().map(|s| s.spec.as_str()).collect::<Vec<_>>(), ["errors"]);
 }
 
 /// `record_learned` saves only on top of the stored revision (`None`, with

@@ -31,6 +31,8 @@ pub enum AppError {
     Serve(#[source] std::io::Error),
     #[error("cannot start adaptive thresholds: {0} (thresholds.prometheus_url)")]
     Thresholds(String),
+    #[error("cannot start anomaly detection: {0} (anomaly.prometheus_url)")]
+    Anomaly(String),
     #[error("cannot read the journal's password: {0}")]
     JournalPassword(String),
 }
@@ -75,6 +77,20 @@ pub async fn serve<P: Processor>(
         .map(|t| Scheduler::new(t, journal.clone(), Arc::clone(&metrics), Arc::clone(&clock)))
         .transpose()
         .map_err(AppError::Thresholds)?;
+    let detector = config
+        .anomaly
+        .clone()
+        .map(|a| {
+            crate::anomaly::Detector::new(
+                a,
+                journal.clone(),
+                Arc::clone(&metrics),
+                Arc::clone(&clock),
+                Arc::clone(&controls.anomaly),
+            )
+        })
+        .transpose()
+        .map_err(AppError::Anomaly)?;
     let state = Arc::new(AppState {
         config: config.clone(),
         journal: journal.clone(),
@@ -156,6 +172,13 @@ pub async fn serve<P: Processor>(
             )
         })
     };
+    let anomaly = detector.map(|detector| {
+        let detector = Arc::new(tokio::sync::Mutex::new(detector));
+        in_each_term(leadership.clone(), stopped.clone(), move |stop| {
+            let detector = Arc::clone(&detector);
+            async move { detector.lock().await.run(stop).await }
+        })
+    });
     let thresholds = scheduler.map(|scheduler| {
         let scheduler = Arc::new(tokio::sync::Mutex::new(scheduler));
         in_each_term(leadership, stopped, move |stop| {
@@ -178,6 +201,17 @@ pub async fn serve<P: Processor>(
             tracing::warn!(
                 timeout = %config.server.drain_timeout,
                 "A threshold refit was still running after the drain timeout; abandoned it (the next start refits)."
+            );
+        }
+    }
+    if let Some(mut anomaly) = anomaly {
+        // It journals its detectors' state as it stops: worth the wait of a
+        // round under way (one range query), up to the drain timeout.
+        if tokio::time::timeout(drain, &mut anomaly).await.is_err() {
+            anomaly.abort();
+            tracing::warn!(
+                timeout = %config.server.drain_timeout,
+                "Anomaly scoring was still running after the drain timeout; abandoned it (the next start resumes from the last journalled state)."
             );
         }
     }

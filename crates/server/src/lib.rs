@@ -18,9 +18,11 @@
 //! - [`retention`]: prunes the journal hourly (`journal.retention`).
 //! - [`clock`]: a clock that follows tokio's (paused) time, for tests.
 //! - [`thresholds`]: the adaptive-threshold refit task.
+//! - [`anomaly`]: the anomaly task: live series scored, exported and alerted on.
 //! - [`metrics`]: homeostat's own metrics.
 #![forbid(unsafe_code)]
 
+pub mod anomaly;
 pub mod app;
 pub mod clock;
 pub mod leader;

@@ -156,6 +156,31 @@ pub struct Metrics {
     pub threshold_feedback: Family<ThresholdFeedbackLabels, Counter>,
     /// Refits whose thresholds moved too little to rewrite the rules (`thresholds.min_change`).
     pub threshold_writes_skipped: Family<ThresholdSpecLabels, Counter>,
+    /// The anomaly detector's score of each live series of each spec, held
+    /// at the highest of the spec's `hold` (`anomaly_spec`, then the series' labels).
+    pub anomaly_score: Family<ThresholdSeriesLabels, Gauge<f64, AtomicU64>>,
+    /// Series of each spec by state: `learning` or `scoring`.
+    pub anomaly_series: Family<AnomalyStateLabels, Gauge>,
+    /// Points scored per spec.
+    pub anomaly_points: Family<AnomalySpecLabels, Counter>,
+    /// Points that scored at or over their spec's threshold.
+    pub anomaly_alarms: Family<AnomalySpecLabels, Counter>,
+    /// Range queries of a spec Prometheus did not answer.
+    pub anomaly_query_failures: Family<AnomalySpecLabels, Counter>,
+    /// Seconds each spec's latest scoring round took (query and scoring).
+    pub anomaly_round_seconds: Family<AnomalySpecLabels, Gauge<f64, AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnomalySpecLabels {
+    pub anomaly_spec: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnomalyStateLabels {
+    pub anomaly_spec: String,
+    /// `learning` or `scoring`.
+    pub state: &'static str,
 }
 
 impl Metrics {
@@ -191,6 +216,12 @@ impl Metrics {
             threshold_update_ok: Family::default(),
             threshold_feedback: Family::default(),
             threshold_writes_skipped: Family::default(),
+            anomaly_score: Family::default(),
+            anomaly_series: Family::default(),
+            anomaly_points: Family::default(),
+            anomaly_alarms: Family::default(),
+            anomaly_query_failures: Family::default(),
+            anomaly_round_seconds: Family::default(),
             registry: Registry::default(),
         };
         let capacity: Gauge = Gauge::default();
@@ -352,6 +383,36 @@ impl Metrics {
             "threshold_writes_skipped",
             "Refits of an adaptive threshold spec whose thresholds moved less than thresholds.min_change: rules kept, Prometheus not reloaded",
             metrics.threshold_writes_skipped.clone(),
+        );
+        registry.register(
+            "anomaly_score",
+            "The anomaly detector's score of a live series, held at the highest of the spec's hold",
+            metrics.anomaly_score.clone(),
+        );
+        registry.register(
+            "anomaly_series",
+            "Series an anomaly spec scores, by state (learning, scoring)",
+            metrics.anomaly_series.clone(),
+        );
+        registry.register(
+            "anomaly_points",
+            "Points an anomaly spec scored",
+            metrics.anomaly_points.clone(),
+        );
+        registry.register(
+            "anomaly_alarms",
+            "Points that scored at or over their anomaly spec's threshold",
+            metrics.anomaly_alarms.clone(),
+        );
+        registry.register(
+            "anomaly_query_failures",
+            "Range queries of an anomaly spec Prometheus did not answer",
+            metrics.anomaly_query_failures.clone(),
+        );
+        registry.register(
+            "anomaly_round_seconds",
+            "Seconds an anomaly spec's latest scoring round took",
+            metrics.anomaly_round_seconds.clone(),
         );
         Metrics { registry, ..metrics }
     }

@@ -137,6 +137,7 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/api/v1/audit", get(get_audit))
+        .route("/api/v1/anomaly", get(get_anomaly))
         .route("/-/reload", post(post_reload))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authenticate))
         .route_layer(middleware::from_fn(same_origin_json));
@@ -480,6 +481,24 @@ async fn controls(State(state): State<Arc<AppState>>) -> Response {
         // Whether this replica acts, and in which term of the lease.
         "leader": term.is_some(),
         "term": term,
+    }))
+    .into_response()
+}
+
+/// `GET /api/v1/anomaly`: the anomaly specs and what the leader's detectors
+/// say of each live series now (empty on a replica that does not lead).
+async fn get_anomaly(State(state): State<Arc<AppState>>) -> Response {
+    let specs: Vec<_> = state
+        .config
+        .anomaly
+        .iter()
+        .flat_map(|a| &a.specs)
+        .map(|s| json!({"name": s.name, "expr": s.expr, "step": s.step, "threshold": s.threshold, "hold": s.hold, "alert": s.alert}))
+        .collect();
+    Json(json!({
+        "leader": matches!(state.journal.leadership().term(), Term::Leading(_)),
+        "specs": specs,
+        "series": state.controls.anomaly.list(),
     }))
     .into_response()
 }

@@ -129,6 +129,7 @@ fn contexts_bucket_features_and_round_trip_as_text() {
         memory_exhaustion_seconds: None,
         recent_deploy: Some(false),
         ready_ratio: Some(1.0),
+        anomaly_score: Some(0.1),
     };
     assert_eq!(calm.context().to_string(), "steady");
     assert_eq!("steady".parse::<Context>().unwrap(), calm.context());
@@ -139,9 +140,13 @@ fn contexts_bucket_features_and_round_trip_as_text() {
         memory_exhaustion_seconds: Some(120.0),
         recent_deploy: Some(true),
         ready_ratio: Some(0.5),
+        anomaly_score: Some(0.8),
     };
     let c = f.context();
-    assert_eq!(c.to_string(), "deploy+restarting+erroring+exhausting+degraded");
+    assert_eq!(
+        c.to_string(),
+        "deploy+restarting+erroring+exhausting+degraded+anomalous"
+    );
     assert_eq!(c.to_string().parse::<Context>().unwrap(), c);
     let unknown = Features {
         memory_exhaustion_seconds: Some(120.0),
@@ -157,6 +162,19 @@ fn contexts_bucket_features_and_round_trip_as_text() {
         ..f.clone()
     };
     assert!(no_deploy_known.context().matches(&c));
+    // No anomaly score (no spec scores the service) is not anomalous, as
+    // before anomaly scores existed; a score at the threshold is.
+    let quiet = Features {
+        anomaly_score: None,
+        ..f.clone()
+    };
+    assert_eq!(quiet.context().anomalous, Some(false));
+    assert!(!quiet.context().matches(&c));
+    let at = Features {
+        anomaly_score: Some(thresholds::ANOMALY_SCORE),
+        ..f.clone()
+    };
+    assert!(at.context().matches(&c));
     assert!("deploy+bogus".parse::<Context>().unwrap_err().contains("bogus"));
 }
 

@@ -32,6 +32,7 @@ macro_rules! lease_held {
     };
 }
 
+mod anomaly;
 mod approvals;
 mod audit;
 mod decisions;
@@ -57,6 +58,7 @@ use homeostat_core::threshold::{FeedbackConfig, FeedbackEvent, FeedbackStep, Inc
 use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio_postgres::NoTls;
 
+use crate::anomaly::AnomalyState;
 use crate::approvals::Answer;
 use crate::audit::AuditEntry;
 use crate::decisions::{Decision, History, NewDecision};
@@ -69,9 +71,13 @@ use crate::thresholds::SpecRound;
 use crate::{timestamp, Delivery, IncidentPage, IncidentQuery, JournalError, Result, Store};
 
 /// The schema this build writes; a newer one is refused rather than misread.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 /// The SQL of each schema version, oldest first.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [include_str!("schema.sql"), include_str!("lease.sql")];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    include_str!("schema.sql"),
+    include_str!("lease.sql"),
+    include_str!("anomaly.sql"),
+];
 /// Advisory lock keys (PostgreSQL's one namespace of 64-bit keys), "hmst" and a purpose.
 const MIGRATION_LOCK: i64 = 0x686d_7374_0001;
 const INGEST_LOCK: i64 = 0x686d_7374_0002;
@@ -415,6 +421,12 @@ impl Store for PgJournal {
     }
     async fn threshold_state(&self) -> Result<ThresholdState> {
         thresholds::threshold_state(self).await
+    }
+    async fn save_anomaly(&self, states: Vec<AnomalyState>, specs: Vec<String>) -> Result<()> {
+        anomaly::save_anomaly(self, states, specs).await
+    }
+    async fn anomaly_states(&self) -> Result<Vec<AnomalyState>> {
+        anomaly::anomaly_states(self).await
     }
     fn leadership(&self) -> Leadership {
         self.lease.leadership.clone()

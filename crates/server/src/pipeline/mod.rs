@@ -55,6 +55,8 @@ pub struct Controls {
     pub wake: Arc<tokio::sync::Notify>,
     /// The playbook in effect; a reload swaps it.
     pub playbook: std::sync::RwLock<Arc<Playbook>>,
+    /// The anomaly detectors' scores now (`anomaly:`), for the policy.
+    pub anomaly: Arc<crate::anomaly::Board>,
 }
 
 impl Controls {

@@ -133,7 +133,8 @@ impl<E: Executor> Responder<E> {
         failed: &[Action],
     ) -> (PolicyView, ReadinessRead) {
         let context = context::gather(&self.http, &self.config, &incident.labels).await;
-        let features = context.features();
+        let mut features = context.features();
+        features.anomaly_score = self.controls.anomaly.score_for(&incident.labels);
         let readiness = if target.is_empty() {
             None
         } else {
