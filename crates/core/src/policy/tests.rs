@@ -150,6 +150,7 @@ fn contexts_bucket_features_and_round_trip_as_text() {
     assert_eq!(c.to_string().parse::<Context>().unwrap(), c);
     let unknown = Features {
         memory_exhaustion_seconds: Some(120.0),
+        anomaly_score: Some(0.9),
         ..Features::default()
     }
     .context();
