@@ -279,3 +279,155 @@ async fn a_spike_alerts_through_alertmanager_and_a_restart_resumes_quietly() {
     );
     assert!(stdout.contains("service=web") && stdout.contains("1.00"), "{stdout}");
 }
+
+/// CPU seconds (user and system) process `pid` has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) close at ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
+/// Peak resident memory of process `pid`, MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+        / 1024.0
+}
+
+/// What scoring live series costs (`cargo test --release --test anomaly --
+/// --ignored --nocapture`; docs/BENCHMARKS.md): `HOMEOSTAT_BENCH_SERIES`
+/// series (default 1,000) of a real Prometheus at a 15 s step, with 1,000
+/// points of history each, scored by `homeostat serve` with the spec's
+/// defaults (learning 750 points, history 2,880, state journalled every
+/// 5 minutes) for `HOMEOSTAT_BENCH_ROUNDS` rounds (default 24: six
+/// minutes), beside the same homeostat without the spec as the baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn benchmark_a_thousand_live_series() {
+    let var = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let series = var("HOMEOSTAT_BENCH_SERIES", 1000);
+    let rounds = var("HOMEOSTAT_BENCH_ROUNDS", 24);
+    const STEP: i64 = 15;
+    const POINTS: i64 = 1000;
+    let value = |s: usize, t: i64| {
+        let cycle = (2.0 * std::f64::consts::PI * (t as f64 / 3600.0 + s as f64 / 7.0)).sin();
+        1.0 + 0.3 * cycle + 0.02 * noise(t + s as i64 * 7919)
+    };
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || async move {
+            let now = chrono::Utc::now().timestamp();
+            (0..series)
+                .map(|s| format!("bench_value{{series=\"{s}\"}} {}\n", value(s, now)))
+                .collect::<String>()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let end = chrono::Utc::now().timestamp() + 30;
+    let mut history = String::from("# TYPE bench_value gauge\n");
+    for s in 0..series {
+        for t in (0..POINTS).map(|i| end - (POINTS - 1 - i) * STEP) {
+            history.push_str(&format!(
+                "bench_value{{instance=\"{target}\",job=\"homeostat\",series=\"{s}\"}} {} {t}\n",
+                value(s, t)
+            ));
+        }
+    }
+    history.push_str("# EOF\n");
+    let backfilled = std::time::Instant::now();
+    let prometheus = Prometheus::start_with_history(&[target], &[], Some(&history)).await;
+    eprintln!(
+        "backfill and start of Prometheus: {:.1} s",
+        backfilled.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, anomaly: &str| {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "server:\n  listen: 127.0.0.1:0\njournal:\n  path: {}\n{anomaly}",
+                dir.path().join(format!("{name}.db")).display()
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let scored = write(
+        "scored",
+        &format!(
+            "anomaly:\n  prometheus_url: {}\n  rules_dir: {}\n  specs:\n    - name: bench\n      expr: bench_value\n      step: 15s\n",
+            prometheus.url(),
+            dir.path().join("rules").display()
+        ),
+    );
+    let idle = write("idle", "");
+    let started = std::time::Instant::now();
+    let homeostat = common::Process::start_logging(&scored, "warn");
+    let baseline = common::Process::start_logging(&idle, "warn");
+    let client = reqwest::Client::new();
+    let points = |exposition: &str| counter(exposition, "homeostat_anomaly_points_total{anomaly_spec=\"bench\"}");
+    let metrics = || async {
+        client
+            .get(homeostat.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    // The first round learns every series from its history.
+    let first = eventually("the first round", Duration::from_secs(600), || async {
+        let exposition = metrics().await?;
+        let scoring = counter(
+            &exposition,
+            "homeostat_anomaly_series{anomaly_spec=\"bench\",state=\"scoring\"}",
+        );
+        (scoring as usize == series).then_some(exposition)
+    })
+    .await;
+    let learned = points(&first);
+    let (first_cpu, first_wall) = (cpu_seconds(homeostat.child.id()), started.elapsed().as_secs_f64());
+    let (cpu0, base0, t0) = (
+        cpu_seconds(homeostat.child.id()),
+        cpu_seconds(baseline.child.id()),
+        std::time::Instant::now(),
+    );
+    let wanted = learned + (rounds * series) as f64;
+    let last = eventually(
+        "the rounds",
+        Duration::from_secs(STEP as u64 * (rounds as u64 + 4)),
+        || async {
+            let exposition = metrics().await?;
+            (points(&exposition) >= wanted).then_some(exposition)
+        },
+    )
+    .await;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(homeostat.child.id()) - cpu0;
+    let base = cpu_seconds(baseline.child.id()) - base0;
+    let round = counter(&last, "homeostat_anomaly_round_seconds{anomaly_spec=\"bench\"}");
+    eprintln!(
+        "{series} series, step 15s: first round (learning from {learned} points of history): {first_cpu:.2} CPU s, \
+         {first_wall:.1} s from start; then {rounds} rounds ({:.0} points) in {wall:.1} s: {cpu:.2} CPU s = {:.4} cores \
+         (baseline without the spec: {base:.2} CPU s = {:.4} cores); last round {:.1} ms; peak RSS {:.1} MiB (baseline {:.1} MiB)",
+        points(&last) - learned,
+        cpu / wall,
+        base / wall,
+        round * 1000.0,
+        peak_rss_mib(homeostat.child.id()),
+        peak_rss_mib(baseline.child.id()),
+    );
+    assert!(points(&last) >= wanted);
+}

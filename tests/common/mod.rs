@@ -240,8 +240,11 @@ impl Process {
     }
 
     /// [`Process::start`] with `--log-level level`.
+    /// The binary is `HOMEOSTAT_BIN` when set (a release build, for the
+    /// benchmarks), else the test build's.
     pub fn start_logging(config: &Path, level: &str) -> Process {
-        let mut child = Command::new(BIN)
+        let bin = std::env::var_os("HOMEOSTAT_BIN").unwrap_or_else(|| BIN.into());
+        let mut child = Command::new(bin)
             .args(["--log-format", "json", "--log-level", level, "serve", "--config"])
             .arg(config)
             .stdin(Stdio::null())

@@ -1215,6 +1215,27 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_anomaly_block_parses_and_validates() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("deploy/homeostat.example.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| *l != "# anomaly:")
+            .map_while(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            block.starts_with("anomaly:"),
+            "no commented anomaly block in the example"
+        );
+        let config = parse(&block).unwrap();
+        let anomaly = config.anomaly.as_ref().unwrap();
+        assert_eq!(anomaly.specs.len(), 1);
+        assert_eq!(anomaly.specs[0].threshold, crate::policy::thresholds::ANOMALY_SCORE);
+        config.validate(Path::new("test.yaml"), &no_env()).unwrap();
+    }
+
+    #[test]
     fn the_shipped_example_thresholds_block_parses_and_validates() {
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("deploy/homeostat.example.yaml");
         let text = std::fs::read_to_string(&path).unwrap();

@@ -36,11 +36,10 @@ pub struct AnomalyState {
     pub snapshot: Snapshot,
 }
 
-/// A save: these states, and the specs whose states are kept (others are
-/// dropped: their specs are no longer configured).
+/// A save: these states replace every journalled one (series gone for
+/// good, or of specs no longer configured, are dropped so).
 pub(super) struct AnomalyWrite {
     rows: Vec<(String, String, i64, String, String)>,
-    specs: Vec<String>,
 }
 
 /// The series key and snapshot as stored.
@@ -71,24 +70,20 @@ pub(crate) fn decode(
 }
 
 pub(super) fn apply(tx: &Transaction<'_>, write: &AnomalyWrite) -> Result<i64> {
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO anomaly_state (spec, series, last_point, saved_at, snapshot) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (spec, series) DO UPDATE SET last_point = ?3, saved_at = ?4, snapshot = ?5",
+    tx.execute("DELETE FROM anomaly_state", [])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO anomaly_state (spec, series, last_point, saved_at, snapshot) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for (spec, series, last_point, saved_at, snapshot) in &write.rows {
-        upsert.execute(params![spec, series, last_point, saved_at, snapshot])?;
+        insert.execute(params![spec, series, last_point, saved_at, snapshot])?;
     }
-    let kept = serde_json::to_string(&write.specs).unwrap_or_else(|_| "[]".into());
-    let dropped = tx
-        .prepare_cached("DELETE FROM anomaly_state WHERE spec NOT IN (SELECT value FROM json_each(?1))")?
-        .execute([kept])?;
-    Ok(i64::try_from(dropped).unwrap_or(i64::MAX))
+    Ok(i64::try_from(write.rows.len()).unwrap_or(i64::MAX))
 }
 
 impl SqliteJournal {
-    /// Journals the detectors' states in one transaction, and drops those of
-    /// specs not in `specs`.
-    pub async fn save_anomaly(&self, states: Vec<AnomalyState>, specs: Vec<String>) -> Result<()> {
+    /// Journals the detectors' states in one transaction, in place of every
+    /// state journalled before.
+    pub async fn save_anomaly(&self, states: Vec<AnomalyState>) -> Result<()> {
         let mut rows = Vec::with_capacity(states.len());
         for state in &states {
             let (series, snapshot) = encode(state)?;
@@ -100,7 +95,7 @@ impl SqliteJournal {
                 snapshot,
             ));
         }
-        match self.write(Op::Anomaly(AnomalyWrite { rows, specs })).await? {
+        match self.write(Op::Anomaly(AnomalyWrite { rows })).await? {
             Written::Row(_) => Ok(()),
             _ => Err(JournalError::Internal(
                 "the writer answered an anomaly write with something else".into(),

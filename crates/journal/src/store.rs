@@ -161,8 +161,8 @@ pub trait Store: Send + Sync + 'static {
     async fn incident_summaries(&self, alertnames: Vec<String>, since: DateTime<Utc>) -> Result<Vec<IncidentSummary>>;
     /// Everything `homeostat thresholds show` prints.
     async fn threshold_state(&self) -> Result<ThresholdState>;
-    /// Journals the anomaly detectors' states; drops those of specs not in `specs`.
-    async fn save_anomaly(&self, states: Vec<AnomalyState>, specs: Vec<String>) -> Result<()>;
+    /// Journals the anomaly detectors' states, in place of all journalled before.
+    async fn save_anomaly(&self, states: Vec<AnomalyState>) -> Result<()>;
     /// Every journalled anomaly detector state.
     async fn anomaly_states(&self) -> Result<Vec<AnomalyState>>;
 
@@ -319,8 +319,8 @@ impl Store for SqliteJournal {
     async fn threshold_state(&self) -> Result<ThresholdState> {
         SqliteJournal::threshold_state(self).await
     }
-    async fn save_anomaly(&self, states: Vec<AnomalyState>, specs: Vec<String>) -> Result<()> {
-        SqliteJournal::save_anomaly(self, states, specs).await
+    async fn save_anomaly(&self, states: Vec<AnomalyState>) -> Result<()> {
+        SqliteJournal::save_anomaly(self, states).await
     }
     async fn anomaly_states(&self) -> Result<Vec<AnomalyState>> {
         SqliteJournal::anomaly_states(self).await

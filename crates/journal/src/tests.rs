@@ -1744,8 +1744,8 @@ async fn the_pause_survives_reopening(backend: Backend) {
     assert!(!journal.paused().await.unwrap(), "still resumed after a reopen");
 }
 
-/// The anomaly detectors' states are upserted per spec and series, survive
-/// a reopen, and those of specs no longer configured are dropped.
+/// A save of the anomaly detectors' states replaces the one before (what it
+/// does not hold is dropped) and survives a reopen.
 async fn anomaly_detectors_resume_from_their_last_save(backend: Backend) {
     use anomaly::AnomalyState;
     use homeostat_core::detect::Snapshot;
@@ -1765,20 +1765,20 @@ async fn anomaly_detectors_resume_from_their_last_save(backend: Backend) {
     let db = TestDb::new(backend).await;
     let (journal, writer) = db.open().await;
     assert!(journal.anomaly_states().await.unwrap().is_empty());
-    let specs = vec!["latency".to_owned(), "errors".to_owned()];
     journal
-        .save_anomaly(
-            vec![
-                state("latency", "a", 100, vec![1.0, 2.0]),
-                state("latency", "b", 100, vec![0.5]),
-                state("errors", "a", 90, vec![]),
-            ],
-            specs.clone(),
-        )
+        .save_anomaly(vec![
+            state("latency", "a", 100, vec![1.0, 2.0]),
+            state("latency", "b", 100, vec![0.5]),
+            state("errors", "a", 90, vec![]),
+        ])
         .await
         .unwrap();
     journal
-        .save_anomaly(vec![state("latency", "a", 115, vec![1.0, 2.0, 1.5])], specs)
+        .save_anomaly(vec![
+            state("latency", "a", 115, vec![1.0, 2.0, 1.5]),
+            state("latency", "b", 100, vec![0.5]),
+            state("errors", "a", 90, vec![]),
+        ])
         .await
         .unwrap();
     drop(journal);
@@ -1792,8 +1792,11 @@ async fn anomaly_detectors_resume_from_their_last_save(backend: Backend) {
         .find(|s| s.spec == "latency" && s.labels["service"] == "a")
         .unwrap();
     assert_eq!(*a, state("latency", "a", 115, vec![1.0, 2.0, 1.5]));
-    // A save that no longer lists a spec drops its detectors.
-    journal.save_anomaly(vec![], vec!["errors".to_owned()]).await.unwrap();
+    // A save without a spec's series drops them.
+    journal
+        .save_anomaly(vec![state("errors", "a", 95, vec![])])
+        .await
+        .unwrap();
     let saved = journal.anomaly_states().await.unwrap();
     assert_eq!(saved.iter().map(|s| s.spec.as_str()).collect::<Vec<_>>(), ["errors"]);
 }

@@ -296,9 +296,8 @@ impl Detector {
                 })
             })
             .collect();
-        let specs = self.specs.iter().map(|s| s.spec.name.clone()).collect();
         let count = states.len();
-        match self.journal.save_anomaly(states, specs).await {
+        match self.journal.save_anomaly(states).await {
             Ok(()) => tracing::debug!(series = count, "Anomaly detectors journalled."),
             Err(e) => tracing::error!(error = %e, "Cannot journal the anomaly detectors' state."),
         }
@@ -382,6 +381,9 @@ impl SpecState {
         for series in fetched {
             let key = self.spec.keep(&series.labels);
             if !taken.insert(key.clone()) {
+                if self.folded.len() > 10_000 {
+                    self.folded.clear();
+                }
                 if self.folded.insert(series.labels.clone()) {
                     tracing::warn!(
                         spec = %self.spec.name,
@@ -430,6 +432,14 @@ impl SpecState {
         let mut live = HashSet::new();
         let mut scores = Vec::new();
         let (mut learning, mut scoring) = (0, 0);
+        // A series gone for a whole history is forgotten: it would rebuild
+        // from nothing it kept anyway.
+        let forget = end.saturating_sub(
+            i64::try_from(self.spec.history)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(self.step),
+        );
+        self.series.retain(|_, tracked| tracked.seen > forget);
         for (labels, tracked) in &mut self.series {
             while tracked.recent.front().is_some_and(|(t, _)| *t <= end - hold) {
                 tracked.recent.pop_front();

@@ -4,20 +4,19 @@ use super::PgJournal;
 use crate::anomaly::{decode, encode, AnomalyState};
 use crate::{timestamp, Result};
 
-pub(super) async fn save_anomaly(j: &PgJournal, states: Vec<AnomalyState>, specs: Vec<String>) -> Result<()> {
+pub(super) async fn save_anomaly(j: &PgJournal, states: Vec<AnomalyState>) -> Result<()> {
     let mut client = j.client().await?;
     let tx = client.transaction().await?;
-    let upsert = tx
+    tx.execute("DELETE FROM anomaly_state", &[]).await?;
+    let insert = tx
         .prepare_cached(
-            "INSERT INTO anomaly_state (spec, series, last_point, saved_at, snapshot) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (spec, series) DO UPDATE SET last_point = excluded.last_point,
-                 saved_at = excluded.saved_at, snapshot = excluded.snapshot",
+            "INSERT INTO anomaly_state (spec, series, last_point, saved_at, snapshot) VALUES ($1, $2, $3, $4, $5)",
         )
         .await?;
     for state in &states {
         let (series, snapshot) = encode(state)?;
         tx.execute(
-            &upsert,
+            &insert,
             &[
                 &state.spec,
                 &series,
@@ -28,8 +27,6 @@ pub(super) async fn save_anomaly(j: &PgJournal, states: Vec<AnomalyState>, specs
         )
         .await?;
     }
-    tx.execute("DELETE FROM anomaly_state WHERE NOT (spec = ANY($1))", &[&specs])
-        .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -422,8 +422,8 @@ impl Store for PgJournal {
     async fn threshold_state(&self) -> Result<ThresholdState> {
         thresholds::threshold_state(self).await
     }
-    async fn save_anomaly(&self, states: Vec<AnomalyState>, specs: Vec<String>) -> Result<()> {
-        anomaly::save_anomaly(self, states, specs).await
+    async fn save_anomaly(&self, states: Vec<AnomalyState>) -> Result<()> {
+        anomaly::save_anomaly(self, states).await
     }
     async fn anomaly_states(&self) -> Result<Vec<AnomalyState>> {
         anomaly::anomaly_states(self).await
