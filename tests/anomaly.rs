@@ -238,6 +238,15 @@ async fn a_spike_alerts_through_alertmanager_and_a_restart_resumes_quietly() {
         "{decision}"
     );
 
+    // The operator's view of it.
+    let show = Command::new(common::BIN)
+        .args(["anomaly", "show", "--url", &homeostat.url("")])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&show.stdout);
+    assert!(show.status.success(), "{table}{}", String::from_utf8_lossy(&show.stderr));
+    assert!(table.contains("latency") && table.contains("scoring") && table.contains("service=web"), "{table}");
+
     // A restart: the detector resumes from the journal (its points go on
     // from where they were), and the spike it already scored is not scored again.
     let before = homeostat.get_json("/api/v1/anomaly").await["series"][0]["points"]
@@ -373,8 +382,8 @@ async fn benchmark_a_thousand_live_series() {
     );
     let idle = write("idle", "");
     let started = std::time::Instant::now();
-    let homeostat = common::Process::start_logging(&scored, "warn");
-    let baseline = common::Process::start_logging(&idle, "warn");
+    let homeostat = common::Process::start(&scored);
+    let baseline = common::Process::start(&idle);
     let client = reqwest::Client::new();
     let points = |exposition: &str| counter(exposition, "homeostat_anomaly_points_total{anomaly_spec=\"bench\"}");
     let metrics = || async {
