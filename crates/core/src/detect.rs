@@ -53,7 +53,7 @@ impl Default for DetectConfig {
 /// A new alarm's score `raw` (> 0) calibrated against the stream's past
 /// alarms' (`past`, all > 0): the share of them it beats (a tie counts
 /// half), with `prior` pseudo-alarms that it beats by its own score, so
-/// `(below + ties/2 + prior·raw)/(past + prior)`. The first alarm scores
+/// `(beaten + ties/2 + prior·raw)/(past alarms + prior)`. The first alarm scores
 /// `raw`; on a stream that has alarmed often, only an alarm higher than
 /// most of its past ones scores high, and on a quiet one the first alarms
 /// keep the rules' score. So a threshold is a rarity among the stream's
@@ -146,7 +146,7 @@ impl StreamScorer {
         }
         self.points += 1;
         let raw = self.extremes.push(value).max(self.art.push(value));
-        if raw <= 0.0 {
+        if raw.is_nan() || raw <= 0.0 {
             return 0.0;
         }
         let score = calibrated(raw, &self.alarms, self.prior_alarms);
