@@ -123,6 +123,25 @@ fn nab_writes_results_in_nabs_layout_and_a_summary() {
         stdout.contains(&format!("(leave-one-subset-out): standard {held_out:.2}")),
         "{stdout}"
     );
+    // Each subset's own best threshold: only `made` has windows, so the
+    // spread is its threshold alone.
+    let own = summary["cross_validated"]["picks"][0]["own_threshold"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        summary["cross_validated"]["picks"][1]["own_threshold"].is_null(),
+        "{summary:#}"
+    );
+    assert_eq!(
+        summary["cross_validated"]["own_threshold_spread"],
+        serde_json::json!([own, own])
+    );
+    assert!(
+        stdout.contains(&format!(
+            "Each subset's own best threshold (standard): {own:.4} to {own:.4} (made {own:.4})"
+        )),
+        "{stdout}"
+    );
 }
 
 /// An ablation: with `--rules extremes`, only new extremes score (1 or 0),

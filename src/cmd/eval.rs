@@ -35,6 +35,11 @@ pub enum EvalCommand {
         /// time scale); default: each file's NAB probationary period.
         #[arg(long)]
         learning: Option<usize>,
+        /// With new extremes and ART: calibrate each alarm against the
+        /// stream's own past alarms with this many pseudo-alarms of prior
+        /// (docs/BENCHMARKS.md, tenth round: 2); 0, the default: no calibration.
+        #[arg(long, default_value_t = 0.0)]
+        calibrate: f64,
     },
     /// Score detectors' results already in NAB's layout, and a choice among them held out.
     NabScore {
@@ -73,6 +78,25 @@ pub enum EvalCommand {
     },
 }
 
+/// The spread of the subsets' own best thresholds (standard profile), a line.
+fn threshold_spread(held_out: Option<&homeostat_lab::eval::nab::CrossValidated>) -> String {
+    let Some(held_out) = held_out else {
+        return String::new();
+    };
+    let own: Vec<String> = held_out
+        .picks
+        .iter()
+        .filter_map(|pick| Some(format!("{} {:.4}", pick.subset, pick.own_threshold?)))
+        .collect();
+    match held_out.own_threshold_spread {
+        Some((low, high)) => format!(
+            "Each subset's own best threshold (standard): {low:.4} to {high:.4} ({})\n",
+            own.join(", ")
+        ),
+        None => String::new(),
+    }
+}
+
 pub fn run(command: EvalCommand) -> ExitCode {
     let result = match command {
         EvalCommand::Nab {
@@ -82,15 +106,27 @@ pub fn run(command: EvalCommand) -> ExitCode {
             plot,
             rules,
             learning,
-        } => homeostat_lab::eval::run_nab(&data, &labels, &out, plot, &rules, learning)
-            .map(|summary| homeostat_lab::eval::nab_table(&summary)),
+            calibrate,
+        } => homeostat_lab::eval::run_nab(&data, &labels, &out, plot, &rules, learning, calibrate).map(|summary| {
+            let spread = threshold_spread(summary.scores.cross_validated.as_ref());
+            homeostat_lab::eval::nab_table(&summary) + &spread
+        }),
         EvalCommand::NabScore {
             data,
             labels,
             results,
             json,
-        } => homeostat_lab::eval::run_nab_score(&data, &labels, &results)
-            .map(|summary| json_or_table(json, &summary, homeostat_lab::eval::nab_score_table)),
+        } => homeostat_lab::eval::run_nab_score(&data, &labels, &results).map(|summary| {
+            json_or_table(json, &summary, |summary| {
+                let spreads: String = summary
+                    .runs
+                    .iter()
+                    .enumerate()
+                    .map(|(index, run)| format!("{index}: {}", threshold_spread(run.scores.cross_validated.as_ref())))
+                    .collect();
+                homeostat_lab::eval::nab_score_table(summary) + "\n" + &spreads
+            })
+        }),
         EvalCommand::Forecast {
             data,
             labels,

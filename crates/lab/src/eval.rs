@@ -146,12 +146,14 @@ pub fn run_nab(
     plot: bool,
     rules: &[Rule],
     learning: Option<usize>,
+    calibrate: f64,
 ) -> Result<NabSummary> {
     let started = Instant::now();
     let corpus = nab::load_corpus(data, labels)?;
     let config = ScorerConfig {
         // In the scorer's order, once each: the summary names them alike.
         rules: Rule::ALL.into_iter().filter(|rule| rules.contains(rule)).collect(),
+        prior_alarms: calibrate,
         ..ScorerConfig::default()
     };
     let scored = each_series(&corpus, "scoring", |series| {

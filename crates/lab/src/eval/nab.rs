@@ -709,6 +709,9 @@ pub struct Fold {
     pub trained: CorpusScore,
     /// The held-out subset's raw score at that threshold.
     pub held_out: f64,
+    /// The threshold best on the held-out subset itself (labels known); none
+    /// when it has no windows (any threshold above its scores is best).
+    pub own_threshold: Option<f64>,
 }
 
 /// Leave-one-subset-out for one detector: a [`Fold`] per subset, in name order;
@@ -722,11 +725,14 @@ pub fn folds(pairs: &[(&Series, &[f64])], profile: &Profile) -> Result<Vec<Fold>
         .into_iter()
         .map(|subset| {
             let trained = best_threshold(&in_subset(pairs, subset, false), profile)?;
-            let held_out = score_corpus(&in_subset(pairs, subset, true), trained.threshold, profile)?.raw;
+            let inside = in_subset(pairs, subset, true);
+            let held_out = score_corpus(&inside, trained.threshold, profile)?.raw;
+            let own = best_threshold(&inside, profile)?;
             Ok(Fold {
                 subset: subset.to_owned(),
                 trained,
                 held_out,
+                own_threshold: (own.windows > 0).then_some(own.threshold),
             })
         })
         .collect()
@@ -747,6 +753,9 @@ pub struct Pick {
     pub trained: f64,
     /// The held-out subset's raw score.
     pub raw: f64,
+    /// The threshold best on the held-out subset itself, with the chosen
+    /// candidate (none without windows).
+    pub own_threshold: Option<f64>,
 }
 
 /// A score in which no subset's labels chose how it was scored.
@@ -758,6 +767,10 @@ pub struct CrossValidated {
     pub normalized: f64,
     pub raw: f64,
     pub picks: Vec<Pick>,
+    /// The lowest and the highest of the subsets' own best thresholds
+    /// ([`Pick::own_threshold`]): how much the threshold that suits a
+    /// subset depends on the subset. None without a subset with windows.
+    pub own_threshold_spread: Option<(f64, f64)>,
 }
 
 /// Leave-one-subset-out over candidates (say, one detector with different
@@ -796,14 +809,18 @@ pub fn choose(candidates: &[Vec<Fold>], windows: usize, profile: &Profile) -> Re
             threshold: fold.trained.threshold,
             trained: fold.trained.normalized,
             raw: fold.held_out,
+            own_threshold: fold.own_threshold,
         });
     }
     let raw = picks.iter().map(|pick| pick.raw).sum();
+    let own = picks.iter().filter_map(|pick| pick.own_threshold);
+    let own_threshold_spread = own.clone().reduce(f64::min).zip(own.reduce(f64::max));
     Ok(Some(CrossValidated {
         profile: profile.name,
         normalized: normalize(raw, windows, profile),
         raw,
         picks,
+        own_threshold_spread,
     }))
 }
 
@@ -1243,6 +1260,11 @@ mod tests {
         let alone = held_out(&[a]).unwrap();
         close(alone.normalized, 50.0);
         assert_eq!(alone.picks[0].threshold, f64::from_bits(1));
+        // Each subset's own best threshold: 1 for the first (its hit), just above
+        // 0 for the second (nothing to find, every detection a false alarm).
+        let own: Vec<Option<f64>> = alone.picks.iter().map(|p| p.own_threshold).collect();
+        assert_eq!(own, [Some(1.0), Some(f64::from_bits(1))]);
+        assert_eq!(alone.own_threshold_spread, Some((f64::from_bits(1), 1.0)));
 
         // One subset, or no candidate: nothing to hold out.
         assert_eq!(held_out(&[&both[..1]]), None);
