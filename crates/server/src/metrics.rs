@@ -156,6 +156,9 @@ pub struct Metrics {
     pub threshold_feedback: Family<ThresholdFeedbackLabels, Counter>,
     /// Refits whose thresholds moved too little to rewrite the rules (`thresholds.min_change`).
     pub threshold_writes_skipped: Family<ThresholdSpecLabels, Counter>,
+    /// Per spec and series: 1 while its history is too short for a band
+    /// (`insufficient_history`: its rules use the spec's fallback, if any), 0 once it has one.
+    pub threshold_insufficient_history: Family<ThresholdSeriesLabels, Gauge>,
 }
 
 impl Metrics {
@@ -191,6 +194,7 @@ impl Metrics {
             threshold_update_ok: Family::default(),
             threshold_feedback: Family::default(),
             threshold_writes_skipped: Family::default(),
+            threshold_insufficient_history: Family::default(),
             registry: Registry::default(),
         };
         let capacity: Gauge = Gauge::default();
@@ -352,6 +356,11 @@ impl Metrics {
             "threshold_writes_skipped",
             "Refits of an adaptive threshold spec whose thresholds moved less than thresholds.min_change: rules kept, Prometheus not reloaded",
             metrics.threshold_writes_skipped.clone(),
+        );
+        registry.register(
+            "threshold_insufficient_history",
+            "1 while an adaptive threshold spec's series has too little history for a band (its rules use the spec's fallback, if any), 0 once it has one",
+            metrics.threshold_insufficient_history.clone(),
         );
         Metrics { registry, ..metrics }
     }

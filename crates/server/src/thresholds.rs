@@ -3,7 +3,7 @@
 //! the feedback the journal's incidents imply, then fits with the coverages
 //! feedback has set, updates the rules, the metrics and the journal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,9 @@ pub struct Scheduler {
     /// The fit each spec's rules in effect were rendered from (none before
     /// the first write of this process: the first round always writes).
     published: HashMap<String, SpecFit>,
+    /// Per spec, the series last seen in `insufficient_history`: warned
+    /// about once, not at every refit.
+    insufficient: HashMap<String, HashSet<String>>,
 }
 
 impl Scheduler {
@@ -57,6 +60,7 @@ impl Scheduler {
             writer,
             exported: HashMap::new(),
             published: HashMap::new(),
+            insufficient: HashMap::new(),
         })
     }
 
@@ -149,6 +153,7 @@ impl Scheduler {
                 at: self.clock.now(),
                 fitted: outcome.fit.series,
                 skipped: outcome.fit.skipped,
+                insufficient: outcome.fit.insufficient,
                 outcome: outcome
                     .result
                     .map(|()| format!("{} rules in {}", rules, self.writer.path(&spec.name).display()))
@@ -163,7 +168,32 @@ impl Scheduler {
         }
     }
 
+    /// Logs a series' entry into `insufficient_history` once (a warning),
+    /// and its band once it has one.
+    fn note_insufficient(&mut self, spec: &ThresholdSpec, fit: &SpecFit) {
+        let now: HashSet<String> = fit.insufficient.iter().map(|s| s.key.clone()).collect();
+        let before = self.insufficient.entry(spec.name.clone()).or_default();
+        for series in fit.insufficient.iter().filter(|s| !before.contains(&s.key)) {
+            let rules = match &series.fallback {
+                Some(f) => format!("its rules use the fallback (lower {:?}, upper {:?})", f.lower, f.upper),
+                None => "no fallback configured: no rule for it".to_owned(),
+            };
+            tracing::warn!(
+                spec = %spec.name,
+                series = %series.key,
+                reason = %series.reason,
+                "Too little history for an adaptive band ({}); {rules}.",
+                homeostat_core::threshold::INSUFFICIENT_HISTORY
+            );
+        }
+        for series in fit.series.iter().filter(|s| before.contains(&s.key)) {
+            tracing::info!(spec = %spec.name, series = %series.key, model = %series.model, "Enough history now: the adaptive band is published.");
+        }
+        *before = now;
+    }
+
     fn report(&mut self, spec: &ThresholdSpec, outcome: &SpecOutcome) {
+        self.note_insufficient(spec, &outcome.fit);
         let m = &self.metrics;
         let spec_labels = ThresholdSpecLabels {
             threshold_spec: spec.name.clone(),
@@ -210,20 +240,35 @@ impl Scheduler {
             m.threshold_upper.remove(&labels);
             m.threshold_lower.remove(&labels);
             m.threshold_forecast.remove(&labels);
+            m.threshold_insufficient_history.remove(&labels);
         }
         for series in &outcome.fit.series {
             let labels = labels_of(&series.labels);
             m.threshold_upper.get_or_create(&labels).set(series.upper);
             m.threshold_lower.get_or_create(&labels).set(series.lower);
             m.threshold_forecast.get_or_create(&labels).set(series.point);
+            m.threshold_insufficient_history.get_or_create(&labels).set(0);
+        }
+        // No band, so no band gauges: the state says why.
+        for series in &outcome.fit.insufficient {
+            m.threshold_insufficient_history
+                .get_or_create(&labels_of(&series.labels))
+                .set(1);
         }
         self.exported.insert(
             spec.name.clone(),
-            outcome.fit.series.iter().map(|s| s.labels.clone()).collect(),
+            outcome
+                .fit
+                .series
+                .iter()
+                .map(|s| s.labels.clone())
+                .chain(outcome.fit.insufficient.iter().map(|s| s.labels.clone()))
+                .collect(),
         );
         tracing::info!(
             spec = %spec.name,
             series = outcome.fit.series.len(),
+            insufficient_history = outcome.fit.insufficient.len(),
             skipped = outcome.fit.skipped.len(),
             file = %self.writer.path(&spec.name).display(),
             "Thresholds updated."
