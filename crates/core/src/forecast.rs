@@ -786,6 +786,97 @@ mod tests {
         }
     }
 
+    fn flat_band(point: f64, half: f64) -> Band {
+        flat(point, half, 3, "model")
+    }
+
+    /// `diverged` catches what the issue saw (±8.75e29, a point far off);
+    /// `guard` widens a band to the noise floor, never to zero width, cuts
+    /// it at one range past the extremes and at 0 for a non-negative series.
+    #[test]
+    fn bands_are_held_to_what_the_history_supports() {
+        let y: Vec<f64> = (0..200).map(|i| 10.0 + ((i * 7919) % 11) as f64 / 10.0).collect();
+        let stats = HistoryStats::of(&y);
+        assert_eq!((stats.min, stats.max, stats.range), (10.0, 11.0, 1.0));
+        assert!(stats.noise > 0.01 && stats.noise < 1.0, "{stats:?}");
+        assert!(!diverged(&flat_band(10.5, 0.5), &stats));
+        assert!(!diverged(&flat_band(10.5, 2.4), &stats), "clamped, not replaced");
+        assert!(diverged(&flat_band(10.5, f64::NAN), &stats));
+        assert!(diverged(&flat_band(10.5, 8.75e29), &stats));
+        assert!(diverged(&flat_band(12.5, 0.1), &stats), "point more than a range off");
+
+        let narrow = guard(flat_band(10.5, 0.0), &stats, 0.99, true);
+        let floor = normal_quantile(0.99) * stats.noise;
+        assert!(
+            (narrow.upper[0] - narrow.lower[0] - 2.0 * floor).abs() < 1e-9,
+            "{narrow:?}"
+        );
+        let wide = guard(flat_band(10.5, 2.4), &stats, 0.99, true);
+        assert_eq!((wide.lower[0], wide.upper[0]), (9.0, 12.0));
+        assert_eq!(degenerate(&wide, &y), None);
+        assert!(degenerate(&flat_band(10.5, 2.4), &y)
+            .unwrap()
+            .contains("wider than the bound"));
+        assert!(degenerate(&flat_band(10.5, 0.0), &y).unwrap().contains("zero width"));
+
+        // A latency: never below 0, and the point neither.
+        let latency: Vec<f64> = (0..200).map(|i| 0.0005 + ((i * 7919) % 11) as f64 / 1000.0).collect();
+        let stats = HistoryStats::of(&latency);
+        let guarded = guard(flat_band(0.0001, 0.01), &stats, 0.99, true);
+        assert!(
+            guarded.lower[0] == 0.0 && guarded.point[0] >= 0.0 && guarded.upper[0] > 0.0,
+            "{guarded:?}"
+        );
+        assert!(degenerate(&flat_band(0.002, 0.01), &latency)
+            .unwrap()
+            .contains("below 0"));
+        // `non_negative: true` clamps a history that dipped below 0; `false` never does.
+        let mut dipped = latency.clone();
+        dipped[3] = -0.001;
+        let forced = forecast_with(
+            &dipped,
+            MINUTE,
+            3,
+            0.99,
+            Options {
+                non_negative: Some(true),
+            },
+        )
+        .unwrap();
+        assert!(forced.lower.iter().all(|l| *l >= 0.0), "{forced:?}");
+        let free = forecast_with(
+            &latency,
+            MINUTE,
+            3,
+            0.9999,
+            Options {
+                non_negative: Some(false),
+            },
+        )
+        .unwrap();
+        let clamped = forecast_with(&latency, MINUTE, 3, 0.9999, Options::default()).unwrap();
+        assert!(clamped.lower.iter().all(|l| *l >= 0.0), "{clamped:?}");
+        assert!(free.lower[0] <= clamped.lower[0], "{free:?} vs {clamped:?}");
+    }
+
+    /// A diverged model falls back to seasonal naive when two seasons are
+    /// in reach, else to the robust level model, which a spike moves not.
+    #[test]
+    fn diverged_models_fall_back_to_seasonal_naive_or_a_robust_level() {
+        let five = Duration::from_secs(300);
+        let cycle: Vec<f64> = (0..3 * 288)
+            .map(|i| 5.0 + 2.0 * (2.0 * std::f64::consts::PI * i as f64 / 288.0).sin())
+            .collect();
+        let band = fallback(&cycle, five, 6, 0.99, "mstl[288]+ets diverged");
+        assert_eq!(band.model, "seasonal-naive[288] (mstl[288]+ets diverged)");
+        assert_eq!(band.point, cycle[2 * 288..2 * 288 + 6].to_vec());
+        let mut spiky: Vec<f64> = (0..120).map(|i| 0.005 + ((i * 7919) % 11) as f64 / 1e5).collect();
+        spiky[50] = 20.0;
+        let band = fallback(&spiky, Duration::from_secs(5), 6, 0.99, "ets diverged");
+        assert_eq!(band.model, "robust-level (ets diverged)");
+        assert!(band.upper[0] < 0.01 && band.lower[0] > 0.0, "{band:?}");
+    }
+
     #[test]
     fn counters_become_rates_across_resets() {
         let rate = counter_rate(&[10.0, 70.0, 130.0, 30.0, 90.0], MINUTE);
