@@ -10,7 +10,12 @@
 //! of errors: gaps and NaN are interpolated, a series too short for a
 //! season is forecast by AutoETS alone, and one too short for that by its
 //! last value with a band from its step-to-step changes. Counters are
-//! turned into rates first ([`counter_rate`]).
+//! turned into rates first ([`counter_rate`]). Whatever the model, the band
+//! returned is held to what the history supports ([`guard`]): never
+//! narrower than its noise floor, never more than [`MAX_RANGES_BEYOND`]
+//! observed ranges past its extremes, never below 0 for a series that
+//! cannot be negative; a model that diverges is replaced by seasonal naive
+//! or a robust level model ([`diverged`]).
 
 use std::time::Duration;
 
