@@ -671,7 +671,10 @@ async fn a_short_history_waits_in_insufficient_history_under_its_fallback() {
     for spec in ["latency", "bare"] {
         let labels = format!("{{threshold_spec=\"{spec}\",service=\"a\"}}");
         assert_eq!(
-            gauge(&exposition, &format!("homeostat_threshold_insufficient_history{labels}")),
+            gauge(
+                &exposition,
+                &format!("homeostat_threshold_insufficient_history{labels}")
+            ),
             Some(1.0),
             "{exposition}"
         );
@@ -686,7 +689,11 @@ async fn a_short_history_waits_in_insufficient_history_under_its_fallback() {
         .output()
         .unwrap();
     let shown = String::from_utf8_lossy(&show.stdout);
-    assert!(show.status.success(), "{shown}{}", String::from_utf8_lossy(&show.stderr));
+    assert!(
+        show.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
     for expected in [
         r#"{service="a"} insufficient_history at "#,
         "2880 needed",
@@ -717,8 +724,18 @@ async fn a_short_history_waits_in_insufficient_history_under_its_fallback() {
     let bands: Value = serde_json::from_slice(&fit.stdout).unwrap();
     let band = &bands[0];
     assert!(band["error"].is_null(), "{band}");
-    let lower: Vec<f64> = band["lower"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    let upper: Vec<f64> = band["upper"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let lower: Vec<f64> = band["lower"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let upper: Vec<f64> = band["upper"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     assert!(!upper.is_empty());
     for (l, u) in lower.iter().zip(&upper) {
         // The history is 0.14–0.26 s: the band stays near it, above 0, not zero-width.
