@@ -14,7 +14,8 @@ use homeostat_adapters::rules::{promtool, refit, Prometheus, Published, RuleWrit
 use homeostat_core::alert::LabelSet;
 use homeostat_core::clock::Clock;
 use homeostat_core::threshold::{
-    feedback_events, FeedbackEvent, FeedbackReason, SpecFit, ThresholdSpec, ThresholdsConfig,
+    feedback_events, FeedbackEvent, FeedbackReason, SeriesFit, SeriesInsufficient, SpecFit, ThresholdSpec,
+    ThresholdsConfig, INSUFFICIENT_HISTORY,
 };
 use homeostat_journal::thresholds::{FeedbackStep, SpecRound};
 use homeostat_journal::Journal;
@@ -171,9 +172,11 @@ impl Scheduler {
     /// Logs a series' entry into `insufficient_history` once (a warning),
     /// and its band once it has one.
     fn note_insufficient(&mut self, spec: &ThresholdSpec, fit: &SpecFit) {
-        let now: HashSet<String> = fit.insufficient.iter().map(|s| s.key.clone()).collect();
         let before = self.insufficient.entry(spec.name.clone()).or_default();
-        for series in fit.insufficient.iter().filter(|s| !before.contains(&s.key)) {
+        let Some(change) = insufficient_change(before, fit) else {
+            return;
+        };
+        for series in change.entered {
             let rules = match &series.fallback {
                 Some(f) => format!("its rules use the fallback (lower {:?}, upper {:?})", f.lower, f.upper),
                 None => "no fallback configured: no rule for it".to_owned(),
@@ -182,14 +185,13 @@ impl Scheduler {
                 spec = %spec.name,
                 series = %series.key,
                 reason = %series.reason,
-                "Too little history for an adaptive band ({}); {rules}.",
-                homeostat_core::threshold::INSUFFICIENT_HISTORY
+                "Too little history for an adaptive band ({INSUFFICIENT_HISTORY}); {rules}."
             );
         }
-        for series in fit.series.iter().filter(|s| before.contains(&s.key)) {
+        for series in change.left {
             tracing::info!(spec = %spec.name, series = %series.key, model = %series.model, "Enough history now: the adaptive band is published.");
         }
-        *before = now;
+        *before = change.now;
     }
 
     fn report(&mut self, spec: &ThresholdSpec, outcome: &SpecOutcome) {
@@ -295,6 +297,33 @@ impl Scheduler {
     }
 }
 
+/// How a spec's series moved in or out of `insufficient_history` between
+/// the previous fit and `fit` (see [`insufficient_change`]).
+#[derive(Debug, PartialEq)]
+struct InsufficientChange<'a> {
+    /// In the state now, not before: warned about (once).
+    entered: Vec<&'a SeriesInsufficient>,
+    /// In it before, with a band now.
+    left: Vec<&'a SeriesFit>,
+    /// The series in the state now.
+    now: HashSet<String>,
+}
+
+/// The change from the series `before` (keys) in `insufficient_history` to
+/// `fit`; `None` when the round fitted nothing at all (Prometheus could not
+/// be queried): the state is then unknown, not empty, and a series must not
+/// be warned about again after it.
+fn insufficient_change<'a>(before: &HashSet<String>, fit: &'a SpecFit) -> Option<InsufficientChange<'a>> {
+    if fit.series.is_empty() && fit.insufficient.is_empty() && fit.skipped.is_empty() {
+        return None;
+    }
+    Some(InsufficientChange {
+        entered: fit.insufficient.iter().filter(|s| !before.contains(&s.key)).collect(),
+        left: fit.series.iter().filter(|s| before.contains(&s.key)).collect(),
+        now: fit.insufficient.iter().map(|s| s.key.clone()).collect(),
+    })
+}
+
 /// Applies one feedback event: journals the step (once per incident) and
 /// counts it. Returns the step taken, if any.
 pub async fn record_feedback(
@@ -340,4 +369,68 @@ pub fn count_feedback(metrics: &Metrics, step: &FeedbackStep) {
         step.adjust,
         step.detail
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(key: &str) -> SeriesInsufficient {
+        SeriesInsufficient {
+            labels: LabelSet::new(),
+            key: key.into(),
+            state: INSUFFICIENT_HISTORY,
+            reason: "35 points of history, 2880 needed".into(),
+            points: 35,
+            fallback: None,
+        }
+    }
+
+    fn fitted(key: &str) -> SeriesFit {
+        SeriesFit {
+            labels: LabelSet::new(),
+            key: key.into(),
+            coverage: 0.99,
+            model: "ets".into(),
+            points: 3000,
+            lower: 0.0,
+            upper: 1.0,
+            point: 0.5,
+        }
+    }
+
+    /// A series is warned about when it enters the state, not at every
+    /// refit, and not again after a round that could not query Prometheus.
+    #[test]
+    fn insufficient_history_is_warned_about_once_per_series() {
+        let keys = |c: &InsufficientChange| -> (Vec<String>, Vec<String>) {
+            (
+                c.entered.iter().map(|s| s.key.clone()).collect(),
+                c.left.iter().map(|s| s.key.clone()).collect(),
+            )
+        };
+        let first = SpecFit {
+            series: vec![fitted("a")],
+            insufficient: vec![waiting("b"), waiting("c")],
+            ..SpecFit::default()
+        };
+        let mut state = HashSet::new();
+        let change = insufficient_change(&state, &first).unwrap();
+        assert_eq!(keys(&change), (vec!["b".into(), "c".into()], vec![]));
+        state = change.now;
+        // The same round again: nothing new to say.
+        let change = insufficient_change(&state, &first).unwrap();
+        assert_eq!(keys(&change), (vec![], vec![]));
+        // A failed query fits nothing: the state is kept.
+        assert_eq!(insufficient_change(&state, &SpecFit::default()), None);
+        // b got its band; c still waits; d is new.
+        let later = SpecFit {
+            series: vec![fitted("a"), fitted("b")],
+            insufficient: vec![waiting("c"), waiting("d")],
+            ..SpecFit::default()
+        };
+        let change = insufficient_change(&state, &later).unwrap();
+        assert_eq!(keys(&change), (vec!["d".into()], vec!["b".into()]));
+        assert_eq!(change.now, HashSet::from(["c".to_owned(), "d".to_owned()]));
+    }
 }
