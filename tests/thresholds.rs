@@ -703,6 +703,23 @@ async fn a_short_history_waits_in_insufficient_history_under_its_fallback() {
         assert!(shown.contains(expected), "{expected:?} missing from\n{shown}");
     }
 
+    // `thresholds render` says what each series' rule is.
+    let render = Command::new(common::BIN)
+        .args(["thresholds", "render", "--config"])
+        .arg(&config_file)
+        .arg("--out")
+        .arg(dir.path().join("rendered"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&render.stdout);
+    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    assert!(
+        said.contains(r#"{service="a"} insufficient_history: "#)
+            && said.contains("static fallback rule upper 0.9")
+            && said.contains("no fallback configured: no rule"),
+        "{said}"
+    );
+
     let fit = Command::new(common::BIN)
         .args(["thresholds", "fit", "--prometheus", prometheus.url(), "--query", EXPR])
         .args(["--step", "1m", "--history", "7d"])
