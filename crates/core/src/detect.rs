@@ -8,6 +8,7 @@
 //! rebuild itself ([`Snapshot`]): `serve` journals it, so a restart resumes
 //! where it stopped instead of learning again from scratch.
 
+
 use serde::{Deserialize, Serialize};
 
 pub mod art;
@@ -161,6 +162,7 @@ impl Extremes {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +209,7 @@ mod tests {
         assert_eq!(pushed, [0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
         assert_eq!(extremes.range, Some((-0.9 * max, 0.9 * max)));
     }
+
 
     /// A detector resumed from its snapshot scores what the one that kept
     /// running scores: no burst of alarms, no learning from scratch.
