@@ -664,7 +664,8 @@ pub const MIN_OBSERVED_SHARE: f64 = 0.5;
 /// the band is bounded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FitRules {
-    /// Points with a value, counted from the first one.
+    /// Steps of history, from the first with a value to the end of the
+    /// window (and values at [`MIN_OBSERVED_SHARE`] of them).
     pub min_points: usize,
     /// Why that many, for people (`two daily seasons`, `min_history 2h`).
     pub basis: String,
@@ -744,8 +745,8 @@ pub fn fit_series(values: &[f64], step: Duration, horizon: usize, coverage: f64)
 
 /// One series' band for `horizon` steps, and how many of its points had a
 /// value. The history starts at the series' first value (the steps before
-/// it are not interpolated over); it must hold `rules.min_points` values,
-/// and values at [`MIN_OBSERVED_SHARE`] of its steps, or the series is in
+/// it are not interpolated over); it must span `rules.min_points` steps,
+/// with values at [`MIN_OBSERVED_SHARE`] of them, or the series is in
 /// `insufficient_history`; so is a series constant at 0 (nothing to set a
 /// band's width by).
 pub fn fit_series_with(
@@ -761,11 +762,16 @@ pub fn fit_series_with(
     let values = &values[first..];
     let points = values.iter().filter(|v| v.is_finite()).count();
     let insufficient = |reason: String| Err(Unfitted::InsufficientHistory { reason, points });
-    if points < rules.min_points {
-        return insufficient(format!(
-            "{points} points of history, {} needed ({})",
-            rules.min_points, rules.basis
-        ));
+    // The span counts, not the values: a missing scrape or two must not
+    // keep a full window (two seasons exactly) from ever being enough.
+    let span = values.len();
+    if span < rules.min_points {
+        let history = if points == span {
+            format!("{span} points of history")
+        } else {
+            format!("{span} steps of history ({points} with a value)")
+        };
+        return insufficient(format!("{history}, {} needed ({})", rules.min_points, rules.basis));
     }
     if (points as f64) < MIN_OBSERVED_SHARE * values.len() as f64 {
         return insufficient(format!(

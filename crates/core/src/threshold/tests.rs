@@ -473,6 +473,29 @@ fn a_gap_in_the_history_gives_a_sane_band() {
     assert!(band.upper[0] - band.lower[0] < 4.0, "{band:?}");
 }
 
+/// A window of exactly two seasons (2d at 5m) with two scrapes missing is
+/// enough: the span counts, not the values; a day is not.
+#[test]
+fn a_full_window_with_missing_scrapes_is_enough() {
+    let day = 288;
+    let mut y: Vec<f64> = (0..2 * day)
+        .map(|i| 5.0 + 2.0 * (2.0 * std::f64::consts::PI * i as f64 / day as f64).sin() + 0.2 * jitter(i))
+        .collect();
+    y[100] = f64::NAN;
+    y[400] = f64::NAN;
+    let (band, points) = fit_series(&y, Duration::from_secs(300), 12, 0.99).unwrap();
+    assert_eq!(points, 2 * day - 2);
+    assert!(band.model.starts_with("mstl[288]"), "{}", band.model);
+    assert_sane(&band, &y);
+    y[..day].fill(f64::NAN);
+    y[day + 10] = f64::NAN;
+    let reason = insufficient(fit_series(&y, Duration::from_secs(300), 12, 0.99));
+    assert!(
+        reason.starts_with("288 steps of history (286 with a value), 576 needed (two seasons of 1d"),
+        "{reason}"
+    );
+}
+
 #[test]
 fn default_minimum_history_follows_the_spec_window() {
     let of = |yaml: &str| FitRules::of_spec(&spec(&format!("{LATENCY}{yaml}")));
