@@ -244,8 +244,15 @@ async fn a_spike_alerts_through_alertmanager_and_a_restart_resumes_quietly() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&show.stdout);
-    assert!(show.status.success(), "{table}{}", String::from_utf8_lossy(&show.stderr));
-    assert!(table.contains("latency") && table.contains("scoring") && table.contains("service=web"), "{table}");
+    assert!(
+        show.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    assert!(
+        table.contains("latency") && table.contains("scoring") && table.contains("service=web"),
+        "{table}"
+    );
 
     // A restart: the detector resumes from the journal (its points go on
     // from where they were), and the spike it already scored is not scored again.

@@ -208,6 +208,9 @@ fn forecast_reports_mase_and_coverage() {
     let coverage = summary["coverage"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&coverage), "{summary:#}");
     assert!(summary["mase"].as_f64().unwrap().is_finite(), "{summary:#}");
+    // Every band is published sane: none zero-width, negative for a
+    // non-negative series, or wider than the bound.
+    assert_eq!(summary["degenerate"], 0, "{summary:#}");
 }
 
 #[test]

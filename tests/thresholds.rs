@@ -608,3 +608,154 @@ async fn unchanged_thresholds_rewrite_nothing_and_do_not_reload_prometheus() {
         "no reload after a change"
     );
 }
+
+/// The case seen in issue #23: a series with 35 minutes of history in a
+/// spec fitting a week (`up` on 35 points got a band of ±8.75e29 and the
+/// rule `(up) < -4.295`). Through the real path: no band is published; the
+/// series is `insufficient_history` in homeostat's metrics, in `thresholds
+/// show` and in `thresholds fit`; Prometheus loads the spec's static
+/// fallback rule for it, and a spec without a fallback gets no rule (and
+/// its file says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_history_waits_in_insufficient_history_under_its_fallback() {
+    let promtool = common::require_program("promtool", "prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    let rules_dir = dir.path().join("rules");
+    let end = chrono::Utc::now().timestamp() / STEP * STEP - STEP;
+    let mut history = String::from("# HELP demo_latency_seconds p99 latency.\n# TYPE demo_latency_seconds gauge\n");
+    for k in 0..35 {
+        history.push_str(&format!(
+            "demo_latency_seconds{{service=\"a\"}} {} {}\n",
+            normal(0, k as usize),
+            end - (34 - k) * STEP
+        ));
+    }
+    history.push_str("# EOF\n");
+    let prometheus =
+        common::Prometheus::start_with_history(&[], &[rules_dir.join("*.rules.yml")], Some(&history)).await;
+    let thresholds: ThresholdsConfig = serde_yaml::from_str(&format!(
+        "prometheus_url: {}\nrules_dir: {}\nspecs:\n  - name: latency\n    expr: '{EXPR}'\n    alert: LatencyAboveBand\n    \
+         step: 1m\n    history: 7d\n    refit_interval: 10m\n    fallback: {{upper: 0.9}}\n  - name: bare\n    \
+         expr: '{EXPR}'\n    alert: LatencyAboveBandBare\n    step: 1m\n    history: 7d\n    refit_interval: 10m\n",
+        prometheus.url(),
+        rules_dir.display()
+    ))
+    .unwrap();
+    let mut config = common::test_config(dir.path());
+    config.thresholds = Some(thresholds);
+    let config_file = dir.path().join("homeostat.yaml");
+    std::fs::write(&config_file, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let homeostat = common::InProcess::start(config, Credentials::default(), LogTransitions).await;
+
+    // Prometheus runs the fallback rule for service a.
+    let rules = common::eventually("the fallback rule on Prometheus", Duration::from_secs(60), || async {
+        let rules = active_rules(prometheus.url()).await;
+        (!rules.is_empty()).then_some(rules)
+    })
+    .await;
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].0, r#"{service="a"}"#);
+    assert_eq!(threshold_of(&rules[0].1), 0.9, "{}", rules[0].1);
+    check_rules(&promtool, &rules_dir.join("latency.rules.yml"));
+    let bare = std::fs::read_to_string(rules_dir.join("bare.rules.yml")).unwrap();
+    check_rules(&promtool, &rules_dir.join("bare.rules.yml"));
+    assert!(
+        bare.contains(r#"# {service="a"} above: insufficient_history ("#)
+            && bare.contains("no fallback.upper configured: no rule.")
+            && !bare.contains("alert: LatencyAboveBandBare"),
+        "{bare}"
+    );
+
+    // The state, not a band, in homeostat's metrics.
+    let exposition = homeostat.metrics().await;
+    for spec in ["latency", "bare"] {
+        let labels = format!("{{threshold_spec=\"{spec}\",service=\"a\"}}");
+        assert_eq!(
+            gauge(
+                &exposition,
+                &format!("homeostat_threshold_insufficient_history{labels}")
+            ),
+            Some(1.0),
+            "{exposition}"
+        );
+        assert_eq!(gauge(&exposition, &format!("homeostat_threshold_upper{labels}")), None);
+    }
+    common::check_metrics(&exposition);
+    homeostat.stop().await;
+
+    let show = Command::new(common::BIN)
+        .args(["thresholds", "show", "--config"])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    for expected in [
+        r#"{service="a"} insufficient_history at "#,
+        "2880 needed",
+        "rules use the fallback (upper 0.9)",
+        "no fallback configured: no rule",
+    ] {
+        assert!(shown.contains(expected), "{expected:?} missing from\n{shown}");
+    }
+
+    // `thresholds render` says what each series' rule is.
+    let render = Command::new(common::BIN)
+        .args(["thresholds", "render", "--config"])
+        .arg(&config_file)
+        .arg("--out")
+        .arg(dir.path().join("rendered"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&render.stdout);
+    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    assert!(
+        said.contains(r#"{service="a"} insufficient_history: "#)
+            && said.contains("static fallback rule upper 0.9")
+            && said.contains("no fallback configured: no rule"),
+        "{said}"
+    );
+
+    let fit = Command::new(common::BIN)
+        .args(["thresholds", "fit", "--prometheus", prometheus.url(), "--query", EXPR])
+        .args(["--step", "1m", "--history", "7d"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&fit.stdout);
+    assert!(fit.status.success(), "{}", String::from_utf8_lossy(&fit.stderr));
+    assert!(
+        said.contains(r#"{service="a"}: insufficient_history: no band published: "#) && said.contains("2880 needed"),
+        "{said}"
+    );
+    // With the minimum lowered, a band, and a sane one.
+    let fit = Command::new(common::BIN)
+        .args(["thresholds", "fit", "--prometheus", prometheus.url(), "--query", EXPR])
+        .args(["--step", "1m", "--history", "7d", "--min-history", "20m", "--json"])
+        .output()
+        .unwrap();
+    assert!(fit.status.success(), "{}", String::from_utf8_lossy(&fit.stderr));
+    let bands: Value = serde_json::from_slice(&fit.stdout).unwrap();
+    let band = &bands[0];
+    assert!(band["error"].is_null(), "{band}");
+    let lower: Vec<f64> = band["lower"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let upper: Vec<f64> = band["upper"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(!upper.is_empty());
+    for (l, u) in lower.iter().zip(&upper) {
+        // The history is 0.14–0.26 s: the band stays near it, above 0, not zero-width.
+        assert!(*l >= 0.0 && u > l && *u < 1.0, "{band}");
+    }
+}

@@ -56,6 +56,10 @@ pub enum ThresholdsCommand {
         /// The share of normal points the band should hold, in (0, 1).
         #[arg(long, default_value_t = 0.99, value_parser = coverage)]
         coverage: f64,
+        /// History a series needs before its band is shown (default: two of
+        /// the longest season --history supports at --step, else 60 steps).
+        #[arg(long, value_parser = positive_duration)]
+        min_history: Option<PromDuration>,
         /// Per series: labels and arrays of timestamps, point, lower, upper.
         #[arg(long)]
         json: bool,
@@ -163,6 +167,24 @@ pub fn run(command: ThresholdsCommand) -> ExitCode {
                             let coverage = (series.coverage * 1e6).round() / 1e6;
                             outln!("  {} at coverage {coverage} (moved by feedback)", series.key);
                         }
+                        for series in &outcome.fit.insufficient {
+                            let rules = match &series.fallback {
+                                Some(f) => format!(
+                                    "static fallback rule{}",
+                                    [("lower", f.lower), ("upper", f.upper)]
+                                        .iter()
+                                        .filter_map(|(side, v)| Some(format!(" {side} {}", (*v)?)))
+                                        .collect::<String>()
+                                ),
+                                None => "no fallback configured: no rule".to_owned(),
+                            };
+                            outln!(
+                                "  {} {}: {}; {rules}",
+                                series.key,
+                                threshold::INSUFFICIENT_HISTORY,
+                                series.reason
+                            );
+                        }
                     }
                     Err(err) => {
                         failed = true;
@@ -183,6 +205,7 @@ pub fn run(command: ThresholdsCommand) -> ExitCode {
             history,
             horizon,
             coverage,
+            min_history,
             json,
         } => match runtime.block_on(apply::fit_query(
             &prometheus,
@@ -191,6 +214,7 @@ pub fn run(command: ThresholdsCommand) -> ExitCode {
             history.0,
             horizon.0,
             coverage,
+            min_history.map(|d| d.0),
         )) {
             Ok(reports) if json => {
                 outln!("{}", serde_json::to_string(&reports).unwrap_or_default());

@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 
 use homeostat_core::alert::LabelSet;
 use homeostat_core::threshold::{
-    band_reports, changed, file_name, fit_spec, query_windows, render, to_grid, BandReport, Series, SpecFit,
+    band_reports, changed, file_name, fit_spec, query_windows, render, to_grid, BandReport, FitRules, Series, SpecFit,
     ThresholdSpec, ThresholdsConfig, GENERATED_HEADER, MAX_POINTS,
 };
 
@@ -439,7 +439,9 @@ pub async fn refit<S: HistorySource>(
                     let fit = fit_spec(&spec, &history, &|key| {
                         feedback.get(key).copied().unwrap_or(spec.coverage)
                     });
-                    if fit.series.is_empty() {
+                    // A spec whose series all have too little history still
+                    // gets its file: their fallback rules, or none (and why).
+                    if fit.series.is_empty() && fit.insufficient.is_empty() {
                         let why = if fit.skipped.is_empty() {
                             "the expression returned no series".to_owned()
                         } else {
@@ -508,7 +510,10 @@ pub async fn refit<S: HistorySource>(
 }
 
 /// `homeostat thresholds fit`: the band of every series of `query` for
-/// `horizon` after the latest `history` at `step`, at `coverage`.
+/// `horizon` after the latest `history` at `step`, at `coverage`, for the
+/// series whose history supports one (at least `min_history`, by default
+/// as a spec with this `step` and `history` would need).
+#[allow(clippy::too_many_arguments)]
 pub async fn fit_query(
     prometheus: &str,
     query: &str,
@@ -516,6 +521,7 @@ pub async fn fit_query(
     history: Duration,
     horizon: Duration,
     coverage: f64,
+    min_history: Option<Duration>,
 ) -> Result<Vec<BandReport>, String> {
     if !(coverage > 0.0 && coverage < 1.0) {
         return Err(format!("--coverage must be in (0, 1), got {coverage}"));
@@ -535,7 +541,8 @@ pub async fn fit_query(
         .await
         .map_err(|e| e.to_string())?;
     let horizon = (horizon.as_secs() / secs).max(1) as usize;
-    Ok(band_reports(&series, step, horizon, coverage))
+    let rules = FitRules::for_window(step, n as usize, min_history, None);
+    Ok(band_reports(&series, step, horizon, coverage, &rules))
 }
 
 /// An error with its causes, `outer: inner: …`: the query client's own

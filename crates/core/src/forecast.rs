@@ -10,7 +10,12 @@
 //! of errors: gaps and NaN are interpolated, a series too short for a
 //! season is forecast by AutoETS alone, and one too short for that by its
 //! last value with a band from its step-to-step changes. Counters are
-//! turned into rates first ([`counter_rate`]).
+//! turned into rates first ([`counter_rate`]). Whatever the model, the band
+//! returned is held to what the history supports ([`guard`]): never
+//! narrower than its noise floor, never more than [`MAX_RANGES_BEYOND`]
+//! observed ranges past its extremes, never below 0 for a series that
+//! cannot be negative; a model that diverges is replaced by seasonal naive
+//! or a robust level model ([`diverged`]).
 
 use std::time::Duration;
 
@@ -130,9 +135,36 @@ pub fn normal_tail(z: f64) -> f64 {
     erfc / 2.0
 }
 
+/// How [`forecast_with`] treats the series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Whether the series can never be negative (rates, latencies, counts):
+    /// `Some(true)` keeps the band at or above 0, `Some(false)` never clamps
+    /// it; `None` clamps when the whole history is at or above 0.
+    pub non_negative: Option<bool>,
+}
+
 /// Forecasts `horizon` steps after `values` (sampled every `step`) with a
-/// band of the given `coverage`.
+/// band of the given `coverage` ([`forecast_with`], default options).
 pub fn forecast(values: &[f64], step: Duration, horizon: usize, coverage: f64) -> Result<Band, ForecastError> {
+    forecast_with(values, step, horizon, coverage, Options::default())
+}
+
+/// Forecasts `horizon` steps after `values` (sampled every `step`) with a
+/// band of the given `coverage`, then holds the band to what the history
+/// supports ([`guard`]): at least its noise floor wide, never beyond
+/// [`MAX_RANGES_BEYOND`] observed ranges past its extremes, never below 0
+/// for a series that cannot be negative. A model that diverges (no finite
+/// forecast, or a point or band far outside the observed range, see
+/// [`diverged`]) is replaced by seasonal naive or a robust level model, and
+/// the band's `model` says so.
+pub fn forecast_with(
+    values: &[f64],
+    step: Duration,
+    horizon: usize,
+    coverage: f64,
+    options: Options,
+) -> Result<Band, ForecastError> {
     if !(coverage > 0.0 && coverage < 1.0) {
         return Err(ForecastError::Coverage(coverage));
     }
@@ -140,34 +172,41 @@ pub fn forecast(values: &[f64], step: Duration, horizon: usize, coverage: f64) -
         return Err(ForecastError::Step);
     }
     let y = fill_gaps(values).ok_or(ForecastError::NoData)?;
+    let stats = HistoryStats::of(&y);
+    let band = unguarded(&y, step, horizon, coverage, &stats);
+    let non_negative = options.non_negative.unwrap_or(stats.min >= 0.0);
+    Ok(guard(band, &stats, coverage, non_negative))
+}
+
+/// The forecast before [`guard`]: constant, last value, or the model's
+/// calibrated band, or a fallback when the model diverged.
+fn unguarded(y: &[f64], step: Duration, horizon: usize, coverage: f64, stats: &HistoryStats) -> Band {
     let last = *y.last().expect("fill_gaps returns the input's length");
-    let (min, max) = y.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-        (lo.min(*v), hi.max(*v))
-    });
-    if max - min <= f64::EPSILON * max.abs().max(1.0) {
-        return Ok(flat(last, 0.0, horizon, "constant"));
+    if stats.max - stats.min <= f64::EPSILON * stats.max.abs().max(1.0) {
+        return flat(last, stats.range, horizon, "constant");
     }
     if y.len() < MIN_MODEL_POINTS {
-        return Ok(last_value(&y, horizon, coverage));
+        return last_value(y, horizon, coverage);
     }
-    let Some(band) = model_band(&y, step, horizon, coverage) else {
-        return Ok(last_value(&y, horizon, coverage));
+    let Some(band) = model_band(y, step, horizon, coverage) else {
+        return fallback(y, step, horizon, coverage, "no finite model forecast");
     };
+    let model = band.model.clone();
     // The model's interval is the trend model's alone: noise the seasonal
     // components absorbed in fitting is missing from it, and on some series
     // the seasonal-naive forecast beats the model. Both are settled on the
     // latest points (split conformal prediction, see [`calibrate`]).
     let season = naive_season(step, y.len());
-    let calibration = calibrate(&y, step, horizon, coverage, season).unwrap_or(Calibration {
+    let calibration = calibrate(y, step, horizon, coverage, season).unwrap_or(Calibration {
         naive_weight: 0.0,
         scale: 1.0,
     });
     let w = calibration.naive_weight;
     let point: Vec<f64> = (0..horizon)
-        .map(|i| naive_blend(band.point[i], seasonal_naive(&y, y.len(), i, season), w))
+        .map(|i| naive_blend(band.point[i], seasonal_naive(y, y.len(), i, season), w))
         .collect();
     let half = |i: usize| calibration.scale * (band.upper[i] - band.lower[i]) / 2.0;
-    Ok(Band {
+    let band = Band {
         lower: (0..horizon).map(|i| point[i] - half(i)).collect(),
         upper: (0..horizon).map(|i| point[i] + half(i)).collect(),
         point,
@@ -176,7 +215,227 @@ pub fn forecast(values: &[f64], step: Duration, horizon: usize, coverage: f64) -
         } else {
             band.model
         },
-    })
+    };
+    if diverged(&band, stats) {
+        return fallback(y, step, horizon, coverage, &format!("{model} diverged"));
+    }
+    band
+}
+
+/// What the history says about the scale a band may have.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HistoryStats {
+    pub min: f64,
+    pub max: f64,
+    /// `max - min`; for a constant series [`CONSTANT_RELATIVE`] of its
+    /// magnitude (0 for a series constant at 0).
+    pub range: f64,
+    /// The robust standard deviation of the noise: of the step-to-step
+    /// changes of the latest [`TREND_POINTS`], over √2 ([`noise_sd`]).
+    pub noise: f64,
+}
+
+impl HistoryStats {
+    /// The statistics of the finite values of `y`.
+    pub fn of(y: &[f64]) -> HistoryStats {
+        let (min, max) = y
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(*v), hi.max(*v))
+            });
+        let range = if max - min > f64::EPSILON * max.abs().max(1.0) {
+            max - min
+        } else {
+            CONSTANT_RELATIVE * max.abs()
+        };
+        let known: Vec<f64> = recent(y).iter().copied().filter(|v| v.is_finite()).collect();
+        HistoryStats {
+            min,
+            max,
+            range,
+            noise: noise_sd(&known),
+        }
+    }
+
+    /// The band's limits: [`MAX_RANGES_BEYOND`] ranges past the extremes.
+    pub fn limits(&self) -> (f64, f64) {
+        let beyond = MAX_RANGES_BEYOND * self.range;
+        (self.min - beyond, self.max + beyond)
+    }
+}
+
+/// A published band never reaches further than this many observed ranges
+/// (max − min of the history) below its minimum or above its maximum:
+/// the whole band is at most `1 + 2·MAX_RANGES_BEYOND` ranges wide.
+pub const MAX_RANGES_BEYOND: f64 = 1.0;
+/// A model whose band reaches further than this many observed ranges past
+/// the history's extremes, or whose point forecast leaves
+/// [`MAX_RANGES_BEYOND`] of them, has diverged: a fallback model replaces it.
+pub const DIVERGED_RANGES: f64 = 2.0;
+/// A constant series' band: its value ± this share of its magnitude (it
+/// shows no noise to measure a width by). Also its "range".
+pub const CONSTANT_RELATIVE: f64 = 0.1;
+/// The narrowest band: never less than this share of the series' scale
+/// (its range or magnitude) either side of the point, whatever the noise.
+pub const MIN_RELATIVE_HALF_WIDTH: f64 = 1e-3;
+
+/// Whether a model's band is unusable: a value that is not finite, a point
+/// forecast more than [`MAX_RANGES_BEYOND`] ranges outside the history's
+/// extremes, or a bound more than [`DIVERGED_RANGES`] ranges outside them.
+pub fn diverged(band: &Band, stats: &HistoryStats) -> bool {
+    let (lo, hi) = stats.limits();
+    let far = DIVERGED_RANGES * stats.range;
+    let values = band.point.iter().chain(&band.lower).chain(&band.upper);
+    !values.clone().all(|v| v.is_finite())
+        || band.point.iter().any(|p| *p < lo || *p > hi)
+        || band.lower.iter().any(|l| *l < stats.min - far)
+        || band.upper.iter().any(|u| *u > stats.max + far)
+}
+
+/// The fallback for a model that diverged: seasonal naive when the history
+/// holds two of its shortest seasons, else the robust level model. `why`
+/// goes into the model name.
+fn fallback(y: &[f64], step: Duration, horizon: usize, coverage: f64, why: &str) -> Band {
+    match shortest_season(step, y.len()) {
+        Some(season) => {
+            let mut band = seasonal_naive_band(y, season, horizon, coverage);
+            band.model = format!("seasonal-naive[{season}] ({why})");
+            band
+        }
+        None => {
+            let mut band = level_band(y, horizon, coverage);
+            band.model = format!("{} ({why})", band.model);
+            band
+        }
+    }
+}
+
+/// Seasonal naive: the value a whole number of seasons earlier, with a
+/// band from the split-conformal quantile of its one-season errors over
+/// the latest [`TREND_POINTS`].
+fn seasonal_naive_band(y: &[f64], season: usize, horizon: usize, coverage: f64) -> Band {
+    let from = y.len().saturating_sub(TREND_POINTS).max(season);
+    let mut errors: Vec<f64> = (from..y.len()).map(|t| (y[t] - y[t - season]).abs()).collect();
+    errors.sort_by(f64::total_cmp);
+    let half = if errors.is_empty() {
+        0.0
+    } else {
+        let rank = (coverage * (errors.len() + 1) as f64).ceil() as usize;
+        errors[rank.clamp(1, errors.len()) - 1]
+    };
+    let point: Vec<f64> = (0..horizon).map(|i| seasonal_naive(y, y.len(), i, season)).collect();
+    Band {
+        lower: point.iter().map(|p| p - half).collect(),
+        upper: point.iter().map(|p| p + half).collect(),
+        point,
+        model: format!("seasonal-naive[{season}]"),
+    }
+}
+
+/// The robust level model: the median of the latest [`TREND_POINTS`],
+/// ± the coverage's normal quantile times their robust spread (1.4826 ·
+/// median absolute deviation). A few spikes move neither.
+pub fn level_band(y: &[f64], horizon: usize, coverage: f64) -> Band {
+    let window: Vec<f64> = recent(y).iter().copied().filter(|v| v.is_finite()).collect();
+    let center = median(&window);
+    let deviations: Vec<f64> = window.iter().map(|v| v - center).collect();
+    flat(
+        center,
+        normal_quantile(coverage) * robust_sd(&deviations),
+        horizon,
+        "robust-level",
+    )
+}
+
+/// The median of `values` (NaN when empty).
+fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+/// A robust standard deviation of `values` around their median: 1.4826 ·
+/// the median absolute deviation, or, when more than half the values are
+/// equal (MAD 0), 1.2533 · the mean absolute deviation; 0 for constants.
+pub fn robust_sd(values: &[f64]) -> f64 {
+    let center = median(values);
+    let deviations: Vec<f64> = values.iter().map(|v| (v - center).abs()).collect();
+    let mad = median(&deviations);
+    if mad > 0.0 {
+        return 1.4826 * mad;
+    }
+    if deviations.is_empty() {
+        return 0.0;
+    }
+    1.2533 * deviations.iter().sum::<f64>() / deviations.len() as f64
+}
+
+/// The noise of a series: the robust standard deviation of its
+/// step-to-step changes over √2 (for white noise, exactly its standard
+/// deviation; a smooth cycle or trend barely moves it).
+pub fn noise_sd(y: &[f64]) -> f64 {
+    let changes: Vec<f64> = y.windows(2).map(|w| w[1] - w[0]).collect();
+    if changes.is_empty() {
+        return 0.0;
+    }
+    robust_sd(&changes) / std::f64::consts::SQRT_2
+}
+
+/// Holds a band to what the history supports, step by step: the point
+/// within the limits ([`HistoryStats::limits`], and at or above 0 when
+/// `non_negative`); each bound at least the noise floor away from the
+/// point (the coverage's normal quantile times the noise, and at least
+/// [`MIN_RELATIVE_HALF_WIDTH`] of the range); each bound within the limits.
+/// The width stays positive unless the series is constant at 0.
+pub fn guard(mut band: Band, stats: &HistoryStats, coverage: f64, non_negative: bool) -> Band {
+    let (mut lo, hi) = stats.limits();
+    if non_negative {
+        lo = lo.max(0.0);
+    }
+    let floor = (normal_quantile(coverage) * stats.noise).max(MIN_RELATIVE_HALF_WIDTH * stats.range);
+    for i in 0..band.point.len() {
+        let point = band.point[i].clamp(lo, hi);
+        band.point[i] = point;
+        band.lower[i] = band.lower[i].min(point - floor).clamp(lo, hi);
+        band.upper[i] = band.upper[i].max(point + floor).clamp(lo, hi);
+    }
+    band
+}
+
+/// Why a band is degenerate, if it is: a bound that is not finite, zero
+/// (or negative) width, a lower bound below 0 when all of `history` is at
+/// or above 0, or a bound past [`HistoryStats::limits`]. Counted by
+/// `homeostat eval forecast`; [`forecast`] never returns one unless the
+/// history is constant at 0.
+pub fn degenerate(band: &Band, history: &[f64]) -> Option<String> {
+    let stats = HistoryStats::of(history);
+    let (lo, hi) = stats.limits();
+    let slack = 1e-9 * (stats.max.abs().max(stats.min.abs()) + stats.range);
+    for i in 0..band.point.len() {
+        let (l, u) = (band.lower[i], band.upper[i]);
+        let why = if !(l.is_finite() && u.is_finite()) {
+            "a bound is not finite"
+        } else if u - l <= 0.0 {
+            "zero width"
+        } else if stats.min >= 0.0 && l < 0.0 {
+            "below 0 for a series that never was"
+        } else if l < lo - slack || u > hi + slack {
+            "wider than the bound"
+        } else {
+            continue;
+        };
+        return Some(format!("step {i}: {why} [{l}, {u}]"));
+    }
+    None
 }
 
 /// Points held back to calibrate the band, at least (see [`forecast`]).
@@ -530,6 +789,97 @@ mod tests {
         for (x, y) in a.point.iter().zip(&b.point) {
             assert!((x * 2f64.powi(40) - y).abs() <= 1e-9 * y.abs(), "{x} vs {y}");
         }
+    }
+
+    fn flat_band(point: f64, half: f64) -> Band {
+        flat(point, half, 3, "model")
+    }
+
+    /// `diverged` catches what the issue saw (±8.75e29, a point far off);
+    /// `guard` widens a band to the noise floor, never to zero width, cuts
+    /// it at one range past the extremes and at 0 for a non-negative series.
+    #[test]
+    fn bands_are_held_to_what_the_history_supports() {
+        let y: Vec<f64> = (0..200).map(|i| 10.0 + ((i * 7919) % 11) as f64 / 10.0).collect();
+        let stats = HistoryStats::of(&y);
+        assert_eq!((stats.min, stats.max, stats.range), (10.0, 11.0, 1.0));
+        assert!(stats.noise > 0.01 && stats.noise < 1.0, "{stats:?}");
+        assert!(!diverged(&flat_band(10.5, 0.5), &stats));
+        assert!(!diverged(&flat_band(10.5, 2.4), &stats), "clamped, not replaced");
+        assert!(diverged(&flat_band(10.5, f64::NAN), &stats));
+        assert!(diverged(&flat_band(10.5, 8.75e29), &stats));
+        assert!(diverged(&flat_band(12.5, 0.1), &stats), "point more than a range off");
+
+        let narrow = guard(flat_band(10.5, 0.0), &stats, 0.99, true);
+        let floor = normal_quantile(0.99) * stats.noise;
+        assert!(
+            (narrow.upper[0] - narrow.lower[0] - 2.0 * floor).abs() < 1e-9,
+            "{narrow:?}"
+        );
+        let wide = guard(flat_band(10.5, 2.4), &stats, 0.99, true);
+        assert_eq!((wide.lower[0], wide.upper[0]), (9.0, 12.0));
+        assert_eq!(degenerate(&wide, &y), None);
+        assert!(degenerate(&flat_band(10.5, 2.4), &y)
+            .unwrap()
+            .contains("wider than the bound"));
+        assert!(degenerate(&flat_band(10.5, 0.0), &y).unwrap().contains("zero width"));
+
+        // A latency: never below 0, and the point neither.
+        let latency: Vec<f64> = (0..200).map(|i| 0.0005 + ((i * 7919) % 11) as f64 / 1000.0).collect();
+        let stats = HistoryStats::of(&latency);
+        let guarded = guard(flat_band(0.0001, 0.01), &stats, 0.99, true);
+        assert!(
+            guarded.lower[0] == 0.0 && guarded.point[0] >= 0.0 && guarded.upper[0] > 0.0,
+            "{guarded:?}"
+        );
+        assert!(degenerate(&flat_band(0.002, 0.01), &latency)
+            .unwrap()
+            .contains("below 0"));
+        // `non_negative: true` clamps a history that dipped below 0; `false` never does.
+        let mut dipped = latency.clone();
+        dipped[3] = -0.001;
+        let forced = forecast_with(
+            &dipped,
+            MINUTE,
+            3,
+            0.99,
+            Options {
+                non_negative: Some(true),
+            },
+        )
+        .unwrap();
+        assert!(forced.lower.iter().all(|l| *l >= 0.0), "{forced:?}");
+        let free = forecast_with(
+            &latency,
+            MINUTE,
+            3,
+            0.9999,
+            Options {
+                non_negative: Some(false),
+            },
+        )
+        .unwrap();
+        let clamped = forecast_with(&latency, MINUTE, 3, 0.9999, Options::default()).unwrap();
+        assert!(clamped.lower.iter().all(|l| *l >= 0.0), "{clamped:?}");
+        assert!(free.lower[0] <= clamped.lower[0], "{free:?} vs {clamped:?}");
+    }
+
+    /// A diverged model falls back to seasonal naive when two seasons are
+    /// in reach, else to the robust level model, which a spike moves not.
+    #[test]
+    fn diverged_models_fall_back_to_seasonal_naive_or_a_robust_level() {
+        let five = Duration::from_secs(300);
+        let cycle: Vec<f64> = (0..3 * 288)
+            .map(|i| 5.0 + 2.0 * (2.0 * std::f64::consts::PI * i as f64 / 288.0).sin())
+            .collect();
+        let band = fallback(&cycle, five, 6, 0.99, "mstl[288]+ets diverged");
+        assert_eq!(band.model, "seasonal-naive[288] (mstl[288]+ets diverged)");
+        assert_eq!(band.point, cycle[2 * 288..2 * 288 + 6].to_vec());
+        let mut spiky: Vec<f64> = (0..120).map(|i| 0.005 + ((i * 7919) % 11) as f64 / 1e5).collect();
+        spiky[50] = 20.0;
+        let band = fallback(&spiky, Duration::from_secs(5), 6, 0.99, "ets diverged");
+        assert_eq!(band.model, "robust-level (ets diverged)");
+        assert!(band.upper[0] < 0.01 && band.lower[0] > 0.0, "{band:?}");
     }
 
     #[test]

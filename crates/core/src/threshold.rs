@@ -176,6 +176,45 @@ pub struct ThresholdSpec {
     /// to the incident) as the `time_to_exhaustion` annotation.
     #[serde(default)]
     pub exhaustion: Option<Exhaustion>,
+    /// Static thresholds for a series whose history does not yet support a
+    /// band (state `insufficient_history`, see `min_history`): its rules use
+    /// these meanwhile. Without them such a series gets no rule.
+    #[serde(default)]
+    pub fallback: Option<Fallback>,
+    /// How much history a series needs, from its first sample, before its
+    /// band is published. Default: two of the longest season the spec's
+    /// `history` supports at its `step` (2d for a 7d history at 1m, 14d for
+    /// 30d: the model the full history is fitted with), else 60 steps (at
+    /// most the whole `history`). At least 16 steps, at most `history`.
+    #[serde(default)]
+    pub min_history: Option<PromDuration>,
+    /// The series can never be negative (rates, latencies, counts): the band
+    /// never goes below 0. Default: when all of a series' history is ≥ 0;
+    /// `false` never clamps.
+    #[serde(default)]
+    pub non_negative: Option<bool>,
+}
+
+/// `fallback:` — the static thresholds of a series with insufficient history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fallback {
+    /// Alert above this (direction `above` or `both`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<f64>,
+    /// Alert below this (direction `below` or `both`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower: Option<f64>,
+}
+
+impl Fallback {
+    /// The threshold of `side`, if one is set.
+    pub fn threshold(&self, side: Side) -> Option<f64> {
+        match side {
+            Side::Above => self.upper,
+            Side::Below => self.lower,
+        }
+    }
 }
 
 /// `exhaustion:` — the limit a series runs into, and the trend window.
@@ -350,6 +389,23 @@ impl ThresholdsConfig {
                     return err(key(&format!("annotations.{name}")), "is set by homeostat");
                 }
             }
+            if let Some(fallback) = &spec.fallback {
+                validate_fallback(fallback, spec.direction).map_err(|(field, message)| (key(field), message))?;
+            }
+            if let Some(min) = spec.min_history {
+                if min.0 < spec.step.0 * forecast::MIN_MODEL_POINTS as u32 {
+                    return err(
+                        key("min_history"),
+                        &format!("must be at least {} steps", forecast::MIN_MODEL_POINTS),
+                    );
+                }
+                if min.0 > spec.history.0 {
+                    return err(
+                        key("min_history"),
+                        "must be at most `history` (a series could never reach it)",
+                    );
+                }
+            }
             if let Some(exhaustion) = &spec.exhaustion {
                 if !exhaustion.limit.is_finite() {
                     return err(key("exhaustion.limit"), "must be a finite number");
@@ -364,6 +420,38 @@ impl ThresholdsConfig {
         }
         Ok(())
     }
+}
+
+/// What is wrong with a spec's `fallback`: `(key under the spec, message)`.
+fn validate_fallback(fallback: &Fallback, direction: Direction) -> Result<(), (&'static str, String)> {
+    if fallback.upper.is_none() && fallback.lower.is_none() {
+        return Err(("fallback", "needs `upper` or `lower` (or remove it)".into()));
+    }
+    for (field, value, side) in [
+        ("fallback.upper", fallback.upper, Side::Above),
+        ("fallback.lower", fallback.lower, Side::Below),
+    ] {
+        let Some(value) = value else { continue };
+        if !value.is_finite() {
+            return Err((field, "must be a finite number".into()));
+        }
+        if !direction.sides().contains(&side) {
+            return Err((
+                field,
+                format!(
+                    "is never used: direction `{}` does not alert {}",
+                    direction.as_str(),
+                    side.as_str()
+                ),
+            ));
+        }
+    }
+    if let (Some(lower), Some(upper)) = (fallback.lower, fallback.upper) {
+        if lower >= upper {
+            return Err(("fallback", format!("lower ({lower}) must be below upper ({upper})")));
+        }
+    }
+    Ok(())
 }
 
 /// One series of a spec's history, on a regular grid.
@@ -463,11 +551,33 @@ pub struct SeriesSkipped {
     pub reason: String,
 }
 
-/// A spec's fit: every series' band, and the series that could not be fitted.
+/// The state of a series whose history does not support a band yet.
+pub const INSUFFICIENT_HISTORY: &str = "insufficient_history";
+
+/// A series in state `insufficient_history`: no band is published for it;
+/// its rules use the spec's fallback thresholds, if any.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeriesInsufficient {
+    pub labels: LabelSet,
+    pub key: String,
+    /// Always [`INSUFFICIENT_HISTORY`]: how the journal and `show` tell it from a fit.
+    pub state: &'static str,
+    pub reason: String,
+    /// Points of history with a value.
+    pub points: usize,
+    /// The thresholds its rules use meanwhile (the spec's `fallback`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
+}
+
+/// A spec's fit: every series' band, the series whose history is too short
+/// for one, and the series that could not be fitted.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SpecFit {
     pub series: Vec<SeriesFit>,
     pub skipped: Vec<SeriesSkipped>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insufficient: Vec<SeriesInsufficient>,
 }
 
 /// Whether the rules `next` renders differ materially from those of
@@ -476,6 +586,13 @@ pub struct SpecFit {
 /// magnitudes and its band's width; any move when that scale is 0).
 pub fn changed(previous: &SpecFit, next: &SpecFit, min_change: f64) -> bool {
     if previous.series.len() != next.series.len() {
+        return true;
+    }
+    // A series that came or went in `insufficient_history` (and its fallback rule).
+    let keys = |fit: &SpecFit| -> std::collections::BTreeSet<String> {
+        fit.insufficient.iter().map(|s| s.key.clone()).collect()
+    };
+    if keys(previous) != keys(next) {
         return true;
     }
     let before: HashMap<&str, &SeriesFit> = previous.series.iter().map(|s| (s.key.as_str(), s)).collect();
@@ -499,14 +616,17 @@ pub fn horizon_steps(spec: &ThresholdSpec) -> usize {
 }
 
 /// Fits every series of `history` (the spec's history); `coverage_of` gives a
-/// series' coverage by key (feedback's, else the spec's).
+/// series' coverage by key (feedback's, else the spec's). A series whose
+/// history does not support a band yet ([`FitRules`]) is put in
+/// `insufficient` with the spec's fallback.
 pub fn fit_spec(spec: &ThresholdSpec, history: &[Series], coverage_of: &dyn Fn(&str) -> f64) -> SpecFit {
     let horizon = horizon_steps(spec);
+    let rules = FitRules::of_spec(spec);
     let mut fit = SpecFit::default();
     for series in history {
         let key = series_key(&series.labels);
         let coverage = coverage_of(&key);
-        match fit_series(&series.values, spec.step.0, horizon, coverage) {
+        match fit_series_with(&series.values, spec.step.0, horizon, coverage, &rules) {
             Ok((band, points)) => {
                 let (lower, upper) = band_extremes(&band);
                 fit.series.push(SeriesFit {
@@ -520,17 +640,144 @@ pub fn fit_spec(spec: &ThresholdSpec, history: &[Series], coverage_of: &dyn Fn(&
                     point: band.point.first().copied().unwrap_or(f64::NAN),
                 });
             }
-            Err(reason) => fit.skipped.push(SeriesSkipped { key, reason }),
+            Err(Unfitted::InsufficientHistory { reason, points }) => fit.insufficient.push(SeriesInsufficient {
+                labels: series.labels.clone(),
+                key,
+                state: INSUFFICIENT_HISTORY,
+                reason,
+                points,
+                fallback: spec.fallback.clone(),
+            }),
+            Err(Unfitted::Failed(reason)) => fit.skipped.push(SeriesSkipped { key, reason }),
         }
     }
     fit
 }
 
-/// One series' band for `horizon` steps, and how many of its points had a value.
-pub fn fit_series(values: &[f64], step: Duration, horizon: usize, coverage: f64) -> Result<(Band, usize), String> {
+/// Points a series needs when nothing else says: with no season in reach.
+pub const DEFAULT_MIN_POINTS: usize = 60;
+/// Below this share of values among the steps since its first sample, a
+/// series' history is mostly interpolation: not enough to fit.
+pub const MIN_OBSERVED_SHARE: f64 = 0.5;
+
+/// What a series' history must hold before its band is published, and how
+/// the band is bounded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitRules {
+    /// Steps of history, from the first with a value to the end of the
+    /// window (and values at [`MIN_OBSERVED_SHARE`] of them).
+    pub min_points: usize,
+    /// Why that many, for people (`two daily seasons`, `min_history 2h`).
+    pub basis: String,
+    /// See [`ThresholdSpec::non_negative`].
+    pub non_negative: Option<bool>,
+}
+
+impl FitRules {
+    /// A spec's rules: its `min_history`, else the default for its window.
+    pub fn of_spec(spec: &ThresholdSpec) -> FitRules {
+        let window = (spec.history.0.as_secs() / spec.step.0.as_secs().max(1)) as usize;
+        FitRules::for_window(spec.step.0, window, spec.min_history.map(|d| d.0), spec.non_negative)
+    }
+
+    /// The rules for a window of `window` points at `step`: `min_history`
+    /// when given, else two of the longest season the window supports (the
+    /// model it is fitted with once full), else [`DEFAULT_MIN_POINTS`]
+    /// (at most the window).
+    pub fn for_window(
+        step: Duration,
+        window: usize,
+        min_history: Option<Duration>,
+        non_negative: Option<bool>,
+    ) -> FitRules {
+        let (min_points, basis) = match min_history {
+            Some(d) => (
+                (d.as_secs() / step.as_secs().max(1)) as usize,
+                format!("min_history {}", PromDuration(d)),
+            ),
+            None => match forecast::seasonal_periods(step, window).last() {
+                Some(&season) => (
+                    2 * season,
+                    format!(
+                        "two seasons of {}, the longest its history fits",
+                        PromDuration(step * season as u32)
+                    ),
+                ),
+                None => (
+                    DEFAULT_MIN_POINTS.min(window),
+                    format!("{} steps", DEFAULT_MIN_POINTS.min(window)),
+                ),
+            },
+        };
+        FitRules {
+            min_points: min_points.max(2),
+            basis,
+            non_negative,
+        }
+    }
+}
+
+/// Why a series got no band.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Unfitted {
+    /// Its history does not support a band yet (state `insufficient_history`).
+    InsufficientHistory { reason: String, points: usize },
+    /// Fitting failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for Unfitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unfitted::InsufficientHistory { reason, .. } => write!(f, "{INSUFFICIENT_HISTORY}: {reason}"),
+            Unfitted::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// One series' band for `horizon` steps, and how many of its points had a
+/// value, under the default rules for a window of `values.len()` points
+/// ([`FitRules::for_window`]).
+pub fn fit_series(values: &[f64], step: Duration, horizon: usize, coverage: f64) -> Result<(Band, usize), Unfitted> {
+    let rules = FitRules::for_window(step, values.len(), None, None);
+    fit_series_with(values, step, horizon, coverage, &rules)
+}
+
+/// One series' band for `horizon` steps, and how many of its points had a
+/// value. The history starts at the series' first value (the steps before
+/// it are not interpolated over); it must span `rules.min_points` steps,
+/// with values at [`MIN_OBSERVED_SHARE`] of them, or the series is in
+/// `insufficient_history`; so is a series constant at 0 (nothing to set a
+/// band's width by).
+pub fn fit_series_with(
+    values: &[f64],
+    step: Duration,
+    horizon: usize,
+    coverage: f64,
+    rules: &FitRules,
+) -> Result<(Band, usize), Unfitted> {
+    let Some(first) = values.iter().position(|v| v.is_finite()) else {
+        return Err(Unfitted::Failed("no value in the history".into()));
+    };
+    let values = &values[first..];
     let points = values.iter().filter(|v| v.is_finite()).count();
-    if points == 0 {
-        return Err("no value in the history".into());
+    let insufficient = |reason: String| Err(Unfitted::InsufficientHistory { reason, points });
+    // The span counts, not the values: a missing scrape or two must not
+    // keep a full window (two seasons exactly) from ever being enough.
+    let span = values.len();
+    if span < rules.min_points {
+        let history = if points == span {
+            format!("{span} points of history")
+        } else {
+            format!("{span} steps of history ({points} with a value)")
+        };
+        return insufficient(format!("{history}, {} needed ({})", rules.min_points, rules.basis));
+    }
+    if (points as f64) < MIN_OBSERVED_SHARE * values.len() as f64 {
+        return insufficient(format!(
+            "values at only {points} of the {} steps since its first sample",
+            values.len()
+        ));
     }
     // Forecast at least `CALIBRATION_POINTS` ahead and cut to the horizon:
     // the band is then calibrated by one held-back forecast (two model fits
@@ -538,13 +785,26 @@ pub fn fit_series(values: &[f64], step: Duration, horizon: usize, coverage: f64)
     // refit interval), at the price of calibrating on errors up to that
     // lead, which widens a shorter horizon's band a little.
     let ahead = horizon.max(forecast::CALIBRATION_POINTS);
-    let mut band = forecast::forecast(values, step, ahead, coverage).map_err(|e| e.to_string())?;
+    let options = forecast::Options {
+        non_negative: rules.non_negative,
+    };
+    let mut band =
+        forecast::forecast_with(values, step, ahead, coverage, options).map_err(|e| Unfitted::Failed(e.to_string()))?;
     for v in [&mut band.point, &mut band.lower, &mut band.upper] {
         v.truncate(horizon);
     }
     let (lower, upper) = band_extremes(&band);
     if !(lower.is_finite() && upper.is_finite()) {
-        return Err(format!("the model ({}) gave no finite band", band.model));
+        return Err(Unfitted::Failed(format!(
+            "the model ({}) gave no finite band",
+            band.model
+        )));
+    }
+    if band.lower.iter().zip(&band.upper).any(|(l, u)| u <= l) {
+        return insufficient(format!(
+            "constant at {}: no spread to set a band's width by",
+            band.point.first().copied().unwrap_or(f64::NAN)
+        ));
     }
     Ok((band, points))
 }
@@ -609,9 +869,39 @@ pub struct AlertRule {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// The spec's rule group: one alert rule per fitted series and side.
+/// The spec's rule group: one alert rule per fitted series and side, and
+/// one per series in `insufficient_history` and side the spec's fallback
+/// sets (at that static threshold).
 pub fn rule_group(spec: &ThresholdSpec, fit: &SpecFit) -> RuleGroup {
     let mut rules = Vec::new();
+    for series in &fit.insufficient {
+        for &side in spec.direction.sides() {
+            let Some(threshold) = series.fallback.as_ref().and_then(|f| f.threshold(side)) else {
+                continue;
+            };
+            let op = if side == Side::Above { ">" } else { "<" };
+            let mut labels = spec.labels.clone();
+            labels.insert(SPEC_LABEL.into(), spec.name.clone());
+            labels.insert(DIRECTION_LABEL.into(), side.as_str().into());
+            let mut annotations = spec.annotations.clone();
+            annotations.insert(SERIES_ANNOTATION.into(), series.key.clone());
+            annotations.insert(
+                "homeostat_band".into(),
+                format!(
+                    "{} {threshold} (static fallback: {INSUFFICIENT_HISTORY}, {})",
+                    side.as_str(),
+                    series.reason
+                ),
+            );
+            rules.push(AlertRule {
+                alert: spec.alert.clone(),
+                expr: format!("({}) {op} {threshold}{}", spec.expr, series_filter(&series.labels)),
+                for_: spec.for_.to_string(),
+                labels,
+                annotations,
+            });
+        }
+    }
     for series in &fit.series {
         for &side in spec.direction.sides() {
             let (op, threshold) = match side {
@@ -697,8 +987,23 @@ pub fn render(spec: &ThresholdSpec, fit: &SpecFit, fitted_at: DateTime<Utc>) -> 
         groups: (observed_group(spec), rule_group(spec, fit)),
     };
     let yaml = serde_yaml::to_string(&file).expect("rule files serialize");
+    let mut notes = String::new();
+    for series in &fit.insufficient {
+        for &side in spec.direction.sides() {
+            if series.fallback.as_ref().and_then(|f| f.threshold(side)).is_none() {
+                let _ = writeln!(
+                    notes,
+                    "# {} {}: {INSUFFICIENT_HISTORY} ({}); no fallback.{} configured: no rule.",
+                    series.key.replace('\n', " "),
+                    side.as_str(),
+                    series.reason,
+                    if side == Side::Above { "upper" } else { "lower" }
+                );
+            }
+        }
+    }
     format!(
-        "{GENERATED_HEADER} for threshold spec {:?} at {}; rewritten at every refit, do not edit.\n{yaml}",
+        "{GENERATED_HEADER} for threshold spec {:?} at {}; rewritten at every refit, do not edit.\n{notes}{yaml}",
         spec.name,
         fitted_at.to_rfc3339()
     )
@@ -883,20 +1188,30 @@ pub struct BandReport {
     pub model: String,
     /// Points of history with a value.
     pub points: usize,
+    /// `insufficient_history` when its history does not support a band yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
     /// Why there is no band, when there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
-/// The band of each series for `horizon` steps after its history.
-pub fn band_reports(history: &[Series], step: Duration, horizon: usize, coverage: f64) -> Vec<BandReport> {
+/// The band of each series for `horizon` steps after its history, when its
+/// history supports one under `rules`.
+pub fn band_reports(
+    history: &[Series],
+    step: Duration,
+    horizon: usize,
+    coverage: f64,
+    rules: &FitRules,
+) -> Vec<BandReport> {
     let secs = step.as_secs().max(1) as i64;
     history
         .iter()
         .map(|series| {
             let last = series.start + (series.values.len() as i64 - 1) * secs;
             let timestamps = (1..=horizon as i64).map(|k| last + k * secs).collect();
-            match fit_series(&series.values, step, horizon, coverage) {
+            match fit_series_with(&series.values, step, horizon, coverage, rules) {
                 Ok((band, points)) => BandReport {
                     labels: series.labels.clone(),
                     timestamps,
@@ -905,18 +1220,28 @@ pub fn band_reports(history: &[Series], step: Duration, horizon: usize, coverage
                     upper: band.upper,
                     model: band.model,
                     points,
+                    state: None,
                     error: None,
                 },
-                Err(error) => BandReport {
-                    labels: series.labels.clone(),
-                    timestamps: vec![],
-                    point: vec![],
-                    lower: vec![],
-                    upper: vec![],
-                    model: String::new(),
-                    points: 0,
-                    error: Some(error),
-                },
+                Err(unfitted) => {
+                    let (state, points, error) = match unfitted {
+                        Unfitted::InsufficientHistory { reason, points } => {
+                            (Some(INSUFFICIENT_HISTORY), points, reason)
+                        }
+                        Unfitted::Failed(reason) => (None, 0, reason),
+                    };
+                    BandReport {
+                        labels: series.labels.clone(),
+                        timestamps: vec![],
+                        point: vec![],
+                        lower: vec![],
+                        upper: vec![],
+                        model: String::new(),
+                        points,
+                        state,
+                        error: Some(error),
+                    }
+                }
             }
         })
         .collect()
@@ -930,9 +1255,10 @@ pub fn describe_bands(query: &str, reports: &[BandReport]) -> String {
     let mut out = String::new();
     for r in reports {
         let key = series_key(&r.labels);
-        let _ = match &r.error {
-            Some(err) => writeln!(out, "{key}: no band: {err}"),
-            None => writeln!(
+        let _ = match (&r.error, r.state) {
+            (Some(err), Some(state)) => writeln!(out, "{key}: {state}: no band published: {err}"),
+            (Some(err), None) => writeln!(out, "{key}: no band: {err}"),
+            (None, _) => writeln!(
                 out,
                 "{key}: {} on {} points; next {} steps: point {:.6} … {:.6}, lower min {:.6}, upper max {:.6}",
                 r.model,
@@ -1016,6 +1342,25 @@ pub fn describe(state: &ThresholdState, config: Option<&ThresholdsConfig>) -> St
         }
         for fit in state.fits.iter().filter(|f| f.spec == name) {
             let f = &fit.fit;
+            if f.get("state").and_then(|s| s.as_str()) == Some(INSUFFICIENT_HISTORY) {
+                let reason = f["reason"].as_str().unwrap_or("?");
+                let fallback: Vec<String> = ["lower", "upper"]
+                    .iter()
+                    .filter_map(|side| Some(format!("{side} {}", short(f["fallback"].get(side)?.as_f64()?))))
+                    .collect();
+                let rules = if fallback.is_empty() {
+                    "no fallback configured: no rule".to_owned()
+                } else {
+                    format!("rules use the fallback ({})", fallback.join(", "))
+                };
+                let _ = writeln!(
+                    out,
+                    "  {} {INSUFFICIENT_HISTORY} at {}: {reason}; {rules}",
+                    fit.series,
+                    fit.fitted_at.to_rfc3339()
+                );
+                continue;
+            }
             if let Some(reason) = f.get("reason").and_then(|r| r.as_str()) {
                 let _ = writeln!(
                     out,

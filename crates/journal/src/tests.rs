@@ -519,7 +519,10 @@ async fn a_stop_mid_action_is_settled_at_start_and_never_repeated(backend: Backe
 /// per incident and reason, and the coverage it leaves survives a restart;
 /// a failed rule update keeps the time of the last good one.
 async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(backend: Backend) {
-    use homeostat_core::threshold::{feedback_events, series_key, FeedbackConfig, SeriesFit, ThresholdSpec};
+    use homeostat_core::threshold::{
+        feedback_events, series_key, Fallback, FeedbackConfig, SeriesFit, SeriesInsufficient, ThresholdSpec,
+        INSUFFICIENT_HISTORY,
+    };
     use thresholds::SpecRound;
 
     let db = TestDb::new(backend).await;
@@ -634,6 +637,18 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
         at: Utc::now(),
         fitted: vec![fit.clone()],
         skipped: vec![],
+        // A series too new for a band: journalled with its state and fallback.
+        insufficient: vec![SeriesInsufficient {
+            labels: LabelSet::new(),
+            key: "{}".into(),
+            state: INSUFFICIENT_HISTORY,
+            reason: "35 points of history, 2880 needed".into(),
+            points: 35,
+            fallback: Some(Fallback {
+                upper: Some(0.5),
+                lower: None,
+            }),
+        }],
         outcome,
     };
     journal
@@ -653,7 +668,12 @@ async fn threshold_feedback_is_stepped_once_per_incident_and_survives_reopening(
     let update = &state.updates[0];
     assert!(!update.ok && update.detail == "promtool said no", "{update:?}");
     assert!(update.last_good_at.is_some_and(|t| t <= update.at), "{update:?}");
-    assert_eq!(state.fits[0].fit["upper"], 2.0);
+    let fitted = state.fits.iter().find(|f| f.series == series_key(&a)).unwrap();
+    assert_eq!(fitted.fit["upper"], 2.0);
+    let waiting = state.fits.iter().find(|f| f.series == "{}").unwrap();
+    assert_eq!(waiting.fit["state"], INSUFFICIENT_HISTORY);
+    assert_eq!(waiting.fit["fallback"]["upper"], 0.5);
+    assert_eq!(waiting.fit["points"], 35);
     if let Some(path) = db.path() {
         // `thresholds show` and `render` read the file without opening it for writing.
         assert_eq!(thresholds::read_state_at(&path).unwrap(), state);
@@ -1760,6 +1780,7 @@ async fn anomaly_detectors_resume_from_their_last_save(backend: Backend) {
             extremes_resting: 3,
             art_range: Some((0.0, 2.5)),
             history,
+            alarms: vec![0.5],
         },
     };
     let db = TestDb::new(backend).await;

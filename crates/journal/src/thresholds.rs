@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use super::{parse_json, parse_time, timestamp, JournalError, Op, Result, SqliteJournal, Written};
 use homeostat_core::threshold::{
-    step_coverage, Adjust, FeedbackConfig, FeedbackEvent, FeedbackReason, IncidentSummary, SeriesFit, SeriesSkipped,
+    step_coverage, Adjust, FeedbackConfig, FeedbackEvent, FeedbackReason, IncidentSummary, SeriesFit,
+    SeriesInsufficient, SeriesSkipped,
 };
 pub use homeostat_core::threshold::{FeedbackStep, RecordedFit, SpecUpdate, ThresholdState};
 
@@ -58,6 +59,8 @@ pub struct SpecRound {
     pub at: DateTime<Utc>,
     pub fitted: Vec<SeriesFit>,
     pub skipped: Vec<SeriesSkipped>,
+    /// Series in `insufficient_history` (no band published; the fallback, if any).
+    pub insufficient: Vec<SeriesInsufficient>,
     /// `Ok(detail)` if the rules went live, `Err(why not)` otherwise.
     pub outcome: std::result::Result<String, String>,
 }
@@ -139,6 +142,9 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &ThresholdWrite) -> Result<i64>
                 }
                 for skipped in &round.skipped {
                     upsert.execute(params![round.spec, skipped.key, at, encode(skipped)?])?;
+                }
+                for insufficient in &round.insufficient {
+                    upsert.execute(params![round.spec, insufficient.key, at, encode(insufficient)?])?;
                 }
                 let (ok, detail) = match &round.outcome {
                     Ok(detail) => (true, detail),

@@ -559,6 +559,12 @@ fn plot_series(series: &Series, scored: &Scored, out: &Path) -> Result<()> {
 pub struct ForecastSummary {
     pub files: usize,
     pub forecasts: usize,
+    /// Forecasts whose band was degenerate ([`forecast::degenerate`]: zero
+    /// width, below 0 for a never-negative history, or wider than the
+    /// bound); expected 0.
+    pub degenerate: usize,
+    /// The first few of them: file, origin and why.
+    pub degenerate_examples: Vec<String>,
     pub points: usize,
     pub horizon: String,
     pub coverage_target: f64,
@@ -585,11 +591,18 @@ pub fn run_forecast(data: &Path, labels: &Path, horizon: Duration, coverage: f64
     });
     let mut per_file = BTreeMap::new();
     let (mut covered, mut points, mut forecasts) = (0, 0, 0);
+    let (mut degenerate, mut degenerate_examples) = (0, Vec::new());
     let mut ratios = Vec::new();
     for (series, r) in corpus.iter().zip(&per_series) {
         covered += r.covered;
         points += r.points;
         forecasts += r.forecasts;
+        degenerate += r.degenerate.len();
+        for (origin, why) in r.degenerate.iter().take(3) {
+            if degenerate_examples.len() < 10 {
+                degenerate_examples.push(format!("{} at row {origin}: {why}", series.name));
+            }
+        }
         let ratio = r.model_error / r.naive_error;
         if ratio.is_finite() {
             ratios.push(ratio);
@@ -598,6 +611,7 @@ pub fn run_forecast(data: &Path, labels: &Path, horizon: Duration, coverage: f64
             series.name.clone(),
             json!({
                 "forecasts": r.forecasts,
+                "degenerate": r.degenerate.len(),
                 "mase": ratio,
                 "coverage": r.covered as f64 / r.points.max(1) as f64,
             }),
@@ -607,6 +621,8 @@ pub fn run_forecast(data: &Path, labels: &Path, horizon: Duration, coverage: f64
     Ok(ForecastSummary {
         files: corpus.len(),
         forecasts,
+        degenerate,
+        degenerate_examples,
         points,
         horizon: format!("{}s", horizon.as_secs()),
         coverage_target: coverage,
@@ -625,6 +641,8 @@ struct SeriesForecasts {
     covered: usize,
     points: usize,
     forecasts: usize,
+    /// Origin and why, per degenerate band.
+    degenerate: Vec<(usize, String)>,
 }
 
 fn forecast_series(series: &Series, horizon: Duration, coverage: f64) -> SeriesForecasts {
@@ -657,6 +675,9 @@ fn forecast_series(series: &Series, horizon: Duration, coverage: f64) -> SeriesF
             let past = &y[origin.saturating_sub(history)..origin];
             if let Ok(band) = forecast::forecast(past, step, h, coverage) {
                 result.forecasts += 1;
+                if let Some(why) = forecast::degenerate(&band, past) {
+                    result.degenerate.push((origin, why));
+                }
                 for k in 0..h {
                     let actual = y[origin + k];
                     let naive = y[origin + k - season * (1 + k / season)];
@@ -676,7 +697,8 @@ fn forecast_series(series: &Series, horizon: Duration, coverage: f64) -> SeriesF
 pub fn forecast_table(summary: &ForecastSummary) -> String {
     format!(
         "{} files, {} forecasts of {} ({} points), {:.1} s\nMASE against seasonal naive: {:.3} mean over files, {:.3} median\n\
-         Coverage of the {:.0}% band: {:.1}%\n",
+         Coverage of the {:.0}% band: {:.1}%\nDegenerate bands (zero width, negative for a non-negative series, \
+         wider than the bound): {}\n{}",
         summary.files,
         summary.forecasts,
         summary.horizon,
@@ -685,6 +707,12 @@ pub fn forecast_table(summary: &ForecastSummary) -> String {
         summary.mase,
         summary.median_file_mase,
         100.0 * summary.coverage_target,
-        100.0 * summary.coverage
+        100.0 * summary.coverage,
+        summary.degenerate,
+        summary
+            .degenerate_examples
+            .iter()
+            .map(|e| format!("  {e}\n"))
+            .collect::<String>()
     )
 }

@@ -156,6 +156,9 @@ pub struct Metrics {
     pub threshold_feedback: Family<ThresholdFeedbackLabels, Counter>,
     /// Refits whose thresholds moved too little to rewrite the rules (`thresholds.min_change`).
     pub threshold_writes_skipped: Family<ThresholdSpecLabels, Counter>,
+    /// Per spec and series: 1 while its history is too short for a band
+    /// (`insufficient_history`: its rules use the spec's fallback, if any), 0 once it has one.
+    pub threshold_insufficient_history: Family<ThresholdSeriesLabels, Gauge>,
     /// The anomaly detector's score of each live series of each spec, held
     /// at the highest of the spec's `hold` (`anomaly_spec`, then the series' labels).
     pub anomaly_score: Family<ThresholdSeriesLabels, Gauge<f64, AtomicU64>>,
@@ -216,6 +219,7 @@ impl Metrics {
             threshold_update_ok: Family::default(),
             threshold_feedback: Family::default(),
             threshold_writes_skipped: Family::default(),
+            threshold_insufficient_history: Family::default(),
             anomaly_score: Family::default(),
             anomaly_series: Family::default(),
             anomaly_points: Family::default(),
@@ -383,6 +387,11 @@ impl Metrics {
             "threshold_writes_skipped",
             "Refits of an adaptive threshold spec whose thresholds moved less than thresholds.min_change: rules kept, Prometheus not reloaded",
             metrics.threshold_writes_skipped.clone(),
+        );
+        registry.register(
+            "threshold_insufficient_history",
+            "1 while an adaptive threshold spec's series has too little history for a band (its rules use the spec's fallback, if any), 0 once it has one",
+            metrics.threshold_insufficient_history.clone(),
         );
         registry.register(
             "anomaly_score",

@@ -3,7 +3,7 @@
 //! the feedback the journal's incidents imply, then fits with the coverages
 //! feedback has set, updates the rules, the metrics and the journal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,8 @@ use homeostat_adapters::rules::{promtool, refit, Prometheus, Published, RuleWrit
 use homeostat_core::alert::LabelSet;
 use homeostat_core::clock::Clock;
 use homeostat_core::threshold::{
-    feedback_events, FeedbackEvent, FeedbackReason, SpecFit, ThresholdSpec, ThresholdsConfig,
+    feedback_events, FeedbackEvent, FeedbackReason, SeriesFit, SeriesInsufficient, SpecFit, ThresholdSpec,
+    ThresholdsConfig, INSUFFICIENT_HISTORY,
 };
 use homeostat_journal::thresholds::{FeedbackStep, SpecRound};
 use homeostat_journal::Journal;
@@ -34,6 +35,9 @@ pub struct Scheduler {
     /// The fit each spec's rules in effect were rendered from (none before
     /// the first write of this process: the first round always writes).
     published: HashMap<String, SpecFit>,
+    /// Per spec, the series last seen in `insufficient_history`: warned
+    /// about once, not at every refit.
+    insufficient: HashMap<String, HashSet<String>>,
 }
 
 impl Scheduler {
@@ -57,6 +61,7 @@ impl Scheduler {
             writer,
             exported: HashMap::new(),
             published: HashMap::new(),
+            insufficient: HashMap::new(),
         })
     }
 
@@ -149,6 +154,7 @@ impl Scheduler {
                 at: self.clock.now(),
                 fitted: outcome.fit.series,
                 skipped: outcome.fit.skipped,
+                insufficient: outcome.fit.insufficient,
                 outcome: outcome
                     .result
                     .map(|()| format!("{} rules in {}", rules, self.writer.path(&spec.name).display()))
@@ -163,7 +169,33 @@ impl Scheduler {
         }
     }
 
+    /// Logs a series' entry into `insufficient_history` once (a warning),
+    /// and its band once it has one.
+    fn note_insufficient(&mut self, spec: &ThresholdSpec, fit: &SpecFit) {
+        let before = self.insufficient.entry(spec.name.clone()).or_default();
+        let Some(change) = insufficient_change(before, fit) else {
+            return;
+        };
+        for series in change.entered {
+            let rules = match &series.fallback {
+                Some(f) => format!("its rules use the fallback (lower {:?}, upper {:?})", f.lower, f.upper),
+                None => "no fallback configured: no rule for it".to_owned(),
+            };
+            tracing::warn!(
+                spec = %spec.name,
+                series = %series.key,
+                reason = %series.reason,
+                "Too little history for an adaptive band ({INSUFFICIENT_HISTORY}); {rules}."
+            );
+        }
+        for series in change.left {
+            tracing::info!(spec = %spec.name, series = %series.key, model = %series.model, "Enough history now: the adaptive band is published.");
+        }
+        *before = change.now;
+    }
+
     fn report(&mut self, spec: &ThresholdSpec, outcome: &SpecOutcome) {
+        self.note_insufficient(spec, &outcome.fit);
         let m = &self.metrics;
         let spec_labels = ThresholdSpecLabels {
             threshold_spec: spec.name.clone(),
@@ -210,20 +242,35 @@ impl Scheduler {
             m.threshold_upper.remove(&labels);
             m.threshold_lower.remove(&labels);
             m.threshold_forecast.remove(&labels);
+            m.threshold_insufficient_history.remove(&labels);
         }
         for series in &outcome.fit.series {
             let labels = labels_of(&series.labels);
             m.threshold_upper.get_or_create(&labels).set(series.upper);
             m.threshold_lower.get_or_create(&labels).set(series.lower);
             m.threshold_forecast.get_or_create(&labels).set(series.point);
+            m.threshold_insufficient_history.get_or_create(&labels).set(0);
+        }
+        // No band, so no band gauges: the state says why.
+        for series in &outcome.fit.insufficient {
+            m.threshold_insufficient_history
+                .get_or_create(&labels_of(&series.labels))
+                .set(1);
         }
         self.exported.insert(
             spec.name.clone(),
-            outcome.fit.series.iter().map(|s| s.labels.clone()).collect(),
+            outcome
+                .fit
+                .series
+                .iter()
+                .map(|s| s.labels.clone())
+                .chain(outcome.fit.insufficient.iter().map(|s| s.labels.clone()))
+                .collect(),
         );
         tracing::info!(
             spec = %spec.name,
             series = outcome.fit.series.len(),
+            insufficient_history = outcome.fit.insufficient.len(),
             skipped = outcome.fit.skipped.len(),
             file = %self.writer.path(&spec.name).display(),
             "Thresholds updated."
@@ -248,6 +295,33 @@ impl Scheduler {
             record_feedback(&self.journal, &self.metrics, event, spec.coverage, &self.config).await;
         }
     }
+}
+
+/// How a spec's series moved in or out of `insufficient_history` between
+/// the previous fit and `fit` (see [`insufficient_change`]).
+#[derive(Debug, PartialEq)]
+struct InsufficientChange<'a> {
+    /// In the state now, not before: warned about (once).
+    entered: Vec<&'a SeriesInsufficient>,
+    /// In it before, with a band now.
+    left: Vec<&'a SeriesFit>,
+    /// The series in the state now.
+    now: HashSet<String>,
+}
+
+/// The change from the series `before` (keys) in `insufficient_history` to
+/// `fit`; `None` when the round fitted nothing at all (Prometheus could not
+/// be queried): the state is then unknown, not empty, and a series must not
+/// be warned about again after it.
+fn insufficient_change<'a>(before: &HashSet<String>, fit: &'a SpecFit) -> Option<InsufficientChange<'a>> {
+    if fit.series.is_empty() && fit.insufficient.is_empty() && fit.skipped.is_empty() {
+        return None;
+    }
+    Some(InsufficientChange {
+        entered: fit.insufficient.iter().filter(|s| !before.contains(&s.key)).collect(),
+        left: fit.series.iter().filter(|s| before.contains(&s.key)).collect(),
+        now: fit.insufficient.iter().map(|s| s.key.clone()).collect(),
+    })
 }
 
 /// Applies one feedback event: journals the step (once per incident) and
@@ -295,4 +369,68 @@ pub fn count_feedback(metrics: &Metrics, step: &FeedbackStep) {
         step.adjust,
         step.detail
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(key: &str) -> SeriesInsufficient {
+        SeriesInsufficient {
+            labels: LabelSet::new(),
+            key: key.into(),
+            state: INSUFFICIENT_HISTORY,
+            reason: "35 points of history, 2880 needed".into(),
+            points: 35,
+            fallback: None,
+        }
+    }
+
+    fn fitted(key: &str) -> SeriesFit {
+        SeriesFit {
+            labels: LabelSet::new(),
+            key: key.into(),
+            coverage: 0.99,
+            model: "ets".into(),
+            points: 3000,
+            lower: 0.0,
+            upper: 1.0,
+            point: 0.5,
+        }
+    }
+
+    /// A series is warned about when it enters the state, not at every
+    /// refit, and not again after a round that could not query Prometheus.
+    #[test]
+    fn insufficient_history_is_warned_about_once_per_series() {
+        let keys = |c: &InsufficientChange| -> (Vec<String>, Vec<String>) {
+            (
+                c.entered.iter().map(|s| s.key.clone()).collect(),
+                c.left.iter().map(|s| s.key.clone()).collect(),
+            )
+        };
+        let first = SpecFit {
+            series: vec![fitted("a")],
+            insufficient: vec![waiting("b"), waiting("c")],
+            ..SpecFit::default()
+        };
+        let mut state = HashSet::new();
+        let change = insufficient_change(&state, &first).unwrap();
+        assert_eq!(keys(&change), (vec!["b".into(), "c".into()], vec![]));
+        state = change.now;
+        // The same round again: nothing new to say.
+        let change = insufficient_change(&state, &first).unwrap();
+        assert_eq!(keys(&change), (vec![], vec![]));
+        // A failed query fits nothing: the state is kept.
+        assert_eq!(insufficient_change(&state, &SpecFit::default()), None);
+        // b got its band; c still waits; d is new.
+        let later = SpecFit {
+            series: vec![fitted("a"), fitted("b")],
+            insufficient: vec![waiting("c"), waiting("d")],
+            ..SpecFit::default()
+        };
+        let change = insufficient_change(&state, &later).unwrap();
+        assert_eq!(keys(&change), (vec!["d".into()], vec!["b".into()]));
+        assert_eq!(change.now, HashSet::from(["c".to_owned(), "d".to_owned()]));
+    }
 }

@@ -119,6 +119,10 @@ pub(super) async fn record_round(j: &PgJournal, rounds: Vec<SpecRound>) -> Resul
             tx.execute(&upsert, &[&round.spec, &skipped.key, &at, &encode(skipped)?])
                 .await?;
         }
+        for insufficient in &round.insufficient {
+            tx.execute(&upsert, &[&round.spec, &insufficient.key, &at, &encode(insufficient)?])
+                .await?;
+        }
         let (ok, detail) = match &round.outcome {
             Ok(detail) => (true, detail),
             Err(why) => (false, why),
