@@ -79,13 +79,14 @@ async fn crash_hang_kill_and_freeze_are_healed_and_the_control_sees_no_action() 
             }
         }
     }
-    let (empty, report) = if failure.is_none() {
+    let (empty, bands, report) = if failure.is_none() {
         (
             panels_without_data(&demo).await,
+            live_bands(&demo).await,
             demo.finish(results.clone()).await.ok(),
         )
     } else {
-        (Vec::new(), None)
+        (Vec::new(), Vec::new(), None)
     };
     demo.stop().await;
 
@@ -128,6 +129,48 @@ async fn crash_hang_kill_and_freeze_are_healed_and_the_control_sees_no_action() 
     assert!(control.alerts.is_empty(), "{control:#?}");
     assert_eq!(control.requests_failed, 0, "{control:#?}");
     assert!(empty.is_empty(), "panels without data: {empty:#?}");
+    // The live bands of the services' p99 latency: published, never of zero
+    // width, never below zero, and within the latencies seen (the demo's
+    // are milliseconds to a few seconds: a band of ±20 s is a guess).
+    assert!(!bands.is_empty(), "no live band");
+    for (service, lower, upper) in &bands {
+        assert!(
+            *lower >= 0.0 && upper > lower && *upper < 10.0,
+            "{service}: band [{lower}, {upper}]"
+        );
+    }
+}
+
+/// Each service's live latency band: (service, lower, upper).
+async fn live_bands(demo: &Demo) -> Vec<(String, f64, f64)> {
+    let side = |name: &'static str| async move {
+        let expr = format!("{name}{{threshold_spec=\"{}\"}}", homeostat_demo::stack::LATENCY_SPEC);
+        let response = common::instant_query(demo.prometheus_url(), &expr).await;
+        response["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let service = s["metric"]["service"].as_str().unwrap_or("?").to_owned();
+                let value = s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN);
+                (service, value)
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (lower, upper) = (
+        side("homeostat_threshold_lower").await,
+        side("homeostat_threshold_upper").await,
+    );
+    upper
+        .into_iter()
+        .map(|(service, up)| {
+            let low = lower.get(&service).copied().unwrap_or(f64::NAN);
+            (service, low, up)
+        })
+        .collect()
 }
 
 /// Every panel query of every dashboard that returns no series, but for

@@ -441,7 +441,9 @@ pub fn homeostat_config(dir: &Path, port: u16, prometheus_port: u16, alertmanage
         },
         // An adaptive threshold on each service's p99 latency, refitted every
         // 30 s on the last 10 minutes (too short for a daily cycle: AutoETS
-        // alone), for the dashboards' "threshold vs actual" panels. Its alert
+        // alone), for the dashboards' "threshold vs actual" panels. A band is
+        // published once a series has 90 s of history (the default, 60
+        // steps, is 5 minutes here: longer than a short demo). Its alert
         // waits 10 minutes, longer than any fault of the demo lasts, so it
         // shows the band without competing with the playbook's alerts.
         "thresholds": {
@@ -453,6 +455,7 @@ pub fn homeostat_config(dir: &Path, port: u16, prometheus_port: u16, alertmanage
                 "coverage": 0.99,
                 "step": "5s",
                 "history": "10m",
+                "min_history": "90s",
                 "refit_interval": "30s",
                 "for": "10m",
                 "alert": LATENCY_ALERT,

@@ -33,6 +33,9 @@ use homeostat_journal::Journal;
 
 use crate::metrics::{AnomalySpecLabels, AnomalyStateLabels, Metrics, ThresholdSeriesLabels};
 
+/// How long after a failed write of the rule file it is tried again.
+const RULES_RETRY: Duration = Duration::from_secs(60);
+
 /// One live series as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SeriesScore {
@@ -176,7 +179,9 @@ impl Detector {
     /// and withdraws the scores it exported: a replica that does not lead
     /// exports none.
     pub async fn run(&mut self, mut stop: watch::Receiver<bool>) {
-        self.write_rules().await;
+        // Until the rule file is in place (Prometheus down, say), it is
+        // tried again every minute.
+        let mut rules_due = (!self.write_rules().await).then(|| Instant::now() + RULES_RETRY);
         self.resume().await;
         tracing::info!(
             specs = self.specs.len(),
@@ -196,7 +201,16 @@ impl Detector {
                 self.persist().await;
                 persist_at = Instant::now() + self.config.persist_every.0;
             }
-            let next = due.iter().copied().chain([persist_at]).min().unwrap_or(persist_at);
+            if rules_due.is_some_and(|at| at <= Instant::now()) {
+                rules_due = (!self.write_rules().await).then(|| Instant::now() + RULES_RETRY);
+            }
+            let next = due
+                .iter()
+                .copied()
+                .chain([persist_at])
+                .chain(rules_due)
+                .min()
+                .unwrap_or(persist_at);
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {}
                 _ = stop.wait_for(|stopped| *stopped) => break,
@@ -229,19 +243,25 @@ impl Detector {
         Duration::from_secs(u64::try_from(next - now).unwrap_or(1).max(1))
     }
 
-    /// Puts the rule file in place (checked, and Prometheus reloaded).
-    async fn write_rules(&self) {
+    /// Puts the rule file in place (checked, and Prometheus reloaded);
+    /// whether it is.
+    async fn write_rules(&self) -> bool {
         let name = RULE_FILE.trim_end_matches(".rules.yml").to_owned();
         let reload = self.config.reload.then_some(&self.prometheus);
-        for (_, result) in self.writer.update(vec![(name, self.config.render())], reload).await {
-            match result {
-                Ok(()) => tracing::info!(file = %self.writer.dir.join(RULE_FILE).display(), "Anomaly rules in place."),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "Cannot put the anomaly rules in place: scores are exported, but no alert fires on them."
-                ),
+        let results = self.writer.update(vec![(name, self.config.render())], reload).await;
+        results.into_iter().all(|(_, result)| match result {
+            Ok(()) => {
+                tracing::info!(file = %self.writer.dir.join(RULE_FILE).display(), "Anomaly rules in place.");
+                true
             }
-        }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "Cannot put the anomaly rules in place: scores are exported, but no alert fires on them; retrying every minute."
+                );
+                false
+            }
+        })
     }
 
     /// Takes the journalled detectors of the configured specs back.
