@@ -1214,21 +1214,26 @@ mod tests {
         assert!(config.validate(Path::new("test.yaml"), &no_env()).unwrap().is_empty());
     }
 
-    #[test]
-    fn the_shipped_example_anomaly_block_parses_and_validates() {
+    /// The commented `name:` block of deploy/homeostat.example.yaml, uncommented.
+    fn example_block(name: &str) -> String {
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("deploy/homeostat.example.yaml");
         let text = std::fs::read_to_string(&path).unwrap();
         let block: String = text
             .lines()
-            .skip_while(|l| *l != "# anomaly:")
+            .skip_while(|l| *l != format!("# {name}:"))
             .map_while(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
             .map(|l| format!("{l}\n"))
             .collect();
         assert!(
-            block.starts_with("anomaly:"),
-            "no commented anomaly block in the example"
+            block.starts_with(&format!("{name}:")),
+            "no commented {name} block in the example"
         );
-        let config = parse(&block).unwrap();
+        block
+    }
+
+    #[test]
+    fn the_shipped_example_anomaly_block_parses_and_validates() {
+        let config = parse(&example_block("anomaly")).unwrap();
         let anomaly = config.anomaly.as_ref().unwrap();
         assert_eq!(anomaly.specs.len(), 1);
         assert_eq!(anomaly.specs[0].threshold, crate::policy::thresholds::ANOMALY_SCORE);
@@ -1237,19 +1242,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_thresholds_block_parses_and_validates() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("deploy/homeostat.example.yaml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let block: String = text
-            .lines()
-            .skip_while(|l| *l != "# thresholds:")
-            .map_while(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert!(
-            block.starts_with("thresholds:"),
-            "no commented thresholds block in the example"
-        );
-        let config = parse(&block).unwrap();
+        let config = parse(&example_block("thresholds")).unwrap();
         let thresholds = config.thresholds.as_ref().unwrap();
         assert_eq!(thresholds.specs.len(), 2);
         assert_eq!(thresholds.feedback, crate::threshold::FeedbackConfig::default());

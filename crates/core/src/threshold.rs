@@ -873,69 +873,53 @@ pub struct AlertRule {
 /// one per series in `insufficient_history` and side the spec's fallback
 /// sets (at that static threshold).
 pub fn rule_group(spec: &ThresholdSpec, fit: &SpecFit) -> RuleGroup {
+    // One rule: `series` crossing `threshold` on `side`; `band` says where the threshold came from.
+    let rule = |labels_of: &LabelSet, key: &str, side: Side, threshold: f64, band: String| {
+        let op = if side == Side::Above { ">" } else { "<" };
+        let mut labels = spec.labels.clone();
+        labels.insert(SPEC_LABEL.into(), spec.name.clone());
+        labels.insert(DIRECTION_LABEL.into(), side.as_str().into());
+        let mut annotations = spec.annotations.clone();
+        annotations.insert(SERIES_ANNOTATION.into(), key.to_owned());
+        annotations.insert(
+            "homeostat_band".into(),
+            format!("{} {threshold} ({band})", side.as_str()),
+        );
+        AlertRule {
+            alert: spec.alert.clone(),
+            expr: format!("({}) {op} {threshold}{}", spec.expr, series_filter(labels_of)),
+            for_: spec.for_.to_string(),
+            labels,
+            annotations,
+        }
+    };
     let mut rules = Vec::new();
     for series in &fit.insufficient {
         for &side in spec.direction.sides() {
-            let Some(threshold) = series.fallback.as_ref().and_then(|f| f.threshold(side)) else {
-                continue;
-            };
-            let op = if side == Side::Above { ">" } else { "<" };
-            let mut labels = spec.labels.clone();
-            labels.insert(SPEC_LABEL.into(), spec.name.clone());
-            labels.insert(DIRECTION_LABEL.into(), side.as_str().into());
-            let mut annotations = spec.annotations.clone();
-            annotations.insert(SERIES_ANNOTATION.into(), series.key.clone());
-            annotations.insert(
-                "homeostat_band".into(),
-                format!(
-                    "{} {threshold} (static fallback: {INSUFFICIENT_HISTORY}, {})",
-                    side.as_str(),
-                    series.reason
-                ),
-            );
-            rules.push(AlertRule {
-                alert: spec.alert.clone(),
-                expr: format!("({}) {op} {threshold}{}", spec.expr, series_filter(&series.labels)),
-                for_: spec.for_.to_string(),
-                labels,
-                annotations,
-            });
+            if let Some(threshold) = series.fallback.as_ref().and_then(|f| f.threshold(side)) {
+                let band = format!("static fallback: {INSUFFICIENT_HISTORY}, {}", series.reason);
+                rules.push(rule(&series.labels, &series.key, side, threshold, band));
+            }
         }
     }
     for series in &fit.series {
         for &side in spec.direction.sides() {
-            let (op, threshold) = match side {
-                Side::Above => (">", series.upper),
-                Side::Below => ("<", series.lower),
+            let threshold = match side {
+                Side::Above => series.upper,
+                Side::Below => series.lower,
             };
-            let mut labels = spec.labels.clone();
-            labels.insert(SPEC_LABEL.into(), spec.name.clone());
-            labels.insert(DIRECTION_LABEL.into(), side.as_str().into());
-            let mut annotations = spec.annotations.clone();
-            annotations.insert(SERIES_ANNOTATION.into(), series.key.clone());
-            annotations.insert(
-                "homeostat_band".into(),
-                format!(
-                    "{} {threshold} ({} at coverage {}, fitted on {} points)",
-                    side.as_str(),
-                    series.model,
-                    series.coverage,
-                    series.points
-                ),
+            let band = format!(
+                "{} at coverage {}, fitted on {} points",
+                series.model, series.coverage, series.points
             );
+            let mut alert = rule(&series.labels, &series.key, side, threshold, band);
             if let Some(exhaustion) = &spec.exhaustion {
-                annotations.insert(
+                alert.annotations.insert(
                     "time_to_exhaustion".into(),
                     exhaustion_template(spec, exhaustion, series),
                 );
             }
-            rules.push(AlertRule {
-                alert: spec.alert.clone(),
-                expr: format!("({}) {op} {threshold}{}", spec.expr, series_filter(&series.labels)),
-                for_: spec.for_.to_string(),
-                labels,
-                annotations,
-            });
+            rules.push(alert);
         }
     }
     RuleGroup {

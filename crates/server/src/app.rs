@@ -191,29 +191,24 @@ pub async fn serve<P: Processor>(
 
     server.await.map_err(|e| AppError::Serve(std::io::Error::other(e)))?;
 
-    if let Some(mut thresholds) = thresholds {
-        // It stops at the shutdown signal once a round under way is done,
-        // for up to the drain timeout (a slow Prometheus could hold it for
-        // its whole query timeout); then the round is abandoned: each rule
-        // file is replaced atomically, so what it wrote so far is whole.
-        if tokio::time::timeout(drain, &mut thresholds).await.is_err() {
-            thresholds.abort();
-            tracing::warn!(
-                timeout = %config.server.drain_timeout,
-                "A threshold refit was still running after the drain timeout; abandoned it (the next start refits)."
-            );
-        }
+    // Both stop at the shutdown signal, each once its round under way is
+    // done, for up to the drain timeout together. The refit round is then
+    // abandoned (a slow Prometheus could hold it for its whole query
+    // timeout): each rule file is replaced atomically, so what it wrote so
+    // far is whole. Anomaly scoring journals its detectors' state as it
+    // stops: worth the wait of a round (one range query).
+    let (thresholds, anomaly) = tokio::join!(finish_within(drain, thresholds), finish_within(drain, anomaly));
+    if !thresholds {
+        tracing::warn!(
+            timeout = %config.server.drain_timeout,
+            "A threshold refit was still running after the drain timeout; abandoned it (the next start refits)."
+        );
     }
-    if let Some(mut anomaly) = anomaly {
-        // It journals its detectors' state as it stops: worth the wait of a
-        // round under way (one range query), up to the drain timeout.
-        if tokio::time::timeout(drain, &mut anomaly).await.is_err() {
-            anomaly.abort();
-            tracing::warn!(
-                timeout = %config.server.drain_timeout,
-                "Anomaly scoring was still running after the drain timeout; abandoned it (the next start resumes from the last journalled state)."
-            );
-        }
+    if !anomaly {
+        tracing::warn!(
+            timeout = %config.server.drain_timeout,
+            "Anomaly scoring was still running after the drain timeout; abandoned it (the next start resumes from the last journalled state)."
+        );
     }
     // A prune step is one transaction: stopping between steps loses nothing.
     retention.abort();
@@ -221,9 +216,7 @@ pub async fn serve<P: Processor>(
     hangups.abort();
     let _ = hangups.await;
     // Looks under way finish (their actions are journalled before they run).
-    let mut background = background;
-    if tokio::time::timeout(drain, &mut background).await.is_err() {
-        background.abort();
+    if !finish_within(drain, Some(background)).await {
         tracing::warn!(
             timeout = %config.server.drain_timeout,
             "Incidents were still being acted on after the drain timeout; abandoned (the next start settles them)."
@@ -237,9 +230,7 @@ pub async fn serve<P: Processor>(
     }
     // The router and its state are gone: the queue closes once the worker has emptied it.
     drop(state);
-    let mut worker = worker;
-    if tokio::time::timeout(drain, &mut worker).await.is_err() {
-        worker.abort();
+    if !finish_within(drain, Some(worker)).await {
         tracing::warn!(
             timeout = %config.server.drain_timeout,
             "Queue not drained in time; the remaining deliveries are journalled and will be processed at the next start."
@@ -251,4 +242,14 @@ pub async fn serve<P: Processor>(
         .map_err(|e| AppError::Serve(std::io::Error::other(e)))?;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Waits up to `drain` for `task` (if any) to end, else aborts it; whether it ended.
+async fn finish_within(drain: std::time::Duration, task: Option<tokio::task::JoinHandle<()>>) -> bool {
+    let Some(mut task) = task else { return true };
+    if tokio::time::timeout(drain, &mut task).await.is_ok() {
+        return true;
+    }
+    task.abort();
+    false
 }
