@@ -325,7 +325,7 @@ impl Detector {
 
     /// One round of spec `i`: reads the points since its last round (the
     /// whole history on the first), scores them, exports the scores.
-    pub async fn round(&mut self, i: usize) {
+    async fn round(&mut self, i: usize) {
         let started = std::time::Instant::now();
         let now = self.clock.now().timestamp();
         let state = &mut self.specs[i];
@@ -384,11 +384,6 @@ impl Detector {
             .anomaly_round_seconds
             .get_or_create(&spec_labels)
             .set(started.elapsed().as_secs_f64());
-    }
-
-    /// The board (for tests and the API).
-    pub fn board(&self) -> Arc<Board> {
-        Arc::clone(&self.board)
     }
 }
 

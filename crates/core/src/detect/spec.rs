@@ -395,9 +395,10 @@ mod tests {
         assert!(concerns(&kept, &incident(&[("service", "web"), ("job", "other")])));
         assert!(!concerns(&kept, &incident(&[("service", "db")])));
         // Provenance alone ties nothing.
-        let by_instance = c.specs[0].keep(&labels);
-        assert!(!concerns(&labels, &incident(&[("instance", "h:1")])));
-        assert!(!concerns(&by_instance, &incident(&[("alertname", "X")])));
+        let all = config("{name: a, expr: x}").unwrap().specs[0].keep(&labels);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(!concerns(&all, &incident(&[("instance", "h:1")])));
+        assert!(!concerns(&all, &incident(&[("alertname", "X")])));
     }
 
     #[test]
