@@ -13,7 +13,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,16 +238,7 @@ async fn a_spike_alerts_through_alertmanager_and_a_restart_resumes_quietly() {
     );
 
     // The operator's view of it.
-    let show = Command::new(common::BIN)
-        .args(["anomaly", "show", "--url", &homeostat.url("")])
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&show.stdout);
-    assert!(
-        show.status.success(),
-        "{table}{}",
-        String::from_utf8_lossy(&show.stderr)
-    );
+    let table = common::homeostat_ok(&["anomaly", "show", "--url", homeostat.url("").as_str()]);
     assert!(
         table.contains("latency") && table.contains("scoring") && table.contains("service=web"),
         "{table}"
@@ -273,26 +263,20 @@ async fn a_spike_alerts_through_alertmanager_and_a_restart_resumes_quietly() {
     homeostat.stop().await;
 
     // The CLI scores the same history and finds the spike.
-    let output = Command::new(common::BIN)
-        .args(["anomaly", "score", "--prometheus", prometheus.url()])
-        .args([
-            "--query",
-            "test_latency_seconds",
-            "--step",
-            "1s",
-            "--range",
-            "15m",
-            "--learning",
-            "120",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = common::homeostat_ok(&[
+        "anomaly",
+        "score",
+        "--prometheus",
+        prometheus.url(),
+        "--query",
+        "test_latency_seconds",
+        "--step",
+        "1s",
+        "--range",
+        "15m",
+        "--learning",
+        "120",
+    ]);
     assert!(stdout.contains("service=web") && stdout.contains("1.00"), "{stdout}");
 }
 

@@ -99,22 +99,6 @@ async fn exporter(values: Arc<Mutex<[f64; 2]>>) -> std::net::SocketAddr {
     addr
 }
 
-/// What `homeostat thresholds show --config FILE` prints; it must succeed.
-fn thresholds_show(config_file: &Path) -> String {
-    let show = Command::new(common::BIN)
-        .args(["thresholds", "show", "--config"])
-        .arg(config_file)
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&show.stdout).into_owned();
-    assert!(
-        show.status.success(),
-        "{shown}{}",
-        String::from_utf8_lossy(&show.stderr)
-    );
-    shown
-}
-
 async fn get(url: &str) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
@@ -384,7 +368,7 @@ async fn thresholds_follow_history_and_rewrite_prometheus_rules() {
     assert_eq!(refused.status(), 422);
 
     // `thresholds show` reads the journal: the bands, the rule update, the step and its reason.
-    let shown = thresholds_show(&config_file);
+    let shown = common::homeostat_ok(&["thresholds", "show", "--config", config_file.to_str().unwrap()]);
     for expected in [
         "spec latency",
         "rules: updated",
@@ -689,7 +673,7 @@ async fn a_short_history_waits_in_insufficient_history_under_its_fallback() {
     common::check_metrics(&exposition);
     homeostat.stop().await;
 
-    let shown = thresholds_show(&config_file);
+    let shown = common::homeostat_ok(&["thresholds", "show", "--config", config_file.to_str().unwrap()]);
     for expected in [
         r#"{service="a"} insufficient_history at "#,
         "2880 needed",

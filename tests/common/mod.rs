@@ -22,6 +22,20 @@ use tokio::sync::oneshot;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_homeostat");
 
+/// What `homeostat ARGS` prints on stdout; it must exit 0 (else the test
+/// fails with both outputs).
+pub fn homeostat_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "homeostat {:?}: {stdout}{}",
+        args.iter().map(|a| a.as_ref().to_string_lossy()).collect::<Vec<_>>(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Whether the homeostat at `base` (its URL) says it leads its journal
 /// (`homeostat_leader`); `None` while it does not answer.
 pub async fn leads(client: &reqwest::Client, base: &str) -> Option<bool> {

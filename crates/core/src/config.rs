@@ -1069,6 +1069,20 @@ pub fn check_http_url(key: &str, url: &str) -> Result<(), (String, String)> {
     }
 }
 
+/// `dir` must name a directory, existing or not; `(key, message)` otherwise.
+pub fn check_rules_dir(key: &str, dir: &std::path::Path) -> Result<(), (String, String)> {
+    if dir.as_os_str().is_empty() {
+        return Err((key.to_owned(), "must name a directory".to_owned()));
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err((
+            key.to_owned(),
+            format!("{} exists and is not a directory", dir.display()),
+        ));
+    }
+    Ok(())
+}
+
 impl SecretSource {
     fn read(&self, key: &str, env: &dyn Env) -> std::result::Result<Secret, (String, String)> {
         let value = match (&self.file, &self.env) {

@@ -297,15 +297,7 @@ impl ThresholdsConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |key: String, message: &str| Err((key, message.to_owned()));
         crate::config::check_http_url("thresholds.prometheus_url", &self.prometheus_url)?;
-        if self.rules_dir.as_os_str().is_empty() {
-            return err("thresholds.rules_dir".into(), "must name a directory");
-        }
-        if self.rules_dir.exists() && !self.rules_dir.is_dir() {
-            return Err((
-                "thresholds.rules_dir".into(),
-                format!("{} exists and is not a directory", self.rules_dir.display()),
-            ));
-        }
+        crate::config::check_rules_dir("thresholds.rules_dir", &self.rules_dir)?;
         let f = &self.feedback;
         if !(f.min_coverage > 0.0 && f.min_coverage < f.max_coverage && f.max_coverage < 1.0) {
             return err("thresholds.feedback".into(), "need 0 < min_coverage < max_coverage < 1");

@@ -31,7 +31,7 @@ use homeostat_core::threshold::Series;
 use homeostat_journal::anomaly::AnomalyState;
 use homeostat_journal::Journal;
 
-use crate::metrics::{AnomalySpecLabels, AnomalyStateLabels, Metrics, ThresholdSeriesLabels};
+use crate::metrics::{spec_series_labels, AnomalySpecLabels, AnomalyStateLabels, Metrics, ThresholdSeriesLabels};
 
 /// How long after a failed write of the rule file it is tried again.
 const RULES_RETRY: Duration = Duration::from_secs(60);
@@ -105,6 +105,20 @@ struct Tracked {
     /// Scores above 0 within the hold, oldest first.
     recent: VecDeque<(i64, f64)>,
     last_alarm: Option<i64>,
+}
+
+impl Tracked {
+    /// A detector whose last point (taken in, and seen) was at `last`.
+    fn new(scorer: StreamScorer, last: i64) -> Tracked {
+        Tracked {
+            scorer,
+            last,
+            seen: last,
+            latest: 0.0,
+            recent: VecDeque::new(),
+            last_alarm: None,
+        }
+    }
 }
 
 /// A spec and its series' detectors.
@@ -283,17 +297,10 @@ impl Detector {
                 continue;
             }
             resumed += 1;
-            state.series.insert(
-                saved.labels,
-                Tracked {
-                    scorer: StreamScorer::resume(&state.detect, saved.snapshot),
-                    last: saved.last_point,
-                    seen: saved.last_point,
-                    latest: 0.0,
-                    recent: VecDeque::new(),
-                    last_alarm: None,
-                },
-            );
+            let scorer = StreamScorer::resume(&state.detect, saved.snapshot);
+            state
+                .series
+                .insert(saved.labels, Tracked::new(scorer, saved.last_point));
         }
         if resumed > 0 {
             tracing::info!(series = resumed, "Anomaly detectors resumed from the journal.");
@@ -410,14 +417,10 @@ impl SpecState {
                 continue;
             }
             let detect = &self.detect;
-            let tracked = self.series.entry(key).or_insert_with(|| Tracked {
-                scorer: StreamScorer::new(detect),
-                last: i64::MIN,
-                seen: i64::MIN,
-                latest: 0.0,
-                recent: VecDeque::new(),
-                last_alarm: None,
-            });
+            let tracked = self
+                .series
+                .entry(key)
+                .or_insert_with(|| Tracked::new(StreamScorer::new(detect), i64::MIN));
             for (j, value) in series.values.iter().enumerate() {
                 let t = series.start + i64::try_from(j).unwrap_or(i64::MAX) * self.step;
                 if t <= tracked.last || !value.is_finite() {
@@ -504,7 +507,5 @@ impl SpecState {
 
 /// `anomaly_spec` first, then the series' own labels.
 fn exported_labels(spec: &str, labels: &LabelSet) -> ThresholdSeriesLabels {
-    std::iter::once((SPEC_LABEL.to_owned(), spec.to_owned()))
-        .chain(labels.iter().map(|(k, v)| (k.clone(), v.clone())))
-        .collect()
+    spec_series_labels(SPEC_LABEL, spec, labels)
 }

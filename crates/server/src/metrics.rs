@@ -69,6 +69,19 @@ pub struct PolicyChoiceLabels {
 /// the series' own labels. Bounded by the configured specs' series.
 pub type ThresholdSeriesLabels = Vec<(String, String)>;
 
+/// The labels of a spec's series: `name="spec"` first, then the series' own
+/// labels (one named like the spec label is left out rather than repeated).
+pub fn spec_series_labels(name: &str, spec: &str, series: &homeostat_core::alert::LabelSet) -> ThresholdSeriesLabels {
+    std::iter::once((name.to_owned(), spec.to_owned()))
+        .chain(
+            series
+                .iter()
+                .filter(|(k, _)| k.as_str() != name)
+                .map(|(k, v)| (k.clone(), v.clone())),
+        )
+        .collect()
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ThresholdSpecLabels {
     pub threshold_spec: String,

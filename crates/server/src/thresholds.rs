@@ -20,7 +20,9 @@ use homeostat_core::threshold::{
 use homeostat_journal::thresholds::{FeedbackStep, SpecRound};
 use homeostat_journal::Journal;
 
-use crate::metrics::{Metrics, ThresholdFeedbackLabels, ThresholdSpecLabels, ThresholdUpdateLabels};
+use crate::metrics::{
+    spec_series_labels, Metrics, ThresholdFeedbackLabels, ThresholdSpecLabels, ThresholdUpdateLabels,
+};
 
 /// The refit task's state between rounds.
 pub struct Scheduler {
@@ -227,16 +229,7 @@ impl Scheduler {
             return;
         };
         // A series label named like the spec label is left out rather than repeated.
-        let labels_of = |series: &LabelSet| -> Vec<(String, String)> {
-            std::iter::once(("threshold_spec".to_owned(), spec.name.clone()))
-                .chain(
-                    series
-                        .iter()
-                        .filter(|(k, _)| k.as_str() != "threshold_spec")
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                )
-                .collect()
-        };
+        let labels_of = |series: &LabelSet| spec_series_labels("threshold_spec", &spec.name, series);
         for vanished in self.exported.remove(&spec.name).unwrap_or_default() {
             let labels = labels_of(&vanished);
             m.threshold_upper.remove(&labels);

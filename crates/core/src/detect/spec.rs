@@ -151,15 +151,7 @@ impl AnomalyConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |key: String, message: String| Err((key, message));
         crate::config::check_http_url("anomaly.prometheus_url", &self.prometheus_url)?;
-        if self.rules_dir.as_os_str().is_empty() {
-            return err("anomaly.rules_dir".into(), "must name a directory".into());
-        }
-        if self.rules_dir.exists() && !self.rules_dir.is_dir() {
-            return err(
-                "anomaly.rules_dir".into(),
-                format!("{} exists and is not a directory", self.rules_dir.display()),
-            );
-        }
+        crate::config::check_rules_dir("anomaly.rules_dir", &self.rules_dir)?;
         if self.persist_every.0 < Duration::from_secs(1) {
             return err("anomaly.persist_every".into(), "must be at least 1s".into());
         }
