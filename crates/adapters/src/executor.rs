@@ -14,6 +14,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use homeostat_core::action::{Backend, Operation, Target};
+use homeostat_core::condition::{Condition, Observed};
 use homeostat_core::config::ActionsConfig;
 use homeostat_core::guard::Readiness;
 
@@ -70,6 +71,27 @@ pub trait Executor: Send + Sync + 'static {
         let _ = target;
         std::future::ready(Ok(None))
     }
+
+    /// What the target is like right before acting: stopped on purpose,
+    /// being restarted by the runtime, its spec. `None` when the backend
+    /// cannot tell or the target names no single instance.
+    fn condition(&self, target: &Target) -> impl Future<Output = Result<Option<Condition>, ExecError>> + Send {
+        let _ = target;
+        std::future::ready(Ok(None))
+    }
+
+    /// Every instance the backend runs that homeostat could act on, with
+    /// its spec and readiness: what known good specs are recorded from.
+    fn observe(&self) -> impl Future<Output = Result<Vec<Observed>, ExecError>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
+
+    /// How spec `now` differs from the `known_good` one, each difference in
+    /// words ("memory limit 8 MiB, was 256 MiB"); empty when it does not.
+    fn drift(&self, known_good: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+        let _ = (known_good, now);
+        Vec::new()
+    }
 }
 
 /// The backend chosen in the config (`actions.backend`).
@@ -119,6 +141,27 @@ impl Executor for AnyExecutor {
         match self {
             AnyExecutor::Docker(e) => e.deployed(target).await,
             AnyExecutor::Kubernetes(e) => e.deployed(target).await,
+        }
+    }
+
+    async fn condition(&self, target: &Target) -> Result<Option<Condition>, ExecError> {
+        match self {
+            AnyExecutor::Docker(e) => e.condition(target).await,
+            AnyExecutor::Kubernetes(e) => e.condition(target).await,
+        }
+    }
+
+    async fn observe(&self) -> Result<Vec<Observed>, ExecError> {
+        match self {
+            AnyExecutor::Docker(e) => e.observe().await,
+            AnyExecutor::Kubernetes(e) => e.observe().await,
+        }
+    }
+
+    fn drift(&self, known_good: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+        match self {
+            AnyExecutor::Docker(e) => e.drift(known_good, now),
+            AnyExecutor::Kubernetes(e) => e.drift(known_good, now),
         }
     }
 }
@@ -180,6 +223,28 @@ impl<E: Executor> Executor for Bounded<E> {
                 after: self.read,
             }))
     }
+
+    async fn condition(&self, target: &Target) -> Result<Option<Condition>, ExecError> {
+        tokio::time::timeout(self.read, self.inner.condition(target))
+            .await
+            .unwrap_or(Err(ExecError::TimedOut {
+                what: "the read of the target's condition",
+                after: self.read,
+            }))
+    }
+
+    async fn observe(&self) -> Result<Vec<Observed>, ExecError> {
+        tokio::time::timeout(self.read, self.inner.observe())
+            .await
+            .unwrap_or(Err(ExecError::TimedOut {
+                what: "the read of what runs",
+                after: self.read,
+            }))
+    }
+
+    fn drift(&self, known_good: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+        self.inner.drift(known_good, now)
+    }
 }
 
 /// Reads through `inner`, performs nothing, says exactly what it would have done.
@@ -201,6 +266,18 @@ impl<E: Executor> Executor for DryRun<E> {
 
     async fn deployed(&self, target: &Target) -> Result<Option<Deployed>, ExecError> {
         self.0.deployed(target).await
+    }
+
+    async fn condition(&self, target: &Target) -> Result<Option<Condition>, ExecError> {
+        self.0.condition(target).await
+    }
+
+    async fn observe(&self) -> Result<Vec<Observed>, ExecError> {
+        self.0.observe().await
+    }
+
+    fn drift(&self, known_good: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+        self.0.drift(known_good, now)
     }
 }
 

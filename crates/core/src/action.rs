@@ -34,10 +34,17 @@ pub enum Action {
     /// Kubernetes: mark the node unschedulable, and drain it by eviction
     /// when configured. No meaning on Docker.
     Cordon,
+    /// Docker: recreate the container from its last known good spec (what
+    /// it ran healthy with), undoing drift that `restart` and `recreate`
+    /// would keep (a lowered memory limit, a detached network). Only
+    /// planned when the target drifted from a recorded known good spec.
+    /// Not built on Kubernetes yet, where `rollback` goes to the last
+    /// known good revision.
+    Repair,
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::Notify,
         Action::Restart,
         Action::Recreate,
@@ -45,6 +52,7 @@ impl Action {
         Action::ScaleIn,
         Action::Rollback,
         Action::Cordon,
+        Action::Repair,
     ];
 
     /// The action named `name` (as [`Action::as_str`] spells it).
@@ -61,6 +69,7 @@ impl Action {
             Action::ScaleIn => "scale_in",
             Action::Rollback => "rollback",
             Action::Cordon => "cordon",
+            Action::Repair => "repair",
         }
     }
 
@@ -219,6 +228,15 @@ pub enum Operation {
     },
     /// Recreate the service's containers from the image recorded as previous.
     RollbackComposeService { project: String, service: String },
+    /// Recreate `container` from `spec`, the last known good spec recorded
+    /// for it (as the executor reads specs). [`plan`] leaves `spec` null;
+    /// the pipeline fills it in from the journal before acting, so the
+    /// decision (and a dry run) records exactly what is restored.
+    RepairContainer {
+        container: String,
+        #[serde(default)]
+        spec: serde_json::Value,
+    },
 }
 
 /// Why an action cannot be planned.
@@ -358,7 +376,16 @@ pub fn plan(action: Action, backend: Backend, target: &Target, drain_on_cordon: 
         (Backend::Docker, Action::Rollback) => {
             service().map(|(project, service)| Operation::RollbackComposeService { project, service })
         }
-        (Backend::Docker, Action::Cordon) => Err(Refusal::Unsupported { action, backend }),
+        (Backend::Docker, Action::Repair) => match &target.container {
+            Some(container) => Ok(Operation::RepairContainer {
+                container: container.clone(),
+                spec: serde_json::Value::Null,
+            }),
+            None => Err(no_target("container")),
+        },
+        (Backend::Docker, Action::Cordon) | (Backend::Kubernetes, Action::Repair) => {
+            Err(Refusal::Unsupported { action, backend })
+        }
     }
 }
 
@@ -410,7 +437,7 @@ mod tests {
     }
 
     #[test]
-    fn every_action_plans_on_kubernetes_with_a_full_target() {
+    fn every_action_but_repair_plans_on_kubernetes_with_a_full_target() {
         let t = Target {
             namespace: Some("shop".into()),
             deployment: Some("checkout".into()),
@@ -418,9 +445,16 @@ mod tests {
             node: Some("node-a".into()),
             ..Target::default()
         };
-        for action in Action::ALL {
+        for action in Action::ALL.into_iter().filter(|a| *a != Action::Repair) {
             plan(action, Backend::Kubernetes, &t, false).unwrap();
         }
+        assert_eq!(
+            plan(Action::Repair, Backend::Kubernetes, &t, false),
+            Err(Refusal::Unsupported {
+                action: Action::Repair,
+                backend: Backend::Kubernetes
+            })
+        );
         assert_eq!(
             plan(Action::ScaleIn, Backend::Kubernetes, &t, false),
             Ok(Operation::ScaleDeployment {
@@ -447,6 +481,29 @@ mod tests {
         };
         let refusal = plan(Action::Cordon, Backend::Docker, &t, false).unwrap_err();
         assert_eq!(refusal.to_string(), "cordon has no meaning on Docker");
+    }
+
+    #[test]
+    fn a_repair_names_the_container_and_leaves_its_spec_to_the_journal() {
+        let t = Target {
+            compose_project: Some("demo".into()),
+            compose_service: Some("web".into()),
+            container: Some("demo-web-1".into()),
+            ..Target::default()
+        };
+        assert_eq!(
+            plan(Action::Repair, Backend::Docker, &t, false),
+            Ok(Operation::RepairContainer {
+                container: "demo-web-1".into(),
+                spec: serde_json::Value::Null
+            })
+        );
+        let service_only = Target { container: None, ..t };
+        let refusal = plan(Action::Repair, Backend::Docker, &service_only, false).unwrap_err();
+        assert!(
+            refusal.to_string().contains("needs the alert label(s) container"),
+            "{refusal}"
+        );
     }
 
     #[test]

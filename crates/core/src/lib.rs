@@ -17,6 +17,8 @@
 //! - [`policy`]: the learning policy (Thompson sampling on playbook priors), its rewards,
 //!   learned state and off-policy evaluation; seeded.
 //! - [`context`]: the PromQL context queries a decision uses, and what they found.
+//! - [`condition`]: what a backend says of a target before acting: a deliberate stop, the
+//!   runtime restarting it, its spec (for drift against the last known good).
 //! - [`guard`]: the safety limits every action must pass.
 //! - [`decision`]: the verdicts, call results and verified outcomes the journal persists.
 //! - [`detect`]: the streaming anomaly detector (new extremes, adaptive resonance).
@@ -29,6 +31,7 @@
 pub mod action;
 pub mod alert;
 pub mod clock;
+pub mod condition;
 pub mod config;
 pub mod context;
 pub mod decision;

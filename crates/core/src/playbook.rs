@@ -52,6 +52,22 @@ pub struct RuleFile {
     /// escalates.
     #[serde(default)]
     pub needs_approval: Vec<Action>,
+    /// What to do when the target was stopped on purpose (a container
+    /// stopped through the Docker API and exited 0): `leave` it alone, the
+    /// default (recorded and notified), or `heal` it like a crash.
+    #[serde(default)]
+    pub deliberate_stop: DeliberateStop,
+}
+
+/// A rule's answer to a target stopped on purpose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliberateStop {
+    /// Recorded ("stopped deliberately") and notified; nothing is done.
+    #[default]
+    Leave,
+    /// Healed like any other failure.
+    Heal,
 }
 
 /// A label matcher, with Alertmanager's semantics: regexes are anchored, and
@@ -137,6 +153,7 @@ pub struct Rule {
     pub actions: Vec<Action>,
     pub health_query: Option<String>,
     pub needs_approval: Vec<Action>,
+    pub deliberate_stop: DeliberateStop,
 }
 
 /// A validated playbook.
@@ -224,6 +241,7 @@ impl Playbook {
                 actions: rule.actions,
                 health_query: rule.health_query,
                 needs_approval: rule.needs_approval,
+                deliberate_stop: rule.deliberate_stop,
             });
         }
         Ok(Playbook { rules })
@@ -244,8 +262,15 @@ impl Playbook {
 impl Rule {
     /// This rule's next action after `failed` failed attempts.
     pub fn step(&self, failed: usize) -> Step<'_> {
-        match self.actions.get(failed) {
-            Some(&action) => Step::Try {
+        self.step_where(failed, |_| true)
+    }
+
+    /// This rule's next action after `failed` failed attempts, passing over
+    /// the actions that do not apply to the target now (a `repair` where
+    /// nothing drifted): each failed attempt used up one applicable action.
+    pub fn step_where(&self, failed: usize, applies: impl Fn(Action) -> bool) -> Step<'_> {
+        match self.actions.iter().copied().filter(|a| applies(*a)).nth(failed) {
+            Some(action) => Step::Try {
                 rule: &self.name,
                 action,
                 attempt: failed,
@@ -311,6 +336,40 @@ mod tests {
                 attempt: 0
             }
         );
+    }
+
+    #[test]
+    fn actions_that_do_not_apply_are_passed_over_and_use_up_no_attempt() {
+        let text = "rules: [{name: down, actions: [repair, restart, recreate], deliberate_stop: heal}]";
+        let playbook = Playbook::parse(Path::new("p.yml"), text).unwrap();
+        let rule = &playbook.rules[0];
+        assert_eq!(rule.deliberate_stop, DeliberateStop::Heal);
+        let action = |step: Step<'_>| match step {
+            Step::Try { action, .. } => Some(action),
+            _ => None,
+        };
+        // Drifted: repair first.
+        assert_eq!(action(rule.step_where(0, |_| true)), Some(Action::Repair));
+        assert_eq!(action(rule.step_where(1, |_| true)), Some(Action::Restart));
+        // Nothing drifted: repair does not apply.
+        let no_drift = |a: Action| a != Action::Repair;
+        assert_eq!(action(rule.step_where(0, no_drift)), Some(Action::Restart));
+        assert_eq!(action(rule.step_where(1, no_drift)), Some(Action::Recreate));
+        assert_eq!(
+            rule.step_where(2, no_drift),
+            Step::Exhausted {
+                rule: "down",
+                attempts: 2
+            }
+        );
+        // Left alone unless the rule says otherwise.
+        let default = Playbook::parse(Path::new("p.yml"), "rules: [{name: d, actions: [restart]}]").unwrap();
+        assert_eq!(default.rules[0].deliberate_stop, DeliberateStop::Leave);
+        let bad = Playbook::parse(
+            Path::new("p.yml"),
+            "rules: [{name: d, actions: [restart], deliberate_stop: x}]",
+        );
+        assert!(bad.unwrap_err().to_string().contains("deliberate_stop"));
     }
 
     #[test]

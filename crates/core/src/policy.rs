@@ -469,6 +469,7 @@ fn default_costs() -> BTreeMap<Action, f64> {
         (Action::Notify, 0.0),
         (Action::Restart, 0.05),
         (Action::Recreate, 0.1),
+        (Action::Repair, 0.1),
         (Action::ScaleOut, 0.1),
         (Action::Rollback, 0.15),
         (Action::ScaleIn, 0.15),
@@ -757,10 +758,11 @@ impl Choice {
 }
 
 /// The order actions outside a rule are tried in: least disruptive first.
-const OUTSIDE_RULE_ORDER: [Action; 6] = [
+const OUTSIDE_RULE_ORDER: [Action; 7] = [
     Action::Restart,
     Action::ScaleOut,
     Action::Recreate,
+    Action::Repair,
     Action::Rollback,
     Action::ScaleIn,
     Action::Cordon,
@@ -771,7 +773,7 @@ const OUTSIDE_RULE_ORDER: [Action; 6] = [
 /// later one (0.5, 0.3, 0.18, …: expected to work); `notify` outside the
 /// rule 0, which is exactly its reward (handing over to a human); other
 /// actions outside the rule below that, from −0.1 down by 0.02 in the
-/// order least disruptive first (restart, scale_out, recreate, rollback,
+/// order least disruptive first (restart, scale_out, recreate, repair, rollback,
 /// scale_in, cordon). So after a rule's actions failed, the policy leans
 /// towards a human, and explores other actions only as the sampling says.
 pub fn prior(rule_actions: &[Action], action: Action) -> f64 {

@@ -120,11 +120,39 @@ fn elsewhere(result: &FaultResult) -> Vec<String> {
         .collect()
 }
 
+/// The actions homeostat took for real (not notifications, not in a dry
+/// run), late ones included.
+fn real_actions(result: &FaultResult) -> Vec<&str> {
+    result
+        .actions
+        .iter()
+        .map(String::as_str)
+        .filter(|a| acted(a) && !a.contains("(dry run)"))
+        .collect()
+}
+
+/// Who healed the fault: `homeostat` when it acted for real and the fault
+/// recovered, `runtime` when the runtime's restart policy restarted the
+/// target and homeostat did not act, `none` otherwise.
+pub fn healed_by(result: &FaultResult) -> &'static str {
+    match (
+        result.recover_s,
+        real_actions(result).is_empty(),
+        result.runtime_restarts > 0,
+    ) {
+        (Some(_), false, _) => "homeostat",
+        (Some(_), true, true) => "runtime",
+        _ => "none",
+    }
+}
+
 /// Judges one fault from its result. Actions include late ones: an action
-/// after the window closed still acted on a stale or settled incident.
+/// after the window closed still acted on a stale or settled incident. A
+/// fault to heal is healed by one action of homeostat on its target, or by
+/// none where the runtime's restart policy healed it.
 pub fn judge(result: &FaultResult) -> Judgement {
     let actions: Vec<&str> = result.actions.iter().map(String::as_str).filter(|a| acted(a)).collect();
-    let real: Vec<&str> = actions.iter().copied().filter(|a| !a.contains("(dry run)")).collect();
+    let real = real_actions(result);
     match Expected::of(result.fault) {
         Expected::Heal => match (result.recover_s, real.is_empty()) {
             (Some(at), false) => {
@@ -134,8 +162,21 @@ pub fn judge(result: &FaultResult) -> Judgement {
                 } else {
                     format!("; also acted elsewhere: {}", elsewhere.join(", "))
                 };
-                Judgement::pass(format!("healed in {at:.1} s ({}){also}", real.join(", ")))
+                let on_target = real.len().saturating_sub(elsewhere.len());
+                if on_target > 1 {
+                    return Judgement::fail(format!(
+                        "healed in {at:.1} s, but with {on_target} actions on {} ({}): one was expected",
+                        result.target,
+                        real.join(", ")
+                    ));
+                }
+                Judgement::pass(format!("healed by homeostat in {at:.1} s ({}){also}", real.join(", ")))
             }
+            (Some(at), true) if result.runtime_restarts > 0 => Judgement::pass(format!(
+                "healed by the runtime's restart policy in {at:.1} s ({} restart(s)); homeostat rightly did not \
+                 restart it again",
+                result.runtime_restarts
+            )),
             (Some(at), true) => Judgement::fail(format!("recovered after {at:.1} s, but homeostat took no action")),
             (None, _) if actions.is_empty() => Judgement::fail("homeostat took no action"),
             (None, _) => Judgement::fail(format!("not recovered despite {}", actions.join(", "))),
@@ -249,6 +290,20 @@ mod tests {
     #[test]
     fn a_fault_is_healed_when_homeostat_acted_and_it_recovered() {
         assert!(judge(&result(Fault::Kill, Some(7.0), &["restart"])).passed);
+        // One action on the target is expected, not two.
+        let twice = judge(&result(Fault::MemoryLeak, Some(70.0), &["restart", "restart"]));
+        assert!(!twice.passed && twice.why.contains("with 2 actions"), "{twice:?}");
+        // The runtime's restart policy healed it; homeostat left it to it.
+        let mut runtime = result(Fault::Crash, Some(2.0), &["notify"]);
+        runtime.runtime_restarts = 1;
+        let by_runtime = judge(&runtime);
+        assert!(
+            by_runtime.passed && by_runtime.why.contains("restart policy"),
+            "{by_runtime:?}"
+        );
+        assert_eq!(healed_by(&runtime), "runtime");
+        assert_eq!(healed_by(&result(Fault::Kill, Some(7.0), &["restart"])), "homeostat");
+        assert_eq!(healed_by(&result(Fault::Kill, None, &["restart"])), "none");
         let mut other = result(Fault::Kill, Some(7.0), &["restart", "scale_out"]);
         other.decisions = vec![
             serde_json::json!({"action": "restart", "verdict": "allow", "target": "docker/p/service_b"}),

@@ -141,6 +141,10 @@ pub enum Fault {
     BadDeploy,
     /// service_a's whole container is paused through the Docker API.
     Freeze,
+    /// service_b's container is detached from its network through the
+    /// Docker API: configuration drift, which a restart or a recreate
+    /// would keep and a repair from its last known good spec undoes.
+    Drift,
     /// service_b's container is sent SIGKILL through the Docker API.
     Kill,
     /// Nothing: no alert and no action may follow.
@@ -152,7 +156,7 @@ impl Fault {
     /// processes (restarts, deploys, rollbacks), the demo waits until the
     /// target's process is a minute old, so that faults in a row are never
     /// a crash loop to `ServiceCrashLooping` ([`Fault::new_processes`]).
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Crash,
         Fault::Hang,
         Fault::StaleAlert,
@@ -161,6 +165,7 @@ impl Fault {
         Fault::DependencyFailure,
         Fault::BadDeploy,
         Fault::Freeze,
+        Fault::Drift,
         Fault::Kill,
         Fault::None,
     ];
@@ -175,6 +180,7 @@ impl Fault {
             Fault::DependencyFailure => "dependency-failure",
             Fault::BadDeploy => "bad-deploy",
             Fault::Freeze => "freeze",
+            Fault::Drift => "drift",
             Fault::Kill => "kill",
             Fault::None => "none",
         }
@@ -183,7 +189,7 @@ impl Fault {
     /// The service the fault is injected into.
     pub fn target(self) -> &'static str {
         match self {
-            Fault::Crash | Fault::BadDeploy | Fault::StaleAlert | Fault::Kill => "service_b",
+            Fault::Crash | Fault::BadDeploy | Fault::StaleAlert | Fault::Kill | Fault::Drift => "service_b",
             _ => "service_a",
         }
     }
@@ -201,7 +207,7 @@ impl Fault {
     /// Whether the fault takes a moment to show: until the target stops
     /// answering its admin port, "no fault active" is no recovery.
     fn shows_late(self) -> bool {
-        matches!(self, Fault::Crash | Fault::Kill | Fault::Freeze)
+        matches!(self, Fault::Crash | Fault::Kill | Fault::Freeze | Fault::Drift)
     }
 
     /// How long the fault may take to heal before the demo clears it itself.
@@ -301,6 +307,11 @@ pub struct FaultResult {
     /// What the demo did to bring back the known good state after a fault
     /// homeostat did not heal; empty when it healed.
     pub cleared: Vec<String>,
+    /// Restarts of the target by the runtime's restart policy during the fault.
+    pub runtime_restarts: i64,
+    /// Who healed the fault: `homeostat`, `runtime` (its restart policy),
+    /// or `none` (it ended by itself, or was not healed).
+    pub healed_by: &'static str,
     /// Whether homeostat did the right thing (healed, or rightly left alone).
     pub judgement: judge::Judgement,
     pub note: Option<String>,
@@ -325,6 +336,8 @@ impl FaultResult {
             decisions: Vec::new(),
             quiet_before,
             cleared: Vec::new(),
+            runtime_restarts: 0,
+            healed_by: "none",
             judgement: judge::Judgement {
                 passed: false,
                 why: "not judged yet".into(),
@@ -810,6 +823,7 @@ impl Demo {
             Fault::BadDeploy | Fault::StaleAlert => return self.deploy(target, images::BAD_VERSION).await,
             Fault::Kill => return self.containers.kill(&target.container).await,
             Fault::Freeze => return self.containers.pause(&target.container).await,
+            Fault::Drift => return self.containers.disconnect(&target.container).await,
             Fault::Crash => ("crash", json!({})),
             Fault::Hang => ("hang", json!({})),
             Fault::MemoryLeak => ("leak", json!({"rate_mib_per_second": 4.0})),
@@ -876,6 +890,14 @@ impl Demo {
         Ok(note)
     }
 
+    /// How often the runtime's restart policy restarted `service`'s
+    /// container (`None` when it is gone): Docker counts it per container,
+    /// from its last start by hand.
+    async fn runtime_restarts(&self, service: &str) -> Result<Option<(String, i64)>> {
+        let container = self.containers.inspect(&self.service(service).container).await?;
+        Ok(container.map(|c| (c.id.unwrap_or_default(), c.restart_count.unwrap_or(0))))
+    }
+
     /// The target's container runs and is not paused.
     async fn container_up(&self, service: &Service) -> bool {
         matches!(self.containers.inspect(&service.container).await, Ok(Some(c)) if is_up(&c))
@@ -940,6 +962,10 @@ impl Demo {
                             service.name
                         ));
                     } else {
+                        if !self.containers.on_network(&container) {
+                            self.containers.connect(service).await?;
+                            done.push(format!("{}: attached to its network again", service.name));
+                        }
                         let state = container.state.unwrap_or_default();
                         if state.paused == Some(true) {
                             self.containers.unpause(&service.container).await?;
@@ -1036,6 +1062,7 @@ impl Demo {
             tokio::time::sleep(POLL).await;
             quiet_before = self.ready_for(fault).await?;
         }
+        let restarts_before = self.runtime_restarts(fault.target()).await?;
         let injected_wall = Utc::now();
         let t0 = self.now();
         self.inject(fault).await?;
@@ -1139,6 +1166,14 @@ impl Demo {
             tokio::time::sleep(POLL).await;
         }
         let ended = ended.unwrap_or_else(|| self.now());
+        // Counted on the same container only: a recreate starts a new count.
+        if let (Some((id, before)), Some((same, after))) =
+            (restarts_before, self.runtime_restarts(fault.target()).await?)
+        {
+            if id == same {
+                result.runtime_restarts = (after - before).max(0);
+            }
+        }
         let window = judge::Window {
             start: injected_wall,
             end: Utc::now(),
@@ -1155,6 +1190,7 @@ impl Demo {
             result.requests_total = requests.len();
             result.requests_failed = requests.iter().filter(|s| !succeeded(s)).count();
         }
+        result.healed_by = judge::healed_by(&result);
         result.judgement = judge::judge(&result);
         if !result.judgement.passed && fault != Fault::None {
             let cleared = self.clear(fault).await?;
@@ -1199,6 +1235,8 @@ impl Demo {
                 "result": decision.result,
                 "detail": decision.detail,
                 "outcome": decision.outcome,
+                // What the target's own state said: drift, a deliberate stop, the runtime.
+                "condition": decision.new.record.get("condition"),
                 // What the learning policy saw (PromQL context) and why it chose.
                 "policy": decision.new.record.get("policy").map(|p| json!({
                     "acted": p["acted"],
@@ -1227,6 +1265,7 @@ impl Demo {
         }
         for (result, decisions) in results.iter_mut().zip(placed) {
             self.describe(result, &decisions);
+            result.healed_by = judge::healed_by(result);
             let judgement = judge::judge(result);
             if result.judgement.passed && !judgement.passed {
                 (self.say)(&format!(

@@ -32,8 +32,8 @@ fn seconds(value: Option<f64>) -> String {
 /// The per-fault table, as Markdown (it reads as well in a terminal).
 pub fn table(faults: &[FaultResult]) -> String {
     let mut out = String::from(
-        "| fault | target | detected (s) | recovered (s) | actions | requests | failed | availability | result |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| fault | target | detected (s) | recovered (s) | healed by | actions | requests | failed | availability | result |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for f in faults {
         let availability = if f.requests_total == 0 {
@@ -50,11 +50,12 @@ pub fn table(faults: &[FaultResult]) -> String {
         let verdict = if f.judgement.passed { "ok" } else { "FAILED" };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {verdict}: {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {verdict}: {} |",
             f.fault,
             f.target,
             seconds(f.detect_s),
             seconds(f.recover_s),
+            f.healed_by,
             actions,
             f.requests_total,
             f.requests_failed,
@@ -203,6 +204,7 @@ mod tests {
         r.actions = actions.iter().map(|a| a.to_string()).collect();
         r.requests_total = 200;
         r.requests_failed = 50;
+        r.healed_by = crate::judge::healed_by(&r);
         r.judgement = crate::judge::judge(&r);
         r
     }
@@ -215,12 +217,14 @@ mod tests {
         ]);
         assert!(
             table.contains(
-                "| crash | service_b | 4.2 | 7.0 | restart | 200 | 50 | 75.0% | ok: healed in 7.0 s (restart) |"
+                "| crash | service_b | 4.2 | 7.0 | homeostat | restart | 200 | 50 | 75.0% | ok: healed by homeostat in 7.0 s (restart) |"
             ),
             "{table}"
         );
         assert!(
-            table.contains("| none | service_a | — | — | none | 200 | 50 | 75.0% | FAILED: 50 of 200 requests failed"),
+            table.contains(
+                "| none | service_a | — | — | none | none | 200 | 50 | 75.0% | FAILED: 50 of 200 requests failed"
+            ),
             "{table}"
         );
     }
@@ -256,7 +260,10 @@ mod tests {
         let svg = std::fs::read_to_string(dir.path().join("out/timeline.svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("hang"), "{svg}");
         let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
-        assert!(md.contains("| hang | service_a | 5.0 | 9.5 | restart |"), "{md}");
+        assert!(
+            md.contains("| hang | service_a | 5.0 | 9.5 | homeostat | restart |"),
+            "{md}"
+        );
         assert!(
             md.contains("**FAILED**: 1 of 2 faults not handled right: kill (not recovered despite restart (late))"),
             "{md}"

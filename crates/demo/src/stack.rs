@@ -8,8 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -201,9 +202,12 @@ impl Containers {
                 ])),
                 memory: Some(MEMORY_LIMIT_BYTES),
                 network_mode: Some(self.project.clone()),
-                // Healing is homeostat's job here, not the engine's.
+                // The runtime restarts a process that crashes, in about a
+                // second; homeostat heals what it cannot (hangs, freezes,
+                // bad deploys, drift, leaks) and never restarts a container
+                // the runtime is restarting.
                 restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::NO),
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
                 }),
                 ..HostConfig::default()
@@ -260,6 +264,43 @@ impl Containers {
             .kill_container(container, Some(options))
             .await
             .map_err(|e| DemoError::Docker(format!("kill {container}: {e}")))
+    }
+
+    /// Detaches `container` from the project's network through the Docker
+    /// API: configuration drift that a restart keeps.
+    pub async fn disconnect(&self, container: &str) -> Result<(), DemoError> {
+        let request = NetworkDisconnectRequest {
+            container: container.to_owned(),
+            force: Some(true),
+        };
+        self.docker
+            .disconnect_network(&self.project, request)
+            .await
+            .map_err(|e| DemoError::Docker(format!("disconnect {container} from {}: {e}", self.project)))
+    }
+
+    /// Attaches `service`'s container to the project's network again, under its alias.
+    pub async fn connect(&self, service: &Service) -> Result<(), DemoError> {
+        let request = NetworkConnectRequest {
+            container: service.container.clone(),
+            endpoint_config: Some(EndpointSettings {
+                aliases: Some(vec![service.name.to_owned()]),
+                ..EndpointSettings::default()
+            }),
+        };
+        self.docker
+            .connect_network(&self.project, request)
+            .await
+            .map_err(|e| DemoError::Docker(format!("connect {} to {}: {e}", service.container, self.project)))
+    }
+
+    /// Whether `container` is attached to the project's network.
+    pub fn on_network(&self, container: &ContainerInspectResponse) -> bool {
+        container
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .is_some_and(|n| n.contains_key(&self.project))
     }
 
     /// Freezes every process of `container` (the cgroup freezer).

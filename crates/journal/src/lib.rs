@@ -44,7 +44,7 @@ use homeostat_core::incident::{transition, EventKind, Incident, Known, Transitio
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 
 /// The schema this build writes; a newer journal is refused rather than misread.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 /// SQLite's `application_id` of a homeostat journal ("hmst"), written when
 /// the journal is created: the marker that tells it from anyone else's file.
 const APPLICATION_ID: i64 = 0x686d_7374;
@@ -180,6 +180,7 @@ enum Op {
     Audit(audit::AuditEntry),
     Answer(approvals::AnswerWrite),
     Anomaly(anomaly::AnomalyWrite),
+    KnownGood(known_good::KnownGoodWrite),
 }
 
 /// A delivery with every value already encoded as SQLite stores it. The
@@ -724,6 +725,7 @@ fn migrations() -> [String; SCHEMA_VERSION as usize] {
         schedule::SCHEMA.to_owned(),
         [notifications::SCHEMA, audit::SCHEMA, approvals::SCHEMA].join("\n"),
         anomaly::SCHEMA.to_owned(),
+        known_good::SCHEMA.to_owned(),
     ]
 }
 
@@ -852,6 +854,7 @@ fn apply_op(tx: &Transaction<'_>, open: &mut OpenIncidents, op: &Op) -> Result<W
         Op::Notification(write) => notifications::apply(tx, write).map(Written::Row),
         Op::Audit(entry) => audit::apply(tx, entry).map(Written::Row),
         Op::Anomaly(write) => anomaly::apply(tx, write).map(Written::Row),
+        Op::KnownGood(write) => known_good::apply(tx, write).map(Written::Row),
         Op::Answer(write) => approvals::apply(tx, write).map(|proposal| Written::Row(proposal.unwrap_or(0))),
     }
 }
@@ -1100,6 +1103,7 @@ mod store;
 pub mod anomaly;
 pub mod approvals;
 pub mod audit;
+pub mod known_good;
 
 pub use store::{Journal, Store};
 

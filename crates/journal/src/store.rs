@@ -35,6 +35,7 @@ use crate::anomaly::AnomalyState;
 use crate::approvals::Answer;
 use crate::audit::AuditEntry;
 use crate::decisions::{Decision, History, NewDecision};
+use crate::known_good::KnownGood;
 use crate::leadership::{Changes, Leadership};
 use crate::notifications::{Attempt, Notification};
 use crate::policy::{Learned, StoredPolicy};
@@ -165,6 +166,10 @@ pub trait Store: Send + Sync + 'static {
     async fn save_anomaly(&self, states: Vec<AnomalyState>) -> Result<()>;
     /// Every journalled anomaly detector state.
     async fn anomaly_states(&self) -> Result<Vec<AnomalyState>>;
+    /// Records an instance's last known good spec, in place of the one before.
+    async fn record_known_good(&self, known: KnownGood) -> Result<()>;
+    /// An instance's last known good spec, if one was recorded.
+    async fn known_good(&self, instance: String) -> Result<Option<KnownGood>>;
 
     /// Whether this process leads, and so acts (see [`crate::leadership`]).
     /// By default it alone writes the journal, and leads.
@@ -324,5 +329,11 @@ impl Store for SqliteJournal {
     }
     async fn anomaly_states(&self) -> Result<Vec<AnomalyState>> {
         SqliteJournal::anomaly_states(self).await
+    }
+    async fn record_known_good(&self, known: KnownGood) -> Result<()> {
+        SqliteJournal::record_known_good(self, known).await
+    }
+    async fn known_good(&self, instance: String) -> Result<Option<KnownGood>> {
+        SqliteJournal::known_good(self, instance).await
     }
 }

@@ -104,6 +104,7 @@ on_both!(
     the_learned_policy_saves_only_on_its_base_revision_and_survives_reopening,
     a_whole_episode_in_one_group_commit_lands_in_order,
     anomaly_detectors_resume_from_their_last_save,
+    a_known_good_spec_replaces_the_one_before_and_survives_reopening,
 );
 
 fn config(dir: &tempfile::TempDir) -> JournalConfig {
@@ -1820,6 +1821,38 @@ async fn anomaly_detectors_resume_from_their_last_save(backend: Backend) {
         .unwrap();
     let saved = journal.anomaly_states().await.unwrap();
     assert_eq!(saved.iter().map(|s| s.spec.as_str()).collect::<Vec<_>>(), ["errors"]);
+}
+
+/// An instance's known good spec is replaced by the next one recorded,
+/// other instances keep theirs, and both survive a reopen.
+async fn a_known_good_spec_replaces_the_one_before_and_survives_reopening(backend: Backend) {
+    use known_good::KnownGood;
+    let known = |instance: &str, memory: i64, since: &str| KnownGood {
+        instance: instance.into(),
+        spec: serde_json::json!({"memory": memory, "networks": {"demo": ["web"]}}),
+        healthy_since: at(since),
+        recorded_at: at("2026-12-07T10:00:00Z"),
+    };
+    let db = TestDb::new(backend).await;
+    let (journal, writer) = db.open().await;
+    assert_eq!(journal.known_good("docker/container/a".into()).await.unwrap(), None);
+    let first = known("docker/container/a", 256, "2026-12-07T09:00:00Z");
+    journal.record_known_good(first).await.unwrap();
+    let second = known("docker/container/a", 512, "2026-12-07T09:30:00Z");
+    journal.record_known_good(second.clone()).await.unwrap();
+    let other = known("docker/container/b", 128, "2026-12-07T08:00:00Z");
+    journal.record_known_good(other.clone()).await.unwrap();
+    drop(journal);
+    writer.join();
+    let (journal, _writer) = db.open().await;
+    assert_eq!(
+        journal.known_good("docker/container/a".into()).await.unwrap(),
+        Some(second)
+    );
+    assert_eq!(
+        journal.known_good("docker/container/b".into()).await.unwrap(),
+        Some(other)
+    );
 }
 
 /// `record_learned` saves only on top of the stored revision (`None`, with

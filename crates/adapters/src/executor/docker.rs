@@ -12,13 +12,14 @@ use std::collections::HashMap;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerConfig, ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
-    HealthStatusEnum, ImageConfig, NetworkingConfig,
+    HealthStatusEnum, ImageConfig, NetworkingConfig, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
     RenameContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
+use homeostat_core::condition::{Condition, Observed, RuntimeRestarts};
 pub use homeostat_core::config::DockerConfig;
 
 use super::{Deployed, Done, ExecError, Executor};
@@ -38,6 +39,8 @@ pub const DEPLOYED_AT_LABEL: &str = "homeostat.deployed-at";
 pub const HISTORY_LABEL: &str = "homeostat.image-history";
 /// Images kept in [`HISTORY_LABEL`].
 const HISTORY_LENGTH: usize = 8;
+/// How close to a container's end a `stop` event must be to be its cause.
+const STOP_EVENT_WINDOW_SECONDS: i64 = 15;
 
 /// An image a container ran, and when.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -260,7 +263,6 @@ impl DockerExecutor {
     /// is removed, so a configuration Docker refuses leaves the old running.
     async fn recreate(&self, old: &ContainerInspectResponse, image: Option<String>) -> Result<Done, ExecError> {
         let name = display_name(old);
-        let old_id = old.id.clone().unwrap_or_default();
         let mut from = old.clone();
         if image.is_some() {
             // The container's config holds its image's defaults (ENV, CMD,
@@ -306,6 +308,17 @@ impl DockerExecutor {
             labels.insert(DEPLOYED_AT_LABEL.into(), created);
         }
         let body = clone_body(&from, image.clone(), labels);
+        self.replace(old, body).await?;
+        let image = image.map_or(String::new(), |i| format!(" from image {i}"));
+        Ok(format!("recreated container {name}{image}"))
+    }
+
+    /// Replaces container `old` by one created from `body`, under the same
+    /// name. The new container is created before the old one is removed,
+    /// so a configuration Docker refuses leaves the old one running.
+    async fn replace(&self, old: &ContainerInspectResponse, body: ContainerCreateBody) -> Result<(), ExecError> {
+        let name = display_name(old);
+        let old_id = old.id.clone().unwrap_or_default();
         let staging = format!("{name}-homeostat-new");
         let created = self
             .docker
@@ -337,8 +350,46 @@ impl DockerExecutor {
             .start_container(&created.id, None)
             .await
             .map_err(|e| api_error(e, &format!("start the replacement of {name}")))?;
-        let image = image.map_or(String::new(), |i| format!(" from image {i}"));
-        Ok(format!("recreated container {name}{image}"))
+        Ok(())
+    }
+
+    /// Recreates `container` from `spec`, its last known good spec (as
+    /// [`ContainerSpec`]), whatever it drifted to since.
+    async fn repair(&self, container: &str, spec: &serde_json::Value) -> Result<Done, ExecError> {
+        let spec: ContainerSpec = serde_json::from_value(spec.clone()).map_err(|e| {
+            ExecError::Unsupported(format!(
+                "the known good spec of {container} is not a container spec: {e}"
+            ))
+        })?;
+        let old = self.inspect(container).await?;
+        self.replace(&old, spec.body).await?;
+        Ok(format!(
+            "repaired container {container}: recreated from its last known good spec"
+        ))
+    }
+
+    /// Whether `container` was stopped through the API (a `stop` event
+    /// within seconds before it finished), which Docker's events tell.
+    async fn stopped_through_api(&self, id: &str, finished: chrono::DateTime<chrono::Utc>) -> Result<bool, ExecError> {
+        use futures_util::StreamExt;
+        let filters = HashMap::from([
+            ("container".to_owned(), vec![id.to_owned()]),
+            ("event".to_owned(), vec!["stop".to_owned()]),
+        ]);
+        // Never an `until` in the future: the engine would wait for it.
+        let window = chrono::Duration::seconds(STOP_EVENT_WINDOW_SECONDS);
+        let until = (finished + window).min(chrono::Utc::now());
+        let options = EventsOptionsBuilder::default()
+            .since(&(finished - window).timestamp().to_string())
+            .until(&until.timestamp().to_string())
+            .filters(&filters)
+            .build();
+        let mut events = self.docker.events(Some(options));
+        match events.next().await {
+            Some(Ok(_)) => Ok(true),
+            None => Ok(false),
+            Some(Err(e)) => Err(api_error(e, &format!("the events of container {id}"))),
+        }
     }
 
     async fn remove(&self, id: &str) -> Result<(), ExecError> {
@@ -467,6 +518,105 @@ impl Executor for DockerExecutor {
         }))
     }
 
+    /// The container the target names (else its service's most in need):
+    /// its spec, whether it was stopped on purpose (through the API, exit
+    /// 0, not OOM-killed), and its restart policy if that restarts.
+    async fn condition(&self, target: &Target) -> Result<Option<Condition>, ExecError> {
+        if target.container.is_none() && (target.compose_project.is_none() || target.compose_service.is_none()) {
+            return Ok(None);
+        }
+        let container = self
+            .pick(&target.container, &target.compose_project, &target.compose_service)
+            .await?;
+        let name = display_name(&container);
+        let state = container.state.clone().unwrap_or_default();
+        let time = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.to_utc())
+        };
+        let exited_cleanly = state.status == Some(ContainerStateStatusEnum::EXITED)
+            && state.exit_code == Some(0)
+            && state.oom_killed != Some(true);
+        let stopped_deliberately = match (exited_cleanly, time(&state.finished_at)) {
+            (true, Some(finished)) => {
+                let id = container.id.as_deref().unwrap_or_default();
+                self.stopped_through_api(id, finished)
+                    .await?
+                    .then(|| format!("container {name} was stopped through the Docker API and exited 0 at {finished}"))
+            }
+            _ => None,
+        };
+        let policy = container
+            .host_config
+            .as_ref()
+            .and_then(|h| h.restart_policy.as_ref())
+            .and_then(|p| p.name)
+            .filter(|p| !matches!(p, RestartPolicyNameEnum::NO | RestartPolicyNameEnum::EMPTY));
+        let runtime = policy.map(|policy| RuntimeRestarts {
+            policy: policy.to_string(),
+            restarting: state.restarting == Some(true),
+            restarts: container.restart_count.unwrap_or(0),
+            started_at: time(&state.started_at),
+        });
+        Ok(Some(Condition {
+            instance: instance(&name),
+            spec: serde_json::to_value(spec_of(&container)).ok(),
+            stopped_deliberately,
+            runtime,
+        }))
+    }
+
+    /// Every running container of a Compose project.
+    async fn observe(&self) -> Result<Vec<Observed>, ExecError> {
+        let filters = HashMap::from([("label", vec![PROJECT_LABEL.to_owned()])]);
+        let options = ListContainersOptionsBuilder::default().filters(&filters).build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| api_error(e, "list containers"))?;
+        let mut observed = Vec::with_capacity(summaries.len());
+        for id in summaries.into_iter().filter_map(|s| s.id) {
+            let container = match self.inspect(&id).await {
+                Ok(container) => container,
+                // Removed since it was listed.
+                Err(ExecError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let name = display_name(&container);
+            let labels = labels_of(&container);
+            let Ok(spec) = serde_json::to_value(spec_of(&container)) else {
+                continue;
+            };
+            observed.push(Observed {
+                instance: instance(&name),
+                target: Target {
+                    container: Some(name),
+                    compose_project: labels.get(PROJECT_LABEL).cloned(),
+                    compose_service: labels.get(SERVICE_LABEL).cloned(),
+                    ..Target::default()
+                },
+                spec,
+                ready: is_ready(&container),
+            });
+        }
+        Ok(observed)
+    }
+
+    fn drift(&self, known_good: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+        match (
+            serde_json::from_value::<ContainerSpec>(known_good.clone()),
+            serde_json::from_value::<ContainerSpec>(now.clone()),
+        ) {
+            (Ok(good), Ok(now)) => drift(&good, &now),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "A container spec is unreadable; no drift can be told.");
+                Vec::new()
+            }
+        }
+    }
+
     async fn readiness(&self, target: &Target) -> Result<Option<Readiness>, ExecError> {
         let instance_ready = match &target.container {
             Some(container) => Some(is_ready(&self.inspect(container).await?)),
@@ -508,6 +658,7 @@ impl Executor for DockerExecutor {
                 delta,
             } => self.scale(project, service, *delta).await,
             Operation::RollbackComposeService { project, service } => self.rollback(project, service).await,
+            Operation::RepairContainer { container, spec } => self.repair(container, spec).await,
             other => Err(ExecError::Unsupported(format!(
                 "the Docker executor cannot perform {}",
                 serde_json::to_string(other).unwrap_or_default()
@@ -640,9 +791,220 @@ fn clone_body(
     }
 }
 
+/// How known good specs key a container.
+pub fn instance(container: &str) -> String {
+    format!("docker/container/{container}")
+}
+
+/// A container's spec: what drift is told by, in the terms a human reads
+/// them, and the create request that reproduces the container, which is
+/// what a repair sends. homeostat's own labels (its deploy history) are
+/// not part of what is compared.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerSpec {
+    pub image: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub env: std::collections::BTreeSet<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Bytes; `None` or 0: no limit.
+    pub memory: Option<i64>,
+    pub memory_swap: Option<i64>,
+    /// Billionths of a CPU.
+    pub nano_cpus: Option<i64>,
+    pub cpu_quota: Option<i64>,
+    pub pids_limit: Option<i64>,
+    /// Networks, each with the aliases the container has there.
+    pub networks: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Container port → host addresses it is published on.
+    pub ports: std::collections::BTreeMap<String, Vec<String>>,
+    pub restart_policy: Option<String>,
+    pub body: ContainerCreateBody,
+}
+
+/// The spec of `container` as it is now.
+pub fn spec_of(container: &ContainerInspectResponse) -> ContainerSpec {
+    let config = container.config.clone().unwrap_or_default();
+    let host = container.host_config.clone().unwrap_or_default();
+    let id = container.id.clone().unwrap_or_default();
+    let networks = container
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(network, endpoint)| {
+            // Older engines alias every container by its short id: not configuration.
+            let aliases = endpoint.aliases.unwrap_or_default();
+            (
+                network,
+                aliases.into_iter().filter(|a| !id.starts_with(a.as_str())).collect(),
+            )
+        })
+        .collect();
+    let ports = host
+        .port_bindings
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(port, bindings)| {
+            let hosts = bindings
+                .unwrap_or_default()
+                .into_iter()
+                .map(|b| format!("{}:{}", b.host_ip.unwrap_or_default(), b.host_port.unwrap_or_default()))
+                .collect();
+            (port, hosts)
+        })
+        .collect();
+    let labels = labels_of(container);
+    ContainerSpec {
+        image: config.image.clone(),
+        command: config.cmd.clone(),
+        entrypoint: config.entrypoint.clone(),
+        env: config.env.clone().unwrap_or_default().into_iter().collect(),
+        labels: labels
+            .iter()
+            .filter(|(key, _)| !key.starts_with("homeostat."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        memory: host.memory,
+        memory_swap: host.memory_swap,
+        nano_cpus: host.nano_cpus,
+        cpu_quota: host.cpu_quota,
+        pids_limit: host.pids_limit,
+        networks,
+        ports,
+        restart_policy: host.restart_policy.as_ref().and_then(|p| p.name).map(|p| p.to_string()),
+        body: clone_body(container, None, labels),
+    }
+}
+
+/// How `now` differs from `good`, each difference in words. Environment
+/// variables and labels are named, not shown: their values may be secret.
+pub fn drift(good: &ContainerSpec, now: &ContainerSpec) -> Vec<String> {
+    fn shown<T: std::fmt::Debug>(value: &Option<T>) -> String {
+        value.as_ref().map_or("none".to_owned(), |v| format!("{v:?}"))
+    }
+    fn bytes(value: Option<i64>) -> String {
+        match value.filter(|b| *b > 0) {
+            None => "none".to_owned(),
+            Some(b) if b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+            Some(b) => format!("{b} bytes"),
+        }
+    }
+    fn networks(n: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>) -> String {
+        if n.is_empty() {
+            return "none".to_owned();
+        }
+        let each: Vec<String> = n
+            .iter()
+            .map(|(network, aliases)| match aliases.is_empty() {
+                true => network.clone(),
+                false => format!(
+                    "{network} (aliases {})",
+                    aliases.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            })
+            .collect();
+        each.join("; ")
+    }
+    let mut found = Vec::new();
+    let mut differs = |what: &str, now: String, was: String| {
+        if now != was {
+            found.push(format!("{what} {now}, was {was}"));
+        }
+    };
+    differs("image", shown(&now.image), shown(&good.image));
+    differs("command", shown(&now.command), shown(&good.command));
+    differs("entrypoint", shown(&now.entrypoint), shown(&good.entrypoint));
+    differs("memory limit", bytes(now.memory), bytes(good.memory));
+    differs("memory and swap limit", bytes(now.memory_swap), bytes(good.memory_swap));
+    let cpus = |n: Option<i64>| {
+        n.filter(|n| *n > 0)
+            .map_or("none".to_owned(), |n| format!("{} CPUs", n as f64 / 1e9))
+    };
+    differs("CPU limit", cpus(now.nano_cpus), cpus(good.nano_cpus));
+    differs("CPU quota", shown(&now.cpu_quota), shown(&good.cpu_quota));
+    differs("process limit", shown(&now.pids_limit), shown(&good.pids_limit));
+    differs("networks:", networks(&now.networks), networks(&good.networks));
+    differs("ports", format!("{:?}", now.ports), format!("{:?}", good.ports));
+    differs(
+        "restart policy",
+        shown(&now.restart_policy),
+        shown(&good.restart_policy),
+    );
+    let name = |entry: &String| entry.split_once('=').map_or(entry.clone(), |(k, _)| k.to_owned());
+    let env_names =
+        |env: &std::collections::BTreeSet<String>| env.iter().map(name).collect::<std::collections::BTreeSet<_>>();
+    let (now_names, good_names) = (env_names(&now.env), env_names(&good.env));
+    for key in now_names.union(&good_names) {
+        let value = |env: &std::collections::BTreeSet<String>| env.iter().find(|e| name(e) == *key).cloned();
+        match (value(&now.env), value(&good.env)) {
+            (Some(_), None) => found.push(format!("environment variable {key} added")),
+            (None, Some(_)) => found.push(format!("environment variable {key} removed")),
+            (Some(a), Some(b)) if a != b => found.push(format!("environment variable {key} changed")),
+            _ => {}
+        }
+    }
+    for key in now
+        .labels
+        .keys()
+        .chain(good.labels.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        match (now.labels.get(key), good.labels.get(key)) {
+            (Some(_), None) => found.push(format!("label {key} added")),
+            (None, Some(_)) => found.push(format!("label {key} removed")),
+            (Some(a), Some(b)) if a != b => found.push(format!("label {key} changed")),
+            _ => {}
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drift_is_told_in_words_and_hides_values() {
+        let body = ContainerCreateBody::default();
+        let good = ContainerSpec {
+            image: Some("demo-b:1".into()),
+            command: None,
+            entrypoint: None,
+            env: ["TOKEN=secret".to_owned(), "MODE=a".to_owned()].into_iter().collect(),
+            labels: Default::default(),
+            memory: Some(256 << 20),
+            memory_swap: None,
+            nano_cpus: None,
+            cpu_quota: None,
+            pids_limit: None,
+            networks: [("demo".to_owned(), ["service_b".to_owned()].into_iter().collect())]
+                .into_iter()
+                .collect(),
+            ports: Default::default(),
+            restart_policy: Some("unless-stopped".into()),
+            body,
+        };
+        assert!(drift(&good, &good).is_empty());
+        let now = ContainerSpec {
+            memory: Some(8 << 20),
+            networks: Default::default(),
+            env: ["TOKEN=other".to_owned(), "MODE=a".to_owned()].into_iter().collect(),
+            ..good.clone()
+        };
+        let found = drift(&good, &now);
+        assert_eq!(
+            found,
+            vec![
+                "memory limit 8 MiB, was 256 MiB".to_owned(),
+                "networks: none, was demo (aliases service_b)".to_owned(),
+                "environment variable TOKEN changed".to_owned(),
+            ]
+        );
+        assert!(!found.iter().any(|f| f.contains("secret") || f.contains("other")));
+    }
 
     #[test]
     fn the_last_known_good_image_ran_long_enough_and_is_not_the_running_one() {

@@ -37,6 +37,7 @@ mod approvals;
 mod audit;
 mod decisions;
 mod incidents;
+mod known_good;
 mod lease;
 mod notifications;
 mod policy;
@@ -62,6 +63,7 @@ use crate::anomaly::AnomalyState;
 use crate::approvals::Answer;
 use crate::audit::AuditEntry;
 use crate::decisions::{Decision, History, NewDecision};
+use crate::known_good::KnownGood;
 use crate::leadership::{Changes, Leadership, Term};
 use crate::notifications::{Attempt, Notification};
 use crate::policy::{Learned, StoredPolicy};
@@ -71,12 +73,13 @@ use crate::thresholds::SpecRound;
 use crate::{timestamp, Delivery, IncidentPage, IncidentQuery, JournalError, Result, Store};
 
 /// The schema this build writes; a newer one is refused rather than misread.
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 /// The SQL of each schema version, oldest first.
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     include_str!("schema.sql"),
     include_str!("lease.sql"),
     include_str!("anomaly.sql"),
+    include_str!("known_good.sql"),
 ];
 /// Advisory lock keys (PostgreSQL's one namespace of 64-bit keys), "hmst" and a purpose.
 const MIGRATION_LOCK: i64 = 0x686d_7374_0001;
@@ -427,6 +430,12 @@ impl Store for PgJournal {
     }
     async fn anomaly_states(&self) -> Result<Vec<AnomalyState>> {
         anomaly::anomaly_states(self).await
+    }
+    async fn record_known_good(&self, known: KnownGood) -> Result<()> {
+        known_good::record_known_good(self, known).await
+    }
+    async fn known_good(&self, instance: String) -> Result<Option<KnownGood>> {
+        known_good::known_good(self, instance).await
     }
     fn leadership(&self) -> Leadership {
         self.lease.leadership.clone()

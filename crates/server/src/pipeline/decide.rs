@@ -105,7 +105,14 @@ pub struct Progress<'a> {
 
 /// The incident's rule and how far along it is; a [`Stop`] when an earlier
 /// action was interrupted (its effect is unknown) or no rule matches.
-pub fn progress<'a>(past: &[Decision], playbook: &'a Playbook, labels: &LabelSet) -> Result<Progress<'a>, Stop> {
+/// `drifted`: whether the target drifted from its last known good spec (a
+/// `repair` applies only then).
+pub fn progress<'a>(
+    past: &[Decision],
+    playbook: &'a Playbook,
+    labels: &LabelSet,
+    drifted: bool,
+) -> Result<Progress<'a>, Stop> {
     // An action whose effect is unknown (homeostat stopped mid-way) is
     // never tried again blindly: a human decides.
     if past
@@ -132,7 +139,7 @@ pub fn progress<'a>(past: &[Decision], playbook: &'a Playbook, labels: &LabelSet
         .filter_map(|d| Action::parse(&d.new.action))
         .collect();
     let failed = failures(past);
-    let next = match rule.step(failed) {
+    let next = match rule.step_where(failed, |action| drifted || action != Action::Repair) {
         Step::Try { action, .. } => Some(action),
         Step::Exhausted { .. } | Step::NoRule => None,
     };
@@ -210,7 +217,8 @@ pub fn choose(
 /// what is specific to an action: it cannot be planned on this backend or
 /// target, it would leave too few ready replicas (`capacity`), or it takes
 /// capacity away or touches a node (`scale_in`, `cordon`) without the
-/// playbook rule naming it. Limits on the target as a whole (pause,
+/// playbook rule naming it, or it repairs a target that did not drift
+/// (`drifted`). Limits on the target as a whole (pause,
 /// silences, cooldown, budget, circuit breaker, …) apply to whichever action
 /// is chosen, in the guard's check after the choice.
 pub fn mask(
@@ -218,6 +226,7 @@ pub fn mask(
     backend: Backend,
     rule: &Rule,
     drain_on_cordon: bool,
+    drifted: bool,
     capacity: impl Fn(Action) -> Option<String>,
 ) -> Mask {
     let mut mask = Mask::none();
@@ -231,6 +240,8 @@ pub fn mask(
                 action,
                 "takes capacity away or touches a node, and the playbook rule does not name it",
             );
+        } else if action == Action::Repair && !drifted {
+            mask.refuse(action, "nothing drifted from a known good spec");
         } else if let Some(why) = capacity(action) {
             mask.refuse(action, format!("guard: {why}"));
         }

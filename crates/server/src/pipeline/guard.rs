@@ -10,10 +10,13 @@ use chrono::{DateTime, Utc};
 use homeostat_adapters::alertmanager::{self, AlertState};
 use homeostat_adapters::executor::{Deployed, Executor};
 use homeostat_core::action::{Action, Target};
+use homeostat_core::condition::Condition;
 use homeostat_core::config::ActionsConfig;
 use homeostat_core::decision::Verdict;
 use homeostat_core::guard::{Readiness, Situation};
 use homeostat_core::incident::Incident;
+use homeostat_core::playbook::DeliberateStop;
+use homeostat_journal::known_good::KnownGood;
 use homeostat_journal::Journal;
 
 use super::decide::Stop;
@@ -128,12 +131,66 @@ pub async fn situation<E: Executor>(
     }))
 }
 
+/// What the target's own state must still say for an action to fit.
+pub struct Intent<'a> {
+    /// The rule's answer to a target stopped on purpose.
+    pub deliberate_stop: DeliberateStop,
+    /// The spec a repair restores.
+    pub known_good: Option<&'a KnownGood>,
+    /// When homeostat last acted on the incident, if it did.
+    pub acted_at: Option<DateTime<Utc>>,
+}
+
+/// Why nothing is done to a target stopped on purpose, if it was and the
+/// rule leaves it alone.
+pub fn left_alone(condition: &Condition, deliberate_stop: DeliberateStop) -> Option<Stop> {
+    let how = condition.stopped_deliberately.as_ref()?;
+    (deliberate_stop == DeliberateStop::Leave).then(|| {
+        let reason = format!("stopped deliberately: {how}; left alone (the rule's deliberate_stop is leave)");
+        Stop::new(Action::Notify, Verdict::Notify, reason)
+    })
+}
+
+/// Right before acting, from the target's condition: a [`Stop`] when it was
+/// stopped on purpose (and the rule leaves it alone), when the runtime is
+/// restarting it already (a restart or recreate would fight it: refused,
+/// looked at again after a backoff), or when a repair finds nothing drifted
+/// any more (`premise_gone`).
+fn condition_premise<E: Executor>(
+    executor: &E,
+    condition: &Condition,
+    incident: &Incident,
+    action: Action,
+    intent: &Intent<'_>,
+) -> Result<(), Stop> {
+    if let Some(stop) = left_alone(condition, intent.deliberate_stop) {
+        return Err(stop);
+    }
+    if matches!(action, Action::Restart | Action::Recreate) {
+        if let Some(why) = condition.runtime_restarting(incident.starts_at, intent.acted_at) {
+            return Err(Stop::new(action, Verdict::Refuse, why));
+        }
+    }
+    if action == Action::Repair {
+        let drift = match (intent.known_good, &condition.spec) {
+            (Some(good), Some(now)) => executor.drift(&good.spec, now),
+            _ => Vec::new(),
+        };
+        if drift.is_empty() {
+            let reason = "the target no longer differs from its last known good spec: nothing to repair";
+            return Err(Stop::new(action, Verdict::PremiseGone, reason));
+        }
+    }
+    Ok(())
+}
+
 /// Right before acting: whether the alert is silenced (for the guard to
 /// judge), or a [`Stop`] when what the action is for no longer holds — the
 /// alert is gone from Alertmanager (`premise_gone`), a rollback would undo
-/// something deployed after the alert started (`premise_gone`) — or cannot
-/// be told (Alertmanager unanswered: deferred; what runs unreadable for a
-/// rollback: refused).
+/// something deployed after the alert started (`premise_gone`), the
+/// target's condition says otherwise (see [`condition_premise`]) — or
+/// cannot be told (Alertmanager unanswered, the condition unreadable:
+/// deferred; what runs unreadable for a rollback: refused).
 pub async fn premise<E: Executor>(
     http: &reqwest::Client,
     config: &ActionsConfig,
@@ -141,6 +198,7 @@ pub async fn premise<E: Executor>(
     incident: &Incident,
     target: &Target,
     action: Action,
+    intent: &Intent<'_>,
 ) -> Result<bool, Stop> {
     let silenced = match alert_state(http, config, incident).await {
         Ok(AlertState::Active) => false,
@@ -154,6 +212,14 @@ pub async fn premise<E: Executor>(
             return Err(Stop::new(action, Verdict::Defer, reason));
         }
     };
+    match executor.condition(target).await {
+        Ok(Some(condition)) => condition_premise(executor, &condition, incident, action, intent)?,
+        Ok(None) => {}
+        Err(err) => {
+            let reason = format!("cannot read the target's condition right before acting, so not acting: {err}");
+            return Err(Stop::new(action, Verdict::Defer, reason));
+        }
+    }
     if action == Action::Rollback {
         match executor.deployed(target).await {
             Ok(deployed) => {

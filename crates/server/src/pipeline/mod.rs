@@ -38,6 +38,7 @@ pub mod context;
 pub mod decide;
 pub mod execute;
 pub mod guard;
+pub mod known_good;
 pub mod learn;
 mod reconcile;
 mod respond;

@@ -16,9 +16,10 @@ use serde_json::json;
 
 use homeostat_adapters::executor::Executor;
 use homeostat_adapters::notify::{Notice, Tried};
-use homeostat_core::action::{Action, Target};
+use homeostat_core::action::{Action, Backend, Operation, Target};
 use homeostat_core::alert::AlertStatus;
 use homeostat_core::clock::Clock;
+use homeostat_core::condition::Condition;
 use homeostat_core::config::NoticeEvent;
 use homeostat_core::config::{ActionsConfig, PolicyMode};
 use homeostat_core::decision::Verdict;
@@ -28,6 +29,7 @@ use homeostat_core::incident::{EventKind, Incident};
 use homeostat_core::playbook::{Playbook, Rule};
 use homeostat_core::policy::{Choice, Decide, Outcome, PolicyKey, RulePrior, Verification};
 use homeostat_journal::decisions::{Decision, NewDecision};
+use homeostat_journal::known_good::KnownGood;
 use homeostat_journal::leadership::Term;
 use homeostat_journal::{Delivery, Journal};
 
@@ -36,7 +38,7 @@ use super::execute::{self, Executed};
 use super::guard::ReadinessRead;
 use super::learn::{self, Learner, Lesson};
 use super::verify::{self, Check};
-use super::{context, guard as guard_stage, Controls, Parts, Processor};
+use super::{context, guard as guard_stage, known_good, Controls, Parts, Processor};
 use crate::metrics::Metrics;
 use crate::notifier::Notifier;
 
@@ -52,6 +54,34 @@ struct PolicyView {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     missing: BTreeMap<String, String>,
     choice: Choice,
+}
+
+/// What the target's own state says before choosing (see `target_state`).
+#[derive(Default)]
+struct TargetState {
+    condition: Option<Condition>,
+    known_good: Option<KnownGood>,
+    /// How it differs from its known good spec, in words.
+    drift: Vec<String>,
+    /// What could not be read.
+    error: Option<String>,
+}
+
+impl TargetState {
+    /// What the decision records of it, if there is anything to say.
+    fn record(&self) -> Option<serde_json::Value> {
+        if self.condition.is_none() && self.error.is_none() {
+            return None;
+        }
+        let condition = self.condition.as_ref();
+        Some(json!({
+            "drift": self.drift,
+            "known_good_since": self.known_good.as_ref().map(|k| k.healthy_since),
+            "stopped_deliberately": condition.and_then(|c| c.stopped_deliberately.as_ref()),
+            "runtime": condition.and_then(|c| c.runtime.as_ref()),
+            "error": self.error,
+        }))
+    }
 }
 
 /// When an incident needs its next look; `None`: only when a delivery comes.
@@ -131,6 +161,7 @@ impl<E: Executor> Responder<E> {
         target: &Target,
         rule: &Rule,
         failed: &[Action],
+        drifted: bool,
     ) -> (PolicyView, ReadinessRead) {
         let context = context::gather(&self.http, &self.config, &incident.labels).await;
         let mut features = context.features();
@@ -148,6 +179,7 @@ impl<E: Executor> Responder<E> {
             self.executor.backend(),
             rule,
             self.config.drain_on_cordon,
+            drifted,
             |action| {
                 let verdict = guard::capacity(&self.config.guard, action, known_readiness);
                 (!verdict.is_allow()).then(|| verdict.reason().to_owned())
@@ -170,6 +202,34 @@ impl<E: Executor> Responder<E> {
             choice,
         };
         (view, readiness)
+    }
+
+    /// The target's condition, its last known good spec and how it drifted
+    /// from it. What cannot be read is said in the record, and counts as
+    /// no drift and no deliberate stop (the premise reads again).
+    async fn target_state(&self, target: &Target) -> TargetState {
+        let mut state = TargetState::default();
+        if target.is_empty() {
+            return state;
+        }
+        let condition = match self.executor.condition(target).await {
+            Ok(condition) => condition,
+            Err(err) => {
+                state.error = Some(format!("cannot read the target's condition: {err}"));
+                return state;
+            }
+        };
+        if let Some(condition) = &condition {
+            match self.journal.known_good(condition.instance.clone()).await {
+                Ok(known_good) => state.known_good = known_good,
+                Err(err) => state.error = Some(format!("cannot read the known good spec: {err}")),
+            }
+            if let (Some(good), Some(now)) = (&state.known_good, &condition.spec) {
+                state.drift = self.executor.drift(&good.spec, now);
+            }
+        }
+        state.condition = condition;
+        state
     }
 
     /// The lock that keeps actions on `target_key` one at a time.
@@ -257,18 +317,38 @@ impl<E: Executor> Responder<E> {
             Answered::Waiting(until) => return Ok(Some(until)),
             Answered::Declined(stop) => return self.stop(&incident, &past, decision, stop).await,
         };
+        // What the target's own state says: drift from its last known good
+        // spec, a deliberate stop. Read here for the choice; the premise
+        // reads it again right before acting.
+        let state = self.target_state(&target).await;
+        if let Some(record) = state.record() {
+            decision.record["condition"] = record;
+        }
         let playbook = self.controls.playbook();
-        let progress = match decide::progress(&past, &playbook, &incident.labels) {
+        let progress = match decide::progress(&past, &playbook, &incident.labels, !state.drift.is_empty()) {
             Ok(progress) => progress,
             Err(stop) => return self.stop(&incident, &past, decision, stop).await,
         };
         decision.rule = Some(progress.rule.name.clone());
+        let left_alone = state
+            .condition
+            .as_ref()
+            .and_then(|c| guard_stage::left_alone(c, progress.rule.deliberate_stop));
+        if let Some(stop) = left_alone {
+            return self.stop(&incident, &past, decision, stop).await;
+        }
         let mode = self.config.policy.mode;
         let mut consulted = match mode {
             PolicyMode::Playbook => None,
             PolicyMode::Shadow | PolicyMode::Learn => Some(
-                self.consult(&incident, &target, progress.rule, &progress.failed_actions)
-                    .await,
+                self.consult(
+                    &incident,
+                    &target,
+                    progress.rule,
+                    &progress.failed_actions,
+                    !state.drift.is_empty(),
+                )
+                .await,
             ),
         };
         if let Some((view, _)) = &consulted {
@@ -294,11 +374,22 @@ impl<E: Executor> Responder<E> {
             backend,
             self.config.drain_on_cordon,
         );
-        let (action, operation) = match chosen {
+        let (action, mut operation) = match chosen {
             Ok(chosen) => chosen,
             Err(stop) => return self.stop(&incident, &past, decision, stop).await,
         };
         decision.action = action.as_str().into();
+        // A repair restores exactly the spec recorded as known good.
+        if let Operation::RepairContainer { spec, .. } = &mut operation {
+            match &state.known_good {
+                Some(good) => *spec = good.spec.clone(),
+                None => {
+                    let reason = "no known good spec is recorded for the target: nothing to repair it to";
+                    let stop = Stop::new(action, Verdict::Unplannable, reason);
+                    return self.stop(&incident, &past, decision, stop).await;
+                }
+            }
+        }
 
         let sources = guard_stage::Sources {
             journal: &self.journal,
@@ -317,8 +408,25 @@ impl<E: Executor> Responder<E> {
         let mut verdict = guard::check(&self.config.guard, action, &situation);
         // The premise last, right before acting, and only when it matters.
         if verdict.is_allow() && action != Action::Notify {
-            let premise =
-                guard_stage::premise(&self.http, &self.config, &*self.executor, &incident, &target, action).await;
+            let intent = guard_stage::Intent {
+                deliberate_stop: progress.rule.deliberate_stop,
+                known_good: state.known_good.as_ref(),
+                acted_at: past
+                    .iter()
+                    .rev()
+                    .find(|d| d.new.verdict == Verdict::Allow && !d.new.dry_run)
+                    .map(|d| d.new.decided_at),
+            };
+            let premise = guard_stage::premise(
+                &self.http,
+                &self.config,
+                &*self.executor,
+                &incident,
+                &target,
+                action,
+                &intent,
+            )
+            .await;
             match premise {
                 Ok(false) => {}
                 Ok(true) => {
@@ -697,9 +805,22 @@ impl<E: Executor> Processor for Responder<E> {
 
     async fn background(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         let notifier = tokio::spawn(Arc::clone(&self.notifier).run(stop.clone()));
+        let known_good_after = match self.executor.backend() {
+            Backend::Docker => self.config.docker.known_good_after,
+            Backend::Kubernetes => self.config.kubernetes.known_good_after,
+        };
+        let watch = known_good::Watch::new(
+            Arc::clone(&self.executor),
+            self.journal.clone(),
+            Arc::clone(&self.clock),
+            self.config.target_labels.clone(),
+            known_good_after.as_delta(),
+        );
+        let watching = tokio::spawn(watch.run(stop.clone()));
         super::reconcile::run(Arc::clone(&self), stop).await;
-        // It stops at the same signal; what it has not sent stays journalled.
+        // They stop at the same signal; what is not sent stays journalled.
         let _ = notifier.await;
+        let _ = watching.await;
         // At a clean stop, verifications end by their own deadline first
         // (`serve` bounds the stop by its drain timeout), so the next leader
         // does not find them unverified. A deposed leader does not wait: its
