@@ -13,6 +13,7 @@ pub mod kubernetes;
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use homeostat_core::action::{Backend, Operation, Target};
 use homeostat_core::config::ActionsConfig;
 use homeostat_core::guard::Readiness;
@@ -70,6 +71,31 @@ pub trait Executor: Send + Sync + 'static {
         let _ = target;
         std::future::ready(Ok(None))
     }
+
+    /// Changes to the target's configuration made from outside between
+    /// `since` and `until`, oldest first, each in words with its time
+    /// ("network demo: container web-1 connected at 20:31:02 UTC"): a
+    /// network connected or disconnected, a limit changed, a redeploy by
+    /// someone else. Verification asks, from when its action's call
+    /// returned, so that a recovery that came with such a change is not
+    /// credited to the action. What the runtime does by itself (restarts by
+    /// its restart policy, crashes) is no such change. Empty when the
+    /// backend cannot tell.
+    fn changes(
+        &self,
+        target: &Target,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<String>, ExecError>> + Send {
+        let _ = (target, since, until);
+        std::future::ready(Ok(Vec::new()))
+    }
+}
+
+/// A time as outside changes name it: the window is minutes long, so the
+/// time of day says when.
+pub fn time_of_day(at: DateTime<Utc>) -> String {
+    at.format("%H:%M:%S UTC").to_string()
 }
 
 /// The backend chosen in the config (`actions.backend`).
@@ -119,6 +145,18 @@ impl Executor for AnyExecutor {
         match self {
             AnyExecutor::Docker(e) => e.deployed(target).await,
             AnyExecutor::Kubernetes(e) => e.deployed(target).await,
+        }
+    }
+
+    async fn changes(
+        &self,
+        target: &Target,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, ExecError> {
+        match self {
+            AnyExecutor::Docker(e) => e.changes(target, since, until).await,
+            AnyExecutor::Kubernetes(e) => e.changes(target, since, until).await,
         }
     }
 }
@@ -180,6 +218,20 @@ impl<E: Executor> Executor for Bounded<E> {
                 after: self.read,
             }))
     }
+
+    async fn changes(
+        &self,
+        target: &Target,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, ExecError> {
+        tokio::time::timeout(self.read, self.inner.changes(target, since, until))
+            .await
+            .unwrap_or(Err(ExecError::TimedOut {
+                what: "the read of outside changes",
+                after: self.read,
+            }))
+    }
 }
 
 /// Reads through `inner`, performs nothing, says exactly what it would have done.
@@ -201,6 +253,15 @@ impl<E: Executor> Executor for DryRun<E> {
 
     async fn deployed(&self, target: &Target) -> Result<Option<Deployed>, ExecError> {
         self.0.deployed(target).await
+    }
+
+    async fn changes(
+        &self,
+        target: &Target,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, ExecError> {
+        self.0.changes(target, since, until).await
     }
 }
 

@@ -12,16 +12,18 @@ use std::collections::HashMap;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerConfig, ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
-    HealthStatusEnum, ImageConfig, NetworkingConfig,
+    EventMessage, EventMessageTypeEnum, HealthStatusEnum, ImageConfig, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
     RenameContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 pub use homeostat_core::config::DockerConfig;
 
-use super::{Deployed, Done, ExecError, Executor};
+use super::{time_of_day, Deployed, Done, ExecError, Executor};
 use homeostat_core::action::{Backend, Operation, Target};
 use homeostat_core::guard::Readiness;
 
@@ -439,6 +441,65 @@ impl Executor for DockerExecutor {
         Backend::Docker
     }
 
+    /// From the engine's events in the window: the target's containers
+    /// updated (`docker update`: limits, restart policy), created, removed
+    /// or renamed, and networks connected to or disconnected from them.
+    /// Their starts, stops and deaths are not changes (the restart policy
+    /// and crashes make those), nor is the network detach and attach that
+    /// comes with each stop and start. The engine's clock places the
+    /// events: the same as homeostat's on a local engine.
+    async fn changes(
+        &self,
+        target: &Target,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, ExecError> {
+        let current = match (&target.compose_project, &target.compose_service, &target.container) {
+            (Some(project), Some(service), _) => self.service_containers(project, service).await?,
+            (_, _, Some(container)) => match self.inspect(container).await {
+                Ok(found) => vec![found],
+                // Gone now: its removal may be in the window all the same.
+                Err(ExecError::NotFound(_)) => Vec::new(),
+                Err(err) => return Err(err),
+            },
+            _ => return Ok(Vec::new()),
+        };
+        let known: HashMap<String, Known> = current
+            .iter()
+            .filter_map(|c| {
+                let known = Known {
+                    name: display_name(c),
+                    running: c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
+                };
+                Some((c.id.clone()?, known))
+            })
+            .collect();
+        let filters = HashMap::from([
+            ("type", vec!["container", "network"]),
+            (
+                "event",
+                CONTAINER_CHANGES
+                    .iter()
+                    .chain(&NETWORK_CHANGES)
+                    .chain(&LIFECYCLE)
+                    .copied()
+                    .collect(),
+            ),
+        ]);
+        let options = EventsOptionsBuilder::default()
+            .since(&engine_time(since))
+            .until(&engine_time(until))
+            .filters(&filters)
+            .build();
+        let events: Vec<EventMessage> = self
+            .docker
+            .events(Some(options))
+            .try_collect()
+            .await
+            .map_err(|e| api_error(e, "read the engine's events"))?;
+        Ok(outside_changes(&events, target, &known, since, until))
+    }
+
     /// The service's images, deployed when the newest of its containers
     /// got its image (homeostat's label, else the container's creation).
     async fn deployed(&self, target: &Target) -> Result<Option<Deployed>, ExecError> {
@@ -514,6 +575,161 @@ impl Executor for DockerExecutor {
             ))),
         }
     }
+}
+
+/// Container events that change a container's configuration.
+const CONTAINER_CHANGES: [&str; 4] = ["update", "create", "destroy", "rename"];
+/// Network events that change a container's configuration, unless a stop
+/// or start of the container made them.
+const NETWORK_CHANGES: [&str; 2] = ["connect", "disconnect"];
+/// Container events read only to tell the network changes a stop or start
+/// makes from those made by hand.
+const LIFECYCLE: [&str; 2] = ["die", "start"];
+
+/// A container of the target as it is now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Known {
+    name: String,
+    running: bool,
+}
+
+/// A time as the engine's events API reads it: seconds and nanoseconds.
+fn engine_time(at: DateTime<Utc>) -> String {
+    format!("{}.{:09}", at.timestamp(), at.timestamp_subsec_nanos())
+}
+
+/// The outside changes among `events` (any order) to the containers of
+/// `target` (`known`: those it has now, by id), within `since..=until`,
+/// oldest first. A network detached after a container died, or attached
+/// before it started, went with the stop or start: not a change. Whether a
+/// container was up before its first event in the window is read from that
+/// event (a start: it was down), else from its state now.
+fn outside_changes(
+    events: &[EventMessage],
+    target: &Target,
+    known: &HashMap<String, Known>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<String> {
+    let at = |e: &EventMessage| {
+        e.time_nano
+            .map(DateTime::<Utc>::from_timestamp_nanos)
+            .or_else(|| e.time.and_then(|t| DateTime::<Utc>::from_timestamp(t, 0)))
+    };
+    let mut events: Vec<(DateTime<Utc>, &EventMessage)> = events
+        .iter()
+        .filter_map(|e| Some((at(e)?, e)))
+        .filter(|(t, _)| (since..=until).contains(t))
+        .collect();
+    events.sort_by_key(|(t, _)| *t);
+    let attributes = |e: &EventMessage| e.actor.as_ref().and_then(|a| a.attributes.clone()).unwrap_or_default();
+    let actor = |e: &EventMessage| e.actor.as_ref().and_then(|a| a.id.clone()).unwrap_or_default();
+    // The target's containers: those it has now, and those its events name
+    // (one removed since, a replacement created).
+    let mut names: HashMap<String, String> = known.iter().map(|(id, k)| (id.clone(), k.name.clone())).collect();
+    for (_, e) in events
+        .iter()
+        .filter(|(_, e)| e.typ == Some(EventMessageTypeEnum::CONTAINER))
+    {
+        let attributes = attributes(e);
+        if is_targets(&attributes, target) {
+            let name = attributes.get("name").cloned().unwrap_or_else(|| actor(e));
+            names.entry(actor(e)).or_insert(name);
+        }
+    }
+    let mut up: HashMap<&str, bool> = HashMap::new();
+    for (_, e) in &events {
+        let id = e.actor.as_ref().and_then(|a| a.id.as_deref()).unwrap_or_default();
+        if e.typ == Some(EventMessageTypeEnum::CONTAINER) && names.contains_key(id) && !up.contains_key(id) {
+            match e.action.as_deref() {
+                Some("start") => {
+                    up.insert(id, false);
+                }
+                Some("die") => {
+                    up.insert(id, true);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut up: HashMap<String, bool> = names
+        .keys()
+        .map(|id| {
+            let was = up.get(id.as_str()).copied();
+            (
+                id.clone(),
+                was.unwrap_or_else(|| known.get(id).is_none_or(|k| k.running)),
+            )
+        })
+        .collect();
+    let mut changes = Vec::new();
+    for (t, e) in events {
+        let attributes = attributes(e);
+        let when = time_of_day(t);
+        let action = e.action.as_deref().unwrap_or_default();
+        match e.typ {
+            Some(EventMessageTypeEnum::CONTAINER) => {
+                let id = actor(e);
+                let Some(name) = names.get(&id) else { continue };
+                let name = attributes.get("name").unwrap_or(name);
+                match action {
+                    "start" => {
+                        up.insert(id, true);
+                    }
+                    "die" => {
+                        up.insert(id, false);
+                    }
+                    "update" => changes.push(format!(
+                        "container {name}: limits or restart policy changed (docker update) at {when}"
+                    )),
+                    "create" => changes.push(format!("container {name} created at {when}")),
+                    "destroy" => changes.push(format!("container {name} removed at {when}")),
+                    "rename" => {
+                        let old = attributes.get("oldName").map_or("?", |n| n.trim_start_matches('/'));
+                        changes.push(format!("container {old} renamed to {name} at {when}"));
+                    }
+                    _ => {}
+                }
+            }
+            Some(EventMessageTypeEnum::NETWORK) => {
+                let Some(id) = attributes.get("container") else {
+                    continue;
+                };
+                let Some(name) = names.get(id) else { continue };
+                let network = attributes.get("name").map_or("?", String::as_str);
+                // While the container is down, its networks come and go with
+                // its stop and start.
+                if !up.get(id).copied().unwrap_or(true) {
+                    continue;
+                }
+                match action {
+                    "connect" => changes.push(format!("network {network}: container {name} connected at {when}")),
+                    "disconnect" => changes.push(format!("network {network}: container {name} disconnected at {when}")),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    // One change can be told twice (a disconnect from the endpoint and the sandbox).
+    changes.dedup();
+    changes
+}
+
+/// Whether a container event's attributes (its name and labels) are of a
+/// container of `target`.
+fn is_targets(attributes: &HashMap<String, String>, target: &Target) -> bool {
+    let named = target.container.as_ref().is_some_and(|c| {
+        attributes.get("name") == Some(c)
+            || attributes.get("oldName").map(|n| n.trim_start_matches('/')) == Some(c.as_str())
+    });
+    let of_service = match (&target.compose_project, &target.compose_service) {
+        (Some(project), Some(service)) => {
+            attributes.get(PROJECT_LABEL) == Some(project) && attributes.get(SERVICE_LABEL) == Some(service)
+        }
+        _ => false,
+    };
+    named || of_service
 }
 
 /// The image a container was created from, as it was named (a tag, not an id).

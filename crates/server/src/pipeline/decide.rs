@@ -43,8 +43,10 @@ fn acted(d: &Decision) -> bool {
     d.new.verdict == Verdict::Allow && !d.new.dry_run
 }
 
+/// Verified failed or timed out. A confounded outcome is no failure (the
+/// alert resolved), so the playbook does not move past its action.
 fn failed(d: &Decision) -> bool {
-    matches!(d.outcome, Some(Verification::Failure | Verification::Timeout))
+    d.outcome.is_some_and(Verification::failed)
 }
 
 /// When the incident's action under way or being verified was decided, if one is.
@@ -55,12 +57,14 @@ pub fn under_way(past: &[Decision]) -> Option<DateTime<Utc>> {
         .map(|d| d.new.decided_at)
 }
 
-/// When the incident's last action was verified a success, if it was.
+/// When the incident's last action was verified as recovered, if it was:
+/// a success, or a recovery that came with an outside change (confounded),
+/// which quiets the incident just the same though the action gets no credit.
 pub fn fixed_at(past: &[Decision]) -> Option<DateTime<Utc>> {
     past.iter()
         .rev()
         .find(|d| acted(d))
-        .filter(|d| d.outcome == Some(Verification::Success))
+        .filter(|d| d.outcome.is_some_and(Verification::recovered))
         .and_then(|d| d.verified_at)
 }
 
