@@ -295,6 +295,16 @@ mod tests {
             self.executions.fetch_add(1, Ordering::SeqCst);
             Ok("did it".into())
         }
+
+        async fn changes(
+            &self,
+            _target: &Target,
+            _since: DateTime<Utc>,
+            _until: DateTime<Utc>,
+        ) -> Result<Vec<String>, ExecError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(vec!["network demo: container web-1 connected at 20:31:02 UTC".into()])
+        }
     }
 
     #[tokio::test]
@@ -315,7 +325,10 @@ mod tests {
             done,
             r#"dry run: would perform {"operation":"restart_container","container":"web-1","project":null,"service":null}"#
         );
-        assert_eq!(inner.reads.load(Ordering::SeqCst), 1);
+        // Outside changes are a read: through to the backend as well.
+        let now = Utc::now();
+        assert_eq!(dry.changes(&Target::default(), now, now).await.unwrap().len(), 1);
+        assert_eq!(inner.reads.load(Ordering::SeqCst), 2);
         assert_eq!(inner.executions.load(Ordering::SeqCst), 0);
     }
 }

@@ -859,6 +859,107 @@ fn clone_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bollard::models::EventActor;
+
+    /// An event `seconds` after 20:30:00 UTC on 2026-12-07.
+    fn event(
+        seconds: i64,
+        typ: EventMessageTypeEnum,
+        action: &str,
+        id: &str,
+        attributes: &[(&str, &str)],
+    ) -> EventMessage {
+        EventMessage {
+            typ: Some(typ),
+            action: Some(action.into()),
+            actor: Some(EventActor {
+                id: Some(id.into()),
+                attributes: Some(attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            }),
+            time_nano: Some((1_796_675_400 + seconds) * 1_000_000_000),
+            ..EventMessage::default()
+        }
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_796_675_400 + seconds, 0).unwrap()
+    }
+
+    /// A Compose service redeployed by someone else: the old container
+    /// removed and a new one created (known by its labels, though it was
+    /// not there when the window opened), and the new one attached to its
+    /// network as it starts — which is no change of its own. A container
+    /// down when the window opens (its first event a start) attaches its
+    /// network as it starts too.
+    #[test]
+    fn a_redeploy_is_named_and_the_network_attach_of_a_start_is_not() {
+        use EventMessageTypeEnum::{CONTAINER, NETWORK};
+        let labels = [(PROJECT_LABEL, "demo"), (SERVICE_LABEL, "web")];
+        fn with<'a>(labels: &[(&'a str, &'a str)], name: &'a str) -> Vec<(&'a str, &'a str)> {
+            let mut attributes = labels.to_vec();
+            attributes.push(("name", name));
+            attributes
+        }
+        let target = Target {
+            compose_project: Some("demo".into()),
+            compose_service: Some("web".into()),
+            ..Target::default()
+        };
+        let known = HashMap::from([(
+            "new".to_owned(),
+            Known {
+                name: "demo-web-1".into(),
+                running: true,
+            },
+        )]);
+        let events = [
+            // Before the window: not looked at.
+            event(-5, CONTAINER, "update", "old", &with(&labels, "demo-web-1")),
+            event(1, CONTAINER, "destroy", "old", &with(&labels, "demo-web-1")),
+            event(2, CONTAINER, "create", "new", &with(&labels, "demo-web-1")),
+            event(3, NETWORK, "connect", "net", &[("name", "demo"), ("container", "new")]),
+            event(4, CONTAINER, "start", "new", &with(&labels, "demo-web-1")),
+            // Another service's container on the same network.
+            event(
+                5,
+                NETWORK,
+                "disconnect",
+                "net",
+                &[("name", "demo"), ("container", "other")],
+            ),
+        ];
+        assert_eq!(
+            outside_changes(&events, &target, &known, at(0), at(60)),
+            [
+                "container demo-web-1 removed at 20:30:01 UTC",
+                "container demo-web-1 created at 20:30:02 UTC",
+            ]
+        );
+        // Connected by hand while it runs: named.
+        let by_hand = [event(
+            10,
+            NETWORK,
+            "connect",
+            "net",
+            &[("name", "demo"), ("container", "new")],
+        )];
+        assert_eq!(
+            outside_changes(&by_hand, &target, &known, at(0), at(60)),
+            ["network demo: container demo-web-1 connected at 20:30:10 UTC"]
+        );
+        // The same while it is stopped (it starts later): its start's doing.
+        let stopped = HashMap::from([(
+            "new".to_owned(),
+            Known {
+                name: "demo-web-1".into(),
+                running: false,
+            },
+        )]);
+        assert_eq!(
+            outside_changes(&by_hand, &target, &stopped, at(0), at(60)),
+            Vec::<String>::new()
+        );
+    }
 
     #[test]
     fn the_last_known_good_image_ran_long_enough_and_is_not_the_running_one() {
