@@ -684,6 +684,20 @@ async fn a_recovery_that_came_with_an_outside_change_is_confounded_and_not_learn
         )),
         "{change}"
     );
+    // The incident's story names the change beside the outcome.
+    let args = [
+        "incident".to_owned(),
+        incident.to_string(),
+        "--url".into(),
+        server.url(""),
+    ];
+    let timeline = tokio::task::spawn_blocking(move || common::homeostat_ok(&args))
+        .await
+        .unwrap();
+    assert!(
+        timeline.contains(&format!("verified: confounded (changed from outside: {change})")),
+        "{timeline}"
+    );
     let metrics = server.metrics().await;
     for outcome in ["success", "confounded"] {
         let counted = format!("homeostat_action_outcomes_total{{action=\"restart\",outcome=\"{outcome}\"}} 1");
