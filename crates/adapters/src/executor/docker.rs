@@ -454,6 +454,10 @@ impl Executor for DockerExecutor {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Vec<String>, ExecError> {
+        // The engine refuses a window that ends before it starts.
+        if until < since {
+            return Ok(Vec::new());
+        }
         let current = match (&target.compose_project, &target.compose_service, &target.container) {
             (Some(project), Some(service), _) => self.service_containers(project, service).await?,
             (_, _, Some(container)) => match self.inspect(container).await {
