@@ -7,7 +7,7 @@ mod common;
 use common::docker::{docker, image, serves, until_serving, Service, IMAGE, PREVIOUS};
 use homeostat_adapters::executor::docker::{DockerConfig, DockerExecutor, HISTORY_LABEL, PREVIOUS_IMAGE_LABEL};
 use homeostat_adapters::executor::{ExecError, Executor};
-use homeostat_core::action::Operation;
+use homeostat_core::action::{Operation, Target};
 
 /// Ready and total replicas of the service, as the executor reports them.
 async fn ready(executor: &DockerExecutor, service: &Service) -> (u32, u32) {
@@ -195,4 +195,73 @@ async fn a_container_that_is_gone_and_an_engine_that_is_not_there_are_clear_erro
     };
     let err = DockerExecutor::connect(nowhere).await.err().unwrap();
     assert!(matches!(err, ExecError::Unreachable { .. }), "{err}");
+}
+
+/// A network of the test's own, removed when the test ends (after the
+/// containers on it: declare it before their [`Service`]).
+struct Network(String);
+
+impl Network {
+    fn create(name: String) -> Network {
+        docker(&["network", "create", &name]);
+        Network(name)
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", &self.0])
+            .output();
+    }
+}
+
+/// What verification asks after an action: outside changes to the target
+/// in a window. A network detached and attached again by hand and a limit
+/// changed with `docker update` are named, in order, whether the target is
+/// the container or its Compose service; a restart (its own network detach
+/// and attach included), a change before the window, and a change to
+/// another container on the same network are not.
+#[tokio::test]
+async fn outside_changes_to_a_container_are_named_and_its_restarts_are_not() {
+    image().await;
+    let network = Network::create(format!("hschanges{}", std::process::id()));
+    let service = Service::new("changes");
+    let bystanders = Service::new("changesby");
+    let name = service.run(1, &["--network", &network.0]);
+    let bystander = bystanders.run(1, &["--network", &network.0]);
+    until_serving(&name).await;
+    let executor = executor(1, 5).await;
+    let by_name = Target {
+        container: Some(name.clone()),
+        ..Target::default()
+    };
+
+    // Before the window: not named.
+    docker(&["update", "--memory", "256m", "--memory-swap", "256m", &name]);
+    let since = chrono::Utc::now();
+    docker(&["restart", "-t", "1", &name]);
+    docker(&["network", "disconnect", &network.0, &bystander]);
+    let after_restart = executor.changes(&by_name, since, chrono::Utc::now()).await.unwrap();
+    assert_eq!(after_restart, Vec::<String>::new(), "a restart is no outside change");
+
+    docker(&["network", "disconnect", &network.0, &name]);
+    docker(&["network", "connect", &network.0, &name]);
+    docker(&["update", "--memory", "128m", "--memory-swap", "128m", &name]);
+    let until = chrono::Utc::now();
+    // Another restart after the window: not named either.
+    docker(&["restart", "-t", "1", &name]);
+    for target in [by_name, service.target()] {
+        let changes = executor.changes(&target, since, until).await.unwrap();
+        let expected = [
+            format!("network {}: container {name} disconnected at ", network.0),
+            format!("network {}: container {name} connected at ", network.0),
+            format!("container {name}: limits or restart policy changed (docker update) at "),
+        ];
+        assert_eq!(changes.len(), expected.len(), "{target:?}: {changes:#?}");
+        for (change, expected) in changes.iter().zip(&expected) {
+            assert!(change.starts_with(expected.as_str()), "{change:?} is not {expected:?}…");
+            assert!(change.ends_with(" UTC"), "{change:?} says no time");
+        }
+    }
 }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use homeostat_adapters::executor::kubernetes::{KubernetesConfig, KubernetesExecutor, API_CALLS, RESTARTED_AT};
+use homeostat_adapters::executor::kubernetes::{
+    KubernetesConfig, KubernetesExecutor, API_CALLS, FIELD_MANAGER, RESTARTED_AT,
+};
 use homeostat_adapters::executor::{Done, ExecError, Executor};
 use homeostat_core::action::{Operation, Target};
 use http::{Request, Response};
@@ -170,8 +172,16 @@ const DEPLOYMENT_PATH: &str = "/apis/apps/v1/namespaces/shop/deployments/checkou
 async fn rollout_restart_patches_kubectls_annotation() {
     let (executor, mut api) = mocked(KubernetesConfig::default());
     let done = execute(executor, rollout_restart());
+    // Under homeostat's own field manager, which its managedFields entry
+    // names: how verification tells its changes from others'.
     let request = api
-        .expect("PATCH", DEPLOYMENT_PATH, None, 200, deployment(2, "3", "v3"))
+        .expect(
+            "PATCH",
+            DEPLOYMENT_PATH,
+            Some(&format!("fieldManager={FIELD_MANAGER}")),
+            200,
+            deployment(2, "3", "v3"),
+        )
         .await;
     assert_eq!(request["content_type"], "application/strategic-merge-patch+json");
     let stamp = request["body"]["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT]
@@ -467,6 +477,72 @@ async fn readiness_comes_from_the_deployment_status() {
 /// Against a real cluster: `KUBECONFIG=… cargo test --test kubernetes -- --ignored`.
 /// Read-only: it asks for the readiness of a deployment named by
 /// HOMEOSTAT_TEST_NAMESPACE / HOMEOSTAT_TEST_DEPLOYMENT (default kube-system/coredns).
+/// What verification asks after an action: the Deployment's managedFields
+/// entries written in the window by others — kubectl edit, a scale by hand
+/// — are named, oldest first; homeostat's own, the control plane's
+/// (revision and status after any change), and older ones are not.
+#[tokio::test]
+async fn outside_changes_are_other_managers_updates_of_the_deployment_in_the_window() {
+    let (executor, mut api) = mocked(KubernetesConfig::default());
+    let target = Target {
+        namespace: Some("shop".into()),
+        deployment: Some("checkout".into()),
+        ..Target::default()
+    };
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+    let (since, until) = (at("2026-12-07T20:30:00.400Z"), at("2026-12-07T20:32:00Z"));
+    let changes = tokio::spawn(async move { executor.changes(&target, since, until).await });
+    let entry = |manager: &str, operation: &str, subresource: Option<&str>, time: &str| {
+        let mut entry = json!({"manager": manager, "operation": operation, "apiVersion": "apps/v1",
+                               "time": time, "fieldsType": "FieldsV1", "fieldsV1": {}});
+        if let Some(subresource) = subresource {
+            entry["subresource"] = subresource.into();
+        }
+        entry
+    };
+    let mut answer = deployment(2, "4", "v4");
+    answer["metadata"]["managedFields"] = json!([
+        // Before the window: a deploy long ago.
+        entry("kubectl-client-side-apply", "Update", None, "2026-12-07T19:00:00Z"),
+        // homeostat's own rollout restart, and what the control plane did after it.
+        entry(FIELD_MANAGER, "Update", None, "2026-12-07T20:30:00Z"),
+        entry("kube-controller-manager", "Update", None, "2026-12-07T20:30:01Z"),
+        entry(
+            "kube-controller-manager",
+            "Update",
+            Some("status"),
+            "2026-12-07T20:31:30Z"
+        ),
+        // By hand, within the window (listed newest first: named oldest first).
+        entry("kubectl", "Update", Some("scale"), "2026-12-07T20:31:40Z"),
+        entry("kubectl-edit", "Update", None, "2026-12-07T20:31:02Z"),
+        // After the window.
+        entry("argocd-controller", "Apply", None, "2026-12-07T20:33:00Z"),
+    ]);
+    api.expect("GET", DEPLOYMENT_PATH, None, 200, answer).await;
+    assert_eq!(
+        changes.await.unwrap().unwrap(),
+        [
+            "kubectl-edit updated deployment shop/checkout at 20:31:02 UTC",
+            "kubectl updated deployment shop/checkout (its scale) at 20:31:40 UTC",
+        ]
+    );
+
+    // A target without a Deployment asks nothing: with the API server gone,
+    // any request would fail.
+    let (executor, api) = mocked(KubernetesConfig::default());
+    drop(api);
+    let pod = Target {
+        namespace: Some("shop".into()),
+        pod: Some("checkout-1".into()),
+        ..Target::default()
+    };
+    assert_eq!(
+        executor.changes(&pod, since, until).await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster (KUBECONFIG)"]
 async fn live_cluster_reports_readiness() {

@@ -13,8 +13,9 @@ use common::{eventually, free_port, notification, test_config, Alertmanager, InP
 use homeostat_adapters::executor::docker::{DockerConfig, DockerExecutor};
 use homeostat_adapters::executor::DryRun;
 use homeostat_core::action::Backend;
-use homeostat_core::config::{ActionsConfig, Credentials};
+use homeostat_core::config::{ActionsConfig, Credentials, PolicyMode};
 use homeostat_core::playbook::Playbook;
+use homeostat_journal::policy::JournalReader;
 use homeostat_server::pipeline::Responder;
 use serde_json::{json, Value};
 
@@ -601,4 +602,115 @@ async fn an_action_interrupted_by_a_crash_is_escalated_not_repeated() {
         "restarted blindly"
     );
     server.stop().await;
+}
+
+/// Kills `name`, alerts on it, and waits until homeostat's restart of it has returned.
+async fn restarted(server: &InProcess, name: &str, fingerprint: &str) -> i64 {
+    docker(&["kill", name]);
+    let incident = server.post_alert(&down("firing", fingerprint, name)).await;
+    eventually("the restart to be executed", Duration::from_secs(30), || async {
+        server
+            .decisions(incident)
+            .await
+            .into_iter()
+            .find(|d| d["result"] == "done")
+    })
+    .await;
+    incident
+}
+
+/// Resolves the alert on `name` and waits for the restart's verified decision.
+async fn resolved(server: &InProcess, incident: i64, name: &str, fingerprint: &str) -> Value {
+    until_serving(name).await;
+    server.post_alert(&down("resolved", fingerprint, name)).await;
+    eventually("the outcome to be recorded", Duration::from_secs(30), || async {
+        server
+            .decisions(incident)
+            .await
+            .into_iter()
+            .find(|d| !d["outcome"].is_null())
+    })
+    .await
+}
+
+/// Credit only for what the action caused: in learn mode, a restart
+/// followed by the alert resolving is a success and a lesson; the same
+/// with the container's memory limit changed by hand between the restart
+/// and the resolution is confounded — recorded with the change, counted,
+/// and not learned from.
+#[tokio::test]
+async fn a_recovery_that_came_with_an_outside_change_is_confounded_and_not_learned() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2econf");
+    let plain = service.run(1, &[]);
+    let changed = service.run(2, &[]);
+    until_serving(&plain).await;
+    until_serving(&changed).await;
+    let mut config = actions(dir.path(), RESTART, false, "30s");
+    config.policy.mode = PolicyMode::Learn;
+    config.policy.learning.explore = false;
+    let server = start(dir.path(), config).await;
+    let journal = dir.path().join("journal.db");
+    let rewards = || JournalReader::open(&journal).unwrap().rewards().unwrap();
+
+    let incident = restarted(&server, &plain, "e2e-conf-plain").await;
+    let success = resolved(&server, incident, &plain, "e2e-conf-plain").await;
+    assert_eq!(success["outcome"], "success", "{success:#}");
+    assert!(success["record"]["outside_changes"].is_null(), "{success:#}");
+    eventually("the success to be learned", Duration::from_secs(30), || async {
+        rewards().into_iter().find(|r| r.decision_id == success["id"])
+    })
+    .await;
+    let revision = JournalReader::open(&journal)
+        .unwrap()
+        .policy()
+        .unwrap()
+        .unwrap()
+        .revision;
+
+    let incident = restarted(&server, &changed, "e2e-conf-changed").await;
+    docker(&["update", "--memory", "200m", "--memory-swap", "200m", &changed]);
+    let confounded = resolved(&server, incident, &changed, "e2e-conf-changed").await;
+    assert_eq!(confounded["outcome"], "confounded", "{confounded:#}");
+    assert_eq!(confounded["action"], "restart");
+    assert_eq!(confounded["record"]["policy"]["acted"], true, "{confounded:#}");
+    let outside = confounded["record"]["outside_changes"].as_array().unwrap();
+    assert_eq!(outside.len(), 1, "{confounded:#}");
+    let change = outside[0].as_str().unwrap();
+    assert!(
+        change.starts_with(&format!(
+            "container {changed}: limits or restart policy changed (docker update) at "
+        )),
+        "{change}"
+    );
+    // The incident's story names the change beside the outcome.
+    let args = [
+        "incident".to_owned(),
+        incident.to_string(),
+        "--url".into(),
+        server.url(""),
+    ];
+    let timeline = tokio::task::spawn_blocking(move || common::homeostat_ok(&args))
+        .await
+        .unwrap();
+    assert!(
+        timeline.contains(&format!("verified: confounded (changed from outside: {change})")),
+        "{timeline}"
+    );
+    let metrics = server.metrics().await;
+    for outcome in ["success", "confounded"] {
+        let counted = format!("homeostat_action_outcomes_total{{action=\"restart\",outcome=\"{outcome}\"}} 1");
+        assert!(metrics.contains(&counted), "{counted} not in {metrics}");
+    }
+    // A clean stop waits for verifications, and so for any lesson they learn.
+    server.stop().await;
+    let learned: Vec<i64> = rewards().iter().map(|r| r.decision_id).collect();
+    assert_eq!(
+        learned,
+        [success["id"].as_i64().unwrap()],
+        "the confounded outcome was learned"
+    );
+    let stored = JournalReader::open(&journal).unwrap().policy().unwrap().unwrap();
+    assert_eq!(stored.revision, revision, "the learned state moved");
 }

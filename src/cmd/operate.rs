@@ -291,7 +291,13 @@ fn timeline(incident: &Value, decisions: &[Value], notifications: &[Value]) -> S
             ));
         }
         if !d["verified_at"].is_null() {
-            events.push((when(&d["verified_at"]), format!("  verified: {}", text(&d["outcome"]))));
+            let mut verified = format!("  verified: {}", text(&d["outcome"]));
+            // A confounded outcome says what else changed the target.
+            if let Some(changes) = d["record"]["outside_changes"].as_array() {
+                let changes: Vec<&str> = changes.iter().map(text).collect();
+                verified.push_str(&format!(" (changed from outside: {})", changes.join("; ")));
+            }
+            events.push((when(&d["verified_at"]), verified));
         }
     }
     for n in notifications {

@@ -13,6 +13,7 @@ pub mod kubernetes;
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use homeostat_core::action::{Backend, Operation, Target};
 use homeostat_core::condition::{Condition, Observed};
 use homeostat_core::config::ActionsConfig;
@@ -92,6 +93,31 @@ pub trait Executor: Send + Sync + 'static {
         let _ = (known_good, now);
         Vec::new()
     }
+
+    /// Changes to the target's configuration made from outside between
+    /// `since` and `until`, oldest first, each in words with its time
+    /// ("network demo: container web-1 connected at 20:31:02 UTC"): a
+    /// network connected or disconnected, a limit changed, a redeploy by
+    /// someone else. Verification asks, from when its action's call
+    /// returned, so that a recovery that came with such a change is not
+    /// credited to the action. What the runtime does by itself (restarts by
+    /// its restart policy, crashes) is no such change. Empty when the
+    /// backend cannot tell.
+    fn changes(
+        &self,
+        target: &Target,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<String>, ExecError>> + Send {
+        let _ = (target, since, until);
+        std::future::ready(Ok(Vec::new()))
+    }
+}
+
+/// A time as outside changes name it: the window is minutes long, so the
+/// time of day says when.
+pub fn time_of_day(at: DateTime<Utc>) -> String {
+    at.format("%H:%M:%S UTC").to_string()
 }
 
 /// The backend chosen in the config (`actions.backend`).
@@ -162,6 +188,18 @@ impl Executor for AnyExecutor {
         match self {
             AnyExecutor::Docker(e) => e.drift(known_good, now),
             AnyExecutor::Kubernetes(e) => e.drift(known_good, now),
+        }
+    }
+
+    async fn changes(
+        &self,
+        target: &Target,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, ExecError> {
+        match self {
+            AnyExecutor::Docker(e) => e.changes(target, since, until).await,
+            AnyExecutor::Kubernetes(e) => e.changes(target, since, until).await,
         }
     }
 }
@@ -245,6 +283,20 @@ impl<E: Executor> Executor for Bounded<E> {
     fn drift(&self, known_good: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
         self.inner.drift(known_good, now)
     }
+
+    async fn changes(
+        &self,
+        target: &Target,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, ExecError> {
+        tokio::time::timeout(self.read, self.inner.changes(target, since, until))
+            .await
+            .unwrap_or(Err(ExecError::TimedOut {
+                what: "the read of outside changes",
+                after: self.read,
+            }))
+    }
 }
 
 /// Reads through `inner`, performs nothing, says exactly what it would have done.
@@ -279,6 +331,15 @@ impl<E: Executor> Executor for DryRun<E> {
     fn drift(&self, known_good: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
         self.0.drift(known_good, now)
     }
+
+    async fn changes(
+        &self,
+        target: &Target,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, ExecError> {
+        self.0.changes(target, since, until).await
+    }
 }
 
 #[cfg(test)]
@@ -311,6 +372,16 @@ mod tests {
             self.executions.fetch_add(1, Ordering::SeqCst);
             Ok("did it".into())
         }
+
+        async fn changes(
+            &self,
+            _target: &Target,
+            _since: DateTime<Utc>,
+            _until: DateTime<Utc>,
+        ) -> Result<Vec<String>, ExecError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(vec!["network demo: container web-1 connected at 20:31:02 UTC".into()])
+        }
     }
 
     #[tokio::test]
@@ -331,7 +402,10 @@ mod tests {
             done,
             r#"dry run: would perform {"operation":"restart_container","container":"web-1","project":null,"service":null}"#
         );
-        assert_eq!(inner.reads.load(Ordering::SeqCst), 1);
+        // Outside changes are a read: through to the backend as well.
+        let now = Utc::now();
+        assert_eq!(dry.changes(&Target::default(), now, now).await.unwrap().len(), 1);
+        assert_eq!(inner.reads.load(Ordering::SeqCst), 2);
         assert_eq!(inner.executions.load(Ordering::SeqCst), 0);
     }
 }

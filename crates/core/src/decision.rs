@@ -139,17 +139,47 @@ pub enum Verification {
     Failure,
     /// No verdict within the deadline.
     Timeout,
+    /// The alert resolved, but the target was also changed from outside
+    /// after the action (a network reconnected, a limit restored, a
+    /// redeploy by someone else): the recovery may not follow from the
+    /// action, so it is credited neither way and nothing is learned from it.
+    Confounded,
 }
 
 impl Verification {
-    pub const ALL: [Verification; 3] = [Verification::Success, Verification::Failure, Verification::Timeout];
+    pub const ALL: [Verification; 4] = [
+        Verification::Success,
+        Verification::Failure,
+        Verification::Timeout,
+        Verification::Confounded,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Verification::Success => "success",
             Verification::Failure => "failure",
             Verification::Timeout => "timeout",
+            Verification::Confounded => "confounded",
         }
+    }
+
+    /// The action did not fix the incident: the playbook moves to its next
+    /// step and the circuit breaker counts it.
+    pub fn failed(self) -> bool {
+        matches!(self, Verification::Failure | Verification::Timeout)
+    }
+
+    /// The alert resolved, whoever fixed it: the incident is quiet, as after
+    /// a success, though only [`Verification::Success`] credits the action.
+    pub fn recovered(self) -> bool {
+        matches!(self, Verification::Success | Verification::Confounded)
+    }
+
+    /// Whether the outcome says what the action did, so that the learning
+    /// policy may learn from it: not when an outside change came with the
+    /// recovery.
+    pub fn teaches(self) -> bool {
+        self != Verification::Confounded
     }
 }
 
@@ -223,7 +253,19 @@ mod tests {
             &ActionResult::ALL,
             &["done", "dry_run", "error", "timed_out", "interrupted"],
         );
-        check(&Verification::ALL, &["success", "failure", "timeout"]);
+        check(&Verification::ALL, &["success", "failure", "timeout", "confounded"]);
+    }
+
+    /// A confounded outcome quiets the incident like a success, is no
+    /// failure, and is the one outcome nothing is learned from.
+    #[test]
+    fn a_confounded_outcome_is_recovered_but_neither_failed_nor_taught() {
+        let recovered: Vec<_> = Verification::ALL.into_iter().filter(|v| v.recovered()).collect();
+        assert_eq!(recovered, [Verification::Success, Verification::Confounded]);
+        let failed: Vec<_> = Verification::ALL.into_iter().filter(|v| v.failed()).collect();
+        assert_eq!(failed, [Verification::Failure, Verification::Timeout]);
+        let silent: Vec<_> = Verification::ALL.into_iter().filter(|v| !v.teaches()).collect();
+        assert_eq!(silent, [Verification::Confounded]);
     }
 
     #[test]

@@ -509,6 +509,9 @@ pub struct Outcome {
 ///           anything, it hands the incident to a human.
 /// ```
 ///
+/// A confounded outcome is never learned from ([`Verification::teaches`]);
+/// scored, it counts 0 before harm and cost.
+///
 /// So a fast fix earns up to 0.95 (restart), a failed restart −0.55, a
 /// harmful failed rollback −1.15, and anything that works beats paging a
 /// human, which beats anything that does not.
@@ -523,6 +526,7 @@ pub fn reward(config: &RewardConfig, action: Action, outcome: &Outcome) -> f64 {
         }
         Verification::Failure => config.failure,
         Verification::Timeout => config.timeout,
+        Verification::Confounded => 0.0,
     };
     base - if outcome.harm { config.harm } else { 0.0 } - config.cost(action)
 }

@@ -77,6 +77,9 @@ pub(super) enum DecisionWrite {
         id: i64,
         at: DateTime<Utc>,
         outcome: Verification,
+        /// Outside changes to the target that came with the recovery, kept
+        /// in the decision's record (`outside_changes`) when there are any.
+        outside_changes: Vec<String>,
     },
 }
 
@@ -143,9 +146,22 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &DecisionWrite) -> Result<i64> 
                 .execute(params![id, timestamp(*at), result.as_str(), detail])?;
             Ok(*id)
         }
-        DecisionWrite::Outcome { id, at, outcome } => {
+        DecisionWrite::Outcome {
+            id,
+            at,
+            outcome,
+            outside_changes,
+        } => {
             tx.prepare_cached("UPDATE decisions SET verified_at = ?2, outcome = ?3 WHERE id = ?1")?
                 .execute(params![id, timestamp(*at), outcome.as_str()])?;
+            if !outside_changes.is_empty() {
+                let changes = serde_json::to_string(outside_changes)
+                    .map_err(|e| JournalError::Internal(format!("outside changes as JSON: {e}")))?;
+                tx.prepare_cached(
+                    "UPDATE decisions SET record = json_set(record, '$.outside_changes', json(?2)) WHERE id = ?1",
+                )?
+                .execute(params![id, changes])?;
+            }
             Ok(*id)
         }
     }
@@ -210,6 +226,21 @@ pub(crate) fn read(row: &impl Columns) -> Result<Decision> {
     })
 }
 
+/// Failed outcomes, newest first (`past`: outcome, and whether the row is
+/// an escalation whose alert has resolved), until one that closes the
+/// circuit breaker: a recovery (success or confounded) or such an escalation.
+pub(crate) fn consecutive_failures(past: &[(Option<String>, bool)]) -> Result<u32> {
+    let mut failures = 0;
+    for (outcome, handled) in past {
+        let outcome: Option<Verification> = outcome.as_deref().map(stored).transpose()?;
+        if *handled || outcome.is_some_and(Verification::recovered) {
+            break;
+        }
+        failures += u32::from(outcome.is_some_and(Verification::failed));
+    }
+    Ok(failures)
+}
+
 /// A state as the journal stores it: a word of [`homeostat_core::decision`].
 fn stored<T: std::str::FromStr<Err = homeostat_core::decision::UnknownState>>(word: &str) -> Result<T> {
     word.parse()
@@ -255,7 +286,24 @@ impl SqliteJournal {
 
     /// Records whether the action fixed the incident.
     pub async fn record_outcome(&self, id: i64, outcome: Verification, at: DateTime<Utc>) -> Result<()> {
-        let write = DecisionWrite::Outcome { id, at, outcome };
+        let write = DecisionWrite::Outcome {
+            id,
+            at,
+            outcome,
+            outside_changes: Vec::new(),
+        };
+        self.decision_write(write).await.map(drop)
+    }
+
+    /// Records that the incident recovered with outside changes to its
+    /// target (`confounded`), and what they were, in the decision's record.
+    pub async fn record_confounded(&self, id: i64, outside_changes: &[String], at: DateTime<Utc>) -> Result<()> {
+        let write = DecisionWrite::Outcome {
+            id,
+            at,
+            outcome: Verification::Confounded,
+            outside_changes: outside_changes.to_vec(),
+        };
         self.decision_write(write).await.map(drop)
     }
 
@@ -319,9 +367,11 @@ impl SqliteJournal {
                 )?
                 .query_row(params![&target_key, counts_dry], |r| r.get(0))?;
             history.last_action_on_target = last.as_deref().map(parse_time).transpose()?;
-            // Newest first: failed outcomes count until a success, or until
-            // an escalation whose incident's alert has since resolved (fixed
-            // by whoever it went to, or gone): that closes the breaker.
+            // Newest first: failed outcomes count until a success, a
+            // recovery that came with an outside change (confounded: fixed
+            // by someone else), or an escalation whose incident's alert has
+            // since resolved (fixed by whoever it went to, or gone): each
+            // closes the breaker.
             let past = conn
                 .prepare_cached(
                     "SELECT d.outcome, d.verdict = 'escalate' AND i.status = 'resolved'
@@ -333,11 +383,7 @@ impl SqliteJournal {
                     Ok((r.get::<_, Option<String>>(0)?, r.get::<_, bool>(1)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            history.consecutive_failures = past
-                .iter()
-                .take_while(|(outcome, handled)| !handled && outcome.as_deref() != Some("success"))
-                .filter(|(outcome, _)| outcome.is_some())
-                .count() as u32;
+            history.consecutive_failures = consecutive_failures(&past)?;
             let recent = conn
                 .prepare_cached(
                     "SELECT decided_at FROM decisions

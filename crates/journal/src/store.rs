@@ -73,6 +73,10 @@ pub trait Store: Send + Sync + 'static {
     async fn record_result(&self, id: i64, result: ActionResult, detail: &str, at: DateTime<Utc>) -> Result<()>;
     /// Records whether the action fixed the incident, verified at `at`.
     async fn record_outcome(&self, id: i64, outcome: Verification, at: DateTime<Utc>) -> Result<()>;
+    /// Records that the incident recovered with `outside_changes` to its
+    /// target after the action (outcome `confounded`), verified at `at`;
+    /// the changes go into the decision's record (`outside_changes`).
+    async fn record_confounded(&self, id: i64, outside_changes: &[String], at: DateTime<Utc>) -> Result<()>;
     /// An incident's decisions, oldest first.
     async fn decisions(&self, incident_id: i64) -> Result<Vec<Decision>>;
     /// The guard's view of the past: of `target_key`, and of every target
@@ -216,6 +220,9 @@ impl Store for SqliteJournal {
     }
     async fn record_outcome(&self, id: i64, outcome: Verification, at: DateTime<Utc>) -> Result<()> {
         SqliteJournal::record_outcome(self, id, outcome, at).await
+    }
+    async fn record_confounded(&self, id: i64, outside_changes: &[String], at: DateTime<Utc>) -> Result<()> {
+        SqliteJournal::record_confounded(self, id, outside_changes, at).await
     }
     async fn decisions(&self, incident_id: i64) -> Result<Vec<Decision>> {
         SqliteJournal::decisions(self, incident_id).await

@@ -96,6 +96,7 @@ on_both!(
     a_stop_mid_action_is_settled_at_start_and_never_repeated,
     threshold_feedback_is_stepped_once_per_incident_and_survives_reopening,
     a_resolved_escalation_closes_the_circuit_breaker,
+    a_confounded_outcome_keeps_its_outside_changes_and_closes_the_circuit_breaker,
     retention_prunes_the_old_and_keeps_what_the_guard_counts,
     the_schedule_keeps_a_newer_next_check_and_vanish_closes_only_the_unseen,
     the_outbox_hands_out_what_is_due_soonest_first_and_backs_off_failures,
@@ -2066,4 +2067,72 @@ async fn a_whole_episode_in_one_group_commit_lands_in_order(backend: Backend) {
         assert_eq!((first.status, first.deliveries), (AlertStatus::Resolved, 3), "g{i}");
         assert_eq!((second.status, second.deliveries), (AlertStatus::Firing, 1), "g{i}");
     }
+}
+
+/// A confounded outcome (the alert resolved with an outside change to the
+/// target) is stored with its changes in the decision's record, beside what
+/// the record held; it is no failure, and like a success it closes the
+/// circuit breaker (someone fixed the target).
+async fn a_confounded_outcome_keeps_its_outside_changes_and_closes_the_circuit_breaker(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (journal, _writer) = db.open().await;
+    let target = "docker/container/web";
+    let incident = deliver(&journal, alert("one", AlertStatus::Firing, T0, &[]))
+        .await
+        .incident_id;
+    let acted = |outcome: Option<Verification>| {
+        let journal = journal.clone();
+        let decision = NewDecision {
+            incident_id: incident,
+            decided_at: Utc::now(),
+            target_key: target.into(),
+            action: "restart".into(),
+            rule: Some("down".into()),
+            attempt: 0,
+            verdict: Verdict::Allow,
+            reason: String::new(),
+            record: serde_json::json!({"operation": {"operation": "restart_container"}}),
+            dry_run: false,
+        };
+        async move {
+            let id = journal.record_decision(decision).await.unwrap();
+            journal
+                .record_result(id, ActionResult::Done, "restarted", Utc::now())
+                .await
+                .unwrap();
+            if let Some(outcome) = outcome {
+                journal.record_outcome(id, outcome, Utc::now()).await.unwrap();
+            }
+            id
+        }
+    };
+    let failures = || async {
+        let since = Utc::now() - chrono::Duration::hours(1);
+        let history = journal.history(target.into(), since, None).await.unwrap();
+        history.consecutive_failures
+    };
+    acted(Some(Verification::Failure)).await;
+    acted(Some(Verification::Timeout)).await;
+    assert_eq!(failures().await, 2);
+    let confounded = acted(None).await;
+    let changes = [
+        "network demo: container web connected at 20:31:02 UTC".to_owned(),
+        "container web: limits or restart policy changed (docker update) at 20:31:05 UTC".to_owned(),
+    ];
+    journal
+        .record_confounded(confounded, &changes, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(failures().await, 0, "a confounded outcome closes the breaker");
+    let recorded = journal.decisions(incident).await.unwrap();
+    let recorded = recorded.iter().find(|d| d.id == confounded).unwrap();
+    assert_eq!(recorded.outcome, Some(Verification::Confounded));
+    assert!(recorded.verified_at.is_some());
+    assert_eq!(recorded.new.record["outside_changes"], serde_json::json!(changes));
+    assert_eq!(
+        recorded.new.record["operation"]["operation"], "restart_container",
+        "the rest of the record is kept"
+    );
+    acted(Some(Verification::Failure)).await;
+    assert_eq!(failures().await, 1, "failures after it count again");
 }

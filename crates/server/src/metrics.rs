@@ -318,7 +318,7 @@ impl Metrics {
         );
         registry.register(
             "action_outcomes",
-            "Verified outcomes of actions taken, by action",
+            "Verified outcomes of actions taken, by action: success, failure, timeout, confounded (resolved with an outside change to the target)",
             metrics.action_outcomes.clone(),
         );
         registry.register(

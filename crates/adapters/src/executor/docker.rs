@@ -12,17 +12,19 @@ use std::collections::HashMap;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerConfig, ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
-    HealthStatusEnum, ImageConfig, NetworkingConfig, RestartPolicyNameEnum,
+    EventMessage, EventMessageTypeEnum, HealthStatusEnum, ImageConfig, NetworkingConfig, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
     RenameContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use homeostat_core::condition::{Condition, Observed, RuntimeRestarts};
 pub use homeostat_core::config::DockerConfig;
 
-use super::{Deployed, Done, ExecError, Executor};
+use super::{time_of_day, Deployed, Done, ExecError, Executor};
 use homeostat_core::action::{Backend, Operation, Target};
 use homeostat_core::guard::Readiness;
 
@@ -490,6 +492,69 @@ impl Executor for DockerExecutor {
         Backend::Docker
     }
 
+    /// From the engine's events in the window: the target's containers
+    /// updated (`docker update`: limits, restart policy), created, removed
+    /// or renamed, and networks connected to or disconnected from them.
+    /// Their starts, stops and deaths are not changes (the restart policy
+    /// and crashes make those), nor is the network detach and attach that
+    /// comes with each stop and start. The engine's clock places the
+    /// events: the same as homeostat's on a local engine.
+    async fn changes(
+        &self,
+        target: &Target,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, ExecError> {
+        // The engine refuses a window that ends before it starts.
+        if until < since {
+            return Ok(Vec::new());
+        }
+        let current = match (&target.compose_project, &target.compose_service, &target.container) {
+            (Some(project), Some(service), _) => self.service_containers(project, service).await?,
+            (_, _, Some(container)) => match self.inspect(container).await {
+                Ok(found) => vec![found],
+                // Gone now: its removal may be in the window all the same.
+                Err(ExecError::NotFound(_)) => Vec::new(),
+                Err(err) => return Err(err),
+            },
+            _ => return Ok(Vec::new()),
+        };
+        let known: HashMap<String, Known> = current
+            .iter()
+            .filter_map(|c| {
+                let known = Known {
+                    name: display_name(c),
+                    running: c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
+                };
+                Some((c.id.clone()?, known))
+            })
+            .collect();
+        let filters = HashMap::from([
+            ("type", vec!["container", "network"]),
+            (
+                "event",
+                CONTAINER_CHANGES
+                    .iter()
+                    .chain(&NETWORK_CHANGES)
+                    .chain(&LIFECYCLE)
+                    .copied()
+                    .collect(),
+            ),
+        ]);
+        let options = EventsOptionsBuilder::default()
+            .since(&engine_time(since))
+            .until(&engine_time(until))
+            .filters(&filters)
+            .build();
+        let events: Vec<EventMessage> = self
+            .docker
+            .events(Some(options))
+            .try_collect()
+            .await
+            .map_err(|e| api_error(e, "read the engine's events"))?;
+        Ok(outside_changes(&events, target, &known, since, until))
+    }
+
     /// The service's images, deployed when the newest of its containers
     /// got its image (homeostat's label, else the container's creation).
     async fn deployed(&self, target: &Target) -> Result<Option<Deployed>, ExecError> {
@@ -665,6 +730,161 @@ impl Executor for DockerExecutor {
             ))),
         }
     }
+}
+
+/// Container events that change a container's configuration.
+const CONTAINER_CHANGES: [&str; 4] = ["update", "create", "destroy", "rename"];
+/// Network events that change a container's configuration, unless a stop
+/// or start of the container made them.
+const NETWORK_CHANGES: [&str; 2] = ["connect", "disconnect"];
+/// Container events read only to tell the network changes a stop or start
+/// makes from those made by hand.
+const LIFECYCLE: [&str; 2] = ["die", "start"];
+
+/// A container of the target as it is now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Known {
+    name: String,
+    running: bool,
+}
+
+/// A time as the engine's events API reads it: seconds and nanoseconds.
+fn engine_time(at: DateTime<Utc>) -> String {
+    format!("{}.{:09}", at.timestamp(), at.timestamp_subsec_nanos())
+}
+
+/// The outside changes among `events` (any order) to the containers of
+/// `target` (`known`: those it has now, by id), within `since..=until`,
+/// oldest first. A network detached after a container died, or attached
+/// before it started, went with the stop or start: not a change. Whether a
+/// container was up before its first event in the window is read from that
+/// event (a start: it was down), else from its state now.
+fn outside_changes(
+    events: &[EventMessage],
+    target: &Target,
+    known: &HashMap<String, Known>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<String> {
+    let at = |e: &EventMessage| {
+        e.time_nano
+            .map(DateTime::<Utc>::from_timestamp_nanos)
+            .or_else(|| e.time.and_then(|t| DateTime::<Utc>::from_timestamp(t, 0)))
+    };
+    let mut events: Vec<(DateTime<Utc>, &EventMessage)> = events
+        .iter()
+        .filter_map(|e| Some((at(e)?, e)))
+        .filter(|(t, _)| (since..=until).contains(t))
+        .collect();
+    events.sort_by_key(|(t, _)| *t);
+    let attributes = |e: &EventMessage| e.actor.as_ref().and_then(|a| a.attributes.clone()).unwrap_or_default();
+    let actor = |e: &EventMessage| e.actor.as_ref().and_then(|a| a.id.clone()).unwrap_or_default();
+    // The target's containers: those it has now, and those its events name
+    // (one removed since, a replacement created).
+    let mut names: HashMap<String, String> = known.iter().map(|(id, k)| (id.clone(), k.name.clone())).collect();
+    for (_, e) in events
+        .iter()
+        .filter(|(_, e)| e.typ == Some(EventMessageTypeEnum::CONTAINER))
+    {
+        let attributes = attributes(e);
+        if is_targets(&attributes, target) {
+            let name = attributes.get("name").cloned().unwrap_or_else(|| actor(e));
+            names.entry(actor(e)).or_insert(name);
+        }
+    }
+    let mut up: HashMap<&str, bool> = HashMap::new();
+    for (_, e) in &events {
+        let id = e.actor.as_ref().and_then(|a| a.id.as_deref()).unwrap_or_default();
+        if e.typ == Some(EventMessageTypeEnum::CONTAINER) && names.contains_key(id) && !up.contains_key(id) {
+            match e.action.as_deref() {
+                Some("start") => {
+                    up.insert(id, false);
+                }
+                Some("die") => {
+                    up.insert(id, true);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut up: HashMap<String, bool> = names
+        .keys()
+        .map(|id| {
+            let was = up.get(id.as_str()).copied();
+            (
+                id.clone(),
+                was.unwrap_or_else(|| known.get(id).is_none_or(|k| k.running)),
+            )
+        })
+        .collect();
+    let mut changes = Vec::new();
+    for (t, e) in events {
+        let attributes = attributes(e);
+        let when = time_of_day(t);
+        let action = e.action.as_deref().unwrap_or_default();
+        match e.typ {
+            Some(EventMessageTypeEnum::CONTAINER) => {
+                let id = actor(e);
+                let Some(name) = names.get(&id) else { continue };
+                let name = attributes.get("name").unwrap_or(name);
+                match action {
+                    "start" => {
+                        up.insert(id, true);
+                    }
+                    "die" => {
+                        up.insert(id, false);
+                    }
+                    "update" => changes.push(format!(
+                        "container {name}: limits or restart policy changed (docker update) at {when}"
+                    )),
+                    "create" => changes.push(format!("container {name} created at {when}")),
+                    "destroy" => changes.push(format!("container {name} removed at {when}")),
+                    "rename" => {
+                        let old = attributes.get("oldName").map_or("?", |n| n.trim_start_matches('/'));
+                        changes.push(format!("container {old} renamed to {name} at {when}"));
+                    }
+                    _ => {}
+                }
+            }
+            Some(EventMessageTypeEnum::NETWORK) => {
+                let Some(id) = attributes.get("container") else {
+                    continue;
+                };
+                let Some(name) = names.get(id) else { continue };
+                let network = attributes.get("name").map_or("?", String::as_str);
+                // While the container is down, its networks come and go with
+                // its stop and start.
+                if !up.get(id).copied().unwrap_or(true) {
+                    continue;
+                }
+                match action {
+                    "connect" => changes.push(format!("network {network}: container {name} connected at {when}")),
+                    "disconnect" => changes.push(format!("network {network}: container {name} disconnected at {when}")),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    // One change can be told twice (a disconnect from the endpoint and the sandbox).
+    changes.dedup();
+    changes
+}
+
+/// Whether a container event's attributes (its name and labels) are of a
+/// container of `target`.
+fn is_targets(attributes: &HashMap<String, String>, target: &Target) -> bool {
+    let named = target.container.as_ref().is_some_and(|c| {
+        attributes.get("name") == Some(c)
+            || attributes.get("oldName").map(|n| n.trim_start_matches('/')) == Some(c.as_str())
+    });
+    let of_service = match (&target.compose_project, &target.compose_service) {
+        (Some(project), Some(service)) => {
+            attributes.get(PROJECT_LABEL) == Some(project) && attributes.get(SERVICE_LABEL) == Some(service)
+        }
+        _ => false,
+    };
+    named || of_service
 }
 
 /// The image a container was created from, as it was named (a tag, not an id).
@@ -965,6 +1185,107 @@ pub fn drift(good: &ContainerSpec, now: &ContainerSpec) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bollard::models::EventActor;
+
+    /// An event `seconds` after 20:30:00 UTC on 2026-12-07.
+    fn event(
+        seconds: i64,
+        typ: EventMessageTypeEnum,
+        action: &str,
+        id: &str,
+        attributes: &[(&str, &str)],
+    ) -> EventMessage {
+        EventMessage {
+            typ: Some(typ),
+            action: Some(action.into()),
+            actor: Some(EventActor {
+                id: Some(id.into()),
+                attributes: Some(attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            }),
+            time_nano: Some((1_796_675_400 + seconds) * 1_000_000_000),
+            ..EventMessage::default()
+        }
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_796_675_400 + seconds, 0).unwrap()
+    }
+
+    /// A Compose service redeployed by someone else: the old container
+    /// removed and a new one created (known by its labels, though it was
+    /// not there when the window opened), and the new one attached to its
+    /// network as it starts — which is no change of its own. A container
+    /// down when the window opens (its first event a start) attaches its
+    /// network as it starts too.
+    #[test]
+    fn a_redeploy_is_named_and_the_network_attach_of_a_start_is_not() {
+        use EventMessageTypeEnum::{CONTAINER, NETWORK};
+        let labels = [(PROJECT_LABEL, "demo"), (SERVICE_LABEL, "web")];
+        fn with<'a>(labels: &[(&'a str, &'a str)], name: &'a str) -> Vec<(&'a str, &'a str)> {
+            let mut attributes = labels.to_vec();
+            attributes.push(("name", name));
+            attributes
+        }
+        let target = Target {
+            compose_project: Some("demo".into()),
+            compose_service: Some("web".into()),
+            ..Target::default()
+        };
+        let known = HashMap::from([(
+            "new".to_owned(),
+            Known {
+                name: "demo-web-1".into(),
+                running: true,
+            },
+        )]);
+        let events = [
+            // Before the window: not looked at.
+            event(-5, CONTAINER, "update", "old", &with(&labels, "demo-web-1")),
+            event(1, CONTAINER, "destroy", "old", &with(&labels, "demo-web-1")),
+            event(2, CONTAINER, "create", "new", &with(&labels, "demo-web-1")),
+            event(3, NETWORK, "connect", "net", &[("name", "demo"), ("container", "new")]),
+            event(4, CONTAINER, "start", "new", &with(&labels, "demo-web-1")),
+            // Another service's container on the same network.
+            event(
+                5,
+                NETWORK,
+                "disconnect",
+                "net",
+                &[("name", "demo"), ("container", "other")],
+            ),
+        ];
+        assert_eq!(
+            outside_changes(&events, &target, &known, at(0), at(60)),
+            [
+                "container demo-web-1 removed at 20:30:01 UTC",
+                "container demo-web-1 created at 20:30:02 UTC",
+            ]
+        );
+        // Connected by hand while it runs: named.
+        let by_hand = [event(
+            10,
+            NETWORK,
+            "connect",
+            "net",
+            &[("name", "demo"), ("container", "new")],
+        )];
+        assert_eq!(
+            outside_changes(&by_hand, &target, &known, at(0), at(60)),
+            ["network demo: container demo-web-1 connected at 20:30:10 UTC"]
+        );
+        // The same while it is stopped (it starts later): its start's doing.
+        let stopped = HashMap::from([(
+            "new".to_owned(),
+            Known {
+                name: "demo-web-1".into(),
+                running: false,
+            },
+        )]);
+        assert_eq!(
+            outside_changes(&by_hand, &target, &stopped, at(0), at(60)),
+            Vec::<String>::new()
+        );
+    }
 
     #[test]
     fn drift_is_told_in_words_and_hides_values() {

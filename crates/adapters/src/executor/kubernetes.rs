@@ -3,11 +3,12 @@
 //! Every request it can make is listed in [`API_CALLS`], which the RBAC
 //! manifest under deploy/kubernetes must cover, and nothing more.
 //! Writes that read-modify-write (rollback) send the read resourceVersion
-//! and retry on 409 Conflict.
+//! and retry on 409 Conflict. Every write names [`FIELD_MANAGER`], so that
+//! a Deployment's managedFields tell homeostat's changes from others'.
 
 use std::collections::BTreeMap;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 pub use homeostat_core::config::KubernetesConfig;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -15,7 +16,7 @@ use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, 
 use kube::Client;
 use serde_json::json;
 
-use super::{Deployed, Done, ExecError, Executor};
+use super::{time_of_day, Deployed, Done, ExecError, Executor};
 use homeostat_core::action::{Backend, Operation, Target};
 use homeostat_core::guard::Readiness;
 
@@ -23,6 +24,12 @@ use homeostat_core::guard::Readiness;
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 const REVISION: &str = "deployment.kubernetes.io/revision";
 const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+/// The field manager homeostat's writes name (`fieldManager`): its entry in
+/// an object's managedFields.
+pub const FIELD_MANAGER: &str = "homeostat";
+/// The control plane's field manager: it records a Deployment's revision
+/// and status after whoever changed its spec, who has an entry of their own.
+const CONTROL_PLANE: &str = "kube-controller-manager";
 /// Attempts at a read-modify-write that meets a 409 Conflict.
 const CONFLICT_ATTEMPTS: usize = 3;
 
@@ -73,6 +80,22 @@ fn refused(message: String) -> ExecError {
     ExecError::Refused {
         backend: Backend::Kubernetes,
         message,
+    }
+}
+
+/// A patch by homeostat's field manager.
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+/// A replace by homeostat's field manager.
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
     }
 }
 
@@ -161,7 +184,7 @@ impl KubernetesExecutor {
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
         self.deployments(namespace)
-            .patch(deployment, &PatchParams::default(), &Patch::Strategic(patch))
+            .patch(deployment, &patch_params(), &Patch::Strategic(patch))
             .await
             .map_err(|e| api_error(e, &format!("deployment {namespace}/{deployment}")))?;
         Ok(format!(
@@ -184,7 +207,7 @@ impl KubernetesExecutor {
         }
         let patch = json!({"spec": {"replicas": wanted}});
         self.deployments(namespace)
-            .patch(deployment, &PatchParams::default(), &Patch::Merge(patch))
+            .patch(deployment, &patch_params(), &Patch::Merge(patch))
             .await
             .map_err(|e| api_error(e, &format!("deployment {namespace}/{deployment}")))?;
         Ok(format!(
@@ -264,7 +287,7 @@ impl KubernetesExecutor {
             // Replace carries the resourceVersion just read: a concurrent change gets 409, and a fresh read.
             match self
                 .deployments(namespace)
-                .replace(name, &PostParams::default(), &deployment)
+                .replace(name, &post_params(), &deployment)
                 .await
             {
                 Ok(_) => {
@@ -286,7 +309,7 @@ impl KubernetesExecutor {
         nodes
             .patch(
                 node,
-                &PatchParams::default(),
+                &patch_params(),
                 &Patch::Merge(json!({"spec": {"unschedulable": true}})),
             )
             .await
@@ -340,6 +363,24 @@ impl KubernetesExecutor {
 impl Executor for KubernetesExecutor {
     fn backend(&self) -> Backend {
         Backend::Kubernetes
+    }
+
+    /// The Deployment's managedFields entries of other managers than
+    /// homeostat's written in the window (kubectl edit, apply, scale, a
+    /// rollout restart or undo by hand, a CD tool). Not the control plane's
+    /// (the revision and status it records after any change), nor any
+    /// status update. Targets without a Deployment have none.
+    async fn changes(
+        &self,
+        target: &Target,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, ExecError> {
+        let (Some(namespace), Some(name)) = (&target.namespace, &target.deployment) else {
+            return Ok(Vec::new());
+        };
+        let deployment = self.deployment(namespace, name).await?;
+        Ok(outside_updates(&deployment, since, until))
     }
 
     async fn deployed(&self, target: &Target) -> Result<Option<Deployed>, ExecError> {
@@ -431,6 +472,49 @@ fn lifetimes(mut owned: Vec<ReplicaSet>, current: u64) -> Vec<(ReplicaSet, Optio
         next_created = from;
     }
     out
+}
+
+/// The managedFields entries of `deployment` that others than homeostat
+/// and the control plane wrote within `since..=until`, oldest first. Their
+/// times are whole seconds: the window starts at the second `since` falls in.
+fn outside_updates(deployment: &Deployment, since: DateTime<Utc>, until: DateTime<Utc>) -> Vec<String> {
+    let namespace = deployment.metadata.namespace.as_deref().unwrap_or_default();
+    let name = deployment.metadata.name.as_deref().unwrap_or_default();
+    let from = DateTime::<Utc>::from_timestamp(since.timestamp(), 0).unwrap_or(since);
+    let mut updates: Vec<(DateTime<Utc>, String)> = deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.subresource.as_deref() != Some("status"))
+        .filter_map(|entry| {
+            let manager = entry.manager.as_deref().unwrap_or("an unnamed manager");
+            if [FIELD_MANAGER, CONTROL_PLANE].contains(&manager) {
+                return None;
+            }
+            let at = entry.time.as_ref()?;
+            let at = DateTime::<Utc>::from_timestamp_millis(at.0.as_millisecond())?;
+            if !(from..=until).contains(&at) {
+                return None;
+            }
+            let did = match entry.operation.as_deref() {
+                Some("Apply") => "applied a change to",
+                Some("Update") => "updated",
+                _ => "changed",
+            };
+            let part = match entry.subresource.as_deref() {
+                Some(sub) if !sub.is_empty() => format!(" (its {sub})"),
+                _ => String::new(),
+            };
+            let when = time_of_day(at);
+            Some((
+                at,
+                format!("{manager} {did} deployment {namespace}/{name}{part} at {when}"),
+            ))
+        })
+        .collect();
+    updates.sort();
+    updates.into_iter().map(|(_, words)| words).collect()
 }
 
 fn revision(annotations: &Option<BTreeMap<String, String>>) -> u64 {

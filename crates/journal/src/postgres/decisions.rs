@@ -81,6 +81,28 @@ pub(super) async fn record_outcome(j: &PgJournal, id: i64, outcome: Verification
     .await
 }
 
+/// Records a confounded outcome and the outside changes that came with the
+/// recovery, in the decision's record (`outside_changes`).
+pub(super) async fn record_confounded(
+    j: &PgJournal,
+    id: i64,
+    outside_changes: &[String],
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let changes = serde_json::to_string(outside_changes)
+        .map_err(|e| JournalError::Internal(format!("outside changes as JSON: {e}")))?;
+    fenced_update(
+        j,
+        "UPDATE decisions SET verified_at = $3, outcome = $4,
+                record = jsonb_set(record::jsonb, '{outside_changes}', $5::text::jsonb)::text
+         FROM lease WHERE id = $2 AND outcome IS NULL",
+        id,
+        &[&timestamp(at), &Verification::Confounded.as_str(), &changes],
+        "its outcome was not recorded",
+    )
+    .await
+}
+
 /// Runs `update` of decision `id` (`$2`, with `values` from `$3`) behind
 /// [`FENCE`]; an error saying `what` when this process no longer leads, or
 /// when a takeover settled the decision meanwhile (even one of this
@@ -137,8 +159,9 @@ pub(super) async fn history(
         )
         .await?;
     history.last_action_on_target = client.query_one(&last, &[&target_key, &counts_dry]).await?.time(0)?;
-    // Newest first: failed outcomes count until a success, or until an
-    // escalation whose incident's alert has since resolved.
+    // Newest first: failed outcomes count until a recovery (success or
+    // confounded), or until an escalation whose incident's alert has since
+    // resolved.
     let past = client
         .prepare_cached(
             "SELECT d.outcome, d.verdict = 'escalate' AND i.status = 'resolved'
@@ -153,11 +176,7 @@ pub(super) async fn history(
         .iter()
         .map(|r| Ok((r.try_get::<_, Option<String>>(0)?, r.try_get::<_, bool>(1)?)))
         .collect::<Result<Vec<_>>>()?;
-    history.consecutive_failures = past
-        .iter()
-        .take_while(|(outcome, handled)| !handled && outcome.as_deref() != Some("success"))
-        .filter(|(outcome, _)| outcome.is_some())
-        .count() as u32;
+    history.consecutive_failures = crate::decisions::consecutive_failures(&past)?;
     let recent = client
         .prepare_cached(
             "SELECT decided_at FROM decisions

@@ -318,6 +318,9 @@ impl Store for PgJournal {
     async fn record_outcome(&self, id: i64, outcome: Verification, at: DateTime<Utc>) -> Result<()> {
         decisions::record_outcome(self, id, outcome, at).await
     }
+    async fn record_confounded(&self, id: i64, outside_changes: &[String], at: DateTime<Utc>) -> Result<()> {
+        decisions::record_confounded(self, id, outside_changes, at).await
+    }
     async fn decisions(&self, incident_id: i64) -> Result<Vec<Decision>> {
         decisions::decisions(self, incident_id).await
     }

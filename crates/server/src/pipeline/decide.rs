@@ -43,8 +43,10 @@ fn acted(d: &Decision) -> bool {
     d.new.verdict == Verdict::Allow && !d.new.dry_run
 }
 
+/// Verified failed or timed out. A confounded outcome is no failure (the
+/// alert resolved), so the playbook does not move past its action.
 fn failed(d: &Decision) -> bool {
-    matches!(d.outcome, Some(Verification::Failure | Verification::Timeout))
+    d.outcome.is_some_and(Verification::failed)
 }
 
 /// When the incident's action under way or being verified was decided, if one is.
@@ -55,12 +57,14 @@ pub fn under_way(past: &[Decision]) -> Option<DateTime<Utc>> {
         .map(|d| d.new.decided_at)
 }
 
-/// When the incident's last action was verified a success, if it was.
+/// When the incident's last action was verified as recovered, if it was:
+/// a success, or a recovery that came with an outside change (confounded),
+/// which quiets the incident just the same though the action gets no credit.
 pub fn fixed_at(past: &[Decision]) -> Option<DateTime<Utc>> {
     past.iter()
         .rev()
         .find(|d| acted(d))
-        .filter(|d| d.outcome == Some(Verification::Success))
+        .filter(|d| d.outcome.is_some_and(Verification::recovered))
         .and_then(|d| d.verified_at)
 }
 
@@ -247,4 +251,67 @@ pub fn mask(
         }
     }
     mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use homeostat_journal::decisions::NewDecision;
+
+    const PLAYBOOK: &str =
+        "rules:\n  - name: down\n    matchers: ['alertname=\"ServiceDown\"']\n    actions: [restart, recreate]\n";
+
+    fn at(second: u32) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_796_670_000 + i64::from(second), 0).unwrap()
+    }
+
+    /// A restart done at `second` and verified with `outcome` a second later.
+    fn restart(id: i64, second: u32, outcome: Verification) -> Decision {
+        Decision {
+            id,
+            new: NewDecision {
+                incident_id: 1,
+                decided_at: at(second),
+                target_key: "docker/container/web-1".into(),
+                action: "restart".into(),
+                rule: Some("down".into()),
+                attempt: 0,
+                verdict: Verdict::Allow,
+                reason: "within every limit".into(),
+                record: serde_json::json!({}),
+                dry_run: false,
+            },
+            executed_at: Some(at(second)),
+            result: Some(ActionResult::Done),
+            detail: Some("restarted container web-1".into()),
+            outcome: Some(outcome),
+            verified_at: Some(at(second + 1)),
+        }
+    }
+
+    /// A confounded outcome quiets the incident as a success does, and the
+    /// playbook does not count it as a failure: its next action stays the
+    /// same, and nothing failed is ruled out for the policy.
+    #[test]
+    fn a_confounded_outcome_quiets_the_incident_and_is_no_failed_step() {
+        let playbook = Playbook::parse(std::path::Path::new("playbook.yml"), PLAYBOOK).unwrap();
+        let labels: LabelSet = [("alertname".to_owned(), "ServiceDown".to_owned())]
+            .into_iter()
+            .collect();
+
+        let confounded = [restart(1, 0, Verification::Confounded)];
+        assert_eq!(fixed_at(&confounded), Some(at(1)));
+        assert_eq!(failed_step(&confounded), None);
+        assert_eq!(failures(&confounded), 0);
+        let step = progress(&confounded, &playbook, &labels, false).unwrap();
+        assert_eq!((step.failed, step.next), (0, Some(Action::Restart)));
+        assert!(step.failed_actions.is_empty());
+
+        // The contrast: a failure moves the playbook on and quiets nothing.
+        let failed = [restart(1, 0, Verification::Failure)];
+        assert_eq!(fixed_at(&failed), None);
+        assert_eq!(failed_step(&failed), Some(at(0)));
+        let step = progress(&failed, &playbook, &labels, false).unwrap();
+        assert_eq!((step.failed, step.next), (1, Some(Action::Recreate)));
+    }
 }

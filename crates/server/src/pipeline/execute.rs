@@ -5,6 +5,7 @@
 //! this replica's lease surely holds; the journal refuses a deposed
 //! leader's decision, result and outcome.
 
+use chrono::{DateTime, Utc};
 use homeostat_adapters::executor::{ExecError, Executor};
 use homeostat_core::action::{Action, Operation};
 use homeostat_core::clock::Clock;
@@ -18,8 +19,10 @@ use crate::metrics::Metrics;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Executed {
     /// Performed, or abandoned past `actions.execute_timeout` (its effect
-    /// unknown): verify it (decision `id`).
-    Done { id: i64 },
+    /// unknown): verify it (decision `id`). `at`: when the call returned (or
+    /// was abandoned); what changes the target after it is not the action's
+    /// doing, unless the call was abandoned and still runs.
+    Done { id: i64, at: DateTime<Utc> },
     /// Recorded what would have been done; nothing to verify.
     DryRun,
     /// The call failed; recorded as a failed outcome.
@@ -68,34 +71,32 @@ pub async fn execute<E: Executor>(
         return Ok(Executed::Failed);
     }
     tracing::info!(incident = incident_id, %action, dry_run, "Acting.");
-    match executor.execute(operation).await {
+    let called = executor.execute(operation).await;
+    let at = clock.now();
+    match called {
         Ok(done) if dry_run => {
-            journal
-                .record_result(id, ActionResult::DryRun, &done, clock.now())
-                .await?;
+            journal.record_result(id, ActionResult::DryRun, &done, at).await?;
             Ok(Executed::DryRun)
         }
         Ok(done) => {
-            journal
-                .record_result(id, ActionResult::Done, &done, clock.now())
-                .await?;
+            journal.record_result(id, ActionResult::Done, &done, at).await?;
             tracing::info!(incident = incident_id, %action, %done, "Action done; verifying.");
-            Ok(Executed::Done { id })
+            Ok(Executed::Done { id, at })
         }
         // What an abandoned call did is unknown: verify it, as a done one.
         Err(err @ ExecError::TimedOut { .. }) => {
             tracing::warn!(incident = incident_id, %action, error = %err, "Action timed out; verifying.");
             journal
-                .record_result(id, ActionResult::TimedOut, &err.to_string(), clock.now())
+                .record_result(id, ActionResult::TimedOut, &err.to_string(), at)
                 .await?;
-            Ok(Executed::Done { id })
+            Ok(Executed::Done { id, at })
         }
         Err(err) => {
             tracing::warn!(incident = incident_id, %action, error = %err, "Action failed.");
             journal
-                .record_result(id, ActionResult::Error, &err.to_string(), clock.now())
+                .record_result(id, ActionResult::Error, &err.to_string(), at)
                 .await?;
-            journal.record_outcome(id, Verification::Failure, clock.now()).await?;
+            journal.record_outcome(id, Verification::Failure, at).await?;
             metrics.count_outcome(action.as_str(), Verification::Failure.as_str());
             Ok(Executed::Failed)
         }

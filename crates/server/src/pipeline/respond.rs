@@ -479,13 +479,15 @@ impl<E: Executor> Responder<E> {
         )
         .await?;
         match executed {
-            Executed::Done { id } => {
+            Executed::Done { id, at } => {
                 let check = Check {
                     incident_id,
                     health: progress.rule.health_query_for(&incident.labels),
                     prometheus: self.config.prometheus_url.clone(),
                     timeout: self.config.verify_timeout.0,
                     probe: Some((self.config.clone(), incident.clone())),
+                    target,
+                    acted_at: at,
                 };
                 let lesson = consulted.map(|(view, _)| Lesson {
                     key: view.choice.key,
@@ -706,7 +708,9 @@ impl<E: Executor> Responder<E> {
     }
 
     /// Verifies the action in the background, records the outcome and, when
-    /// the policy chose with context, learns from it.
+    /// the policy chose with context, learns from it — unless the outcome is
+    /// confounded (an outside change came with the recovery), which teaches
+    /// nothing about the action.
     /// Then it wakes the reconciler for the incident, whose next look was
     /// `fallback` meanwhile.
     fn spawn_verification(
@@ -726,15 +730,32 @@ impl<E: Executor> Responder<E> {
         let http = self.http.clone();
         let learner = Arc::clone(&self.learner);
         let config = self.config.clone();
+        let executor = Arc::clone(&self.executor);
         self.verifications.spawn(async move {
-            let verified = verify::verify(&journal, &http, &check).await;
+            let verified = verify::verify(&journal, &http, &*executor, &*clock, &check).await;
             let outcome = verified.verification;
             if let Some(why) = &verified.health_error {
                 tracing::warn!(incident = incident_id, %why, "The health query could not be run.");
             }
-            tracing::info!(incident = incident_id, %action, outcome = outcome.as_str(), "Verified.");
+            let recorded = if outcome == Verification::Confounded {
+                let changes = verified.outside_changes.join("; ");
+                tracing::info!(
+                    incident = incident_id,
+                    %action,
+                    outcome = outcome.as_str(),
+                    %changes,
+                    "Verified: the alert resolved, but the target was also changed from outside; \
+                     the action is not credited and nothing is learned."
+                );
+                journal
+                    .record_confounded(id, &verified.outside_changes, clock.now())
+                    .await
+            } else {
+                tracing::info!(incident = incident_id, %action, outcome = outcome.as_str(), "Verified.");
+                journal.record_outcome(id, outcome, clock.now()).await
+            };
             metrics.count_outcome(action.as_str(), outcome.as_str());
-            if let Err(err) = journal.record_outcome(id, outcome, clock.now()).await {
+            if let Err(err) = recorded {
                 tracing::error!(decision = id, error = %err, "Cannot record the outcome.");
                 return;
             }
@@ -743,7 +764,9 @@ impl<E: Executor> Responder<E> {
                 tracing::error!(incident = incident_id, error = %err, "Cannot schedule the next look.");
             }
             wake.notify_one();
-            let Some(lesson) = lesson else { return };
+            let Some(lesson) = lesson.filter(|_| outcome.teaches()) else {
+                return;
+            };
             // Harm: more errors after the action than before it.
             let before = lesson.features.error_ratio;
             let after = context::error_ratio(&http, &config, &incident.labels).await;

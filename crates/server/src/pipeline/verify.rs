@@ -4,6 +4,13 @@
 //! failure ("ran but still firing" is a failure). Resolved but Prometheus
 //! never answered: timeout.
 //!
+//! A success is credited to the action only when nothing else changed the
+//! target meanwhile: the executor is asked for outside changes from when
+//! the action's call returned until now (a network reconnected by hand, a
+//! limit restored with `docker update`, a redeploy by someone else), and
+//! any makes the outcome confounded — the incident is over, but nothing is
+//! learned about the action.
+//!
 //! Resolved means the journal holds the resolution, or Alertmanager
 //! (`alertmanager_url`) no longer reports the alert: with Alertmanager's
 //! default `group_interval` (5m) the resolution is delivered long after
@@ -11,9 +18,13 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use homeostat_adapters::alertmanager::AlertState;
+use homeostat_adapters::executor::{ExecError, Executor};
 use homeostat_adapters::prometheus::query_holds;
+use homeostat_core::action::Target;
 use homeostat_core::alert::AlertStatus;
+use homeostat_core::clock::Clock;
 use homeostat_core::config::ActionsConfig;
 use homeostat_core::decision::Verification;
 use homeostat_core::incident::Incident;
@@ -37,6 +48,10 @@ pub struct Check {
     pub timeout: Duration,
     /// Where to ask whether the incident's alert ended.
     pub probe: Option<(ActionsConfig, Incident)>,
+    /// What the action was done to, whose outside changes are looked for.
+    pub target: Target,
+    /// When the action's call returned: changes after it are not its own.
+    pub acted_at: DateTime<Utc>,
 }
 
 /// What verification found, and how long it watched.
@@ -46,11 +61,31 @@ pub struct Verified {
     pub seconds: f64,
     /// Why the health query could not be run, when that was the last word.
     pub health_error: Option<String>,
+    /// The outside changes that made a recovery confounded, in words.
+    pub outside_changes: Vec<String>,
+}
+
+/// What the recovery is credited to, given the outside changes to the
+/// target read after a success: the action (still a success) when there
+/// were none, nobody (confounded) when there were. Only a success is
+/// looked at: a failure or timeout stays what it is.
+pub fn credit(verification: Verification, outside: &[String]) -> Verification {
+    match verification {
+        Verification::Success if !outside.is_empty() => Verification::Confounded,
+        other => other,
+    }
 }
 
 /// Watches the incident until it is judged or the deadline passes (on
-/// tokio's clock, so paused time drives it in tests).
-pub async fn verify(journal: &Journal, http: &reqwest::Client, check: &Check) -> Verified {
+/// tokio's clock, so paused time drives it in tests); a success is then
+/// checked for outside changes to the target (see [`credit`]).
+pub async fn verify<E: Executor>(
+    journal: &Journal,
+    http: &reqwest::Client,
+    executor: &E,
+    clock: &dyn Clock,
+    check: &Check,
+) -> Verified {
     let started = tokio::time::Instant::now();
     let deadline = started + check.timeout;
     let mut last_health: Option<Result<bool, String>> = None;
@@ -88,12 +123,53 @@ pub async fn verify(journal: &Journal, http: &reqwest::Client, check: &Check) ->
         }
         tokio::time::sleep(VERIFY_POLL).await;
     };
+    let seconds = started.elapsed().as_secs_f64();
+    let outside_changes = match verification {
+        Verification::Success => outside_changes(executor, check, clock.now()).await,
+        _ => Vec::new(),
+    };
     Verified {
-        verification,
-        seconds: started.elapsed().as_secs_f64(),
+        verification: credit(verification, &outside_changes),
+        seconds,
         health_error: match last_health {
             Some(Err(why)) => Some(why),
             _ => None,
         },
+        outside_changes,
+    }
+}
+
+/// The outside changes to the check's target since its action returned.
+/// When they cannot be read, none: the success stands, with a warning —
+/// an unreadable event log (an engine or API server away for a moment) is
+/// no sign that someone else fixed the target, and holding back every
+/// lesson whenever it hiccups would starve the policy.
+async fn outside_changes<E: Executor>(executor: &E, check: &Check, now: DateTime<Utc>) -> Vec<String> {
+    if check.target.is_empty() {
+        return Vec::new();
+    }
+    let read: Result<Vec<String>, ExecError> = executor.changes(&check.target, check.acted_at, now).await;
+    read.unwrap_or_else(|err| {
+        tracing::warn!(
+            incident = check.incident_id,
+            error = %err,
+            "Cannot read outside changes to the target; crediting the recovery to the action."
+        );
+        Vec::new()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_success_with_outside_changes_is_confounded() {
+        let changed = ["network demo: container web-1 connected at 20:31:02 UTC".to_owned()];
+        assert_eq!(credit(Verification::Success, &changed), Verification::Confounded);
+        assert_eq!(credit(Verification::Success, &[]), Verification::Success);
+        for other in [Verification::Failure, Verification::Timeout] {
+            assert_eq!(credit(other, &changed), other);
+        }
     }
 }
