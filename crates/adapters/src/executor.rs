@@ -13,7 +13,7 @@ pub mod kubernetes;
 use std::future::Future;
 use std::time::Duration;
 
-use homeostat_core::action::{Backend, Operation, Target};
+use homeostat_core::action::{Action, Backend, Operation, Target};
 use homeostat_core::config::ActionsConfig;
 use homeostat_core::guard::Readiness;
 
@@ -70,6 +70,17 @@ pub trait Executor: Send + Sync + 'static {
         let _ = target;
         std::future::ready(Ok(None))
     }
+
+    /// Why `action` on `target` would not do what it is for on this
+    /// backend, read right before acting: a Docker clone that no traffic
+    /// and no scrape would reach, say. The pipeline records `Some(why)` as
+    /// unplannable instead of trying the action (a failed action would move
+    /// the playbook on to its next step, against a target that may be
+    /// serving). `None` when it fits, or the backend has nothing to say.
+    fn unfit(&self, target: &Target, action: Action) -> impl Future<Output = Result<Option<String>, ExecError>> + Send {
+        let _ = (target, action);
+        std::future::ready(Ok(None))
+    }
 }
 
 /// The backend chosen in the config (`actions.backend`).
@@ -119,6 +130,13 @@ impl Executor for AnyExecutor {
         match self {
             AnyExecutor::Docker(e) => e.deployed(target).await,
             AnyExecutor::Kubernetes(e) => e.deployed(target).await,
+        }
+    }
+
+    async fn unfit(&self, target: &Target, action: Action) -> Result<Option<String>, ExecError> {
+        match self {
+            AnyExecutor::Docker(e) => e.unfit(target, action).await,
+            AnyExecutor::Kubernetes(e) => e.unfit(target, action).await,
         }
     }
 }
@@ -180,6 +198,15 @@ impl<E: Executor> Executor for Bounded<E> {
                 after: self.read,
             }))
     }
+
+    async fn unfit(&self, target: &Target, action: Action) -> Result<Option<String>, ExecError> {
+        tokio::time::timeout(self.read, self.inner.unfit(target, action))
+            .await
+            .unwrap_or(Err(ExecError::TimedOut {
+                what: "the read of whether the action fits the target",
+                after: self.read,
+            }))
+    }
 }
 
 /// Reads through `inner`, performs nothing, says exactly what it would have done.
@@ -201,6 +228,10 @@ impl<E: Executor> Executor for DryRun<E> {
 
     async fn deployed(&self, target: &Target) -> Result<Option<Deployed>, ExecError> {
         self.0.deployed(target).await
+    }
+
+    async fn unfit(&self, target: &Target, action: Action) -> Result<Option<String>, ExecError> {
+        self.0.unfit(target, action).await
     }
 }
 

@@ -25,8 +25,22 @@ pub enum Action {
     /// Docker: recreate the container from its own configuration.
     Recreate,
     /// One more replica, within the configured bounds.
+    /// Kubernetes: `spec.replicas` + 1 (the Service routes to the new pod,
+    /// Prometheus discovers it). Docker: a clone of the Compose service's
+    /// highest-numbered container, labelled `homeostat.added-at`. On Docker
+    /// a clone serves only where the service is reached by a network alias
+    /// on a user-defined network (the clone shares it, as with Compose's own
+    /// scaling) and publishes no fixed host port (what reaches the service
+    /// through one, traffic or a scrape, never reaches a clone); elsewhere
+    /// scale-out is unplannable, refused before anything is created. The
+    /// clones homeostat added are removed when the incident that added them
+    /// resolves (a `scale_in` decision of its own).
     ScaleOut,
     /// One replica fewer, within the configured bounds.
+    /// Kubernetes: `spec.replicas` - 1. Docker: removes the highest-numbered
+    /// container of the Compose service. Taking capacity away, it is
+    /// guarded by the minimum of ready replicas, and the learning policy
+    /// may choose it only where the playbook rule names it.
     ScaleIn,
     /// Kubernetes: back to the previous revision (kubectl's rollout undo).
     /// Docker: back to the previous image recorded in a label.
@@ -219,6 +233,10 @@ pub enum Operation {
     },
     /// Recreate the service's containers from the image recorded as previous.
     RollbackComposeService { project: String, service: String },
+    /// Remove the highest-numbered replica homeostat added to a Compose
+    /// service (labelled `homeostat.added-at`), never one it did not add:
+    /// undoing its own scale-out once the incident that needed it resolved.
+    RemoveAddedReplica { project: String, service: String },
 }
 
 /// Why an action cannot be planned.
@@ -238,6 +256,13 @@ pub enum Refusal {
         part: &'static str,
         value: String,
     },
+    /// Undoing a scale-out after its incident resolved ([`plan_retire`]) is
+    /// not implemented on this backend.
+    #[error(
+        "homeostat does not scale a {backend:?} workload back after the incident that scaled it out resolves; \
+         its replicas stay as homeostat set them until someone scales it back"
+    )]
+    NoRetire { backend: Backend },
 }
 
 /// Checks every name the target gives, before any of it goes into an API
@@ -359,6 +384,26 @@ pub fn plan(action: Action, backend: Backend, target: &Target, drain_on_cordon: 
             service().map(|(project, service)| Operation::RollbackComposeService { project, service })
         }
         (Backend::Docker, Action::Cordon) => Err(Refusal::Unsupported { action, backend }),
+    }
+}
+
+/// The operation that undoes one scale-out homeostat made for an incident
+/// that has since resolved: on Docker, removing a replica homeostat added
+/// (never one it did not). Kubernetes has no such operation yet: whether
+/// `spec.replicas` is still what homeostat set it to is not recorded.
+pub fn plan_retire(backend: Backend, target: &Target) -> Result<Operation, Refusal> {
+    check_names(backend, target)?;
+    match (backend, &target.compose_project, &target.compose_service) {
+        (Backend::Docker, Some(project), Some(service)) => Ok(Operation::RemoveAddedReplica {
+            project: project.clone(),
+            service: service.clone(),
+        }),
+        (Backend::Docker, _, _) => Err(Refusal::NoTarget {
+            action: Action::ScaleIn,
+            backend,
+            needs: "compose_project and compose_service",
+        }),
+        (Backend::Kubernetes, _, _) => Err(Refusal::NoRetire { backend }),
     }
 }
 
@@ -513,6 +558,34 @@ mod tests {
                 deployment: Some("checkout".into())
             })
         );
+    }
+
+    #[test]
+    fn a_scale_out_is_undone_by_removing_a_replica_homeostat_added() {
+        let service = Target {
+            compose_project: Some("demo".into()),
+            compose_service: Some("service_a".into()),
+            ..Target::default()
+        };
+        assert_eq!(
+            plan_retire(Backend::Docker, &service),
+            Ok(Operation::RemoveAddedReplica {
+                project: "demo".into(),
+                service: "service_a".into()
+            })
+        );
+        let container = Target {
+            container: Some("demo-service_a-1".into()),
+            ..Target::default()
+        };
+        assert!(plan_retire(Backend::Docker, &container).is_err());
+        let deployment = Target {
+            namespace: Some("shop".into()),
+            deployment: Some("checkout".into()),
+            ..Target::default()
+        };
+        let refusal = plan_retire(Backend::Kubernetes, &deployment).unwrap_err();
+        assert!(refusal.to_string().contains("does not scale"), "{refusal}");
     }
 
     #[test]

@@ -86,6 +86,27 @@ pub fn held_since(past: &[Decision], verdict: Verdict, now: DateTime<Utc>) -> Da
         .map_or(now, |d| d.new.decided_at)
 }
 
+/// The incident's scale-outs that added a replica (in dry run, would have)
+/// and that no `scale_in` decision has undone yet (its record's `retires`
+/// names the scale-out's decision id): what to remove once it resolved.
+pub fn added_replicas(past: &[Decision]) -> Vec<i64> {
+    let undone: Vec<i64> = past
+        .iter()
+        .filter(|d| d.new.action == Action::ScaleIn.as_str())
+        .filter_map(|d| d.new.record["retires"].as_i64())
+        .collect();
+    past.iter()
+        .filter(|d| d.new.verdict == Verdict::Allow && d.new.action == Action::ScaleOut.as_str())
+        .filter(|d| match d.result {
+            Some(ActionResult::Done) => !d.new.dry_run,
+            Some(ActionResult::DryRun) => d.new.dry_run,
+            _ => false,
+        })
+        .map(|d| d.id)
+        .filter(|id| !undone.contains(id))
+        .collect()
+}
+
 /// How many of the incident's actions failed.
 pub fn failures(past: &[Decision]) -> usize {
     past.iter().filter(|d| failed(d)).count()
@@ -208,7 +229,8 @@ pub fn choose(
 
 /// What the policy may not choose for this target, and why. The mask holds
 /// what is specific to an action: it cannot be planned on this backend or
-/// target, it would leave too few ready replicas (`capacity`), or it takes
+/// target, or the executor finds it unfit there (`unfit`: a scale-out whose
+/// clone would not serve), it would leave too few ready replicas (`capacity`), or it takes
 /// capacity away or touches a node (`scale_in`, `cordon`) without the
 /// playbook rule naming it. Limits on the target as a whole (pause,
 /// silences, cooldown, budget, circuit breaker, …) apply to whichever action
@@ -218,6 +240,7 @@ pub fn mask(
     backend: Backend,
     rule: &Rule,
     drain_on_cordon: bool,
+    unfit: impl Fn(Action) -> Option<String>,
     capacity: impl Fn(Action) -> Option<String>,
 ) -> Mask {
     let mut mask = Mask::none();
@@ -226,6 +249,8 @@ pub fn mask(
             mask.refuse(action, "the alert's labels name nothing to act on");
         } else if let Err(refusal) = plan(action, backend, target, drain_on_cordon) {
             mask.refuse(action, format!("unplannable: {refusal}"));
+        } else if let Some(why) = unfit(action) {
+            mask.refuse(action, format!("unplannable: {why}"));
         } else if matches!(action, Action::ScaleIn | Action::Cordon) && !rule.actions.contains(&action) {
             mask.refuse(
                 action,
