@@ -160,7 +160,8 @@ pub async fn premise<E: Executor>(
         // (Alertmanager then notifies) or after the deferral's backoff.
         Ok(AlertState::Inhibited { by }) => {
             let reason = format!(
-                "the alert is inhibited in Alertmanager by {}: that alert explains this one, so not acting on it                  while the inhibition holds",
+                "the alert is inhibited in Alertmanager by {}: that alert explains this one, so not acting on it \
+                 while the inhibition holds",
                 by.join(", ")
             );
             return Err(Stop::new(action, Verdict::Defer, reason));
