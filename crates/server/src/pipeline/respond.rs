@@ -461,6 +461,13 @@ impl<E: Executor> Responder<E> {
                 continue;
             }
             let readiness = match self.executor.readiness(&target).await {
+                // In dry run the clone was never started: count it as it
+                // would be, so that dry run decides as acting would.
+                Ok(Some(mut readiness)) if self.config.dry_run => {
+                    readiness.ready += 1;
+                    readiness.total += 1;
+                    Some(readiness)
+                }
                 Ok(readiness) => readiness,
                 Err(err) => {
                     let reason = stays(format!("the service's readiness cannot be read: {err}"));
