@@ -26,15 +26,16 @@ pub enum Action {
     Recreate,
     /// One more replica, within the configured bounds.
     /// Kubernetes: `spec.replicas` + 1 (the Service routes to the new pod,
-    /// Prometheus discovers it). Docker: a clone of the Compose service's
-    /// highest-numbered container, labelled `homeostat.added-at`. On Docker
+    /// Prometheus discovers it), recorded in `homeostat.io/scaled-to`.
+    /// Docker: a clone of the Compose service's highest-numbered container,
+    /// labelled `homeostat.added-at`. On Docker
     /// a clone serves only where the service is reached by a network alias
     /// on a user-defined network (the clone shares it, as with Compose's own
     /// scaling) and publishes no fixed host port (what reaches the service
     /// through one, traffic or a scrape, never reaches a clone); elsewhere
-    /// scale-out is unplannable, refused before anything is created. The
-    /// clones homeostat added are removed when the incident that added them
-    /// resolves (a `scale_in` decision of its own).
+    /// scale-out is unplannable, refused before anything is created. What
+    /// homeostat added is undone when the incident that added it resolves
+    /// (a `scale_in` decision of its own, [`plan_retire`]).
     ScaleOut,
     /// One replica fewer, within the configured bounds.
     /// Kubernetes: `spec.replicas` - 1. Docker: removes the highest-numbered
@@ -211,6 +212,10 @@ pub enum Operation {
     },
     /// Copy the template of the ReplicaSet with the previous revision.
     RollbackDeployment { namespace: String, deployment: String },
+    /// `spec.replicas` - 1, only while it is what homeostat last set (the
+    /// `homeostat.io/scaled-to` annotation): undoing its own scale-out once
+    /// the incident that needed it resolved.
+    ScaleDeploymentBack { namespace: String, deployment: String },
     /// Set `spec.unschedulable`, then evict the node's pods if `drain`.
     CordonNode { node: String, drain: bool },
     /// Restart `container`, or every container of the Compose service.
@@ -256,13 +261,6 @@ pub enum Refusal {
         part: &'static str,
         value: String,
     },
-    /// Undoing a scale-out after its incident resolved ([`plan_retire`]) is
-    /// not implemented on this backend.
-    #[error(
-        "homeostat does not scale a {backend:?} workload back after the incident that scaled it out resolves; \
-         its replicas stay as homeostat set them until someone scales it back"
-    )]
-    NoRetire { backend: Backend },
 }
 
 /// Checks every name the target gives, before any of it goes into an API
@@ -389,21 +387,30 @@ pub fn plan(action: Action, backend: Backend, target: &Target, drain_on_cordon: 
 
 /// The operation that undoes one scale-out homeostat made for an incident
 /// that has since resolved: on Docker, removing a replica homeostat added
-/// (never one it did not). Kubernetes has no such operation yet: whether
-/// `spec.replicas` is still what homeostat set it to is not recorded.
+/// (never one it did not); on Kubernetes, one replica fewer while the
+/// Deployment's replicas are still what homeostat set.
 pub fn plan_retire(backend: Backend, target: &Target) -> Result<Operation, Refusal> {
     check_names(backend, target)?;
-    match (backend, &target.compose_project, &target.compose_service) {
-        (Backend::Docker, Some(project), Some(service)) => Ok(Operation::RemoveAddedReplica {
-            project: project.clone(),
-            service: service.clone(),
-        }),
-        (Backend::Docker, _, _) => Err(Refusal::NoTarget {
-            action: Action::ScaleIn,
-            backend,
-            needs: "compose_project and compose_service",
-        }),
-        (Backend::Kubernetes, _, _) => Err(Refusal::NoRetire { backend }),
+    let no_target = |needs| Refusal::NoTarget {
+        action: Action::ScaleIn,
+        backend,
+        needs,
+    };
+    match backend {
+        Backend::Docker => match (&target.compose_project, &target.compose_service) {
+            (Some(project), Some(service)) => Ok(Operation::RemoveAddedReplica {
+                project: project.clone(),
+                service: service.clone(),
+            }),
+            _ => Err(no_target("compose_project and compose_service")),
+        },
+        Backend::Kubernetes => match (&target.namespace, &target.deployment) {
+            (Some(namespace), Some(deployment)) => Ok(Operation::ScaleDeploymentBack {
+                namespace: namespace.clone(),
+                deployment: deployment.clone(),
+            }),
+            _ => Err(no_target("namespace and deployment")),
+        },
     }
 }
 
@@ -584,8 +591,14 @@ mod tests {
             deployment: Some("checkout".into()),
             ..Target::default()
         };
-        let refusal = plan_retire(Backend::Kubernetes, &deployment).unwrap_err();
-        assert!(refusal.to_string().contains("does not scale"), "{refusal}");
+        assert_eq!(
+            plan_retire(Backend::Kubernetes, &deployment),
+            Ok(Operation::ScaleDeploymentBack {
+                namespace: "shop".into(),
+                deployment: "checkout".into()
+            })
+        );
+        assert!(plan_retire(Backend::Kubernetes, &container).is_err());
     }
 
     #[test]
