@@ -86,10 +86,12 @@ pub fn held_since(past: &[Decision], verdict: Verdict, now: DateTime<Utc>) -> Da
         .map_or(now, |d| d.new.decided_at)
 }
 
-/// The incident's scale-outs that added a replica (in dry run, would have)
-/// and that no `scale_in` decision has undone yet (its record's `retires`
-/// names the scale-out's decision id): what to remove once it resolved.
-pub fn added_replicas(past: &[Decision]) -> Vec<i64> {
+/// The incident's scale-outs that added a replica and that no `scale_in`
+/// decision has undone yet (its record's `retires` names the scale-out's
+/// decision id): what to remove once it resolved. In `dry_run`, those that
+/// would have added one count too (what was never added is not removed
+/// once acting for real).
+pub fn added_replicas(past: &[Decision], dry_run: bool) -> Vec<i64> {
     let undone: Vec<i64> = past
         .iter()
         .filter(|d| d.new.action == Action::ScaleIn.as_str())
@@ -99,7 +101,7 @@ pub fn added_replicas(past: &[Decision]) -> Vec<i64> {
         .filter(|d| d.new.verdict == Verdict::Allow && d.new.action == Action::ScaleOut.as_str())
         .filter(|d| match d.result {
             Some(ActionResult::Done) => !d.new.dry_run,
-            Some(ActionResult::DryRun) => d.new.dry_run,
+            Some(ActionResult::DryRun) => d.new.dry_run && dry_run,
             _ => false,
         })
         .map(|d| d.id)
@@ -261,4 +263,56 @@ pub fn mask(
         }
     }
     mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decision(
+        id: i64,
+        action: Action,
+        result: Option<ActionResult>,
+        dry_run: bool,
+        retires: Option<i64>,
+    ) -> Decision {
+        Decision {
+            id,
+            new: homeostat_journal::decisions::NewDecision {
+                incident_id: 1,
+                decided_at: DateTime::<Utc>::UNIX_EPOCH,
+                target_key: "docker/demo/web".into(),
+                action: action.as_str().into(),
+                rule: None,
+                attempt: 0,
+                verdict: Verdict::Allow,
+                reason: String::new(),
+                record: json!({ "retires": retires }),
+                dry_run,
+            },
+            executed_at: None,
+            result,
+            detail: None,
+            outcome: None,
+            verified_at: None,
+        }
+    }
+
+    #[test]
+    fn each_replica_added_is_removed_once() {
+        let done = Some(ActionResult::Done);
+        let past = [
+            decision(1, Action::ScaleOut, done, false, None),
+            decision(2, Action::ScaleOut, Some(ActionResult::Error), false, None),
+            decision(3, Action::ScaleOut, done, false, None),
+            decision(4, Action::ScaleIn, done, false, Some(1)),
+        ];
+        // The failed one added nothing; the first is undone already.
+        assert_eq!(added_replicas(&past, false), vec![3]);
+        // What dry run would have added is removed (as it would be) only in dry run.
+        let dry = [decision(5, Action::ScaleOut, Some(ActionResult::DryRun), true, None)];
+        assert_eq!(added_replicas(&dry, true), vec![5]);
+        assert_eq!(added_replicas(&dry, false), Vec::<i64>::new());
+    }
 }

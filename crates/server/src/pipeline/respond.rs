@@ -429,7 +429,7 @@ impl<E: Executor> Responder<E> {
         let lock = self.target_lock(&target_key);
         let _one_at_a_time = lock.lock().await;
         let past = self.journal.decisions(incident_id).await?;
-        for added in decide::added_replicas(&past) {
+        for added in decide::added_replicas(&past, self.config.dry_run) {
             let mut decision = NewDecision {
                 incident_id,
                 decided_at: self.clock.now(),
