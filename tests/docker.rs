@@ -4,10 +4,15 @@
 
 mod common;
 
-use common::docker::{docker, image, serves, until_serving, Service, IMAGE, PREVIOUS};
-use homeostat_adapters::executor::docker::{DockerConfig, DockerExecutor, HISTORY_LABEL, PREVIOUS_IMAGE_LABEL};
+use std::time::Duration;
+
+use common::docker::{answers_at, docker, image, serves, until_serving, Service, IMAGE, PREVIOUS};
+use common::eventually;
+use homeostat_adapters::executor::docker::{
+    DockerConfig, DockerExecutor, ADDED_AT_LABEL, HISTORY_LABEL, PREVIOUS_IMAGE_LABEL,
+};
 use homeostat_adapters::executor::{ExecError, Executor};
-use homeostat_core::action::{Operation, Target};
+use homeostat_core::action::{Action, Operation, Target};
 
 /// Ready and total replicas of the service, as the executor reports them.
 async fn ready(executor: &DockerExecutor, service: &Service) -> (u32, u32) {
@@ -73,14 +78,18 @@ async fn a_frozen_container_serves_again_after_a_restart() {
     until_serving(&name).await;
 }
 
+/// Reached by a network alias and publishing no fixed host port, a service
+/// scales out: the clone joins the network under the same alias (so
+/// traffic to the alias reaches it, as with Compose's own scaling), serves,
+/// and is labelled as homeostat's; it goes again, within the bounds.
 #[tokio::test]
-async fn a_compose_service_scales_out_and_in_within_bounds() {
+async fn a_service_reached_by_a_network_alias_scales_out_and_in_within_bounds() {
     image().await;
     let service = Service::new("scale");
-    // A fixed host port: the clone must not try to bind it a second time.
-    let port = common::free_port().to_string();
-    let publish = format!("127.0.0.1:{port}:9095");
-    let first = service.run(1, &["--env", "GREETING=hello", "-p", &publish]);
+    let mut extra = service.aliased();
+    extra.extend(["--env".into(), "GREETING=hello".into()]);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let first = service.run(1, &extra);
     until_serving(&first).await;
     let executor = executor(1, 2).await;
     let scale = |delta| Operation::ScaleComposeService {
@@ -88,12 +97,42 @@ async fn a_compose_service_scales_out_and_in_within_bounds() {
         service: "web".into(),
         delta,
     };
+    assert_eq!(executor.unfit(&service.target(), Action::ScaleOut).await.unwrap(), None);
 
     let done = executor.execute(&scale(1)).await.unwrap();
     let second = format!("{}-web-2", service.project);
     assert!(done.contains(&format!("started {second}")), "{done}");
     assert_eq!(service.containers(), vec![first.clone(), second.clone()]);
-    until_serving(&second).await;
+    let network = service.network();
+    let aliases = docker(&[
+        "inspect",
+        "--format",
+        &format!("{{{{json (index .NetworkSettings.Networks \"{network}\").Aliases}}}}"),
+        &second,
+    ]);
+    let aliases: Vec<String> = serde_json::from_str(&aliases).unwrap();
+    assert!(
+        aliases.contains(&"web".to_owned()),
+        "the clone lacks the alias: {aliases:?}"
+    );
+    assert!(
+        !aliases.contains(&first),
+        "the clone took the original's name: {aliases:?}"
+    );
+    let address = service.address(&second);
+    eventually(
+        "the clone to answer on its address on the network",
+        Duration::from_secs(30),
+        || async { answers_at(&address).await.then_some(()) },
+    )
+    .await;
+    let added_at = docker(&[
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels \"{ADDED_AT_LABEL}\"}}}}"),
+        &second,
+    ]);
+    assert!(chrono::DateTime::parse_from_rfc3339(&added_at).is_ok(), "{added_at:?}");
     let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &second]);
     assert!(
         env.contains("GREETING=hello"),
@@ -105,12 +144,83 @@ async fn a_compose_service_scales_out_and_in_within_bounds() {
     assert!(matches!(refused, ExecError::Refused { .. }), "{refused}");
     assert!(refused.to_string().contains("max_replicas: 2"), "{refused}");
 
-    let done = executor.execute(&scale(-1)).await.unwrap();
-    assert!(done.contains(&format!("removed {second}")), "{done}");
+    // What homeostat added goes, and only that.
+    let remove_added = Operation::RemoveAddedReplica {
+        project: service.project.clone(),
+        service: "web".into(),
+    };
+    let done = executor.execute(&remove_added).await.unwrap();
+    assert!(
+        done.contains(&format!("removed {second}, which homeostat added")),
+        "{done}"
+    );
     assert_eq!(service.containers(), vec![first.clone()]);
+    let err = executor.execute(&remove_added).await.unwrap_err();
+    assert!(matches!(err, ExecError::NotFound(_)), "{err}");
+    assert!(err.to_string().contains("no replica homeostat added"), "{err}");
     let refused = executor.execute(&scale(-1)).await.unwrap_err();
     assert!(refused.to_string().contains("min_replicas: 1"), "{refused}");
     assert_eq!(service.containers(), vec![first]);
+}
+
+/// A clone of a service with a fixed host port (what traffic or Prometheus
+/// reaches it through), or reached by no network alias, would serve
+/// nothing: scale-out is refused with the reason, and nothing is created.
+#[tokio::test]
+async fn a_service_a_clone_could_not_serve_is_not_scaled_out() {
+    image().await;
+    let service = Service::new("fixed");
+    let port = common::free_port().to_string();
+    let publish = format!("127.0.0.1:{port}:9095");
+    let mut extra = service.aliased();
+    extra.extend(["-p".into(), publish]);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let first = service.run(1, &extra);
+    let executor = executor(1, 3).await;
+    let why = executor
+        .unfit(&service.target(), Action::ScaleOut)
+        .await
+        .unwrap()
+        .expect("a service with a fixed host port is unfit for scale-out");
+    assert_eq!(
+        why,
+        format!(
+            "a clone of {}/web would not serve: it publishes 127.0.0.1:{port}\u{2192}9095, a fixed host port a \
+             clone cannot share (traffic and scrapes through it would never reach the clone); scale out services \
+             reached by a network alias",
+            service.project
+        )
+    );
+    // Other actions are the executor's to judge as ever.
+    assert_eq!(executor.unfit(&service.target(), Action::Restart).await.unwrap(), None);
+    let scale_out = Operation::ScaleComposeService {
+        project: service.project.clone(),
+        service: "web".into(),
+        delta: 1,
+    };
+    let refused = executor.execute(&scale_out).await.unwrap_err();
+    assert!(matches!(refused, ExecError::Refused { .. }), "{refused}");
+    assert!(refused.to_string().contains(&why), "{refused}");
+    assert_eq!(service.containers(), vec![first]);
+
+    // On the default bridge, with no alias anything routes by.
+    let bridged = Service::new("bridged");
+    let only = bridged.run(1, &[]);
+    let why = executor
+        .unfit(&bridged.target(), Action::ScaleOut)
+        .await
+        .unwrap()
+        .expect("a service reached by no alias is unfit for scale-out");
+    assert!(why.contains("network(s) bridge with no network alias"), "{why}");
+    assert!(executor
+        .execute(&Operation::ScaleComposeService {
+            project: bridged.project.clone(),
+            service: "web".into(),
+            delta: 1,
+        })
+        .await
+        .is_err());
+    assert_eq!(bridged.containers(), vec![only]);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use homeostat_adapters::executor::kubernetes::{
-    KubernetesConfig, KubernetesExecutor, API_CALLS, FIELD_MANAGER, RESTARTED_AT,
+    KubernetesConfig, KubernetesExecutor, API_CALLS, FIELD_MANAGER, RESTARTED_AT, SCALED_TO,
 };
 use homeostat_adapters::executor::{Done, ExecError, Executor};
 use homeostat_core::action::{Operation, Target};
@@ -249,7 +249,10 @@ async fn scaling_patches_replicas_within_bounds() {
         .expect("PATCH", DEPLOYMENT_PATH, None, 200, deployment(3, "3", "v3"))
         .await;
     assert_eq!(request["content_type"], "application/merge-patch+json");
-    assert_eq!(request["body"], json!({"spec": {"replicas": 3}}));
+    assert_eq!(
+        request["body"],
+        json!({"metadata": {"annotations": {SCALED_TO: "3"}}, "spec": {"replicas": 3}})
+    );
     assert_eq!(
         done.await.unwrap().unwrap(),
         "scaled deployment shop/checkout from 2 to 3 replicas"
@@ -265,6 +268,58 @@ async fn scaling_patches_replicas_within_bounds() {
         matches!(err, ExecError::Refused { .. }) && err.to_string().contains("max_replicas 3"),
         "{err}"
     );
+}
+
+/// A deployment at `replicas` that homeostat last scaled to `scaled_to`.
+fn scaled(replicas: i32, scaled_to: Option<&str>) -> Value {
+    let mut d = deployment(replicas, "3", "v3");
+    if let Some(to) = scaled_to {
+        d["metadata"]["annotations"][SCALED_TO] = to.into();
+    }
+    d
+}
+
+/// After its incident resolved, homeostat scales a deployment back only
+/// while its replicas are what homeostat set, with the resourceVersion it
+/// read (a change meanwhile is a conflict, not overwritten).
+#[tokio::test]
+async fn a_deployment_is_scaled_back_only_while_its_replicas_are_what_homeostat_set() {
+    let back = || Operation::ScaleDeploymentBack {
+        namespace: "shop".into(),
+        deployment: "checkout".into(),
+    };
+    let (executor, mut api) = mocked(KubernetesConfig::default());
+    let done = execute(executor, back());
+    api.expect("GET", DEPLOYMENT_PATH, None, 200, scaled(3, Some("3")))
+        .await;
+    let request = api
+        .expect("PATCH", DEPLOYMENT_PATH, None, 200, scaled(2, Some("2")))
+        .await;
+    assert_eq!(
+        request["body"],
+        json!({"metadata": {"resourceVersion": "42", "annotations": {SCALED_TO: "2"}}, "spec": {"replicas": 2}})
+    );
+    assert_eq!(
+        done.await.unwrap().unwrap(),
+        "scaled deployment shop/checkout back from 3 to 2 replicas, as homeostat had set them"
+    );
+
+    // Scaled by someone since, or never by homeostat: left alone, nothing written.
+    for (answer, says) in [
+        (scaled(4, Some("3")), "runs 4 replicas, not the 3 homeostat set"),
+        (scaled(3, None), "carries no homeostat.io/scaled-to annotation"),
+    ] {
+        let (executor, mut api) = mocked(KubernetesConfig::default());
+        let done = execute(executor, back());
+        api.expect("GET", DEPLOYMENT_PATH, None, 200, answer).await;
+        let err = tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("it wrote something")
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, ExecError::Refused { .. }), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
 }
 
 #[tokio::test]

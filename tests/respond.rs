@@ -714,3 +714,235 @@ async fn a_recovery_that_came_with_an_outside_change_is_confounded_and_not_learn
     let stored = JournalReader::open(&journal).unwrap().policy().unwrap().unwrap();
     assert_eq!(stored.revision, revision, "the learned state moved");
 }
+
+const SCALE_OUT: &str =
+    "rules:\n  - name: latency\n    matchers: ['alertname=\"HighLatencyP99\"']\n    actions: [scale_out, restart]\n";
+
+/// A webhook notification of one alert with `labels`.
+fn alert_with(status: &str, fingerprint: &str, labels: Value) -> Value {
+    let mut body = notification(status, &[fingerprint]);
+    body["alerts"][0]["labels"] = labels;
+    body
+}
+
+/// A webhook notification of HighLatencyP99 on `service`'s Compose service `web`.
+fn slow(status: &str, fingerprint: &str, service: &Service) -> Value {
+    let labels = json!({"alertname": "HighLatencyP99", "compose_project": service.project, "compose_service": "web"});
+    alert_with(status, fingerprint, labels)
+}
+
+/// A scale-out whose clone would serve nothing (the service publishes a
+/// fixed host port) is unplannable, decided before anything is created,
+/// and escalated once; the playbook's next step (a restart of a serving
+/// replica) is not taken, as it would be after a failed action.
+#[tokio::test]
+async fn a_scale_out_no_clone_could_serve_is_unplannable_and_escalated_once() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2eunfit");
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:9095");
+    let name = service.run(1, &["-p", &publish]);
+    until_serving(&name).await;
+    let started = docker(&["inspect", "--format", "{{.State.StartedAt}}", &name]);
+    let (hook, mut received) = escalation_receiver().await;
+    let mut config = actions(dir.path(), SCALE_OUT, false, "30s");
+    config.escalation_webhook = Some(hook);
+    let server = start(dir.path(), config).await;
+
+    let incident = server.post_alert(&slow("firing", "e2e-unfit", &service)).await;
+    let decision = eventually("the decision", Duration::from_secs(30), || async {
+        server.decisions(incident).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(decision["action"], "scale_out", "{decision}");
+    assert_eq!(decision["verdict"], "unplannable", "{decision}");
+    let reason = decision["reason"].as_str().unwrap();
+    let expected = format!(
+        "a clone of {}/web would not serve: it publishes 127.0.0.1:{port}\u{2192}9095, a fixed host port a clone \
+         cannot share",
+        service.project
+    );
+    assert!(reason.starts_with(&expected), "{reason}");
+    assert!(decision["result"].is_null(), "{decision}");
+    let notice = tokio::time::timeout(Duration::from_secs(30), received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(notice["incident"], incident);
+    assert_eq!(notice["reason"], reason);
+
+    // Delivered again: nothing more is decided, done or told.
+    for _ in 0..2 {
+        server.post_alert(&slow("firing", "e2e-unfit", &service)).await;
+    }
+    barrier(&server, "unfit").await;
+    let all = server.decisions(incident).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(service.containers(), vec![name.clone()]);
+    assert_eq!(docker(&["inspect", "--format", "{{.State.StartedAt}}", &name]), started);
+    assert!(received.try_recv().is_err(), "escalated more than once");
+    server.stop().await;
+}
+
+/// The scale-out of `service` (reached by a network alias) for one
+/// incident and, once it resolved, the scale-in homeostat decides on its
+/// own: returns that decision.
+async fn scaled_out_and_back(dir: &Path, service: &Service, fingerprint: &str, dry_run: bool) -> Value {
+    let server = start(dir, actions(dir, SCALE_OUT, dry_run, "30s")).await;
+    let incident = server.post_alert(&slow("firing", fingerprint, service)).await;
+    let acted = eventually("the scale-out", Duration::from_secs(30), || async {
+        server
+            .decisions(incident)
+            .await
+            .into_iter()
+            .find(|d| !d["result"].is_null())
+    })
+    .await;
+    assert_eq!(acted["action"], "scale_out", "{acted}");
+    assert_eq!(acted["result"], if dry_run { "dry_run" } else { "done" }, "{acted}");
+    let clones = service.containers().len();
+    assert_eq!(clones, if dry_run { 1 } else { 2 }, "{:?}", service.containers());
+
+    server.post_alert(&slow("resolved", fingerprint, service)).await;
+    let retired = eventually("the scale-in after resolution", Duration::from_secs(30), || async {
+        server
+            .decisions(incident)
+            .await
+            .into_iter()
+            .find(|d| d["action"] == "scale_in" && !d["result"].is_null())
+    })
+    .await;
+    assert_eq!(retired["verdict"], "allow", "{retired}");
+    assert_eq!(
+        retired["reason"],
+        format!("incident {incident} resolved: removing the replica homeostat added for it")
+    );
+    assert_eq!(retired["record"]["retires"], acted["id"], "{retired}");
+    assert_eq!(retired["record"]["operation"]["operation"], "remove_added_replica");
+    // Delivered again (a late duplicate): removed once.
+    server.post_alert(&slow("resolved", fingerprint, service)).await;
+    barrier(&server, fingerprint).await;
+    let scale_ins = server
+        .decisions(incident)
+        .await
+        .into_iter()
+        .filter(|d| d["action"] == "scale_in")
+        .count();
+    assert_eq!(scale_ins, 1);
+    server.stop().await;
+    retired
+}
+
+/// A clone homeostat added for an incident serves while it fires and is
+/// removed once it resolved, by a `scale_in` decision of its own.
+#[tokio::test]
+async fn the_replica_added_for_an_incident_is_removed_when_it_resolves() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2escale");
+    let aliased = service.aliased();
+    let first = service.run(1, &aliased.iter().map(String::as_str).collect::<Vec<_>>());
+    until_serving(&first).await;
+    let retired = scaled_out_and_back(dir.path(), &service, "e2e-scale", false).await;
+    assert_eq!(retired["result"], "done", "{retired}");
+    assert_eq!(retired["outcome"], "success", "{retired}");
+    let detail = retired["detail"].as_str().unwrap();
+    assert!(detail.contains("which homeostat added"), "{detail}");
+    assert_eq!(service.containers(), vec![first]);
+}
+
+/// In dry run the scale-in is recorded as it would be done; nothing is.
+#[tokio::test]
+async fn dry_run_records_the_scale_in_it_would_do_after_resolution() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2escaledry");
+    let aliased = service.aliased();
+    let first = service.run(1, &aliased.iter().map(String::as_str).collect::<Vec<_>>());
+    until_serving(&first).await;
+    let retired = scaled_out_and_back(dir.path(), &service, "e2e-scale-dry", true).await;
+    assert_eq!(retired["result"], "dry_run", "{retired}");
+    assert_eq!(retired["dry_run"], true, "{retired}");
+    let detail = retired["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("dry run: would perform ") && detail.contains("remove_added_replica"),
+        "{detail}"
+    );
+    assert_eq!(service.containers(), vec![first]);
+}
+
+/// A caller's latency alert that Alertmanager inhibits (the demo's rule:
+/// its dependency fails) is deferred, not acted on; once the inhibition
+/// lifts and it still fires, it is.
+#[tokio::test]
+async fn an_alert_alertmanager_inhibits_is_deferred_until_the_inhibition_lifts() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2einh");
+    let name = service.run(1, &[]);
+    until_serving(&name).await;
+    // Down, so that the guard would allow a restart: what holds it back is the inhibition.
+    docker(&["kill", &name]);
+    // The demo's Alertmanager configuration, its own deliveries going nowhere:
+    // the test delivers to homeostat itself.
+    let am = Alertmanager::with_config(&homeostat_demo::stack::alertmanager_config(9)).await;
+    let latency = json!({"alertname": "HighLatencyP99", "service": "caller", "container": name});
+    let upstream = json!({"alertname": "UpstreamErrors", "service": "caller"});
+    am.post_alerts(&json!([{ "labels": upstream }, { "labels": latency }]))
+        .await;
+    let inhibited = |alerts: Vec<Value>| {
+        alerts
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "HighLatencyP99")
+            .filter(|a| a["status"]["inhibitedBy"].as_array().is_some_and(|i| !i.is_empty()))
+    };
+    let alert = eventually("Alertmanager to inhibit the alert", Duration::from_secs(20), || async {
+        inhibited(am.alerts().await?)
+    })
+    .await;
+    let fingerprint = alert["fingerprint"].as_str().unwrap().to_owned();
+
+    let playbook =
+        "rules:\n  - name: latency\n    matchers: ['alertname=\"HighLatencyP99\"']\n    actions: [restart]\n";
+    let mut config = actions(dir.path(), playbook, false, "30s");
+    config.alertmanager_url = Some(am.url().to_owned());
+    let server = start(dir.path(), config).await;
+    let incident = server
+        .post_alert(&alert_with("firing", &fingerprint, latency.clone()))
+        .await;
+    let decision = eventually("the deferral", Duration::from_secs(30), || async {
+        server.decisions(incident).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(decision["verdict"], "defer", "{decision}");
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("inhibited in Alertmanager by UpstreamErrors ("),
+        "{reason}"
+    );
+    assert!(decision["result"].is_null(), "{decision}");
+    assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &name]), "false");
+
+    // The dependency recovers; the caller's alert still fires and is delivered again.
+    let now = chrono::Utc::now().to_rfc3339();
+    am.post_alerts(&json!([{ "labels": upstream, "endsAt": now }])).await;
+    eventually("the inhibition to lift", Duration::from_secs(20), || async {
+        let alerts = am.alerts().await?;
+        let still = alerts.iter().any(|a| a["labels"]["alertname"] == "HighLatencyP99");
+        (still && inhibited(alerts).is_none()).then_some(())
+    })
+    .await;
+    server.post_alert(&alert_with("firing", &fingerprint, latency)).await;
+    let acted = eventually("the restart", Duration::from_secs(30), || async {
+        server
+            .decisions(incident)
+            .await
+            .into_iter()
+            .find(|d| d["result"] == "done")
+    })
+    .await;
+    assert_eq!(acted["action"], "restart", "{acted}");
+    until_serving(&name).await;
+    server.stop().await;
+}

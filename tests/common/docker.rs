@@ -47,15 +47,51 @@ pub async fn image() {
         .await;
 }
 
-/// A Compose-style service of this test's own; its containers go with it.
+/// A Compose-style service of this test's own; its containers (and its
+/// network, if it made one) go with it.
 pub struct Service {
     pub project: String,
+    network: std::sync::OnceLock<String>,
 }
 
 impl Service {
     pub fn new(test: &str) -> Service {
         let project = format!("hs{}{}", test, std::process::id());
-        Service { project }
+        Service {
+            project,
+            network: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A user-defined network of the service's own, named after its
+    /// project, as Compose makes one (created on first use).
+    pub fn network(&self) -> String {
+        self.network
+            .get_or_init(|| {
+                docker(&["network", "create", &self.project]);
+                self.project.clone()
+            })
+            .clone()
+    }
+
+    /// The `docker run` arguments that put a replica on [`Service::network`]
+    /// reached by the alias `web`, as Compose reaches a service by its name.
+    pub fn aliased(&self) -> Vec<String> {
+        vec![
+            "--network".into(),
+            self.network(),
+            "--network-alias".into(),
+            "web".into(),
+        ]
+    }
+
+    /// The container's IP address on [`Service::network`].
+    pub fn address(&self, container: &str) -> String {
+        let format = format!(
+            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+            self.network()
+        );
+        docker(&["inspect", "--format", &format, container])
     }
 
     /// Starts replica `number` of service `web`, with extra `docker run` arguments.
@@ -103,6 +139,9 @@ impl Drop for Service {
         for name in self.containers() {
             let _ = Command::new("docker").args(["rm", "-f", &name]).output();
         }
+        if let Some(network) = self.network.get() {
+            let _ = Command::new("docker").args(["network", "rm", network]).output();
+        }
     }
 }
 
@@ -123,6 +162,16 @@ pub async fn serves(container: &str) -> bool {
         .build()
         .unwrap();
     let response = client.get(format!("http://{address}/healthz")).send().await;
+    response.is_ok_and(|r| r.status().is_success())
+}
+
+/// Whether `/healthz` answers at `address` (a container's IP) within a second.
+pub async fn answers_at(address: &str) -> bool {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let response = client.get(format!("http://{address}:9095/healthz")).send().await;
     response.is_ok_and(|r| r.status().is_success())
 }
 

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use homeostat_core::action::{Backend, Operation, Target};
+use homeostat_core::action::{Action, Backend, Operation, Target};
 use homeostat_core::condition::{Condition, Observed};
 use homeostat_core::config::ActionsConfig;
 use homeostat_core::guard::Readiness;
@@ -112,6 +112,17 @@ pub trait Executor: Send + Sync + 'static {
         let _ = (target, since, until);
         std::future::ready(Ok(Vec::new()))
     }
+
+    /// Why `action` on `target` would not do what it is for on this
+    /// backend, read right before acting: a Docker clone that no traffic
+    /// and no scrape would reach, say. The pipeline records `Some(why)` as
+    /// unplannable instead of trying the action (a failed action would move
+    /// the playbook on to its next step, against a target that may be
+    /// serving). `None` when it fits, or the backend has nothing to say.
+    fn unfit(&self, target: &Target, action: Action) -> impl Future<Output = Result<Option<String>, ExecError>> + Send {
+        let _ = (target, action);
+        std::future::ready(Ok(None))
+    }
 }
 
 /// A time as outside changes name it: the window is minutes long, so the
@@ -200,6 +211,13 @@ impl Executor for AnyExecutor {
         match self {
             AnyExecutor::Docker(e) => e.changes(target, since, until).await,
             AnyExecutor::Kubernetes(e) => e.changes(target, since, until).await,
+        }
+    }
+
+    async fn unfit(&self, target: &Target, action: Action) -> Result<Option<String>, ExecError> {
+        match self {
+            AnyExecutor::Docker(e) => e.unfit(target, action).await,
+            AnyExecutor::Kubernetes(e) => e.unfit(target, action).await,
         }
     }
 }
@@ -297,6 +315,15 @@ impl<E: Executor> Executor for Bounded<E> {
                 after: self.read,
             }))
     }
+
+    async fn unfit(&self, target: &Target, action: Action) -> Result<Option<String>, ExecError> {
+        tokio::time::timeout(self.read, self.inner.unfit(target, action))
+            .await
+            .unwrap_or(Err(ExecError::TimedOut {
+                what: "the read of whether the action fits the target",
+                after: self.read,
+            }))
+    }
 }
 
 /// Reads through `inner`, performs nothing, says exactly what it would have done.
@@ -339,6 +366,10 @@ impl<E: Executor> Executor for DryRun<E> {
         until: DateTime<Utc>,
     ) -> Result<Vec<String>, ExecError> {
         self.0.changes(target, since, until).await
+    }
+
+    async fn unfit(&self, target: &Target, action: Action) -> Result<Option<String>, ExecError> {
+        self.0.unfit(target, action).await
     }
 }
 

@@ -25,8 +25,23 @@ pub enum Action {
     /// Docker: recreate the container from its own configuration.
     Recreate,
     /// One more replica, within the configured bounds.
+    /// Kubernetes: `spec.replicas` + 1 (the Service routes to the new pod,
+    /// Prometheus discovers it), recorded in `homeostat.io/scaled-to`.
+    /// Docker: a clone of the Compose service's highest-numbered container,
+    /// labelled `homeostat.added-at`. On Docker
+    /// a clone serves only where the service is reached by a network alias
+    /// on a user-defined network (the clone shares it, as with Compose's own
+    /// scaling) and publishes no fixed host port (what reaches the service
+    /// through one, traffic or a scrape, never reaches a clone); elsewhere
+    /// scale-out is unplannable, refused before anything is created. What
+    /// homeostat added is undone when the incident that added it resolves
+    /// (a `scale_in` decision of its own, [`plan_retire`]).
     ScaleOut,
     /// One replica fewer, within the configured bounds.
+    /// Kubernetes: `spec.replicas` - 1. Docker: removes the highest-numbered
+    /// container of the Compose service. Taking capacity away, it is
+    /// guarded by the minimum of ready replicas, and the learning policy
+    /// may choose it only where the playbook rule names it.
     ScaleIn,
     /// Kubernetes: back to the previous revision (kubectl's rollout undo).
     /// Docker: back to the previous image recorded in a label.
@@ -206,6 +221,10 @@ pub enum Operation {
     },
     /// Copy the template of the ReplicaSet with the previous revision.
     RollbackDeployment { namespace: String, deployment: String },
+    /// `spec.replicas` - 1, only while it is what homeostat last set (the
+    /// `homeostat.io/scaled-to` annotation): undoing its own scale-out once
+    /// the incident that needed it resolved.
+    ScaleDeploymentBack { namespace: String, deployment: String },
     /// Set `spec.unschedulable`, then evict the node's pods if `drain`.
     CordonNode { node: String, drain: bool },
     /// Restart `container`, or every container of the Compose service.
@@ -237,6 +256,10 @@ pub enum Operation {
         #[serde(default)]
         spec: serde_json::Value,
     },
+    /// Remove the highest-numbered replica homeostat added to a Compose
+    /// service (labelled `homeostat.added-at`), never one it did not add:
+    /// undoing its own scale-out once the incident that needed it resolved.
+    RemoveAddedReplica { project: String, service: String },
 }
 
 /// Why an action cannot be planned.
@@ -386,6 +409,35 @@ pub fn plan(action: Action, backend: Backend, target: &Target, drain_on_cordon: 
         (Backend::Docker, Action::Cordon) | (Backend::Kubernetes, Action::Repair) => {
             Err(Refusal::Unsupported { action, backend })
         }
+    }
+}
+
+/// The operation that undoes one scale-out homeostat made for an incident
+/// that has since resolved: on Docker, removing a replica homeostat added
+/// (never one it did not); on Kubernetes, one replica fewer while the
+/// Deployment's replicas are still what homeostat set.
+pub fn plan_retire(backend: Backend, target: &Target) -> Result<Operation, Refusal> {
+    check_names(backend, target)?;
+    let no_target = |needs| Refusal::NoTarget {
+        action: Action::ScaleIn,
+        backend,
+        needs,
+    };
+    match backend {
+        Backend::Docker => match (&target.compose_project, &target.compose_service) {
+            (Some(project), Some(service)) => Ok(Operation::RemoveAddedReplica {
+                project: project.clone(),
+                service: service.clone(),
+            }),
+            _ => Err(no_target("compose_project and compose_service")),
+        },
+        Backend::Kubernetes => match (&target.namespace, &target.deployment) {
+            (Some(namespace), Some(deployment)) => Ok(Operation::ScaleDeploymentBack {
+                namespace: namespace.clone(),
+                deployment: deployment.clone(),
+            }),
+            _ => Err(no_target("namespace and deployment")),
+        },
     }
 }
 
@@ -570,6 +622,40 @@ mod tests {
                 deployment: Some("checkout".into())
             })
         );
+    }
+
+    #[test]
+    fn a_scale_out_is_undone_by_removing_a_replica_homeostat_added() {
+        let service = Target {
+            compose_project: Some("demo".into()),
+            compose_service: Some("service_a".into()),
+            ..Target::default()
+        };
+        assert_eq!(
+            plan_retire(Backend::Docker, &service),
+            Ok(Operation::RemoveAddedReplica {
+                project: "demo".into(),
+                service: "service_a".into()
+            })
+        );
+        let container = Target {
+            container: Some("demo-service_a-1".into()),
+            ..Target::default()
+        };
+        assert!(plan_retire(Backend::Docker, &container).is_err());
+        let deployment = Target {
+            namespace: Some("shop".into()),
+            deployment: Some("checkout".into()),
+            ..Target::default()
+        };
+        assert_eq!(
+            plan_retire(Backend::Kubernetes, &deployment),
+            Ok(Operation::ScaleDeploymentBack {
+                namespace: "shop".into(),
+                deployment: "checkout".into()
+            })
+        );
+        assert!(plan_retire(Backend::Kubernetes, &container).is_err());
     }
 
     #[test]

@@ -438,6 +438,15 @@ pub fn alertmanager_config(homeostat_port: u16) -> String {
             "repeat_interval": "30s",
             "routes": [{"receiver": "people", "matchers": ["alertname=~\"Homeostat.*\""]}],
         },
+        // A caller's latency and errors while its dependency fails are the
+        // dependency's: Alertmanager reports them inhibited, and homeostat
+        // defers acting on them (scaling out or restarting the caller
+        // cannot help) until the inhibition lifts.
+        "inhibit_rules": [{
+            "source_matchers": ["alertname=\"UpstreamErrors\""],
+            "target_matchers": ["alertname=~\"HighLatencyP99|HighErrorRatio\""],
+            "equal": ["service", "compose_project", "namespace"],
+        }],
         "receivers": [
             {
                 "name": "homeostat",

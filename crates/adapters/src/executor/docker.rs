@@ -3,7 +3,13 @@
 //! A Compose service is the containers labelled
 //! `com.docker.compose.project` and `com.docker.compose.service`, numbered
 //! by `com.docker.compose.container-number`. Scaling clones or removes the
-//! highest-numbered replica. Rollback recreates containers from the image
+//! highest-numbered replica. A clone serves only where the service is
+//! reached as Compose's own scaling reaches it: by a network alias on a
+//! user-defined network, which the clone shares, and through no fixed host
+//! port, which it cannot share ([`clone_unfit`]); elsewhere scale-out is
+//! refused before anything is created. Clones carry `homeostat.added-at`,
+//! so that homeostat removes only what it added ([`Operation::RemoveAddedReplica`]).
+//! Rollback recreates containers from the image
 //! recorded in the `homeostat.previous-image` label, which whoever deploys
 //! a new image sets to the one it replaces.
 
@@ -25,7 +31,7 @@ use homeostat_core::condition::{Condition, Observed, RuntimeRestarts};
 pub use homeostat_core::config::DockerConfig;
 
 use super::{time_of_day, Deployed, Done, ExecError, Executor};
-use homeostat_core::action::{Backend, Operation, Target};
+use homeostat_core::action::{Action, Backend, Operation, Target};
 use homeostat_core::guard::Readiness;
 
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
@@ -39,6 +45,9 @@ pub const DEPLOYED_AT_LABEL: &str = "homeostat.deployed-at";
 /// was deployed and replaced (JSON): where a rollback finds the last known
 /// good image.
 pub const HISTORY_LABEL: &str = "homeostat.image-history";
+/// When homeostat added the container as a clone by scaling out (RFC 3339):
+/// the replicas it removes again once the incident that needed them resolved.
+pub const ADDED_AT_LABEL: &str = "homeostat.added-at";
 /// Images kept in [`HISTORY_LABEL`].
 const HISTORY_LENGTH: usize = 8;
 /// How close to a container's end a `stop` event must be to be its cause.
@@ -232,9 +241,10 @@ impl DockerExecutor {
     }
 
     /// Starts another replica like `from` (its own configuration, networks
-    /// and labels), with `labels` changed, named `name`. A fixed host port
-    /// cannot be bound twice, so the replica publishes its ports on ports
-    /// the engine picks. A replica that does not start is removed again.
+    /// and aliases, labels), with `labels` changed, named `name`. Only a
+    /// service [`clone_unfit`] finds fit is cloned: one without fixed host
+    /// ports, so what `from` publishes the engine publishes again on ports
+    /// of its choosing. A replica that does not start is removed again.
     async fn add_replica(
         &self,
         from: &ContainerInspectResponse,
@@ -242,9 +252,16 @@ impl DockerExecutor {
         labels: HashMap<String, String>,
     ) -> Result<String, ExecError> {
         let mut body = clone_body(from, None, labels);
-        if let Some(bindings) = body.host_config.as_mut().and_then(|h| h.port_bindings.as_mut()) {
-            for binding in bindings.values_mut().flatten().flatten() {
-                binding.host_port = None;
+        // The clone shares the aliases the service is reached by; the
+        // original's own name and id stay its own.
+        let (own_name, id) = (display_name(from), from.id.clone().unwrap_or_default());
+        let endpoints = body
+            .networking_config
+            .iter_mut()
+            .flat_map(|n| n.endpoints_config.iter_mut());
+        for endpoint in endpoints.flat_map(|e| e.values_mut()) {
+            if let Some(aliases) = endpoint.aliases.as_mut() {
+                aliases.retain(|alias| is_shared_alias(alias, &own_name, &id));
             }
         }
         let options = CreateContainerOptionsBuilder::default().name(name).build();
@@ -411,6 +428,11 @@ impl DockerExecutor {
             )));
         };
         if delta > 0 {
+            // Checked by the pipeline before it decides (`unfit`), and here
+            // again: whoever calls, nothing is created that would not serve.
+            if let Some(why) = clone_unfit(last, project, service) {
+                return Err(refused(why));
+            }
             if count >= self.config.max_replicas {
                 return Err(refused(format!(
                     "{project}/{service} already has {count} replicas (executor.docker.max_replicas: {})",
@@ -421,6 +443,8 @@ impl DockerExecutor {
             let name = format!("{project}-{service}-{next}");
             let mut labels = labels_of(last);
             labels.insert(NUMBER_LABEL.into(), next.to_string());
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            labels.insert(ADDED_AT_LABEL.into(), now);
             self.add_replica(last, &name, labels).await?;
             Ok(format!(
                 "scaled {project}/{service} from {count} to {} replicas: started {name}",
@@ -440,6 +464,43 @@ impl DockerExecutor {
                 count - 1
             ))
         }
+    }
+
+    /// Removes the highest-numbered replica of the service that homeostat
+    /// added ([`ADDED_AT_LABEL`]), within `min_replicas`, and never the
+    /// last ready one.
+    async fn remove_added(&self, project: &str, service: &str) -> Result<Done, ExecError> {
+        let containers = self.service_containers(project, service).await?;
+        let count = containers.len() as u32;
+        let Some(added) = containers
+            .iter()
+            .rev()
+            .find(|c| labels_of(c).contains_key(ADDED_AT_LABEL))
+        else {
+            return Err(ExecError::NotFound(format!(
+                "Compose service {project}/{service} has no replica homeostat added (label {ADDED_AT_LABEL}); \
+                 someone removed it already, or it was never started"
+            )));
+        };
+        if count <= self.config.min_replicas {
+            return Err(refused(format!(
+                "{project}/{service} has {count} replicas (executor.docker.min_replicas: {})",
+                self.config.min_replicas
+            )));
+        }
+        let ready = containers.iter().filter(|c| is_ready(c)).count();
+        if is_ready(added) && ready <= 1 {
+            return Err(refused(format!(
+                "{} is the only ready replica of {project}/{service}; removing it would leave none serving",
+                display_name(added)
+            )));
+        }
+        let name = display_name(added);
+        self.remove(added.id.as_deref().unwrap_or_default()).await?;
+        Ok(format!(
+            "scaled {project}/{service} from {count} to {} replicas: removed {name}, which homeostat added",
+            count - 1
+        ))
     }
 
     async fn rollback(&self, project: &str, service: &str) -> Result<Done, ExecError> {
@@ -682,6 +743,18 @@ impl Executor for DockerExecutor {
         }
     }
 
+    /// A scale-out whose clone would not serve ([`clone_unfit`], judged on
+    /// the replica it would clone).
+    async fn unfit(&self, target: &Target, action: Action) -> Result<Option<String>, ExecError> {
+        let (Action::ScaleOut, Some(project), Some(service)) =
+            (action, &target.compose_project, &target.compose_service)
+        else {
+            return Ok(None);
+        };
+        let containers = self.service_containers(project, service).await?;
+        Ok(containers.last().and_then(|last| clone_unfit(last, project, service)))
+    }
+
     async fn readiness(&self, target: &Target) -> Result<Option<Readiness>, ExecError> {
         let instance_ready = match &target.container {
             Some(container) => Some(is_ready(&self.inspect(container).await?)),
@@ -724,6 +797,7 @@ impl Executor for DockerExecutor {
             } => self.scale(project, service, *delta).await,
             Operation::RollbackComposeService { project, service } => self.rollback(project, service).await,
             Operation::RepairContainer { container, spec } => self.repair(container, spec).await,
+            Operation::RemoveAddedReplica { project, service } => self.remove_added(project, service).await,
             other => Err(ExecError::Unsupported(format!(
                 "the Docker executor cannot perform {}",
                 serde_json::to_string(other).unwrap_or_default()
@@ -938,6 +1012,88 @@ fn display_name(container: &ContainerInspectResponse) -> String {
         .map(|n| n.trim_start_matches('/').to_owned())
         .or_else(|| container.id.clone())
         .unwrap_or_default()
+}
+
+/// The networks Docker makes itself: traffic on them finds a container by
+/// its IP or a link, never by an alias a clone could share.
+const BUILT_IN_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
+
+/// Why a clone of `container` (a replica of `project`/`service`) would not
+/// serve, if it would not. A clone serves when traffic reaches the service
+/// the way Compose's own scaling relies on: by a network alias on a
+/// user-defined network, which the clone joins with the same alias (DNS
+/// answers with every container holding it). A fixed host port cannot be
+/// bound twice: whatever reaches the service through it, traffic or
+/// Prometheus' scrape, would never reach a clone.
+pub fn clone_unfit(container: &ContainerInspectResponse, project: &str, service: &str) -> Option<String> {
+    let unfit = |why: String| Some(format!("a clone of {project}/{service} would not serve: {why}"));
+    let fixed: Vec<String> = container
+        .host_config
+        .as_ref()
+        .and_then(|h| h.port_bindings.as_ref())
+        .into_iter()
+        .flatten()
+        .flat_map(|(port, bindings)| {
+            let port = port.strip_suffix("/tcp").unwrap_or(port).to_owned();
+            bindings.iter().flatten().filter_map(move |binding| {
+                let host_port = binding.host_port.as_deref().filter(|p| !p.is_empty() && *p != "0")?;
+                let address = match binding.host_ip.as_deref().filter(|ip| !ip.is_empty()) {
+                    Some(ip) => format!("{ip}:{host_port}"),
+                    None => host_port.to_owned(),
+                };
+                Some(format!("{address}\u{2192}{port}"))
+            })
+        })
+        .collect();
+    if !fixed.is_empty() {
+        let mut fixed = fixed;
+        fixed.sort();
+        let (ports, them) = if fixed.len() == 1 {
+            ("a fixed host port", "it")
+        } else {
+            ("fixed host ports", "them")
+        };
+        return unfit(format!(
+            "it publishes {}, {ports} a clone cannot share (traffic and scrapes through {them} would never reach \
+             the clone); scale out services reached by a network alias",
+            fixed.join(", ")
+        ));
+    }
+    let name = display_name(container);
+    let id = container.id.as_deref().unwrap_or_default();
+    let networks = container
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.clone())
+        .unwrap_or_default();
+    let aliased = networks.iter().any(|(network, endpoint)| {
+        !BUILT_IN_NETWORKS.contains(&network.as_str())
+            && endpoint
+                .aliases
+                .iter()
+                .flatten()
+                .any(|alias| is_shared_alias(alias, &name, id))
+    });
+    if aliased {
+        return None;
+    }
+    let mut names: Vec<&str> = networks.keys().map(String::as_str).collect();
+    names.sort();
+    let on = if names.is_empty() {
+        "no network".to_owned()
+    } else {
+        format!("network(s) {}", names.join(", "))
+    };
+    unfit(format!(
+        "it is on {on} with no network alias on a user-defined network, so nothing would send traffic to a clone; \
+         scale out services reached by a network alias (as Compose's service name is)"
+    ))
+}
+
+/// Whether `alias` is one a clone shares: not the container's own name, nor
+/// its short id (which Docker before API 1.44 adds to every endpoint's aliases).
+fn is_shared_alias(alias: &str, name: &str, id: &str) -> bool {
+    !alias.is_empty() && alias != name && !(alias.len() >= 12 && id.starts_with(alias))
 }
 
 /// Removes from a container's config what it took from its image: ENV
@@ -1349,6 +1505,73 @@ mod tests {
         );
         assert_eq!(last_known_good(&history, "v4", chrono::Duration::hours(2)), None);
         assert_eq!(last_known_good(&[], "v4", ten_minutes), None);
+    }
+
+    /// A container named `web-1` on `networks` (name, aliases), publishing `ports`.
+    fn replica(networks: &[(&str, &[&str])], ports: &[(&str, &str, &str)]) -> ContainerInspectResponse {
+        use bollard::models::{HostConfig, NetworkSettings, PortBinding};
+        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for (ip, host, port) in ports {
+            bindings
+                .entry(port.to_string())
+                .or_default()
+                .get_or_insert_default()
+                .push(PortBinding {
+                    host_ip: Some(ip.to_string()),
+                    host_port: Some(host.to_string()),
+                });
+        }
+        let networks = networks
+            .iter()
+            .map(|(name, aliases)| {
+                let aliases = aliases.iter().map(|a| a.to_string()).collect();
+                let endpoint = EndpointSettings {
+                    aliases: Some(aliases),
+                    ..EndpointSettings::default()
+                };
+                (name.to_string(), endpoint)
+            })
+            .collect();
+        ContainerInspectResponse {
+            id: Some("0123456789abcdef0123".into()),
+            name: Some("/web-1".into()),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                ..HostConfig::default()
+            }),
+            network_settings: Some(NetworkSettings {
+                networks: Some(networks),
+                ..NetworkSettings::default()
+            }),
+            ..ContainerInspectResponse::default()
+        }
+    }
+
+    #[test]
+    fn a_clone_serves_only_behind_a_network_alias_and_no_fixed_host_port() {
+        let fit = replica(
+            &[("demo", &["web", "web-1", "0123456789ab"])],
+            &[("127.0.0.1", "", "9095/tcp")],
+        );
+        assert_eq!(clone_unfit(&fit, "demo", "web"), None);
+
+        let fixed = replica(&[("demo", &["web"])], &[("127.0.0.1", "41234", "8080/tcp")]);
+        assert_eq!(
+            clone_unfit(&fixed, "demo", "web").as_deref(),
+            Some(
+                "a clone of demo/web would not serve: it publishes 127.0.0.1:41234\u{2192}8080, a fixed host port a \
+                 clone cannot share (traffic and scrapes through it would never reach the clone); scale out \
+                 services reached by a network alias"
+            )
+        );
+        // Only its own name and id: nothing a clone would share.
+        let unaliased = replica(&[("demo", &["web-1", "0123456789ab"])], &[]);
+        let why = clone_unfit(&unaliased, "demo", "web").unwrap();
+        assert!(why.contains("network(s) demo with no network alias"), "{why}");
+        // The default bridge has no aliases that route.
+        let bridge = replica(&[("bridge", &["web"])], &[]);
+        let why = clone_unfit(&bridge, "demo", "web").unwrap();
+        assert!(why.contains("network(s) bridge"), "{why}");
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub const FIELD_MANAGER: &str = "homeostat";
 /// The control plane's field manager: it records a Deployment's revision
 /// and status after whoever changed its spec, who has an entry of their own.
 const CONTROL_PLANE: &str = "kube-controller-manager";
+/// The replicas homeostat last scaled a Deployment to: it scales one back
+/// after the incident that scaled it out resolves only while `spec.replicas`
+/// still is that (no one scaled it since).
+pub const SCALED_TO: &str = "homeostat.io/scaled-to";
 /// Attempts at a read-modify-write that meets a 409 Conflict.
 const CONFLICT_ATTEMPTS: usize = 3;
 
@@ -205,13 +209,60 @@ impl KubernetesExecutor {
                 self.config.min_replicas, self.config.max_replicas
             )));
         }
-        let patch = json!({"spec": {"replicas": wanted}});
+        let patch = json!({
+            "metadata": {"annotations": {SCALED_TO: wanted.to_string()}},
+            "spec": {"replicas": wanted},
+        });
         self.deployments(namespace)
             .patch(deployment, &patch_params(), &Patch::Merge(patch))
             .await
             .map_err(|e| api_error(e, &format!("deployment {namespace}/{deployment}")))?;
         Ok(format!(
             "scaled deployment {namespace}/{deployment} from {current} to {wanted} replicas"
+        ))
+    }
+
+    /// Scales the deployment back by one replica after an incident that
+    /// scaled it out resolved, only while its replicas are what homeostat
+    /// set ([`SCALED_TO`]): the patch carries the resourceVersion read, so
+    /// a change meanwhile is a conflict, not overwritten.
+    async fn scale_back(&self, namespace: &str, name: &str) -> Result<Done, ExecError> {
+        let what = format!("deployment {namespace}/{name}");
+        let d = self.deployment(namespace, name).await?;
+        let current = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let set = d.metadata.annotations.as_ref().and_then(|a| a.get(SCALED_TO));
+        let Some(set) = set.and_then(|s| s.parse::<i32>().ok()) else {
+            return Err(refused(format!(
+                "{what} carries no {SCALED_TO} annotation: homeostat did not scale it, so it does not scale it back"
+            )));
+        };
+        if set != current {
+            return Err(refused(format!(
+                "{what} runs {current} replicas, not the {set} homeostat set: someone scaled it since, so it is left \
+                 as it is"
+            )));
+        }
+        let wanted = current - 1;
+        if wanted < self.config.min_replicas {
+            return Err(refused(format!(
+                "scaling {what} back from {current} replicas would leave the bounds (executor.kubernetes.min_replicas \
+                 {})",
+                self.config.min_replicas
+            )));
+        }
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": d.metadata.resource_version,
+                "annotations": {SCALED_TO: wanted.to_string()},
+            },
+            "spec": {"replicas": wanted},
+        });
+        self.deployments(namespace)
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(|e| api_error(e, &what))?;
+        Ok(format!(
+            "scaled {what} back from {current} to {wanted} replicas, as homeostat had set them"
         ))
     }
 
@@ -438,6 +489,7 @@ impl Executor for KubernetesExecutor {
                 delta,
             } => self.scale(namespace, deployment, *delta).await,
             Operation::RollbackDeployment { namespace, deployment } => self.rollback(namespace, deployment).await,
+            Operation::ScaleDeploymentBack { namespace, deployment } => self.scale_back(namespace, deployment).await,
             Operation::CordonNode { node, drain } => self.cordon(node, *drain).await,
             other => Err(ExecError::Unsupported(format!(
                 "the Kubernetes executor cannot perform {}",

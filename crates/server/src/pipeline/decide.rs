@@ -90,6 +90,29 @@ pub fn held_since(past: &[Decision], verdict: Verdict, now: DateTime<Utc>) -> Da
         .map_or(now, |d| d.new.decided_at)
 }
 
+/// The incident's scale-outs that added a replica and that no `scale_in`
+/// decision has undone yet (its record's `retires` names the scale-out's
+/// decision id): what to remove once it resolved. In `dry_run`, those that
+/// would have added one count too (what was never added is not removed
+/// once acting for real).
+pub fn added_replicas(past: &[Decision], dry_run: bool) -> Vec<i64> {
+    let undone: Vec<i64> = past
+        .iter()
+        .filter(|d| d.new.action == Action::ScaleIn.as_str())
+        .filter_map(|d| d.new.record["retires"].as_i64())
+        .collect();
+    past.iter()
+        .filter(|d| d.new.verdict == Verdict::Allow && d.new.action == Action::ScaleOut.as_str())
+        .filter(|d| match d.result {
+            Some(ActionResult::Done) => !d.new.dry_run,
+            Some(ActionResult::DryRun) => d.new.dry_run && dry_run,
+            _ => false,
+        })
+        .map(|d| d.id)
+        .filter(|id| !undone.contains(id))
+        .collect()
+}
+
 /// How many of the incident's actions failed.
 pub fn failures(past: &[Decision]) -> usize {
     past.iter().filter(|d| failed(d)).count()
@@ -219,7 +242,8 @@ pub fn choose(
 
 /// What the policy may not choose for this target, and why. The mask holds
 /// what is specific to an action: it cannot be planned on this backend or
-/// target, it would leave too few ready replicas (`capacity`), or it takes
+/// target, or the executor finds it unfit there (`unfit`: a scale-out whose
+/// clone would not serve), it would leave too few ready replicas (`capacity`), or it takes
 /// capacity away or touches a node (`scale_in`, `cordon`) without the
 /// playbook rule naming it, or it repairs a target that did not drift
 /// (`drifted`). Limits on the target as a whole (pause,
@@ -231,6 +255,7 @@ pub fn mask(
     rule: &Rule,
     drain_on_cordon: bool,
     drifted: bool,
+    unfit: impl Fn(Action) -> Option<String>,
     capacity: impl Fn(Action) -> Option<String>,
 ) -> Mask {
     let mut mask = Mask::none();
@@ -239,6 +264,8 @@ pub fn mask(
             mask.refuse(action, "the alert's labels name nothing to act on");
         } else if let Err(refusal) = plan(action, backend, target, drain_on_cordon) {
             mask.refuse(action, format!("unplannable: {refusal}"));
+        } else if let Some(why) = unfit(action) {
+            mask.refuse(action, format!("unplannable: {why}"));
         } else if matches!(action, Action::ScaleIn | Action::Cordon) && !rule.actions.contains(&action) {
             mask.refuse(
                 action,
@@ -313,5 +340,53 @@ mod tests {
         assert_eq!(failed_step(&failed), Some(at(0)));
         let step = progress(&failed, &playbook, &labels, false).unwrap();
         assert_eq!((step.failed, step.next), (1, Some(Action::Recreate)));
+    }
+
+    use serde_json::json;
+
+    fn decision(
+        id: i64,
+        action: Action,
+        result: Option<ActionResult>,
+        dry_run: bool,
+        retires: Option<i64>,
+    ) -> Decision {
+        Decision {
+            id,
+            new: NewDecision {
+                incident_id: 1,
+                decided_at: DateTime::<Utc>::UNIX_EPOCH,
+                target_key: "docker/demo/web".into(),
+                action: action.as_str().into(),
+                rule: None,
+                attempt: 0,
+                verdict: Verdict::Allow,
+                reason: String::new(),
+                record: json!({ "retires": retires }),
+                dry_run,
+            },
+            executed_at: None,
+            result,
+            detail: None,
+            outcome: None,
+            verified_at: None,
+        }
+    }
+
+    #[test]
+    fn each_replica_added_is_removed_once() {
+        let done = Some(ActionResult::Done);
+        let past = [
+            decision(1, Action::ScaleOut, done, false, None),
+            decision(2, Action::ScaleOut, Some(ActionResult::Error), false, None),
+            decision(3, Action::ScaleOut, done, false, None),
+            decision(4, Action::ScaleIn, done, false, Some(1)),
+        ];
+        // The failed one added nothing; the first is undone already.
+        assert_eq!(added_replicas(&past, false), vec![3]);
+        // What dry run would have added is removed (as it would be) only in dry run.
+        let dry = [decision(5, Action::ScaleOut, Some(ActionResult::DryRun), true, None)];
+        assert_eq!(added_replicas(&dry, true), vec![5]);
+        assert_eq!(added_replicas(&dry, false), Vec::<i64>::new());
     }
 }

@@ -3,8 +3,9 @@
 //! [`Situation`] that `homeostat_core::guard::check` judges; then, only if
 //! the limits allow the action (so an alert storm deferred by the budget
 //! costs no calls), checks the [`premise`]: the alert is still active in
-//! Alertmanager and not silenced, and a rollback would undo what the alert
-//! is about.
+//! Alertmanager, not silenced and not inhibited, the action would do what
+//! it is for on this target (a clone would serve), and a rollback would
+//! undo what the alert is about.
 
 use chrono::{DateTime, Utc};
 use homeostat_adapters::alertmanager::{self, AlertState};
@@ -188,9 +189,14 @@ fn condition_premise<E: Executor>(
 /// judge), or a [`Stop`] when what the action is for no longer holds — the
 /// alert is gone from Alertmanager (`premise_gone`), a rollback would undo
 /// something deployed after the alert started (`premise_gone`), the
-/// target's condition says otherwise (see [`condition_premise`]) — or
-/// cannot be told (Alertmanager unanswered, the condition unreadable:
-/// deferred; what runs unreadable for a rollback: refused).
+/// target's condition says otherwise (see [`condition_premise`]) — or does
+/// not hold here (the executor finds the action unfit for the target, a
+/// scale-out whose clone would not serve: `unplannable`, which escalates
+/// rather than moving on to the playbook's next step as a failed action
+/// would), or not yet (the alert is inhibited by another that explains it:
+/// deferred until the inhibition lifts), or cannot be told (Alertmanager
+/// unanswered, the condition unreadable: deferred; the target unreadable
+/// for a rollback or a scale-out: refused).
 pub async fn premise<E: Executor>(
     http: &reqwest::Client,
     config: &ActionsConfig,
@@ -207,6 +213,18 @@ pub async fn premise<E: Executor>(
             let reason = "the alert is no longer active (resolved or expired before homeostat acted)";
             return Err(Stop::new(action, Verdict::PremiseGone, reason));
         }
+        // Inhibited: the inhibiting alert is about the cause (a failing
+        // dependency), this one about its effect; acting here would act on
+        // the wrong target. Looked at again when the inhibition lifts
+        // (Alertmanager then notifies) or after the deferral's backoff.
+        Ok(AlertState::Inhibited { by }) => {
+            let reason = format!(
+                "the alert is inhibited in Alertmanager by {}: that alert explains this one, so not acting on it \
+                 while the inhibition holds",
+                by.join(", ")
+            );
+            return Err(Stop::new(action, Verdict::Defer, reason));
+        }
         Err(why) => {
             let reason = format!("cannot tell whether the alert is still active or silenced, so not acting: {why}");
             return Err(Stop::new(action, Verdict::Defer, reason));
@@ -218,6 +236,14 @@ pub async fn premise<E: Executor>(
         Err(err) => {
             let reason = format!("cannot read the target's condition right before acting, so not acting: {err}");
             return Err(Stop::new(action, Verdict::Defer, reason));
+        }
+    }
+    match executor.unfit(target, action).await {
+        Ok(None) => {}
+        Ok(Some(why)) => return Err(Stop::new(action, Verdict::Unplannable, why)),
+        Err(err) => {
+            let reason = format!("cannot tell whether {action} would do what it is for here: {err}");
+            return Err(Stop::new(action, Verdict::Refuse, reason));
         }
     }
     if action == Action::Rollback {

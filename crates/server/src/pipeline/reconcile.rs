@@ -161,6 +161,15 @@ async fn vanish<E: Executor>(responder: &Responder<E>, now: DateTime<Utc>) {
             responder.metrics.incidents_vanished.inc_by(closed as u64);
             tracing::warn!(incidents = ?gone, closed, "Alertmanager no longer reports these alerts and their resolution never came: closed as vanished.");
         }
-        Err(err) => tracing::error!(error = %err, "Cannot close the vanished incidents."),
+        Err(err) => {
+            tracing::error!(error = %err, "Cannot close the vanished incidents.");
+            return;
+        }
+    }
+    // Resolved as much as by a delivery: what homeostat added for them goes.
+    for id in gone {
+        if let Err(err) = responder.retire(id).await {
+            tracing::error!(incident = id, error = %err, "Cannot remove the replicas homeostat added for the incident.");
+        }
     }
 }

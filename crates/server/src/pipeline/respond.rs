@@ -16,13 +16,13 @@ use serde_json::json;
 
 use homeostat_adapters::executor::Executor;
 use homeostat_adapters::notify::{Notice, Tried};
-use homeostat_core::action::{Action, Backend, Operation, Target};
+use homeostat_core::action::{plan_retire, Action, Backend, Operation, Target};
 use homeostat_core::alert::AlertStatus;
 use homeostat_core::clock::Clock;
 use homeostat_core::condition::Condition;
 use homeostat_core::config::NoticeEvent;
 use homeostat_core::config::{ActionsConfig, PolicyMode};
-use homeostat_core::decision::Verdict;
+use homeostat_core::decision::{ActionResult, Verdict};
 use homeostat_core::guard;
 use homeostat_core::incident::LATE_DELIVERY_GRACE;
 use homeostat_core::incident::{EventKind, Incident};
@@ -171,6 +171,13 @@ impl<E: Executor> Responder<E> {
         } else {
             Some(self.executor.readiness(target).await.map_err(|e| e.to_string()))
         };
+        // A scale-out whose clone would not serve is not offered (unreadable:
+        // offered, and the premise tells before acting).
+        let unfit_scale_out = if target.is_empty() {
+            None
+        } else {
+            self.executor.unfit(target, Action::ScaleOut).await.ok().flatten()
+        };
         // Only the capacity limit differs between actions; the rest of the
         // guard is checked for real after the choice.
         let known_readiness = readiness.clone().and_then(Result::ok).flatten();
@@ -180,6 +187,7 @@ impl<E: Executor> Responder<E> {
             rule,
             self.config.drain_on_cordon,
             drifted,
+            |action| (action == Action::ScaleOut).then(|| unfit_scale_out.clone()).flatten(),
             |action| {
                 let verdict = guard::capacity(&self.config.guard, action, known_readiness);
                 (!verdict.is_allow()).then(|| verdict.reason().to_owned())
@@ -504,6 +512,126 @@ impl<E: Executor> Responder<E> {
         }
     }
 
+    /// Once `incident_id` has resolved (or vanished), removes the replicas
+    /// homeostat added for it: for each of its scale-outs not yet undone, a
+    /// `scale_in` decision journalled like any other, held to the minimum
+    /// of ready replicas (and by the executor to its `min_replicas` and to
+    /// never removing the last ready one), carried out by an operation that
+    /// removes only a replica homeostat added. Nothing fires to verify it
+    /// against: the removal done is its outcome. A refusal leaves the
+    /// replica, and says so in the journal.
+    pub(super) async fn retire(&self, incident_id: i64) -> homeostat_journal::Result<()> {
+        if !self.journal.leadership().may_act() {
+            return Ok(());
+        }
+        let Some(incident) = self.journal.incident(incident_id).await? else {
+            return Ok(());
+        };
+        if incident.status == AlertStatus::Firing {
+            return Ok(());
+        }
+        let backend = self.executor.backend();
+        let target = Target::from_labels(&incident.labels, &self.config.target_labels);
+        if target.is_empty() {
+            return Ok(());
+        }
+        let target_key = target.key(backend);
+        let lock = self.target_lock(&target_key);
+        let _one_at_a_time = lock.lock().await;
+        let past = self.journal.decisions(incident_id).await?;
+        for added in decide::added_replicas(&past, self.config.dry_run) {
+            let mut decision = NewDecision {
+                incident_id,
+                decided_at: self.clock.now(),
+                target_key: target_key.clone(),
+                action: Action::ScaleIn.as_str().into(),
+                rule: None,
+                attempt: 0,
+                verdict: Verdict::Allow,
+                reason: format!("incident {incident_id} resolved: removing the replica homeostat added for it"),
+                record: json!({ "target": target, "labels": incident.labels, "retires": added }),
+                dry_run: self.config.dry_run,
+            };
+            let stays = |why: String| {
+                format!("incident {incident_id} resolved, but the replica homeostat added for it stays: {why}")
+            };
+            let operation = match plan_retire(backend, &target) {
+                Ok(operation) => operation,
+                Err(refusal) => {
+                    let reason = stays(refusal.to_string());
+                    self.escalate(&incident, &past, &reason).await;
+                    self.record_held(decision, Verdict::Unplannable, reason).await?;
+                    continue;
+                }
+            };
+            decision.record["operation"] = json!(operation);
+            if self.controls.paused.load(Ordering::Acquire) {
+                let reason = stays("homeostat is paused; remove it by hand".into());
+                self.record_held(decision, Verdict::Refuse, reason).await?;
+                continue;
+            }
+            let readiness = match self.executor.readiness(&target).await {
+                // In dry run the clone was never started: count it as it
+                // would be, so that dry run decides as acting would.
+                Ok(Some(mut readiness)) if self.config.dry_run => {
+                    readiness.ready += 1;
+                    readiness.total += 1;
+                    Some(readiness)
+                }
+                Ok(readiness) => readiness,
+                Err(err) => {
+                    let reason = stays(format!("the service's readiness cannot be read: {err}"));
+                    self.record_held(decision, Verdict::Refuse, reason).await?;
+                    continue;
+                }
+            };
+            decision.record["guard"] = json!({ "readiness": readiness });
+            let verdict = guard::capacity(&self.config.guard, Action::ScaleIn, readiness);
+            if !verdict.is_allow() {
+                let reason = stays(verdict.reason().to_owned());
+                self.record_held(decision, verdict.decided(), reason).await?;
+                continue;
+            }
+            let executed = execute::execute(
+                &self.journal,
+                &self.metrics,
+                &*self.executor,
+                &*self.clock,
+                decision,
+                Action::ScaleIn,
+                &operation,
+            )
+            .await?;
+            if let Executed::Done { id, .. } = executed {
+                // Done: removed, its outcome. Timed out: unknown.
+                let done = self.journal.decisions(incident_id).await?;
+                let result = done.iter().find(|d| d.id == id).and_then(|d| d.result);
+                let outcome = if result == Some(ActionResult::Done) {
+                    Verification::Success
+                } else {
+                    Verification::Timeout
+                };
+                self.journal.record_outcome(id, outcome, self.clock.now()).await?;
+                self.metrics.count_outcome(Action::ScaleIn.as_str(), outcome.as_str());
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a decision that does nothing, with `verdict` and `reason`.
+    async fn record_held(
+        &self,
+        mut decision: NewDecision,
+        verdict: Verdict,
+        reason: String,
+    ) -> homeostat_journal::Result<()> {
+        tracing::warn!(incident = decision.incident_id, %verdict, %reason, "Not removing a replica homeostat added.");
+        decision.verdict = verdict;
+        decision.reason = reason;
+        self.metrics.count_decision(&decision.action, verdict.as_str());
+        self.journal.record_decision(decision).await.map(drop)
+    }
+
     /// Where the incident's latest proposal stands. An answer counts only
     /// within `approval_timeout` of the proposal, and an approval only for
     /// `approval_timeout` after it was given (a deferral meanwhile, say).
@@ -823,6 +951,12 @@ impl<E: Executor> Processor for Responder<E> {
             .any(|e| matches!(e.kind, EventKind::Opened | EventKind::Repeated))
         {
             self.controls.wake.notify_one();
+        }
+        // Before the watermark moves past the delivery: a crash replays it.
+        for event in delivery.events.iter().filter(|e| e.kind == EventKind::Resolved) {
+            if let Err(err) = self.retire(event.incident_id).await {
+                tracing::error!(incident = event.incident_id, error = %err, "Cannot remove the replicas homeostat added for the incident.");
+            }
         }
     }
 
