@@ -375,3 +375,128 @@ async fn outside_changes_to_a_container_are_named_and_its_restarts_are_not() {
         }
     }
 }
+
+/// The container's condition, as the pipeline reads it right before acting.
+async fn condition(executor: &DockerExecutor, container: &str) -> homeostat_core::condition::Condition {
+    let target = Target {
+        container: Some(container.into()),
+        ..Target::default()
+    };
+    executor
+        .condition(&target)
+        .await
+        .unwrap()
+        .expect("a container has a condition")
+}
+
+/// Drift from the spec a container ran healthy with is named in words, and
+/// a repair recreates the container from that spec: its memory limit, and
+/// its network with its alias, come back.
+#[tokio::test]
+async fn a_repair_restores_the_known_good_spec_and_the_drift_is_named() {
+    image().await;
+    let service = Service::new("repair");
+    let mut extra = service.aliased();
+    extra.extend(["--memory", "256m", "--memory-swap", "256m"].map(String::from));
+    let name = service.run(1, &extra.iter().map(String::as_str).collect::<Vec<_>>());
+    until_serving(&name).await;
+    let executor = executor(1, 5).await;
+    let good = condition(&executor, &name).await;
+    assert_eq!(good.instance, format!("docker/container/{name}"));
+    assert_eq!(good.stopped_deliberately, None);
+    assert_eq!(good.runtime, None, "no restart policy: the runtime restarts nothing");
+    let good = good.spec.unwrap();
+    assert!(executor.drift(&good, &good).is_empty());
+
+    docker(&["update", "--memory", "128m", "--memory-swap", "128m", &name]);
+    docker(&["network", "disconnect", &service.network(), &name]);
+    let drifted = condition(&executor, &name).await.spec.unwrap();
+    let drift = executor.drift(&good, &drifted);
+    assert_eq!(
+        drift[..2],
+        [
+            "memory limit 128 MiB, was 256 MiB",
+            "memory and swap limit 128 MiB, was 256 MiB"
+        ]
+    );
+    let networks = format!("networks: none, was {} (aliases ", service.network());
+    assert!(drift[2].starts_with(&networks) && drift[2].contains("web"), "{drift:?}");
+    assert_eq!(drift.len(), 3, "{drift:?}");
+    assert!(
+        !serves(&name).await,
+        "a detached container answered on its published port"
+    );
+
+    let repair = Operation::RepairContainer {
+        container: name.clone(),
+        spec: good.clone(),
+    };
+    let done = executor.execute(&repair).await.unwrap();
+    assert_eq!(
+        done,
+        format!("repaired container {name}: recreated from its last known good spec")
+    );
+    until_serving(&name).await;
+    let repaired = condition(&executor, &name).await.spec.unwrap();
+    assert_eq!(executor.drift(&good, &repaired), Vec::<String>::new());
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.HostConfig.Memory}}", &name]),
+        "268435456"
+    );
+    assert!(!service.address(&name).is_empty(), "not on its network again");
+}
+
+/// A stop through the API that exits 0 is deliberate; a SIGKILL is not. A
+/// process killed from the host is restarted by the runtime's restart
+/// policy, which the condition tells, so homeostat does not restart it too.
+#[tokio::test]
+async fn a_stop_through_the_api_is_deliberate_and_a_restart_by_the_policy_is_the_runtimes() {
+    image().await;
+    let service = Service::new("intent");
+    let name = service.run(1, &["--restart", "unless-stopped"]);
+    until_serving(&name).await;
+    let executor = executor(1, 5).await;
+    let before = chrono::Utc::now();
+    let fresh = condition(&executor, &name).await;
+    let runtime = fresh.runtime.clone().unwrap();
+    assert_eq!(
+        (runtime.policy.as_str(), runtime.restarts, runtime.restarting),
+        ("unless-stopped", 0, false)
+    );
+    assert_eq!(fresh.runtime_restarting(before, None), None);
+
+    // A crash the runtime heals: the process killed from the host, not through the API.
+    let pid = docker(&["inspect", "--format", "{{.State.Pid}}", &name]);
+    let killed = std::process::Command::new("kill").args(["-9", &pid]).status().unwrap();
+    assert!(killed.success());
+    let restarted = eventually("the restart policy to restart it", Duration::from_secs(30), || async {
+        let c = condition(&executor, &name).await;
+        c.runtime
+            .as_ref()
+            .is_some_and(|r| r.restarts >= 1 && !r.restarting)
+            .then_some(c)
+    })
+    .await;
+    assert_eq!(restarted.stopped_deliberately, None);
+    let why = restarted.runtime_restarting(before, None).unwrap();
+    assert!(
+        why.contains("the runtime restarted it") && why.contains("unless-stopped"),
+        "{why}"
+    );
+    until_serving(&name).await;
+
+    docker(&["stop", "-t", "10", &name]);
+    assert_eq!(docker(&["inspect", "--format", "{{.State.ExitCode}}", &name]), "0");
+    let stopped = condition(&executor, &name).await;
+    let how = stopped.stopped_deliberately.unwrap();
+    assert!(how.contains("stopped through the Docker API and exited 0"), "{how}");
+
+    docker(&["start", &name]);
+    until_serving(&name).await;
+    docker(&["kill", &name]);
+    assert_eq!(
+        condition(&executor, &name).await.stopped_deliberately,
+        None,
+        "exit 137 is no deliberate stop"
+    );
+}

@@ -529,6 +529,31 @@ async fn readiness_comes_from_the_deployment_status() {
     );
 }
 
+/// A Deployment scaled to zero was stopped on purpose; one with replicas was not.
+#[tokio::test]
+async fn a_deployment_scaled_to_zero_was_stopped_deliberately() {
+    for (replicas, deliberate) in [(0, true), (2, false)] {
+        let (executor, mut api) = mocked(KubernetesConfig::default());
+        let target = Target {
+            namespace: Some("shop".into()),
+            deployment: Some("checkout".into()),
+            ..Target::default()
+        };
+        let condition = tokio::spawn(async move { executor.condition(&target).await });
+        api.expect("GET", DEPLOYMENT_PATH, None, 200, deployment(replicas, "3", "v3"))
+            .await;
+        let condition = condition.await.unwrap().unwrap().unwrap();
+        assert_eq!(condition.instance, "k8s/shop/deployment/checkout");
+        assert_eq!(condition.stopped_deliberately.is_some(), deliberate, "{condition:?}");
+        if deliberate {
+            assert_eq!(
+                condition.stopped_deliberately.unwrap(),
+                "Deployment shop/checkout is scaled to zero (spec.replicas: 0)"
+            );
+        }
+    }
+}
+
 /// Against a real cluster: `KUBECONFIG=… cargo test --test kubernetes -- --ignored`.
 /// Read-only: it asks for the readiness of a deployment named by
 /// HOMEOSTAT_TEST_NAMESPACE / HOMEOSTAT_TEST_DEPLOYMENT (default kube-system/coredns).

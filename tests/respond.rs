@@ -946,3 +946,132 @@ async fn an_alert_alertmanager_inhibits_is_deferred_until_the_inhibition_lifts()
     until_serving(&name).await;
     server.stop().await;
 }
+
+const REPAIR: &str =
+    "rules:\n  - name: down\n    matchers: ['alertname=\"ServiceDown\"']\n    actions: [repair, restart]\n";
+
+/// The first decision on `incident`.
+async fn first_decision(server: &InProcess, incident: i64) -> Value {
+    eventually("the decision", Duration::from_secs(30), || async {
+        server.decisions(incident).await.into_iter().next()
+    })
+    .await
+}
+
+/// A container detached from its network after it ran healthy is repaired
+/// from the spec it ran healthy with, not restarted into the same drift:
+/// the decision names the drift, and the container is on its network with
+/// its alias again. Without drift, the rule's repair is passed over.
+#[tokio::test]
+async fn drift_is_repaired_from_the_known_good_spec_and_named() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2erepair");
+    let aliased = service.aliased();
+    let name = service.run(1, &aliased.iter().map(String::as_str).collect::<Vec<_>>());
+    until_serving(&name).await;
+    let mut config = actions(dir.path(), REPAIR, false, "30s");
+    config.docker.known_good_after = "2s".parse().unwrap();
+    let server = start(dir.path(), config).await;
+    let journal = test_config(dir.path()).journal.path;
+    let instance = format!("docker/container/{name}");
+    eventually(
+        "the known good spec to be recorded",
+        Duration::from_secs(30),
+        || async {
+            let reader = JournalReader::open(&journal).ok()?;
+            reader.known_good(&instance).unwrap()
+        },
+    )
+    .await;
+
+    docker(&["network", "disconnect", &service.network(), &name]);
+    let incident = server.post_alert(&down("firing", "e2e-drift", &name)).await;
+    let decision = first_decision(&server, incident).await;
+    assert_eq!(
+        (&decision["action"], &decision["verdict"]),
+        (&json!("repair"), &json!("allow")),
+        "{decision}"
+    );
+    let recorded = JournalReader::open(&journal).unwrap().decisions(incident).unwrap();
+    let drift = &recorded[0].new.record["condition"]["drift"];
+    let expected = format!("networks: none, was {} (aliases ", service.network());
+    assert!(drift[0].as_str().is_some_and(|d| d.starts_with(&expected)), "{drift}");
+    assert_eq!(recorded[0].new.record["operation"]["operation"], "repair_container");
+    until_serving(&name).await;
+    assert!(!service.address(&name).is_empty(), "not on its network again");
+    server.post_alert(&down("resolved", "e2e-drift", &name)).await;
+    until_outcome(&server, incident, "success").await;
+
+    // No drift: the rule's repair does not apply; its restart does.
+    docker(&["kill", &name]);
+    let incident = server.post_alert(&down("firing", "e2e-nodrift", &name)).await;
+    let decision = first_decision(&server, incident).await;
+    assert_eq!(decision["action"], "restart", "{decision}");
+    server.stop().await;
+}
+
+/// A container stopped through the Docker API (exit 0) is left alone,
+/// recorded as stopped deliberately; one the runtime's restart policy has
+/// restarted since its fault began is not restarted a second time.
+#[tokio::test]
+async fn a_deliberate_stop_is_left_alone_and_the_runtimes_restart_not_repeated() {
+    image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new("e2eintent");
+    let stopped = service.run(1, &[]);
+    let restarting = service.run(2, &["--restart", "unless-stopped"]);
+    until_serving(&stopped).await;
+    until_serving(&restarting).await;
+    let mut config = actions(dir.path(), RESTART, false, "30s");
+    // One replica, serving again once the runtime restarted it: the guard
+    // would refuse taking it away before the premise is read.
+    config.guard.min_ready_replicas = 0;
+    let server = start(dir.path(), config).await;
+
+    docker(&["stop", "-t", "10", &stopped]);
+    let incident = server.post_alert(&down("firing", "e2e-stopped", &stopped)).await;
+    let decision = first_decision(&server, incident).await;
+    assert_eq!(decision["verdict"], "notify", "{decision}");
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("stopped deliberately: container") && reason.contains("left alone"),
+        "{reason}"
+    );
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.State.Running}}", &stopped]),
+        "false"
+    );
+
+    // Killed from the host: the runtime restarts it.
+    let pid = docker(&["inspect", "--format", "{{.State.Pid}}", &restarting]);
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap()
+        .success());
+    eventually("the restart policy to restart it", Duration::from_secs(30), || async {
+        let count = docker(&["inspect", "--format", "{{.RestartCount}}", &restarting]);
+        (count != "0").then_some(())
+    })
+    .await;
+    let started = docker(&["inspect", "--format", "{{.State.StartedAt}}", &restarting]);
+    let incident = server.post_alert(&down("firing", "e2e-runtime", &restarting)).await;
+    let decision = first_decision(&server, incident).await;
+    assert_eq!(
+        (&decision["action"], &decision["verdict"]),
+        (&json!("restart"), &json!("refuse")),
+        "{decision}"
+    );
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the runtime restarted it") && reason.contains("unless-stopped"),
+        "{reason}"
+    );
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.State.StartedAt}}", &restarting]),
+        started,
+        "homeostat restarted it too"
+    );
+    server.stop().await;
+}

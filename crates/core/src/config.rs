@@ -1117,7 +1117,9 @@ pub struct DockerConfig {
     pub stop_timeout_seconds: i32,
     /// An image is known good once it ran this long before homeostat
     /// replaced it; a rollback goes to the newest known-good image in the
-    /// container's history, never to one that ran shorter. Default 10m.
+    /// container's history, never to one that ran shorter. A container's
+    /// spec is known good once it ran this long ready, with no alert
+    /// firing about it; a repair restores it. Default 10m.
     pub known_good_after: PromDuration,
 }
 

@@ -1043,7 +1043,15 @@ impl Demo {
             .iter()
             .filter_map(|s| s["value"][1].as_str()?.parse::<f64>().ok())
             .next();
-        Ok(age.is_some_and(|age| age >= f64::from(CRASH_LOOP_AGE_SECONDS)))
+        // Prometheus sees a new process only at its next scrape: the
+        // engine tells at once (a restart by the runtime's policy, say).
+        let container = self.containers.inspect(&self.service(fault.target()).container).await?;
+        let started = container
+            .and_then(|c| c.state?.started_at)
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
+        let running_for = started.map(|t| (Utc::now() - t.to_utc()).num_seconds());
+        Ok(age.is_some_and(|age| age >= f64::from(CRASH_LOOP_AGE_SECONDS))
+            && running_for.is_some_and(|s| s >= i64::from(CRASH_LOOP_AGE_SECONDS)))
     }
 
     /// Injects `fault` and follows it until it is healed and the stack is

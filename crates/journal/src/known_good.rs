@@ -92,19 +92,21 @@ impl SqliteJournal {
 
     /// The instance's last known good spec, if one was recorded.
     pub async fn known_good(&self, instance: String) -> Result<Option<KnownGood>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(SELECT)?;
-            let mut rows = stmt.query([&instance])?;
-            match rows.next()? {
-                Some(row) => Ok(Some(decode(
-                    row.get(0)?,
-                    &row.get::<_, String>(1)?,
-                    &row.get::<_, String>(2)?,
-                    &row.get::<_, String>(3)?,
-                )?)),
-                None => Ok(None),
-            }
-        })
-        .await
+        self.read(move |conn| read(conn, &instance)).await
+    }
+}
+
+/// The instance's last known good spec in the journal `conn` reads.
+pub(crate) fn read(conn: &rusqlite::Connection, instance: &str) -> Result<Option<KnownGood>> {
+    let mut stmt = conn.prepare_cached(SELECT)?;
+    let mut rows = stmt.query([instance])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(decode(
+            row.get(0)?,
+            &row.get::<_, String>(1)?,
+            &row.get::<_, String>(2)?,
+            &row.get::<_, String>(3)?,
+        )?)),
+        None => Ok(None),
     }
 }

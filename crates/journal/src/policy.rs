@@ -210,6 +210,8 @@ pub struct JournalReader {
     /// Whether the journal has the policy's tables (schema 3 and later; an
     /// older one, from before the learning policy, has learned nothing).
     has_policy: bool,
+    /// Whether it has known good specs (schema 7 and later).
+    has_known_good: bool,
 }
 
 impl JournalReader {
@@ -218,7 +220,16 @@ impl JournalReader {
         Ok(JournalReader {
             conn,
             has_policy: version >= 3,
+            has_known_good: version >= 7,
         })
+    }
+
+    /// An instance's last known good spec, if one was recorded.
+    pub fn known_good(&self, instance: &str) -> Result<Option<crate::known_good::KnownGood>> {
+        if !self.has_known_good {
+            return Ok(None);
+        }
+        crate::known_good::read(&self.conn, instance)
     }
 
     pub fn policy(&self) -> Result<Option<StoredPolicy>> {

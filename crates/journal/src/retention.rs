@@ -7,7 +7,9 @@
 //!   notifications and the policy's rewards for those decisions (the
 //!   learned state itself is kept);
 //! - threshold fits of series not refitted since the cutoff, and feedback
-//!   steps older than it except each series' latest (its coverage).
+//!   steps older than it except each series' latest (its coverage);
+//! - known good specs not recorded since the cutoff (their container is
+//!   long gone: the spec of one still running is recorded again daily).
 //!
 //! A firing incident keeps its whole history however old. Configuration
 //! checks keep the retention longer than the guard's budget window and
@@ -29,11 +31,12 @@ pub struct Pruned {
     pub decisions: usize,
     pub fits: usize,
     pub feedback: usize,
+    pub known_good: usize,
 }
 
 impl Pruned {
     pub fn total(&self) -> usize {
-        self.deliveries + self.incidents + self.decisions + self.fits + self.feedback
+        self.deliveries + self.incidents + self.decisions + self.fits + self.feedback + self.known_good
     }
 
     pub(crate) fn add(&mut self, other: Pruned) {
@@ -42,6 +45,7 @@ impl Pruned {
         self.decisions += other.decisions;
         self.fits += other.fits;
         self.feedback += other.feedback;
+        self.known_good += other.known_good;
     }
 }
 
@@ -94,12 +98,16 @@ pub(super) fn apply(tx: &Transaction<'_>, write: &PruneWrite) -> Result<Pruned> 
                AND id NOT IN (SELECT max(id) FROM threshold_feedback GROUP BY spec, series)",
         )?
         .execute([&cutoff])?;
+    let known_good = tx
+        .prepare_cached("DELETE FROM known_good WHERE recorded_at < ?1")?
+        .execute([&cutoff])?;
     Ok(Pruned {
         deliveries,
         incidents: incidents.len(),
         decisions,
         fits,
         feedback,
+        known_good,
     })
 }
 

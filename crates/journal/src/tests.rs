@@ -881,6 +881,19 @@ async fn retention_prunes_the_old_and_keeps_what_the_guard_counts(backend: Backe
     journal.mark_processed(processed).await.unwrap();
     // Journalled with an old receipt time, not yet processed.
     ingest("fp-late", AlertStatus::Firing, now - days(40), now - days(40)).await;
+    // A spec not recorded again for a month: its container is long gone.
+    let spec = |instance: &str, recorded_at| known_good::KnownGood {
+        instance: instance.into(),
+        spec: serde_json::json!({}),
+        healthy_since: recorded_at,
+        recorded_at,
+    };
+    for (instance, age) in [("docker/container/gone", 40), ("docker/container/running", 1)] {
+        journal
+            .record_known_good(spec(instance, now - days(age)))
+            .await
+            .unwrap();
+    }
 
     let pruned = journal.prune(now - days(30)).await.unwrap();
     assert_eq!(
@@ -890,9 +903,16 @@ async fn retention_prunes_the_old_and_keeps_what_the_guard_counts(backend: Backe
             incidents: 1,
             decisions: 1,
             fits: 0,
-            feedback: 0
+            feedback: 0,
+            known_good: 1,
         }
     );
+    assert_eq!(journal.known_good("docker/container/gone".into()).await.unwrap(), None);
+    assert!(journal
+        .known_good("docker/container/running".into())
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(journal.incident(old).await.unwrap(), None);
     assert!(journal.decisions(old).await.unwrap().is_empty());
     assert!(

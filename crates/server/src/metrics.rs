@@ -136,6 +136,9 @@ pub struct Metrics {
     /// Incidents handed to a human (circuit breaker, playbook exhausted,
     /// unplannable, premise gone, refused too long).
     pub escalations: Counter,
+    /// Known good specs recorded (a target ran healthy with a new spec for
+    /// `known_good_after`), which a repair restores.
+    pub known_good_recorded: Counter,
     /// Incidents closed because Alertmanager stopped reporting their alert
     /// and its resolution never came.
     pub incidents_vanished: Counter,
@@ -217,6 +220,7 @@ impl Metrics {
             decisions: Family::default(),
             action_outcomes: Family::default(),
             escalations: Counter::default(),
+            known_good_recorded: Counter::default(),
             incidents_vanished: Counter::default(),
             notifications_sent: Family::default(),
             target_actions: Family::default(),
@@ -325,6 +329,11 @@ impl Metrics {
             "escalations",
             "Incidents handed to a human: circuit breaker open, playbook exhausted, unplannable, premise gone, refused too long",
             metrics.escalations.clone(),
+        );
+        registry.register(
+            "known_good_specs_recorded",
+            "Known good specs recorded: a target ran healthy with a new spec for known_good_after (what a repair restores)",
+            metrics.known_good_recorded.clone(),
         );
         registry.register(
             "incidents_vanished",

@@ -399,8 +399,8 @@ impl DockerExecutor {
         let window = chrono::Duration::seconds(STOP_EVENT_WINDOW_SECONDS);
         let until = (finished + window).min(chrono::Utc::now());
         let options = EventsOptionsBuilder::default()
-            .since(&(finished - window).timestamp().to_string())
-            .until(&until.timestamp().to_string())
+            .since(&engine_time(finished - window))
+            .until(&engine_time(until))
             .filters(&filters)
             .build();
         let mut events = self.docker.events(Some(options));
@@ -1122,11 +1122,9 @@ fn clone_body(
     labels: HashMap<String, String>,
 ) -> ContainerCreateBody {
     let config = from.config.clone().unwrap_or_default();
+    let id = from.id.as_deref().unwrap_or_default();
     // Docker sets the hostname to the container id unless one was chosen.
-    let own_hostname = config
-        .hostname
-        .clone()
-        .filter(|h| !from.id.as_deref().unwrap_or_default().starts_with(h.as_str()));
+    let own_hostname = config.hostname.clone().filter(|h| !id.starts_with(h.as_str()));
     let endpoints: HashMap<String, EndpointSettings> = from
         .network_settings
         .as_ref()
@@ -1135,7 +1133,10 @@ fn clone_body(
         .into_iter()
         .map(|(network, endpoint)| {
             let settings = EndpointSettings {
-                aliases: endpoint.aliases,
+                // Not the short id the engine aliased the old container by.
+                aliases: endpoint
+                    .aliases
+                    .map(|aliases| aliases.into_iter().filter(|a| !id.starts_with(a.as_str())).collect()),
                 links: endpoint.links,
                 ..EndpointSettings::default()
             };

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use super::{time_of_day, Deployed, Done, ExecError, Executor};
 use homeostat_core::action::{Backend, Operation, Target};
+use homeostat_core::condition::Condition;
 use homeostat_core::guard::Readiness;
 
 /// kubectl's rollout-restart annotation; kube's own `restart()` uses another key.
@@ -443,6 +444,23 @@ impl Executor for KubernetesExecutor {
             what: format!("revision {}", revision(&deployment.metadata.annotations)),
             since: None,
             known_good: false,
+        }))
+    }
+
+    /// A Deployment scaled to zero was stopped on purpose; the runtime's
+    /// restarts are the Deployment controller's own, and specs are its
+    /// revisions (`rollback`), so neither is told here.
+    async fn condition(&self, target: &Target) -> Result<Option<Condition>, ExecError> {
+        let (Some(namespace), Some(name)) = (&target.namespace, &target.deployment) else {
+            return Ok(None);
+        };
+        let deployment = self.deployment(namespace, name).await?;
+        let replicas = deployment.spec.as_ref().and_then(|s| s.replicas);
+        Ok(Some(Condition {
+            instance: format!("k8s/{namespace}/deployment/{name}"),
+            stopped_deliberately: (replicas == Some(0))
+                .then(|| format!("Deployment {namespace}/{name} is scaled to zero (spec.replicas: 0)")),
+            ..Condition::default()
         }))
     }
 

@@ -77,11 +77,15 @@ async fn prune_step(tx: &Transaction<'_>, cutoff: &str, limit: usize) -> Result<
             &[&cutoff],
         )
         .await?;
+    let known_good = tx
+        .execute("DELETE FROM known_good WHERE recorded_at < $1", &[&cutoff])
+        .await?;
     Ok(Pruned {
         deliveries: deliveries as usize,
         incidents: incidents.len(),
         decisions: decisions as usize,
         fits: fits as usize,
         feedback: feedback as usize,
+        known_good: known_good as usize,
     })
 }

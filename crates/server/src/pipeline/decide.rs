@@ -246,7 +246,8 @@ pub fn choose(
 /// clone would not serve), it would leave too few ready replicas (`capacity`), or it takes
 /// capacity away or touches a node (`scale_in`, `cordon`) without the
 /// playbook rule naming it, or it repairs a target that did not drift
-/// (`drifted`). Limits on the target as a whole (pause,
+/// (`drifted`), or it restarts or recreates a drifted one, which would keep
+/// the drift where a repair can undo it. Limits on the target as a whole (pause,
 /// silences, cooldown, budget, circuit breaker, …) apply to whichever action
 /// is chosen, in the guard's check after the choice.
 pub fn mask(
@@ -259,6 +260,7 @@ pub fn mask(
     capacity: impl Fn(Action) -> Option<String>,
 ) -> Mask {
     let mut mask = Mask::none();
+    let repairable = !target.is_empty() && plan(Action::Repair, backend, target, drain_on_cordon).is_ok();
     for action in Action::ALL.into_iter().filter(|a| *a != Action::Notify) {
         if target.is_empty() {
             mask.refuse(action, "the alert's labels name nothing to act on");
@@ -273,6 +275,11 @@ pub fn mask(
             );
         } else if action == Action::Repair && !drifted {
             mask.refuse(action, "nothing drifted from a known good spec");
+        } else if matches!(action, Action::Restart | Action::Recreate) && drifted && repairable {
+            mask.refuse(
+                action,
+                "keeps the drift from the last known good spec, which repair undoes (and restarts it as well)",
+            );
         } else if let Some(why) = capacity(action) {
             mask.refuse(action, format!("guard: {why}"));
         }
@@ -343,6 +350,37 @@ mod tests {
     }
 
     use serde_json::json;
+
+    /// Drifted: repair, never a restart or recreate that keeps the drift.
+    /// Not drifted: no repair. A target repair cannot name (no container)
+    /// keeps its restart.
+    #[test]
+    fn a_drifted_target_is_offered_repair_instead_of_a_restart() {
+        let playbook = Playbook::parse(
+            std::path::Path::new("playbook.yml"),
+            "rules: [{name: down, actions: [repair, restart, recreate]}]",
+        )
+        .unwrap();
+        let rule = &playbook.rules[0];
+        let container = Target {
+            container: Some("web-1".into()),
+            ..Target::default()
+        };
+        let masked = |target: &Target, drifted| mask(target, Backend::Docker, rule, false, drifted, |_| None, |_| None);
+        let drifted = masked(&container, true);
+        assert!(drifted.allows(Action::Repair));
+        for action in [Action::Restart, Action::Recreate] {
+            assert!(drifted.reason(action).unwrap().contains("keeps the drift"), "{action}");
+        }
+        let steady = masked(&container, false);
+        assert!(steady.allows(Action::Restart) && !steady.allows(Action::Repair));
+        let service = Target {
+            compose_project: Some("demo".into()),
+            compose_service: Some("web".into()),
+            ..Target::default()
+        };
+        assert!(masked(&service, true).allows(Action::Restart));
+    }
 
     fn decision(
         id: i64,

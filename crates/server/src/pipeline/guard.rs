@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use homeostat_adapters::alertmanager::{self, AlertState};
-use homeostat_adapters::executor::{Deployed, Executor};
+use homeostat_adapters::executor::{Deployed, ExecError, Executor};
 use homeostat_core::action::{Action, Target};
 use homeostat_core::condition::Condition;
 use homeostat_core::config::ActionsConfig;
@@ -195,8 +195,8 @@ fn condition_premise<E: Executor>(
 /// rather than moving on to the playbook's next step as a failed action
 /// would), or not yet (the alert is inhibited by another that explains it:
 /// deferred until the inhibition lifts), or cannot be told (Alertmanager
-/// unanswered, the condition unreadable: deferred; the target unreadable
-/// for a rollback or a scale-out: refused).
+/// unanswered: deferred; the condition, or for a rollback or a scale-out
+/// the target, unreadable: refused; the target gone: `premise_gone`).
 pub async fn premise<E: Executor>(
     http: &reqwest::Client,
     config: &ActionsConfig,
@@ -233,9 +233,13 @@ pub async fn premise<E: Executor>(
     match executor.condition(target).await {
         Ok(Some(condition)) => condition_premise(executor, &condition, incident, action, intent)?,
         Ok(None) => {}
+        // Gone: nothing is left to act on, a human should know.
+        Err(err @ ExecError::NotFound(_)) => {
+            return Err(Stop::new(action, Verdict::PremiseGone, err.to_string()));
+        }
         Err(err) => {
             let reason = format!("cannot read the target's condition right before acting, so not acting: {err}");
-            return Err(Stop::new(action, Verdict::Defer, reason));
+            return Err(Stop::new(action, Verdict::Refuse, reason));
         }
     }
     match executor.unfit(target, action).await {

@@ -18,16 +18,22 @@ use homeostat_journal::known_good::KnownGood;
 use homeostat_journal::{IncidentQuery, Journal};
 use tokio::sync::watch;
 
-/// How often what runs is looked at.
+use crate::metrics::Metrics;
+
+/// How often what runs is looked at, at most: a quarter of
+/// `known_good_after` when that is shorter (but not under a second).
 pub const OBSERVE_EVERY: Duration = Duration::from_secs(10);
 /// Firing incidents read per round (the oldest beyond are not seen).
 const FIRING_LIMIT: usize = 1_000;
+/// How often a spec that stays good is recorded again, so that retention,
+/// which prunes specs not recorded for `journal.retention`, keeps it.
+const RECORD_AGAIN_AFTER: chrono::Duration = chrono::Duration::days(1);
 
-/// A spec seen healthy, since when, and whether it is journalled already.
+/// A spec seen healthy, since when, and when it was journalled, if it was.
 struct Healthy {
     spec: serde_json::Value,
     since: DateTime<Utc>,
-    recorded: bool,
+    recorded: Option<DateTime<Utc>>,
 }
 
 /// What the watch holds between rounds.
@@ -37,6 +43,7 @@ pub struct Watch<E> {
     pub clock: Arc<dyn Clock>,
     pub target_labels: TargetLabels,
     pub known_good_after: chrono::Duration,
+    pub metrics: Arc<Metrics>,
     healthy: HashMap<String, Healthy>,
 }
 
@@ -47,6 +54,7 @@ impl<E: Executor> Watch<E> {
         clock: Arc<dyn Clock>,
         target_labels: TargetLabels,
         known_good_after: chrono::Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Watch {
             executor,
@@ -54,13 +62,16 @@ impl<E: Executor> Watch<E> {
             clock,
             target_labels,
             known_good_after,
+            metrics,
             healthy: HashMap::new(),
         }
     }
 
     /// Rounds every [`OBSERVE_EVERY`] until `stop` turns true.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut ticks = tokio::time::interval(OBSERVE_EVERY);
+        let quarter = self.known_good_after.to_std().unwrap_or_default() / 4;
+        let every = quarter.clamp(Duration::from_secs(1), OBSERVE_EVERY);
+        let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -100,10 +111,11 @@ impl<E: Executor> Watch<E> {
                 _ => Healthy {
                     spec,
                     since: now,
-                    recorded: false,
+                    recorded: None,
                 },
             };
-            if !healthy.recorded && now - healthy.since >= self.known_good_after {
+            let due = healthy.recorded.is_none_or(|at| now - at >= RECORD_AGAIN_AFTER);
+            if due && now - healthy.since >= self.known_good_after {
                 let known = KnownGood {
                     instance: instance.clone(),
                     spec: healthy.spec.clone(),
@@ -115,7 +127,8 @@ impl<E: Executor> Watch<E> {
                     .await
                     .map_err(|e| format!("cannot journal the known good spec of {instance}: {e}"))?;
                 tracing::info!(%instance, since = %healthy.since, "Recorded a known good spec.");
-                healthy.recorded = true;
+                self.metrics.known_good_recorded.inc();
+                healthy.recorded = Some(now);
             }
             seen.insert(instance, healthy);
         }

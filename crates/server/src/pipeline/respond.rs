@@ -972,6 +972,7 @@ impl<E: Executor> Processor for Responder<E> {
             Arc::clone(&self.clock),
             self.config.target_labels.clone(),
             known_good_after.as_delta(),
+            Arc::clone(&self.metrics),
         );
         let watching = tokio::spawn(watch.run(stop.clone()));
         super::reconcile::run(Arc::clone(&self), stop).await;
