@@ -751,10 +751,7 @@ async fn a_scale_out_no_clone_could_serve_is_unplannable_and_escalated_once() {
     let server = start(dir.path(), config).await;
 
     let incident = server.post_alert(&slow("firing", "e2e-unfit", &service)).await;
-    let decision = eventually("the decision", Duration::from_secs(30), || async {
-        server.decisions(incident).await.into_iter().next()
-    })
-    .await;
+    let decision = first_decision(&server, incident).await;
     assert_eq!(decision["action"], "scale_out", "{decision}");
     assert_eq!(decision["verdict"], "unplannable", "{decision}");
     let reason = decision["reason"].as_str().unwrap();
