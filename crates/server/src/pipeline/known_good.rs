@@ -38,12 +38,13 @@ struct Healthy {
 
 /// What the watch holds between rounds.
 pub struct Watch<E> {
-    pub executor: Arc<E>,
-    pub journal: Journal,
-    pub clock: Arc<dyn Clock>,
-    pub target_labels: TargetLabels,
-    pub known_good_after: chrono::Duration,
-    pub metrics: Arc<Metrics>,
+    executor: Arc<E>,
+    journal: Journal,
+    clock: Arc<dyn Clock>,
+    target_labels: TargetLabels,
+    known_good_after: chrono::Duration,
+    metrics: Arc<Metrics>,
+    /// The spec each instance is running healthy with, by instance.
     healthy: HashMap<String, Healthy>,
 }
 
@@ -85,7 +86,7 @@ impl<E: Executor> Watch<E> {
     }
 
     /// Looks once at what runs and journals the specs that became known good.
-    pub async fn round(&mut self) -> Result<(), String> {
+    async fn round(&mut self) -> Result<(), String> {
         let observed = self.executor.observe().await.map_err(|e| e.to_string())?;
         if observed.is_empty() {
             return Ok(());
