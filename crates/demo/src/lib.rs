@@ -22,6 +22,7 @@
 //! load generator (`homeostat load`).
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod images;
 pub mod judge;
 pub mod load;
@@ -36,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -118,7 +119,7 @@ pub enum DemoError {
 type Result<T, E = DemoError> = std::result::Result<T, E>;
 
 /// The faults the demo injects, by default in this order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
     /// service_b exits non-zero.
@@ -147,6 +148,10 @@ pub enum Fault {
     Drift,
     /// service_b's container is sent SIGKILL through the Docker API.
     Kill,
+    /// service_b's container is stopped cleanly through the Docker API
+    /// (`docker stop`), as an operator would: an intent, which homeostat
+    /// and the restart policy leave alone. Not in the demo's default list.
+    Stop,
     /// Nothing: no alert and no action may follow.
     None,
 }
@@ -170,6 +175,22 @@ impl Fault {
         Fault::None,
     ];
 
+    /// Every fault there is: the demo's and the clean stop.
+    pub const KNOWN: [Fault; 12] = [
+        Fault::Crash,
+        Fault::Hang,
+        Fault::StaleAlert,
+        Fault::MemoryLeak,
+        Fault::ErrorBurst,
+        Fault::DependencyFailure,
+        Fault::BadDeploy,
+        Fault::Freeze,
+        Fault::Drift,
+        Fault::Kill,
+        Fault::Stop,
+        Fault::None,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::Crash => "crash",
@@ -182,6 +203,7 @@ impl Fault {
             Fault::Freeze => "freeze",
             Fault::Drift => "drift",
             Fault::Kill => "kill",
+            Fault::Stop => "stop",
             Fault::None => "none",
         }
     }
@@ -189,7 +211,9 @@ impl Fault {
     /// The service the fault is injected into.
     pub fn target(self) -> &'static str {
         match self {
-            Fault::Crash | Fault::BadDeploy | Fault::StaleAlert | Fault::Kill | Fault::Drift => "service_b",
+            Fault::Crash | Fault::BadDeploy | Fault::StaleAlert | Fault::Kill | Fault::Drift | Fault::Stop => {
+                "service_b"
+            }
             _ => "service_a",
         }
     }
@@ -207,7 +231,7 @@ impl Fault {
     /// Whether the fault takes a moment to show: until the target stops
     /// answering its admin port, "no fault active" is no recovery.
     fn shows_late(self) -> bool {
-        matches!(self, Fault::Crash | Fault::Kill | Fault::Freeze | Fault::Drift)
+        matches!(self, Fault::Crash | Fault::Kill | Fault::Freeze | Fault::Drift | Fault::Stop)
     }
 
     /// How long the fault may take to heal before the demo clears it itself.
@@ -229,8 +253,8 @@ impl FromStr for Fault {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Fault, String> {
-        Fault::ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| {
-            let known: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+        Fault::KNOWN.into_iter().find(|f| f.name() == s).ok_or_else(|| {
+            let known: Vec<&str> = Fault::KNOWN.iter().map(|f| f.name()).collect();
             format!("unknown fault {s:?}; known: {}", known.join(", "))
         })
     }
@@ -822,6 +846,7 @@ impl Demo {
             Fault::None => return Ok(()),
             Fault::BadDeploy | Fault::StaleAlert => return self.deploy(target, images::BAD_VERSION).await,
             Fault::Kill => return self.containers.kill(&target.container).await,
+            Fault::Stop => return self.containers.stop(&target.container).await,
             Fault::Freeze => return self.containers.pause(&target.container).await,
             Fault::Drift => return self.containers.disconnect(&target.container).await,
             Fault::Crash => ("crash", json!({})),

@@ -14,7 +14,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use serde_json::json;
@@ -158,6 +158,9 @@ pub struct Containers {
     docker: Docker,
     /// Also the network's name.
     project: String,
+    /// The services' restart policy: `unless-stopped`, unless the bench's
+    /// `none` contender turns it off.
+    restart_policy: bool,
 }
 
 impl Containers {
@@ -171,7 +174,19 @@ impl Containers {
             .create_network(request)
             .await
             .map_err(|e| DemoError::Docker(format!("create network {project}: {e}")))?;
-        Ok(Containers { docker, project })
+        Ok(Containers {
+            docker,
+            project,
+            restart_policy: true,
+        })
+    }
+
+    /// Without a restart policy: nothing restarts a container that exits.
+    pub fn without_restart_policy(self) -> Containers {
+        Containers {
+            restart_policy: false,
+            ..self
+        }
     }
 
     /// Starts `service` from `image` with its ports published on loopback
@@ -207,7 +222,11 @@ impl Containers {
                 // bad deploys, drift, leaks) and never restarts a container
                 // the runtime is restarting.
                 restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    name: Some(if self.restart_policy {
+                        RestartPolicyNameEnum::UNLESS_STOPPED
+                    } else {
+                        RestartPolicyNameEnum::NO
+                    }),
                     maximum_retry_count: None,
                 }),
                 ..HostConfig::default()
@@ -316,6 +335,25 @@ impl Containers {
             .unpause_container(container)
             .await
             .map_err(|e| DemoError::Docker(format!("unpause {container}: {e}")))
+    }
+
+    /// Stops `container` cleanly through the API (SIGTERM, then SIGKILL
+    /// after 3 s), as `docker stop` does.
+    pub async fn stop(&self, container: &str) -> Result<(), DemoError> {
+        let options = StopContainerOptionsBuilder::default().t(3).build();
+        self.docker
+            .stop_container(container, Some(options))
+            .await
+            .map_err(|e| DemoError::Docker(format!("stop {container}: {e}")))
+    }
+
+    /// Restarts `container` through the API (stop within 3 s, then start).
+    pub async fn restart(&self, container: &str) -> Result<(), DemoError> {
+        let options = RestartContainerOptionsBuilder::default().t(3).build();
+        self.docker
+            .restart_container(container, Some(options))
+            .await
+            .map_err(|e| DemoError::Docker(format!("restart {container}: {e}")))
     }
 
     pub async fn start(&self, container: &str) -> Result<(), DemoError> {

@@ -1,0 +1,122 @@
+//! What one trial measured, and the whole run: what the bench's statistics
+//! and report read.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::Fault;
+
+/// What heals the stack in a trial: nothing, the baselines a user would
+/// otherwise run, or homeostat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Contender {
+    /// Nothing heals: no restart policy, homeostat only records (dry run).
+    None,
+    /// Docker's `restart: unless-stopped`, and nothing else.
+    RestartPolicy,
+    /// The restart policy, and a restarter in the manner of docker-autoheal:
+    /// `/healthz` failing a number of times in a row restarts the container.
+    Healthcheck,
+    /// The restart policy, and homeostat with `policy.mode: playbook`.
+    Playbook,
+    /// The restart policy, and homeostat with `policy.mode: learn`, its
+    /// policy state carried from trial to trial.
+    Learned,
+}
+
+impl Contender {
+    pub const ALL: [Contender; 5] = [
+        Contender::None,
+        Contender::RestartPolicy,
+        Contender::Healthcheck,
+        Contender::Playbook,
+        Contender::Learned,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Contender::None => "none",
+            Contender::RestartPolicy => "restart-policy",
+            Contender::Healthcheck => "healthcheck",
+            Contender::Playbook => "playbook",
+            Contender::Learned => "learned",
+        }
+    }
+
+    /// Whether homeostat acts (not only records) for this contender.
+    pub fn is_homeostat(self) -> bool {
+        matches!(self, Contender::Playbook | Contender::Learned)
+    }
+}
+
+impl fmt::Display for Contender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Contender {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Contender, String> {
+        Contender::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| {
+            let known: Vec<&str> = Contender::ALL.iter().map(|c| c.name()).collect();
+            format!("unknown contender {s:?}; known: {}", known.join(", "))
+        })
+    }
+}
+
+/// One fault injected once under one contender.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub contender: Contender,
+    pub fault: Fault,
+    /// 1-based: the how-manyth trial of this fault under this contender.
+    pub trial: usize,
+    /// 1-based: the trial's place in the contender's seeded order.
+    pub order: usize,
+    /// Seconds from injection until the contender first noticed the fault:
+    /// homeostat received an alert on the target, the runtime restarted
+    /// it, or the health-check restarter saw it fail; `None` if nothing did.
+    pub detect_s: Option<f64>,
+    /// Seconds from injection until the target was healthy and service_a
+    /// answered; `None` if not within `timeout_s` (and for the control).
+    pub recover_s: Option<f64>,
+    /// How long the fault was given to heal.
+    pub timeout_s: f64,
+    /// Requests sent to service_a from injection to recovery (or timeout).
+    pub requests_total: usize,
+    pub requests_failed: usize,
+    /// What the contender did, in order: `restart (runtime)`,
+    /// `restart (healthcheck)`, homeostat's actions.
+    pub actions: Vec<String>,
+    /// Actions after which service_a's failed requests rose: more failed
+    /// in the 10 s after the action than in the 10 s before it.
+    pub harmful_actions: usize,
+    /// homeostat's decisions that handed the incident to a human
+    /// (verdict `escalate`).
+    pub escalations: usize,
+    /// `homeostat`, `runtime`, `healthcheck` or `none`.
+    pub healed_by: String,
+    pub note: Option<String>,
+}
+
+/// A whole bench run: its settings and every trial, in the order run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub seed: u64,
+    /// Trials of each fault per contender.
+    pub trials_per_fault: usize,
+    pub contenders: Vec<Contender>,
+    pub faults: Vec<Fault>,
+    pub fault_timeout_s: f64,
+    /// The stack, the alert path and the baselines' settings, in words.
+    pub settings: String,
+    pub trials: Vec<Trial>,
+}
