@@ -106,6 +106,11 @@ enum Command {
     /// and Alertmanager, homeostat acting on injected faults.
     #[cfg(feature = "demo")]
     Demo(cmd::demo::DemoArgs),
+    /// The demo's faults, repeated under each contender — nothing, Docker's
+    /// restart policy, a health-check restarter, homeostat's playbook and
+    /// its learning policy — with intervals and plots.
+    #[cfg(feature = "demo")]
+    Bench(cmd::demo::BenchArgs),
     /// Build the container images (homeostat and the demo services) from
     /// the static binaries next to this one, pulling nothing.
     #[cfg(feature = "demo")]
@@ -160,6 +165,8 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => cmd::check_config::run(args),
         #[cfg(feature = "demo")]
         Command::Demo(args) => cmd::demo::run(args),
+        #[cfg(feature = "demo")]
+        Command::Bench(args) => cmd::demo::run_bench(args),
         #[cfg(feature = "demo")]
         Command::Images(args) => cmd::demo::run_images(args),
         #[cfg(feature = "demo")]

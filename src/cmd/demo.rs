@@ -1,5 +1,6 @@
-//! `homeostat demo` and `homeostat images`: the local self-healing demo and
-//! the container images it runs.
+//! `homeostat demo`, `homeostat bench` and `homeostat images`: the local
+//! self-healing demo, the chaos benchmark on its stack, and the container
+//! images they run.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,6 +30,35 @@ pub struct DemoArgs {
     /// the no-healing baseline.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Faults to inject, each --trials times, in a seeded random order:
+    /// crash, hang, stale-alert, memory-leak, error-burst,
+    /// dependency-failure, bad-deploy, freeze, drift, kill, stop (a clean
+    /// `docker stop`), none (the no-fault control).
+    #[arg(long, value_delimiter = ',', default_values_t = homeostat_demo::bench::DEFAULT_FAULTS)]
+    faults: Vec<homeostat_demo::Fault>,
+    /// Who heals: none, restart-policy, healthcheck, playbook, learned.
+    /// Each runs on a stack of its own, all at once.
+    #[arg(long, value_delimiter = ',', default_values_t = homeostat_demo::bench::Contender::ALL)]
+    contenders: Vec<homeostat_demo::bench::Contender>,
+    /// Trials of each fault per contender.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    trials: u32,
+    /// Seeds the trials' order and the bootstrap intervals.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write report.json, report.md and the plots here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Requests per second to each stack's service_a.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// How long a fault may take to heal before its trial counts as not recovered.
+    #[arg(long, default_value = "90s")]
+    fault_timeout: PromDuration,
 }
 
 #[derive(Args)]
@@ -73,6 +103,39 @@ pub fn run(args: DemoArgs) -> ExitCode {
         }
         Err(err) => {
             eprintln!("homeostat demo: {err}");
+            ExitCode::from(exit::RUNTIME)
+        }
+    }
+}
+
+/// `homeostat bench`: fails when a contender's stack failed part-way (the
+/// report still holds the trials done), not when a contender loses.
+pub fn run_bench(args: BenchArgs) -> ExitCode {
+    let (runtime, homeostat) = match (crate::runtime(), this_binary()) {
+        (Ok(runtime), Ok(binary)) => (runtime, binary),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let mut options = homeostat_demo::bench::BenchOptions::new(homeostat);
+    options.faults = args.faults;
+    options.contenders = args.contenders;
+    options.trials = args.trials as usize;
+    options.seed = args.seed;
+    options.report_dir = args.report;
+    options.rate = args.rate;
+    options.fault_timeout = args.fault_timeout.0;
+    let say: homeostat_demo::Say = std::sync::Arc::new(|line: &str| outln!("{line}"));
+    match runtime.block_on(homeostat_demo::bench::run(options, say)) {
+        Ok(report) if report.failures.is_empty() => ExitCode::SUCCESS,
+        Ok(report) => {
+            eprintln!("homeostat bench: {}", report.failures.join("; "));
+            ExitCode::from(exit::RUNTIME)
+        }
+        Err(homeostat_demo::DemoError::Interrupted) => {
+            eprintln!("homeostat bench: interrupted; every container, process and temporary file is removed");
+            ExitCode::from(exit::INTERRUPTED)
+        }
+        Err(err) => {
+            eprintln!("homeostat bench: {err}");
             ExitCode::from(exit::RUNTIME)
         }
     }

@@ -84,7 +84,8 @@ pub enum Expected {
     /// Act on the target, and the target recovers.
     Heal,
     /// Act on nothing; the target recovers by itself (a failing dependency
-    /// ends, a fault fixed before its alert arrives).
+    /// ends, a fault fixed before its alert arrives), or stays as its
+    /// operator left it (a clean stop).
     LeaveAlone,
     /// No fault: no action, and (almost) every request served.
     Control,
@@ -93,7 +94,7 @@ pub enum Expected {
 impl Expected {
     pub fn of(fault: Fault) -> Expected {
         match fault {
-            Fault::DependencyFailure | Fault::StaleAlert => Expected::LeaveAlone,
+            Fault::DependencyFailure | Fault::StaleAlert | Fault::Stop => Expected::LeaveAlone,
             Fault::None => Expected::Control,
             _ => Expected::Heal,
         }
@@ -184,6 +185,9 @@ pub fn judge(result: &FaultResult) -> Judgement {
         Expected::LeaveAlone => match (actions.is_empty(), result.recover_s) {
             (false, _) => Judgement::fail(format!("acted on {}: {}", result.target, actions.join(", "))),
             (true, Some(at)) => Judgement::pass(format!("rightly left alone; recovered after {at:.1} s")),
+            (true, None) if result.fault == Fault::Stop => {
+                Judgement::pass("rightly left stopped: it was stopped deliberately")
+            }
             (true, None) => Judgement::fail("left alone, but never recovered"),
         },
         Expected::Control => {

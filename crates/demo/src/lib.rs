@@ -231,7 +231,10 @@ impl Fault {
     /// Whether the fault takes a moment to show: until the target stops
     /// answering its admin port, "no fault active" is no recovery.
     fn shows_late(self) -> bool {
-        matches!(self, Fault::Crash | Fault::Kill | Fault::Freeze | Fault::Drift | Fault::Stop)
+        matches!(
+            self,
+            Fault::Crash | Fault::Kill | Fault::Freeze | Fault::Drift | Fault::Stop
+        )
     }
 
     /// How long the fault may take to heal before the demo clears it itself.
@@ -279,6 +282,20 @@ pub struct Options {
     pub quiet_timeout: Duration,
     /// homeostat decides and records, but does not act: the no-healing baseline.
     pub dry_run: bool,
+    /// homeostat's `actions.policy.mode`: `learn` (the demo's) or `playbook`.
+    pub policy_mode: &'static str,
+    /// homeostat's action budget per hour (`actions.guard.budget.max_actions`).
+    pub max_actions: u32,
+    /// The services run with `restart: unless-stopped`.
+    pub restart_policy: bool,
+    /// Between faults, wait for every alert to resolve and for a target
+    /// about to get new processes to be a minute old (homeostat acts on
+    /// alerts: a stale one would be the next fault's). Without it, only
+    /// for every target up and in its known good state: for the bench's
+    /// baselines, which no alert moves.
+    pub settle: bool,
+    /// Build the images before starting (the bench builds them once for all its stacks).
+    pub build_images: bool,
 }
 
 impl Options {
@@ -292,6 +309,11 @@ impl Options {
             control: Duration::from_secs(30),
             quiet_timeout: Duration::from_secs(180),
             dry_run: false,
+            policy_mode: "learn",
+            max_actions: 50,
+            restart_policy: true,
+            settle: true,
+            build_images: true,
         }
     }
 
@@ -333,6 +355,9 @@ pub struct FaultResult {
     pub cleared: Vec<String>,
     /// Restarts of the target by the runtime's restart policy during the fault.
     pub runtime_restarts: i64,
+    /// Seconds from injection until the runtime's last restart of the
+    /// target (its container's start), when it restarted it.
+    pub runtime_restarted_s: Option<f64>,
     /// Who healed the fault: `homeostat`, `runtime` (its restart policy),
     /// or `none` (it ended by itself, or was not healed).
     pub healed_by: &'static str,
@@ -361,6 +386,7 @@ impl FaultResult {
             quiet_before,
             cleared: Vec::new(),
             runtime_restarts: 0,
+            runtime_restarted_s: None,
             healed_by: "none",
             judgement: judge::Judgement {
                 passed: false,
@@ -529,8 +555,13 @@ impl Demo {
             stack::find_program(&["prometheus-alertmanager", "alertmanager"], "prometheus-alertmanager")?;
         let executor = connect_docker().await?;
         // homeostat itself runs as a process here.
-        build_images(&executor, &options.bin_dir(), false, &say).await?;
-        let containers = Containers::create_network(executor.client().clone(), project.clone()).await?;
+        if options.build_images {
+            build_images(&executor, &options.bin_dir(), false, &say).await?;
+        }
+        let mut containers = Containers::create_network(executor.client().clone(), project.clone()).await?;
+        if !options.restart_policy {
+            containers = containers.without_restart_policy();
+        }
         let services: Vec<Service> = ["service_a", "service_b"]
             .into_iter()
             .map(|name| Service {
@@ -615,13 +646,7 @@ impl Demo {
         attempt!(write("alertmanager.yml", &stack::alertmanager_config(homeostat_port)));
         attempt!(write(
             "homeostat.yaml",
-            &stack::homeostat_config(
-                dir.path(),
-                homeostat_port,
-                prometheus_port,
-                alertmanager_port,
-                options.dry_run
-            )
+            &stack::homeostat_config(dir.path(), homeostat_port, prometheus_port, alertmanager_port, &options)
         ));
 
         let start = |name, program, args, port, ready, log: &str| {
@@ -918,9 +943,16 @@ impl Demo {
     /// How often the runtime's restart policy restarted `service`'s
     /// container (`None` when it is gone): Docker counts it per container,
     /// from its last start by hand.
-    async fn runtime_restarts(&self, service: &str) -> Result<Option<(String, i64)>> {
+    async fn runtime_restarts(&self, service: &str) -> Result<Option<(String, i64, Option<DateTime<Utc>>)>> {
         let container = self.containers.inspect(&self.service(service).container).await?;
-        Ok(container.map(|c| (c.id.unwrap_or_default(), c.restart_count.unwrap_or(0))))
+        Ok(container.map(|c| {
+            let started = c
+                .state
+                .and_then(|s| s.started_at)
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.to_utc());
+            (c.id.unwrap_or_default(), c.restart_count.unwrap_or(0), started)
+        }))
     }
 
     /// The target's container runs and is not paused.
@@ -931,22 +963,28 @@ impl Demo {
     /// The fault is gone from its target (container running, not paused,
     /// no fault active, the good version) and service_a answers.
     async fn recovered(&self, fault: Fault) -> bool {
-        let target = self.service(fault.target());
-        if !self.container_up(target).await {
+        self.clean(self.service(fault.target())).await && self.front_answers().await
+    }
+
+    /// `service`'s container runs, is not paused, and has no fault active
+    /// nor the bad version.
+    async fn clean(&self, service: &Service) -> bool {
+        if !self.container_up(service).await {
             return false;
         }
-        let Ok(state) = self.admin(target, reqwest::Method::GET, "/faults", None).await else {
+        let Ok(state) = self.admin(service, reqwest::Method::GET, "/faults", None).await else {
             return false;
         };
-        let clean = state["active"].as_array().is_some_and(Vec::is_empty) && state["bad_version"] == false;
+        state["active"].as_array().is_some_and(Vec::is_empty) && state["bad_version"] == false
+    }
+
+    async fn front_answers(&self) -> bool {
         let front = self.services[0].url("/api/work");
-        clean
-            && self
-                .client
-                .get(&front)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
+        self.client
+            .get(&front)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     }
 
     /// Brings every service back to the known good state after a fault
@@ -1051,7 +1089,16 @@ impl Demo {
     /// processes, the target's has lived [`CRASH_LOOP_AGE_SECONDS`]: then
     /// one fault's starts and its healing end `ServiceCrashLooping`'s
     /// condition before its `for`, and faults in a row are not a loop.
+    /// Without [`Options::settle`]: every service clean and service_a answering.
     async fn ready_for(&self, fault: Fault) -> Result<bool> {
+        if !self.options.settle {
+            for service in &self.services {
+                if !self.clean(service).await {
+                    return Ok(false);
+                }
+            }
+            return Ok(self.front_answers().await);
+        }
         if !self.quiet().await? {
             return Ok(false);
         }
@@ -1193,18 +1240,22 @@ impl Demo {
             } else {
                 deadline + self.options.quiet_timeout
             };
-            if result.recover_s.is_some() && (elapsed >= patience || self.quiet().await?) {
+            let settled = !self.options.settle || self.quiet().await?;
+            if result.recover_s.is_some() && (elapsed >= patience || settled) {
                 break;
             }
             tokio::time::sleep(POLL).await;
         }
         let ended = ended.unwrap_or_else(|| self.now());
         // Counted on the same container only: a recreate starts a new count.
-        if let (Some((id, before)), Some((same, after))) =
+        if let (Some((id, before, _)), Some((same, after, started))) =
             (restarts_before, self.runtime_restarts(fault.target()).await?)
         {
             if id == same {
                 result.runtime_restarts = (after - before).max(0);
+                if result.runtime_restarts > 0 {
+                    result.runtime_restarted_s = started.map(|t| round(self.at(t) - t0));
+                }
             }
         }
         let window = judge::Window {
@@ -1225,10 +1276,16 @@ impl Demo {
         }
         result.healed_by = judge::healed_by(&result);
         result.judgement = judge::judge(&result);
-        if !result.judgement.passed && fault != Fault::None {
+        // A fault rightly left alone may leave its target down (a clean stop).
+        if fault != Fault::None && (!result.judgement.passed || !self.recovered(fault).await) {
             let cleared = self.clear(fault).await?;
+            let what = if result.judgement.passed {
+                "left as it was"
+            } else {
+                "not healed"
+            };
             let text = format!(
-                "fault {fault} was not healed ({}); cleared to known good: {}",
+                "fault {fault} was {what} ({}); cleared to known good: {}",
                 result.judgement.why,
                 cleared.join("; ")
             );

@@ -154,6 +154,7 @@ impl Service {
 pub const MEMORY_LIMIT_BYTES: i64 = 256 << 20;
 
 /// The services' containers, in a Compose project and network of their own.
+#[derive(Clone)]
 pub struct Containers {
     docker: Docker,
     /// Also the network's name.
@@ -500,22 +501,28 @@ pub fn alertmanager_config(homeostat_port: u16) -> String {
 }
 
 /// homeostat's configuration for the demo: the Docker executor acting for
-/// real (unless `dry_run`), with limits loosened for one replica per service and faults a
+/// real (unless `options.dry_run`), with limits loosened for one replica per service and faults a
 /// minute apart (see the README's demo section).
-pub fn homeostat_config(dir: &Path, port: u16, prometheus_port: u16, alertmanager_port: u16, dry_run: bool) -> String {
+pub fn homeostat_config(
+    dir: &Path,
+    port: u16,
+    prometheus_port: u16,
+    alertmanager_port: u16,
+    options: &crate::Options,
+) -> String {
     let config = json!({
         "server": {"listen": format!("127.0.0.1:{port}")},
         "journal": {"path": dir.join("homeostat.db"), "synchronous": "normal"},
         "actions": {
             "backend": "docker",
-            "dry_run": dry_run,
+            "dry_run": options.dry_run,
             "playbook": dir.join("playbook.yml"),
             "verify_timeout": "90s",
             "prometheus_url": format!("http://127.0.0.1:{prometheus_port}"),
             "alertmanager_url": format!("http://127.0.0.1:{alertmanager_port}"),
             "guard": {
                 "cooldown": "10s",
-                "budget": {"max_actions": 50, "window": "1h"},
+                "budget": {"max_actions": options.max_actions, "window": "1h"},
                 "max_concurrent": 2,
                 // One replica per service: a restart has to take it away.
                 "min_ready_replicas": 0,
@@ -523,9 +530,10 @@ pub fn homeostat_config(dir: &Path, port: u16, prometheus_port: u16, alertmanage
             },
             // 1.0.0 runs for minutes before the bad deploy: known good after 20 s.
             "docker": {"min_replicas": 1, "max_replicas": 3, "stop_timeout_seconds": 3, "known_good_after": "20s"},
-            // The learning policy acts; with nothing learned yet it chooses
-            // what the playbook would.
-            "policy": {"mode": "learn"},
+            // The learning policy acts (unless the bench asks for the
+            // playbook alone); with nothing learned yet it chooses what the
+            // playbook would.
+            "policy": {"mode": options.policy_mode},
         },
         // An adaptive threshold on each service's p99 latency, refitted every
         // 30 s on the last 10 minutes (too short for a daily cycle: AutoETS

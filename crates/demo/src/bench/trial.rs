@@ -119,4 +119,8 @@ pub struct BenchReport {
     /// The stack, the alert path and the baselines' settings, in words.
     pub settings: String,
     pub trials: Vec<Trial>,
+    /// Contenders whose stack failed part-way, and why: their trials
+    /// after the failure are missing.
+    #[serde(default)]
+    pub failures: Vec<String>,
 }
