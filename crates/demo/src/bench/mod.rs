@@ -1,8 +1,8 @@
 //! `homeostat bench`: the demo's faults, each injected several times in a
 //! seeded random order, under each contender — nothing, Docker's restart
 //! policy, a health-check restarter, homeostat's playbook, homeostat's
-//! learning policy — on the demo's stack, one stack per contender, all
-//! at once. [`run`] is the whole command; [`stats`] and [`report`] turn
+//! learning policy — on the demo's stack, one stack per contender (two
+//! for `none`), all at once. [`run`] is the whole command; [`stats`] and [`report`] turn
 //! its [`Trial`]s into intervals, tables and plots.
 //!
 //! Each contender runs on a stack of its own ([`crate::Demo`]: the same
@@ -142,7 +142,8 @@ impl BenchOptions {
              container through the Docker API after {} failures in a row, as docker-autoheal does with Docker's \
              HEALTHCHECK), playbook and learned (the restart policy, and homeostat acting with policy.mode playbook \
              or learn; the learned policy's state is carried from trial to trial). Every contender's stack runs \
-             at the same time, each on its own network, ports and processes.",
+             at the same time, each on its own network, ports and processes; none's trials take turns on two \
+             stacks, as most of them last the whole timeout.",
             crate::report::SETTINGS,
             self.rate,
             HEALTHCHECK_INTERVAL.as_secs(),
@@ -176,9 +177,22 @@ impl Progress {
     }
 }
 
-/// The Compose project (and network) of `contender`'s stack.
-fn project(contender: Contender) -> String {
-    format!("homeostat-bench-{}-{contender}", std::process::id())
+/// On how many stacks `contender`'s trials run. Nothing heals under
+/// `none`, so most of its trials last the whole fault timeout: it runs on
+/// two stacks, taking turns, to finish with the others. The other
+/// contenders run on one (the learned policy carries its state from trial
+/// to trial on it).
+fn stacks(contender: Contender) -> usize {
+    if contender == Contender::None {
+        2
+    } else {
+        1
+    }
+}
+
+/// The Compose project (and network) of `contender`'s `stack`.
+fn project(contender: Contender, stack: usize) -> String {
+    format!("homeostat-bench-{}-{contender}-{stack}", std::process::id())
 }
 
 /// The whole `homeostat bench`: builds the images once, runs every
@@ -191,7 +205,9 @@ pub async fn run(options: BenchOptions, say: Say) -> Result<BenchReport, DemoErr
     };
     if let Ok(executor) = crate::connect_docker().await {
         for &contender in &options.contenders {
-            Containers::remove_project(executor.client(), &project(contender)).await;
+            for stack in 0..stacks(contender) {
+                Containers::remove_project(executor.client(), &project(contender, stack)).await;
+            }
         }
     }
     let report = outcome?;
@@ -233,21 +249,34 @@ async fn run_all(options: &BenchOptions, say: &Say) -> Result<BenchReport, DemoE
             .join(", "),
         options.seed
     ));
-    let runs = options.contenders.iter().map(|&contender| {
-        let progress = Arc::clone(&progress);
-        let order = order.clone();
-        async move { run_contender(options, contender, &order, say, progress).await }
+    let runs = options.contenders.iter().flat_map(|&contender| {
+        let stacks = stacks(contender);
+        let (order, progress) = (&order, &progress);
+        (0..stacks).map(move |stack| {
+            // The stack's share of the order, each trial with its place in it.
+            let share: Vec<(usize, Fault, usize)> = order
+                .iter()
+                .enumerate()
+                .filter(|(place, _)| place % stacks == stack)
+                .map(|(place, &(fault, number))| (place + 1, fault, number))
+                .collect();
+            let progress = Arc::clone(progress);
+            async move {
+                let run = run_contender(options, contender, stack, &share, say, progress).await;
+                (contender, run)
+            }
+        })
     });
     let outcomes = futures_util::future::join_all(runs).await;
     let mut trials = Vec::new();
     let mut failures = Vec::new();
-    for (contender, outcome) in options.contenders.iter().zip(outcomes) {
-        let (done, failure) = outcome;
+    for (contender, (done, failure)) in outcomes {
         trials.extend(done);
         if let Some(e) = failure {
             failures.push(format!("{contender}: {e}"));
         }
     }
+    trials.sort_by_key(|t| (t.contender, t.order));
     let report = BenchReport {
         started_at,
         finished_at: Utc::now(),
@@ -269,12 +298,14 @@ impl BenchOptions {
     }
 }
 
-/// One contender's trials, in `order`, on a stack of its own; stops at the
-/// first error (its stack failed), keeping the trials done.
+/// One contender's trials (`share`: each trial's place in the order, its
+/// fault and number), in order, on its `stack`; stops at the first error
+/// (the stack failed), keeping the trials done.
 async fn run_contender(
     options: &BenchOptions,
     contender: Contender,
-    order: &[(Fault, usize)],
+    stack: usize,
+    share: &[(usize, Fault, usize)],
     say: &Say,
     progress: Arc<Mutex<Progress>>,
 ) -> (Vec<Trial>, Option<DemoError>) {
@@ -289,7 +320,7 @@ async fn run_contender(
             }
         })
     };
-    let mut demo = match Demo::start(options.demo_options(contender), quiet, project(contender)).await {
+    let mut demo = match Demo::start(options.demo_options(contender), quiet, project(contender, stack)).await {
         Ok(demo) => demo,
         Err(e) => return (Vec::new(), Some(e)),
     };
@@ -304,7 +335,7 @@ async fn run_contender(
     });
     let mut trials = Vec::new();
     let mut failure = None;
-    for (place, &(fault, number)) in order.iter().enumerate() {
+    for &(place, fault, number) in share {
         match demo.run_fault(fault).await {
             Ok(result) => {
                 let by_healthcheck: Vec<f64> = restarts
@@ -315,7 +346,7 @@ async fn run_contender(
                     .map(|(at, _)| demo.at(*at) - result.injected_at_s)
                     .filter(|&at| at >= 0.0 && at <= measured_for(&result, options))
                     .collect();
-                let trial = trial_of(&demo, contender, number, place + 1, &result, &by_healthcheck, options);
+                let trial = trial_of(&demo, contender, number, place, &result, &by_healthcheck, options);
                 let line = progress.lock().expect("the progress lock is never poisoned").step();
                 say(&format!("{line} {}", describe(&trial)));
                 trials.push(trial);
