@@ -32,7 +32,7 @@ mod exit {
     pub const USAGE: u8 = 2;
     pub const CONFIG: u8 = 3;
     pub const STARTUP: u8 = 4;
-    /// `homeostat demo` stopped by Ctrl-C (128 + SIGINT, as shells report it).
+    /// `homeostat demo` or `homeostat bench` stopped by Ctrl-C (128 + SIGINT, as shells report it).
     #[cfg(feature = "demo")]
     pub const INTERRUPTED: u8 = 130;
 }

@@ -481,6 +481,7 @@ fn describe(trial: &Trial) -> String {
     let outcome = match (trial.fault, trial.recover_s) {
         (Fault::None, _) => format!("{} of {} requests failed", trial.requests_failed, trial.requests_total),
         (_, Some(s)) => format!("recovered in {s:.1} s"),
+        (Fault::Stop, None) => format!("left stopped for {:.0} s", trial.timeout_s),
         (_, None) => format!("NOT recovered within {:.0} s", trial.timeout_s),
     };
     let actions = if trial.actions.is_empty() {
