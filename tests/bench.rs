@@ -57,14 +57,15 @@ async fn a_short_bench_runs_each_contender_on_each_fault_and_reports_it() {
     let hang = trial(trials, Contender::RestartPolicy, Fault::Hang);
     assert_eq!(hang.recover_s, None, "the restart policy cannot see a hang: {hang:#?}");
     assert!(hang.actions.is_empty(), "{hang:#?}");
-    assert_eq!(hang.requests_failed, hang.requests_total, "{hang:#?}");
+    assert!(hang.requests_failed * 100 >= hang.requests_total * 95, "{hang:#?}");
+    let unhealed = hang.requests_failed;
 
     let hang = trial(trials, Contender::Playbook, Fault::Hang);
     let (detected, recovered) = (hang.detect_s.expect("detected"), hang.recover_s.expect("recovered"));
     assert!(detected <= recovered, "{hang:#?}");
     assert_eq!(hang.actions, ["restart"], "{hang:#?}");
     assert_eq!(hang.healed_by, "homeostat", "{hang:#?}");
-    assert!(hang.requests_failed < hang.requests_total, "{hang:#?}");
+    assert!(hang.requests_failed < unhealed / 2, "{hang:#?}");
     let crash = trial(trials, Contender::Playbook, Fault::Crash);
     assert!(crash.recover_s.is_some(), "{crash:#?}");
 

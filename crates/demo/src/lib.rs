@@ -1050,8 +1050,20 @@ impl Demo {
                     Err(_) => break None,
                 }
             };
+            // A service that cannot say or stop its faults (out of memory,
+            // say) is started afresh.
+            let recreate = || async {
+                self.containers.remove_one(&service.container).await?;
+                self.containers.run(service, &good).await
+            };
             match state {
-                None => done.push(format!("{}: its admin port did not answer within 10 s", service.name)),
+                None => {
+                    recreate().await?;
+                    done.push(format!(
+                        "{}: its admin port did not answer within 10 s; recreated from {good}",
+                        service.name
+                    ));
+                }
                 Some(state) => {
                     let active: Vec<String> = state["active"]
                         .as_array()
@@ -1065,8 +1077,17 @@ impl Demo {
                         })
                         .collect();
                     if !active.is_empty() {
-                        self.admin(service, reqwest::Method::DELETE, "/faults", None).await?;
-                        done.push(format!("{}: stopped fault {}", service.name, active.join(", ")));
+                        let active = active.join(", ");
+                        match self.admin(service, reqwest::Method::DELETE, "/faults", None).await {
+                            Ok(_) => done.push(format!("{}: stopped fault {active}", service.name)),
+                            Err(e) => {
+                                recreate().await?;
+                                done.push(format!(
+                                    "{}: could not stop fault {active} ({e}); recreated from {good}",
+                                    service.name
+                                ));
+                            }
+                        }
                     }
                 }
             }

@@ -417,12 +417,21 @@ fn trial_of(
     );
     actions.sort_by(|a, b| a.0.total_cmp(&b.0));
 
-    let harmful_actions = {
+    let timeout_s = timeout_of(result.fault, options);
+    let (harmful_actions, requests_total, requests_failed) = {
         let samples = demo.samples.lock().expect("the load lock is never poisoned");
-        actions
+        let harmful = actions
             .iter()
             .filter(|(at, _)| harmful(&samples, result.injected_at_s + at))
-            .count()
+            .count();
+        let (sent, failed) = over_horizon(
+            &samples,
+            result.injected_at_s,
+            result.ended_at_s,
+            timeout_s,
+            options.rate,
+        );
+        (harmful, sent, failed)
     };
     // homeostat notices a fault when an alert on the target reaches it,
     // or when the runtime restarts the target first; a baseline, when it
@@ -452,9 +461,9 @@ fn trial_of(
         order,
         detect_s: detect_s.map(|s| (s * 10.0).round() / 10.0),
         recover_s: result.recover_s,
-        timeout_s: timeout_of(result.fault, options),
-        requests_total: result.requests_total,
-        requests_failed: result.requests_failed,
+        timeout_s,
+        requests_total,
+        requests_failed,
         actions: actions.into_iter().map(|(_, action)| action).collect(),
         harmful_actions,
         escalations,
@@ -474,6 +483,21 @@ fn harmful(samples: &[(f64, Sample)], at: f64) -> bool {
             .count()
     };
     failed(at, at + HARM_WINDOW_S) > failed(at - HARM_WINDOW_S, at)
+}
+
+/// Requests due and failed from `start` until `horizon` seconds later
+/// (seconds from the demo's start), as [`Trial::requests_total`] counts
+/// them: those due after the trial's `end` are served, at `rate`.
+fn over_horizon(samples: &[(f64, Sample)], start: f64, end: f64, horizon: f64, rate: f64) -> (usize, usize) {
+    let observed_until = end.min(start + horizon);
+    let observed: Vec<&Sample> = samples
+        .iter()
+        .filter(|(due, _)| *due >= start && *due < observed_until)
+        .map(|(_, s)| s)
+        .collect();
+    let failed = observed.iter().filter(|s| !crate::succeeded(s)).count();
+    let unobserved = ((start + horizon - observed_until).max(0.0) * rate).round() as usize;
+    (observed.len() + unobserved, failed)
 }
 
 /// A trial in one line, for the progress output.
@@ -577,6 +601,22 @@ mod tests {
             status,
         };
         (due, sample)
+    }
+
+    #[test]
+    fn requests_are_counted_over_the_same_horizon_however_early_a_trial_ended() {
+        // One request a second, failing from 10 s to 14 s.
+        let samples: Vec<(f64, Sample)> = (0..100)
+            .map(|i| {
+                let at = f64::from(i);
+                sample(at, Some(if (10.0..15.0).contains(&at) { 503 } else { 200 }))
+            })
+            .collect();
+        // Injected at 10 s, ended at 20 s, a 60 s horizon: 10 observed, 50 at the rate.
+        assert_eq!(over_horizon(&samples, 10.0, 20.0, 60.0, 1.0), (60, 5));
+        // Ended after the horizon: only what was due within it.
+        assert_eq!(over_horizon(&samples, 10.0, 95.0, 60.0, 1.0), (60, 5));
+        assert_eq!(over_horizon(&samples, 10.0, 12.0, 60.0, 2.0), (2 + 116, 2));
     }
 
     #[test]

@@ -153,9 +153,10 @@ fn render(report: &BenchReport, summaries: &[Summary], comparisons: &[Comparison
          reached it (or the runtime restarted the target first), a baseline when it acted. _Recovered_ is the median over all \
          trials, a trial not healed within the timeout counting as longer than any other, with the 95% \
          interval of the median in brackets (percentile bootstrap, {RESAMPLES} resamples); it reads \
-         \"not recovered\" when at least half of the trials were not healed. Requests are service_a's, \
-         from injection until recovery or the timeout; availability is the share of them that did not \
-         fail. Harmful actions are actions after which more requests failed in the next 10 s than in the \
+         \"not recovered\" when at least half of the trials were not healed. Requests are service_a's \
+         over the same horizon for every contender, from injection until the timeout later (those due \
+         after a trial ended early, recovered and settled, count as served at the load's rate); \
+         availability is the share of them that did not fail. Harmful actions are actions after which more requests failed in the next 10 s than in the \
          10 s before.\n\n"
     );
     if !report.failures.is_empty() {

@@ -88,8 +88,13 @@ pub struct Trial {
     pub recover_s: Option<f64>,
     /// How long the fault was given to heal.
     pub timeout_s: f64,
-    /// Requests sent to service_a from injection to recovery (or timeout).
+    /// Requests due to service_a over the same horizon for every
+    /// contender: from injection until `timeout_s` later. Those due after
+    /// a trial ended early (it recovered and, for homeostat, its alerts
+    /// resolved) are counted as served, at the load's rate: the next trial
+    /// may have begun by then.
     pub requests_total: usize,
+    /// Those that failed (an error status, or no answer within 2 s).
     pub requests_failed: usize,
     /// What the contender did, in order: `restart (runtime)`,
     /// `restart (healthcheck)`, homeostat's actions.
