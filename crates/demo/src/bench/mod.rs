@@ -2,7 +2,7 @@
 //! seeded random order, under each contender — nothing, Docker's restart
 //! policy, a health-check restarter, homeostat's playbook, homeostat's
 //! learning policy — on the demo's stack, one stack per contender (two
-//! for `none`), all at once. [`run`] is the whole command; [`stats`] and [`report`] turn
+//! per baseline), all at once. [`run`] is the whole command; [`stats`] and [`report`] turn
 //! its [`Trial`]s into intervals, tables and plots.
 //!
 //! Each contender runs on a stack of its own ([`crate::Demo`]: the same
@@ -142,8 +142,8 @@ impl BenchOptions {
              container through the Docker API after {} failures in a row, as docker-autoheal does with Docker's \
              HEALTHCHECK), playbook and learned (the restart policy, and homeostat acting with policy.mode playbook \
              or learn; the learned policy's state is carried from trial to trial). Every contender's stack runs \
-             at the same time, each on its own network, ports and processes; none's trials take turns on two \
-             stacks, as most of them last the whole timeout.",
+             at the same time, each on its own network, ports and processes; each baseline's trials take turns \
+             on two stacks, as most of them last the whole timeout.",
             crate::report::SETTINGS,
             self.rate,
             HEALTHCHECK_INTERVAL.as_secs(),
@@ -153,40 +153,47 @@ impl BenchOptions {
     }
 }
 
-/// The bench's progress, for its line per trial.
+/// The bench's progress, for its line per trial: trials done and to do
+/// on each stack (by contender and stack number).
 struct Progress {
     started: Instant,
-    done: usize,
-    total: usize,
+    stacks: HashMap<(Contender, usize), (usize, usize)>,
 }
 
 impl Progress {
-    /// Counts one more trial done; says how many of how many, and the
-    /// time left if the rest go as fast as those done.
-    fn step(&mut self) -> String {
-        self.done += 1;
+    /// Counts one more trial done on `stack`; says how many of how many,
+    /// and the time left: the stacks run side by side, so it is the
+    /// longest any has left if its trials go on as fast as its first.
+    fn step(&mut self, stack: (Contender, usize)) -> String {
+        if let Some((done, _)) = self.stacks.get_mut(&stack) {
+            *done += 1;
+        }
         let elapsed = self.started.elapsed().as_secs_f64();
-        let left = elapsed / self.done as f64 * (self.total - self.done) as f64;
+        let left = self
+            .stacks
+            .values()
+            .map(|&(done, total)| elapsed / done.max(1) as f64 * (total - done.min(total)) as f64)
+            .fold(0.0, f64::max);
+        let done: usize = self.stacks.values().map(|(done, _)| done).sum();
+        let total: usize = self.stacks.values().map(|(_, total)| total).sum();
         format!(
-            "[{}/{}, {:.0} min in, about {:.0} min left]",
-            self.done,
-            self.total,
+            "[{done}/{total}, {:.0} min in, about {:.0} min left]",
             elapsed / 60.0,
             left / 60.0
         )
     }
 }
 
-/// On how many stacks `contender`'s trials run. Nothing heals under
-/// `none`, so most of its trials last the whole fault timeout: it runs on
-/// two stacks, taking turns, to finish with the others. The other
-/// contenders run on one (the learned policy carries its state from trial
-/// to trial on it).
+/// On how many stacks `contender`'s trials run. Under a baseline most
+/// trials last the whole fault timeout, as nothing heals the fault: each
+/// baseline runs on two stacks, taking turns, to finish with homeostat's.
+/// homeostat's contenders run on one each: the learned policy carries its
+/// state from trial to trial there, and the playbook runs as it does.
 fn stacks(contender: Contender) -> usize {
-    if contender == Contender::None {
-        2
-    } else {
+    if contender.is_homeostat() {
         1
+    } else {
+        2
     }
 }
 
@@ -233,8 +240,13 @@ async fn run_all(options: &BenchOptions, say: &Say) -> Result<BenchReport, DemoE
     let order = options.order();
     let progress = Arc::new(Mutex::new(Progress {
         started: Instant::now(),
-        done: 0,
-        total: order.len() * options.contenders.len(),
+        stacks: options
+            .contenders
+            .iter()
+            .flat_map(|&c| (0..stacks(c)).map(move |stack| (c, stack)))
+            // Stack s of n takes the places s, s + n, s + 2n, …
+            .map(|(c, s)| ((c, s), (0, (order.len() + stacks(c) - 1 - s) / stacks(c))))
+            .collect(),
     }));
     say(&format!(
         "bench: {} trials ({} of each of {} faults) under each of {}, seed {}",
@@ -347,7 +359,10 @@ async fn run_contender(
                     .filter(|&at| at >= 0.0 && at <= measured_for(&result, options))
                     .collect();
                 let trial = trial_of(&demo, contender, number, place, &result, &by_healthcheck, options);
-                let line = progress.lock().expect("the progress lock is never poisoned").step();
+                let line = progress
+                    .lock()
+                    .expect("the progress lock is never poisoned")
+                    .step((contender, stack));
                 say(&format!("{line} {}", describe(&trial)));
                 trials.push(trial);
             }
@@ -370,12 +385,11 @@ fn measured_for(result: &FaultResult, options: &BenchOptions) -> f64 {
     result.recover_s.unwrap_or_else(|| timeout_of(result.fault, options))
 }
 
-/// How long `fault` is given to heal (the control: how long it runs).
+/// How long `fault` is given to heal (the control and a clean stop: how
+/// long they are watched), as the demo gives it ([`Fault::deadline`]).
 fn timeout_of(fault: Fault, options: &BenchOptions) -> f64 {
-    match fault {
-        Fault::None => options.control.as_secs_f64(),
-        _ => options.fault_timeout.as_secs_f64(),
-    }
+    let demo = options.demo_options(Contender::None);
+    fault.deadline(&demo).as_secs_f64()
 }
 
 /// The trial a demo fault result makes, with the health-check restarter's

@@ -689,17 +689,9 @@ fn learned(report: &BenchReport) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    /// Every trial of a fault restarts, harmlessly and without escalating.
     fn trial(contender: Contender, fault: Fault, n: usize, recover: Option<f64>) -> Trial {
         Trial {
-            contender,
-            fault,
-            trial: n,
-            order: n,
-            detect_s: recover.map(|r| r / 2.0),
-            recover_s: recover,
-            timeout_s: 60.0,
-            requests_total: 100,
-            requests_failed: if recover.is_some() { 5 } else { 40 },
             actions: if fault == Fault::None {
                 vec![]
             } else {
@@ -707,8 +699,7 @@ mod tests {
             },
             harmful_actions: 0,
             escalations: 0,
-            healed_by: "homeostat".into(),
-            note: None,
+            ..Trial::example(contender, fault, n, recover, if recover.is_some() { 5 } else { 40 })
         }
     }
 

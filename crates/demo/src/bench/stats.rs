@@ -460,26 +460,7 @@ mod tests {
     }
 
     fn trial(contender: Contender, fault: Fault, n: usize, recover: Option<f64>, failed: usize) -> Trial {
-        Trial {
-            contender,
-            fault,
-            trial: n,
-            order: n,
-            detect_s: recover.map(|r| r / 2.0),
-            recover_s: recover,
-            timeout_s: 60.0,
-            requests_total: 100,
-            requests_failed: failed,
-            actions: if recover.is_some() {
-                vec!["restart".into()]
-            } else {
-                vec![]
-            },
-            harmful_actions: usize::from(failed > 50),
-            escalations: usize::from(recover.is_none()),
-            healed_by: "homeostat".into(),
-            note: None,
-        }
+        Trial::example(contender, fault, n, recover, failed)
     }
 
     #[test]

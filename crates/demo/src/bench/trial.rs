@@ -129,3 +129,32 @@ pub struct BenchReport {
     #[serde(default)]
     pub failures: Vec<String>,
 }
+
+#[cfg(test)]
+impl Trial {
+    /// A trial for tests: detected halfway to recovery, 100 requests of
+    /// which `failed` failed (more than half: its action was harmful), a
+    /// restart when it recovered, an escalation when it did not.
+    pub(crate) fn example(contender: Contender, fault: Fault, n: usize, recover: Option<f64>, failed: usize) -> Trial {
+        Trial {
+            contender,
+            fault,
+            trial: n,
+            order: n,
+            detect_s: recover.map(|r| r / 2.0),
+            recover_s: recover,
+            timeout_s: 60.0,
+            requests_total: 100,
+            requests_failed: failed,
+            actions: if recover.is_some() {
+                vec!["restart".into()]
+            } else {
+                vec![]
+            },
+            harmful_actions: usize::from(failed > 50),
+            escalations: usize::from(recover.is_none()),
+            healed_by: "homeostat".into(),
+            note: None,
+        }
+    }
+}
