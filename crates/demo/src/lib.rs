@@ -1208,7 +1208,12 @@ impl Demo {
             }
             if !took_effect {
                 let target = self.service(fault.target());
-                took_effect = !self.container_up(target).await
+                // A crash the runtime restarts is down for about a second,
+                // which a poll on a busy machine can miss: the engine's
+                // record of the process's end cannot be missed.
+                let container = self.containers.inspect(&target.container).await?;
+                took_effect = !container.as_ref().is_some_and(is_up)
+                    || container.as_ref().is_some_and(|c| ended_since(c, injected_wall))
                     || self.admin(target, reqwest::Method::GET, "/faults", None).await.is_err();
             }
             if fault != Fault::None && took_effect && result.recover_s.is_none() && self.recovered(fault).await {
@@ -1444,6 +1449,17 @@ fn is_up(container: &ContainerInspectResponse) -> bool {
         .state
         .as_ref()
         .is_some_and(|s| s.running == Some(true) && s.paused != Some(true))
+}
+
+/// The container's process ended (exited or was killed) at `since` or
+/// later, whether or not it runs again now.
+fn ended_since(container: &ContainerInspectResponse, since: DateTime<Utc>) -> bool {
+    container
+        .state
+        .as_ref()
+        .and_then(|s| s.finished_at.as_deref())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| t.to_utc() >= since)
 }
 
 fn succeeded(sample: &Sample) -> bool {

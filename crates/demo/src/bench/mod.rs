@@ -235,7 +235,8 @@ async fn run_all(options: &BenchOptions, say: &Say) -> Result<BenchReport, DemoE
         ));
     }
     let executor = crate::connect_docker().await?;
-    crate::build_images(&executor, &options.bin_dir(), false, say).await?;
+    let bin_dir = options.demo_options(Contender::None).bin_dir();
+    crate::build_images(&executor, &bin_dir, false, say).await?;
     let started_at = Utc::now();
     let order = options.order();
     let progress = Arc::new(Mutex::new(Progress {
@@ -302,12 +303,6 @@ async fn run_all(options: &BenchOptions, say: &Say) -> Result<BenchReport, DemoE
         failures,
     };
     Ok(report)
-}
-
-impl BenchOptions {
-    fn bin_dir(&self) -> PathBuf {
-        self.homeostat.parent().map(PathBuf::from).unwrap_or_default()
-    }
 }
 
 /// One contender's trials (`share`: each trial's place in the order, its
@@ -483,6 +478,8 @@ fn trial_of(
         escalations,
         healed_by: healed_by.to_owned(),
         note: result.note.clone(),
+        cleared: result.cleared.clone(),
+        decisions: result.decisions.clone(),
     }
 }
 

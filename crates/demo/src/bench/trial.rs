@@ -108,6 +108,14 @@ pub struct Trial {
     /// `homeostat`, `runtime`, `healthcheck` or `none`.
     pub healed_by: String,
     pub note: Option<String>,
+    /// What the bench had to undo afterwards to bring the stack back to
+    /// its known good state; empty when the contender healed it.
+    #[serde(default)]
+    pub cleared: Vec<String>,
+    /// homeostat's decisions during the trial, as the demo's report has
+    /// them; under a baseline, what it would have done (dry run).
+    #[serde(default)]
+    pub decisions: Vec<serde_json::Value>,
 }
 
 /// A whole bench run: its settings and every trial, in the order run.
@@ -155,6 +163,8 @@ impl Trial {
             escalations: usize::from(recover.is_none()),
             healed_by: "homeostat".into(),
             note: None,
+            cleared: Vec::new(),
+            decisions: Vec::new(),
         }
     }
 }
