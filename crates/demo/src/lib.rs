@@ -19,7 +19,9 @@
 //! [`Demo::finish`] places every decision under its fault and [`judge`]
 //! says whether each was handled right (the command fails if not);
 //! [`report`] writes what happened. [`run`] is the whole command, Ctrl-C included. [`load`] is the
-//! load generator (`homeostat load`).
+//! load generator (`homeostat load`). [`bench`] runs the faults again and
+//! again on one stack per contender (nothing, Docker's restart policy, a
+//! health-check restarter, homeostat) and compares them (`homeostat bench`).
 #![forbid(unsafe_code)]
 
 pub mod bench;
