@@ -1514,3 +1514,32 @@ fn spawn_load(
         tokio::join!(load::send(client, rate, None, make, sink), collect);
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::ContainerState;
+
+    fn ended_at(finished_at: &str) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            state: Some(ContainerState {
+                running: Some(true),
+                finished_at: Some(finished_at.to_owned()),
+                ..ContainerState::default()
+            }),
+            ..ContainerInspectResponse::default()
+        }
+    }
+
+    #[test]
+    fn a_process_that_ended_and_runs_again_is_seen_to_have_ended() {
+        let injected = DateTime::parse_from_rfc3339("2026-12-08T00:21:00Z").unwrap().to_utc();
+        // Restarted by the runtime a second after the crash: running again, ended all the same.
+        assert!(ended_since(&ended_at("2026-12-08T00:21:00.123456789Z"), injected));
+        assert!(!ended_since(&ended_at("2026-12-08T00:20:59Z"), injected));
+        // Docker's "never ended", and nonsense, are not an end.
+        assert!(!ended_since(&ended_at("0001-01-01T00:00:00Z"), injected));
+        assert!(!ended_since(&ended_at("yesterday"), injected));
+        assert!(!ended_since(&ContainerInspectResponse::default(), injected));
+    }
+}

@@ -457,12 +457,11 @@ fn trial_of(
         (Some(_), "none", false) => "healthcheck",
         (_, by, _) => by,
     };
-    let escalations = result
-        .decisions
-        .iter()
-        .filter(|d| d["verdict"] == "escalate" || (d["action"] == "notify" && d["verdict"] == "allow"))
-        .filter(|_| contender.is_homeostat())
-        .count();
+    let escalations = if contender.is_homeostat() {
+        escalations(&result.decisions)
+    } else {
+        0
+    };
     Trial {
         contender,
         fault: result.fault,
@@ -481,6 +480,16 @@ fn trial_of(
         cleared: result.cleared.clone(),
         decisions: result.decisions.clone(),
     }
+}
+
+/// How many of homeostat's `decisions` (as the demo's report has them)
+/// told a human: verdict `escalate` (it could not help) or `notify` (its
+/// rule or policy says a person should look; a deliberate stop).
+fn escalations(decisions: &[serde_json::Value]) -> usize {
+    decisions
+        .iter()
+        .filter(|d| d["verdict"] == "escalate" || d["verdict"] == "notify")
+        .count()
 }
 
 /// More of service_a's requests (`samples`, each with its due time) failed
@@ -628,6 +637,18 @@ mod tests {
         // Ended after the horizon: only what was due within it.
         assert_eq!(over_horizon(&samples, 10.0, 95.0, 60.0, 1.0), (60, 5));
         assert_eq!(over_horizon(&samples, 10.0, 12.0, 60.0, 2.0), (2 + 116, 2));
+    }
+
+    #[test]
+    fn escalations_are_the_decisions_that_tell_a_human() {
+        let decisions = [
+            serde_json::json!({"action": "restart", "verdict": "allow"}),
+            serde_json::json!({"action": "notify", "verdict": "notify"}),
+            serde_json::json!({"action": "rollback", "verdict": "escalate"}),
+            serde_json::json!({"action": "restart", "verdict": "refuse"}),
+        ];
+        assert_eq!(escalations(&decisions), 2);
+        assert_eq!(escalations(&[]), 0);
     }
 
     #[test]

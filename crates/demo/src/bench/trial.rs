@@ -102,8 +102,9 @@ pub struct Trial {
     /// Actions after which service_a's failed requests rose: more failed
     /// in the 10 s after the action than in the 10 s before it.
     pub harmful_actions: usize,
-    /// homeostat's decisions that handed the incident to a human
-    /// (verdict `escalate`).
+    /// homeostat's decisions that told a human: verdict `escalate` (it
+    /// could not help) or `notify` (its rule or policy says a person
+    /// should look, a deliberate stop).
     pub escalations: usize,
     /// `homeostat`, `runtime`, `healthcheck` or `none`.
     pub healed_by: String,
