@@ -28,11 +28,11 @@ async fn a_short_bench_runs_each_contender_on_each_fault_and_reports_it() {
     let homeostat = PathBuf::from(env!("CARGO_BIN_EXE_homeostat"));
     let dir = tempfile::tempdir().unwrap();
     let mut options = BenchOptions::new(homeostat);
-    options.faults = vec![Fault::Crash, Fault::Hang];
+    options.demo.faults = vec![Fault::Crash, Fault::Hang];
     options.contenders = vec![Contender::RestartPolicy, Contender::Playbook];
     options.trials = 1;
-    options.fault_timeout = Duration::from_secs(45);
-    options.report_dir = Some(dir.path().to_path_buf());
+    options.demo.fault_timeout = Duration::from_secs(45);
+    options.demo.report_dir = Some(dir.path().to_path_buf());
     let say: homeostat_demo::Say = Arc::new(|line: &str| eprintln!("{line}"));
     let report = homeostat_demo::bench::run(options, say)
         .await

@@ -116,13 +116,13 @@ pub fn run_bench(args: BenchArgs) -> ExitCode {
         (Err(code), _) | (_, Err(code)) => return code,
     };
     let mut options = homeostat_demo::bench::BenchOptions::new(homeostat);
-    options.faults = args.faults;
+    options.demo.faults = args.faults;
+    options.demo.report_dir = args.report;
+    options.demo.rate = args.rate;
+    options.demo.fault_timeout = args.fault_timeout.0;
     options.contenders = args.contenders;
     options.trials = args.trials as usize;
     options.seed = args.seed;
-    options.report_dir = args.report;
-    options.rate = args.rate;
-    options.fault_timeout = args.fault_timeout.0;
     let say: homeostat_demo::Say = std::sync::Arc::new(|line: &str| outln!("{line}"));
     match runtime.block_on(homeostat_demo::bench::run(options, say)) {
         Ok(report) if report.failures.is_empty() => ExitCode::SUCCESS,

@@ -68,47 +68,37 @@ const BENCH_MAX_ACTIONS: u32 = 500;
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
-    pub faults: Vec<Fault>,
+    /// What every stack shares: the faults, where the report goes (the
+    /// bench's), the binaries, the load's rate, the fault timeout and how
+    /// long the control runs. Each contender's stack runs with a copy,
+    /// set for its contender ([`BenchOptions::demo_options`]).
+    pub demo: crate::Options,
     pub contenders: Vec<Contender>,
     /// Trials of each fault per contender.
     pub trials: usize,
     /// Seeds the trials' order (the same for every contender) and the
     /// bootstrap intervals.
     pub seed: u64,
-    /// Where the report goes.
-    pub report_dir: Option<PathBuf>,
-    /// The homeostat binary; the services' binaries are next to it.
-    pub homeostat: PathBuf,
-    /// Requests per second to each stack's service_a.
-    pub rate: f64,
-    /// How long a fault may take to heal before its trial counts as not recovered.
-    pub fault_timeout: Duration,
-    /// How long the no-fault control runs.
-    pub control: Duration,
 }
 
 impl BenchOptions {
+    /// Every contender, 5 trials of each of [`DEFAULT_FAULTS`], a 90 s fault timeout.
     pub fn new(homeostat: PathBuf) -> BenchOptions {
+        let mut demo = crate::Options::new(homeostat);
+        demo.faults = DEFAULT_FAULTS.to_vec();
+        demo.fault_timeout = Duration::from_secs(90);
         BenchOptions {
-            faults: DEFAULT_FAULTS.to_vec(),
+            demo,
             contenders: Contender::ALL.to_vec(),
             trials: 5,
             seed: 1,
-            report_dir: None,
-            homeostat,
-            rate: 20.0,
-            fault_timeout: Duration::from_secs(90),
-            control: Duration::from_secs(30),
         }
     }
 
     /// The demo's options for `contender`'s stack.
     fn demo_options(&self, contender: Contender) -> crate::Options {
-        let mut options = crate::Options::new(self.homeostat.clone());
-        options.faults = self.faults.clone();
-        options.rate = self.rate;
-        options.fault_timeout = self.fault_timeout;
-        options.control = self.control;
+        let mut options = self.demo.clone();
+        options.report_dir = None;
         options.dry_run = !contender.is_homeostat();
         options.policy_mode = if contender == Contender::Playbook {
             "playbook"
@@ -125,6 +115,7 @@ impl BenchOptions {
     /// Every trial's fault and number, in the seeded order every contender runs.
     pub fn order(&self) -> Vec<(Fault, usize)> {
         let mut order: Vec<(Fault, usize)> = self
+            .demo
             .faults
             .iter()
             .flat_map(|&fault| (1..=self.trials).map(move |n| (fault, n)))
@@ -145,7 +136,7 @@ impl BenchOptions {
              at the same time, each on its own network, ports and processes; each baseline's trials take turns \
              on two stacks, as most of them last the whole timeout.",
             crate::report::SETTINGS,
-            self.rate,
+            self.demo.rate,
             HEALTHCHECK_INTERVAL.as_secs(),
             HEALTHCHECK_TIMEOUT.as_secs(),
             HEALTHCHECK_RETRIES,
@@ -218,7 +209,7 @@ pub async fn run(options: BenchOptions, say: Say) -> Result<BenchReport, DemoErr
         }
     }
     let report = outcome?;
-    if let Some(dir) = &options.report_dir {
+    if let Some(dir) = &options.demo.report_dir {
         report::write(&report, dir).map_err(|source| DemoError::Io {
             what: format!("write the report to {}", dir.display()),
             source,
@@ -229,13 +220,13 @@ pub async fn run(options: BenchOptions, say: Say) -> Result<BenchReport, DemoErr
 }
 
 async fn run_all(options: &BenchOptions, say: &Say) -> Result<BenchReport, DemoError> {
-    if options.trials == 0 || options.faults.is_empty() || options.contenders.is_empty() {
+    if options.trials == 0 || options.demo.faults.is_empty() || options.contenders.is_empty() {
         return Err(DemoError::Stack(
             "nothing to run: the bench needs at least one trial, one fault and one contender".into(),
         ));
     }
     let executor = crate::connect_docker().await?;
-    let bin_dir = options.demo_options(Contender::None).bin_dir();
+    let bin_dir = options.demo.bin_dir();
     crate::build_images(&executor, &bin_dir, false, say).await?;
     let started_at = Utc::now();
     let order = options.order();
@@ -253,7 +244,7 @@ async fn run_all(options: &BenchOptions, say: &Say) -> Result<BenchReport, DemoE
         "bench: {} trials ({} of each of {} faults) under each of {}, seed {}",
         order.len(),
         options.trials,
-        options.faults.len(),
+        options.demo.faults.len(),
         options
             .contenders
             .iter()
@@ -296,8 +287,8 @@ async fn run_all(options: &BenchOptions, say: &Say) -> Result<BenchReport, DemoE
         seed: options.seed,
         trials_per_fault: options.trials,
         contenders: options.contenders.clone(),
-        faults: options.faults.clone(),
-        fault_timeout_s: options.fault_timeout.as_secs_f64(),
+        faults: options.demo.faults.clone(),
+        fault_timeout_s: options.demo.fault_timeout.as_secs_f64(),
         settings: options.settings(),
         trials,
         failures,
@@ -383,8 +374,7 @@ fn measured_for(result: &FaultResult, options: &BenchOptions) -> f64 {
 /// How long `fault` is given to heal (the control and a clean stop: how
 /// long they are watched), as the demo gives it ([`Fault::deadline`]).
 fn timeout_of(fault: Fault, options: &BenchOptions) -> f64 {
-    let demo = options.demo_options(Contender::None);
-    fault.deadline(&demo).as_secs_f64()
+    fault.deadline(&options.demo).as_secs_f64()
 }
 
 /// The trial a demo fault result makes, with the health-check restarter's
@@ -438,7 +428,7 @@ fn trial_of(
             result.injected_at_s,
             result.ended_at_s,
             timeout_s,
-            options.rate,
+            options.demo.rate,
         );
         (harmful, sent, failed)
     };
@@ -599,7 +589,7 @@ mod tests {
     #[test]
     fn the_order_is_seeded_and_holds_each_trial_once() {
         let mut options = BenchOptions::new(PathBuf::from("/nowhere/homeostat"));
-        options.faults = vec![Fault::Crash, Fault::Hang, Fault::None];
+        options.demo.faults = vec![Fault::Crash, Fault::Hang, Fault::None];
         options.trials = 4;
         let order = options.order();
         assert_eq!(order, options.order(), "the same seed gives the same order");
