@@ -496,13 +496,19 @@ pub async fn run(options: Options, say: Say) -> Result<Report> {
     }
     let report = outcome?;
     if let Some(dir) = &options.report_dir {
-        report::write(&report, dir).map_err(|source| DemoError::Io {
-            what: format!("write the report to {}", dir.display()),
-            source,
-        })?;
-        say(&format!("Report written to {}", dir.display()));
+        write_report(dir, &say, |dir| report::write(&report, dir))?;
     }
     Ok(report)
+}
+
+/// Writes a report into `dir` with `write`, and says where.
+fn write_report(dir: &Path, say: &Say, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
+    write(dir).map_err(|source| DemoError::Io {
+        what: format!("write the report to {}", dir.display()),
+        source,
+    })?;
+    say(&format!("Report written to {}", dir.display()));
+    Ok(())
 }
 
 async fn run_faults(options: Options, say: Say, project: String) -> Result<Report> {

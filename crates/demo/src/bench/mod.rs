@@ -210,11 +210,7 @@ pub async fn run(options: BenchOptions, say: Say) -> Result<BenchReport, DemoErr
     }
     let report = outcome?;
     if let Some(dir) = &options.demo.report_dir {
-        report::write(&report, dir).map_err(|source| DemoError::Io {
-            what: format!("write the report to {}", dir.display()),
-            source,
-        })?;
-        say(&format!("Report written to {}", dir.display()));
+        crate::write_report(dir, &say, |dir| report::write(&report, dir))?;
     }
     Ok(report)
 }
