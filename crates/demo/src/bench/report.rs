@@ -17,7 +17,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Serialize;
 
-use super::stats::{self, Comparison, Difference, Spread, Summary, RESAMPLES};
+use super::stats::{self, contenders, faults, Comparison, Difference, Spread, Summary, RESAMPLES};
 use super::{BenchReport, Contender, Trial};
 use crate::Fault;
 
@@ -63,25 +63,6 @@ pub fn markdown(report: &BenchReport) -> String {
     let summaries = stats::summarize(&report.trials);
     let comparisons = stats::comparisons(&summaries);
     render(report, &summaries, &comparisons)
-}
-
-/// The faults in the order they first appear among the trials.
-fn faults(trials: &[Trial]) -> Vec<Fault> {
-    let mut faults = Vec::new();
-    for t in trials {
-        if !faults.contains(&t.fault) {
-            faults.push(t.fault);
-        }
-    }
-    faults
-}
-
-/// The contenders that ran trials, in their order ([`Contender::ALL`]).
-fn contenders(trials: &[Trial]) -> Vec<Contender> {
-    Contender::ALL
-        .into_iter()
-        .filter(|c| trials.iter().any(|t| t.contender == *c))
-        .collect()
 }
 
 /// Seconds to one decimal; ∞ as longer than the timeout.

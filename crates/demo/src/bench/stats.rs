@@ -206,23 +206,32 @@ fn seed(contender: Contender, fault: Fault) -> u64 {
         })
 }
 
-/// One [`Summary`] per contender and fault with trials: the contenders in
-/// their order ([`Contender::ALL`]), under each the faults in the order
-/// they first appear in `trials`.
-pub fn summarize(trials: &[Trial]) -> Vec<Summary> {
-    let mut faults: Vec<Fault> = Vec::new();
-    let mut contenders: Vec<Contender> = Vec::new();
+/// The faults in the order they first appear among the trials.
+pub(super) fn faults(trials: &[Trial]) -> Vec<Fault> {
+    let mut faults = Vec::new();
     for t in trials {
         if !faults.contains(&t.fault) {
             faults.push(t.fault);
         }
-        if !contenders.contains(&t.contender) {
-            contenders.push(t.contender);
-        }
     }
-    contenders.sort();
+    faults
+}
+
+/// The contenders that ran trials, in their order ([`Contender::ALL`]).
+pub(super) fn contenders(trials: &[Trial]) -> Vec<Contender> {
+    Contender::ALL
+        .into_iter()
+        .filter(|c| trials.iter().any(|t| t.contender == *c))
+        .collect()
+}
+
+/// One [`Summary`] per contender and fault with trials: the contenders in
+/// their order ([`Contender::ALL`]), under each the faults in the order
+/// they first appear in `trials`.
+pub fn summarize(trials: &[Trial]) -> Vec<Summary> {
+    let faults = faults(trials);
     let mut summaries = Vec::new();
-    for &contender in &contenders {
+    for contender in contenders(trials) {
         for &fault in &faults {
             let group: Vec<&Trial> = trials
                 .iter()
