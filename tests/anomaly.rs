@@ -243,6 +243,9 @@ async fn a_spike_alerts_through_alertmanager_and_a_restart_resumes_quietly() {
         table.contains("latency") && table.contains("scoring") && table.contains("service=web"),
         "{table}"
     );
+    assert!(table.contains("alarm at"), "{table}");
+    let state = homeostat.get_json("/api/v1/anomaly").await;
+    assert_eq!(state["series"][0]["alarm_at"].as_f64(), Some(0.5), "{state}");
 
     // A restart: the detector resumes from the journal (its points go on
     // from where they were), and the spike it already scored is not scored again.
@@ -292,6 +295,29 @@ async fn a_spike_alerts_through_alertmanager_and_a_restart_resumes_quietly() {
         "120",
     ]);
     assert!(stdout.contains("service=web") && stdout.contains("1.00"), "{stdout}");
+    // Calibrated, the spike is still an alarm, at the calibrated scale's
+    // threshold (0.2) and at most at the rules' own score.
+    let stdout = common::homeostat_ok(&[
+        "anomaly",
+        "score",
+        "--prometheus",
+        prometheus.url(),
+        "--query",
+        "test_latency_seconds",
+        "--step",
+        "1s",
+        "--range",
+        "15m",
+        "--learning",
+        "120",
+        "--calibrate",
+        "--json",
+    ]);
+    let scored: Value = serde_json::from_str(&stdout).unwrap();
+    let alarms = scored[0]["alarms"].as_array().unwrap();
+    assert!(!alarms.is_empty(), "{scored}");
+    let max = scored[0]["max_score"].as_f64().unwrap();
+    assert!((0.2..=1.0).contains(&max), "{scored}");
 }
 
 /// CPU seconds (user and system) process `pid` has used, from /proc.

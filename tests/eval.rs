@@ -191,6 +191,59 @@ fn nab_scores_only_the_rules_asked_for() {
     assert!(stderr.contains("nonsense") && stderr.contains("--rules"), "{stderr}");
 }
 
+/// Calibrated alarms are reported at the threshold fixed for their scale
+/// (0.2), raw ones at 0.5; `nab-score` scores at the threshold it is given.
+#[test]
+fn calibrated_scores_are_reported_at_their_own_fixed_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    let summary = |args: &[&str]| -> Value {
+        let output = eval_nab(dir.path(), args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let summary: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap()).unwrap();
+        let fixed = summary["fixed_threshold"].as_f64().unwrap();
+        assert!(stdout.contains(&format!("| fixed threshold {fixed} |")), "{stdout}");
+        summary
+    };
+    assert_eq!(summary(&[])["fixed_threshold"].as_f64(), Some(0.5));
+    let calibrated = summary(&["--calibrate", "2", "--calibrate-last", "5"]);
+    assert_eq!(calibrated["fixed_threshold"].as_f64(), Some(0.2));
+    assert_eq!(
+        calibrated["profiles"]["standard"]["fixed"]["threshold"].as_f64(),
+        Some(0.2)
+    );
+    // Calibration needs both rules: one alone scores raw, at 0.5.
+    assert_eq!(
+        summary(&["--rules", "art", "--calibrate", "2"])["fixed_threshold"].as_f64(),
+        Some(0.5)
+    );
+
+    let nab_score_at = |threshold: &str| {
+        Command::new(BIN)
+            .args(["eval", "nab-score", "--json", "--fixed-threshold", threshold, "--data"])
+            .arg(dir.path().join("data"))
+            .arg("--labels")
+            .arg(dir.path().join("windows.json"))
+            .arg("--results")
+            .arg(dir.path().join("out/homeostat"))
+            .output()
+            .unwrap()
+    };
+    let output = nab_score_at("0.3");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let scored: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(scored["runs"][0]["fixed_threshold"].as_f64(), Some(0.3), "{scored:#}");
+    let output = nab_score_at("1.5");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("must be above 0 and at most 1, got 1.5"));
+
+    let output = eval_nab(dir.path(), &["--calibrate-last", "many"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--calibrate-last"));
+}
+
 #[test]
 fn forecast_reports_mase_and_coverage() {
     let dir = tempfile::tempdir().unwrap();

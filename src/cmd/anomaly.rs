@@ -12,10 +12,10 @@ use serde_json::Value;
 use homeostat_adapters::rules::{Prometheus, QUERY_TIMEOUT};
 use homeostat_core::alert::LabelSet;
 use homeostat_core::detect::spec::{live_score, MAX_HISTORY};
-use homeostat_core::detect::{DetectConfig, StreamScorer};
+use homeostat_core::detect::{DetectConfig, StreamScorer, CALIBRATED_THRESHOLD, PRIOR_ALARMS, THRESHOLD};
 use homeostat_core::duration::PromDuration;
 
-use super::args::positive_duration;
+use super::args::{positive_duration, score_threshold};
 use super::operate::{run_with, Server};
 use crate::exit;
 
@@ -51,9 +51,14 @@ pub enum AnomalyCommand {
         /// Points the detector learns from before it scores.
         #[arg(long, default_value_t = 750)]
         learning: usize,
-        /// The score listed as an alarm (0 to 1].
-        #[arg(long, default_value_t = 0.5)]
-        threshold: f64,
+        /// Calibrate each alarm against the series' own past alarms, as an
+        /// anomaly spec's `calibrate: true` does.
+        #[arg(long)]
+        calibrate: bool,
+        /// The score listed as an alarm (0 to 1]; default 0.5, or 0.2 with
+        /// --calibrate (the thresholds fixed for each scale).
+        #[arg(long, value_parser = score_threshold)]
+        threshold: Option<f64>,
         /// Per series: labels, points, alarms (time and score) as JSON.
         #[arg(long)]
         json: bool,
@@ -82,13 +87,11 @@ pub fn run(command: AnomalyCommand) -> ExitCode {
             step,
             range,
             learning,
+            calibrate,
             threshold,
             json,
         } => {
-            if !(threshold > 0.0 && threshold <= 1.0) {
-                eprintln!("homeostat anomaly score: --threshold must be above 0 and at most 1");
-                return ExitCode::from(exit::USAGE);
-            }
+            let threshold = threshold.unwrap_or(if calibrate { CALIBRATED_THRESHOLD } else { THRESHOLD });
             if !(16..=MAX_HISTORY).contains(&learning) {
                 eprintln!("homeostat anomaly score: --learning must be from 16 to {MAX_HISTORY} points");
                 return ExitCode::from(exit::USAGE);
@@ -111,6 +114,9 @@ pub fn run(command: AnomalyCommand) -> ExitCode {
             let mut config = DetectConfig::default();
             config.art.learning = learning;
             config.art.history = MAX_HISTORY;
+            if calibrate {
+                config.prior_alarms = PRIOR_ALARMS;
+            }
             let result = runtime.block_on(async {
                 let prometheus = Prometheus::new(&prometheus, QUERY_TIMEOUT)?;
                 let end = Utc::now().timestamp();
@@ -185,8 +191,8 @@ fn show_table(state: &Value) -> String {
         return lines.join("\n");
     }
     lines.push(format!(
-        "{:<16}  {:>5}  {:>6}  {:>8}  {:<8}  {:<19}  series",
-        "spec", "score", "latest", "points", "state", "last point"
+        "{:<16}  {:>5}  {:>8}  {:>6}  {:>8}  {:<8}  {:<19}  series",
+        "spec", "score", "alarm at", "latest", "points", "state", "last point"
     ));
     for s in state["series"].as_array().into_iter().flatten() {
         let last = s["last_point"]
@@ -194,9 +200,10 @@ fn show_table(state: &Value) -> String {
             .and_then(|t| DateTime::from_timestamp(t, 0))
             .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
         lines.push(format!(
-            "{:<16}  {:>5.2}  {:>6.2}  {:>8}  {:<8}  {:<19}  {}",
+            "{:<16}  {:>5.2}  {:>8.2}  {:>6.2}  {:>8}  {:<8}  {:<19}  {}",
             s["spec"].as_str().unwrap_or("-"),
             s["score"].as_f64().unwrap_or(f64::NAN),
+            s["alarm_at"].as_f64().unwrap_or(f64::NAN),
             s["latest"].as_f64().unwrap_or(f64::NAN),
             s["points"].as_u64().unwrap_or(0),
             if s["learning"] == Value::Bool(true) {

@@ -12,6 +12,15 @@ pub fn coverage(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A score threshold: above 0 and at most 1 (else a usage error).
+pub fn score_threshold(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(t) if t > 0.0 && t <= 1.0 => Ok(t),
+        Ok(t) => Err(format!("must be above 0 and at most 1, got {t}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A duration flag that must be longer than zero (`1m`, `7d`, …).
 pub fn positive_duration(text: &str) -> Result<PromDuration, String> {
     let duration: PromDuration = text.parse().map_err(|e| format!("{e}"))?;

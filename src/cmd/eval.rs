@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use homeostat_core::duration::PromDuration;
 
-use super::args::{coverage, positive_duration};
+use super::args::{coverage, positive_duration, score_threshold};
 use super::json_or_table;
 use crate::exit;
 
@@ -38,8 +38,14 @@ pub enum EvalCommand {
         /// With new extremes and ART: calibrate each alarm against the
         /// stream's own past alarms with this many pseudo-alarms of prior
         /// (docs/BENCHMARKS.md, tenth round: 2); 0, the default: no calibration.
+        /// Calibrated scores are also reported at the threshold fixed for them
+        /// (0.2) instead of 0.5.
         #[arg(long, default_value_t = 0.0)]
         calibrate: f64,
+        /// With --calibrate: the most recent past alarms calibrated against
+        /// (older ones are forgotten); default: the last 10,000.
+        #[arg(long, default_value_t = homeostat_core::detect::DetectConfig::default().alarm_history)]
+        calibrate_last: usize,
     },
     /// Score detectors' results already in NAB's layout, and a choice among them held out.
     NabScore {
@@ -54,6 +60,10 @@ pub enum EvalCommand {
         /// --out <out>`); repeat to compare several (the first listed wins a tie).
         #[arg(long, required = true)]
         results: Vec<PathBuf>,
+        /// The threshold fixed in advance that each is also scored at (0.2 for
+        /// calibrated scores, see `eval nab --calibrate`).
+        #[arg(long, default_value_t = homeostat_lab::eval::FIXED_THRESHOLD, value_parser = score_threshold)]
+        fixed_threshold: f64,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -107,16 +117,26 @@ pub fn run(command: EvalCommand) -> ExitCode {
             rules,
             learning,
             calibrate,
-        } => homeostat_lab::eval::run_nab(&data, &labels, &out, plot, &rules, learning, calibrate).map(|summary| {
-            let spread = threshold_spread(summary.scores.cross_validated.as_ref());
-            homeostat_lab::eval::nab_table(&summary) + &spread
-        }),
+            calibrate_last,
+        } => {
+            let config = homeostat_lab::anomaly::ScorerConfig {
+                rules,
+                prior_alarms: calibrate,
+                alarm_history: calibrate_last,
+                ..Default::default()
+            };
+            homeostat_lab::eval::run_nab(&data, &labels, &out, plot, config, learning).map(|summary| {
+                let spread = threshold_spread(summary.scores.cross_validated.as_ref());
+                homeostat_lab::eval::nab_table(&summary) + &spread
+            })
+        }
         EvalCommand::NabScore {
             data,
             labels,
             results,
+            fixed_threshold,
             json,
-        } => homeostat_lab::eval::run_nab_score(&data, &labels, &results).map(|summary| {
+        } => homeostat_lab::eval::run_nab_score(&data, &labels, &results, fixed_threshold).map(|summary| {
             json_or_table(json, &summary, |summary| {
                 let spreads: String = summary
                     .runs

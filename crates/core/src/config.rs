@@ -1252,7 +1252,7 @@ mod tests {
         let config = parse(&example_block("anomaly")).unwrap();
         let anomaly = config.anomaly.as_ref().unwrap();
         assert_eq!(anomaly.specs.len(), 1);
-        assert_eq!(anomaly.specs[0].threshold, crate::policy::thresholds::ANOMALY_SCORE);
+        assert_eq!(anomaly.specs[0].alarm_at(), crate::policy::thresholds::ANOMALY_SCORE);
         config.validate(Path::new("test.yaml"), &no_env()).unwrap();
     }
 

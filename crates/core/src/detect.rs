@@ -21,6 +21,20 @@ pub mod spec;
 
 use art::{ArtConfig, ArtScorer};
 
+/// The threshold fixed for the rules' raw scores before the detector was
+/// first measured on NAB: where `serve`'s anomaly specs alarm by default.
+pub const THRESHOLD: f64 = 0.5;
+
+/// The prior, in alarms, of calibrated scores ([`calibrated`]): the value
+/// measured in the tenth round (docs/BENCHMARKS.md).
+pub const PRIOR_ALARMS: f64 = 2.0;
+
+/// The threshold fixed for calibrated scores: the best on the development
+/// set with [`PRIOR_ALARMS`] in the tenth round, and fixed from then on for
+/// every calibrated variant scored after it (docs/BENCHMARKS.md, eleventh
+/// round: 76.55 to 76.80 on those).
+pub const CALIBRATED_THRESHOLD: f64 = 0.2;
+
 /// The detector's settings; [`Default`] is what `homeostat eval nab` uses,
 /// but for ART's learning period, which it sets per file.
 #[derive(Clone, Debug, PartialEq)]

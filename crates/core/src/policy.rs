@@ -172,8 +172,10 @@ pub struct Features {
     /// Ready replicas divided by desired replicas (0–1).
     pub ready_ratio: Option<f64>,
     /// The anomaly detector's held score (0–1) of the live series about the
-    /// incident (`anomaly:` specs in `serve`; the highest when several are);
-    /// `None` when no scored series concerns it.
+    /// incident (`anomaly:` specs in `serve`; the highest when several are),
+    /// scaled so that its spec's threshold is [`thresholds::ANOMALY_SCORE`]
+    /// (the same for a spec with the default threshold); `None` when no
+    /// scored series concerns it.
     pub anomaly_score: Option<f64>,
 }
 
@@ -194,9 +196,10 @@ pub mod thresholds {
     pub const MEMORY_EXHAUSTION_SECONDS: f64 = 600.0;
     /// Any replica not ready.
     pub const READY_RATIO: f64 = 1.0;
-    /// The detector's threshold fixed before it was measured on NAB (each
-    /// anomaly spec's default).
-    pub const ANOMALY_SCORE: f64 = 0.5;
+    /// The detector's threshold fixed before it was measured on NAB (an
+    /// anomaly spec's default); `serve` scales each series' score so that
+    /// its spec's threshold lands here.
+    pub const ANOMALY_SCORE: f64 = crate::detect::THRESHOLD;
 }
 
 /// A coarse context bucket: seven facts, each yes, no or unknown (PromQL

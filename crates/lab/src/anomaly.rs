@@ -123,9 +123,20 @@ pub struct ScorerConfig {
     /// With both new extremes and adaptive resonance: the weight of an
     /// alarm's own score in its calibration ([`DetectConfig::prior_alarms`]).
     pub prior_alarms: f64,
+    /// With calibration: the most past alarms calibrated against
+    /// ([`DetectConfig::alarm_history`]).
+    pub alarm_history: usize,
     /// The rules that score; a point's score is the highest of theirs, and
     /// 0 with none.
     pub rules: Vec<Rule>,
+}
+
+impl ScorerConfig {
+    /// Whether alarms are calibrated: new extremes and ART both score, with a
+    /// prior above 0 (see [`score_series`]).
+    pub fn calibrated(&self) -> bool {
+        self.rules.contains(&Rule::Extremes) && self.rules.contains(&Rule::Art) && self.prior_alarms > 0.0
+    }
 }
 
 impl Default for ScorerConfig {
@@ -143,6 +154,7 @@ impl Default for ScorerConfig {
             extreme_tolerance: 0.05,
             art: ArtConfig::default(),
             prior_alarms: DetectConfig::default().prior_alarms,
+            alarm_history: DetectConfig::default().alarm_history,
             rules: Rule::DEFAULT.to_vec(),
         }
     }
@@ -234,7 +246,7 @@ pub fn score_series(values: &[f64], step: Duration, config: &ScorerConfig) -> Sc
             extreme_rest: config.sequence.rest,
             art: config.art.clone(),
             prior_alarms: config.prior_alarms,
-            ..DetectConfig::default()
+            alarm_history: config.alarm_history,
         })
     });
     let mut extremes =
@@ -381,13 +393,7 @@ mod tests {
     #[test]
     fn spikes_and_shifts_score_high_and_normal_points_low() {
         let day = DAY;
-        let mut values = daily_cycle(21);
-        let spike = 10 * day + 100;
-        values[spike] += 60.0;
-        let shift = 16 * day;
-        for v in &mut values[shift..] {
-            *v += 25.0;
-        }
+        let (values, spike, shift) = spike_and_shift();
         // The least score of the shift, by rules (and calibration), the
         // least of the spike, and how far below the shift every normal point
         // scores. ART's 0.42 comes 4 points in; calibrated, it scores low
@@ -419,6 +425,40 @@ mod tests {
             assert!(at_shift > least, "{rules:?}: shift {at_shift}");
             assert!(normal_max < at_shift - margin, "{rules:?}: normal up to {normal_max}");
         }
+    }
+
+    /// Three weeks of a daily cycle at 5 minutes, a spike on day 10 and a
+    /// level shift from day 16: the values, the spike's row and the shift's.
+    fn spike_and_shift() -> (Vec<f64>, usize, usize) {
+        let mut values = daily_cycle(21);
+        let (spike, shift) = (10 * DAY + 100, 16 * DAY);
+        values[spike] += 60.0;
+        for v in &mut values[shift..] {
+            *v += 25.0;
+        }
+        (values, spike, shift)
+    }
+
+    /// Calibrated against its last past alarm only (`alarm_history` 1), the
+    /// shift scores higher than against all of them, which all scored 1:
+    /// (2 · 0.42)/(1 + 2) = 0.28 against about 0.12.
+    #[test]
+    fn calibration_counts_only_the_latest_alarms_kept() {
+        let (values, _, shift) = spike_and_shift();
+        let at_shift = |alarm_history| {
+            let config = ScorerConfig {
+                refit: Duration::from_secs(86_400),
+                prior_alarms: 2.0,
+                alarm_history,
+                ..ScorerConfig::default()
+            };
+            assert!(config.calibrated());
+            let scored = score_series(&values, Duration::from_secs(300), &config);
+            scored.score[shift..shift + 5].iter().cloned().fold(0.0, f64::max)
+        };
+        let (all, last) = (at_shift(10_000), at_shift(1));
+        assert!(all < 0.2 && last > 0.25 && last < 0.3, "all {all}, last {last}");
+        assert!(!ScorerConfig::default().calibrated());
     }
 
     /// Each rule alone scores what it adds: the score of all of them is the

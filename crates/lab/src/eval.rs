@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::anomaly::{self, Rule, Scored, ScorerConfig};
-use homeostat_core::forecast;
+use homeostat_core::{detect, forecast};
 use nab::{NabError, Series, PROFILES};
 
 /// The detection threshold fixed in advance (a one-in-100,000 run of
@@ -135,26 +135,31 @@ pub struct NabSummary {
 
 /// Scores every series under `data` (windows from `labels`), writes the
 /// results in NAB's layout under `out` (and plots with `plot`), and returns
-/// the summary, also written as `out/summary.json`. Only `rules` score
-/// (see [`ScorerConfig::rules`]). The ART rule learns for `learning` points,
-/// or by default for each file's probationary period (NAB hands every
-/// detector that period).
+/// the summary, also written as `out/summary.json`. Only `config.rules`
+/// score (see [`ScorerConfig::rules`]). The ART rule learns for `learning`
+/// points, or by default for each file's probationary period (NAB hands
+/// every detector that period). The fixed threshold is
+/// [`detect::CALIBRATED_THRESHOLD`] when the alarms are calibrated,
+/// otherwise [`FIXED_THRESHOLD`].
 pub fn run_nab(
     data: &Path,
     labels: &Path,
     out: &Path,
     plot: bool,
-    rules: &[Rule],
+    mut config: ScorerConfig,
     learning: Option<usize>,
-    calibrate: f64,
 ) -> Result<NabSummary> {
     let started = Instant::now();
     let corpus = nab::load_corpus(data, labels)?;
-    let config = ScorerConfig {
-        // In the scorer's order, once each: the summary names them alike.
-        rules: Rule::ALL.into_iter().filter(|rule| rules.contains(rule)).collect(),
-        prior_alarms: calibrate,
-        ..ScorerConfig::default()
+    // In the scorer's order, once each: the summary names them alike.
+    config.rules = Rule::ALL
+        .into_iter()
+        .filter(|rule| config.rules.contains(rule))
+        .collect();
+    let fixed = if config.calibrated() {
+        detect::CALIBRATED_THRESHOLD
+    } else {
+        FIXED_THRESHOLD
     };
     let scored = each_series(&corpus, "scoring", |series| {
         let mut config = config.clone();
@@ -171,7 +176,7 @@ pub fn run_nab(
     for (series, scored) in corpus.iter().zip(&scored) {
         write_results(series, &scored.score, out)?;
         if plot {
-            plot_series(series, scored, out)?;
+            plot_series(series, scored, fixed, out)?;
         }
     }
     let pairs: Vec<(&Series, &[f64])> = corpus
@@ -186,21 +191,21 @@ pub fn run_nab(
         seconds: started.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
         rules: config.rules,
-        scores: nab_scores(&pairs)?.0,
+        scores: nab_scores(&pairs, fixed)?.0,
     };
     write_json(&out.join("summary.json"), &summary)?;
     Ok(summary)
 }
 
 /// Scores `pairs` (a detector's scores for each file of a corpus) by every
-/// profile, at the best and the fixed threshold, per subset, and held out; with
-/// the standard profile's folds, for a choice among detectors.
-fn nab_scores(pairs: &[(&Series, &[f64])]) -> Result<(NabScores, Vec<nab::Fold>)> {
+/// profile, at the best and the `fixed` threshold, per subset, and held out;
+/// with the standard profile's folds, for a choice among detectors.
+fn nab_scores(pairs: &[(&Series, &[f64])], fixed_threshold: f64) -> Result<(NabScores, Vec<nab::Fold>)> {
     let mut profiles = BTreeMap::new();
-    let mut best_standard = FIXED_THRESHOLD;
+    let mut best_standard = fixed_threshold;
     for profile in &PROFILES {
         let best = nab::best_threshold(pairs, profile)?;
-        let fixed = nab::score_corpus(pairs, FIXED_THRESHOLD, profile)?;
+        let fixed = nab::score_corpus(pairs, fixed_threshold, profile)?;
         if profile.name == nab::STANDARD.name {
             best_standard = best.threshold;
         }
@@ -210,7 +215,7 @@ fn nab_scores(pairs: &[(&Series, &[f64])]) -> Result<(NabScores, Vec<nab::Fold>)
     for name in nab::subsets(pairs) {
         let part = nab::in_subset(pairs, name, true);
         let best = nab::score_corpus(&part, best_standard, &nab::STANDARD)?;
-        let fixed = nab::score_corpus(&part, FIXED_THRESHOLD, &nab::STANDARD)?;
+        let fixed = nab::score_corpus(&part, fixed_threshold, &nab::STANDARD)?;
         subsets.insert(
             name.to_owned(),
             // Without windows the normalised score is undefined (NaN, which
@@ -224,18 +229,18 @@ fn nab_scores(pairs: &[(&Series, &[f64])]) -> Result<(NabScores, Vec<nab::Fold>)
             }),
         );
     }
-    let fixed = nab::score_corpus(pairs, FIXED_THRESHOLD, &nab::STANDARD)?;
+    let fixed = nab::score_corpus(pairs, fixed_threshold, &nab::STANDARD)?;
     let folds = nab::folds(pairs, &nab::STANDARD)?;
     let scores = NabScores {
         windows: fixed.windows,
-        fixed_threshold: FIXED_THRESHOLD,
+        fixed_threshold,
         profiles,
         subsets,
         cross_validated: nab::choose(std::slice::from_ref(&folds), fixed.windows, &nab::STANDARD)?,
         window_recall: fixed.detected_windows as f64 / fixed.windows.max(1) as f64,
         false_positive_events: pairs
             .iter()
-            .map(|(s, scores)| false_positive_events(s, scores, FIXED_THRESHOLD))
+            .map(|(s, scores)| false_positive_events(s, scores, fixed_threshold))
             .sum(),
         median_detection_delay_rows: fixed.median_delay_rows,
     };
@@ -387,8 +392,8 @@ pub struct NabScoreSummary {
 /// for every data file, with columns `timestamp` and `anomaly_score` at least. So
 /// settings or detectors compare without rerunning them, and a choice among several
 /// is measured on subsets that did not make it. One detector's scores are in memory
-/// at a time.
-pub fn run_nab_score(data: &Path, labels: &Path, results: &[PathBuf]) -> Result<NabScoreSummary> {
+/// at a time. Each is also scored at `fixed_threshold`.
+pub fn run_nab_score(data: &Path, labels: &Path, results: &[PathBuf], fixed_threshold: f64) -> Result<NabScoreSummary> {
     let corpus = nab::load_corpus(data, labels)?;
     let mut runs = Vec::with_capacity(results.len());
     let mut folds = Vec::with_capacity(results.len());
@@ -404,7 +409,7 @@ pub fn run_nab_score(data: &Path, labels: &Path, results: &[PathBuf]) -> Result<
             .map(|series| nab::read_scores(&results_path(dir, &detector, series), series))
             .collect::<Result<Vec<Vec<f64>>, NabError>>()?;
         let pairs: Vec<(&Series, &[f64])> = corpus.iter().zip(&scores).map(|(s, r)| (s, r.as_slice())).collect();
-        let (scores, run_folds) = nab_scores(&pairs)?;
+        let (scores, run_folds) = nab_scores(&pairs, fixed_threshold)?;
         runs.push(ScoredResults {
             results: dir.clone(),
             scores,
@@ -434,8 +439,9 @@ pub fn nab_score_table(summary: &NabScoreSummary) -> String {
             .unwrap_or(f64::NAN)
     };
     if summary.runs.len() > 1 {
+        let fixed = summary.runs[0].scores.fixed_threshold;
         out.push_str(&format!(
-            "| # | results | standard (best threshold) | standard (fixed {FIXED_THRESHOLD}) | standard (threshold held out) |\n|---|---|---|---|---|\n"
+            "| # | results | standard (best threshold) | standard (fixed {fixed}) | standard (threshold held out) |\n|---|---|---|---|---|\n"
         ));
         for (index, run) in summary.runs.iter().enumerate() {
             out.push_str(&format!(
@@ -487,7 +493,7 @@ pub fn nab_score_table(summary: &NabScoreSummary) -> String {
 
 /// `out/plots/<subset>/<file>.svg`: the series, its band, the windows and
 /// the detections at the fixed threshold.
-fn plot_series(series: &Series, scored: &Scored, out: &Path) -> Result<()> {
+fn plot_series(series: &Series, scored: &Scored, threshold: f64, out: &Path) -> Result<()> {
     let path = out.join("plots").join(series.name.replace(".csv", ".svg"));
     let failed = |message: String| EvalError::Plot {
         path: path.clone(),
@@ -546,7 +552,7 @@ fn plot_series(series: &Series, scored: &Scored, out: &Path) -> Result<()> {
             .score
             .iter()
             .enumerate()
-            .filter(|(_, s)| **s >= FIXED_THRESHOLD)
+            .filter(|(_, s)| **s >= threshold)
             .map(|(i, _)| Circle::new((i as f64, series.values[i]), 3, RED.filled()));
         chart.draw_series(detections).map_err(|e| failed(e.to_string()))?;
         root.present().map_err(|e| failed(e.to_string()))?;

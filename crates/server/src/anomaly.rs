@@ -27,6 +27,7 @@ use homeostat_core::alert::LabelSet;
 use homeostat_core::clock::Clock;
 use homeostat_core::detect::spec::{concerns, live_score, AnomalyConfig, AnomalySpec, RULE_FILE, SPEC_LABEL};
 use homeostat_core::detect::{DetectConfig, StreamScorer};
+use homeostat_core::policy::thresholds;
 use homeostat_core::threshold::Series;
 use homeostat_journal::anomaly::AnomalyState;
 use homeostat_journal::Journal;
@@ -43,6 +44,8 @@ pub struct SeriesScore {
     pub labels: LabelSet,
     /// The highest score of the spec's `hold` (what is exported and alerted on).
     pub score: f64,
+    /// The spec's threshold: the alert fires while `score` is at or over it.
+    pub alarm_at: f64,
     /// The score of the last point.
     pub latest: f64,
     /// Unix seconds of the last point scored.
@@ -75,7 +78,10 @@ impl Board {
 
     /// The highest held score of the series that concern an incident
     /// labelled `labels` ([`concerns`]), or of the series the alert was
-    /// generated for; `None` when none does.
+    /// generated for; `None` when none does. Each score is scaled so that
+    /// its spec's threshold is the policy's ([`thresholds::ANOMALY_SCORE`]):
+    /// a series is `anomalous` to the policy when it alarms, whatever its
+    /// spec's threshold or scale (raw or calibrated).
     pub fn score_for(&self, labels: &LabelSet) -> Option<f64> {
         let own = labels.get(SPEC_LABEL);
         self.series
@@ -83,7 +89,7 @@ impl Board {
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .filter(|s| own.is_none_or(|spec| *spec == s.spec) && concerns(&s.labels, labels))
-            .map(|s| s.score)
+            .map(|s| (s.score * thresholds::ANOMALY_SCORE / s.alarm_at).min(1.0))
             .reduce(f64::max)
     }
 
@@ -434,7 +440,7 @@ impl SpecState {
                 if score > 0.0 {
                     tracked.recent.push_back((t, score));
                 }
-                if score >= self.spec.threshold {
+                if score >= self.spec.alarm_at() {
                     alarms += 1;
                     tracked.last_alarm = Some(t);
                 }
@@ -481,6 +487,7 @@ impl SpecState {
                 spec: self.spec.name.clone(),
                 labels: labels.clone(),
                 score: held,
+                alarm_at: self.spec.alarm_at(),
                 latest: tracked.latest,
                 last_point: tracked.last,
                 last_alarm: tracked.last_alarm,
@@ -508,4 +515,44 @@ impl SpecState {
 /// `anomaly_spec` first, then the series' own labels.
 fn exported_labels(spec: &str, labels: &LabelSet) -> ThresholdSeriesLabels {
     spec_series_labels(SPEC_LABEL, spec, labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(spec: &str, service: &str, score: f64, alarm_at: f64) -> SeriesScore {
+        SeriesScore {
+            spec: spec.into(),
+            labels: LabelSet::from([("service".to_owned(), service.to_owned())]),
+            score,
+            alarm_at,
+            latest: score,
+            last_point: 0,
+            last_alarm: None,
+            points: 1000,
+            learning: false,
+        }
+    }
+
+    /// The policy sees each series' score scaled to its spec's threshold:
+    /// a calibrated series alarming at 0.2 is as anomalous to it as a raw
+    /// one at 0.5, and the highest of those concerning an incident counts.
+    #[test]
+    fn scores_reach_the_policy_scaled_to_their_spec_threshold() {
+        let board = Board::default();
+        board.replace(
+            "raw",
+            vec![series("raw", "web", 0.6, 0.5), series("raw", "db", 0.4, 0.5)],
+        );
+        board.replace("calibrated", vec![series("calibrated", "db", 0.3, 0.2)]);
+        let incident = |service: &str| LabelSet::from([("service".to_owned(), service.to_owned())]);
+        assert_eq!(board.score_for(&incident("web")), Some(0.6));
+        // 0.3 against 0.2 is 0.75 against 0.5; above the raw series' 0.4.
+        let db = board.score_for(&incident("db")).unwrap();
+        assert!((db - 0.75).abs() < 1e-12, "{db}");
+        board.replace("calibrated", vec![series("calibrated", "db", 0.9, 0.2)]);
+        assert_eq!(board.score_for(&incident("db")), Some(1.0));
+        assert_eq!(board.score_for(&incident("cache")), None);
+    }
 }

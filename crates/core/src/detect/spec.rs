@@ -7,7 +7,9 @@
 //! the highest score of the last `hold` (a detector raises one alarm per
 //! anomaly, on one point: held, a scrape cannot miss it and an alert lasts),
 //! and the generated rule fires `alert` while it is at or over `threshold`
-//! for `for`. The rule keeps the series' labels, so Alertmanager routes the
+//! for `for`. With `calibrate`, an alarm scores its rank among the series'
+//! own past alarms ([`super::calibrated`]), so one threshold means the same
+//! rarity on every series. The rule keeps the series' labels, so Alertmanager routes the
 //! alert and the executors find their target as for any other alert.
 
 use std::collections::BTreeMap;
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::DetectConfig;
+use super::{DetectConfig, CALIBRATED_THRESHOLD, PRIOR_ALARMS, THRESHOLD};
 use crate::alert::is_label_name;
 use crate::alert::LabelSet;
 use crate::duration::PromDuration;
@@ -84,10 +86,19 @@ pub struct AnomalySpec {
     /// the first (in label order) is scored, the others are reported.
     #[serde(default)]
     pub labels: Option<Vec<String>>,
-    /// The score (0 to 1) at and over which the alert fires. Default 0.5,
-    /// the threshold fixed for the detector before it was measured on NAB.
-    #[serde(default = "default_threshold")]
-    pub threshold: f64,
+    /// Calibrate each alarm against the series' own past alarms (a prior
+    /// of [`PRIOR_ALARMS`]): the score is then how rare the alarm is on
+    /// this series, and one threshold suits more kinds of series (on NAB
+    /// the subsets' own best thresholds spread 0.20–0.35 instead of
+    /// 0.36–0.62), but an alarm smaller than the series' earlier ones
+    /// scores low. Default false.
+    #[serde(default)]
+    pub calibrate: bool,
+    /// The score (0 to 1) at and over which the alert fires. Default 0.5
+    /// ([`THRESHOLD`]), or 0.2 with `calibrate` ([`CALIBRATED_THRESHOLD`]):
+    /// the thresholds fixed in advance for each scale (docs/BENCHMARKS.md).
+    #[serde(default)]
+    pub threshold: Option<f64>,
     /// The generated rule's `for:`. Default 0s: a held score is already a
     /// decision about one anomaly.
     #[serde(rename = "for", default = "default_for")]
@@ -123,9 +134,6 @@ fn default_persist_every() -> PromDuration {
 }
 fn default_step() -> PromDuration {
     PromDuration(Duration::from_secs(15))
-}
-fn default_threshold() -> f64 {
-    0.5
 }
 fn default_for() -> PromDuration {
     PromDuration(Duration::ZERO)
@@ -186,7 +194,7 @@ impl AnomalyConfig {
             if spec.for_.0 > Duration::from_secs(86_400) {
                 return err(key("for"), "must be at most 1d".into());
             }
-            if !(spec.threshold > 0.0 && spec.threshold <= 1.0) {
+            if !(spec.alarm_at() > 0.0 && spec.alarm_at() <= 1.0) {
                 return err(key("threshold"), "must be above 0 and at most 1".into());
             }
             if !(16..=MAX_HISTORY).contains(&spec.learning) {
@@ -240,7 +248,20 @@ impl AnomalySpec {
         let mut config = DetectConfig::default();
         config.art.learning = self.learning;
         config.art.history = self.history;
+        if self.calibrate {
+            config.prior_alarms = PRIOR_ALARMS;
+        }
         config
+    }
+
+    /// The score at and over which the alert fires: `threshold`, or the
+    /// one fixed for the scale (raw or calibrated).
+    pub fn alarm_at(&self) -> f64 {
+        self.threshold.unwrap_or(if self.calibrate {
+            CALIBRATED_THRESHOLD
+        } else {
+            THRESHOLD
+        })
     }
 
     /// The labels a series is known by: its own (without `__name__`), or
@@ -259,7 +280,11 @@ impl AnomalySpec {
     /// `exported_instance`: the rule puts them back, so the alert carries
     /// the series' labels either way.
     pub fn rule(&self) -> AlertRule {
-        let selector = format!("{SCORE_METRIC}{{{SPEC_LABEL}=\"{}\"}} >= {}", self.name, self.threshold);
+        let selector = format!(
+            "{SCORE_METRIC}{{{SPEC_LABEL}=\"{}\"}} >= {}",
+            self.name,
+            self.alarm_at()
+        );
         let expr = ["job", "instance"].iter().fold(selector, |inner, label| {
             format!(
                 "label_replace(label_replace({inner}, \"{label}\", \"$1\", \"exported_{label}\", \"(.+)\"), \
@@ -284,7 +309,8 @@ impl AnomalySpec {
                     format!(
                         "homeostat's detector scored a point of this series at {{{{ $value | printf \"%.2f\" }}}} \
                          (the alert is at {}) within the last {}.",
-                        self.threshold, self.hold
+                        self.alarm_at(),
+                        self.hold
                     ),
                 ),
             ]),
@@ -344,9 +370,16 @@ mod tests {
         let c = config("{name: latency, expr: 'x'}").unwrap();
         let s = &c.specs[0];
         assert_eq!(
-            (s.step.0.as_secs(), s.threshold, s.learning, s.history),
+            (s.step.0.as_secs(), s.alarm_at(), s.learning, s.history),
             (15, 0.5, 750, 2880)
         );
+        assert_eq!(s.detector().prior_alarms, 0.0);
+        // Calibrated: its own fixed threshold, unless one is set.
+        let c = config("{name: latency, expr: 'x', calibrate: true}").unwrap();
+        assert_eq!((c.specs[0].alarm_at(), c.specs[0].detector().prior_alarms), (0.2, 2.0));
+        assert!(c.specs[0].rule().expr.contains(">= 0.2"), "{}", c.specs[0].rule().expr);
+        let c = config("{name: latency, expr: 'x', calibrate: true, threshold: 0.3}").unwrap();
+        assert_eq!(c.specs[0].alarm_at(), 0.3);
         for (spec, wanted) in [
             ("{name: 1x, expr: x}", "anomaly.specs[0].name"),
             ("{name: a, expr: ' '}", "anomaly.specs[0].expr"),
@@ -359,6 +392,7 @@ mod tests {
                 "anomaly.specs[0].hold: must be at least two steps (2m)",
             ),
             ("{name: a, expr: x, threshold: 0}", "anomaly.specs[0].threshold"),
+            ("{name: a, expr: x, threshold: 1.5}", "anomaly.specs[0].threshold"),
             ("{name: a, expr: x, learning: 5}", "anomaly.specs[0].learning"),
             (
                 "{name: a, expr: x, learning: 900, history: 800}",
