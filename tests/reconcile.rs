@@ -26,7 +26,7 @@ fn actions(dir: &Path, steps: &str, alertmanager: Option<&str>) -> ActionsConfig
     std::fs::write(&playbook, format!("rules:\n  - name: any\n    actions: {steps}\n")).unwrap();
     let mut actions: ActionsConfig = serde_yaml::from_str(&format!(
         "backend: docker\ndry_run: false\nplaybook: {}\nverify_timeout: 3s\n\
-         guard:\n  min_ready_replicas: 0\nreconcile:\n  period: 1s\n\
+         guard:\n  min_ready_replicas: 0\nreconcile:\n  period: 1s\n  vanish_after: 2s\n\
          docker:\n  stop_timeout_seconds: 1\n",
         playbook.display()
     ))

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use homeostat_core::decision::Verdict;
 use serde_json::Value;
 
 use crate::exit;
@@ -222,11 +223,12 @@ fn incident_table(page: &Value) -> String {
             .collect();
         lines.push(format!(
             "{:>6}  {:<9}  {:<24}  {:<19}  {:>10}  {}",
-            incident["id"],
+            // A JSON value's Display ignores width: padded as text.
+            incident["id"].to_string(),
             text(&incident["status"]),
             text(&incident["alertname"]),
             when(&incident["first_seen"]),
-            incident["deliveries"],
+            incident["deliveries"].to_string(),
             labels.join(",")
         ));
     }
@@ -271,12 +273,21 @@ fn timeline(incident: &Value, decisions: &[Value], notifications: &[Value]) -> S
         ),
     ];
     if !incident["resolved_at"].is_null() {
-        events.push((when(&incident["resolved_at"]), "resolved".to_owned()));
+        let how = if incident["vanished"] == true {
+            "closed as vanished: Alertmanager no longer reported it and no resolution came"
+        } else {
+            "resolved"
+        };
+        events.push((when(&incident["resolved_at"]), how.to_owned()));
     }
     for d in decisions {
         let verdict = text(&d["verdict"]);
+        // Such a verdict (premise gone, unplannable, no target) tells a human at once.
+        let escalated = serde_json::from_value::<Verdict>(d["verdict"].clone()).is_ok_and(Verdict::escalates);
         let what = if verdict == "escalate" {
             "escalated to a human".to_owned()
+        } else if escalated {
+            format!("{} — {verdict}, escalated to a human", text(&d["action"]))
         } else {
             format!("{} — {verdict}", text(&d["action"]))
         };
@@ -391,4 +402,47 @@ fn audit_table(page: &Value) -> String {
         ));
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A verdict that tells a human at once says so; a vanished incident
+    /// says how it was closed.
+    #[test]
+    fn the_timeline_says_who_was_told_and_how_it_closed() {
+        let incident = serde_json::json!({
+            "id": 3, "alertname": "ServiceDown", "status": "resolved", "labels": {},
+            "starts_at": "2026-12-08T03:00:00Z", "first_seen": "2026-12-08T03:00:30Z",
+            "last_seen": "2026-12-08T03:00:30Z", "deliveries": 1,
+            "resolved_at": "2026-12-08T03:10:00Z", "vanished": true,
+        });
+        let decision = |verdict: &str| {
+            serde_json::json!({"verdict": verdict, "action": "restart", "reason": "why",
+                "decided_at": "2026-12-08T03:00:31Z"})
+        };
+        let text = timeline(&incident, &[decision("premise_gone"), decision("refuse")], &[]);
+        assert!(
+            text.contains("decided restart — premise_gone, escalated to a human: why"),
+            "{text}"
+        );
+        assert!(text.contains("decided restart — refuse: why"), "{text}");
+        assert!(text.contains("closed as vanished"), "{text}");
+    }
+
+    /// The numbers line up under their headers (right-aligned).
+    #[test]
+    fn the_incident_table_lines_up() {
+        let page = serde_json::json!({"incidents": [{
+            "id": 7, "status": "firing", "alertname": "ServiceDown",
+            "first_seen": "2026-12-08T03:00:00Z", "deliveries": 42, "labels": {"service": "web"},
+        }]});
+        let table = incident_table(&page);
+        let lines: Vec<&str> = table.lines().collect();
+        let column = |line: &str, word: &str| line.find(word).map(|at| at + word.len());
+        assert_eq!(column(lines[0], "id"), column(lines[1], "7"), "{table}");
+        assert_eq!(column(lines[0], "deliveries"), column(lines[1], "42"), "{table}");
+        assert!(lines[1].ends_with("service=web"), "{table}");
+    }
 }

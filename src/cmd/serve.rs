@@ -82,7 +82,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
         let served = match config.actions.clone() {
-            None => homeostat_server::app::serve(config, credentials, listener, shutdown, |_| LogTransitions).await,
+            None => {
+                tracing::info!("No actions section: incidents are recorded and nothing is acted on.");
+                homeostat_server::app::serve(config, credentials, listener, shutdown, |_| LogTransitions).await
+            }
             Some(actions) => {
                 let playbook = match Playbook::load(&actions.playbook) {
                     Ok(playbook) => playbook,
@@ -107,6 +110,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 };
                 // Every backend call is bounded in time (actions.execute_timeout).
                 let executor = Bounded::new(executor, &actions);
+                tracing::info!(
+                    backend = ?actions.backend,
+                    dry_run = actions.dry_run,
+                    playbook = %actions.playbook.display(),
+                    "Acting on incidents{}.",
+                    if actions.dry_run { " in dry run: every decision is recorded, nothing is done" } else { "" }
+                );
                 if actions.dry_run {
                     let respond = move |parts: Parts| Responder::new(DryRun(executor), parts, playbook, actions);
                     homeostat_server::app::serve(config, credentials, listener, shutdown, respond).await

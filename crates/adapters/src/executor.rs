@@ -20,7 +20,7 @@ use homeostat_core::config::ActionsConfig;
 use homeostat_core::guard::Readiness;
 
 /// Why an executor could not carry out an operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ExecError {
     /// The backend could not be reached (socket, API server, network).
     #[error("{backend:?} is unreachable: {message}")]

@@ -330,9 +330,8 @@ fn is_header_name(name: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReconcileConfig {
-    /// How often firing incidents are compared with Alertmanager (one not
-    /// reported there is closed as vanished), and the shortest backoff of
-    /// a refusal. Default 15s.
+    /// How often firing incidents are compared with Alertmanager (see
+    /// `vanish_after`), and the shortest backoff of a refusal. Default 15s.
     pub period: PromDuration,
     /// The longest a refused or open-ended deferred incident waits for its
     /// next look; the wait doubles from `period` up to this. Default 5m.
@@ -340,6 +339,13 @@ pub struct ReconcileConfig {
     /// An incident held back this long by refusals or open-ended deferrals
     /// is escalated, once; it is still looked at after. Default 30m.
     pub escalate_after: PromDuration,
+    /// A firing incident missing this long from Alertmanager's active
+    /// alerts, and not delivered meanwhile, is closed as vanished (its
+    /// resolution was lost). Longer than Alertmanager's default
+    /// `group_interval` (5m), at which a resolved alert's resolution is
+    /// delivered: so an ordinary resolution closes its incident as
+    /// resolved, not as vanished. Default 6m.
+    pub vanish_after: PromDuration,
     /// Incidents looked at concurrently; actions on one target are always
     /// one at a time. Default 4.
     pub concurrency: usize,
@@ -352,6 +358,7 @@ impl Default for ReconcileConfig {
             period: PromDuration(std::time::Duration::from_secs(15)),
             max_backoff: minutes(5),
             escalate_after: minutes(30),
+            vanish_after: minutes(6),
             concurrency: 4,
         }
     }
@@ -381,6 +388,15 @@ impl ReconcileConfig {
             return Err((
                 key("escalate_after"),
                 format!("must be at least period ({}), not {}", self.period, self.escalate_after),
+            ));
+        }
+        if self.vanish_after.0 < period || self.vanish_after.0 > std::time::Duration::from_secs(86_400) {
+            return Err((
+                key("vanish_after"),
+                format!(
+                    "must be between period ({}) and 1d, not {}",
+                    self.period, self.vanish_after
+                ),
             ));
         }
         if !(1..=64).contains(&self.concurrency) {
@@ -832,10 +848,15 @@ impl Config {
                 p if p == "." || p.is_empty() => ".".to_owned(),
                 p => p,
             };
+            // serde_yaml's message may start with the key itself: said once.
+            let message = err.into_inner().to_string();
+            let message = message
+                .strip_prefix(&format!("{key}: "))
+                .map_or(message.clone(), str::to_owned);
             ConfigError::Invalid {
                 path: path.to_owned(),
                 key,
-                message: err.into_inner().to_string(),
+                message,
             }
         })
     }
@@ -1271,6 +1292,11 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("test.yaml"), "{text}");
         assert!(text.contains("`server.max_body_bytes`"), "{text}");
+        assert_eq!(
+            text.matches("server.max_body_bytes").count(),
+            1,
+            "the key said once: {text}"
+        );
         assert!(text.contains("line 3"), "{text}");
     }
 
@@ -1466,6 +1492,7 @@ mod tests {
                 "actions.reconcile.max_backoff",
             ),
             ("reconcile: {escalate_after: 1s}", "actions.reconcile.escalate_after"),
+            ("reconcile: {vanish_after: 1s}", "actions.reconcile.vanish_after"),
             ("reconcile: {concurrency: 0}", "actions.reconcile.concurrency"),
         ] {
             let prometheus = if setting.starts_with("prometheus_url") {

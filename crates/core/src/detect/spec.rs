@@ -9,8 +9,9 @@
 //! and the generated rule fires `alert` while it is at or over `threshold`
 //! for `for`. With `calibrate`, an alarm scores its rank among the series'
 //! own past alarms ([`super::calibrated`]), so one threshold means the same
-//! rarity on every series. The rule keeps the series' labels, so Alertmanager routes the
-//! alert and the executors find their target as for any other alert.
+//! rarity on every series. The rule keeps the series' labels, so
+//! Alertmanager routes the alert and the executors find their target as for
+//! any other alert.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -24,7 +24,7 @@ use super::decide::Stop;
 
 /// The target's readiness as the context stage read it, if it did: the
 /// guard reuses it instead of reading again.
-pub type ReadinessRead = Option<Result<Option<Readiness>, String>>;
+pub type ReadinessRead = Option<Result<Option<Readiness>, ExecError>>;
 
 /// What the guard stage reads from.
 pub struct Sources<'a, E> {
@@ -78,7 +78,8 @@ fn rollback_premise(incident: &Incident, deployed: &Deployed) -> Option<String> 
 
 /// The situation `action` on `target` would act in (not silenced: that is
 /// the [`premise`]'s to tell); a [`Stop`] when it cannot be told safely
-/// (readiness that cannot be read refuses an action taking capacity away).
+/// (readiness that cannot be read refuses an action taking capacity away;
+/// a target gone is `premise_gone`, as right before acting).
 /// `readiness` is the one the context stage read, if it did.
 pub async fn situation<E: Executor>(
     sources: Sources<'_, E>,
@@ -106,10 +107,14 @@ pub async fn situation<E: Executor>(
     let readiness = if action.removes_capacity() {
         let read = match readiness {
             Some(read) => read,
-            None => executor.readiness(target).await.map_err(|e| e.to_string()),
+            None => executor.readiness(target).await,
         };
         match read {
             Ok(readiness) => readiness,
+            // Nothing is left to act on: a human should know, at once.
+            Err(err @ ExecError::NotFound(_)) => {
+                return Ok(Err(Stop::new(action, Verdict::PremiseGone, err.to_string())));
+            }
             // Taking capacity away from something that cannot be seen is never safe.
             Err(err) => {
                 let reason = format!("{action} takes capacity away and the target's readiness cannot be read: {err}");

@@ -10,10 +10,11 @@
 //! Looks run concurrently up to `actions.reconcile.concurrency`; the
 //! responder keeps actions on one target one at a time. Every
 //! `actions.reconcile.period` the firing incidents are compared with
-//! Alertmanager: one it no longer reports, and that homeostat has not heard
-//! of for a period, is closed as vanished (its resolution was lost).
+//! Alertmanager: one it has not reported, and homeostat has not heard of,
+//! for `actions.reconcile.vanish_after` is closed as vanished (its
+//! resolution was lost).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use tokio::task::JoinSet;
 
 use homeostat_adapters::alertmanager;
 use homeostat_adapters::executor::Executor;
-use homeostat_journal::schedule::Due;
+use homeostat_journal::schedule::{Due, Firing};
 
 use super::respond::Responder;
 
@@ -39,11 +40,14 @@ pub(super) async fn run<E: Executor>(responder: Arc<Responder<E>>, mut stop: wat
     let mut looks: JoinSet<i64> = JoinSet::new();
     let mut busy: HashSet<i64> = HashSet::new();
     let mut next_vanish_check = responder.clock.now();
+    // Firing incidents Alertmanager does not report, and since when (this
+    // process' first look that found them missing).
+    let mut missing: HashMap<i64, DateTime<Utc>> = HashMap::new();
     tracing::info!(period = %settings.period, concurrency = settings.concurrency, "Reconciling open incidents.");
     while !*stop.borrow() {
         let now = responder.clock.now();
         if now >= next_vanish_check {
-            vanish(&responder, now).await;
+            vanish(&responder, now, &mut missing).await;
             next_vanish_check = now + period;
         }
         let due = match responder.journal.due(now, BATCH).await {
@@ -99,6 +103,24 @@ pub(super) async fn run<E: Executor>(responder: Arc<Responder<E>>, mut stop: wat
     while looks.join_next().await.is_some() {}
 }
 
+/// Of the firing incidents Alertmanager does not report (`absent`), those
+/// found missing, and last delivered, before `unseen_since`. `missing`
+/// keeps since when each absent one was found missing (from `now` for one
+/// found now) and forgets those no longer absent.
+fn overdue(
+    absent: &[Firing],
+    missing: &mut HashMap<i64, DateTime<Utc>>,
+    now: DateTime<Utc>,
+    unseen_since: DateTime<Utc>,
+) -> Vec<i64> {
+    missing.retain(|id, _| absent.iter().any(|f| f.incident_id == *id));
+    absent
+        .iter()
+        .filter(|f| *missing.entry(f.incident_id).or_insert(now) <= unseen_since && f.last_seen < unseen_since)
+        .map(|f| f.incident_id)
+        .collect()
+}
+
 /// Looks at one due incident and stores when it needs the next look,
 /// unless a delivery changed that meanwhile.
 async fn look<E: Executor>(responder: &Responder<E>, due: Due) {
@@ -123,9 +145,10 @@ async fn look<E: Executor>(responder: &Responder<E>, due: Due) {
     }
 }
 
-/// Closes the firing incidents Alertmanager no longer reports and that
-/// have not been delivered for a period: their resolution was lost.
-async fn vanish<E: Executor>(responder: &Responder<E>, now: DateTime<Utc>) {
+/// Closes the firing incidents that Alertmanager has not reported, and
+/// that have not been delivered, for `vanish_after`: their resolution was
+/// lost. `missing` keeps since when each was found missing.
+async fn vanish<E: Executor>(responder: &Responder<E>, now: DateTime<Utc>, missing: &mut HashMap<i64, DateTime<Utc>>) {
     let Some(url) = &responder.config.alertmanager_url else {
         return;
     };
@@ -147,12 +170,12 @@ async fn vanish<E: Executor>(responder: &Responder<E>, now: DateTime<Utc>) {
             return;
         }
     };
-    let unseen_since = now - responder.config.reconcile.period.as_delta();
-    let gone: Vec<i64> = firing
+    let unseen_since = now - responder.config.reconcile.vanish_after.as_delta();
+    let absent: Vec<Firing> = firing
         .into_iter()
-        .filter(|f| !active.contains(&f.fingerprint) && f.last_seen < unseen_since)
-        .map(|f| f.incident_id)
+        .filter(|f| !active.contains(&f.fingerprint))
         .collect();
+    let gone = overdue(&absent, missing, now, unseen_since);
     if gone.is_empty() {
         return;
     }
@@ -171,5 +194,45 @@ async fn vanish<E: Executor>(responder: &Responder<E>, now: DateTime<Utc>) {
         if let Err(err) = responder.retire(id).await {
             tracing::error!(incident = id, error = %err, "Cannot remove the replicas homeostat added for the incident.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An incident is overdue only once it has been missing from
+    /// Alertmanager, and undelivered, for the whole `vanish_after`: an
+    /// ordinary resolution, delivered at Alertmanager's next group_interval,
+    /// comes first. Back in Alertmanager, it is forgotten.
+    #[test]
+    fn an_incident_vanishes_only_after_missing_for_vanish_after() {
+        let t0 = DateTime::parse_from_rfc3339("2026-12-08T03:00:00Z").unwrap().to_utc();
+        let minutes = chrono::Duration::minutes;
+        let after = minutes(6);
+        // Last delivered an hour ago: a firing alert is not delivered again
+        // until Alertmanager's repeat_interval.
+        let firing = |id: i64| Firing {
+            incident_id: id,
+            fingerprint: format!("f{id}"),
+            last_seen: t0 - minutes(60),
+        };
+        let mut missing = HashMap::new();
+        let mut at = |absent: &[Firing], now: DateTime<Utc>| overdue(absent, &mut missing, now, now - after);
+        assert!(at(&[firing(1)], t0).is_empty());
+        assert!(at(&[firing(1)], t0 + minutes(5)).is_empty());
+        assert_eq!(at(&[firing(1)], t0 + after), [1]);
+        // Reported again, then missing again: the wait starts over.
+        assert!(at(&[], t0 + minutes(7)).is_empty());
+        assert!(at(&[firing(1)], t0 + minutes(8)).is_empty());
+        assert!(at(&[firing(1)], t0 + minutes(13)).is_empty());
+        assert_eq!(at(&[firing(1)], t0 + minutes(14)), [1]);
+        // Delivered after it went missing (a repeat): not overdue until
+        // that delivery is old too.
+        let mut recent = firing(2);
+        recent.last_seen = t0 + minutes(3);
+        assert!(at(std::slice::from_ref(&recent), t0).is_empty());
+        assert!(at(std::slice::from_ref(&recent), t0 + minutes(8)).is_empty());
+        assert_eq!(at(std::slice::from_ref(&recent), t0 + minutes(10)), [2]);
     }
 }

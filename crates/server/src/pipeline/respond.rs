@@ -169,7 +169,7 @@ impl<E: Executor> Responder<E> {
         let readiness = if target.is_empty() {
             None
         } else {
-            Some(self.executor.readiness(target).await.map_err(|e| e.to_string()))
+            Some(self.executor.readiness(target).await)
         };
         // A scale-out whose clone would not serve is not offered (unreadable:
         // offered, and the premise tells before acting).
@@ -285,7 +285,7 @@ impl<E: Executor> Responder<E> {
             return Ok(Some(self.verified_by(last).max(now + period)));
         }
         // Verified fixed: its resolution is on the way (Alertmanager sends
-        // it at its next group_interval; the vanish check closes it sooner).
+        // it at its next group_interval; the vanish check closes it if not).
         // Not acted on again for a verify_timeout.
         if let Some(quiet_until) = decide::fixed_at(&past).map(|t| t + self.config.verify_timeout.as_delta()) {
             if now < quiet_until {
