@@ -280,39 +280,29 @@ async fn a_spike_alerts_through_alertmanager_and_a_restart_resumes_quietly() {
     homeostat.stop().await;
 
     // The CLI scores the same history and finds the spike.
-    let stdout = common::homeostat_ok(&[
-        "anomaly",
-        "score",
-        "--prometheus",
-        prometheus.url(),
-        "--query",
-        "test_latency_seconds",
-        "--step",
-        "1s",
-        "--range",
-        "15m",
-        "--learning",
-        "120",
-    ]);
+    let score = |extra: &[&str]| {
+        let mut args = vec![
+            "anomaly",
+            "score",
+            "--prometheus",
+            prometheus.url(),
+            "--query",
+            "test_latency_seconds",
+            "--step",
+            "1s",
+            "--range",
+            "15m",
+            "--learning",
+            "120",
+        ];
+        args.extend_from_slice(extra);
+        common::homeostat_ok(&args)
+    };
+    let stdout = score(&[]);
     assert!(stdout.contains("service=web") && stdout.contains("1.00"), "{stdout}");
     // Calibrated, the spike is still an alarm, at the calibrated scale's
     // threshold (0.2) and at most at the rules' own score.
-    let stdout = common::homeostat_ok(&[
-        "anomaly",
-        "score",
-        "--prometheus",
-        prometheus.url(),
-        "--query",
-        "test_latency_seconds",
-        "--step",
-        "1s",
-        "--range",
-        "15m",
-        "--learning",
-        "120",
-        "--calibrate",
-        "--json",
-    ]);
+    let stdout = score(&["--calibrate", "--json"]);
     let scored: Value = serde_json::from_str(&stdout).unwrap();
     let alarms = scored[0]["alarms"].as_array().unwrap();
     assert!(!alarms.is_empty(), "{scored}");
