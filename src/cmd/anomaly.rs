@@ -12,7 +12,7 @@ use serde_json::Value;
 use homeostat_adapters::rules::{Prometheus, QUERY_TIMEOUT};
 use homeostat_core::alert::LabelSet;
 use homeostat_core::detect::spec::{live_score, MAX_HISTORY};
-use homeostat_core::detect::{DetectConfig, StreamScorer, CALIBRATED_THRESHOLD, PRIOR_ALARMS, THRESHOLD};
+use homeostat_core::detect::{fixed_threshold, DetectConfig, StreamScorer};
 use homeostat_core::duration::PromDuration;
 
 use super::args::{positive_duration, score_threshold};
@@ -91,7 +91,7 @@ pub fn run(command: AnomalyCommand) -> ExitCode {
             threshold,
             json,
         } => {
-            let threshold = threshold.unwrap_or(if calibrate { CALIBRATED_THRESHOLD } else { THRESHOLD });
+            let threshold = threshold.unwrap_or_else(|| fixed_threshold(calibrate));
             if !(16..=MAX_HISTORY).contains(&learning) {
                 eprintln!("homeostat anomaly score: --learning must be from 16 to {MAX_HISTORY} points");
                 return ExitCode::from(exit::USAGE);
@@ -111,12 +111,7 @@ pub fn run(command: AnomalyCommand) -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(code) => return code,
             };
-            let mut config = DetectConfig::default();
-            config.art.learning = learning;
-            config.art.history = MAX_HISTORY;
-            if calibrate {
-                config.prior_alarms = PRIOR_ALARMS;
-            }
+            let config = DetectConfig::live(learning, MAX_HISTORY, calibrate);
             let result = runtime.block_on(async {
                 let prometheus = Prometheus::new(&prometheus, QUERY_TIMEOUT)?;
                 let end = Utc::now().timestamp();

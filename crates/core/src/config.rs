@@ -850,9 +850,10 @@ impl Config {
             };
             // serde_yaml's message may start with the key itself: said once.
             let message = err.into_inner().to_string();
-            let message = message
-                .strip_prefix(&format!("{key}: "))
-                .map_or(message.clone(), str::to_owned);
+            let message = match message.strip_prefix(&format!("{key}: ")) {
+                Some(rest) => rest.to_owned(),
+                None => message,
+            };
             ConfigError::Invalid {
                 path: path.to_owned(),
                 key,

@@ -35,6 +35,16 @@ pub const PRIOR_ALARMS: f64 = 2.0;
 /// round: 76.55 to 76.80 on those).
 pub const CALIBRATED_THRESHOLD: f64 = 0.2;
 
+/// The threshold fixed in advance for a scale: [`CALIBRATED_THRESHOLD`]
+/// for calibrated scores, [`THRESHOLD`] for the rules' raw ones.
+pub fn fixed_threshold(calibrated: bool) -> f64 {
+    if calibrated {
+        CALIBRATED_THRESHOLD
+    } else {
+        THRESHOLD
+    }
+}
+
 /// The detector's settings; [`Default`] is what `homeostat eval nab` uses,
 /// but for ART's learning period, which it sets per file.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,6 +64,21 @@ pub struct DetectConfig {
     pub prior_alarms: f64,
     /// The most past alarms kept to calibrate against (the oldest go).
     pub alarm_history: usize,
+}
+
+impl DetectConfig {
+    /// The detector for a live series: it learns for `learning` points,
+    /// keeps `history` to rebuild and resume, and calibrates its alarms
+    /// (with [`PRIOR_ALARMS`]) when `calibrate`.
+    pub fn live(learning: usize, history: usize, calibrate: bool) -> DetectConfig {
+        let mut config = DetectConfig::default();
+        config.art.learning = learning;
+        config.art.history = history;
+        if calibrate {
+            config.prior_alarms = PRIOR_ALARMS;
+        }
+        config
+    }
 }
 
 impl Default for DetectConfig {

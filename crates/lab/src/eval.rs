@@ -24,7 +24,7 @@ use nab::{NabError, Series, PROFILES};
 /// surprises for the band, see [`crate::anomaly`]), reported beside the best
 /// one. It was fixed before the first run on the development set and stays
 /// so, whichever rules have scored since (the memory alarms at 0.75).
-pub const FIXED_THRESHOLD: f64 = 0.5;
+pub const FIXED_THRESHOLD: f64 = detect::THRESHOLD;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -138,9 +138,9 @@ pub struct NabSummary {
 /// the summary, also written as `out/summary.json`. Only `config.rules`
 /// score (see [`ScorerConfig::rules`]). The ART rule learns for `learning`
 /// points, or by default for each file's probationary period (NAB hands
-/// every detector that period). The fixed threshold is
-/// [`detect::CALIBRATED_THRESHOLD`] when the alarms are calibrated,
-/// otherwise [`FIXED_THRESHOLD`].
+/// every detector that period). The fixed threshold is the one for the
+/// scores' scale ([`detect::fixed_threshold`]: 0.2 calibrated, otherwise
+/// [`FIXED_THRESHOLD`]).
 pub fn run_nab(
     data: &Path,
     labels: &Path,
@@ -156,11 +156,7 @@ pub fn run_nab(
         .into_iter()
         .filter(|rule| config.rules.contains(rule))
         .collect();
-    let fixed = if config.calibrated() {
-        detect::CALIBRATED_THRESHOLD
-    } else {
-        FIXED_THRESHOLD
-    };
+    let fixed = detect::fixed_threshold(config.calibrated());
     let scored = each_series(&corpus, "scoring", |series| {
         let mut config = config.clone();
         config.art.learning = learning.unwrap_or_else(|| nab::probation_rows(series.len()));

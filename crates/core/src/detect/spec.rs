@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DetectConfig, CALIBRATED_THRESHOLD, PRIOR_ALARMS, THRESHOLD};
+use super::{fixed_threshold, DetectConfig};
 use crate::alert::is_label_name;
 use crate::alert::LabelSet;
 use crate::duration::PromDuration;
@@ -88,7 +88,7 @@ pub struct AnomalySpec {
     #[serde(default)]
     pub labels: Option<Vec<String>>,
     /// Calibrate each alarm against the series' own past alarms (a prior
-    /// of [`PRIOR_ALARMS`]): the score is then how rare the alarm is on
+    /// of [`super::PRIOR_ALARMS`]): the score is then how rare the alarm is on
     /// this series, and one threshold suits more kinds of series (on NAB
     /// the subsets' own best thresholds spread 0.20–0.35 instead of
     /// 0.36–0.62), but an alarm smaller than the series' earlier ones
@@ -96,7 +96,7 @@ pub struct AnomalySpec {
     #[serde(default)]
     pub calibrate: bool,
     /// The score (0 to 1) at and over which the alert fires. Default 0.5
-    /// ([`THRESHOLD`]), or 0.2 with `calibrate` ([`CALIBRATED_THRESHOLD`]):
+    /// ([`super::THRESHOLD`]), or 0.2 with `calibrate` ([`super::CALIBRATED_THRESHOLD`]):
     /// the thresholds fixed in advance for each scale (docs/BENCHMARKS.md).
     #[serde(default)]
     pub threshold: Option<f64>,
@@ -246,23 +246,13 @@ impl AnomalyConfig {
 impl AnomalySpec {
     /// The detector's settings for this spec's series.
     pub fn detector(&self) -> DetectConfig {
-        let mut config = DetectConfig::default();
-        config.art.learning = self.learning;
-        config.art.history = self.history;
-        if self.calibrate {
-            config.prior_alarms = PRIOR_ALARMS;
-        }
-        config
+        DetectConfig::live(self.learning, self.history, self.calibrate)
     }
 
     /// The score at and over which the alert fires: `threshold`, or the
     /// one fixed for the scale (raw or calibrated).
     pub fn alarm_at(&self) -> f64 {
-        self.threshold.unwrap_or(if self.calibrate {
-            CALIBRATED_THRESHOLD
-        } else {
-            THRESHOLD
-        })
+        self.threshold.unwrap_or_else(|| fixed_threshold(self.calibrate))
     }
 
     /// The labels a series is known by: its own (without `__name__`), or
